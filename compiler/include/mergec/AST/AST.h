@@ -1,0 +1,143 @@
+//===- AST.h - the recipe syntax tree ---------------------------*- C++ -*-===//
+// Plain data with source locations; no ANTLR types, so every later stage can include it.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mergec::ast {
+
+/// 1-based line and column in the recipe file.
+struct SourceLoc {
+  int line = 0;
+  int col = 0;
+};
+
+class Expr {
+public:
+  enum class Kind { Number, Name, Unary, Binary, List, Call };
+  Expr(Kind kind, SourceLoc loc) : kind_(kind), loc_(loc) {}
+  virtual ~Expr() = default;
+  Kind kind() const { return kind_; }
+  SourceLoc loc() const { return loc_; }
+
+private:
+  Kind kind_;
+  SourceLoc loc_;
+};
+using ExprPtr = std::unique_ptr<Expr>;
+
+class NumberExpr : public Expr {
+public:
+  NumberExpr(SourceLoc loc, double value) : Expr(Kind::Number, loc), value(value) {}
+  static bool classof(const Expr *e) { return e->kind() == Kind::Number; }
+  double value;
+};
+
+/// A model, param, def parameter or context name (`layer`, `num_layers`).
+class NameExpr : public Expr {
+public:
+  NameExpr(SourceLoc loc, std::string name) : Expr(Kind::Name, loc), name(std::move(name)) {}
+  static bool classof(const Expr *e) { return e->kind() == Kind::Name; }
+  std::string name;
+};
+
+class UnaryExpr : public Expr {
+public:
+  UnaryExpr(SourceLoc loc, char op, ExprPtr operand)
+      : Expr(Kind::Unary, loc), op(op), operand(std::move(operand)) {}
+  static bool classof(const Expr *e) { return e->kind() == Kind::Unary; }
+  char op; ///< '-'
+  ExprPtr operand;
+};
+
+class BinaryExpr : public Expr {
+public:
+  BinaryExpr(SourceLoc loc, char op, ExprPtr lhs, ExprPtr rhs)
+      : Expr(Kind::Binary, loc), op(op), lhs(std::move(lhs)), rhs(std::move(rhs)) {}
+  static bool classof(const Expr *e) { return e->kind() == Kind::Binary; }
+  char op; ///< one of + - * /
+  ExprPtr lhs, rhs;
+};
+
+class ListExpr : public Expr {
+public:
+  ListExpr(SourceLoc loc, std::vector<ExprPtr> elements)
+      : Expr(Kind::List, loc), elements(std::move(elements)) {}
+  static bool classof(const Expr *e) { return e->kind() == Kind::List; }
+  std::vector<ExprPtr> elements;
+};
+
+struct Argument {
+  std::string keyword; ///< empty for a positional argument
+  SourceLoc loc;
+  ExprPtr value;
+};
+
+class CallExpr : public Expr {
+public:
+  CallExpr(SourceLoc loc, std::string callee, std::vector<Argument> args)
+      : Expr(Kind::Call, loc), callee(std::move(callee)), args(std::move(args)) {}
+  static bool classof(const Expr *e) { return e->kind() == Kind::Call; }
+  std::string callee;
+  std::vector<Argument> args;
+};
+
+struct ModelDecl {
+  SourceLoc loc;
+  std::string name;
+  std::string path; ///< unescaped
+  SourceLoc pathLoc;
+};
+
+struct ParamDecl {
+  SourceLoc loc;
+  std::string name;
+  double value = 0;
+  SourceLoc valueLoc;
+};
+
+struct DefParam {
+  SourceLoc loc;
+  std::string name;
+  ExprPtr defaultValue; ///< null when required
+};
+
+struct DefDecl {
+  SourceLoc loc;
+  std::string name;
+  std::vector<DefParam> params;
+  ExprPtr body;
+};
+
+struct Pattern {
+  SourceLoc loc;
+  std::string glob; ///< unescaped
+};
+
+struct Rule {
+  SourceLoc loc;
+  std::vector<Pattern> patterns; ///< empty for the default rule `_`
+  bool isDefault = false;
+  ExprPtr body;
+};
+
+/// One `merge` declaration (Sema requires exactly one per recipe).
+struct MergeDecl {
+  SourceLoc loc;
+  bool singleRule = false;
+  std::vector<Rule> rules;
+};
+
+struct Recipe {
+  std::string fileName;
+  std::vector<ModelDecl> models;
+  std::vector<ParamDecl> params;
+  std::vector<DefDecl> defs;
+  std::vector<MergeDecl> merges;
+};
+
+/// Prints the tree in the indented form `mergec compile --emit=ast` shows.
+std::string dump(const Recipe &recipe);
+
+} // namespace mergec::ast

@@ -1,0 +1,21 @@
+//===- Passes.h - lowering the merge dialect --------------------*- C++ -*-===//
+#pragma once
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/Pass.h"
+
+namespace mergec {
+
+#define GEN_PASS_DECL
+#include "mergec/Conversion/Passes.h.inc"
+
+/// The attribute on a lowered rule listing the model of each input memref, in order.
+inline constexpr const char *kInputsAttr = "merge.inputs";
+
+#define GEN_PASS_REGISTRATION
+#include "mergec/Conversion/Passes.h.inc"
+
+} // namespace mergec

@@ -1,0 +1,16 @@
+//===- MergeDialect.h - the merge dialect -----------------------*- C++ -*-===//
+#pragma once
+#include "mlir/Bytecode/BytecodeOpInterface.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/Dialect.h"
+#include "mlir/IR/OpDefinition.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
+
+#include "mergec/Dialect/Merge/IR/MergeDialect.h.inc"
+
+#define GET_TYPEDEF_CLASSES
+#include "mergec/Dialect/Merge/IR/MergeTypes.h.inc"
+
+#define GET_OP_CLASSES
+#include "mergec/Dialect/Merge/IR/MergeOps.h.inc"

@@ -1,0 +1,173 @@
+//===- MergeOps.td - merge dialect operations ------------------*- tablegen -*-===//
+#ifndef MERGEC_MERGE_OPS
+#define MERGEC_MERGE_OPS
+
+include "mergec/Dialect/Merge/IR/MergeDialect.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/IR/BuiltinAttributes.td"
+
+//===----------------------------------------------------------------------===//
+// Leaves: model tensors and per-tensor context
+//===----------------------------------------------------------------------===//
+
+def Merge_InputOp : Merge_Op<"input", [Pure]> {
+  let summary = "the current tensor of one model";
+  let description = [{
+    The tensor with the current output tensor's name, read from model `model`. `stored` gives
+    the dtype it is stored in once the rule is specialized; loads widen it to f32.
+
+    ```mlir
+    %a = merge.input "math" stored bf16
+    ```
+  }];
+  let arguments = (ins StrAttr:$model, OptionalAttr<TypeAttr>:$storage);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$model (`stored` $storage^)? attr-dict";
+  let hasVerifier = 1;
+}
+
+def Merge_LayerOp : Merge_Op<"layer", [Pure]> {
+  let summary = "the layer index in the current tensor's name, or -1";
+  let description = [{
+    N for a tensor named `model.layers.N.*`, else -1.
+    ```mlir
+    %l = merge.layer
+    ```
+  }];
+  let results = (outs F32:$result);
+  let assemblyFormat = "attr-dict";
+}
+
+def Merge_NumLayersOp : Merge_Op<"num_layers", [Pure]> {
+  let summary = "the base model's number of layers";
+  let description = [{
+    `num_hidden_layers` from config.json, else 1 + the largest layer index in tensor names.
+    ```mlir
+    %n = merge.num_layers
+    ```
+  }];
+  let results = (outs F32:$result);
+  let assemblyFormat = "attr-dict";
+}
+
+def Merge_RampOp : Merge_Op<"ramp", [Pure]> {
+  let summary = "piecewise-linear interpolation over the layers (mergekit's gradient)";
+  let description = [{
+    With t = layer / (num_layers - 1) (t = 0 for tensors outside the layers) and k + 1 anchors
+    v0..vk evenly spaced over [0, 1], yields the linear interpolation at t.
+    ```mlir
+    %w = merge.ramp [%v0, %v1, %v2]
+    ```
+  }];
+  let arguments = (ins Variadic<F32>:$anchors);
+  let results = (outs F32:$result);
+  let assemblyFormat = "`[` $anchors `]` attr-dict";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise tensor arithmetic (fused into kernels)
+//===----------------------------------------------------------------------===//
+
+def Merge_SplatOp : Merge_Op<"splat", [Pure]> {
+  let summary = "a tensor with every element equal to a scalar";
+  let description = [{
+    Broadcasts a scalar where a tensor is expected: `base + 0.5` is
+    ```mlir
+    %h = arith.constant 5.000000e-01 : f32
+    %s = merge.splat %h
+    %r = merge.add %base, %s
+    ```
+  }];
+  let arguments = (ins F32:$value);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$value attr-dict";
+}
+
+class Merge_BinaryOp<string mnemonic, string formula> : Merge_Op<mnemonic, [Pure]> {
+  let summary = "elementwise " # formula;
+  let description = [{
+    Elementwise on two tensors of the current shape, in f32:
+    ```mlir
+    %r = merge.}] # mnemonic # [{ %a, %b
+    ```
+  }];
+  let arguments = (ins Merge_TensorType:$lhs, Merge_TensorType:$rhs);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict";
+}
+
+def Merge_AddOp : Merge_BinaryOp<"add", "lhs + rhs">;
+def Merge_SubOp : Merge_BinaryOp<"sub", "lhs - rhs">;
+def Merge_MulOp : Merge_BinaryOp<"mul", "lhs * rhs">;
+def Merge_DivOp : Merge_BinaryOp<"div", "lhs / rhs">;
+
+def Merge_NegOp : Merge_Op<"neg", [Pure]> {
+  let summary = "elementwise negation";
+  let description = [{
+    ```mlir
+    %r = merge.neg %a
+    ```
+  }];
+  let arguments = (ins Merge_TensorType:$operand);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$operand attr-dict";
+}
+
+class Merge_ListReductionOp<string mnemonic, string formula> : Merge_Op<mnemonic, [Pure]> {
+  let summary = "elementwise " # formula # " across a list of tensors";
+  let description = [{
+    Per element, across the operands (the unrolled list), accumulated left to right in f32:
+    ```mlir
+    %r = merge.}] # mnemonic # [{ %ta, %tb, %tc
+    ```
+  }];
+  let arguments = (ins Variadic<Merge_TensorType>:$operands);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$operands attr-dict";
+  let hasVerifier = 1;
+}
+
+def Merge_SumOp : Merge_ListReductionOp<"sum", "sum">;
+def Merge_MeanOp : Merge_ListReductionOp<"mean", "mean (sum / count)">;
+
+//===----------------------------------------------------------------------===//
+// Fused kernels
+//===----------------------------------------------------------------------===//
+
+def Merge_KernelOp : Merge_Op<"kernel", [
+                                         RecursiveMemoryEffects]> {
+  let summary = "one fused loop: reads each input element once, computes, stores once";
+  let description = [{
+    The body computes one output element in f32 from one element of each input (its block
+    arguments, in the order of `ins`); scalars defined above are used directly. Produced by
+    `merge-fuse-elementwise`; `merge-lower-kernels` turns it into a loop over a chunk of
+    elements with the inputs' storage dtypes widened on load and the result rounded on store.
+    ```mlir
+    %k = merge.kernel ins(%base, %a) {
+    ^bb0(%b: f32, %x: f32):
+      %d = arith.subf %x, %b : f32
+      %r = arith.addf %b, %d : f32
+      merge.yield %r : f32
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<Merge_TensorType>:$inputs);
+  let results = (outs Merge_TensorType:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "`ins` `(` $inputs `)` $body attr-dict";
+  let hasVerifier = 1;
+}
+
+def Merge_YieldOp : Merge_Op<"yield", [Pure, Terminator, HasParent<"KernelOp">]> {
+  let summary = "the value of one output element";
+  let description = [{
+    ```mlir
+    merge.yield %r : f32
+    ```
+  }];
+  let arguments = (ins F32:$value);
+  let assemblyFormat = "$value attr-dict `:` type($value)";
+}
+
+#endif // MERGEC_MERGE_OPS

@@ -1,0 +1,74 @@
+//===- Sema.h - names, kinds, arities; defs inlined -------------*- C++ -*-===//
+// Sema checks a recipe and reduces every rule to a DAG of primitive operations on the current
+// tensor (lists unrolled, defs and library functions inlined), which MLIRGen turns into the
+// merge dialect. Every error is reported here, before any checkpoint is opened.
+#pragma once
+#include "mergec/AST/AST.h"
+#include "mergec/Frontend/Diagnostics.h"
+#include <deque>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mergec::sema {
+
+enum class Kind { Scalar, Tensor };
+
+/// One primitive operation. Scalars are f32 values the same for every element of a tensor;
+/// tensors are per-element values of the current tensor.
+struct Node {
+  enum class Op {
+    Constant,  ///< scalar `value`
+    Input,     ///< tensor: model `model`'s tensor with the current name
+    Layer,     ///< scalar: the layer index of the current tensor, or -1
+    NumLayers, ///< scalar
+    Ramp,      ///< scalar: piecewise linear over the operands (the anchors) at t(layer)
+    Splat,     ///< tensor from a scalar operand
+    Add, Sub, Mul, Div, Neg,
+    Sum,  ///< elementwise sum of the operands (all of one kind)
+    Mean, ///< elementwise mean of the operands
+  };
+  Op op;
+  Kind kind;
+  double value = 0;
+  std::string model;
+  std::vector<const Node *> operands;
+  ast::SourceLoc loc;
+};
+
+struct Model {
+  std::string name;
+  std::string path; ///< as resolved (override applied; relative to the recipe or the cwd)
+  ast::SourceLoc loc;
+};
+
+struct Rule {
+  ast::SourceLoc loc;
+  std::vector<ast::Pattern> patterns; ///< empty: matches every tensor
+  const Node *result = nullptr;       ///< a tensor
+};
+
+struct Program {
+  std::string recipeFile;
+  std::vector<Model> models;
+  /// The model whose names, shapes, order and dtype the output takes: `base`, else the first.
+  std::string outputModel;
+  std::vector<std::pair<std::string, double>> params; ///< final values, overrides applied
+  std::vector<Rule> rules;
+  std::deque<Node> nodes; ///< owns every Node (a deque keeps their addresses stable)
+
+  const Model *findModel(const std::string &name) const;
+};
+
+/// Command-line overrides: `--set NAME=VALUE` and `--model NAME=PATH`.
+struct Overrides {
+  std::vector<std::pair<std::string, std::string>> params;
+  std::vector<std::pair<std::string, std::string>> models;
+};
+
+/// Returns null when an error was reported.
+std::unique_ptr<Program> analyze(const ast::Recipe &recipe, const Overrides &overrides,
+                                 DiagnosticEngine &diags);
+
+} // namespace mergec::sema

@@ -1,0 +1,148 @@
+//===- FuseElementwise.cpp - one merge.kernel per rule --------------------===//
+#include "mergec/Dialect/Merge/IR/MergeDialect.h"
+#include "mergec/Dialect/Merge/Transforms/Passes.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/SetVector.h"
+
+namespace mergec::merge {
+#define GEN_PASS_DEF_MERGEFUSEELEMENTWISE
+#include "mergec/Dialect/Merge/Transforms/Passes.h.inc"
+} // namespace mergec::merge
+
+using namespace mlir;
+using namespace mergec::merge;
+
+namespace {
+
+bool isTensor(Value v) { return isa<mergec::merge::TensorType>(v.getType()); }
+
+/// Collects the merge.input ops the DAG rooted at `root` reads, in program order.
+SmallVector<InputOp> collectInputs(Value root) {
+  SetVector<Operation *> seen;
+  SmallVector<Value> work{root};
+  SmallVector<InputOp> inputs;
+  while (!work.empty()) {
+    Value v = work.pop_back_val();
+    Operation *def = v.getDefiningOp();
+    if (!def || !seen.insert(def))
+      continue;
+    if (auto input = dyn_cast<InputOp>(def)) {
+      inputs.push_back(input);
+      continue;
+    }
+    for (Value operand : def->getOperands())
+      if (isTensor(operand))
+        work.push_back(operand);
+  }
+  llvm::sort(inputs, [](InputOp a, InputOp b) { return a->isBeforeInBlock(b); });
+  return inputs;
+}
+
+/// Rebuilds the tensor DAG on one element inside the kernel body: each tensor op becomes the
+/// arith op on f32 it means per element; scalars (defined above the kernel) are used as is.
+class ElementBuilder {
+public:
+  ElementBuilder(OpBuilder &b, DenseMap<Value, Value> &map) : b_(b), map_(map) {}
+
+  FailureOr<Value> get(Value tensor) {
+    if (auto it = map_.find(tensor); it != map_.end())
+      return it->second;
+    Operation *def = tensor.getDefiningOp();
+    Location loc = def->getLoc();
+    SmallVector<Value> args;
+    for (Value operand : def->getOperands()) {
+      if (!isTensor(operand)) {
+        args.push_back(operand);
+        continue;
+      }
+      auto element = get(operand);
+      if (failed(element))
+        return failure();
+      args.push_back(*element);
+    }
+    Value result;
+    if (isa<SplatOp>(def))
+      result = args[0];
+    else if (isa<AddOp>(def))
+      result = arith::AddFOp::create(b_, loc, args[0], args[1]);
+    else if (isa<SubOp>(def))
+      result = arith::SubFOp::create(b_, loc, args[0], args[1]);
+    else if (isa<MulOp>(def))
+      result = arith::MulFOp::create(b_, loc, args[0], args[1]);
+    else if (isa<DivOp>(def))
+      result = arith::DivFOp::create(b_, loc, args[0], args[1]);
+    else if (isa<NegOp>(def))
+      result = arith::NegFOp::create(b_, loc, args[0]);
+    else if (isa<SumOp, MeanOp>(def)) {
+      result = args[0];
+      for (size_t i = 1; i < args.size(); ++i)
+        result = arith::AddFOp::create(b_, loc, result, args[i]);
+      if (isa<MeanOp>(def)) {
+        Value count = arith::ConstantOp::create(b_, 
+            loc, b_.getF32FloatAttr(static_cast<float>(args.size())));
+        result = arith::DivFOp::create(b_, loc, result, count);
+      }
+    } else {
+      def->emitOpError("cannot be fused into an elementwise kernel");
+      return failure();
+    }
+    return map_[tensor] = result;
+  }
+
+private:
+  OpBuilder &b_;
+  DenseMap<Value, Value> &map_;
+};
+
+/// Erases tensor ops left without users after fusion (inputs feed the kernel and stay).
+void eraseDeadTensorOps(func::FuncOp func) {
+  SmallVector<Operation *> ops;
+  func.walk([&](Operation *op) {
+    if (op->getDialect() && isa<MergeDialect>(op->getDialect()) && !isa<KernelOp, YieldOp>(op) &&
+        op->getParentOp() == func)
+      ops.push_back(op);
+  });
+  for (Operation *op : llvm::reverse(ops))
+    if (op->use_empty())
+      op->erase();
+}
+
+struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseElementwisePass> {
+  void runOnOperation() override {
+    func::FuncOp func = getOperation();
+    func.walk([&](func::ReturnOp ret) {
+      for (OpOperand &operand : ret->getOpOperands()) {
+        Value root = operand.get();
+        if (!isTensor(root) || root.getDefiningOp<KernelOp>())
+          continue;
+        if (failed(fuse(ret, operand)))
+          return signalPassFailure();
+      }
+    });
+    eraseDeadTensorOps(func);
+  }
+
+  LogicalResult fuse(func::ReturnOp ret, OpOperand &operand) {
+    Value root = operand.get();
+    SmallVector<InputOp> inputs = collectInputs(root);
+    OpBuilder b(ret);
+    SmallVector<Value> inputValues;
+    for (InputOp in : inputs)
+      inputValues.push_back(in.getResult());
+    auto kernel = KernelOp::create(b, root.getLoc(), mergec::merge::TensorType::get(&getContext()), inputValues);
+    Block *body = b.createBlock(&kernel.getBody());
+    DenseMap<Value, Value> map;
+    for (InputOp in : inputs)
+      map[in.getResult()] = body->addArgument(b.getF32Type(), in.getLoc());
+    b.setInsertionPointToStart(body);
+    ElementBuilder builder(b, map);
+    auto element = builder.get(root);
+    if (failed(element))
+      return failure();
+    YieldOp::create(b, root.getLoc(), *element);
+    operand.set(kernel.getResult());
+    return success();
+  }
+};
+
+} // namespace

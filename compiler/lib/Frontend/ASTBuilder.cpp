@@ -1,0 +1,192 @@
+//===- ASTBuilder.cpp - ANTLR parse tree to AST ---------------------------===//
+// The only file that sees ANTLR types (antlr4-runtime.h also undefines EOF, so it stays here).
+#include "mergec/Frontend/Parser.h"
+
+#include "MergeLexer.h"
+#include "MergeParser.h"
+#include "antlr4-runtime.h"
+
+#include <cstdlib>
+
+using namespace mergec;
+using namespace mergec::ast;
+
+namespace {
+
+/// Keeps the first syntax error only: ANTLR's later messages are usually fallout from it.
+class FirstErrorListener : public antlr4::BaseErrorListener {
+public:
+  explicit FirstErrorListener(DiagnosticEngine &diags) : diags_(diags) {}
+  void syntaxError(antlr4::Recognizer *, antlr4::Token *offending, size_t line, size_t column,
+                   const std::string &msg, std::exception_ptr) override {
+    if (failed)
+      return;
+    failed = true;
+    std::string text = msg;
+    if (offending && offending->getType() == antlr4::Token::EOF)
+      text = "unexpected end of file" + expectation(msg);
+    diags_.error({static_cast<int>(line), static_cast<int>(column) + 1}, text);
+  }
+  bool failed = false;
+
+private:
+  static std::string expectation(const std::string &msg) {
+    auto pos = msg.find("expecting");
+    return pos == std::string::npos ? "" : ", " + msg.substr(pos);
+  }
+  DiagnosticEngine &diags_;
+};
+
+SourceLoc locOf(antlr4::Token *token) {
+  return {static_cast<int>(token->getLine()), static_cast<int>(token->getCharPositionInLine()) + 1};
+}
+SourceLoc locOf(antlr4::ParserRuleContext *ctx) { return locOf(ctx->getStart()); }
+
+std::string unquote(const std::string &quoted) {
+  std::string out;
+  for (size_t i = 1; i + 1 < quoted.size(); ++i) {
+    char c = quoted[i];
+    if (c == '\\' && i + 2 < quoted.size()) {
+      char n = quoted[++i];
+      out += n == 'n' ? '\n' : n == 't' ? '\t' : n;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+class Builder {
+public:
+  ExprPtr expr(MergeParser::ExprContext *ctx) {
+    if (auto *neg = dynamic_cast<MergeParser::NegExprContext *>(ctx))
+      return std::make_unique<UnaryExpr>(locOf(neg), '-', expr(neg->expr()));
+    if (auto *mul = dynamic_cast<MergeParser::MulExprContext *>(ctx))
+      return binary(mul->op, mul->expr(0), mul->expr(1));
+    if (auto *add = dynamic_cast<MergeParser::AddExprContext *>(ctx))
+      return binary(add->op, add->expr(0), add->expr(1));
+    return primary(dynamic_cast<MergeParser::PrimaryExprContext *>(ctx)->primary());
+  }
+
+  ExprPtr binary(antlr4::Token *op, MergeParser::ExprContext *lhs, MergeParser::ExprContext *rhs) {
+    // The operator's location is where a user looks for a type error between its operands.
+    return std::make_unique<BinaryExpr>(locOf(op), op->getText()[0], expr(lhs), expr(rhs));
+  }
+
+  ExprPtr primary(MergeParser::PrimaryContext *ctx) {
+    if (auto *num = dynamic_cast<MergeParser::NumberLitContext *>(ctx))
+      return std::make_unique<NumberExpr>(locOf(num),
+                                          std::strtod(num->NUMBER()->getText().c_str(), nullptr));
+    if (auto *name = dynamic_cast<MergeParser::NameRefContext *>(ctx))
+      return std::make_unique<NameExpr>(locOf(name), name->IDENT()->getText());
+    if (auto *list = dynamic_cast<MergeParser::ListExprContext *>(ctx)) {
+      std::vector<ExprPtr> elements;
+      for (auto *e : list->expr())
+        elements.push_back(expr(e));
+      return std::make_unique<ListExpr>(locOf(list), std::move(elements));
+    }
+    if (auto *paren = dynamic_cast<MergeParser::ParenExprContext *>(ctx))
+      return expr(paren->expr());
+    auto *call = dynamic_cast<MergeParser::CallExprContext *>(ctx);
+    std::vector<Argument> args;
+    for (auto *arg : call->argument()) {
+      Argument a;
+      a.loc = locOf(arg);
+      if (arg->IDENT())
+        a.keyword = arg->IDENT()->getText();
+      a.value = expr(arg->expr());
+      args.push_back(std::move(a));
+    }
+    return std::make_unique<CallExpr>(locOf(call), call->IDENT()->getText(), std::move(args));
+  }
+
+  void decl(MergeParser::DeclContext *ctx, Recipe &recipe) {
+    if (auto *m = ctx->modelDecl()) {
+      recipe.models.push_back({locOf(m), m->IDENT()->getText(), unquote(m->STRING()->getText()),
+                               locOf(m->STRING()->getSymbol())});
+    } else if (auto *p = ctx->paramDecl()) {
+      double value = std::strtod(p->signedNumber()->NUMBER()->getText().c_str(), nullptr);
+      if (p->signedNumber()->getStart()->getText() == "-")
+        value = -value;
+      recipe.params.push_back({locOf(p), p->IDENT()->getText(), value, locOf(p->signedNumber())});
+    } else if (auto *d = ctx->defDecl()) {
+      DefDecl def;
+      def.loc = locOf(d);
+      def.name = d->IDENT()->getText();
+      for (auto *param : d->defParam())
+        def.params.push_back({locOf(param), param->IDENT()->getText(),
+                              param->expr() ? expr(param->expr()) : nullptr});
+      def.body = expr(d->expr());
+      recipe.defs.push_back(std::move(def));
+    } else {
+      recipe.merges.push_back(merge(ctx->mergeDecl()));
+    }
+  }
+
+  MergeDecl merge(MergeParser::MergeDeclContext *ctx) {
+    MergeDecl m;
+    m.loc = locOf(ctx);
+    if (auto *single = dynamic_cast<MergeParser::SingleRuleContext *>(ctx)) {
+      m.singleRule = true;
+      Rule r;
+      r.loc = locOf(single->expr());
+      r.isDefault = true;
+      r.body = expr(single->expr());
+      m.rules.push_back(std::move(r));
+      return m;
+    }
+    for (auto *rc : dynamic_cast<MergeParser::RuleBlockContext *>(ctx)->mergeRule()) {
+      Rule r;
+      r.loc = locOf(rc);
+      if (auto *pats = rc->patterns()) {
+        for (auto *s : pats->STRING())
+          r.patterns.push_back({locOf(s->getSymbol()), unquote(s->getText())});
+      } else {
+        r.isDefault = true;
+      }
+      r.body = expr(rc->expr());
+      m.rules.push_back(std::move(r));
+    }
+    return m;
+  }
+};
+
+/// Reports characters the grammar has no token for before the parser turns them into a
+/// confusing "extraneous input" message.
+bool checkTokens(antlr4::CommonTokenStream &tokens, DiagnosticEngine &diags) {
+  tokens.fill();
+  for (auto *token : tokens.getTokens()) {
+    if (token->getType() != MergeLexer::UNKNOWN)
+      continue;
+    std::string text = token->getText();
+    diags.error(locOf(token), text == "\"" ? "unterminated string"
+                                           : "unexpected character '" + text + "'");
+    return false;
+  }
+  return true;
+}
+
+} // namespace
+
+std::unique_ptr<Recipe> mergec::parseRecipe(DiagnosticEngine &diags) {
+  antlr4::ANTLRInputStream input(diags.source());
+  MergeLexer lexer(&input);
+  FirstErrorListener listener(diags);
+  lexer.removeErrorListeners();
+  lexer.addErrorListener(&listener);
+  antlr4::CommonTokenStream tokens(&lexer);
+  if (!checkTokens(tokens, diags))
+    return nullptr;
+  MergeParser parser(&tokens);
+  parser.removeErrorListeners();
+  parser.addErrorListener(&listener);
+  MergeParser::RecipeContext *tree = parser.recipe();
+  if (listener.failed)
+    return nullptr;
+  auto recipe = std::make_unique<Recipe>();
+  recipe->fileName = diags.fileName();
+  Builder builder;
+  for (auto *d : tree->decl())
+    builder.decl(d, *recipe);
+  return recipe;
+}

@@ -1,0 +1,523 @@
+//===- Sema.cpp - check a recipe and reduce its rules to primitive DAGs ---===//
+// Evaluates each rule body symbolically: names resolve to nodes, calls to defs are inlined by
+// evaluating their bodies with the arguments bound, and lists exist only during evaluation
+// (sum/mean/len consume them), so the DAG handed to MLIRGen holds only scalars and tensors.
+#include "mergec/Frontend/Sema.h"
+#include "mergec/Runtime/Glob.h"
+#include "llvm/Support/Casting.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+
+using namespace mergec;
+using namespace mergec::sema;
+using ast::SourceLoc;
+using llvm::dyn_cast;
+
+const Model *Program::findModel(const std::string &name) const {
+  for (auto &m : models)
+    if (m.name == name)
+      return &m;
+  return nullptr;
+}
+
+namespace {
+
+/// A value during evaluation: a node, or a list of values.
+struct Value {
+  const Node *node = nullptr;
+  std::shared_ptr<std::vector<Value>> list;
+  bool isList() const { return list != nullptr; }
+};
+
+const char *kindName(const Value &v) {
+  if (v.isList())
+    return "a list";
+  return v.node->kind == Kind::Scalar ? "a scalar" : "a tensor";
+}
+
+/// A callee's parameter list, for binding positional and keyword arguments the same way for
+/// defs and builtins.
+struct Signature {
+  std::string name;
+  std::vector<std::string> params;
+  std::vector<const ast::Expr *> defaults; ///< null when the parameter is required
+  std::vector<bool> hasBuiltinDefault;     ///< builtins supply their own default value
+};
+
+const std::set<std::string> kBuiltins = {"tv", "sum", "mean", "len", "ramp"};
+const std::set<std::string> kContextNames = {"layer", "num_layers"};
+
+class Evaluator {
+public:
+  Evaluator(const ast::Recipe &recipe, Program &program, DiagnosticEngine &diags)
+      : recipe_(recipe), program_(program), diags_(diags) {}
+
+  bool declare() {
+    for (auto &m : recipe_.models)
+      if (claim(m.name, m.loc, "model"))
+        models_[m.name] = &m;
+    for (auto &p : recipe_.params)
+      if (claim(p.name, p.loc, "param"))
+        params_[p.name] = p.value;
+    for (auto &d : recipe_.defs)
+      if (claim(d.name, d.loc, "def") && checkDef(d))
+        defs_[d.name] = &d;
+    return diags_.errorCount() == 0;
+  }
+
+  std::map<std::string, double> &params() { return params_; }
+
+  std::optional<Value> eval(const ast::Expr *e) {
+    if (auto *n = dyn_cast<ast::NumberExpr>(e))
+      return Value{constant(n->value, e->loc())};
+    if (auto *n = dyn_cast<ast::NameExpr>(e))
+      return name(n);
+    if (auto *u = dyn_cast<ast::UnaryExpr>(e)) {
+      auto v = eval(u->operand.get());
+      if (!v || !requireElement(*v, u->loc(), "operand of unary '-'"))
+        return std::nullopt;
+      return Value{make(Node::Op::Neg, v->node->kind, {v->node}, e->loc())};
+    }
+    if (auto *b = dyn_cast<ast::BinaryExpr>(e))
+      return binary(b);
+    if (auto *l = dyn_cast<ast::ListExpr>(e)) {
+      auto list = std::make_shared<std::vector<Value>>();
+      for (auto &el : l->elements) {
+        auto v = eval(el.get());
+        if (!v)
+          return std::nullopt;
+        if (v->isList()) {
+          diags_.error(el->loc(), "lists of lists are not supported");
+          return std::nullopt;
+        }
+        list->push_back(*v);
+      }
+      return Value{nullptr, list};
+    }
+    return call(dyn_cast<ast::CallExpr>(e));
+  }
+
+  const Node *input(const std::string &model, SourceLoc loc) {
+    auto it = inputs_.find(model);
+    if (it != inputs_.end())
+      return it->second;
+    Node n{Node::Op::Input, Kind::Tensor};
+    n.model = model;
+    n.loc = loc;
+    return inputs_[model] = &program_.nodes.emplace_back(std::move(n));
+  }
+
+private:
+  bool claim(const std::string &name, SourceLoc loc, const char *what) {
+    if (kBuiltins.count(name) || kContextNames.count(name)) {
+      diags_.error(loc, std::string(what) + " '" + name + "' redefines a built-in name");
+      return false;
+    }
+    auto [it, fresh] = declared_.emplace(name, loc);
+    if (!fresh) {
+      diags_.error(loc, "redefinition of '" + name + "'");
+      diags_.note(it->second, "previous definition is here");
+      return false;
+    }
+    return true;
+  }
+
+  bool checkDef(const ast::DefDecl &d) {
+    std::set<std::string> seen;
+    bool sawDefault = false;
+    for (auto &p : d.params) {
+      if (!seen.insert(p.name).second) {
+        diags_.error(p.loc, "duplicate parameter '" + p.name + "' in def '" + d.name + "'");
+        return false;
+      }
+      if (p.defaultValue)
+        sawDefault = true;
+      else if (sawDefault) {
+        diags_.error(p.loc, "parameter '" + p.name +
+                                "' without a default follows one with a default");
+        return false;
+      }
+    }
+    return true;
+  }
+
+  const Node *make(Node::Op op, Kind kind, std::vector<const Node *> operands, SourceLoc loc) {
+    Node n{op, kind};
+    n.operands = std::move(operands);
+    n.loc = loc;
+    return &program_.nodes.emplace_back(std::move(n));
+  }
+
+  const Node *constant(double value, SourceLoc loc) {
+    Node n{Node::Op::Constant, Kind::Scalar};
+    n.value = value;
+    n.loc = loc;
+    return &program_.nodes.emplace_back(std::move(n));
+  }
+
+  const Node *asTensor(const Node *n) {
+    return n->kind == Kind::Tensor ? n : make(Node::Op::Splat, Kind::Tensor, {n}, n->loc);
+  }
+
+  bool requireElement(const Value &v, SourceLoc loc, const std::string &what) {
+    if (!v.isList())
+      return true;
+    diags_.error(loc, what + " must be a scalar or a tensor, not a list");
+    return false;
+  }
+
+  std::optional<Value> name(const ast::NameExpr *n) {
+    for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
+      auto found = it->find(n->name);
+      if (found != it->end())
+        return found->second;
+      break; // defs see only their own parameters and the globals
+    }
+    if (models_.count(n->name))
+      return Value{input(n->name, n->loc())};
+    if (auto it = params_.find(n->name); it != params_.end())
+      return Value{constant(it->second, n->loc())};
+    if (n->name == "layer")
+      return Value{make(Node::Op::Layer, Kind::Scalar, {}, n->loc())};
+    if (n->name == "num_layers")
+      return Value{make(Node::Op::NumLayers, Kind::Scalar, {}, n->loc())};
+    if (defs_.count(n->name) || kBuiltins.count(n->name)) {
+      diags_.error(n->loc(), "'" + n->name + "' is a function; call it as " + n->name + "(...)");
+      return std::nullopt;
+    }
+    diags_.error(n->loc(), "unknown name '" + n->name + "'");
+    return std::nullopt;
+  }
+
+  std::optional<Value> binary(const ast::BinaryExpr *b) {
+    auto lhs = eval(b->lhs.get());
+    if (!lhs)
+      return std::nullopt;
+    auto rhs = eval(b->rhs.get());
+    if (!rhs)
+      return std::nullopt;
+    std::string what = std::string("operand of '") + b->op + "'";
+    if (!requireElement(*lhs, b->lhs->loc(), "left " + what) ||
+        !requireElement(*rhs, b->rhs->loc(), "right " + what))
+      return std::nullopt;
+    Node::Op op = b->op == '+'   ? Node::Op::Add
+                  : b->op == '-' ? Node::Op::Sub
+                  : b->op == '*' ? Node::Op::Mul
+                                 : Node::Op::Div;
+    if (lhs->node->kind == Kind::Scalar && rhs->node->kind == Kind::Scalar)
+      return Value{make(op, Kind::Scalar, {lhs->node, rhs->node}, b->loc())};
+    return Value{make(op, Kind::Tensor, {asTensor(lhs->node), asTensor(rhs->node)}, b->loc())};
+  }
+
+  /// Binds a call's arguments to `sig`'s parameters. Missing arguments stay empty (the caller
+  /// fills defaults); returns nullopt after reporting an error.
+  std::optional<std::vector<std::optional<Value>>> bind(const ast::CallExpr *c,
+                                                       const Signature &sig) {
+    std::vector<std::optional<Value>> bound(sig.params.size());
+    std::vector<bool> given(sig.params.size(), false);
+    size_t positional = 0;
+    bool sawKeyword = false;
+    for (auto &arg : c->args) {
+      size_t index;
+      if (arg.keyword.empty()) {
+        if (sawKeyword) {
+          diags_.error(arg.loc, "positional argument follows a keyword argument");
+          return std::nullopt;
+        }
+        index = positional++;
+        if (index >= sig.params.size()) {
+          diags_.error(arg.loc, "too many arguments to '" + sig.name + "' (expected at most " +
+                                    std::to_string(sig.params.size()) + ", got " +
+                                    std::to_string(c->args.size()) + ")");
+          return std::nullopt;
+        }
+      } else {
+        sawKeyword = true;
+        auto it = std::find(sig.params.begin(), sig.params.end(), arg.keyword);
+        if (it == sig.params.end()) {
+          diags_.error(arg.loc, "'" + sig.name + "' has no parameter named '" + arg.keyword + "'");
+          return std::nullopt;
+        }
+        index = it - sig.params.begin();
+      }
+      if (given[index]) {
+        diags_.error(arg.loc, "argument '" + sig.params[index] + "' given twice");
+        return std::nullopt;
+      }
+      given[index] = true;
+      auto v = eval(arg.value.get());
+      if (!v)
+        return std::nullopt;
+      bound[index] = *v;
+    }
+    for (size_t i = 0; i < sig.params.size(); ++i)
+      if (!given[i] && !sig.defaults[i] && !sig.hasBuiltinDefault[i]) {
+        diags_.error(c->loc(), "missing argument '" + sig.params[i] + "' in call to '" +
+                                   sig.name + "'");
+        return std::nullopt;
+      }
+    return bound;
+  }
+
+  std::optional<Value> call(const ast::CallExpr *c) {
+    if (auto it = defs_.find(c->callee); it != defs_.end())
+      return callDef(c, *it->second);
+    if (c->callee == "tv")
+      return callTv(c);
+    if (c->callee == "sum" || c->callee == "mean" || c->callee == "len")
+      return callListReduction(c);
+    if (c->callee == "ramp")
+      return callRamp(c);
+    if (models_.count(c->callee) || params_.count(c->callee) || kContextNames.count(c->callee)) {
+      diags_.error(c->loc(), "'" + c->callee + "' is not a function");
+      return std::nullopt;
+    }
+    diags_.error(c->loc(), "unknown function '" + c->callee + "'");
+    return std::nullopt;
+  }
+
+  std::optional<Value> callDef(const ast::CallExpr *c, const ast::DefDecl &def) {
+    if (std::find(callStack_.begin(), callStack_.end(), def.name) != callStack_.end()) {
+      diags_.error(c->loc(), "recursive call to '" + def.name + "' (defs are inlined)");
+      return std::nullopt;
+    }
+    Signature sig{def.name};
+    for (auto &p : def.params) {
+      sig.params.push_back(p.name);
+      sig.defaults.push_back(p.defaultValue.get());
+      sig.hasBuiltinDefault.push_back(false);
+    }
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    std::map<std::string, Value> scope;
+    callStack_.push_back(def.name);
+    for (size_t i = 0; i < sig.params.size(); ++i) {
+      if (!(*bound)[i]) {
+        // Defaults are evaluated at each call, in the def's scope (earlier parameters visible).
+        scopes_.push_back(scope);
+        auto v = eval(sig.defaults[i]);
+        scopes_.pop_back();
+        if (!v) {
+          callStack_.pop_back();
+          return std::nullopt;
+        }
+        (*bound)[i] = *v;
+      }
+      scope[sig.params[i]] = *(*bound)[i];
+    }
+    scopes_.push_back(std::move(scope));
+    auto result = eval(def.body.get());
+    scopes_.pop_back();
+    callStack_.pop_back();
+    if (!result)
+      diags_.note(c->loc(), "in call to '" + def.name + "'");
+    return result;
+  }
+
+  std::optional<Value> callTv(const ast::CallExpr *c) {
+    Signature sig{"tv", {"m", "from"}, {nullptr, nullptr}, {false, true}};
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    const Value &m = *(*bound)[0];
+    if (m.isList() || m.node->kind != Kind::Tensor) {
+      diags_.error(c->args[0].loc, std::string("tv expects a tensor (a model), got ") + kindName(m));
+      return std::nullopt;
+    }
+    const Node *from;
+    if ((*bound)[1]) {
+      const Value &f = *(*bound)[1];
+      if (f.isList() || f.node->kind != Kind::Tensor) {
+        diags_.error(c->loc(), std::string("tv's 'from' must be a tensor, got ") + kindName(f));
+        return std::nullopt;
+      }
+      from = f.node;
+    } else {
+      if (!models_.count("base")) {
+        diags_.error(c->loc(), "tv(m) subtracts the model named 'base', and there is none "
+                               "(declare `model base = ...` or write tv(m, from = x))");
+        return std::nullopt;
+      }
+      from = input("base", c->loc());
+    }
+    return Value{make(Node::Op::Sub, Kind::Tensor, {m.node, from}, c->loc())};
+  }
+
+  std::optional<Value> callListReduction(const ast::CallExpr *c) {
+    Signature sig{c->callee, {"xs"}, {nullptr}, {false}};
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    const Value &xs = *(*bound)[0];
+    if (!xs.isList()) {
+      diags_.error(c->args[0].loc, c->callee + " expects a list, got " + kindName(xs));
+      return std::nullopt;
+    }
+    if (c->callee == "len")
+      return Value{constant(static_cast<double>(xs.list->size()), c->loc())};
+    if (xs.list->empty()) {
+      diags_.error(c->args[0].loc, c->callee + " of an empty list");
+      return std::nullopt;
+    }
+    Kind kind = Kind::Scalar;
+    for (auto &v : *xs.list)
+      if (v.node->kind == Kind::Tensor)
+        kind = Kind::Tensor;
+    std::vector<const Node *> operands;
+    for (auto &v : *xs.list)
+      operands.push_back(kind == Kind::Tensor ? asTensor(v.node) : v.node);
+    return Value{make(c->callee == "sum" ? Node::Op::Sum : Node::Op::Mean, kind,
+                      std::move(operands), c->loc())};
+  }
+
+  std::optional<Value> callRamp(const ast::CallExpr *c) {
+    if (c->args.empty()) {
+      diags_.error(c->loc(), "ramp needs at least one value");
+      return std::nullopt;
+    }
+    std::vector<const Node *> anchors;
+    for (auto &arg : c->args) {
+      if (!arg.keyword.empty()) {
+        diags_.error(arg.loc, "ramp takes no keyword arguments");
+        return std::nullopt;
+      }
+      auto v = eval(arg.value.get());
+      if (!v)
+        return std::nullopt;
+      if (v->isList() || v->node->kind != Kind::Scalar) {
+        diags_.error(arg.loc, std::string("ramp values must be scalars, got ") + kindName(*v));
+        return std::nullopt;
+      }
+      anchors.push_back(v->node);
+    }
+    return Value{make(Node::Op::Ramp, Kind::Scalar, std::move(anchors), c->loc())};
+  }
+
+  const ast::Recipe &recipe_;
+  Program &program_;
+  DiagnosticEngine &diags_;
+  std::map<std::string, SourceLoc> declared_;
+  std::map<std::string, const ast::ModelDecl *> models_;
+  std::map<std::string, double> params_;
+  std::map<std::string, const ast::DefDecl *> defs_;
+  std::map<std::string, const Node *> inputs_;
+  std::vector<std::map<std::string, Value>> scopes_;
+  std::vector<std::string> callStack_;
+};
+
+std::optional<double> parseNumber(const std::string &text) {
+  if (text.empty())
+    return std::nullopt;
+  errno = 0;
+  char *end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (*end != '\0' || errno == ERANGE || !std::isfinite(v))
+    return std::nullopt;
+  return v;
+}
+
+bool applyOverrides(const ast::Recipe &recipe, const Overrides &overrides,
+                    std::map<std::string, double> &params, Program &program,
+                    DiagnosticEngine &diags) {
+  for (auto &[name, text] : overrides.params) {
+    if (!params.count(name)) {
+      diags.error({}, "--set " + name + "=" + text + ": the recipe has no param '" + name + "'");
+      return false;
+    }
+    auto v = parseNumber(text);
+    if (!v) {
+      diags.error({}, "--set " + name + "=" + text + ": '" + text + "' is not a number");
+      return false;
+    }
+    params[name] = *v;
+  }
+  for (auto &[name, path] : overrides.models) {
+    auto it = std::find_if(program.models.begin(), program.models.end(),
+                           [&](const Model &m) { return m.name == name; });
+    if (it == program.models.end()) {
+      diags.error({}, "--model " + name + "=" + path + ": the recipe has no model '" + name + "'");
+      return false;
+    }
+    it->path = path;
+  }
+  for (auto &p : recipe.params)
+    if (auto it = params.find(p.name); it != params.end())
+      program.params.emplace_back(p.name, it->second);
+  return true;
+}
+
+std::string resolveModelPath(const std::string &recipeFile, const std::string &path) {
+  std::filesystem::path p(path);
+  if (p.is_absolute())
+    return path;
+  return (std::filesystem::path(recipeFile).parent_path() / p).lexically_normal().string();
+}
+
+} // namespace
+
+std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
+                                               const Overrides &overrides,
+                                               DiagnosticEngine &diags) {
+  auto program = std::make_unique<Program>();
+  program->recipeFile = recipe.fileName;
+  for (auto &m : recipe.models)
+    program->models.push_back({m.name, resolveModelPath(recipe.fileName, m.path), m.loc});
+
+  Evaluator evaluator(recipe, *program, diags);
+  if (!evaluator.declare())
+    return nullptr;
+  if (!applyOverrides(recipe, overrides, evaluator.params(), *program, diags))
+    return nullptr;
+
+  if (recipe.models.empty()) {
+    diags.error({}, "the recipe declares no model");
+    return nullptr;
+  }
+  program->outputModel = program->findModel("base") ? "base" : recipe.models.front().name;
+
+  if (recipe.merges.empty()) {
+    diags.error({}, "the recipe has no 'merge' declaration");
+    return nullptr;
+  }
+  if (recipe.merges.size() > 1) {
+    diags.error(recipe.merges[1].loc, "only one 'merge' declaration is allowed");
+    diags.note(recipe.merges[0].loc, "the first one is here");
+    return nullptr;
+  }
+  const ast::MergeDecl &merge = recipe.merges.front();
+  if (merge.rules.empty()) {
+    diags.error(merge.loc, "the merge block has no rules");
+    return nullptr;
+  }
+  bool sawDefault = false;
+  for (auto &rule : merge.rules) {
+    if (sawDefault) {
+      diags.warning(rule.loc, "this rule is never used: an earlier '_' rule matches every tensor");
+      continue;
+    }
+    sawDefault = rule.isDefault;
+    for (auto &pattern : rule.patterns)
+      if (auto problem = rt::globCheck(pattern.glob))
+        diags.error(pattern.loc, "bad pattern \"" + pattern.glob + "\": " + *problem);
+    auto value = evaluator.eval(rule.body.get());
+    if (!value)
+      continue;
+    if (value->isList() || value->node->kind != Kind::Tensor) {
+      diags.error(rule.body->loc(), std::string("a rule must produce a tensor, this is ") +
+                                        kindName(*value));
+      continue;
+    }
+    program->rules.push_back({rule.loc, rule.patterns, value->node});
+  }
+  if (diags.errorCount())
+    return nullptr;
+  return program;
+}

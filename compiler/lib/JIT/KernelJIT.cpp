@@ -1,0 +1,182 @@
+//===- KernelJIT.cpp - compile rules per dtype signature with ORC ---------===//
+#include "mergec/JIT/KernelJIT.h"
+#include "mergec/Conversion/Passes.h"
+#include "mergec/Dialect/Merge/IR/MergeDialect.h"
+#include "mergec/Dialect/Merge/Transforms/Passes.h"
+#include "mergec/Frontend/MLIRGen.h"
+#include "mergec/Pipelines/Pipelines.h"
+#include "mergec/Runtime/Error.h"
+
+#include "mlir/ExecutionEngine/ExecutionEngine.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <chrono>
+#include <iostream>
+
+using namespace mlir;
+using namespace mergec;
+
+namespace {
+
+void initializeNativeTarget() {
+  static bool done = [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    return true;
+  }();
+  (void)done;
+}
+
+/// The host's CPU and features, so the vectorizer uses the machine's widest vectors.
+std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
+  initializeNativeTarget();
+  auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
+  if (!builder)
+    throw rt::RuntimeError("jit: cannot detect the host: " + llvm::toString(builder.takeError()));
+  builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
+  auto tm = builder->createTargetMachine();
+  if (!tm)
+    throw rt::RuntimeError("jit: " + llvm::toString(tm.takeError()));
+  return std::move(*tm);
+}
+
+Type storageType(MLIRContext *ctx, rt::DType d) {
+  switch (d) {
+  case rt::DType::F32:
+    return Float32Type::get(ctx);
+  case rt::DType::F16:
+    return Float16Type::get(ctx);
+  case rt::DType::BF16:
+    return BFloat16Type::get(ctx);
+  default:
+    throw rt::RuntimeError(std::string("jit: no kernel can load or store ") + rt::dtypeName(d));
+  }
+}
+
+std::string signatureKey(size_t rule, const std::vector<rt::DType> &inputs, rt::DType output) {
+  std::string key = std::to_string(rule) + ":";
+  for (rt::DType d : inputs)
+    key += std::string(rt::dtypeName(d)) + ",";
+  return key + "->" + rt::dtypeName(output);
+}
+
+/// Collects MLIR diagnostics so a failed pipeline reports what went wrong.
+struct CapturedDiagnostics {
+  explicit CapturedDiagnostics(MLIRContext *ctx)
+      : handler(ctx, [this](Diagnostic &d) {
+          text += d.str() + "\n";
+          return success();
+        }) {}
+  std::string text;
+  ScopedDiagnosticHandler handler;
+};
+
+} // namespace
+
+KernelJIT::KernelJIT(ModuleOp fused, bool verbose) : fused_(fused), verbose_(verbose) {}
+KernelJIT::~KernelJIT() = default;
+
+std::vector<std::string> KernelJIT::ruleInputs(size_t rule) {
+  auto func = fused_.lookupSymbol<func::FuncOp>(ruleFunctionName(rule));
+  std::vector<std::string> models;
+  func.walk([&](merge::KernelOp kernel) {
+    for (Value in : kernel.getInputs())
+      models.push_back(in.getDefiningOp<merge::InputOp>().getModel().str());
+  });
+  return models;
+}
+
+OwningOpRef<ModuleOp> KernelJIT::lower(size_t rule, const std::vector<rt::DType> &inputs,
+                                       rt::DType output, bool toLLVMDialect) {
+  MLIRContext *ctx = fused_.getContext();
+  std::string name = ruleFunctionName(rule);
+  auto func = fused_.lookupSymbol<func::FuncOp>(name);
+  if (!func)
+    throw rt::RuntimeError("jit: no function " + name);
+  OpBuilder b(ctx);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(fused_.getLoc());
+  b.setInsertionPointToEnd(module->getBody());
+  auto clone = cast<func::FuncOp>(b.clone(*func));
+
+  // Specialize: the storage dtype of each kernel input (in argument order) and of the result.
+  std::vector<std::string> models = ruleInputs(rule);
+  if (models.size() != inputs.size())
+    throw rt::RuntimeError("jit: " + name + " reads " + std::to_string(models.size()) +
+                           " inputs, given " + std::to_string(inputs.size()) + " dtypes");
+  clone.walk([&](merge::InputOp in) {
+    for (size_t i = 0; i < models.size(); ++i)
+      if (models[i] == in.getModel())
+        in.setStorageAttr(TypeAttr::get(storageType(ctx, inputs[i])));
+  });
+  clone->setAttr(merge::kStoreAttr, TypeAttr::get(storageType(ctx, output)));
+
+  CapturedDiagnostics diags(ctx);
+  PassManager pm(ctx);
+  buildLowerToLoopsPipeline(pm);
+  if (toLLVMDialect)
+    buildLoopsToLLVMPipeline(pm);
+  if (failed(pm.run(*module)))
+    throw rt::RuntimeError("jit: lowering " + name + " failed:\n" + diags.text);
+  return module;
+}
+
+rt::PackedKernel KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &inputs,
+                                   rt::DType output) {
+  std::string key = signatureKey(rule, inputs, output);
+  auto found = engines_.find(key);
+  std::string name = ruleFunctionName(rule);
+  if (found == engines_.end()) {
+    auto start = std::chrono::steady_clock::now();
+    OwningOpRef<ModuleOp> module = lower(rule, inputs, output, /*toLLVMDialect=*/true);
+    if (!optimizerTM_) {
+      // The transformer runs when ORC materializes the module (at lookup), so it and its
+      // target machine live as long as the JIT.
+      optimizerTM_ = hostTargetMachine();
+      optimizer_ = makeOptimizingTransformer(3, 0, optimizerTM_.get());
+    }
+    ExecutionEngineOptions options;
+    options.transformer = optimizer_;
+    options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
+    auto engine = ExecutionEngine::create(*module, options, hostTargetMachine());
+    if (!engine)
+      throw rt::RuntimeError("jit: compiling " + name + " failed: " +
+                             llvm::toString(engine.takeError()));
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+                    .count();
+    totalMs_ += ms;
+    if (verbose_)
+      std::cerr << "jit: " << name << " (" << key.substr(key.find(':') + 1) << "): " << ms
+                << " ms\n";
+    found = engines_.emplace(key, std::move(*engine)).first;
+  }
+  auto fn = found->second->lookupPacked(name);
+  if (!fn)
+    throw rt::RuntimeError("jit: " + llvm::toString(fn.takeError()));
+  return *fn;
+}
+
+std::string KernelJIT::optimizedLLVMIR(size_t rule, const std::vector<rt::DType> &inputs,
+                                       rt::DType output) {
+  OwningOpRef<ModuleOp> module = lower(rule, inputs, output, /*toLLVMDialect=*/true);
+  llvm::LLVMContext llvmCtx;
+  std::unique_ptr<llvm::Module> llvmModule = translateModuleToLLVMIR(*module, llvmCtx);
+  if (!llvmModule)
+    throw rt::RuntimeError("jit: translation to LLVM IR failed");
+  auto tm = hostTargetMachine();
+  llvmModule->setDataLayout(tm->createDataLayout());
+  llvmModule->setTargetTriple(tm->getTargetTriple());
+  if (auto err = makeOptimizingTransformer(3, 0, tm.get())(llvmModule.get()))
+    throw rt::RuntimeError("jit: " + llvm::toString(std::move(err)));
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  llvmModule->print(os, nullptr);
+  return text;
+}

@@ -1,0 +1,40 @@
+// Merge.g4 - the grammar of .merge recipes (see docs/language.md).
+grammar Merge;
+
+recipe      : decl* EOF ;
+decl        : modelDecl | paramDecl | defDecl | mergeDecl ;
+modelDecl   : 'model' IDENT '=' STRING ;
+paramDecl   : 'param' IDENT '=' signedNumber ;
+signedNumber: '-'? NUMBER ;
+defDecl     : 'def' IDENT '(' (defParam (',' defParam)*)? ')' '=' expr ;
+defParam    : IDENT ('=' expr)? ;
+mergeDecl   : 'merge' '{' mergeRule* '}'      # ruleBlock
+            | 'merge' expr               # singleRule
+            ;
+mergeRule   : (patterns | '_') '=>' expr ;
+patterns    : STRING ('|' STRING)* ;
+
+// Alternatives listed first bind tighter: unary minus, then * /, then + -.
+expr        : '-' expr                           # negExpr
+            | expr op=('*' | '/') expr           # mulExpr
+            | expr op=('+' | '-') expr           # addExpr
+            | primary                            # primaryExpr
+            ;
+primary     : NUMBER                                             # numberLit
+            | IDENT '(' (argument (',' argument)*)? ')'          # callExpr
+            | IDENT                                              # nameRef
+            | '[' (expr (',' expr)*)? ']'                        # listExpr
+            | '(' expr ')'                                       # parenExpr
+            ;
+argument    : (IDENT '=')? expr ;
+
+NUMBER      : DIGITS ('.' DIGITS?)? EXPONENT? | '.' DIGITS EXPONENT? ;
+IDENT       : [a-zA-Z_] [a-zA-Z0-9_]* ;
+STRING      : '"' (~["\\\r\n] | '\\' .)* '"' ;
+COMMENT     : '#' ~[\r\n]* -> skip ;
+WS          : [ \t\r\n]+ -> skip ;
+// Anything else becomes a token the parser rejects with a located message.
+UNKNOWN     : . ;
+
+fragment DIGITS   : [0-9]+ ;
+fragment EXPONENT : [eE] [+-]? DIGITS ;

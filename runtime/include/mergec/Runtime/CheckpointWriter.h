@@ -1,0 +1,55 @@
+//===- CheckpointWriter.h - streaming sharded safetensors writer -*- C++ -*-===//
+#pragma once
+#include "mergec/Runtime/DType.h"
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace mergec::rt {
+
+struct OutputTensorSpec {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  uint64_t nbytes() const;
+};
+
+/// Writes tensors, in the order given up front, into `directory` (which must exist):
+/// `model.safetensors` when everything fits in one shard, else
+/// `model-00001-of-0000N.safetensors`... plus `model.safetensors.index.json`
+/// ({"metadata": {"total_size": N}, "weight_map": {name: file}}). Shards are planned before
+/// the first write (a header precedes its data): tensors are packed in order, a new shard
+/// starting when the next tensor would push the current one past `shardSize` bytes (a tensor
+/// larger than shardSize gets a shard of its own). Headers are padded with spaces to a
+/// multiple of 8 bytes; `metadata` goes into every header's "__metadata__" (with "format": "pt").
+/// I/O errors (ENOSPC included) throw RuntimeError naming the file and the tensor.
+class CheckpointWriter {
+public:
+  CheckpointWriter(std::string directory, std::vector<OutputTensorSpec> tensors,
+                   uint64_t shardSize, std::map<std::string, std::string> metadata = {});
+  ~CheckpointWriter();
+
+  const std::vector<OutputTensorSpec> &tensors() const { return tensors_; }
+  /// Appends tensor `index`'s bytes (exactly its nbytes). Indices must come in order 0,1,2...
+  void write(size_t index, const void *data, uint64_t nbytes);
+  /// Checks every tensor was written, writes the index when sharded, fsyncs every file.
+  void finish();
+  /// Shard file names, in order (known from construction).
+  std::vector<std::string> shardFileNames() const;
+
+private:
+  struct Shard;
+  void openShard(size_t shard);
+  std::string directory_;
+  std::vector<OutputTensorSpec> tensors_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<size_t> shardOf_;
+  size_t next_ = 0;
+  int fd_ = -1;
+  size_t openShard_ = SIZE_MAX;
+};
+
+} // namespace mergec::rt

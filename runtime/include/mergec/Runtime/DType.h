@@ -1,0 +1,22 @@
+//===- DType.h - safetensors element types ----------------------*- C++ -*-===//
+#pragma once
+#include <cstddef>
+#include <optional>
+#include <string_view>
+
+namespace mergec::rt {
+
+/// Every dtype the safetensors format defines. Only F32/F16/BF16 are computed on; the
+/// others can be copied through by a rule that is just a model name.
+enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, BOOL, F8_E4M3, F8_E5M2 };
+
+/// "F32" -> DType::F32 (the safetensors spelling); nullopt for an unknown name.
+std::optional<DType> parseDType(std::string_view name);
+/// DType::BF16 -> "BF16".
+const char *dtypeName(DType dtype);
+/// Bytes per element.
+size_t dtypeSize(DType dtype);
+/// True for the dtypes a kernel can load and store (F32, F16, BF16).
+bool isComputeDType(DType dtype);
+
+} // namespace mergec::rt

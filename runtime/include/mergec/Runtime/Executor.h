@@ -1,0 +1,89 @@
+//===- Executor.h - stream checkpoints through compiled kernels --*- C++ -*-===//
+// The runtime never sees a method name: it sees rules (glob patterns and the models they
+// read), kernels to call on chunks, and checkpoints to stream.
+#pragma once
+#include "mergec/Runtime/DType.h"
+#include "mergec/Runtime/Safetensors.h"
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace mergec::rt {
+
+/// A compiled rule: `fn(args)` with args pointing at, in order: per input and then the output,
+/// a memref descriptor's five fields (allocated ptr, aligned ptr, offset, size, stride); then
+/// begin and end element indices (int64); then layer and num_layers (float).
+using PackedKernel = void (*)(void **);
+
+class KernelSource {
+public:
+  virtual ~KernelSource() = default;
+  /// The models rule `rule`'s kernel reads, in argument order.
+  virtual std::vector<std::string> ruleInputs(size_t rule) = 0;
+  /// Compiles (or finds) the kernel for these storage dtypes.
+  virtual PackedKernel kernel(size_t rule, const std::vector<DType> &inputs, DType output) = 0;
+};
+
+struct RuleSpec {
+  std::vector<std::string> patterns; ///< empty: matches everything
+  /// Set when the rule is a model's tensor unchanged: copied byte for byte when dtypes agree.
+  std::optional<std::string> passthroughModel;
+};
+
+struct ModelSpec {
+  std::string name, path;
+};
+
+struct RunOptions {
+  std::string output;
+  bool force = false;
+  std::optional<DType> dtype; ///< output dtype override
+  unsigned threads = 0;       ///< 0: all cores
+  uint64_t shardSize = 5'000'000'000ull;
+  bool quiet = false;
+  bool verbose = false;
+  std::string recipeText;     ///< recorded in the output's metadata
+};
+
+/// A validated merge: every output tensor, the rule it uses and the input tensors it reads.
+struct MergePlan {
+  struct Item {
+    const TensorInfo *base = nullptr; ///< the output model's tensor (name, shape, dtype)
+    size_t rule = 0;
+    std::vector<const TensorInfo *> inputs; ///< in the kernel's argument order
+    DType outDType;
+    int layer = -1;
+  };
+  std::vector<std::unique_ptr<Checkpoint>> checkpoints; ///< parallel to the models
+  std::vector<ModelSpec> models;
+  size_t outputModel = 0;
+  std::vector<Item> items;
+  std::vector<std::vector<size_t>> patternMatches; ///< per rule, per pattern: tensors matched
+  int numLayers = 0;
+  uint64_t inputBytes = 0;
+};
+
+/// Opens the models, assigns each output tensor its rule and checks every input it needs
+/// exists with the output tensor's shape and a computable dtype. Reads headers only.
+/// Throws RuntimeError naming the file and tensor on the first problem.
+MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &outputModel,
+                    const std::vector<RuleSpec> &rules, KernelSource &kernels,
+                    const RunOptions &options);
+
+/// The layer index of `model.layers.N.` in a tensor name, else -1.
+int layerIndex(const std::string &tensorName);
+
+struct RunStats {
+  double seconds = 0;
+  uint64_t bytesRead = 0, bytesWritten = 0;
+  size_t tensors = 0;
+};
+
+/// Streams every tensor through its kernel into OUT (atomic: a temporary directory renamed
+/// into place when complete).
+RunStats executeMerge(MergePlan &plan, const std::vector<RuleSpec> &rules, KernelSource &kernels,
+                      const RunOptions &options);
+
+} // namespace mergec::rt

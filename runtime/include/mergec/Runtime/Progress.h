@@ -1,0 +1,24 @@
+//===- Progress.h - tensors done, rate and ETA on stderr ---------*- C++ -*-===//
+#pragma once
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace mergec::rt {
+
+/// Rewrites one status line on a terminal (at most 4 times a second); prints a line every
+/// 10 seconds when stderr is a file or pipe, so logs stay short.
+class Progress {
+public:
+  Progress(size_t totalTensors, uint64_t totalBytes, bool quiet);
+  void update(size_t tensorsDone, uint64_t bytesDone);
+  void finish(double seconds, uint64_t bytesRead, uint64_t bytesWritten);
+
+private:
+  size_t totalTensors_;
+  uint64_t totalBytes_;
+  bool quiet_, tty_;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
+} // namespace mergec::rt

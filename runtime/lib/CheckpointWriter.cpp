@@ -1,0 +1,240 @@
+//===- CheckpointWriter.cpp - streaming sharded safetensors writer --------===//
+// Every shard's header is built in the constructor: a safetensors header precedes its data,
+// so the whole layout must be known before the first byte of a tensor is written.
+#include "mergec/Runtime/CheckpointWriter.h"
+#include "Support.h"
+#include "mergec/Runtime/Error.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <fcntl.h>
+#include <set>
+#include <unistd.h>
+
+namespace mergec::rt {
+
+using detail::fail;
+using nlohmann::json;
+using nlohmann::ordered_json;
+
+struct CheckpointWriter::Shard {
+  std::string fileName;
+  std::vector<size_t> tensors; ///< indices into tensors_, in write order
+  uint64_t dataBytes = 0;
+  std::string header; ///< the 8-byte length followed by the padded JSON
+};
+
+uint64_t OutputTensorSpec::nbytes() const {
+  uint64_t n = dtypeSize(dtype);
+  for (int64_t d : shape)
+    n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+namespace {
+void validateSpec(const OutputTensorSpec &spec, const std::string &directory) {
+  auto bad = [&](const std::string &why) {
+    fail(directory, "cannot write tensor '" + spec.name + "': " + why);
+  };
+  if (spec.name.empty())
+    bad("the name is empty");
+  if (spec.name == "__metadata__")
+    bad("the name is reserved by the safetensors format");
+  uint64_t n = dtypeSize(spec.dtype);
+  for (int64_t d : spec.shape) {
+    if (d < 0)
+      bad("shape dimension " + std::to_string(d) + " is negative");
+    if (__builtin_mul_overflow(n, static_cast<uint64_t>(d), &n))
+      bad("the shape is too large");
+  }
+}
+
+std::string shardName(size_t index, size_t count) {
+  if (count == 1)
+    return "model.safetensors";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", index + 1, count);
+  return buf;
+}
+
+/// The JSON header of one shard, padded with spaces to a multiple of 8 and preceded by its
+/// little-endian length.
+std::string buildHeader(const std::vector<OutputTensorSpec> &tensors,
+                        const std::vector<size_t> &members,
+                        const std::map<std::string, std::string> &metadata,
+                        const std::string &directory) {
+  // ordered_json keeps __metadata__ first and the tensors in file order, which makes the
+  // headers easy to read; readers do not depend on key order.
+  ordered_json header = ordered_json::object();
+  ordered_json meta = ordered_json::object();
+  for (const auto &[key, value] : metadata)
+    meta[key] = value;
+  if (!meta.contains("format"))
+    meta["format"] = "pt";
+  header["__metadata__"] = std::move(meta);
+  uint64_t offset = 0;
+  for (size_t i : members) {
+    const OutputTensorSpec &t = tensors[i];
+    uint64_t end = offset + t.nbytes();
+    header[t.name] = {{"dtype", dtypeName(t.dtype)},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, end}}};
+    offset = end;
+  }
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const json::exception &e) {
+    // dump() refuses strings that are not valid UTF-8.
+    fail(directory, std::string("cannot build a safetensors header: ") + e.what());
+  }
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  uint64_t len = text.size();
+  for (int i = 0; i < 8; ++i)
+    out[i] = static_cast<char>((len >> (8 * i)) & 0xFF);
+  return out + text;
+}
+} // namespace
+
+CheckpointWriter::CheckpointWriter(std::string directory, std::vector<OutputTensorSpec> tensors,
+                                   uint64_t shardSize,
+                                   std::map<std::string, std::string> metadata)
+    : directory_(std::move(directory)), tensors_(std::move(tensors)),
+      metadata_(std::move(metadata)) {
+  if (shardSize == 0)
+    fail(directory_, "the shard size must be at least 1 byte");
+  std::set<std::string> names;
+  for (const auto &spec : tensors_) {
+    validateSpec(spec, directory_);
+    if (!names.insert(spec.name).second)
+      fail(directory_, "cannot write tensor '" + spec.name + "' twice");
+  }
+
+  // Greedy packing in the given order; an oversized tensor simply fills a shard alone.
+  std::vector<std::vector<size_t>> plan(1);
+  std::vector<uint64_t> planBytes(1, 0);
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    uint64_t n = tensors_[i].nbytes();
+    if (!plan.back().empty() && planBytes.back() + n > shardSize) {
+      plan.emplace_back();
+      planBytes.push_back(0);
+    }
+    plan.back().push_back(i);
+    planBytes.back() += n;
+    shardOf_.push_back(plan.size() - 1);
+  }
+  for (size_t s = 0; s < plan.size(); ++s) {
+    auto shard = std::make_unique<Shard>();
+    shard->fileName = shardName(s, plan.size());
+    shard->tensors = std::move(plan[s]);
+    shard->dataBytes = planBytes[s];
+    shard->header = buildHeader(tensors_, shard->tensors, metadata_, directory_);
+    shards_.push_back(std::move(shard));
+  }
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  // An unfinished output is incomplete anyway; OutputDirectory removes it.
+  if (fd_ >= 0)
+    ::close(fd_);
+}
+
+std::vector<std::string> CheckpointWriter::shardFileNames() const {
+  std::vector<std::string> names;
+  for (const auto &s : shards_)
+    names.push_back(s->fileName);
+  return names;
+}
+
+/// Closes the current shard (fsynced, so a finished shard never sits only in the page cache
+/// while later ones are written) and opens `shard`, writing its header.
+void CheckpointWriter::openShard(size_t shard) {
+  if (fd_ >= 0) {
+    std::string current = detail::joinPath(directory_, shards_[openShard_]->fileName);
+    int fd = fd_;
+    fd_ = -1;
+    try {
+      detail::syncFd(fd, current);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    if (::close(fd) != 0)
+      fail(current, "close failed: " + detail::errnoText(errno));
+  }
+  std::string path = detail::joinPath(directory_, shards_[shard]->fileName);
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0)
+    fail(path, "cannot create: " + detail::errnoText(errno));
+  openShard_ = shard;
+  const std::string &header = shards_[shard]->header;
+  detail::writeAll(fd_, header.data(), header.size(), path, "header");
+}
+
+void CheckpointWriter::write(size_t index, const void *data, uint64_t nbytes) {
+  if (index >= tensors_.size())
+    fail(directory_, "tensor index " + std::to_string(index) + " out of range (" +
+                         std::to_string(tensors_.size()) + " tensors)");
+  const OutputTensorSpec &spec = tensors_[index];
+  if (index != next_)
+    fail(directory_, "tensor '" + spec.name + "' written out of order (index " +
+                         std::to_string(index) + ", expected " + std::to_string(next_) + ")");
+  if (nbytes != spec.nbytes())
+    fail(directory_, "tensor '" + spec.name + "': got " + std::to_string(nbytes) +
+                         " bytes, expected " + std::to_string(spec.nbytes()));
+  if (shardOf_[index] != openShard_)
+    openShard(shardOf_[index]);
+  std::string path = detail::joinPath(directory_, shards_[openShard_]->fileName);
+  detail::writeAll(fd_, data, nbytes, path, "tensor '" + spec.name + "'");
+  ++next_;
+}
+
+void CheckpointWriter::finish() {
+  if (next_ != tensors_.size())
+    fail(directory_, "output incomplete: " + std::to_string(next_) + " of " +
+                         std::to_string(tensors_.size()) + " tensors written");
+  // Only an empty model reaches here without its (single) shard open.
+  if (openShard_ == SIZE_MAX)
+    openShard(0);
+  if (fd_ < 0)
+    fail(directory_, "finish() called twice");
+  std::string last = detail::joinPath(directory_, shards_.back()->fileName);
+  int fd = fd_;
+  fd_ = -1;
+  try {
+    detail::syncFd(fd, last);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (::close(fd) != 0)
+    fail(last, "close failed: " + detail::errnoText(errno));
+
+  if (shards_.size() > 1) {
+    json weightMap = json::object();
+    uint64_t total = 0;
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      weightMap[tensors_[i].name] = shards_[shardOf_[i]]->fileName;
+      total += tensors_[i].nbytes();
+    }
+    json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weightMap}};
+    std::string text = index.dump(2) + "\n";
+    std::string path = detail::joinPath(directory_, "model.safetensors.index.json");
+    int ifd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (ifd < 0)
+      fail(path, "cannot create: " + detail::errnoText(errno));
+    try {
+      detail::writeAll(ifd, text.data(), text.size(), path, "index");
+      detail::syncFd(ifd, path);
+    } catch (...) {
+      ::close(ifd);
+      throw;
+    }
+    if (::close(ifd) != 0)
+      fail(path, "close failed: " + detail::errnoText(errno));
+  }
+  detail::syncPath(directory_);
+}
+
+} // namespace mergec::rt

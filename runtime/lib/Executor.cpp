@@ -1,0 +1,361 @@
+//===- Executor.cpp - plan a merge and stream it through the kernels ------===//
+#include "mergec/Runtime/Executor.h"
+#include "mergec/Runtime/CheckpointWriter.h"
+#include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/Glob.h"
+#include "mergec/Runtime/OutputDirectory.h"
+#include "mergec/Runtime/Progress.h"
+#include "mergec/Runtime/ThreadPool.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace mergec::rt {
+
+int layerIndex(const std::string &name) {
+  static const std::string marker = "layers.";
+  for (size_t pos = name.find(marker); pos != std::string::npos;
+       pos = name.find(marker, pos + 1)) {
+    if (pos > 0 && name[pos - 1] != '.')
+      continue;
+    size_t i = pos + marker.size(), start = i;
+    while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])))
+      ++i;
+    if (i > start && i < name.size() && name[i] == '.' && i - start < 9)
+      return std::stoi(name.substr(start, i - start));
+  }
+  return -1;
+}
+
+namespace {
+
+/// `num_hidden_layers` (or `n_layer`/`num_layers`) from config.json, else 1 + the largest
+/// layer index among the tensor names.
+int countLayers(const Checkpoint &model) {
+  std::ifstream in(model.directory() + "/config.json");
+  if (in) {
+    auto config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    if (config.is_object())
+      for (const char *key : {"num_hidden_layers", "n_layer", "num_layers"})
+        if (config.contains(key) && config[key].is_number_integer())
+          return config[key].get<int>();
+  }
+  int largest = -1;
+  for (const TensorInfo *t : model.tensors())
+    largest = std::max(largest, layerIndex(t->name));
+  return largest + 1;
+}
+
+std::string describe(const ModelSpec &model, const TensorInfo &t) {
+  return "model '" + model.name + "' (" + t.file->path() + ")";
+}
+
+} // namespace
+
+MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &outputModel,
+                    const std::vector<RuleSpec> &rules, KernelSource &kernels,
+                    const RunOptions &options) {
+  MergePlan plan;
+  plan.models = models;
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < models.size(); ++i) {
+    index[models[i].name] = i;
+    try {
+      plan.checkpoints.push_back(Checkpoint::open(models[i].path));
+    } catch (const RuntimeError &e) {
+      throw RuntimeError("model '" + models[i].name + "': " + e.what());
+    }
+    plan.inputBytes += plan.checkpoints.back()->totalBytes();
+  }
+  plan.outputModel = index.at(outputModel);
+  const Checkpoint &out = *plan.checkpoints[plan.outputModel];
+  plan.numLayers = countLayers(out);
+
+  std::vector<std::vector<std::string>> ruleInputs;
+  for (size_t r = 0; r < rules.size(); ++r)
+    ruleInputs.push_back(kernels.ruleInputs(r));
+  plan.patternMatches.resize(rules.size());
+  for (size_t r = 0; r < rules.size(); ++r)
+    plan.patternMatches[r].assign(rules[r].patterns.size(), 0);
+
+  for (const TensorInfo *t : out.tensors()) {
+    std::optional<size_t> chosen;
+    for (size_t r = 0; r < rules.size(); ++r) {
+      bool matched = rules[r].patterns.empty();
+      for (size_t p = 0; p < rules[r].patterns.size(); ++p)
+        if (globMatch(rules[r].patterns[p], t->name)) {
+          ++plan.patternMatches[r][p];
+          matched = true;
+        }
+      if (matched && !chosen)
+        chosen = r;
+    }
+    if (!chosen)
+      throw RuntimeError("tensor '" + t->name + "' of " + describe(models[plan.outputModel], *t) +
+                         " matches no rule (add `_ => " + models[plan.outputModel].name +
+                         "` to copy the tensors no rule names)");
+    MergePlan::Item item;
+    item.base = t;
+    item.rule = *chosen;
+    item.layer = layerIndex(t->name);
+    item.outDType = t->dtype;
+    if (options.dtype && isComputeDType(t->dtype))
+      item.outDType = *options.dtype;
+    for (const std::string &name : ruleInputs[*chosen]) {
+      size_t m = index.at(name);
+      const TensorInfo *in = plan.checkpoints[m]->find(t->name);
+      if (!in)
+        throw RuntimeError("tensor '" + t->name + "': model '" + name + "' (" + models[m].path +
+                           ") has no such tensor");
+      if (in->shape != t->shape)
+        throw RuntimeError("tensor '" + t->name + "': shape mismatch: " + describe(models[m], *in) +
+                           " has " + in->shapeString() + ", " +
+                           describe(models[plan.outputModel], *t) + " has " + t->shapeString());
+      item.inputs.push_back(in);
+    }
+    const RuleSpec &rule = rules[*chosen];
+    bool copies = rule.passthroughModel && item.inputs.size() == 1 &&
+                  item.inputs[0]->dtype == item.outDType;
+    if (!copies) {
+      if (!isComputeDType(item.outDType))
+        throw RuntimeError("tensor '" + t->name + "': the output is " + dtypeName(item.outDType) +
+                           "; only F32, F16 and BF16 tensors can be computed (a rule that is just "
+                           "a model name copies other dtypes)");
+      for (size_t k = 0; k < item.inputs.size(); ++k)
+        if (!isComputeDType(item.inputs[k]->dtype))
+          throw RuntimeError("tensor '" + t->name + "': " +
+                             describe(models[index.at(ruleInputs[*chosen][k])], *item.inputs[k]) +
+                             " stores it as " + dtypeName(item.inputs[k]->dtype) +
+                             "; only F32, F16 and BF16 can be computed on");
+    }
+    plan.items.push_back(std::move(item));
+  }
+  return plan;
+}
+
+namespace {
+
+/// A memref<?xT> descriptor as the lowered kernels take it.
+struct MemRefDescriptor {
+  void *allocated;
+  void *aligned;
+  int64_t offset;
+  int64_t size;
+  int64_t stride;
+};
+
+/// Runs `kernel` over [0, n) in chunks on the pool.
+void runKernel(ThreadPool &pool, PackedKernel kernel, const std::vector<const void *> &inputs,
+               void *output, int64_t n, float layer, float numLayers) {
+  constexpr int64_t kChunk = 1 << 16;
+  std::vector<MemRefDescriptor> descs;
+  for (const void *in : inputs)
+    descs.push_back({const_cast<void *>(in), const_cast<void *>(in), 0, n, 1});
+  descs.push_back({output, output, 0, n, 1});
+  size_t chunks = static_cast<size_t>((n + kChunk - 1) / kChunk);
+  pool.parallelFor(chunks, [&](size_t c) {
+    int64_t begin = static_cast<int64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
+    float l = layer, nl = numLayers;
+    std::vector<MemRefDescriptor> local = descs;
+    std::vector<void *> args;
+    args.reserve(local.size() * 5 + 4);
+    for (MemRefDescriptor &d : local)
+      for (void *field : {static_cast<void *>(&d.allocated), static_cast<void *>(&d.aligned),
+                          static_cast<void *>(&d.offset), static_cast<void *>(&d.size),
+                          static_cast<void *>(&d.stride)})
+        args.push_back(field);
+    args.push_back(&begin);
+    args.push_back(&end);
+    args.push_back(&l);
+    args.push_back(&nl);
+    kernel(args.data());
+  });
+}
+
+/// Writes finished tensors on a thread of its own, so disk writes overlap the next kernels.
+/// At most `depth` tensors wait, which bounds the memory held in output buffers.
+class AsyncWriter {
+public:
+  struct Job {
+    size_t index;
+    const void *data;
+    uint64_t nbytes;
+    std::vector<uint8_t> buffer; ///< owns `data` when the tensor was computed
+    std::vector<const TensorInfo *> release;
+  };
+
+  AsyncWriter(CheckpointWriter &writer, size_t depth)
+      : writer_(writer), depth_(depth), thread_([this] { loop(); }) {}
+  /// Never throws: an error still pending here is already being superseded by another.
+  ~AsyncWriter() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      closed_ = true;
+      ready_.notify_one();
+    }
+    if (thread_.joinable())
+      thread_.join();
+  }
+
+  void push(Job job) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    space_.wait(lock, [&] { return jobs_.size() < depth_ || error_; });
+    rethrow();
+    jobs_.push_back(std::move(job));
+    ready_.notify_one();
+  }
+
+  /// Waits for every job; rethrows the writer's error.
+  void close() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      closed_ = true;
+      ready_.notify_one();
+    }
+    if (thread_.joinable())
+      thread_.join();
+    rethrow();
+  }
+
+  std::vector<uint8_t> recycle() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (spare_.empty())
+      return {};
+    auto b = std::move(spare_.back());
+    spare_.pop_back();
+    return b;
+  }
+
+private:
+  void rethrow() {
+    if (error_) {
+      auto e = error_;
+      error_ = nullptr;
+      std::rethrow_exception(e);
+    }
+  }
+
+  void loop() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        ready_.wait(lock, [&] { return !jobs_.empty() || closed_; });
+        if (jobs_.empty())
+          return;
+        job = std::move(jobs_.front());
+      }
+      try {
+        writer_.write(job.index, job.data, job.nbytes);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        error_ = std::current_exception();
+        jobs_.clear();
+        space_.notify_all();
+        return;
+      }
+      for (const TensorInfo *t : job.release)
+        t->file->release(*t);
+      std::lock_guard<std::mutex> lock(mutex_);
+      jobs_.pop_front();
+      if (!job.buffer.empty() && spare_.size() < depth_)
+        spare_.push_back(std::move(job.buffer));
+      space_.notify_one();
+    }
+  }
+
+  CheckpointWriter &writer_;
+  size_t depth_;
+  std::mutex mutex_;
+  std::condition_variable ready_, space_;
+  std::deque<Job> jobs_;
+  std::vector<std::vector<uint8_t>> spare_;
+  std::exception_ptr error_;
+  bool closed_ = false;
+  std::thread thread_;
+};
+
+const char *const kCopiedFiles[] = {
+    "config.json",          "generation_config.json", "tokenizer.json",
+    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+    "vocab.json",           "merges.txt",             "added_tokens.json"};
+
+} // namespace
+
+RunStats executeMerge(MergePlan &plan, const std::vector<RuleSpec> &rules, KernelSource &kernels,
+                      const RunOptions &options) {
+  auto start = std::chrono::steady_clock::now();
+  OutputDirectory outDir(options.output, options.force);
+  std::vector<OutputTensorSpec> specs;
+  uint64_t outputBytes = 0;
+  for (auto &item : plan.items) {
+    specs.push_back({item.base->name, item.outDType, item.base->shape});
+    outputBytes += specs.back().nbytes();
+  }
+  std::map<std::string, std::string> metadata = {{"format", "pt"}, {"merged_by", "mergec"}};
+  CheckpointWriter writer(outDir.tempPath(), specs, options.shardSize, metadata);
+  ThreadPool pool(options.threads);
+  Progress progress(plan.items.size(), plan.inputBytes, options.quiet);
+  RunStats stats;
+  {
+    AsyncWriter async(writer, 2);
+    for (size_t i = 0; i < plan.items.size(); ++i) {
+      MergePlan::Item &item = plan.items[i];
+      if (i + 1 < plan.items.size())
+        for (const TensorInfo *t : plan.items[i + 1].inputs)
+          t->file->prefetch(*t);
+      AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
+      const RuleSpec &rule = rules[item.rule];
+      bool copies = rule.passthroughModel && item.inputs.size() == 1 &&
+                    item.inputs[0]->dtype == item.outDType;
+      if (copies) {
+        // Straight from the input's mapping to the file: no kernel, no copy in memory.
+        job.data = item.inputs[0]->data;
+        job.release = item.inputs;
+      } else {
+        std::vector<DType> dtypes;
+        std::vector<const void *> inputs;
+        for (const TensorInfo *t : item.inputs) {
+          dtypes.push_back(t->dtype);
+          inputs.push_back(t->data);
+        }
+        PackedKernel kernel = kernels.kernel(item.rule, dtypes, item.outDType);
+        job.buffer = async.recycle();
+        job.buffer.resize(job.nbytes);
+        runKernel(pool, kernel, inputs, job.buffer.data(), item.base->numel(),
+                  static_cast<float>(item.layer), static_cast<float>(plan.numLayers));
+        job.data = job.buffer.data();
+        for (const TensorInfo *t : item.inputs)
+          t->file->release(*t);
+      }
+      for (const TensorInfo *t : item.inputs)
+        stats.bytesRead += t->nbytes;
+      async.push(std::move(job));
+      progress.update(i + 1, stats.bytesRead);
+    }
+    async.close();
+  }
+  writer.finish();
+  const Checkpoint &base = *plan.checkpoints[plan.outputModel];
+  for (const char *name : kCopiedFiles)
+    copyFileIfExists(base.directory(), outDir.tempPath(), name);
+  outDir.commit();
+  stats.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stats.bytesWritten = outputBytes;
+  stats.tensors = plan.items.size();
+  progress.finish(stats.seconds, stats.bytesRead, stats.bytesWritten);
+  return stats;
+}
+
+} // namespace mergec::rt

@@ -1,0 +1,40 @@
+//===- Progress.cpp - tensors done, rate and ETA on stderr ----------------===//
+#include "mergec/Runtime/Progress.h"
+#include "mergec/Runtime/Size.h"
+#include <cstdio>
+#include <unistd.h>
+
+namespace mergec::rt {
+
+Progress::Progress(size_t totalTensors, uint64_t totalBytes, bool quiet)
+    : totalTensors_(totalTensors), totalBytes_(totalBytes), quiet_(quiet),
+      tty_(isatty(STDERR_FILENO)), start_(std::chrono::steady_clock::now()), last_(start_) {}
+
+void Progress::update(size_t tensorsDone, uint64_t bytesDone) {
+  if (quiet_)
+    return;
+  auto now = std::chrono::steady_clock::now();
+  double sinceLast = std::chrono::duration<double>(now - last_).count();
+  if (sinceLast < (tty_ ? 0.25 : 10.0) && tensorsDone < totalTensors_)
+    return;
+  last_ = now;
+  double elapsed = std::chrono::duration<double>(now - start_).count();
+  double rate = elapsed > 0 ? bytesDone / elapsed : 0;
+  double fraction = totalBytes_ ? static_cast<double>(bytesDone) / totalBytes_ : 1.0;
+  double eta = fraction > 0 && fraction < 1 ? elapsed * (1 - fraction) / fraction : 0;
+  std::fprintf(stderr, "%s[%zu/%zu tensors] %s read, %.1f MB/s, ETA %.0f s%s",
+               tty_ ? "\r" : "", tensorsDone, totalTensors_, formatSize(bytesDone).c_str(),
+               rate / 1e6, eta, tty_ ? "   " : "\n");
+  std::fflush(stderr);
+}
+
+void Progress::finish(double seconds, uint64_t bytesRead, uint64_t bytesWritten) {
+  if (quiet_)
+    return;
+  std::fprintf(stderr, "%smerged %zu tensors: %s read, %s written in %.2f s (%.1f MB/s)\n",
+               tty_ ? "\r" : "", totalTensors_, formatSize(bytesRead).c_str(),
+               formatSize(bytesWritten).c_str(), seconds,
+               seconds > 0 ? bytesRead / seconds / 1e6 : 0.0);
+}
+
+} // namespace mergec::rt

@@ -1,0 +1,27 @@
+# lit configuration for mergec: .merge / .mlir / .test files, run from the build tree.
+import os
+import shutil
+
+import lit.formats
+
+config.name = "mergec"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".merge", ".mlir", ".test"]
+config.excludes = ["Inputs", "lib", "unit", "CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py.in"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.mergec_obj_root, "tests")
+config.environment["FILECHECK_OPTS"] = "--enable-var-scope"
+# The independent references use Debian's numpy, which lives with the system interpreter.
+python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.which("python3")
+e2e = os.path.join(config.test_source_root, "e2e")
+config.environment["PYTHONPATH"] = os.path.join(e2e, "lib")
+config.environment["MERGEC"] = os.path.join(config.mergec_tools_dir, "mergec")
+
+config.substitutions.append(("%mergec", os.path.join(config.mergec_tools_dir, "mergec")))
+config.substitutions.append(("%merge-opt", os.path.join(config.mergec_tools_dir, "merge-opt")))
+config.substitutions.append(("%python", python))
+config.substitutions.append(("%e2e", e2e))
+config.substitutions.append(("%stdlib", os.path.join(config.mergec_src_root, "stdlib")))
+# mergec, merge-opt, FileCheck, not, ... by their plain names.
+config.environment["PATH"] = os.pathsep.join(
+    [config.mergec_tools_dir, config.llvm_tools_dir, config.environment.get("PATH", os.environ["PATH"])])

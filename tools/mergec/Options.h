@@ -1,0 +1,29 @@
+//===- Options.h - mergec's command line ------------------------*- C++ -*-===//
+#pragma once
+#include "mergec/Frontend/Sema.h"
+#include "mergec/Runtime/DType.h"
+#include "mergec/Runtime/Executor.h"
+#include <optional>
+#include <string>
+
+namespace mergec {
+
+enum class Command { Run, Compile, Version };
+/// The stages of `mergec compile --emit=`, in pipeline order.
+enum class Emit { AST, Merge, Fused, Loops, LLVMDialect, LLVM };
+
+struct CommandLine {
+  Command command = Command::Run;
+  std::string recipe;
+  Emit emit = Emit::Fused;
+  std::string outputFile;     ///< compile -o
+  sema::Overrides overrides;  ///< --set, --model
+  std::optional<rt::DType> dtype;
+  bool verbose = false;
+  rt::RunOptions run;
+};
+
+/// Parses argv; returns an exit status when the program should stop (usage error: 2, --help: 0).
+std::optional<int> parseCommandLine(int argc, char **argv, CommandLine &cl);
+
+} // namespace mergec

@@ -1,0 +1,183 @@
+//===- mergec.cpp - the mergec command line: run, compile, --version ------===//
+#include "Options.h"
+
+#include "mergec/Frontend/MLIRGen.h"
+#include "mergec/Frontend/Parser.h"
+#include "mergec/Frontend/Sema.h"
+#include "mergec/JIT/KernelJIT.h"
+#include "mergec/MergeInitAll.h"
+#include "mergec/Pipelines/Pipelines.h"
+#include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/Executor.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Config/llvm-config.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+using namespace mergec;
+
+namespace {
+
+/// Everything the compiler stages produce for one recipe.
+struct Compilation {
+  std::string source;
+  std::unique_ptr<DiagnosticEngine> diags;
+  std::unique_ptr<ast::Recipe> recipe;
+  std::unique_ptr<sema::Program> program;
+  mlir::MLIRContext context;
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+};
+
+/// Runs the stages up to `stop` (or all of them). Returns the exit status on failure.
+std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
+  std::ifstream in(cl.recipe, std::ios::binary);
+  if (!in) {
+    std::cerr << "mergec: error: cannot read recipe '" << cl.recipe << "'\n";
+    return 1;
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  c.source = text.str();
+  c.diags = std::make_unique<DiagnosticEngine>(cl.recipe, c.source, std::cerr);
+  c.recipe = parseRecipe(*c.diags);
+  if (!c.recipe)
+    return 1;
+  if (stop == Emit::AST)
+    return std::nullopt;
+  c.program = sema::analyze(*c.recipe, cl.overrides, *c.diags);
+  if (!c.program)
+    return 1;
+
+  mlir::DialectRegistry registry;
+  registerAllDialects(registry);
+  c.context.appendDialectRegistry(registry);
+  c.context.loadAllAvailableDialects();
+  c.module = generateMLIR(c.context, *c.program);
+  if (failed(mlir::verify(*c.module))) {
+    std::cerr << "mergec: internal error: MLIRGen produced invalid IR\n";
+    return 1;
+  }
+  mlir::PassManager pm(&c.context);
+  if (stop == Emit::Merge)
+    buildCleanupPipeline(pm);
+  else
+    buildFusionPipeline(pm);
+  if (failed(pm.run(*c.module))) {
+    std::cerr << "mergec: internal error: the pass pipeline failed\n";
+    return 1;
+  }
+  return std::nullopt;
+}
+
+std::string printModule(mlir::ModuleOp module) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module.print(os);
+  return text;
+}
+
+int writeOutput(const CommandLine &cl, const std::string &text) {
+  if (cl.outputFile.empty() || cl.outputFile == "-") {
+    std::cout << text;
+    return 0;
+  }
+  std::ofstream out(cl.outputFile, std::ios::binary);
+  out << text;
+  if (!out) {
+    std::cerr << "mergec: error: cannot write '" << cl.outputFile << "'\n";
+    return 1;
+  }
+  return 0;
+}
+
+int runCompile(const CommandLine &cl) {
+  Compilation c;
+  if (auto status = compile(cl, c, cl.emit))
+    return *status;
+  if (cl.emit == Emit::AST)
+    return writeOutput(cl, ast::dump(*c.recipe));
+  if (cl.emit == Emit::Merge || cl.emit == Emit::Fused)
+    return writeOutput(cl, printModule(*c.module));
+  // Later stages are per dtype signature: every input and the output in --dtype (default f32).
+  rt::DType dtype = cl.dtype.value_or(rt::DType::F32);
+  KernelJIT jit(*c.module, cl.verbose);
+  std::string text;
+  for (size_t r = 0; r < c.program->rules.size(); ++r) {
+    std::vector<rt::DType> inputs(jit.ruleInputs(r).size(), dtype);
+    if (cl.emit == Emit::LLVM)
+      text += jit.optimizedLLVMIR(r, inputs, dtype);
+    else
+      text += printModule(*jit.lower(r, inputs, dtype, cl.emit == Emit::LLVMDialect));
+  }
+  return writeOutput(cl, text);
+}
+
+int runMerge(const CommandLine &cl) {
+  Compilation c;
+  if (auto status = compile(cl, c, Emit::Fused))
+    return *status;
+  const sema::Program &program = *c.program;
+
+  std::vector<rt::ModelSpec> models;
+  for (auto &m : program.models)
+    models.push_back({m.name, m.path});
+  std::vector<rt::RuleSpec> rules;
+  for (auto &rule : program.rules) {
+    rt::RuleSpec spec;
+    for (auto &p : rule.patterns)
+      spec.patterns.push_back(p.glob);
+    if (rule.result->op == sema::Node::Op::Input)
+      spec.passthroughModel = rule.result->model;
+    rules.push_back(std::move(spec));
+  }
+  rt::RunOptions options = cl.run;
+  options.recipeText = c.source;
+
+  KernelJIT jit(*c.module, cl.verbose);
+  rt::MergePlan plan =
+      rt::planMerge(models, program.outputModel, rules, jit, options);
+  for (size_t r = 0; r < rules.size(); ++r)
+    for (size_t p = 0; p < rules[r].patterns.size(); ++p)
+      if (plan.patternMatches[r][p] == 0)
+        c.diags->warning(program.rules[r].patterns[p].loc,
+                         "pattern \"" + rules[r].patterns[p] + "\" matches no tensor of model '" +
+                             program.outputModel + "'");
+  rt::executeMerge(plan, rules, jit, options);
+  if (cl.verbose)
+    std::cerr << "jit: " << jit.compiledCount() << " kernel(s) compiled in "
+              << jit.totalCompileMs() << " ms\n";
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  CommandLine cl;
+  if (auto status = parseCommandLine(argc, argv, cl))
+    return *status;
+  try {
+    switch (cl.command) {
+    case Command::Version:
+      std::cout << "mergec " << MERGEC_VERSION << " (LLVM/MLIR " << LLVM_VERSION_STRING << ")\n";
+      return 0;
+    case Command::Compile:
+      return runCompile(cl);
+    case Command::Run:
+      return runMerge(cl);
+    }
+  } catch (const rt::RuntimeError &e) {
+    std::cerr << "mergec: error: " << e.what() << "\n";
+    return 1;
+  } catch (const std::bad_alloc &) {
+    std::cerr << "mergec: error: out of memory\n";
+    return 1;
+  }
+  return 0;
+}
