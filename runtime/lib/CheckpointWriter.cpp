@@ -168,8 +168,11 @@ void CheckpointWriter::openShard(size_t shard) {
   if (fd_ < 0)
     fail(path, "cannot create: " + detail::errnoText(errno));
   openShard_ = shard;
-  const std::string &header = shards_[shard]->header;
-  detail::writeAll(fd_, header.data(), header.size(), path, "header");
+  const Shard &s = *shards_[shard];
+  std::string what = "header";
+  if (!s.tensors.empty())
+    what += ", before tensor '" + tensors_[s.tensors.front()].name + "'";
+  detail::writeAll(fd_, s.header.data(), s.header.size(), path, what);
 }
 
 void CheckpointWriter::write(size_t index, const void *data, uint64_t nbytes) {

@@ -12,8 +12,8 @@ func.func @rule_0() -> !merge.tensor {
   // CHECK: merge.num_layers
   %n = merge.num_layers
   %c = arith.constant 5.000000e-01 : f32
-  // CHECK: merge.ramp [%{{.*}}, %{{.*}}]
-  %r = merge.ramp [%c, %l]
+  // CHECK: merge.ramp[%{{.*}}, %{{.*}}]
+  %r = merge.ramp[%c, %l]
   // CHECK: %[[S:.*]] = merge.splat
   %s = merge.splat %r
   // CHECK: %[[D:.*]] = merge.sub %[[A]], %[[B]]
