@@ -5,6 +5,7 @@
 #include "mergec/Runtime/Glob.h"
 #include "mergec/Runtime/OutputDirectory.h"
 #include "mergec/Runtime/Progress.h"
+#include "mergec/Runtime/Size.h"
 #include "mergec/Runtime/ThreadPool.h"
 
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <deque>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -88,6 +90,10 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
   for (size_t r = 0; r < rules.size(); ++r)
     plan.patternMatches[r].assign(rules[r].patterns.size(), 0);
 
+  // Problems are collected over every tensor so one run lists them all (up to a limit)
+  // instead of failing on the first, and nothing has been read or written yet.
+  std::vector<std::string> problems;
+  auto problem = [&](std::string message) { problems.push_back(std::move(message)); };
   for (const TensorInfo *t : out.tensors()) {
     std::optional<size_t> chosen;
     for (size_t r = 0; r < rules.size(); ++r) {
@@ -100,10 +106,12 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
       if (matched && !chosen)
         chosen = r;
     }
-    if (!chosen)
-      throw RuntimeError("tensor '" + t->name + "' of " + describe(models[plan.outputModel], *t) +
-                         " matches no rule (add `_ => " + models[plan.outputModel].name +
-                         "` to copy the tensors no rule names)");
+    if (!chosen) {
+      problem("tensor '" + t->name + "' of " + describe(models[plan.outputModel], *t) +
+              " matches no rule (add `_ => " + models[plan.outputModel].name +
+              "` to copy the tensors no rule names)");
+      continue;
+    }
     MergePlan::Item item;
     item.base = t;
     item.rule = *chosen;
@@ -111,36 +119,75 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     item.outDType = t->dtype;
     if (options.dtype && isComputeDType(t->dtype))
       item.outDType = *options.dtype;
+    bool complete = true;
     for (const std::string &name : ruleInputs[*chosen]) {
       size_t m = index.at(name);
       const TensorInfo *in = plan.checkpoints[m]->find(t->name);
-      if (!in)
-        throw RuntimeError("tensor '" + t->name + "': model '" + name + "' (" + models[m].path +
-                           ") has no such tensor");
-      if (in->shape != t->shape)
-        throw RuntimeError("tensor '" + t->name + "': shape mismatch: " + describe(models[m], *in) +
-                           " has " + in->shapeString() + ", " +
-                           describe(models[plan.outputModel], *t) + " has " + t->shapeString());
+      if (!in) {
+        problem("tensor '" + t->name + "': model '" + name + "' (" + models[m].path +
+                ") has no such tensor");
+        complete = false;
+      } else if (in->shape != t->shape) {
+        problem("tensor '" + t->name + "': shape mismatch: " + describe(models[m], *in) + " has " +
+                in->shapeString() + ", " + describe(models[plan.outputModel], *t) + " has " +
+                t->shapeString());
+        complete = false;
+      }
       item.inputs.push_back(in);
     }
+    if (!complete)
+      continue;
     const RuleSpec &rule = rules[*chosen];
     bool copies = rule.passthroughModel && item.inputs.size() == 1 &&
                   item.inputs[0]->dtype == item.outDType;
     if (!copies) {
       if (!isComputeDType(item.outDType))
-        throw RuntimeError("tensor '" + t->name + "': the output is " + dtypeName(item.outDType) +
-                           "; only F32, F16 and BF16 tensors can be computed (a rule that is just "
-                           "a model name copies other dtypes)");
+        problem("tensor '" + t->name + "': the output is " + dtypeName(item.outDType) +
+                "; only F32, F16 and BF16 tensors can be computed (a rule that is just a model "
+                "name copies other dtypes)");
       for (size_t k = 0; k < item.inputs.size(); ++k)
         if (!isComputeDType(item.inputs[k]->dtype))
-          throw RuntimeError("tensor '" + t->name + "': " +
-                             describe(models[index.at(ruleInputs[*chosen][k])], *item.inputs[k]) +
-                             " stores it as " + dtypeName(item.inputs[k]->dtype) +
-                             "; only F32, F16 and BF16 can be computed on");
+          problem("tensor '" + t->name + "': " +
+                  describe(models[index.at(ruleInputs[*chosen][k])], *item.inputs[k]) +
+                  " stores it as " + dtypeName(item.inputs[k]->dtype) +
+                  "; only F32, F16 and BF16 can be computed on");
     }
     plan.items.push_back(std::move(item));
   }
+  if (!problems.empty()) {
+    constexpr size_t kShown = 5;
+    std::string message = problems.front();
+    for (size_t i = 1; i < std::min(problems.size(), kShown); ++i)
+      message += "\n  " + problems[i];
+    if (problems.size() > kShown)
+      message += "\n  ... and " + std::to_string(problems.size() - kShown) + " more problem(s)";
+    throw RuntimeError(message);
+  }
   return plan;
+}
+
+uint64_t checkMemory(const MergePlan &plan, uint64_t limit) {
+  uint64_t largestOut = 0, largestIn = 0;
+  const MergePlan::Item *largest = nullptr;
+  for (const auto &item : plan.items) {
+    uint64_t out = static_cast<uint64_t>(item.base->numel()) * dtypeSize(item.outDType);
+    uint64_t in = 0;
+    for (const TensorInfo *t : item.inputs)
+      in += t->nbytes;
+    if (out > largestOut) {
+      largestOut = out;
+      largest = &item;
+    }
+    largestIn = std::max(largestIn, in);
+  }
+  uint64_t need = 3 * largestOut + 2 * largestIn;
+  if (limit && need > limit)
+    throw RuntimeError("this merge needs about " + formatSize(need) + " of memory (3 output buffers of " +
+                       formatSize(largestOut) + " for the largest tensor '" + largest->base->name +
+                       "', plus " + formatSize(2 * largestIn) +
+                       " of input pages for it and the next), more than --max-memory " +
+                       formatSize(limit));
+  return need;
 }
 
 namespace {
@@ -285,6 +332,37 @@ private:
   std::thread thread_;
 };
 
+/// The manifest: what was merged from what, by which recipe and version.
+void writeManifest(const MergePlan &plan, const RunOptions &options, const std::string &dir) {
+  nlohmann::ordered_json manifest;
+  const auto &p = options.provenance;
+  manifest["mergec_version"] = p.version;
+  manifest["recipe"] = {{"path", p.recipePath}, {"sha256", p.recipeSha256}, {"text", p.recipeText}};
+  nlohmann::ordered_json params = nlohmann::ordered_json::object();
+  for (auto &[name, value] : p.params)
+    params[name] = value;
+  manifest["params"] = params;
+  manifest["seed"] = 0;
+  manifest["output_dtype"] = options.dtype ? dtypeName(*options.dtype) : "as base";
+  nlohmann::ordered_json inputs = nlohmann::ordered_json::array();
+  for (size_t m = 0; m < plan.models.size(); ++m) {
+    nlohmann::ordered_json files = nlohmann::ordered_json::array();
+    for (auto &f : plan.checkpoints[m]->files())
+      files.push_back({{"path", std::filesystem::absolute(f->path()).lexically_normal().string()},
+                       {"bytes", f->fileSize()}});
+    inputs.push_back({{"name", plan.models[m].name},
+                      {"path", std::filesystem::absolute(plan.models[m].path).lexically_normal().string()},
+                      {"files", files}});
+  }
+  manifest["inputs"] = inputs;
+  manifest["tensors"] = plan.items.size();
+  std::ofstream out(dir + "/mergec-manifest.json");
+  out << manifest.dump(2) << "\n";
+  out.close();
+  if (!out)
+    throw RuntimeError("cannot write " + dir + "/mergec-manifest.json");
+}
+
 const char *const kCopiedFiles[] = {
     "config.json",          "generation_config.json", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -349,6 +427,7 @@ RunStats executeMerge(MergePlan &plan, const std::vector<RuleSpec> &rules, Kerne
   const Checkpoint &base = *plan.checkpoints[plan.outputModel];
   for (const char *name : kCopiedFiles)
     copyFileIfExists(base.directory(), outDir.tempPath(), name);
+  writeManifest(plan, options, outDir.tempPath());
   outDir.commit();
   stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -11,7 +11,8 @@ namespace {
 
 const char *kUsage = R"(usage:
   mergec run RECIPE -o OUT [--set NAME=VALUE]... [--model NAME=PATH]... [--dtype f32|bf16|f16]
-                    [--threads N] [--shard-size SIZE] [--force] [--quiet] [--verbose]
+                    [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--quiet]
+                    [--verbose]
   mergec compile RECIPE --emit=ast|merge|fused|loops|llvm-dialect|llvm [-o FILE]
                     [--set NAME=VALUE]... [--model NAME=PATH]... [--dtype f32|bf16|f16]
   mergec --version
@@ -99,7 +100,12 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       auto kv = splitAssignment(v);
       if (!kv)
         return usageError(arg + " " + v + ": expected NAME=VALUE");
-      (arg == "--set" ? cl.overrides.params : cl.overrides.models).push_back(*kv);
+      auto &list = arg == "--set" ? cl.overrides.params : cl.overrides.models;
+      for (auto &[name, previous] : list)
+        if (name == kv->first)
+          return usageError(arg + " " + name + " given twice ('" + previous + "' and '" +
+                            kv->second + "')");
+      list.push_back(*kv);
     } else if (arg == "--dtype") {
       if (!next(v) || !parseOutputDType(v))
         return usageError("--dtype must be f32, bf16 or f16");
@@ -116,6 +122,11 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       if (!next(v) || !(size = rt::parseSize(v)) || *size == 0)
         return usageError("--shard-size: '" + v + "' is not a size (e.g. 5GB, 500MiB)");
       cl.run.shardSize = *size;
+    } else if (arg == "--max-memory") {
+      std::optional<uint64_t> size;
+      if (!next(v) || !(size = rt::parseSize(v)) || *size == 0)
+        return usageError("--max-memory: '" + v + "' is not a size (e.g. 16GB)");
+      cl.run.maxMemory = *size;
     } else if (arg == "--emit") {
       if (!next(v) || !parseEmit(v))
         return usageError("--emit must be ast, merge, fused, loops, llvm-dialect or llvm");

@@ -14,12 +14,15 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Config/llvm-config.h"
+#include "llvm/Support/SHA256.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <unistd.h>
 
 using namespace mergec;
 
@@ -74,6 +77,11 @@ std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
     return 1;
   }
   return std::nullopt;
+}
+
+std::string sha256Hex(const std::string &text) {
+  auto digest = llvm::SHA256::hash(llvm::arrayRefFromStringRef(text));
+  return llvm::toHex(digest, /*LowerCase=*/true);
 }
 
 std::string printModule(mlir::ModuleOp module) {
@@ -138,11 +146,16 @@ int runMerge(const CommandLine &cl) {
     rules.push_back(std::move(spec));
   }
   rt::RunOptions options = cl.run;
-  options.recipeText = c.source;
+  options.provenance = {MERGEC_VERSION, cl.recipe, c.source, sha256Hex(c.source), program.params};
+  if (!options.maxMemory) {
+    // Default: half of physical memory, leaving the rest to the page cache.
+    options.maxMemory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE) / 2;
+  }
 
   KernelJIT jit(*c.module, cl.verbose);
   rt::MergePlan plan =
       rt::planMerge(models, program.outputModel, rules, jit, options);
+  rt::checkMemory(plan, options.maxMemory);
   for (size_t r = 0; r < rules.size(); ++r)
     for (size_t p = 0; p < rules[r].patterns.size(); ++p)
       if (plan.patternMatches[r][p] == 0)

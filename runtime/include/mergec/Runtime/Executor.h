@@ -44,7 +44,12 @@ struct RunOptions {
   uint64_t shardSize = 5'000'000'000ull;
   bool quiet = false;
   bool verbose = false;
-  std::string recipeText;     ///< recorded in the output's metadata
+  uint64_t maxMemory = 0;     ///< 0: half of the physical memory
+  /// Recorded in mergec-manifest.json so a merge can be audited and rerun.
+  struct Provenance {
+    std::string version, recipePath, recipeText, recipeSha256;
+    std::vector<std::pair<std::string, double>> params; ///< final values
+  } provenance;
 };
 
 /// A validated merge: every output tensor, the rule it uses and the input tensors it reads.
@@ -71,6 +76,12 @@ struct MergePlan {
 MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &outputModel,
                     const std::vector<RuleSpec> &rules, KernelSource &kernels,
                     const RunOptions &options);
+
+/// The peak memory a plan needs beyond the mapped files' page cache: the output buffers (the
+/// one being computed and the two the writer may hold) of the largest tensor, plus the input
+/// pages of the current and the prefetched tensor. Throws RuntimeError with the arithmetic when
+/// it exceeds `limit`.
+uint64_t checkMemory(const MergePlan &plan, uint64_t limit);
 
 /// The layer index of `model.layers.N.` in a tensor name, else -1.
 int layerIndex(const std::string &tensorName);
