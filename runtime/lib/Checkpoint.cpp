@@ -73,8 +73,8 @@ std::map<std::string, std::string> readWeightMap(const std::string &indexPath) {
   std::map<std::string, std::string> weightMap;
   for (const auto &[name, file] : it->items()) {
     if (!file.is_string())
-      fail(indexPath, "weight_map: tensor '" + name + "' must map to a file name, not " +
-                          file.type_name());
+      fail(indexPath,
+           "weight_map: tensor '" + name + "' must map to a file name, not " + file.type_name());
     std::string shard = file.get<std::string>();
     if (!isSafeShardName(shard))
       fail(indexPath, "weight_map: tensor '" + name + "' maps to '" + shard +
@@ -117,8 +117,8 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string &path) {
       for (const std::string &shard : shards) {
         std::string shardPath = joinPath(path, shard);
         if (statKind(shardPath) == Kind::Missing)
-          fail(indexPath, "shard '" + shard + "' (named in weight_map) does not exist: " +
-                              shardPath);
+          fail(indexPath,
+               "shard '" + shard + "' (named in weight_map) does not exist: " + shardPath);
         ckpt->files_.push_back(SafetensorsFile::open(shardPath));
       }
     } else {
@@ -130,8 +130,8 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string &path) {
     for (const TensorInfo &t : file->tensors()) {
       auto [it, inserted] = ckpt->byName_.emplace(t.name, &t);
       if (!inserted)
-        fail(path, "tensor '" + t.name + "' appears in two shards: " +
-                       it->second->file->path() + " and " + file->path());
+        fail(path, "tensor '" + t.name + "' appears in two shards: " + it->second->file->path() +
+                       " and " + file->path());
       ckpt->order_.push_back(&t);
     }
   }

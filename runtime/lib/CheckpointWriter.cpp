@@ -76,9 +76,8 @@ std::string buildHeader(const std::vector<OutputTensorSpec> &tensors,
   for (size_t i : members) {
     const OutputTensorSpec &t = tensors[i];
     uint64_t end = offset + t.nbytes();
-    header[t.name] = {{"dtype", dtypeName(t.dtype)},
-                      {"shape", t.shape},
-                      {"data_offsets", {offset, end}}};
+    header[t.name] = {
+        {"dtype", dtypeName(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, end}}};
     offset = end;
   }
   std::string text;
@@ -98,8 +97,7 @@ std::string buildHeader(const std::vector<OutputTensorSpec> &tensors,
 } // namespace
 
 CheckpointWriter::CheckpointWriter(std::string directory, std::vector<OutputTensorSpec> tensors,
-                                   uint64_t shardSize,
-                                   std::map<std::string, std::string> metadata)
+                                   uint64_t shardSize, std::map<std::string, std::string> metadata)
     : directory_(std::move(directory)), tensors_(std::move(tensors)),
       metadata_(std::move(metadata)) {
   if (shardSize == 0)

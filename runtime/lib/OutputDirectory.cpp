@@ -108,14 +108,16 @@ void removeStaleTemps(const PathParts &parts) {
 
 void checkParent(const std::string &finalPath, const std::string &parent) {
   struct stat st;
-  if (::stat(parent.c_str(), &st) != 0)
+  if (::stat(parent.c_str(), &st) != 0) {
+    if (errno == ENOENT)
+      fail(finalPath, "cannot create the output: parent directory '" + parent + "' does not exist");
     fail(finalPath, "cannot create the output: parent directory '" + parent +
-                        "' does not exist");
+                        "': " + detail::errnoText(errno));
+  }
   if (!S_ISDIR(st.st_mode))
     fail(finalPath, "cannot create the output: '" + parent + "' is not a directory");
   if (::access(parent.c_str(), W_OK | X_OK) != 0)
-    fail(finalPath, "cannot create the output: parent directory '" + parent +
-                        "' is not writable");
+    fail(finalPath, "cannot create the output: parent directory '" + parent + "' is not writable");
 }
 } // namespace
 

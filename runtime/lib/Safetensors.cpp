@@ -33,8 +33,7 @@ std::string offsetsText(uint64_t begin, uint64_t end) {
 uint64_t nonNegativeInt(const json &j, const std::string &file, const std::string &context,
                         const std::string &what) {
   if (!j.is_number_integer())
-    fail(file, context + what + " must be an integer, not " + jsonTypeName(j) + " " +
-                   j.dump());
+    fail(file, context + what + " must be an integer, not " + jsonTypeName(j) + " " + j.dump());
   if (j.is_number_unsigned()) {
     uint64_t v = j.get<uint64_t>();
     if (v > static_cast<uint64_t>(INT64_MAX))
@@ -53,8 +52,8 @@ std::map<std::string, std::string> parseMetadata(const json &j, const std::strin
   std::map<std::string, std::string> out;
   for (const auto &[key, value] : j.items()) {
     if (!value.is_string())
-      fail(file, "__metadata__ must map strings to strings, but '" + key + "' is " +
-                     jsonTypeName(value));
+      fail(file,
+           "__metadata__ must map strings to strings, but '" + key + "' is " + jsonTypeName(value));
     out.emplace(key, value.get<std::string>());
   }
   return out;
@@ -69,8 +68,8 @@ const json &requireField(const json &entry, const char *field, const std::string
 }
 
 /// Parses one tensor entry (everything but its location in the file).
-TensorInfo parseTensorEntry(const std::string &name, const json &entry,
-                            const std::string &file, uint64_t dataSize) {
+TensorInfo parseTensorEntry(const std::string &name, const json &entry, const std::string &file,
+                            uint64_t dataSize) {
   std::string ctx = tensorContext(name);
   if (!entry.is_object())
     fail(file, ctx + "entry must be an object, not " + jsonTypeName(entry));
@@ -101,19 +100,18 @@ TensorInfo parseTensorEntry(const std::string &name, const json &entry,
 
   const json &offsets = requireField(entry, "data_offsets", file, ctx);
   if (!offsets.is_array() || offsets.size() != 2)
-    fail(file, ctx + "data_offsets must be an array of two integers, not " +
-                   offsets.dump());
+    fail(file, ctx + "data_offsets must be an array of two integers, not " + offsets.dump());
   uint64_t begin = nonNegativeInt(offsets[0], file, ctx, "data_offsets begin");
   uint64_t end = nonNegativeInt(offsets[1], file, ctx, "data_offsets end");
   if (begin > end)
     fail(file, ctx + "data_offsets " + offsetsText(begin, end) + " are reversed");
   if (end > dataSize)
-    fail(file, ctx + "data_offsets " + offsetsText(begin, end) +
-                   " end past the data region (" + std::to_string(dataSize) + " bytes)");
+    fail(file, ctx + "data_offsets " + offsetsText(begin, end) + " end past the data region (" +
+                   std::to_string(dataSize) + " bytes)");
   if (end - begin != nbytes)
     fail(file, ctx + "data_offsets " + offsetsText(begin, end) + " hold " +
-                   std::to_string(end - begin) + " bytes but shape " + t.shapeString() +
-                   " of " + dtypeName(t.dtype) + " needs " + std::to_string(nbytes));
+                   std::to_string(end - begin) + " bytes but shape " + t.shapeString() + " of " +
+                   dtypeName(t.dtype) + " needs " + std::to_string(nbytes));
   t.offset = begin; // relative to the data region until the caller rebases it
   t.nbytes = nbytes;
   return t;
@@ -195,6 +193,9 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string &path) 
   json header = detail::parseStrictJson(headerText, path, "header");
   if (!header.is_object())
     fail(path, std::string("header must be a JSON object, not ") + header.type_name());
+  // The format requires '{' first; nlohmann would also skip leading whitespace or a BOM.
+  if (headerText.front() != '{')
+    fail(path, "header must begin with '{'");
 
   uint64_t dataStart = 8 + headerLen, dataSize = f->size_ - dataStart;
   for (const auto &[key, value] : header.items()) {

@@ -16,13 +16,13 @@ struct Unit {
 constexpr uint64_t kKi = 1024, kK = 1000;
 constexpr std::array<Unit, 9> kUnits = {{{"b", 1},
                                          {"kb", kK},
-                                         {"mb", kK * kK},
-                                         {"gb", kK * kK * kK},
-                                         {"tb", kK * kK * kK * kK},
+                                         {"mb", kK *kK},
+                                         {"gb", kK *kK *kK},
+                                         {"tb", kK *kK *kK *kK},
                                          {"kib", kKi},
-                                         {"mib", kKi * kKi},
-                                         {"gib", kKi * kKi * kKi},
-                                         {"tib", kKi * kKi * kKi * kKi}}};
+                                         {"mib", kKi *kKi},
+                                         {"gib", kKi *kKi *kKi},
+                                         {"tib", kKi *kKi *kKi *kKi}}};
 
 std::optional<uint64_t> unitMultiplier(std::string_view unit) {
   if (unit.empty())
@@ -43,7 +43,7 @@ std::optional<uint64_t> parseSize(std::string_view text) {
   // Integer and fraction are kept apart as exact integers (whole + frac / 10^fracDigits), so
   // "1.5GiB" is exact and no floating-point rounding can move a size across a boundary.
   // whole <= 2^64, multiplier <= 2^40 and frac < 10^18 < 2^60 keep every product below 2^128.
-  using u128 = unsigned __int128;
+  __extension__ typedef unsigned __int128 u128; // GCC/Clang builtin; silences -Wpedantic
   size_t i = 0, intDigits = 0, fracDigits = 0;
   u128 whole = 0, frac = 0, scale = 1;
   for (; i < text.size() && isDigit(text[i]); ++i, ++intDigits) {

@@ -17,11 +17,18 @@ void fail(const std::string &file, const std::string &message) {
   throw RuntimeError(file + ": " + message);
 }
 
+namespace {
+// strerror_r is the XSI one (int, fills buf) or the GNU one (may return a static string)
+// depending on the C library; overloads pick the right reading of its result.
+[[maybe_unused]] const char *strerrorResult(int rc, const char *buf) {
+  return rc == 0 ? buf : "unknown error";
+}
+[[maybe_unused]] const char *strerrorResult(const char *text, const char *) { return text; }
+} // namespace
+
 std::string errnoText(int err) {
-  char buf[256];
-  // The GNU strerror_r may return a static string instead of filling buf.
-  const char *text = strerror_r(err, buf, sizeof buf);
-  return text;
+  char buf[256] = {};
+  return strerrorResult(strerror_r(err, buf, sizeof buf), buf);
 }
 
 std::optional<size_t> findInvalidUtf8(std::string_view text) {
@@ -90,18 +97,20 @@ struct DuplicateKeyFinder {
 nlohmann::json parseStrictJson(std::string_view text, const std::string &file,
                                const std::string &what) {
   if (auto bad = findInvalidUtf8(text))
-    fail(file, what + " is not valid UTF-8 (bad byte at offset " + std::to_string(*bad) +
-                   ")");
+    fail(file, what + " is not valid UTF-8 (bad byte at offset " + std::to_string(*bad) + ")");
+  // nlohmann treats a NUL byte as the end of the input, which would silently accept
+  // "{...}\0<anything>"; JSON allows NUL only escaped inside a string.
+  if (auto nul = text.find('\0'); nul != std::string_view::npos)
+    fail(file, what + " contains a NUL byte at offset " + std::to_string(nul));
   DuplicateKeyFinder finder;
   nlohmann::json json;
   try {
     // The callback is copied by nlohmann, so it refers back to `finder` through a pointer.
     DuplicateKeyFinder *f = &finder;
-    json = nlohmann::json::parse(
-        text.begin(), text.end(),
-        [f](int depth, nlohmann::json::parse_event_t event, nlohmann::json &parsed) {
-          return (*f)(depth, event, parsed);
-        });
+    json =
+        nlohmann::json::parse(text.begin(), text.end(),
+                              [f](int depth, nlohmann::json::parse_event_t event,
+                                  nlohmann::json &parsed) { return (*f)(depth, event, parsed); });
   } catch (const nlohmann::json::exception &e) {
     fail(file, what + " is not valid JSON: " + e.what());
   }
@@ -119,9 +128,9 @@ void writeAll(int fd, const void *data, uint64_t n, const std::string &file,
     if (w < 0 && errno == EINTR)
       continue;
     if (w < 0 && (errno == ENOSPC || errno == EDQUOT))
-      throw RuntimeError((errno == ENOSPC ? "no space left on device writing "
-                                          : "disk quota exceeded writing ") +
-                         file + " (" + what + ")");
+      throw RuntimeError(
+          (errno == ENOSPC ? "no space left on device writing " : "disk quota exceeded writing ") +
+          file + " (" + what + ")");
     if (w < 0)
       fail(file, "write failed (" + what + "): " + errnoText(errno));
     if (w == 0) // Would loop forever; POSIX only allows it for a zero-length write.

@@ -2,9 +2,9 @@
 // Private to runtime/lib: POSIX I/O with full error reporting, strict JSON parsing and
 // UTF-8 validation. Every function throws RuntimeError with a user-facing message.
 #pragma once
-#include <nlohmann/json.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>

@@ -13,9 +13,7 @@ thread_local const ThreadPool *currentPool = nullptr;
 
 class ScopedCurrentPool {
 public:
-  explicit ScopedCurrentPool(const ThreadPool *pool) : saved_(currentPool) {
-    currentPool = pool;
-  }
+  explicit ScopedCurrentPool(const ThreadPool *pool) : saved_(currentPool) { currentPool = pool; }
   ~ScopedCurrentPool() { currentPool = saved_; }
 
 private:

@@ -1,7 +1,7 @@
 //===- CheckpointWriterTest.cpp - writer -> reader round trips and sharding -===//
+#include "mergec/Runtime/CheckpointWriter.h"
 #include "Support.h" // runtime/lib internals: writeAll
 #include "TestUtil.h"
-#include "mergec/Runtime/CheckpointWriter.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/Safetensors.h"
 
@@ -118,8 +118,8 @@ TEST(CheckpointWriterTest, CallerFormatMetadataIsKept) {
 TEST(CheckpointWriterTest, ShardsPackInOrderUpToTheShardSize) {
   TempDir dir;
   // 100 + 100 + 50 = 250 fits exactly (not past 250); the next 100 starts shard 2.
-  std::vector<OutputTensorSpec> specs = {u8("t0", 100), u8("t1", 100), u8("t2", 50),
-                                         u8("t3", 100), u8("t4", 100)};
+  std::vector<OutputTensorSpec> specs = {u8("t0", 100), u8("t1", 100), u8("t2", 50), u8("t3", 100),
+                                         u8("t4", 100)};
   CheckpointWriter writer(dir.path(), specs, 250);
   std::vector<std::string> expected = {"model-00001-of-00002.safetensors",
                                        "model-00002-of-00002.safetensors"};
@@ -138,8 +138,11 @@ TEST(CheckpointWriterTest, ShardsPackInOrderUpToTheShardSize) {
 
   auto index = nlohmann::json::parse(readFile(dir.file("model.safetensors.index.json")));
   EXPECT_EQ(index["metadata"]["total_size"], 450);
-  nlohmann::json weightMap = {{"t0", expected[0]}, {"t1", expected[0]}, {"t2", expected[0]},
-                              {"t3", expected[1]}, {"t4", expected[1]}};
+  nlohmann::json weightMap = {{"t0", expected[0]},
+                              {"t1", expected[0]},
+                              {"t2", expected[0]},
+                              {"t3", expected[1]},
+                              {"t4", expected[1]}};
   EXPECT_EQ(index["weight_map"], weightMap);
 
   // The reader sees the same model through the index.
@@ -200,26 +203,33 @@ TEST(CheckpointWriterTest, MisuseIsReported) {
   TempDir dir;
   CheckpointWriter writer(dir.path(), {u8("a", 4), u8("b", 4)}, 100);
   std::string four = "abcd";
-  EXPECT_NE(errorOf([&] { writer.write(1, four.data(), 4); }).find("tensor 'b' written out of order"),
-            std::string::npos);
-  EXPECT_NE(errorOf([&] { writer.write(0, four.data(), 3); })
-                .find("tensor 'a': got 3 bytes, expected 4"),
-            std::string::npos);
+  EXPECT_NE(
+      errorOf([&] { writer.write(1, four.data(), 4); }).find("tensor 'b' written out of order"),
+      std::string::npos);
+  EXPECT_NE(
+      errorOf([&] { writer.write(0, four.data(), 3); }).find("tensor 'a': got 3 bytes, expected 4"),
+      std::string::npos);
   EXPECT_NE(errorOf([&] { writer.write(7, four.data(), 4); }).find("out of range"),
             std::string::npos);
   writer.write(0, four.data(), 4);
   EXPECT_NE(errorOf([&] { writer.finish(); }).find("1 of 2 tensors written"), std::string::npos);
 
-  EXPECT_NE(errorOf([&] { CheckpointWriter(dir.path(), {u8("a", 1), u8("a", 1)}, 100); })
-                .find("cannot write tensor 'a' twice"),
+  EXPECT_NE(errorOf([&] {
+              CheckpointWriter(dir.path(), {u8("a", 1), u8("a", 1)}, 100);
+            }).find("cannot write tensor 'a' twice"),
             std::string::npos);
-  EXPECT_NE(errorOf([&] { CheckpointWriter(dir.path(), {{"n", DType::F32, {2, -3}}}, 100); })
-                .find("tensor 'n': shape dimension -3 is negative"),
+  EXPECT_NE(errorOf([&] {
+              CheckpointWriter(dir.path(), {{"n", DType::F32, {2, -3}}}, 100);
+            }).find("tensor 'n': shape dimension -3 is negative"),
             std::string::npos);
-  EXPECT_NE(errorOf([&] { CheckpointWriter(dir.path(), {u8("__metadata__", 1)}, 100); })
-                .find("reserved"),
-            std::string::npos);
+  EXPECT_NE(
+      errorOf([&] { CheckpointWriter(dir.path(), {u8("__metadata__", 1)}, 100); }).find("reserved"),
+      std::string::npos);
   EXPECT_NE(errorOf([&] { CheckpointWriter(dir.path(), {u8("a", 1)}, 0); }).find("shard size"),
+            std::string::npos);
+  EXPECT_NE(errorOf([&] {
+              CheckpointWriter(dir.path(), {u8("bad\xFF", 1)}, 100);
+            }).find(dir.path() + ": cannot build a safetensors header"),
             std::string::npos);
 }
 
@@ -252,9 +262,10 @@ TEST(CheckpointWriterTest, WriteAllReportsNoSpaceWithTheTensor) {
   int fd = ::open("/dev/full", O_WRONLY | O_CLOEXEC);
   ASSERT_GE(fd, 0);
   std::string data(100, 'x');
-  std::string message = errorOf(
-      [&] { mergec::rt::detail::writeAll(fd, data.data(), data.size(), "/out/x.safetensors",
-                                         "tensor 'model.norm.weight'"); });
+  std::string message = errorOf([&] {
+    mergec::rt::detail::writeAll(fd, data.data(), data.size(), "/out/x.safetensors",
+                                 "tensor 'model.norm.weight'");
+  });
   ::close(fd);
   EXPECT_EQ(message, "no space left on device writing /out/x.safetensors (tensor "
                      "'model.norm.weight')");

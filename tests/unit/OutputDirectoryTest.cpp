@@ -1,7 +1,7 @@
 //===- OutputDirectoryTest.cpp - all-or-nothing output directories --------===//
+#include "mergec/Runtime/OutputDirectory.h"
 #include "TestUtil.h"
 #include "mergec/Runtime/Error.h"
-#include "mergec/Runtime/OutputDirectory.h"
 
 #include <filesystem>
 #include <gtest/gtest.h>
@@ -124,8 +124,10 @@ TEST(OutputDirectoryTest, ExistingPathReplacedWithForce) {
   EXPECT_EQ(readFile(out + "/new.txt"), "new");
   // Nothing is left beside the output: no temporary, no moved-aside old copy.
   int entries = 0;
-  for (auto &e : std::filesystem::directory_iterator(dir.path()))
-    ++entries, EXPECT_EQ(e.path().filename(), "merged");
+  for (auto &e : std::filesystem::directory_iterator(dir.path())) {
+    ++entries;
+    EXPECT_EQ(e.path().filename(), "merged");
+  }
   EXPECT_EQ(entries, 1);
 
   // A plain file in the way is replaced too.
@@ -200,13 +202,32 @@ TEST(OutputDirectoryTest, ParentMustExistAndBeWritable) {
 
   message = errorOf([&] { OutputDirectory od(dir.file(".."), false); });
   EXPECT_NE(message.find("not a usable output directory name"), std::string::npos) << message;
+}
 
-  if (::geteuid() == 0)
-    GTEST_SKIP() << "root can write to any directory";
+TEST(OutputDirectoryTest, ParentMustBeWritable) {
+  TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0755), 0);
   std::string locked = dir.file("locked");
-  ::mkdir(locked.c_str(), 0555);
-  message = errorOf([&] { OutputDirectory od(locked + "/out", false); });
-  EXPECT_NE(message.find("is not writable"), std::string::npos) << message;
+  ASSERT_EQ(::mkdir(locked.c_str(), 0555), 0);
+  // Root may write anywhere, so the check runs in a child that drops to an unprivileged uid.
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::geteuid() == 0 && ::setuid(65534) != 0)
+      ::_exit(3);
+    try {
+      OutputDirectory od(locked + "/out", false);
+    } catch (const RuntimeError &e) {
+      std::string expected = locked + "/out: cannot create the output: parent directory '" +
+                             locked + "' is not writable";
+      ::_exit(std::string(e.what()) == expected ? 0 : 1);
+    }
+    ::_exit(2);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: wrong message, 2: no error, 3: setuid failed";
 }
 
 TEST(OutputDirectoryTest, CopyFileIfExists) {

@@ -1,7 +1,7 @@
 //===- SafetensorsTest.cpp - reader, header validation and checkpoints ----===//
+#include "mergec/Runtime/Safetensors.h"
 #include "TestUtil.h"
 #include "mergec/Runtime/Error.h"
-#include "mergec/Runtime/Safetensors.h"
 
 #include <cstring>
 #include <fcntl.h>
@@ -114,11 +114,10 @@ TEST_F(SafetensorsTest, PrefetchAndReleaseKeepDataReadable) {
   std::string data(2 * n, '\0');
   for (size_t i = 0; i < data.size(); ++i)
     data[i] = static_cast<char>(i * 7 + 3);
-  std::string header = R"({"x":{"dtype":"U8","shape":[)" + std::to_string(n) +
-                       R"(],"data_offsets":[0,)" + std::to_string(n) + R"(]},)" +
-                       R"("y":{"dtype":"U8","shape":[)" + std::to_string(n) +
-                       R"(],"data_offsets":[)" + std::to_string(n) + "," +
-                       std::to_string(2 * n) + "]}}";
+  std::string header =
+      R"({"x":{"dtype":"U8","shape":[)" + std::to_string(n) + R"(],"data_offsets":[0,)" +
+      std::to_string(n) + R"(]},)" + R"("y":{"dtype":"U8","shape":[)" + std::to_string(n) +
+      R"(],"data_offsets":[)" + std::to_string(n) + "," + std::to_string(2 * n) + "]}}";
   writeFile(path(), safetensorsImage(header, data));
   auto f = SafetensorsFile::open(path());
   for (const TensorInfo &t : f->tensors()) {
@@ -160,7 +159,7 @@ TEST_F(SafetensorsTest, MissingFile) {
 
 TEST_F(SafetensorsTest, ShorterThanEightBytes) {
   expectRejected("", {"file is truncated (0 bytes, need at least 8"});
-  expectRejected("\x05\0\0\0\0", {"file is truncated (5 bytes, need at least 8"});
+  expectRejected("\x05\0\0\0\0"s, {"file is truncated (5 bytes, need at least 8"});
   expectRejected(std::string(7, '\0'), {"file is truncated (7 bytes"});
 }
 
@@ -178,8 +177,7 @@ TEST_F(SafetensorsTest, HeaderOverOneHundredMegabytes) {
   writeFile(path(), le64(len));
   ASSERT_EQ(::truncate(path().c_str(), static_cast<off_t>(8 + len + 16)), 0);
   std::string message = errorOf([&] { SafetensorsFile::open(path()); });
-  EXPECT_NE(message.find(path() + ": header length 100000001 exceeds the limit"),
-            std::string::npos)
+  EXPECT_NE(message.find(path() + ": header length 100000001 exceeds the limit"), std::string::npos)
       << message;
 }
 
@@ -187,7 +185,8 @@ TEST_F(SafetensorsTest, InvalidUtf8) {
   // A lone continuation byte, an overlong '/', a UTF-16 surrogate, a truncated sequence and
   // a code point past U+10FFFF, each inside a tensor name where JSON would accept any byte.
   for (std::string bad : {"\x80", "\xC0\xAF", "\xED\xA0\x80", "\xE2\x82", "\xF4\x90\x80\x80"}) {
-    std::string header = "{\"x" + bad + "\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}";
+    std::string header =
+        "{\"x" + bad + "\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}";
     expectHeaderRejected(header, "", {"header is not valid UTF-8 (bad byte at offset 3)"});
   }
   // Valid multi-byte names are fine.
@@ -200,7 +199,9 @@ TEST_F(SafetensorsTest, InvalidUtf8) {
 TEST_F(SafetensorsTest, NotJson) {
   expectHeaderRejected("{\"a\":", "", {"header is not valid JSON"});
   expectHeaderRejected("", "", {"header is not valid JSON"});
-  expectHeaderRejected("{}\0\0\0\0\0\0"s, "", {"header is not valid JSON"});
+  // nlohmann stops at a NUL byte as if the input ended there.
+  expectHeaderRejected("{}\0\0\0\0\0\0"s, "", {"header contains a NUL byte at offset 2"});
+  expectHeaderRejected("{}\0{\"junk\""s, "", {"header contains a NUL byte at offset 2"});
   expectHeaderRejected("{} {}", "", {"header is not valid JSON"});
 }
 
@@ -208,14 +209,16 @@ TEST_F(SafetensorsTest, NotAnObject) {
   expectHeaderRejected("[]", "", {"header must be a JSON object, not array"});
   expectHeaderRejected("42", "", {"header must be a JSON object, not number"});
   expectHeaderRejected("\"x\"", "", {"header must be a JSON object, not string"});
+  expectHeaderRejected(" {}", "", {"header must begin with '{'"});
+  expectHeaderRejected("\xEF\xBB\xBF{}", "", {"header must begin with '{'"}); // UTF-8 BOM
 }
 
 TEST_F(SafetensorsTest, DuplicateKeys) {
   expectHeaderRejected(R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
                        R"("w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
                        "ab", {"header has the key 'w' twice"});
-  expectHeaderRejected(R"({"w":{"dtype":"U8","dtype":"I8","shape":[1],"data_offsets":[0,1]}})",
-                       "a", {"header has the key 'dtype' twice"});
+  expectHeaderRejected(R"({"w":{"dtype":"U8","dtype":"I8","shape":[1],"data_offsets":[0,1]}})", "a",
+                       {"header has the key 'dtype' twice"});
 }
 
 TEST_F(SafetensorsTest, MissingFields) {
@@ -333,8 +336,10 @@ std::string oneTensorImage(const std::string &name, const std::string &bytes) {
 }
 
 std::string twoTensorImage(const std::string &a, const std::string &b) {
-  return safetensorsImage("{\"" + a + "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-                          "\"" + b + "\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[1,3]}}",
+  return safetensorsImage("{\"" + a +
+                              "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                              "\"" +
+                              b + "\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[1,3]}}",
                           "abc");
 }
 } // namespace
@@ -390,7 +395,8 @@ TEST(CheckpointTest, IndexNamesAMissingShard) {
             R"({"weight_map":{"a":"model-00001-of-00002.safetensors",)"
             R"("b":"model-00002-of-00002.safetensors"}})");
   std::string message = errorOf([&] { Checkpoint::open(dir.path()); });
-  EXPECT_NE(message.find(dir.file("model.safetensors.index.json") + ": shard "
+  EXPECT_NE(message.find(dir.file("model.safetensors.index.json") +
+                         ": shard "
                          "'model-00002-of-00002.safetensors' (named in weight_map) does not "
                          "exist"),
             std::string::npos)
@@ -440,7 +446,8 @@ TEST(CheckpointTest, MalformedIndex) {
   auto expectIndexError = [&](const std::string &json, const std::string &reason) {
     writeFile(index, json);
     std::string message = errorOf([&] { Checkpoint::open(dir.path()); });
-    EXPECT_NE(message.find(index + ": " + reason), std::string::npos) << message;
+    EXPECT_EQ(message.rfind(index + ": ", 0), 0u) << message;
+    EXPECT_NE(message.find(reason), std::string::npos) << message;
   };
   expectIndexError("{\"weight_map\":", "index is not valid JSON");
   expectIndexError("[]", "index must be a JSON object, not array");
@@ -459,8 +466,7 @@ TEST(CheckpointTest, MalformedIndex) {
 TEST(CheckpointTest, MissingPathAndEmptyDirectory) {
   TempDir dir;
   std::string missing = dir.file("nothing-here");
-  EXPECT_EQ(errorOf([&] { Checkpoint::open(missing); }),
-            missing + ": no such file or directory");
+  EXPECT_EQ(errorOf([&] { Checkpoint::open(missing); }), missing + ": no such file or directory");
   std::string message = errorOf([&] { Checkpoint::open(dir.path()); });
   EXPECT_NE(message.find(dir.path() +
                          ": holds neither model.safetensors nor model.safetensors.index.json"),
@@ -472,7 +478,59 @@ TEST(CheckpointTest, ErrorsInsideAShardNameTheShard) {
   TempDir dir;
   writeFile(dir.file("model.safetensors"), "short");
   std::string message = errorOf([&] { Checkpoint::open(dir.path()); });
-  EXPECT_NE(message.find(dir.file("model.safetensors") + ": file is truncated"),
-            std::string::npos)
+  EXPECT_NE(message.find(dir.file("model.safetensors") + ": file is truncated"), std::string::npos)
       << message;
+}
+
+//===----------------------------------------------------------------------===//
+// Robustness: every corruption of a valid file either opens or throws RuntimeError, and
+// never reads outside the file (run under ASan to make that check bite).
+//===----------------------------------------------------------------------===//
+
+TEST_F(SafetensorsTest, CorruptedFilesNeverCrash) {
+  std::string header = R"({"__metadata__":{"format":"pt"},)"
+                       R"("a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},)"
+                       R"("b":{"dtype":"BF16","shape":[3],"data_offsets":[16,22]}})";
+  std::string valid = safetensorsImage(header, std::string(22, '\x11'));
+  uint32_t rng = 12345;
+  auto next = [&] {
+    rng = rng * 1664525u + 1013904223u;
+    return rng >> 8;
+  };
+  int opened = 0, rejected = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::string image = valid;
+    switch (round % 4) {
+    case 0: // truncate anywhere
+      image.resize(next() % image.size());
+      break;
+    case 1: // overwrite one byte with anything
+      image[next() % image.size()] = static_cast<char>(next());
+      break;
+    case 2: // replace a header byte with a digit, quote, bracket or minus sign
+      image[8 + next() % header.size()] = "0123456789\"[]{},:-"[next() % 18];
+      break;
+    case 3: // lie about the header length
+      image.replace(0, 8, le64(next() % (image.size() + 16)));
+      break;
+    }
+    writeFile(path(), image);
+    try {
+      auto f = SafetensorsFile::open(path());
+      // Whatever opened must be in bounds: touch every byte of every tensor.
+      unsigned sum = 0;
+      for (const TensorInfo &t : f->tensors()) {
+        ASSERT_LE(t.offset + t.nbytes, f->fileSize());
+        for (uint64_t i = 0; i < t.nbytes; ++i)
+          sum += t.data[i];
+      }
+      (void)sum;
+      ++opened;
+    } catch (const RuntimeError &e) {
+      ASSERT_EQ(std::string(e.what()).rfind(path() + ": ", 0), 0u) << e.what();
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 1000);
+  EXPECT_GT(opened, 0);
 }

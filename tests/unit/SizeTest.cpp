@@ -36,10 +36,29 @@ TEST(SizeTest, BareNumbersCaseAndSpaces) {
 }
 
 TEST(SizeTest, RejectsEverythingElse) {
-  for (const char *bad : {"", " ", "-5GB", "-1", "+5", "GB", "5XB", "5G", "5 ", " 5", "5GB ",
-                          "1.", ".5GB", "1..5", "1.5.5GB", "5 G B", "abc", "0x10",
-                          "18446744073709551616", "20000000000GB", "17TiB0",
-                          "99999999999999999999999999", "1.1234567890123456789GB"})
+  for (const char *bad : {"",
+                          " ",
+                          "-5GB",
+                          "-1",
+                          "+5",
+                          "GB",
+                          "5XB",
+                          "5G",
+                          "5 ",
+                          " 5",
+                          "5GB ",
+                          "1.",
+                          ".5GB",
+                          "1..5",
+                          "1.5.5GB",
+                          "5 G B",
+                          "abc",
+                          "0x10",
+                          "18446744073709551616",
+                          "20000000000GB",
+                          "17TiB0",
+                          "99999999999999999999999999",
+                          "1.1234567890123456789GB"})
     EXPECT_EQ(parseSize(bad), std::nullopt) << "'" << bad << "'";
   EXPECT_EQ(parseSize("16777216TiB"), std::nullopt); // 2^64: one past the largest value
   EXPECT_EQ(parseSize("16777215TiB"), 16777215ull << 40);

@@ -6,7 +6,9 @@
 #include "MergeParser.h"
 #include "antlr4-runtime.h"
 
+#include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 using namespace mergec;
 using namespace mergec::ast;
@@ -166,9 +168,48 @@ bool checkTokens(antlr4::CommonTokenStream &tokens, DiagnosticEngine &diags) {
   return true;
 }
 
+/// Finds the first byte that is not part of well-formed UTF-8 (ANTLR's decoder throws on it).
+std::optional<SourceLoc> firstInvalidUtf8(const std::string &text, unsigned char &bad) {
+  int line = 1, col = 1;
+  for (size_t i = 0; i < text.size();) {
+    unsigned char c = text[i];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = len != 0 && i + len <= text.size();
+    for (size_t k = 1; ok && k < len; ++k)
+      ok = (static_cast<unsigned char>(text[i + k]) >> 6) == 0x2;
+    if (ok && len > 1) {
+      // Reject overlong forms, surrogates and code points past U+10FFFF.
+      uint32_t cp = c & (0x7F >> len);
+      for (size_t k = 1; k < len; ++k)
+        cp = (cp << 6) | (static_cast<unsigned char>(text[i + k]) & 0x3F);
+      static const uint32_t minimum[] = {0, 0, 0x80, 0x800, 0x10000};
+      ok = cp >= minimum[len] && cp <= 0x10FFFF && (cp < 0xD800 || cp > 0xDFFF);
+    }
+    if (!ok) {
+      bad = c;
+      return SourceLoc{line, col};
+    }
+    if (c == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+    i += len;
+  }
+  return std::nullopt;
+}
+
 } // namespace
 
 std::unique_ptr<Recipe> mergec::parseRecipe(DiagnosticEngine &diags) {
+  unsigned char bad = 0;
+  if (auto loc = firstInvalidUtf8(diags.source(), bad)) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02X", bad);
+    diags.error(*loc, std::string("invalid UTF-8 (byte ") + hex + "); recipes are UTF-8 text");
+    return nullptr;
+  }
   antlr4::ANTLRInputStream input(diags.source());
   MergeLexer lexer(&input);
   FirstErrorListener listener(diags);

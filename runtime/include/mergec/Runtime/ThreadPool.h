@@ -39,8 +39,8 @@ private:
   size_t generation_ = 0;
   size_t active_ = 0;
   bool stop_ = false;
-  std::exception_ptr error_;  ///< first exception of the current parallelFor, under mutex_
-  std::mutex callMutex_;      ///< serializes parallelFor calls made from different threads
+  std::exception_ptr error_; ///< first exception of the current parallelFor, under mutex_
+  std::mutex callMutex_;     ///< serializes parallelFor calls made from different threads
   alignas(64) std::atomic<size_t> next_{0};
 };
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang-22, ASan+UBSan) and runs each for SECONDS (default 60).
+# New inputs go to a scratch corpus; crashes are written to build-fuzz/crashes/ and fail the run.
+# Usage: scripts/fuzz.sh [SECONDS]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+seconds=${1:-60}
+build=$root/build-fuzz
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
+  -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir -DMERGEC_FUZZ=ON -DMERGEC_ENABLE_TESTS=OFF \
+  -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
+  > "$build.configure.log"
+cmake --build "$build" -j "$(nproc)" --target recipe-fuzzer safetensors-fuzzer
+mkdir -p "$build/crashes"
+status=0
+for target in recipe safetensors; do
+  work=$build/corpus-$target
+  mkdir -p "$work"
+  echo "== fuzzing $target for ${seconds}s =="
+  # -dict helps the recipe fuzzer reach past the lexer; the seeds are committed in tests/fuzz/corpus.
+  dict=()
+  [ -f "$root/tests/fuzz/$target.dict" ] && dict=(-dict="$root/tests/fuzz/$target.dict")
+  if ! ASAN_OPTIONS=detect_leaks=1 "$build/bin/$target-fuzzer" "$work" "$root/tests/fuzz/corpus/$target" \
+      "${dict[@]}" -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+      -artifact_prefix="$build/crashes/$target-" -print_final_stats=1 2> "$build/$target.log"; then
+    status=1
+    echo "fuzz: $target found a problem; see $build/$target.log and $build/crashes/" >&2
+  fi
+  grep -E "stat::number_of_executed_units|stat::peak_rss_mb|cov:" "$build/$target.log" | tail -3
+done
+exit $status
