@@ -6,11 +6,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-60}
 build=$root/build-fuzz
+mkdir -p "$build"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
   -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir -DMERGEC_FUZZ=ON -DMERGEC_ENABLE_TESTS=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
-  > "$build.configure.log"
+  > "$build/configure.log" || { cat "$build/configure.log"; exit 1; }
 cmake --build "$build" -j "$(nproc)" --target recipe-fuzzer safetensors-fuzzer
 mkdir -p "$build/crashes"
 status=0
