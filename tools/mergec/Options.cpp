@@ -138,6 +138,8 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       cl.run.quiet = true;
     } else if (arg == "--verbose" && !inlineValue) {
       cl.verbose = cl.run.verbose = true;
+    } else if (inlineValue && (arg == "--force" || arg == "--quiet" || arg == "--verbose")) {
+      return usageError(arg + " takes no value");
     } else if (!arg.empty() && arg[0] == '-' && arg != "-") {
       return usageError("unknown option '" + arg + "'");
     } else if (cl.recipe.empty()) {

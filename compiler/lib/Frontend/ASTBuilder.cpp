@@ -16,18 +16,31 @@ using namespace mergec::ast;
 namespace {
 
 /// Keeps the first syntax error only: ANTLR's later messages are usually fallout from it.
+/// "missing X at 'y'" and errors at the end of the file are reported just after the last good
+/// token, where the user has to type the fix.
 class FirstErrorListener : public antlr4::BaseErrorListener {
 public:
   explicit FirstErrorListener(DiagnosticEngine &diags) : diags_(diags) {}
-  void syntaxError(antlr4::Recognizer *, antlr4::Token *offending, size_t line, size_t column,
-                   const std::string &msg, std::exception_ptr) override {
+  void syntaxError(antlr4::Recognizer *recognizer, antlr4::Token *offending, size_t line,
+                   size_t column, const std::string &msg, std::exception_ptr) override {
     if (failed)
       return;
     failed = true;
+    SourceLoc loc{static_cast<int>(line), static_cast<int>(column) + 1};
+    bool atEnd = offending && offending->getType() == antlr4::Token::EOF;
+    bool missing = msg.rfind("missing ", 0) == 0;
+    if ((atEnd || missing) && offending)
+      if (auto after = afterPrevious(recognizer, offending))
+        loc = *after;
     std::string text = msg;
-    if (offending && offending->getType() == antlr4::Token::EOF)
+    if (missing) {
+      std::string what = msg.substr(8, msg.find(" at '") - 8);
+      text = atEnd ? "unexpected end of file, expected " + what
+                   : "expected " + what + " before '" + offending->getText() + "'";
+    } else if (atEnd) {
       text = "unexpected end of file" + expectation(msg);
-    diags_.error({static_cast<int>(line), static_cast<int>(column) + 1}, text);
+    }
+    diags_.error(loc, text);
   }
   bool failed = false;
 
@@ -35,6 +48,16 @@ private:
   static std::string expectation(const std::string &msg) {
     auto pos = msg.find("expecting");
     return pos == std::string::npos ? "" : ", " + msg.substr(pos);
+  }
+  static std::optional<SourceLoc> afterPrevious(antlr4::Recognizer *recognizer,
+                                                antlr4::Token *offending) {
+    auto *parser = dynamic_cast<antlr4::Parser *>(recognizer);
+    if (!parser || offending->getTokenIndex() == 0 ||
+        offending->getTokenIndex() == static_cast<size_t>(-1))
+      return std::nullopt;
+    antlr4::Token *prev = parser->getTokenStream()->get(offending->getTokenIndex() - 1);
+    return SourceLoc{static_cast<int>(prev->getLine()),
+                     static_cast<int>(prev->getCharPositionInLine() + prev->getText().size()) + 1};
   }
   DiagnosticEngine &diags_;
 };

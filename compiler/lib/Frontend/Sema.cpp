@@ -63,9 +63,12 @@ public:
     for (auto &m : recipe_.models)
       if (claim(m.name, m.loc, "model"))
         models_[m.name] = &m;
-    for (auto &p : recipe_.params)
-      if (claim(p.name, p.loc, "param"))
+    for (auto &p : recipe_.params) {
+      if (!std::isfinite(p.value))
+        diags_.error(p.valueLoc, "number out of range (larger than a double can hold)");
+      else if (claim(p.name, p.loc, "param"))
         params_[p.name] = p.value;
+    }
     for (auto &d : recipe_.defs)
       if (claim(d.name, d.loc, "def") && checkDef(d))
         defs_[d.name] = &d;
@@ -75,8 +78,13 @@ public:
   std::map<std::string, double> &params() { return params_; }
 
   std::optional<Value> eval(const ast::Expr *e) {
-    if (auto *n = dyn_cast<ast::NumberExpr>(e))
+    if (auto *n = dyn_cast<ast::NumberExpr>(e)) {
+      if (!std::isfinite(n->value)) {
+        diags_.error(e->loc(), "number out of range (larger than a double can hold)");
+        return std::nullopt;
+      }
       return Value{constant(n->value, e->loc())};
+    }
     if (auto *n = dyn_cast<ast::NameExpr>(e))
       return name(n);
     if (auto *u = dyn_cast<ast::UnaryExpr>(e)) {
@@ -133,6 +141,11 @@ private:
     std::set<std::string> seen;
     bool sawDefault = false;
     for (auto &p : d.params) {
+      if (kBuiltins.count(p.name) || kContextNames.count(p.name)) {
+        diags_.error(p.loc, "parameter '" + p.name + "' of def '" + d.name +
+                                "' redefines a built-in name");
+        return false;
+      }
       if (!seen.insert(p.name).second) {
         diags_.error(p.loc, "duplicate parameter '" + p.name + "' in def '" + d.name + "'");
         return false;
@@ -267,6 +280,10 @@ private:
   }
 
   std::optional<Value> call(const ast::CallExpr *c) {
+    if (!scopes_.empty() && scopes_.back().count(c->callee)) {
+      diags_.error(c->loc(), "'" + c->callee + "' is a parameter, not a function");
+      return std::nullopt;
+    }
     if (auto it = defs_.find(c->callee); it != defs_.end())
       return callDef(c, *it->second);
     if (c->callee == "tv")
@@ -336,7 +353,11 @@ private:
     if ((*bound)[1]) {
       const Value &f = *(*bound)[1];
       if (f.isList() || f.node->kind != Kind::Tensor) {
-        diags_.error(c->loc(), std::string("tv's 'from' must be a tensor, got ") + kindName(f));
+        SourceLoc at = c->args.size() > 1 ? c->args[1].loc : c->loc();
+        for (auto &arg : c->args)
+          if (arg.keyword == "from")
+            at = arg.loc;
+        diags_.error(at, std::string("tv's 'from' must be a tensor, got ") + kindName(f));
         return std::nullopt;
       }
       from = f.node;
@@ -454,6 +475,13 @@ bool applyOverrides(const ast::Recipe &recipe, const Overrides &overrides,
   return true;
 }
 
+/// Where an expression starts in the text (binary expressions are located at their operator).
+SourceLoc startOf(const ast::Expr *e) {
+  if (auto *b = dyn_cast<ast::BinaryExpr>(e))
+    return startOf(b->lhs.get());
+  return e->loc();
+}
+
 std::string resolveModelPath(const std::string &recipeFile, const std::string &path) {
   std::filesystem::path p(path);
   if (p.is_absolute())
@@ -499,11 +527,11 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
   }
   bool sawDefault = false;
   for (auto &rule : merge.rules) {
-    if (sawDefault) {
+    // A rule after `_` never runs, but it is still checked: it is code the user means to keep.
+    bool unreachable = sawDefault;
+    if (unreachable)
       diags.warning(rule.loc, "this rule is never used: an earlier '_' rule matches every tensor");
-      continue;
-    }
-    sawDefault = rule.isDefault;
+    sawDefault = sawDefault || rule.isDefault;
     for (auto &pattern : rule.patterns)
       if (auto problem = rt::globCheck(pattern.glob))
         diags.error(pattern.loc, "bad pattern \"" + pattern.glob + "\": " + *problem);
@@ -511,11 +539,12 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
     if (!value)
       continue;
     if (value->isList() || value->node->kind != Kind::Tensor) {
-      diags.error(rule.body->loc(), std::string("a rule must produce a tensor, this is ") +
-                                        kindName(*value));
+      diags.error(startOf(rule.body.get()), std::string("a rule must produce a tensor, this is ") +
+                                                 kindName(*value));
       continue;
     }
-    program->rules.push_back({rule.loc, rule.patterns, value->node});
+    if (!unreachable)
+      program->rules.push_back({rule.loc, rule.patterns, value->node});
   }
   if (diags.errorCount())
     return nullptr;
