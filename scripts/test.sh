@@ -1,10 +1,29 @@
 #!/usr/bin/env bash
 # Runs every test: GoogleTest (runtime) and lit (frontend, dialect, passes, lowering, end to end).
-# Usage: scripts/test.sh [lit args...]     e.g. scripts/test.sh --filter e2e
+# Usage: scripts/test.sh [--sanitize] [lit args...]     e.g. scripts/test.sh --filter e2e
+#   --sanitize  builds build-asan/ with ASan+UBSan (clang-22) and runs the same tests with it.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${MERGEC_BUILD_DIR:-$root/build}
 lit=/usr/lib/llvm-22/bin/lit
+
+if [ "${1:-}" = "--sanitize" ]; then
+  shift
+  build=$root/build-asan
+  if [ ! -f "$build/build.ninja" ]; then
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
+      -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
+      -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+      -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" > /dev/null || exit 1
+  fi
+  # Leaks are checked in our code; the suppressions name what LLVM and ANTLR keep for the
+  # process lifetime on purpose.
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:suppressions=$root/scripts/asan.supp
+  export LSAN_OPTIONS=suppressions=$root/scripts/lsan.supp
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  echo "test: sanitizer build in $build"
+fi
 
 if [ ! -f "$build/build.ninja" ]; then
   echo "test: no build in $build; run scripts/setup.sh first" >&2

@@ -1,0 +1,147 @@
+"""Atomic output under SIGKILL and a full disk; reproducible outputs and the manifest.
+
+  --case sigkill     mergec killed with SIGKILL at random points: OUT is absent (or complete, when
+                     the kill came after the rename); a later run succeeds and removes the
+                     leftover .OUT.mergec-tmp-PID directory
+  --case full-disk   OUT on a 1 MiB tmpfs: a clear "no space left" error, exit 1, nothing left
+                     (skipped, saying so, where tmpfs cannot be mounted)
+  --case reproduce   two runs and --threads 1/2/5 give byte-identical shards; the manifest
+                     records the recipe, its sha256, the params, the inputs and their sizes"""
+import glob
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import models
+import runner
+import st
+
+RECIPE = """
+    model base = "models/base"
+    model a    = "models/a"
+    model b    = "models/b"
+    param lam  = 0.5
+    merge base + lam * (tv(a) + tv(b)) / 2
+    """
+
+
+def make_models(work, hidden=64, intermediate=128, vocab=256, layers=2):
+    base = models.make_llama(os.path.join(work, "models", "base"), "BF16", 1, num_layers=layers,
+                             hidden=hidden, intermediate=intermediate, vocab=vocab)
+    for name, seed in (("a", 2), ("b", 3)):
+        models.make_llama(os.path.join(work, "models", name), "BF16", seed, num_layers=layers,
+                          hidden=hidden, intermediate=intermediate, vocab=vocab, base=base)
+    return runner.write_recipe(os.path.join(work, "r.merge"), RECIPE)
+
+
+def digest(directory):
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(directory, "*.safetensors")) +
+                       glob.glob(os.path.join(directory, "*.index.json"))):
+        h.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def temps(out):
+    parent, name = os.path.split(os.path.abspath(out))
+    return glob.glob(os.path.join(parent, "." + name + ".mergec-tmp-*"))
+
+
+def case_sigkill(work):
+    recipe = make_models(work, hidden=512, intermediate=1536, vocab=8192, layers=4)
+    out = os.path.join(work, "out")
+    start = time.time()
+    runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--threads", "1"])
+    full = time.time() - start
+    reference = digest(out)
+    runner.fresh_dir(out)
+    os.rmdir(out)
+    rng = random.Random(1234)
+    interrupted = 0
+    for attempt in range(8):
+        p = subprocess.Popen([runner.mergec_path(), "run", recipe, "-o", out, "--quiet",
+                              "--threads", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 0.9) * full)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        if os.path.exists(out):
+            # The kill came after the rename: then the output must be complete.
+            runner.expect(digest(out) == reference, "output after a late kill differs")
+            runner.fresh_dir(out)
+            os.rmdir(out)
+            continue
+        interrupted += 1
+        left = temps(out)
+        runner.expect(all(".mergec-tmp-" in t for t in left), "unexpected leftovers %s" % left)
+        # The next run cleans the dead run's temporary directory and completes.
+        runner.run_mergec(["run", recipe, "-o", out, "--quiet"], echo=False)
+        runner.expect(digest(out) == reference, "output after a killed run differs")
+        runner.expect(not temps(out), "stale temporary directory not removed: %s" % temps(out))
+        runner.fresh_dir(out)
+        os.rmdir(out)
+    runner.expect(interrupted >= 3, "only %d of 8 kills landed mid-merge" % interrupted)
+    print("SIGKILL mid-merge %d times: no output left, next run complete and identical" % interrupted)
+
+
+def case_full_disk(work):
+    recipe = make_models(work, hidden=256, intermediate=512, vocab=1024)
+    disk = os.path.join(work, "small-disk")
+    os.makedirs(disk, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", disk],
+                             stderr=subprocess.DEVNULL).returncode == 0
+    if not mounted:
+        print("SKIPPED: cannot mount a tmpfs here (needs root)")
+        print("full disk: skipped")
+        return
+    try:
+        out = os.path.join(disk, "out")
+        r = runner.run_mergec(["run", recipe, "-o", out, "--quiet"], expect=1)
+        runner.expect("no space left on device" in r.stderr, "no 'no space' message:\n" + r.stderr)
+        runner.expect("mergec: error:" in r.stderr, r.stderr)
+        runner.assert_no_output(out)
+        print(r.stderr.strip().splitlines()[0])
+        print("full disk: clear error, exit 1, nothing left")
+    finally:
+        subprocess.run(["umount", disk])
+
+
+def case_reproduce(work):
+    recipe = make_models(work, hidden=256, intermediate=768, vocab=2048)
+    digests = []
+    for i, threads in enumerate([None, None, 1, 2, 5]):
+        out = os.path.join(work, "out%d" % i)
+        args = ["run", recipe, "-o", out, "--quiet", "--shard-size", "1MB"]
+        if threads:
+            args += ["--threads", threads]
+        runner.run_mergec(args, echo=False)
+        digests.append(digest(out))
+    runner.expect(len(set(digests)) == 1, "outputs differ: %s" % digests)
+    print("2 runs and --threads 1, 2, 5: byte-identical (%s)" % digests[0][:16])
+
+    manifest = json.load(open(os.path.join(work, "out0", "mergec-manifest.json")))
+    text = open(recipe).read()
+    runner.expect(manifest["recipe"]["text"] == text, "manifest recipe text")
+    runner.expect(manifest["recipe"]["sha256"] == hashlib.sha256(text.encode()).hexdigest(),
+                 "manifest recipe sha256")
+    runner.expect(manifest["params"] == {"lam": 0.5}, "manifest params %s" % manifest["params"])
+    runner.expect(manifest["mergec_version"], "manifest version")
+    names = [m["name"] for m in manifest["inputs"]]
+    runner.expect(names == ["base", "a", "b"], "manifest inputs %s" % names)
+    for m in manifest["inputs"]:
+        for f in m["files"]:
+            runner.expect(os.path.isabs(f["path"]) and os.path.getsize(f["path"]) == f["bytes"],
+                         "manifest file %s" % f)
+    print("manifest: recipe, sha256, params, %d inputs with sizes" % len(names))
+
+
+CASES = {"sigkill": case_sigkill, "full-disk": case_full_disk, "reproduce": case_reproduce}
+
+if __name__ == "__main__":
+    runner.main(lambda args: CASES[args.case](runner.fresh_dir(args.work)),
+                lambda parser: parser.add_argument("--case", required=True, choices=sorted(CASES)))
