@@ -14,11 +14,12 @@ mergeDecl   : 'merge' '{' mergeRule* '}'      # ruleBlock
 mergeRule   : (patterns | '_') '=>' expr ;
 patterns    : STRING ('|' STRING)* ;
 
-// Alternatives listed first bind tighter: unary minus, then * /, then + -.
-expr        : '-' expr                           # negExpr
-            | expr op=('*' | '/') expr           # mulExpr
-            | expr op=('+' | '-') expr           # addExpr
-            | primary                            # primaryExpr
+// Alternatives listed first bind tighter: unary minus, then * /, then + -, then comparisons.
+expr        : '-' expr                                            # negExpr
+            | expr op=('*' | '/') expr                            # mulExpr
+            | expr op=('+' | '-') expr                            # addExpr
+            | expr op=('<' | '>' | '<=' | '>=' | '==' | '!=') expr # cmpExpr
+            | primary                                             # primaryExpr
             ;
 primary     : NUMBER                                             # numberLit
             | IDENT '(' (argument (',' argument)*)? ')'          # callExpr

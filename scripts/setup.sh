@@ -9,7 +9,8 @@ packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22
   antlr4 libantlr4-runtime-dev uuid-dev default-jre-headless
   nlohmann-json3-dev googletest libgtest-dev
-  python3 python3-numpy
+  libclang-rt-22-dev
+  python3 python3-numpy time
 )
 
 missing=()
@@ -33,3 +34,5 @@ cmake -S "$root" -B "$root/build" -G Ninja \
   -DLLVM_DIR=/usr/lib/llvm-22/lib/cmake/llvm
 cmake --build "$root/build" -j "$(nproc)"
 echo "setup: built $root/build/bin/mergec" >&2
+# Small bf16 checkpoints for examples/task_arithmetic.merge (idempotent, no downloads).
+/usr/bin/python3 "$root/examples/make_models.py"

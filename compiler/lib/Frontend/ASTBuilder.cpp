@@ -90,12 +90,14 @@ public:
       return binary(mul->op, mul->expr(0), mul->expr(1));
     if (auto *add = dynamic_cast<MergeParser::AddExprContext *>(ctx))
       return binary(add->op, add->expr(0), add->expr(1));
+    if (auto *cmp = dynamic_cast<MergeParser::CmpExprContext *>(ctx))
+      return binary(cmp->op, cmp->expr(0), cmp->expr(1));
     return primary(dynamic_cast<MergeParser::PrimaryExprContext *>(ctx)->primary());
   }
 
   ExprPtr binary(antlr4::Token *op, MergeParser::ExprContext *lhs, MergeParser::ExprContext *rhs) {
     // The operator's location is where a user looks for a type error between its operands.
-    return std::make_unique<BinaryExpr>(locOf(op), op->getText()[0], expr(lhs), expr(rhs));
+    return std::make_unique<BinaryExpr>(locOf(op), op->getText(), expr(lhs), expr(rhs));
   }
 
   ExprPtr primary(MergeParser::PrimaryContext *ctx) {

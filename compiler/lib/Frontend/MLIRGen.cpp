@@ -1,7 +1,9 @@
 //===- MLIRGen.cpp - Sema's rule DAGs to the merge dialect ----------------===//
 #include "mergec/Frontend/MLIRGen.h"
+#include "mergec/Dialect/Merge/IR/ElementMath.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/DenseMap.h"
 
@@ -77,48 +79,58 @@ private:
     case Node::Op::Splat:
       v = merge::SplatOp::create(b_, l, tensorType(), ops[0]);
       break;
-    case Node::Op::Add:
-      v = tensor ? Value(merge::AddOp::create(b_, l, tensorType(), ops[0], ops[1]))
-                 : Value(arith::AddFOp::create(b_, l, ops[0], ops[1]));
-      break;
-    case Node::Op::Sub:
-      v = tensor ? Value(merge::SubOp::create(b_, l, tensorType(), ops[0], ops[1]))
-                 : Value(arith::SubFOp::create(b_, l, ops[0], ops[1]));
-      break;
-    case Node::Op::Mul:
-      v = tensor ? Value(merge::MulOp::create(b_, l, tensorType(), ops[0], ops[1]))
-                 : Value(arith::MulFOp::create(b_, l, ops[0], ops[1]));
-      break;
-    case Node::Op::Div:
-      v = tensor ? Value(merge::DivOp::create(b_, l, tensorType(), ops[0], ops[1]))
-                 : Value(arith::DivFOp::create(b_, l, ops[0], ops[1]));
-      break;
-    case Node::Op::Neg:
-      v = tensor ? Value(merge::NegOp::create(b_, l, tensorType(), ops[0]))
-                 : Value(arith::NegFOp::create(b_, l, ops[0]));
-      break;
-    case Node::Op::Sum:
-    case Node::Op::Mean:
-      v = n->op == Node::Op::Sum ? emitSum(l, ops, tensor) : emitMean(l, ops, tensor);
+    default:
+      v = tensor ? emitTensorOp(n, l, ops)
+                 : merge::buildElementOp(b_, l, elementOp(n->op), ops, n->predicate);
       break;
     }
     return values_[n] = v;
   }
 
-  Value emitSum(Location l, ValueRange ops, bool tensor) {
-    if (tensor)
-      return merge::SumOp::create(b_, l, tensorType(), ops);
-    Value acc = ops[0];
-    for (size_t i = 1; i < ops.size(); ++i)
-      acc = arith::AddFOp::create(b_, l, acc, ops[i]);
-    return acc;
+  static merge::ElementOp elementOp(Node::Op op) {
+    switch (op) {
+    case Node::Op::Add: return merge::ElementOp::Add;
+    case Node::Op::Sub: return merge::ElementOp::Sub;
+    case Node::Op::Mul: return merge::ElementOp::Mul;
+    case Node::Op::Div: return merge::ElementOp::Div;
+    case Node::Op::Neg: return merge::ElementOp::Neg;
+    case Node::Op::Sum: return merge::ElementOp::Sum;
+    case Node::Op::Mean: return merge::ElementOp::Mean;
+    case Node::Op::Max: return merge::ElementOp::Max;
+    case Node::Op::Min: return merge::ElementOp::Min;
+    case Node::Op::Median: return merge::ElementOp::Median;
+    case Node::Op::Abs: return merge::ElementOp::Abs;
+    case Node::Op::Sign: return merge::ElementOp::Sign;
+    case Node::Op::Sqrt: return merge::ElementOp::Sqrt;
+    case Node::Op::Exp: return merge::ElementOp::Exp;
+    case Node::Op::Cmp: return merge::ElementOp::Cmp;
+    case Node::Op::Select: return merge::ElementOp::Select;
+    default: llvm_unreachable("not an elementwise op");
+    }
   }
 
-  Value emitMean(Location l, ValueRange ops, bool tensor) {
-    if (tensor)
-      return merge::MeanOp::create(b_, l, tensorType(), ops);
-    Value count = arith::ConstantOp::create(b_, l, b_.getF32FloatAttr(static_cast<float>(ops.size())));
-    return arith::DivFOp::create(b_, l, emitSum(l, ops, false), count);
+  /// The merge dialect op for an elementwise operation on tensors.
+  Value emitTensorOp(const Node *n, Location l, ValueRange ops) {
+    Type t = tensorType();
+    switch (n->op) {
+    case Node::Op::Add: return merge::AddOp::create(b_, l, t, ops[0], ops[1]);
+    case Node::Op::Sub: return merge::SubOp::create(b_, l, t, ops[0], ops[1]);
+    case Node::Op::Mul: return merge::MulOp::create(b_, l, t, ops[0], ops[1]);
+    case Node::Op::Div: return merge::DivOp::create(b_, l, t, ops[0], ops[1]);
+    case Node::Op::Neg: return merge::NegOp::create(b_, l, t, ops[0]);
+    case Node::Op::Sum: return merge::SumOp::create(b_, l, t, ops);
+    case Node::Op::Mean: return merge::MeanOp::create(b_, l, t, ops);
+    case Node::Op::Max: return merge::MaxOp::create(b_, l, t, ops);
+    case Node::Op::Min: return merge::MinOp::create(b_, l, t, ops);
+    case Node::Op::Median: return merge::MedianOp::create(b_, l, t, ops);
+    case Node::Op::Abs: return merge::AbsOp::create(b_, l, t, ops[0]);
+    case Node::Op::Sign: return merge::SignOp::create(b_, l, t, ops[0]);
+    case Node::Op::Sqrt: return merge::SqrtOp::create(b_, l, t, ops[0]);
+    case Node::Op::Exp: return merge::ExpOp::create(b_, l, t, ops[0]);
+    case Node::Op::Cmp: return merge::CmpOp::create(b_, l, t, n->predicate, ops[0], ops[1]);
+    case Node::Op::Select: return merge::SelectOp::create(b_, l, t, ops[0], ops[1], ops[2]);
+    default: llvm_unreachable("not an elementwise op");
+    }
   }
 
   MLIRContext &ctx_;

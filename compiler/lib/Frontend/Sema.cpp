@@ -51,7 +51,17 @@ struct Signature {
   std::vector<bool> hasBuiltinDefault;     ///< builtins supply their own default value
 };
 
-const std::set<std::string> kBuiltins = {"tv", "sum", "mean", "len", "ramp"};
+const std::set<std::string> kBuiltins = {"tv",   "sum",  "mean", "len",  "ramp",   "max",   "min",
+                                         "median", "abs", "sign", "sqrt", "exp", "clamp", "where"};
+/// Elementwise functions of one scalar-or-tensor argument.
+const std::map<std::string, Node::Op> kUnary = {
+    {"abs", Node::Op::Abs}, {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt}, {"exp", Node::Op::Exp}};
+/// Functions of one list, elementwise across it.
+const std::map<std::string, Node::Op> kListReductions = {
+    {"sum", Node::Op::Sum}, {"mean", Node::Op::Mean}, {"max", Node::Op::Max},
+    {"min", Node::Op::Min}, {"median", Node::Op::Median}};
+const std::map<std::string, std::string> kComparisons = {
+    {"<", "lt"}, {">", "gt"}, {"<=", "le"}, {">=", "ge"}, {"==", "eq"}, {"!=", "ne"}};
 const std::set<std::string> kContextNames = {"layer", "num_layers"};
 
 class Evaluator {
@@ -216,17 +226,33 @@ private:
     auto rhs = eval(b->rhs.get());
     if (!rhs)
       return std::nullopt;
-    std::string what = std::string("operand of '") + b->op + "'";
+    std::string what = "operand of '" + b->op + "'";
     if (!requireElement(*lhs, b->lhs->loc(), "left " + what) ||
         !requireElement(*rhs, b->rhs->loc(), "right " + what))
       return std::nullopt;
-    Node::Op op = b->op == '+'   ? Node::Op::Add
-                  : b->op == '-' ? Node::Op::Sub
-                  : b->op == '*' ? Node::Op::Mul
-                                 : Node::Op::Div;
-    if (lhs->node->kind == Kind::Scalar && rhs->node->kind == Kind::Scalar)
-      return Value{make(op, Kind::Scalar, {lhs->node, rhs->node}, b->loc())};
-    return Value{make(op, Kind::Tensor, {asTensor(lhs->node), asTensor(rhs->node)}, b->loc())};
+    Node::Op op = b->op == "+"   ? Node::Op::Add
+                  : b->op == "-" ? Node::Op::Sub
+                  : b->op == "*" ? Node::Op::Mul
+                  : b->op == "/" ? Node::Op::Div
+                                 : Node::Op::Cmp;
+    return Value{elementwise(op, {lhs->node, rhs->node}, b->loc(),
+                             op == Node::Op::Cmp ? kComparisons.at(b->op) : "")};
+  }
+
+  /// An elementwise node: a scalar when every operand is, else a tensor (scalars splatted).
+  const Node *elementwise(Node::Op op, std::vector<const Node *> operands, SourceLoc loc,
+                          std::string predicate = "") {
+    bool tensor = false;
+    for (const Node *n : operands)
+      tensor = tensor || n->kind == Kind::Tensor;
+    if (tensor)
+      for (const Node *&n : operands)
+        n = asTensor(n);
+    Node n{op, tensor ? Kind::Tensor : Kind::Scalar};
+    n.operands = std::move(operands);
+    n.loc = loc;
+    n.predicate = std::move(predicate);
+    return &program_.nodes.emplace_back(std::move(n));
   }
 
   /// Binds a call's arguments to `sig`'s parameters. Missing arguments stay empty (the caller
@@ -288,8 +314,10 @@ private:
       return callDef(c, *it->second);
     if (c->callee == "tv")
       return callTv(c);
-    if (c->callee == "sum" || c->callee == "mean" || c->callee == "len")
+    if (kListReductions.count(c->callee) || c->callee == "len")
       return callListReduction(c);
+    if (kUnary.count(c->callee) || c->callee == "clamp" || c->callee == "where")
+      return callElementwise(c);
     if (c->callee == "ramp")
       return callRamp(c);
     if (models_.count(c->callee) || params_.count(c->callee) || kContextNames.count(c->callee)) {
@@ -388,15 +416,43 @@ private:
       diags_.error(c->args[0].loc, c->callee + " of an empty list");
       return std::nullopt;
     }
-    Kind kind = Kind::Scalar;
-    for (auto &v : *xs.list)
-      if (v.node->kind == Kind::Tensor)
-        kind = Kind::Tensor;
     std::vector<const Node *> operands;
     for (auto &v : *xs.list)
-      operands.push_back(kind == Kind::Tensor ? asTensor(v.node) : v.node);
-    return Value{make(c->callee == "sum" ? Node::Op::Sum : Node::Op::Mean, kind,
-                      std::move(operands), c->loc())};
+      operands.push_back(v.node);
+    return Value{elementwise(kListReductions.at(c->callee), std::move(operands), c->loc())};
+  }
+
+  /// abs/sign/sqrt/exp(x), clamp(x, lo, hi) and where(mask, a, b): on scalars or tensors.
+  std::optional<Value> callElementwise(const ast::CallExpr *c) {
+    Signature sig{c->callee};
+    if (kUnary.count(c->callee))
+      sig.params = {"x"};
+    else if (c->callee == "clamp")
+      sig.params = {"x", "lo", "hi"};
+    else
+      sig.params = {"mask", "a", "b"};
+    sig.defaults.assign(sig.params.size(), nullptr);
+    sig.hasBuiltinDefault.assign(sig.params.size(), false);
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    std::vector<const Node *> args;
+    for (size_t i = 0; i < bound->size(); ++i) {
+      const Value &v = *(*bound)[i];
+      if (v.isList()) {
+        diags_.error(c->args[i].loc, c->callee + "'s '" + sig.params[i] +
+                                         "' must be a scalar or a tensor, not a list");
+        return std::nullopt;
+      }
+      args.push_back(v.node);
+    }
+    if (auto it = kUnary.find(c->callee); it != kUnary.end())
+      return Value{elementwise(it->second, args, c->loc())};
+    if (c->callee == "where")
+      return Value{elementwise(Node::Op::Select, args, c->loc())};
+    // clamp(x, lo, hi) = min(max(x, lo), hi)
+    const Node *low = elementwise(Node::Op::Max, {args[0], args[1]}, c->loc());
+    return Value{elementwise(Node::Op::Min, {low, args[2]}, c->loc())};
   }
 
   std::optional<Value> callRamp(const ast::CallExpr *c) {

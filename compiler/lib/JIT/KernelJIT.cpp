@@ -63,9 +63,9 @@ Type storageType(MLIRContext *ctx, rt::DType d) {
 
 std::string signatureKey(size_t rule, const std::vector<rt::DType> &inputs, rt::DType output) {
   std::string key = std::to_string(rule) + ":";
-  for (rt::DType d : inputs)
-    key += std::string(rt::dtypeName(d)) + ",";
-  return key + "->" + rt::dtypeName(output);
+  for (size_t i = 0; i < inputs.size(); ++i)
+    key += std::string(i ? "," : "") + rt::dtypeName(inputs[i]);
+  return key + " -> " + rt::dtypeName(output);
 }
 
 /// Collects MLIR diagnostics so a failed pipeline reports what went wrong.

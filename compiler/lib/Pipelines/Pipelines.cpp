@@ -10,6 +10,7 @@
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/Transforms/Passes.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassRegistry.h"
@@ -42,6 +43,7 @@ void mergec::buildLoopsToLLVMPipeline(OpPassManager &pm) {
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createConvertMathToLLVMPass());
   pm.addPass(createArithToLLVMConversionPass());
   pm.addPass(createConvertControlFlowToLLVMPass());
   pm.addPass(createConvertFuncToLLVMPass());
@@ -50,7 +52,8 @@ void mergec::buildLoopsToLLVMPipeline(OpPassManager &pm) {
 
 void mergec::registerAllDialects(DialectRegistry &registry) {
   registry.insert<merge::MergeDialect, func::FuncDialect, arith::ArithDialect, scf::SCFDialect,
-                  memref::MemRefDialect, cf::ControlFlowDialect, LLVM::LLVMDialect>();
+                  memref::MemRefDialect, cf::ControlFlowDialect, LLVM::LLVMDialect,
+                  math::MathDialect>();
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
 }
@@ -64,6 +67,7 @@ void mergec::registerAllPasses() {
   memref::registerExpandStridedMetadataPass();
   registerSCFToControlFlowPass();
   registerFinalizeMemRefToLLVMConversionPass();
+  registerConvertMathToLLVMPass();
   registerArithToLLVMConversionPass();
   registerConvertControlFlowToLLVMPass();
   registerConvertFuncToLLVMPass();

@@ -53,10 +53,10 @@ public:
 
 class BinaryExpr : public Expr {
 public:
-  BinaryExpr(SourceLoc loc, char op, ExprPtr lhs, ExprPtr rhs)
-      : Expr(Kind::Binary, loc), op(op), lhs(std::move(lhs)), rhs(std::move(rhs)) {}
+  BinaryExpr(SourceLoc loc, std::string op, ExprPtr lhs, ExprPtr rhs)
+      : Expr(Kind::Binary, loc), op(std::move(op)), lhs(std::move(lhs)), rhs(std::move(rhs)) {}
   static bool classof(const Expr *e) { return e->kind() == Kind::Binary; }
-  char op; ///< one of + - * /
+  std::string op; ///< one of + - * / < > <= >= == !=
   ExprPtr lhs, rhs;
 };
 

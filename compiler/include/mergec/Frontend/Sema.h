@@ -26,13 +26,20 @@ struct Node {
     Ramp,      ///< scalar: piecewise linear over the operands (the anchors) at t(layer)
     Splat,     ///< tensor from a scalar operand
     Add, Sub, Mul, Div, Neg,
-    Sum,  ///< elementwise sum of the operands (all of one kind)
-    Mean, ///< elementwise mean of the operands
+    Sum,    ///< elementwise sum of the operands (all of one kind)
+    Mean,   ///< elementwise mean of the operands
+    Max,    ///< elementwise maximum of the operands
+    Min,    ///< elementwise minimum of the operands
+    Median, ///< elementwise median of the operands (mean of the middle two for an even count)
+    Abs, Sign, Sqrt, Exp,
+    Cmp,    ///< 1 where `predicate` (lt, gt, le, ge, eq, ne) holds between the operands, else 0
+    Select, ///< operand 1 where operand 0 is non-zero, else operand 2
   };
   Op op;
   Kind kind;
   double value = 0;
   std::string model;
+  std::string predicate; ///< Cmp only
   std::vector<const Node *> operands;
   ast::SourceLoc loc;
 };

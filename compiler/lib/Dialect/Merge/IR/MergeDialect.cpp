@@ -49,6 +49,16 @@ template <typename Op> static LogicalResult verifyListReduction(Op op) {
 }
 LogicalResult SumOp::verify() { return verifyListReduction(*this); }
 LogicalResult MeanOp::verify() { return verifyListReduction(*this); }
+LogicalResult MaxOp::verify() { return verifyListReduction(*this); }
+LogicalResult MinOp::verify() { return verifyListReduction(*this); }
+LogicalResult MedianOp::verify() { return verifyListReduction(*this); }
+
+LogicalResult CmpOp::verify() {
+  StringRef p = getPredicate();
+  if (p != "lt" && p != "gt" && p != "le" && p != "ge" && p != "eq" && p != "ne")
+    return emitOpError("predicate must be one of lt, gt, le, ge, eq, ne; got '") << p << "'";
+  return success();
+}
 
 LogicalResult KernelOp::verify() {
   Block &body = getBody().front();

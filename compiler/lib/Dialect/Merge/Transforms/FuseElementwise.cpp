@@ -1,8 +1,11 @@
 //===- FuseElementwise.cpp - one merge.kernel per rule --------------------===//
+#include "mergec/Dialect/Merge/IR/ElementMath.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SetVector.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include <optional>
 
 namespace mergec::merge {
 #define GEN_PASS_DEF_MERGEFUSEELEMENTWISE
@@ -38,6 +41,28 @@ SmallVector<InputOp> collectInputs(Value root) {
   return inputs;
 }
 
+/// The per-element meaning of an elementwise tensor op.
+std::optional<ElementOp> elementOpOf(Operation *op) {
+  return llvm::TypeSwitch<Operation *, std::optional<ElementOp>>(op)
+      .Case<AddOp>([](auto) { return ElementOp::Add; })
+      .Case<SubOp>([](auto) { return ElementOp::Sub; })
+      .Case<MulOp>([](auto) { return ElementOp::Mul; })
+      .Case<DivOp>([](auto) { return ElementOp::Div; })
+      .Case<NegOp>([](auto) { return ElementOp::Neg; })
+      .Case<SumOp>([](auto) { return ElementOp::Sum; })
+      .Case<MeanOp>([](auto) { return ElementOp::Mean; })
+      .Case<MaxOp>([](auto) { return ElementOp::Max; })
+      .Case<MinOp>([](auto) { return ElementOp::Min; })
+      .Case<MedianOp>([](auto) { return ElementOp::Median; })
+      .Case<AbsOp>([](auto) { return ElementOp::Abs; })
+      .Case<SignOp>([](auto) { return ElementOp::Sign; })
+      .Case<SqrtOp>([](auto) { return ElementOp::Sqrt; })
+      .Case<ExpOp>([](auto) { return ElementOp::Exp; })
+      .Case<CmpOp>([](auto) { return ElementOp::Cmp; })
+      .Case<SelectOp>([](auto) { return ElementOp::Select; })
+      .Default([](Operation *) { return std::nullopt; });
+}
+
 /// Rebuilds the tensor DAG on one element inside the kernel body: each tensor op becomes the
 /// arith op on f32 it means per element; scalars (defined above the kernel) are used as is.
 class ElementBuilder {
@@ -61,27 +86,11 @@ public:
       args.push_back(*element);
     }
     Value result;
-    if (isa<SplatOp>(def))
+    if (isa<SplatOp>(def)) {
       result = args[0];
-    else if (isa<AddOp>(def))
-      result = arith::AddFOp::create(b_, loc, args[0], args[1]);
-    else if (isa<SubOp>(def))
-      result = arith::SubFOp::create(b_, loc, args[0], args[1]);
-    else if (isa<MulOp>(def))
-      result = arith::MulFOp::create(b_, loc, args[0], args[1]);
-    else if (isa<DivOp>(def))
-      result = arith::DivFOp::create(b_, loc, args[0], args[1]);
-    else if (isa<NegOp>(def))
-      result = arith::NegFOp::create(b_, loc, args[0]);
-    else if (isa<SumOp, MeanOp>(def)) {
-      result = args[0];
-      for (size_t i = 1; i < args.size(); ++i)
-        result = arith::AddFOp::create(b_, loc, result, args[i]);
-      if (isa<MeanOp>(def)) {
-        Value count = arith::ConstantOp::create(b_, 
-            loc, b_.getF32FloatAttr(static_cast<float>(args.size())));
-        result = arith::DivFOp::create(b_, loc, result, count);
-      }
+    } else if (auto op = elementOpOf(def)) {
+      auto cmp = dyn_cast<CmpOp>(def);
+      result = buildElementOp(b_, loc, *op, args, cmp ? cmp.getPredicate() : "");
     } else {
       def->emitOpError("cannot be fused into an elementwise kernel");
       return failure();

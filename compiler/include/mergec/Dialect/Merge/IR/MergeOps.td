@@ -130,6 +130,54 @@ class Merge_ListReductionOp<string mnemonic, string formula> : Merge_Op<mnemonic
 
 def Merge_SumOp : Merge_ListReductionOp<"sum", "sum">;
 def Merge_MeanOp : Merge_ListReductionOp<"mean", "mean (sum / count)">;
+def Merge_MaxOp : Merge_ListReductionOp<"max", "maximum (NaN if any is NaN)">;
+def Merge_MinOp : Merge_ListReductionOp<"min", "minimum (NaN if any is NaN)">;
+def Merge_MedianOp : Merge_ListReductionOp<"median",
+    "median (the mean of the middle two for an even count, as numpy)">;
+
+class Merge_UnaryOp<string mnemonic, string formula> : Merge_Op<mnemonic, [Pure]> {
+  let summary = "elementwise " # formula;
+  let description = [{
+    ```mlir
+    %r = merge.}] # mnemonic # [{ %a
+    ```
+  }];
+  let arguments = (ins Merge_TensorType:$operand);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$operand attr-dict";
+}
+
+def Merge_AbsOp : Merge_UnaryOp<"abs", "|x|">;
+def Merge_SignOp : Merge_UnaryOp<"sign", "sign: 1, -1, or x itself for zeros and NaN">;
+def Merge_SqrtOp : Merge_UnaryOp<"sqrt", "square root">;
+def Merge_ExpOp : Merge_UnaryOp<"exp", "e^x">;
+
+def Merge_CmpOp : Merge_Op<"cmp", [Pure]> {
+  let summary = "elementwise comparison: 1.0 where it holds, else 0.0";
+  let description = [{
+    A mask as numbers, so it multiplies and sums like any tensor. Predicates are ordered
+    comparisons (false with a NaN), except `ne`, which is true with a NaN.
+    ```mlir
+    %m = merge.cmp "gt" %a, %b
+    ```
+  }];
+  let arguments = (ins StrAttr:$predicate, Merge_TensorType:$lhs, Merge_TensorType:$rhs);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$predicate $lhs `,` $rhs attr-dict";
+  let hasVerifier = 1;
+}
+
+def Merge_SelectOp : Merge_Op<"select", [Pure]> {
+  let summary = "elementwise choice: `a` where the mask is non-zero, else `b`";
+  let description = [{
+    ```mlir
+    %r = merge.select %mask, %a, %b
+    ```
+  }];
+  let arguments = (ins Merge_TensorType:$mask, Merge_TensorType:$a, Merge_TensorType:$b);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$mask `,` $a `,` $b attr-dict";
+}
 
 //===----------------------------------------------------------------------===//
 // Fused kernels

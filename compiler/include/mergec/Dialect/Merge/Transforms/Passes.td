@@ -19,7 +19,7 @@ def MergeFuseElementwise : Pass<"merge-fuse-elementwise", "mlir::func::FuncOp"> 
     the expression. A rule that returns a model's tensor unchanged gets an identity kernel
     (it still converts dtypes when the output dtype differs).
   }];
-  let dependentDialects = ["mlir::arith::ArithDialect"];
+  let dependentDialects = ["mlir::arith::ArithDialect", "mlir::math::MathDialect"];
 }
 
 def MergeSpecializeDTypes : Pass<"merge-specialize-dtypes", "mlir::ModuleOp"> {
