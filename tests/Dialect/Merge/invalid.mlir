@@ -62,3 +62,20 @@ func.func @yield_outside() -> f32 {
   // expected-error @+1 {{expects parent op 'merge.kernel'}}
   merge.yield %c : f32
 }
+
+// -----
+
+func.func @bad_predicate() -> !merge.tensor {
+  %a = merge.input "a"
+  // expected-error @+1 {{predicate must be one of lt, gt, le, ge, eq, ne; got 'bigger'}}
+  %m = merge.cmp "bigger" %a, %a
+  return %m : !merge.tensor
+}
+
+// -----
+
+func.func @empty_median() -> !merge.tensor {
+  // expected-error @+1 {{needs at least one operand}}
+  %m = merge.median
+  return %m : !merge.tensor
+}
