@@ -5,6 +5,7 @@
                      leftover .OUT.mergec-tmp-PID directory
   --case full-disk   OUT on a 1 MiB tmpfs: a clear "no space left" error, exit 1, nothing left
                      (skipped, saying so, where tmpfs cannot be mounted)
+  --case max-memory a merge needing more than --max-memory is refused before it starts
   --case reproduce   two runs and --threads 1/2/5 give byte-identical shards; the manifest
                      records the recipe, its sha256, the params, the inputs and their sizes"""
 import glob
@@ -140,7 +141,22 @@ def case_reproduce(work):
     print("manifest: recipe, sha256, params, %d inputs with sizes" % len(names))
 
 
-CASES = {"sigkill": case_sigkill, "full-disk": case_full_disk, "reproduce": case_reproduce}
+def case_max_memory(work):
+    recipe = make_models(work, hidden=256, intermediate=512, vocab=1024)
+    out = os.path.join(work, "out")
+    r = runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--max-memory", "100KB"], expect=1)
+    message = r.stderr.strip()
+    runner.expect("needs about" in message and "more than --max-memory" in message and
+                  "model.embed_tokens.weight" in message, "unclear message:\n" + message)
+    runner.assert_no_output(out)
+    print(message.splitlines()[0])
+    # The same merge within a sufficient limit runs.
+    runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--max-memory", "64MiB"], echo=False)
+    print("max-memory: refused before starting, with the arithmetic; runs within the limit")
+
+
+CASES = {"sigkill": case_sigkill, "full-disk": case_full_disk, "reproduce": case_reproduce,
+         "max-memory": case_max_memory}
 
 if __name__ == "__main__":
     runner.main(lambda args: CASES[args.case](runner.fresh_dir(args.work)),
