@@ -19,6 +19,9 @@
 #include "llvm/Support/SHA256.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -33,10 +36,53 @@ struct Compilation {
   std::string source;
   std::unique_ptr<DiagnosticEngine> diags;
   std::unique_ptr<ast::Recipe> recipe;
+  std::vector<std::unique_ptr<ast::Recipe>> libraries;
   std::unique_ptr<sema::Program> program;
   mlir::MLIRContext context;
   mlir::OwningOpRef<mlir::ModuleOp> module;
 };
+
+/// The standard library's directory: $MERGEC_STDLIB, else ../share/mergec/stdlib beside the
+/// binary (an install), else the source tree's stdlib/ this binary was built from.
+std::filesystem::path stdlibDirectory() {
+  if (const char *env = std::getenv("MERGEC_STDLIB"))
+    return env;
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto installed = exe.parent_path().parent_path() / "share" / "mergec" / "stdlib";
+    if (std::filesystem::is_directory(installed))
+      return installed;
+  }
+  return MERGEC_STDLIB_DIR;
+}
+
+/// Parses every stdlib/*.merge (in name order), each its own source for diagnostics.
+bool loadStdlib(DiagnosticEngine &diags, std::vector<std::unique_ptr<ast::Recipe>> &out) {
+  std::filesystem::path dir = stdlibDirectory();
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    std::cerr << "mergec: error: standard library not found at '" << dir.string()
+              << "' (set MERGEC_STDLIB)\n";
+    return false;
+  }
+  std::vector<std::filesystem::path> files;
+  for (auto &entry : std::filesystem::directory_iterator(dir))
+    if (entry.path().extension() == ".merge")
+      files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  for (auto &path : files) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    int file = diags.addFile(path.string(), text.str());
+    auto library = parseRecipe(diags, file);
+    if (!library)
+      return false;
+    out.push_back(std::move(library));
+  }
+  return true;
+}
 
 /// Runs the stages up to `stop` (or all of them). Returns the exit status on failure.
 std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
@@ -54,7 +100,12 @@ std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
     return 1;
   if (stop == Emit::AST)
     return std::nullopt;
-  c.program = sema::analyze(*c.recipe, cl.overrides, *c.diags);
+  if (!loadStdlib(*c.diags, c.libraries))
+    return 1;
+  std::vector<const ast::Recipe *> libraries;
+  for (auto &l : c.libraries)
+    libraries.push_back(l.get());
+  c.program = sema::analyze(*c.recipe, cl.overrides, *c.diags, libraries);
   if (!c.program)
     return 1;
 

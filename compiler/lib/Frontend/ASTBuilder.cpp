@@ -20,17 +20,17 @@ namespace {
 /// token, where the user has to type the fix.
 class FirstErrorListener : public antlr4::BaseErrorListener {
 public:
-  explicit FirstErrorListener(DiagnosticEngine &diags) : diags_(diags) {}
+  FirstErrorListener(DiagnosticEngine &diags, int file) : diags_(diags), file_(file) {}
   void syntaxError(antlr4::Recognizer *recognizer, antlr4::Token *offending, size_t line,
                    size_t column, const std::string &msg, std::exception_ptr) override {
     if (failed)
       return;
     failed = true;
-    SourceLoc loc{static_cast<int>(line), static_cast<int>(column) + 1};
+    SourceLoc loc{static_cast<int>(line), static_cast<int>(column) + 1, file_};
     bool atEnd = offending && offending->getType() == antlr4::Token::EOF;
     bool missing = msg.rfind("missing ", 0) == 0;
     if ((atEnd || missing) && offending)
-      if (auto after = afterPrevious(recognizer, offending))
+      if (auto after = afterPrevious(recognizer, offending, file_))
         loc = *after;
     std::string text = msg;
     if (missing) {
@@ -50,22 +50,24 @@ private:
     return pos == std::string::npos ? "" : ", " + msg.substr(pos);
   }
   static std::optional<SourceLoc> afterPrevious(antlr4::Recognizer *recognizer,
-                                                antlr4::Token *offending) {
+                                                antlr4::Token *offending, int file) {
     auto *parser = dynamic_cast<antlr4::Parser *>(recognizer);
     if (!parser || offending->getTokenIndex() == 0 ||
         offending->getTokenIndex() == static_cast<size_t>(-1))
       return std::nullopt;
     antlr4::Token *prev = parser->getTokenStream()->get(offending->getTokenIndex() - 1);
     return SourceLoc{static_cast<int>(prev->getLine()),
-                     static_cast<int>(prev->getCharPositionInLine() + prev->getText().size()) + 1};
+                     static_cast<int>(prev->getCharPositionInLine() + prev->getText().size()) + 1,
+                     file};
   }
   DiagnosticEngine &diags_;
+  int file_;
 };
 
-SourceLoc locOf(antlr4::Token *token) {
-  return {static_cast<int>(token->getLine()), static_cast<int>(token->getCharPositionInLine()) + 1};
+SourceLoc locOf(antlr4::Token *token, int file) {
+  return {static_cast<int>(token->getLine()), static_cast<int>(token->getCharPositionInLine()) + 1,
+          file};
 }
-SourceLoc locOf(antlr4::ParserRuleContext *ctx) { return locOf(ctx->getStart()); }
 
 std::string unquote(const std::string &quoted) {
   std::string out;
@@ -83,9 +85,11 @@ std::string unquote(const std::string &quoted) {
 
 class Builder {
 public:
+  explicit Builder(int file) : file_(file) {}
+
   ExprPtr expr(MergeParser::ExprContext *ctx) {
     if (auto *neg = dynamic_cast<MergeParser::NegExprContext *>(ctx))
-      return std::make_unique<UnaryExpr>(locOf(neg), '-', expr(neg->expr()));
+      return std::make_unique<UnaryExpr>(at(neg), '-', expr(neg->expr()));
     if (auto *mul = dynamic_cast<MergeParser::MulExprContext *>(ctx))
       return binary(mul->op, mul->expr(0), mul->expr(1));
     if (auto *add = dynamic_cast<MergeParser::AddExprContext *>(ctx))
@@ -97,20 +101,20 @@ public:
 
   ExprPtr binary(antlr4::Token *op, MergeParser::ExprContext *lhs, MergeParser::ExprContext *rhs) {
     // The operator's location is where a user looks for a type error between its operands.
-    return std::make_unique<BinaryExpr>(locOf(op), op->getText(), expr(lhs), expr(rhs));
+    return std::make_unique<BinaryExpr>(at(op), op->getText(), expr(lhs), expr(rhs));
   }
 
   ExprPtr primary(MergeParser::PrimaryContext *ctx) {
     if (auto *num = dynamic_cast<MergeParser::NumberLitContext *>(ctx))
-      return std::make_unique<NumberExpr>(locOf(num),
+      return std::make_unique<NumberExpr>(at(num),
                                           std::strtod(num->NUMBER()->getText().c_str(), nullptr));
     if (auto *name = dynamic_cast<MergeParser::NameRefContext *>(ctx))
-      return std::make_unique<NameExpr>(locOf(name), name->IDENT()->getText());
+      return std::make_unique<NameExpr>(at(name), name->IDENT()->getText());
     if (auto *list = dynamic_cast<MergeParser::ListExprContext *>(ctx)) {
       std::vector<ExprPtr> elements;
       for (auto *e : list->expr())
         elements.push_back(expr(e));
-      return std::make_unique<ListExpr>(locOf(list), std::move(elements));
+      return std::make_unique<ListExpr>(at(list), std::move(elements));
     }
     if (auto *paren = dynamic_cast<MergeParser::ParenExprContext *>(ctx))
       return expr(paren->expr());
@@ -118,30 +122,30 @@ public:
     std::vector<Argument> args;
     for (auto *arg : call->argument()) {
       Argument a;
-      a.loc = locOf(arg);
+      a.loc = at(arg);
       if (arg->IDENT())
         a.keyword = arg->IDENT()->getText();
       a.value = expr(arg->expr());
       args.push_back(std::move(a));
     }
-    return std::make_unique<CallExpr>(locOf(call), call->IDENT()->getText(), std::move(args));
+    return std::make_unique<CallExpr>(at(call), call->IDENT()->getText(), std::move(args));
   }
 
   void decl(MergeParser::DeclContext *ctx, Recipe &recipe) {
     if (auto *m = ctx->modelDecl()) {
-      recipe.models.push_back({locOf(m), m->IDENT()->getText(), unquote(m->STRING()->getText()),
-                               locOf(m->STRING()->getSymbol())});
+      recipe.models.push_back({at(m), m->IDENT()->getText(), unquote(m->STRING()->getText()),
+                               at(m->STRING()->getSymbol())});
     } else if (auto *p = ctx->paramDecl()) {
       double value = std::strtod(p->signedNumber()->NUMBER()->getText().c_str(), nullptr);
       if (p->signedNumber()->getStart()->getText() == "-")
         value = -value;
-      recipe.params.push_back({locOf(p), p->IDENT()->getText(), value, locOf(p->signedNumber())});
+      recipe.params.push_back({at(p), p->IDENT()->getText(), value, at(p->signedNumber())});
     } else if (auto *d = ctx->defDecl()) {
       DefDecl def;
-      def.loc = locOf(d);
+      def.loc = at(d);
       def.name = d->IDENT()->getText();
       for (auto *param : d->defParam())
-        def.params.push_back({locOf(param), param->IDENT()->getText(),
+        def.params.push_back({at(param), param->IDENT()->getText(),
                               param->expr() ? expr(param->expr()) : nullptr});
       def.body = expr(d->expr());
       recipe.defs.push_back(std::move(def));
@@ -150,13 +154,16 @@ public:
     }
   }
 
+  SourceLoc at(antlr4::Token *token) const { return locOf(token, file_); }
+  SourceLoc at(antlr4::ParserRuleContext *ctx) const { return locOf(ctx->getStart(), file_); }
+
   MergeDecl merge(MergeParser::MergeDeclContext *ctx) {
     MergeDecl m;
-    m.loc = locOf(ctx);
+    m.loc = at(ctx);
     if (auto *single = dynamic_cast<MergeParser::SingleRuleContext *>(ctx)) {
       m.singleRule = true;
       Rule r;
-      r.loc = locOf(single->expr());
+      r.loc = at(single->expr());
       r.isDefault = true;
       r.body = expr(single->expr());
       m.rules.push_back(std::move(r));
@@ -164,10 +171,10 @@ public:
     }
     for (auto *rc : dynamic_cast<MergeParser::RuleBlockContext *>(ctx)->mergeRule()) {
       Rule r;
-      r.loc = locOf(rc);
+      r.loc = at(rc);
       if (auto *pats = rc->patterns()) {
         for (auto *s : pats->STRING())
-          r.patterns.push_back({locOf(s->getSymbol()), unquote(s->getText())});
+          r.patterns.push_back({at(s->getSymbol()), unquote(s->getText())});
       } else {
         r.isDefault = true;
       }
@@ -176,17 +183,20 @@ public:
     }
     return m;
   }
+
+private:
+  int file_;
 };
 
 /// Reports characters the grammar has no token for before the parser turns them into a
 /// confusing "extraneous input" message.
-bool checkTokens(antlr4::CommonTokenStream &tokens, DiagnosticEngine &diags) {
+bool checkTokens(antlr4::CommonTokenStream &tokens, DiagnosticEngine &diags, int file) {
   tokens.fill();
   for (auto *token : tokens.getTokens()) {
     if (token->getType() != MergeLexer::UNKNOWN)
       continue;
     std::string text = token->getText();
-    diags.error(locOf(token), text == "\"" ? "unterminated string"
+    diags.error(locOf(token, file), text == "\"" ? "unterminated string"
                                            : "unexpected character '" + text + "'");
     return false;
   }
@@ -194,7 +204,7 @@ bool checkTokens(antlr4::CommonTokenStream &tokens, DiagnosticEngine &diags) {
 }
 
 /// Finds the first byte that is not part of well-formed UTF-8 (ANTLR's decoder throws on it).
-std::optional<SourceLoc> firstInvalidUtf8(const std::string &text, unsigned char &bad) {
+std::optional<SourceLoc> firstInvalidUtf8(const std::string &text, int file, unsigned char &bad) {
   int line = 1, col = 1;
   for (size_t i = 0; i < text.size();) {
     unsigned char c = text[i];
@@ -212,7 +222,7 @@ std::optional<SourceLoc> firstInvalidUtf8(const std::string &text, unsigned char
     }
     if (!ok) {
       bad = c;
-      return SourceLoc{line, col};
+      return SourceLoc{line, col, file};
     }
     if (c == '\n') {
       ++line;
@@ -227,21 +237,21 @@ std::optional<SourceLoc> firstInvalidUtf8(const std::string &text, unsigned char
 
 } // namespace
 
-std::unique_ptr<Recipe> mergec::parseRecipe(DiagnosticEngine &diags) {
+std::unique_ptr<Recipe> mergec::parseRecipe(DiagnosticEngine &diags, int file) {
   unsigned char bad = 0;
-  if (auto loc = firstInvalidUtf8(diags.source(), bad)) {
+  if (auto loc = firstInvalidUtf8(diags.source(file), file, bad)) {
     char hex[8];
     std::snprintf(hex, sizeof hex, "0x%02X", bad);
     diags.error(*loc, std::string("invalid UTF-8 (byte ") + hex + "); recipes are UTF-8 text");
     return nullptr;
   }
-  antlr4::ANTLRInputStream input(diags.source());
+  antlr4::ANTLRInputStream input(diags.source(file));
   MergeLexer lexer(&input);
-  FirstErrorListener listener(diags);
+  FirstErrorListener listener(diags, file);
   lexer.removeErrorListeners();
   lexer.addErrorListener(&listener);
   antlr4::CommonTokenStream tokens(&lexer);
-  if (!checkTokens(tokens, diags))
+  if (!checkTokens(tokens, diags, file))
     return nullptr;
   MergeParser parser(&tokens);
   parser.removeErrorListeners();
@@ -250,8 +260,8 @@ std::unique_ptr<Recipe> mergec::parseRecipe(DiagnosticEngine &diags) {
   if (listener.failed)
     return nullptr;
   auto recipe = std::make_unique<Recipe>();
-  recipe->fileName = diags.fileName();
-  Builder builder;
+  recipe->fileName = diags.fileName(file);
+  Builder builder(file);
   for (auto *d : tree->decl())
     builder.decl(d, *recipe);
   return recipe;

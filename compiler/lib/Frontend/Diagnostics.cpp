@@ -6,13 +6,20 @@
 namespace mergec {
 
 DiagnosticEngine::DiagnosticEngine(std::string fileName, std::string source, std::ostream &out)
-    : fileName_(std::move(fileName)), source_(std::move(source)), out_(out) {
-  std::istringstream in(source_);
+    : out_(out) {
+  addFile(std::move(fileName), std::move(source));
+}
+
+int DiagnosticEngine::addFile(std::string fileName, std::string source) {
+  File file{std::move(fileName), std::move(source), {}};
+  std::istringstream in(file.source);
   for (std::string line; std::getline(in, line);) {
     if (!line.empty() && line.back() == '\r')
       line.pop_back();
-    lines_.push_back(line);
+    file.lines.push_back(line);
   }
+  files_.push_back(std::move(file));
+  return static_cast<int>(files_.size()) - 1;
 }
 
 void DiagnosticEngine::error(ast::SourceLoc loc, const std::string &message) {
@@ -29,15 +36,16 @@ void DiagnosticEngine::note(ast::SourceLoc loc, const std::string &message) {
 }
 
 void DiagnosticEngine::emit(const char *severity, ast::SourceLoc loc, const std::string &message) {
+  const File &file = files_[loc.file];
   if (loc.line <= 0) {
-    out_ << fileName_ << ": " << severity << ": " << message << "\n";
+    out_ << file.name << ": " << severity << ": " << message << "\n";
     return;
   }
-  out_ << fileName_ << ":" << loc.line << ":" << loc.col << ": " << severity << ": " << message
+  out_ << file.name << ":" << loc.line << ":" << loc.col << ": " << severity << ": " << message
        << "\n";
-  if (loc.line > static_cast<int>(lines_.size()))
+  if (loc.line > static_cast<int>(file.lines.size()))
     return;
-  const std::string &text = lines_[loc.line - 1];
+  const std::string &text = file.lines[loc.line - 1];
   out_ << text << "\n";
   // Keep tabs in the caret line so the caret sits under the column on any tab width.
   std::string caret;

@@ -48,7 +48,10 @@ private:
   Type tensorType() { return merge::TensorType::get(&ctx_); }
 
   Location loc(ast::SourceLoc l) {
-    return FileLineColLoc::get(&ctx_, program_.recipeFile, l.line, l.col);
+    const std::string &file = static_cast<size_t>(l.file) < program_.sourceFiles.size()
+                                  ? program_.sourceFiles[l.file]
+                                  : program_.recipeFile;
+    return FileLineColLoc::get(&ctx_, file, l.line, l.col);
   }
 
   Value emit(const Node *n) {

@@ -51,8 +51,9 @@ struct Signature {
   std::vector<bool> hasBuiltinDefault;     ///< builtins supply their own default value
 };
 
-const std::set<std::string> kBuiltins = {"tv",   "sum",  "mean", "len",  "ramp",   "max",   "min",
-                                         "median", "abs", "sign", "sqrt", "exp", "clamp", "where"};
+const std::set<std::string> kBuiltins = {
+    "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median",
+    "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast"};
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
     {"abs", Node::Op::Abs}, {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt}, {"exp", Node::Op::Exp}};
@@ -62,12 +63,30 @@ const std::map<std::string, Node::Op> kListReductions = {
     {"min", Node::Op::Min}, {"median", Node::Op::Median}};
 const std::map<std::string, std::string> kComparisons = {
     {"<", "lt"}, {">", "gt"}, {"<=", "le"}, {">=", "ge"}, {"==", "eq"}, {"!=", "ne"}};
-const std::set<std::string> kContextNames = {"layer", "num_layers"};
+const std::set<std::string> kContextNames = {"layer", "num_layers", "true", "false"};
 
 class Evaluator {
 public:
   Evaluator(const ast::Recipe &recipe, Program &program, DiagnosticEngine &diags)
       : recipe_(recipe), program_(program), diags_(diags) {}
+
+  /// Library defs are visible unless the recipe declares the same name.
+  void declareLibrary(const ast::Recipe &library) {
+    for (auto &m : library.models)
+      diags_.error(m.loc, "a library file may only define functions, not models");
+    for (auto &p : library.params)
+      diags_.error(p.loc, "a library file may only define functions, not params");
+    for (auto &m : library.merges)
+      diags_.error(m.loc, "a library file may not have a 'merge'");
+    for (auto &d : library.defs) {
+      if (declared_.count(d.name) && !libraryDefs_.count(d.name))
+        continue; // the recipe's own name wins
+      if (claim(d.name, d.loc, "def") && checkDef(d)) {
+        defs_[d.name] = &d;
+        libraryDefs_.insert(d.name);
+      }
+    }
+  }
 
   bool declare() {
     for (auto &m : recipe_.models)
@@ -99,9 +118,11 @@ public:
       return name(n);
     if (auto *u = dyn_cast<ast::UnaryExpr>(e)) {
       auto v = eval(u->operand.get());
-      if (!v || !requireElement(*v, u->loc(), "operand of unary '-'"))
+      if (!v)
         return std::nullopt;
-      return Value{make(Node::Op::Neg, v->node->kind, {v->node}, e->loc())};
+      return mapList(*v, [&](const Value &x) {
+        return Value{make(Node::Op::Neg, x.node->kind, {x.node}, e->loc())};
+      });
     }
     if (auto *b = dyn_cast<ast::BinaryExpr>(e))
       return binary(b);
@@ -189,13 +210,6 @@ private:
     return n->kind == Kind::Tensor ? n : make(Node::Op::Splat, Kind::Tensor, {n}, n->loc);
   }
 
-  bool requireElement(const Value &v, SourceLoc loc, const std::string &what) {
-    if (!v.isList())
-      return true;
-    diags_.error(loc, what + " must be a scalar or a tensor, not a list");
-    return false;
-  }
-
   std::optional<Value> name(const ast::NameExpr *n) {
     for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
       auto found = it->find(n->name);
@@ -207,6 +221,8 @@ private:
       return Value{input(n->name, n->loc())};
     if (auto it = params_.find(n->name); it != params_.end())
       return Value{constant(it->second, n->loc())};
+    if (n->name == "true" || n->name == "false")
+      return Value{constant(n->name == "true" ? 1 : 0, n->loc())};
     if (n->name == "layer")
       return Value{make(Node::Op::Layer, Kind::Scalar, {}, n->loc())};
     if (n->name == "num_layers")
@@ -226,17 +242,43 @@ private:
     auto rhs = eval(b->rhs.get());
     if (!rhs)
       return std::nullopt;
-    std::string what = "operand of '" + b->op + "'";
-    if (!requireElement(*lhs, b->lhs->loc(), "left " + what) ||
-        !requireElement(*rhs, b->rhs->loc(), "right " + what))
-      return std::nullopt;
+    // Arithmetic on lists is elementwise over the list; a scalar or tensor pairs with each item.
+    if (lhs->isList() || rhs->isList()) {
+      size_t n = lhs->isList() ? lhs->list->size() : rhs->list->size();
+      if (lhs->isList() && rhs->isList() && lhs->list->size() != rhs->list->size()) {
+        diags_.error(b->loc(), "'" + b->op + "' between lists of different lengths (" +
+                                   std::to_string(lhs->list->size()) + " and " +
+                                   std::to_string(rhs->list->size()) + ")");
+        return std::nullopt;
+      }
+      auto out = std::make_shared<std::vector<Value>>();
+      for (size_t i = 0; i < n; ++i) {
+        const Node *l = lhs->isList() ? (*lhs->list)[i].node : lhs->node;
+        const Node *r = rhs->isList() ? (*rhs->list)[i].node : rhs->node;
+        out->push_back(Value{binaryNode(b, l, r)});
+      }
+      return Value{nullptr, out};
+    }
+    return Value{binaryNode(b, lhs->node, rhs->node)};
+  }
+
+  /// Applies `fn` to a value, or to each item of a list.
+  template <typename Fn> std::optional<Value> mapList(const Value &v, Fn fn) {
+    if (!v.isList())
+      return fn(v);
+    auto out = std::make_shared<std::vector<Value>>();
+    for (auto &item : *v.list)
+      out->push_back(fn(item));
+    return Value{nullptr, out};
+  }
+
+  const Node *binaryNode(const ast::BinaryExpr *b, const Node *lhs, const Node *rhs) {
     Node::Op op = b->op == "+"   ? Node::Op::Add
                   : b->op == "-" ? Node::Op::Sub
                   : b->op == "*" ? Node::Op::Mul
                   : b->op == "/" ? Node::Op::Div
                                  : Node::Op::Cmp;
-    return Value{elementwise(op, {lhs->node, rhs->node}, b->loc(),
-                             op == Node::Op::Cmp ? kComparisons.at(b->op) : "")};
+    return elementwise(op, {lhs, rhs}, b->loc(), op == Node::Op::Cmp ? kComparisons.at(b->op) : "");
   }
 
   /// An elementwise node: a scalar when every operand is, else a tensor (scalars splatted).
@@ -318,6 +360,8 @@ private:
       return callListReduction(c);
     if (kUnary.count(c->callee) || c->callee == "clamp" || c->callee == "where")
       return callElementwise(c);
+    if (c->callee == "broadcast")
+      return callBroadcast(c);
     if (c->callee == "ramp")
       return callRamp(c);
     if (models_.count(c->callee) || params_.count(c->callee) || kContextNames.count(c->callee)) {
@@ -455,6 +499,30 @@ private:
     return Value{elementwise(Node::Op::Min, {low, args[2]}, c->loc())};
   }
 
+  /// broadcast(w, xs): a list as long as xs: w repeated, or w itself when it is such a list.
+  /// Lets library code take `weights = 1` or a list of weights alike.
+  std::optional<Value> callBroadcast(const ast::CallExpr *c) {
+    Signature sig{"broadcast", {"w", "xs"}, {nullptr, nullptr}, {false, false}};
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    const Value &w = *(*bound)[0], &xs = *(*bound)[1];
+    if (!xs.isList()) {
+      diags_.error(c->args[1].loc, std::string("broadcast expects a list, got ") + kindName(xs));
+      return std::nullopt;
+    }
+    if (w.isList()) {
+      if (w.list->size() != xs.list->size()) {
+        diags_.error(c->args[0].loc, "a list of " + std::to_string(w.list->size()) +
+                                         " values for a list of " +
+                                         std::to_string(xs.list->size()));
+        return std::nullopt;
+      }
+      return w;
+    }
+    return Value{nullptr, std::make_shared<std::vector<Value>>(xs.list->size(), w)};
+  }
+
   std::optional<Value> callRamp(const ast::CallExpr *c) {
     if (c->args.empty()) {
       diags_.error(c->loc(), "ramp needs at least one value");
@@ -488,6 +556,7 @@ private:
   std::map<std::string, const Node *> inputs_;
   std::vector<std::map<std::string, Value>> scopes_;
   std::vector<std::string> callStack_;
+  std::set<std::string> libraryDefs_;
 };
 
 std::optional<double> parseNumber(const std::string &text) {
@@ -549,14 +618,21 @@ std::string resolveModelPath(const std::string &recipeFile, const std::string &p
 
 std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
                                                const Overrides &overrides,
-                                               DiagnosticEngine &diags) {
+                                               DiagnosticEngine &diags,
+                                               const std::vector<const ast::Recipe *> &libraries) {
   auto program = std::make_unique<Program>();
   program->recipeFile = recipe.fileName;
+  for (int f = 0; f < diags.fileCount(); ++f)
+    program->sourceFiles.push_back(diags.fileName(f));
   for (auto &m : recipe.models)
     program->models.push_back({m.name, resolveModelPath(recipe.fileName, m.path), m.loc});
 
   Evaluator evaluator(recipe, *program, diags);
   if (!evaluator.declare())
+    return nullptr;
+  for (const ast::Recipe *library : libraries)
+    evaluator.declareLibrary(*library);
+  if (diags.errorCount())
     return nullptr;
   if (!applyOverrides(recipe, overrides, evaluator.params(), *program, diags))
     return nullptr;

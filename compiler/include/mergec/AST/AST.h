@@ -7,10 +7,12 @@
 
 namespace mergec::ast {
 
-/// 1-based line and column in the recipe file.
+/// 1-based line and column in a source file: the recipe (file 0) or a stdlib file
+/// (DiagnosticEngine::addFile gives the index).
 struct SourceLoc {
   int line = 0;
   int col = 0;
+  int file = 0;
 };
 
 class Expr {

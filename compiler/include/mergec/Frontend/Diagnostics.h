@@ -11,19 +11,26 @@ namespace mergec {
 
 class DiagnosticEngine {
 public:
+  /// Registers the recipe as file 0.
   DiagnosticEngine(std::string fileName, std::string source, std::ostream &out);
+  /// Registers another source (a stdlib file); returns its index for SourceLoc::file.
+  int addFile(std::string fileName, std::string source);
 
   void error(ast::SourceLoc loc, const std::string &message);
   void warning(ast::SourceLoc loc, const std::string &message);
   void note(ast::SourceLoc loc, const std::string &message);
   unsigned errorCount() const { return errors_; }
-  const std::string &fileName() const { return fileName_; }
-  const std::string &source() const { return source_; }
+  const std::string &fileName(int file = 0) const { return files_[file].name; }
+  int fileCount() const { return static_cast<int>(files_.size()); }
+  const std::string &source(int file = 0) const { return files_[file].source; }
 
 private:
+  struct File {
+    std::string name, source;
+    std::vector<std::string> lines;
+  };
   void emit(const char *severity, ast::SourceLoc loc, const std::string &message);
-  std::string fileName_, source_;
-  std::vector<std::string> lines_;
+  std::vector<File> files_;
   std::ostream &out_;
   unsigned errors_ = 0;
 };

@@ -6,8 +6,9 @@
 
 namespace mergec {
 
-/// Parses a recipe with the ANTLR grammar (grammar/Merge.g4) and builds the AST. Reports the
-/// first syntax error through `diags` and returns null on failure.
-std::unique_ptr<ast::Recipe> parseRecipe(DiagnosticEngine &diags);
+/// Parses source `file` of `diags` (0: the recipe) with the ANTLR grammar (grammar/Merge.g4) and
+/// builds the AST, every location tagged with `file`. Reports the first syntax error through
+/// `diags` and returns null on failure.
+std::unique_ptr<ast::Recipe> parseRecipe(DiagnosticEngine &diags, int file = 0);
 
 } // namespace mergec

@@ -58,6 +58,7 @@ struct Rule {
 
 struct Program {
   std::string recipeFile;
+  std::vector<std::string> sourceFiles; ///< by SourceLoc::file: the recipe, then stdlib files
   std::vector<Model> models;
   /// The model whose names, shapes, order and dtype the output takes: `base`, else the first.
   std::string outputModel;
@@ -74,8 +75,10 @@ struct Overrides {
   std::vector<std::pair<std::string, std::string>> models;
 };
 
-/// Returns null when an error was reported.
+/// Returns null when an error was reported. `libraries` are parsed stdlib files: their defs are
+/// visible to the recipe, which may shadow them with its own names.
 std::unique_ptr<Program> analyze(const ast::Recipe &recipe, const Overrides &overrides,
-                                 DiagnosticEngine &diags);
+                                 DiagnosticEngine &diags,
+                                 const std::vector<const ast::Recipe *> &libraries = {});
 
 } // namespace mergec::sema
