@@ -34,27 +34,30 @@ cmake --build "$build" -j "$(nproc)" || { echo "test: build failed" >&2; exit 1;
 passed=0
 failed=0
 
-echo "== unit tests (GoogleTest) =="
-unit_log=$(mktemp)
-"$build/bin/mergec-unit-tests" --gtest_brief=1 2>&1 | tee "$unit_log"
-unit_status=${PIPESTATUS[0]}
-unit_passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$unit_log" | tail -1)
-unit_failed=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$unit_log" | tail -1)
-passed=$((passed + ${unit_passed:-0}))
-failed=$((failed + ${unit_failed:-0}))
-if [ "$unit_status" -ne 0 ] && [ "${unit_failed:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
-rm -f "$unit_log"
+# run_suite TITLE PASSED_SED FAILED_SED COMMAND...: runs a suite, echoing its output, and adds
+# its counts (read from its summary with the two sed expressions) to the totals. A suite that
+# fails without reporting a failed count (a crash, a build error) counts as one failure.
+run_suite() {
+  local title=$1 passed_sed=$2 failed_sed=$3 log status n_passed n_failed
+  shift 3
+  echo "== $title =="
+  log=$(mktemp)
+  "$@" 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+  n_passed=$(sed -n "$passed_sed" "$log" | tail -1)
+  n_failed=$(sed -n "$failed_sed" "$log" | tail -1)
+  rm -f "$log"
+  passed=$((passed + ${n_passed:-0}))
+  failed=$((failed + ${n_failed:-0}))
+  if [ "$status" -ne 0 ] && [ "${n_failed:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
+}
 
-echo "== lit tests (frontend, dialect, passes, lowering, end to end) =="
-lit_log=$(mktemp)
-"$lit" -sv "$build/tests" "$@" 2>&1 | tee "$lit_log"
-lit_status=${PIPESTATUS[0]}
-lit_passed=$(sed -n 's/^ *Passed *: *\([0-9]*\).*/\1/p' "$lit_log" | tail -1)
-lit_failed=$(sed -n 's/^ *Failed *: *\([0-9]*\).*/\1/p' "$lit_log" | tail -1)
-passed=$((passed + ${lit_passed:-0}))
-failed=$((failed + ${lit_failed:-0}))
-if [ "$lit_status" -ne 0 ] && [ "${lit_failed:-0}" -eq 0 ]; then failed=$((failed + 1)); fi
-rm -f "$lit_log"
+run_suite "unit tests (GoogleTest)" \
+  's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' \
+  "$build/bin/mergec-unit-tests" --gtest_brief=1
+run_suite "lit tests (frontend, dialect, passes, lowering, end to end)" \
+  's/^ *Passed *: *\([0-9]*\).*/\1/p' 's/^ *Failed *: *\([0-9]*\).*/\1/p' \
+  "$lit" -sv "$build/tests" "$@"
 
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

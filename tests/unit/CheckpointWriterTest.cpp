@@ -16,16 +16,6 @@ using namespace mergec::test;
 
 namespace {
 
-template <typename Fn> std::string errorOf(Fn &&fn) {
-  try {
-    fn();
-  } catch (const RuntimeError &e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a RuntimeError";
-  return "";
-}
-
 /// `n` bytes of a recognizable pattern seeded by `seed`.
 std::string pattern(size_t n, unsigned seed) {
   std::string s(n, '\0');

@@ -13,16 +13,6 @@ using namespace mergec::rt;
 using namespace mergec::test;
 
 namespace {
-template <typename Fn> std::string errorOf(Fn &&fn) {
-  try {
-    fn();
-  } catch (const RuntimeError &e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a RuntimeError";
-  return "";
-}
-
 std::string tempNameFor(const TempDir &dir, const std::string &name, long pid) {
   return dir.file("." + name + ".mergec-tmp-" + std::to_string(pid));
 }

@@ -15,17 +15,6 @@ using namespace std::string_literals;
 
 namespace {
 
-/// The message of the RuntimeError `fn` throws; fails the test when it throws nothing.
-template <typename Fn> std::string errorOf(Fn &&fn) {
-  try {
-    fn();
-  } catch (const RuntimeError &e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a RuntimeError";
-  return "";
-}
-
 class SafetensorsTest : public ::testing::Test {
 protected:
   std::string path() const { return dir.file("model.safetensors"); }

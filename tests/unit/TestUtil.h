@@ -1,5 +1,7 @@
 //===- TestUtil.h - temp directories and raw files for unit tests -*- C++ -*-===//
 #pragma once
+#include "mergec/Runtime/Error.h"
+#include <gtest/gtest.h>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -31,5 +33,16 @@ bool pathExists(const std::string &path);
 std::string le64(uint64_t v);
 /// A safetensors file image: length prefix, `header` verbatim, then `data`.
 std::string safetensorsImage(std::string_view header, std::string_view data);
+
+/// The message of the RuntimeError `fn` throws; fails the test when it throws nothing.
+template <typename Fn> std::string errorOf(Fn &&fn) {
+  try {
+    fn();
+  } catch (const mergec::rt::RuntimeError &e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a RuntimeError";
+  return "";
+}
 
 } // namespace mergec::test
