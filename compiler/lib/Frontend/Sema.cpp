@@ -396,6 +396,7 @@ private:
         scopes_.pop_back();
         if (!v) {
           callStack_.pop_back();
+          diags_.note(c->loc(), "in call to '" + def.name + "'");
           return std::nullopt;
         }
         (*bound)[i] = *v;
