@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -192,6 +194,9 @@ uint64_t checkMemory(const MergePlan &plan, uint64_t limit) {
 
 namespace {
 
+/// Elements per chunk: the unit of work for the thread pool and of reduction partials.
+constexpr int64_t kChunk = 1 << 16;
+
 /// A memref<?xT> descriptor as the lowered kernels take it.
 struct MemRefDescriptor {
   void *allocated;
@@ -201,32 +206,68 @@ struct MemRefDescriptor {
   int64_t stride;
 };
 
-/// Runs `kernel` over [0, n) in chunks on the pool.
-void runKernel(ThreadPool &pool, PackedKernel kernel, const std::vector<const void *> &inputs,
-               void *output, int64_t n, float layer, float numLayers) {
-  constexpr int64_t kChunk = 1 << 16;
-  std::vector<MemRefDescriptor> descs;
-  for (const void *in : inputs)
-    descs.push_back({const_cast<void *>(in), const_cast<void *>(in), 0, n, 1});
-  descs.push_back({output, output, 0, n, 1});
+/// Calls `fn` on every chunk of [0, n) on the pool; `result(c)` gives chunk c's result
+/// descriptor (the output buffer, or the chunk's partial).
+template <typename ResultFn>
+void runPhase(ThreadPool &pool, PackedKernel fn, const std::vector<MemRefDescriptor> &inputs,
+              ResultFn result, int64_t n, float layer, float numLayers,
+              const MemRefDescriptor &scalars) {
   size_t chunks = static_cast<size_t>((n + kChunk - 1) / kChunk);
   pool.parallelFor(chunks, [&](size_t c) {
     int64_t begin = static_cast<int64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
     float l = layer, nl = numLayers;
-    std::vector<MemRefDescriptor> local = descs;
+    std::vector<MemRefDescriptor> descs = inputs;
+    descs.push_back(result(c));
+    descs.push_back(scalars);
     std::vector<void *> args;
-    args.reserve(local.size() * 5 + 4);
-    for (MemRefDescriptor &d : local)
+    args.reserve(descs.size() * 5 + 4);
+    auto addDescriptor = [&](MemRefDescriptor &d) {
       for (void *field : {static_cast<void *>(&d.allocated), static_cast<void *>(&d.aligned),
                           static_cast<void *>(&d.offset), static_cast<void *>(&d.size),
                           static_cast<void *>(&d.stride)})
         args.push_back(field);
+    };
+    for (size_t i = 0; i + 1 < descs.size(); ++i)
+      addDescriptor(descs[i]);
     args.push_back(&begin);
     args.push_back(&end);
     args.push_back(&l);
     args.push_back(&nl);
-    kernel(args.data());
+    addDescriptor(descs.back());
+    fn(args.data());
   });
+}
+
+/// Runs a rule's phases over [0, n): each reduction over every chunk, its partials combined in
+/// chunk order into the next scalar slot, then the map phase into `output`.
+void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const void *> &inputs,
+             void *output, int64_t n, float layer, float numLayers) {
+  std::vector<MemRefDescriptor> descs;
+  for (const void *in : inputs)
+    descs.push_back({const_cast<void *>(in), const_cast<void *>(in), 0, n, 1});
+  std::vector<float> scalars(rule.phases.size(), 0.0f);
+  MemRefDescriptor scalarDesc{scalars.data(), scalars.data(), 0,
+                              static_cast<int64_t>(scalars.size()), 1};
+  size_t chunks = static_cast<size_t>((n + kChunk - 1) / kChunk);
+  std::vector<double> partials(std::max<size_t>(chunks, 1));
+  for (size_t k = 0; k < rule.phases.size(); ++k) {
+    const CompiledRule::Phase &phase = rule.phases[k];
+    if (phase.kind == CompiledRule::Kind::Map) {
+      runPhase(pool, phase.fn, descs,
+               [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, n, layer,
+               numLayers, scalarDesc);
+      continue;
+    }
+    bool sum = phase.kind == CompiledRule::Kind::Sum;
+    runPhase(pool, phase.fn, descs,
+             [&](size_t c) { return MemRefDescriptor{&partials[c], &partials[c], 0, 1, 1}; }, n,
+             layer, numLayers, scalarDesc);
+    double total = sum ? 0.0 : -std::numeric_limits<double>::infinity();
+    for (size_t c = 0; c < chunks; ++c)
+      total = sum ? total + partials[c]
+                  : (std::isnan(partials[c]) || std::isnan(total) ? NAN : std::max(total, partials[c]));
+    scalars[k] = static_cast<float>(total);
+  }
 }
 
 /// Writes finished tensors on a thread of its own, so disk writes overlap the next kernels.
@@ -407,11 +448,11 @@ RunStats executeMerge(MergePlan &plan, const std::vector<RuleSpec> &rules, Kerne
           dtypes.push_back(t->dtype);
           inputs.push_back(t->data);
         }
-        PackedKernel kernel = kernels.kernel(item.rule, dtypes, item.outDType);
+        CompiledRule compiled = kernels.kernel(item.rule, dtypes, item.outDType);
         job.buffer = async.recycle();
         job.buffer.resize(job.nbytes);
-        runKernel(pool, kernel, inputs, job.buffer.data(), item.base->numel(),
-                  static_cast<float>(item.layer), static_cast<float>(plan.numLayers));
+        runRule(pool, compiled, inputs, job.buffer.data(), item.base->numel(),
+                static_cast<float>(item.layer), static_cast<float>(plan.numLayers));
         job.data = job.buffer.data();
         for (const TensorInfo *t : item.inputs)
           t->file->release(*t);

@@ -22,8 +22,8 @@ func.func @rule_2() -> !merge.tensor attributes {merge.store = f32} {
 // -----
 
 func.func @rule_3() -> !merge.tensor attributes {merge.store = f32} {
-  %a = merge.input "a"
   // expected-error @+1 {{kernel inputs must be merge.input ops with a storage dtype}}
+  %a = merge.input "a"
   %k = merge.kernel ins(%a) {
   ^bb0(%x: f32):
     merge.yield %x : f32

@@ -2,7 +2,8 @@
 // Context ops become the function's layer arguments; ramp is computed once, before the loop.
 
 // CHECK-LABEL: func.func @rule_0(
-// CHECK-SAME:    %[[LAYER:[^:]*]]: f32, %[[NL:[^:]*]]: f32)
+// CHECK-SAME:    %[[LAYER:[^:]*]]: f32, %[[NL:[^:]*]]: f32,
+// CHECK-SAME:    %[[SCALARS:[^:]*]]: memref<?xf32>)
 // t = layer / max(num_layers - 1, 1), 0 outside the layers
 // CHECK:       %[[SPAN0:.*]] = arith.subf %[[NL]], %{{.*}} : f32
 // CHECK:       %[[SPAN:.*]] = arith.maximumf %[[SPAN0]]

@@ -3,6 +3,7 @@
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
 #include "mlir/IR/IRMapping.h"
+#include <limits>
 
 namespace mergec {
 #define GEN_PASS_DEF_MERGELOWERKERNELS
@@ -103,43 +104,79 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     auto storeAttr = rule->getAttrOfType<TypeAttr>(kStoreAttr);
     if (!storeAttr)
       return rule.emitError("rule has no output dtype (run merge-specialize-dtypes)");
-    Type outStorage = storeAttr.getValue();
 
-    SmallVector<Type> inStorage;
-    SmallVector<Attribute> models;
-    for (Value in : kernel.getInputs()) {
-      auto input = in.getDefiningOp<InputOp>();
-      if (!input || !input.getStorage())
-        return kernel.emitError("kernel inputs must be merge.input ops with a storage dtype");
-      inStorage.push_back(*input.getStorage());
-      models.push_back(input.getModelAttr());
+    // Every phase function takes every input of the rule, in program order, so the runtime
+    // passes the same buffers to each.
+    SmallVector<InputOp> inputs;
+    SmallVector<Operation *> phases;
+    for (Operation &op : rule.getBody().front()) {
+      if (auto in = dyn_cast<InputOp>(op)) {
+        if (!in.getStorage())
+          return in.emitError("kernel inputs must be merge.input ops with a storage dtype");
+        inputs.push_back(in);
+      } else if (isa<ReduceKernelOp>(op)) {
+        phases.push_back(&op);
+      }
     }
+    phases.push_back(kernel);
+    for (size_t k = 0; k < phases.size(); ++k)
+      if (failed(emitPhase(rule, phases, k, inputs, storeAttr.getValue())))
+        return failure();
+    rule.erase();
+    return success();
+  }
 
+  /// One function per phase: `rule_N_phaseK` for the reductions (writing their partial result
+  /// for the chunk into `result[0]`), `rule_N` for the final kernel (writing the output).
+  LogicalResult emitPhase(func::FuncOp rule, ArrayRef<Operation *> phases, size_t k,
+                          ArrayRef<InputOp> inputs, Type outStorage) {
+    Operation *phase = phases[k];
+    auto reduce = dyn_cast<ReduceKernelOp>(phase);
     OpBuilder b(rule);
-    Location loc = rule.getLoc();
+    Location loc = phase->getLoc();
     SmallVector<Type> argTypes;
-    for (Type s : inStorage)
-      argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, memrefElementType(s)));
-    argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, memrefElementType(outStorage)));
-    argTypes.append({b.getIndexType(), b.getIndexType(), b.getF32Type(), b.getF32Type()});
-    auto lowered = func::FuncOp::create(b, loc, rule.getSymName(), b.getFunctionType(argTypes, {}));
+    SmallVector<Attribute> models;
+    for (InputOp in : inputs) {
+      argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, memrefElementType(*in.getStorage())));
+      models.push_back(in.getModelAttr());
+    }
+    Type resultElement = reduce ? Type(b.getF64Type()) : memrefElementType(outStorage);
+    argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, resultElement));
+    argTypes.append({b.getIndexType(), b.getIndexType(), b.getF32Type(), b.getF32Type(),
+                     MemRefType::get({ShapedType::kDynamic}, b.getF32Type())});
+    std::string name = rule.getSymName().str();
+    if (reduce)
+      name += "_phase" + std::to_string(k);
+    auto lowered = func::FuncOp::create(b, rule.getLoc(), name, b.getFunctionType(argTypes, {}));
     lowered->setAttr(kInputsAttr, b.getArrayAttr(models));
     for (NamedAttribute attr : rule->getAttrs())
       if (attr.getName().getValue().starts_with("merge.") && attr.getName() != kInputsAttr)
         lowered->setAttr(attr.getName(), attr.getValue());
-    Block *entry = lowered.addEntryBlock();
-    size_t n = inStorage.size();
-    Value out = entry->getArgument(n), begin = entry->getArgument(n + 1),
-          end = entry->getArgument(n + 2), layer = entry->getArgument(n + 3),
-          numLayers = entry->getArgument(n + 4);
+    if (reduce)
+      lowered->setAttr("merge.reduce", reduce.getKindAttr());
+    else
+      lowered->setAttr("merge.phases", b.getI64IntegerAttr(static_cast<int64_t>(phases.size())));
 
-    // Scalars: everything in the rule that is not a tensor op, computed once per call.
+    Block *entry = lowered.addEntryBlock();
+    size_t n = inputs.size();
+    Value result = entry->getArgument(n), begin = entry->getArgument(n + 1),
+          end = entry->getArgument(n + 2), layer = entry->getArgument(n + 3),
+          numLayers = entry->getArgument(n + 4), scalars = entry->getArgument(n + 5);
+
+    // Scalars: what the rule computes before this phase, earlier phases' results read back from
+    // `scalars`, computed once per call.
     b.setInsertionPointToStart(entry);
     IRMapping map;
     for (Operation &op : rule.getBody().front()) {
-      if (isa<InputOp, KernelOp, func::ReturnOp>(op))
+      if (&op == phase)
+        break;
+      if (isa<InputOp>(op))
         continue;
-      if (auto l = dyn_cast<LayerOp>(op)) {
+      if (isa<ReduceKernelOp>(op)) {
+        size_t j = std::find(phases.begin(), phases.end(), &op) - phases.begin();
+        Value slot = arith::ConstantIndexOp::create(b, op.getLoc(), static_cast<int64_t>(j));
+        map.map(op.getResult(0), memref::LoadOp::create(b, op.getLoc(), scalars, ValueRange{slot}));
+      } else if (auto l = dyn_cast<LayerOp>(op)) {
         map.map(l.getResult(), layer);
       } else if (auto nl = dyn_cast<NumLayersOp>(op)) {
         map.map(nl.getResult(), numLayers);
@@ -149,30 +186,52 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
           anchors.push_back(map.lookupOrDefault(a));
         map.map(ramp.getResult(), lowerRamp(b, op.getLoc(), anchors, layer, numLayers));
       } else if (op.getDialect() && isa<MergeDialect>(op.getDialect())) {
-        return op.emitOpError("is left outside the fused kernel");
+        return op.emitOpError("is left outside the fused kernels");
       } else {
         b.clone(op, map);
       }
     }
 
-    // The loop: widen each input element, the kernel body, round and store.
+    // The loop: widen each input element, the kernel body, then store (final) or accumulate
+    // in f64 (reduction).
+    Region &bodyRegion = phase->getRegion(0);
+    Block &body = bodyRegion.front();
     Value one = arith::ConstantIndexOp::create(b, loc, 1);
-    auto loop = scf::ForOp::create(b, loc, begin, end, one);
-    b.setInsertionPointToStart(loop.getBody());
-    Value i = loop.getInductionVar();
-    Block &body = kernel.getBody().front();
-    for (size_t k = 0; k < n; ++k) {
-      Value raw = memref::LoadOp::create(b, loc, entry->getArgument(k), ValueRange{i});
-      map.map(body.getArgument(k), widen(b, loc, raw, inStorage[k]));
+    auto loadElements = [&](OpBuilder &lb, Value i) {
+      for (auto [k2, operand] : llvm::enumerate(phase->getOperands())) {
+        auto in = operand.getDefiningOp<InputOp>();
+        size_t index = std::find(inputs.begin(), inputs.end(), in) - inputs.begin();
+        Value raw = memref::LoadOp::create(lb, loc, entry->getArgument(index), ValueRange{i});
+        map.map(body.getArgument(k2), widen(lb, loc, raw, *in.getStorage()));
+      }
+      for (Operation &op : body.without_terminator())
+        lb.clone(op, map);
+      return map.lookupOrDefault(cast<YieldOp>(body.getTerminator()).getValue());
+    };
+    if (!reduce) {
+      auto loop = scf::ForOp::create(b, loc, begin, end, one);
+      b.setInsertionPointToStart(loop.getBody());
+      Value value = loadElements(b, loop.getInductionVar());
+      memref::StoreOp::create(b, loc, narrow(b, loc, value, outStorage), result,
+                              ValueRange{loop.getInductionVar()});
+    } else {
+      bool isSum = reduce.getKind() == "sum";
+      Value init = arith::ConstantFloatOp::create(
+          b, loc, b.getF64Type(), APFloat(isSum ? 0.0 : -std::numeric_limits<double>::infinity()));
+      auto loop = scf::ForOp::create(b, loc, begin, end, one, ValueRange{init});
+      b.setInsertionPointToStart(loop.getBody());
+      Value value = arith::ExtFOp::create(b, loc, b.getF64Type(),
+                                          loadElements(b, loop.getInductionVar()));
+      Value acc = loop.getRegionIterArgs()[0];
+      Value next = isSum ? Value(arith::AddFOp::create(b, loc, acc, value))
+                         : Value(arith::MaximumFOp::create(b, loc, acc, value));
+      scf::YieldOp::create(b, loc, next);
+      b.setInsertionPointAfter(loop);
+      Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+      memref::StoreOp::create(b, loc, loop.getResult(0), result, ValueRange{zero});
     }
-    for (Operation &op : body.without_terminator())
-      b.clone(op, map);
-    Value result = map.lookupOrDefault(cast<YieldOp>(body.getTerminator()).getValue());
-    memref::StoreOp::create(b, loc, narrow(b, loc, result, outStorage), out, ValueRange{i});
     b.setInsertionPointToEnd(entry);
     func::ReturnOp::create(b, loc);
-
-    rule.erase();
     return success();
   }
 };

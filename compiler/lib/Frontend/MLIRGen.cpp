@@ -79,6 +79,11 @@ private:
     case Node::Op::Ramp:
       v = merge::RampOp::create(b_, l, b_.getF32Type(), ops);
       break;
+    case Node::Op::ReduceSum:
+    case Node::Op::ReduceMax:
+      v = merge::ReduceOp::create(b_, l, b_.getF32Type(),
+                                  n->op == Node::Op::ReduceSum ? "sum" : "max", ops[0]);
+      break;
     case Node::Op::Splat:
       v = merge::SplatOp::create(b_, l, tensorType(), ops[0]);
       break;

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -53,7 +54,8 @@ struct Signature {
 
 const std::set<std::string> kBuiltins = {
     "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median",
-    "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast"};
+    "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
+    "total", "dot", "norm", "count"};
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
     {"abs", Node::Op::Abs}, {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt}, {"exp", Node::Op::Exp}};
@@ -63,7 +65,7 @@ const std::map<std::string, Node::Op> kListReductions = {
     {"min", Node::Op::Min}, {"median", Node::Op::Median}};
 const std::map<std::string, std::string> kComparisons = {
     {"<", "lt"}, {">", "gt"}, {"<=", "le"}, {">=", "ge"}, {"==", "eq"}, {"!=", "ne"}};
-const std::set<std::string> kContextNames = {"layer", "num_layers", "true", "false"};
+const std::set<std::string> kContextNames = {"layer", "num_layers", "true", "false", "inf"};
 
 class Evaluator {
 public:
@@ -221,6 +223,8 @@ private:
       return Value{input(n->name, n->loc())};
     if (auto it = params_.find(n->name); it != params_.end())
       return Value{constant(it->second, n->loc())};
+    if (n->name == "inf")
+      return Value{constant(std::numeric_limits<double>::infinity(), n->loc())};
     if (n->name == "true" || n->name == "false")
       return Value{constant(n->name == "true" ? 1 : 0, n->loc())};
     if (n->name == "layer")
@@ -362,6 +366,8 @@ private:
       return callElementwise(c);
     if (c->callee == "broadcast")
       return callBroadcast(c);
+    if (c->callee == "total" || c->callee == "dot" || c->callee == "norm" || c->callee == "count")
+      return callReduction(c);
     if (c->callee == "ramp")
       return callRamp(c);
     if (models_.count(c->callee) || params_.count(c->callee) || kContextNames.count(c->callee)) {
@@ -522,6 +528,64 @@ private:
       return w;
     }
     return Value{nullptr, std::make_shared<std::vector<Value>>(xs.list->size(), w)};
+  }
+
+  /// Reductions over the whole current tensor, to a scalar: total(x), dot(x, y),
+  /// norm(x, p = 2) for p = 1, 2 or inf, count(mask) (the non-zero elements).
+  std::optional<Value> callReduction(const ast::CallExpr *c) {
+    Signature sig{c->callee};
+    if (c->callee == "dot")
+      sig.params = {"x", "y"};
+    else if (c->callee == "norm")
+      sig.params = {"x", "p"};
+    else
+      sig.params = {c->callee == "count" ? "mask" : "x"};
+    sig.defaults.assign(sig.params.size(), nullptr);
+    sig.hasBuiltinDefault.assign(sig.params.size(), false);
+    if (c->callee == "norm")
+      sig.hasBuiltinDefault[1] = true;
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    std::vector<const Node *> tensors;
+    for (size_t i = 0; i < (c->callee == "dot" ? 2u : 1u); ++i) {
+      const Value &v = *(*bound)[i];
+      if (v.isList() || v.node->kind != Kind::Tensor) {
+        diags_.error(c->args[i].loc, c->callee + " expects a tensor, got " + kindName(v));
+        return std::nullopt;
+      }
+      tensors.push_back(v.node);
+    }
+    auto reduce = [&](Node::Op op, const Node *x) {
+      return Value{make(op, Kind::Scalar, {x}, c->loc())};
+    };
+    if (c->callee == "total")
+      return reduce(Node::Op::ReduceSum, tensors[0]);
+    if (c->callee == "dot")
+      return reduce(Node::Op::ReduceSum, elementwise(Node::Op::Mul, tensors, c->loc()));
+    if (c->callee == "count") {
+      const Node *zero = constant(0, c->loc());
+      return reduce(Node::Op::ReduceSum,
+                    elementwise(Node::Op::Cmp, {tensors[0], zero}, c->loc(), "ne"));
+    }
+    // norm: p must be a number known while compiling.
+    double p = 2;
+    if ((*bound)[1]) {
+      const Value &pv = *(*bound)[1];
+      if (pv.isList() || pv.node->op != Node::Op::Constant ||
+          (pv.node->value != 1 && pv.node->value != 2 && !std::isinf(pv.node->value))) {
+        diags_.error(c->args[1].loc, "norm's p must be 1, 2 or inf");
+        return std::nullopt;
+      }
+      p = pv.node->value;
+    }
+    const Node *magnitude = elementwise(Node::Op::Abs, {tensors[0]}, c->loc());
+    if (std::isinf(p))
+      return reduce(Node::Op::ReduceMax, magnitude);
+    if (p == 1)
+      return reduce(Node::Op::ReduceSum, magnitude);
+    const Node *squares = elementwise(Node::Op::Mul, {tensors[0], tensors[0]}, c->loc());
+    return Value{elementwise(Node::Op::Sqrt, {reduce(Node::Op::ReduceSum, squares).node}, c->loc())};
   }
 
   std::optional<Value> callRamp(const ast::CallExpr *c) {

@@ -85,12 +85,12 @@ KernelJIT::KernelJIT(ModuleOp fused, bool verbose) : fused_(fused), verbose_(ver
 KernelJIT::~KernelJIT() = default;
 
 std::vector<std::string> KernelJIT::ruleInputs(size_t rule) {
+  // Every merge.input of the rule in program order: each phase function takes all of them.
   auto func = fused_.lookupSymbol<func::FuncOp>(ruleFunctionName(rule));
   std::vector<std::string> models;
-  func.walk([&](merge::KernelOp kernel) {
-    for (Value in : kernel.getInputs())
-      models.push_back(in.getDefiningOp<merge::InputOp>().getModel().str());
-  });
+  for (Operation &op : func.getBody().front())
+    if (auto in = dyn_cast<merge::InputOp>(op))
+      models.push_back(in.getModel().str());
   return models;
 }
 
@@ -128,7 +128,7 @@ OwningOpRef<ModuleOp> KernelJIT::lower(size_t rule, const std::vector<rt::DType>
   return module;
 }
 
-rt::PackedKernel KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &inputs,
+rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &inputs,
                                    rt::DType output) {
   std::string key = signatureKey(rule, inputs, output);
   auto found = engines_.find(key);
@@ -157,10 +157,22 @@ rt::PackedKernel KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
                 << " ms\n";
     found = engines_.emplace(key, std::move(*engine)).first;
   }
-  auto fn = found->second->lookupPacked(name);
-  if (!fn)
-    throw rt::RuntimeError("jit: " + llvm::toString(fn.takeError()));
-  return *fn;
+  auto lookup = [&](const std::string &symbol) {
+    auto fn = found->second->lookupPacked(symbol);
+    if (!fn)
+      throw rt::RuntimeError("jit: " + llvm::toString(fn.takeError()));
+    return *fn;
+  };
+  rt::CompiledRule compiled;
+  auto func = fused_.lookupSymbol<func::FuncOp>(name);
+  size_t k = 0;
+  for (Operation &op : func.getBody().front())
+    if (auto reduce = dyn_cast<merge::ReduceKernelOp>(op))
+      compiled.phases.push_back({lookup(name + "_phase" + std::to_string(k++)),
+                                 reduce.getKind() == "sum" ? rt::CompiledRule::Kind::Sum
+                                                           : rt::CompiledRule::Kind::Max});
+  compiled.phases.push_back({lookup(name), rt::CompiledRule::Kind::Map});
+  return compiled;
 }
 
 std::string KernelJIT::optimizedLLVMIR(size_t rule, const std::vector<rt::DType> &inputs,

@@ -59,7 +59,7 @@ func.func @kernel_arg_type() -> !merge.tensor {
 
 func.func @yield_outside() -> f32 {
   %c = arith.constant 1.0 : f32
-  // expected-error @+1 {{expects parent op 'merge.kernel'}}
+  // expected-error @+1 {{expects parent op to be one of 'merge.kernel, merge.reduce_kernel'}}
   merge.yield %c : f32
 }
 
@@ -78,4 +78,13 @@ func.func @empty_median() -> !merge.tensor {
   // expected-error @+1 {{needs at least one operand}}
   %m = merge.median
   return %m : !merge.tensor
+}
+
+// -----
+
+func.func @bad_reduce_kind() -> f32 {
+  %a = merge.input "a"
+  // expected-error @+1 {{kind must be 'sum' or 'max', got 'mean'}}
+  %r = merge.reduce "mean" %a
+  return %r : f32
 }

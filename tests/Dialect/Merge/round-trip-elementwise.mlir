@@ -25,3 +25,17 @@ func.func @rule_0() -> !merge.tensor {
   %8 = merge.select %7, %a, %b
   return %8 : !merge.tensor
 }
+
+// CHECK-LABEL: func.func @reductions
+func.func @reductions() -> f32 {
+  %a = merge.input "a"
+  // CHECK: merge.reduce "sum" %{{.*}}
+  %s = merge.reduce "sum" %a
+  // CHECK: merge.reduce_kernel "max" ins(%{{.*}}) {
+  %m = merge.reduce_kernel "max" ins(%a) {
+  ^bb0(%x: f32):
+    merge.yield %x : f32
+  }
+  %r = arith.addf %s, %m : f32
+  return %r : f32
+}

@@ -34,6 +34,8 @@ struct Node {
     Abs, Sign, Sqrt, Exp,
     Cmp,    ///< 1 where `predicate` (lt, gt, le, ge, eq, ne) holds between the operands, else 0
     Select, ///< operand 1 where operand 0 is non-zero, else operand 2
+    ReduceSum, ///< scalar: the sum of every element of the tensor operand
+    ReduceMax, ///< scalar: the largest element of the tensor operand
   };
   Op op;
   Kind kind;

@@ -29,7 +29,7 @@ public:
   ~KernelJIT() override;
 
   std::vector<std::string> ruleInputs(size_t rule) override;
-  rt::PackedKernel kernel(size_t rule, const std::vector<rt::DType> &inputs,
+  rt::CompiledRule kernel(size_t rule, const std::vector<rt::DType> &inputs,
                           rt::DType output) override;
 
   /// The specialized module of `rule` lowered to loops over memrefs, or to the LLVM dialect.

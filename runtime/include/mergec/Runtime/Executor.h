@@ -12,18 +12,31 @@
 
 namespace mergec::rt {
 
-/// A compiled rule: `fn(args)` with args pointing at, in order: per input and then the output,
+/// A compiled phase: `fn(args)` with args pointing at, in order: per input and then the result,
 /// a memref descriptor's five fields (allocated ptr, aligned ptr, offset, size, stride); then
-/// begin and end element indices (int64); then layer and num_layers (float).
+/// begin and end element indices (int64); then layer and num_layers (float); then the
+/// descriptor of the scalars array (the results of the rule's earlier phases, f32).
 using PackedKernel = void (*)(void **);
+
+/// A rule as phases: its reductions (each writes one f64 partial per chunk into result[0]; the
+/// runtime combines the chunks in order, so thread count never changes the result), then the
+/// map phase that writes the output.
+struct CompiledRule {
+  enum class Kind { Sum, Max, Map };
+  struct Phase {
+    PackedKernel fn;
+    Kind kind;
+  };
+  std::vector<Phase> phases;
+};
 
 class KernelSource {
 public:
   virtual ~KernelSource() = default;
   /// The models rule `rule`'s kernel reads, in argument order.
   virtual std::vector<std::string> ruleInputs(size_t rule) = 0;
-  /// Compiles (or finds) the kernel for these storage dtypes.
-  virtual PackedKernel kernel(size_t rule, const std::vector<DType> &inputs, DType output) = 0;
+  /// Compiles (or finds) the rule's phases for these storage dtypes.
+  virtual CompiledRule kernel(size_t rule, const std::vector<DType> &inputs, DType output) = 0;
 };
 
 struct RuleSpec {

@@ -60,16 +60,35 @@ LogicalResult CmpOp::verify() {
   return success();
 }
 
-LogicalResult KernelOp::verify() {
-  Block &body = getBody().front();
-  if (body.getNumArguments() != getInputs().size())
-    return emitOpError("body has ") << body.getNumArguments() << " arguments for "
-                                    << getInputs().size() << " inputs";
+/// Kernels of both kinds: one f32 block argument per input, ending in merge.yield.
+static LogicalResult verifyKernelBody(Operation *op, Region &region, size_t numInputs) {
+  Block &body = region.front();
+  if (body.getNumArguments() != numInputs)
+    return op->emitOpError("body has ") << body.getNumArguments() << " arguments for "
+                                        << numInputs << " inputs";
   for (BlockArgument arg : body.getArguments())
     if (!arg.getType().isF32())
-      return emitOpError("body arguments must be f32 (one element of each input), got ")
+      return op->emitOpError("body arguments must be f32 (one element of each input), got ")
              << arg.getType();
   if (body.empty() || !isa<YieldOp>(body.back()))
-    return emitOpError("body must end with merge.yield");
+    return op->emitOpError("body must end with merge.yield");
   return success();
 }
+
+static LogicalResult verifyReduceKind(Operation *op, StringRef kind) {
+  if (kind != "sum" && kind != "max")
+    return op->emitOpError("kind must be 'sum' or 'max', got '") << kind << "'";
+  return success();
+}
+
+LogicalResult KernelOp::verify() {
+  return verifyKernelBody(*this, getBody(), getInputs().size());
+}
+
+LogicalResult ReduceKernelOp::verify() {
+  if (failed(verifyReduceKind(*this, getKind())))
+    return failure();
+  return verifyKernelBody(*this, getBody(), getInputs().size());
+}
+
+LogicalResult ReduceOp::verify() { return verifyReduceKind(*this, getKind()); }

@@ -107,8 +107,8 @@ private:
 void eraseDeadTensorOps(func::FuncOp func) {
   SmallVector<Operation *> ops;
   func.walk([&](Operation *op) {
-    if (op->getDialect() && isa<MergeDialect>(op->getDialect()) && !isa<KernelOp, YieldOp>(op) &&
-        op->getParentOp() == func)
+    if (op->getDialect() && isa<MergeDialect>(op->getDialect()) &&
+        !isa<KernelOp, ReduceKernelOp, YieldOp>(op) && op->getParentOp() == func)
       ops.push_back(op);
   });
   for (Operation *op : llvm::reverse(ops))
@@ -116,9 +116,39 @@ void eraseDeadTensorOps(func::FuncOp func) {
       op->erase();
 }
 
+/// Builds the body of a kernel over `root`'s DAG: one f32 block argument per input, the DAG
+/// on one element, merge.yield.
+LogicalResult buildBody(OpBuilder &b, Region &region, Value root, ArrayRef<InputOp> inputs) {
+  Block *body = b.createBlock(&region);
+  DenseMap<Value, Value> map;
+  for (InputOp in : inputs)
+    map[in.getResult()] = body->addArgument(b.getF32Type(), in.getLoc());
+  b.setInsertionPointToStart(body);
+  ElementBuilder builder(b, map);
+  auto element = builder.get(root);
+  if (failed(element))
+    return failure();
+  YieldOp::create(b, root.getLoc(), *element);
+  return success();
+}
+
+SmallVector<Value> inputValues(ArrayRef<InputOp> inputs) {
+  SmallVector<Value> values;
+  for (InputOp in : inputs)
+    values.push_back(in.getResult());
+  return values;
+}
+
 struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseElementwisePass> {
   void runOnOperation() override {
     func::FuncOp func = getOperation();
+    // Reductions first, in program order: each becomes a phase of its own, and a later
+    // reduction or the final kernel uses its scalar result.
+    SmallVector<ReduceOp> reductions;
+    func.walk([&](ReduceOp op) { reductions.push_back(op); });
+    for (ReduceOp op : reductions)
+      if (failed(fuseReduction(op)))
+        return signalPassFailure();
     func.walk([&](func::ReturnOp ret) {
       for (OpOperand &operand : ret->getOpOperands()) {
         Value root = operand.get();
@@ -131,24 +161,28 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
     eraseDeadTensorOps(func);
   }
 
+  /// merge.reduce kind(DAG) => merge.reduce_kernel kind ins(inputs) { DAG on one element }
+  LogicalResult fuseReduction(ReduceOp op) {
+    Value root = op.getOperand();
+    SmallVector<InputOp> inputs = collectInputs(root);
+    OpBuilder b(op);
+    auto kernel = ReduceKernelOp::create(b, op.getLoc(), b.getF32Type(), op.getKind(),
+                                         inputValues(inputs));
+    if (failed(buildBody(b, kernel.getBody(), root, inputs)))
+      return failure();
+    op.getResult().replaceAllUsesWith(kernel.getResult());
+    op.erase();
+    return success();
+  }
+
   LogicalResult fuse(func::ReturnOp ret, OpOperand &operand) {
     Value root = operand.get();
     SmallVector<InputOp> inputs = collectInputs(root);
     OpBuilder b(ret);
-    SmallVector<Value> inputValues;
-    for (InputOp in : inputs)
-      inputValues.push_back(in.getResult());
-    auto kernel = KernelOp::create(b, root.getLoc(), mergec::merge::TensorType::get(&getContext()), inputValues);
-    Block *body = b.createBlock(&kernel.getBody());
-    DenseMap<Value, Value> map;
-    for (InputOp in : inputs)
-      map[in.getResult()] = body->addArgument(b.getF32Type(), in.getLoc());
-    b.setInsertionPointToStart(body);
-    ElementBuilder builder(b, map);
-    auto element = builder.get(root);
-    if (failed(element))
+    auto kernel = KernelOp::create(b, root.getLoc(), mergec::merge::TensorType::get(&getContext()),
+                                   inputValues(inputs));
+    if (failed(buildBody(b, kernel.getBody(), root, inputs)))
       return failure();
-    YieldOp::create(b, root.getLoc(), *element);
     operand.set(kernel.getResult());
     return success();
   }

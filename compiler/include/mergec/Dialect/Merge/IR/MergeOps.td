@@ -207,7 +207,47 @@ def Merge_KernelOp : Merge_Op<"kernel", [
   let hasVerifier = 1;
 }
 
-def Merge_YieldOp : Merge_Op<"yield", [Pure, Terminator, HasParent<"KernelOp">]> {
+def Merge_ReduceOp : Merge_Op<"reduce", [Pure]> {
+  let summary = "a scalar from every element of the current tensor";
+  let description = [{
+    `sum` adds every element (accumulated in f64, chunk by chunk, the chunks combined in order,
+    so the result does not depend on the thread count); `max` takes the largest (NaN if any is
+    NaN). The fusion pass turns each into a `merge.reduce_kernel`, a phase that runs before the
+    kernel that uses its result. `norm`, `dot`, `total` and `count` are built from these.
+    ```mlir
+    %sq = merge.mul %a, %a
+    %s = merge.reduce "sum" %sq
+    ```
+  }];
+  let arguments = (ins StrAttr:$kind, Merge_TensorType:$operand);
+  let results = (outs F32:$result);
+  let assemblyFormat = "$kind $operand attr-dict";
+  let hasVerifier = 1;
+}
+
+def Merge_ReduceKernelOp : Merge_Op<"reduce_kernel", [RecursiveMemoryEffects]> {
+  let summary = "one fused reduction phase: computes an element, reduces all of them";
+  let description = [{
+    Like `merge.kernel`, the body computes one element in f32 from one element of each input;
+    the results of all elements are reduced (`sum` in f64, or `max`) to one f32 scalar. It is its
+    own phase: the runtime runs it over the whole tensor before the phases that use its result.
+    ```mlir
+    %n = merge.reduce_kernel "sum" ins(%a) {
+    ^bb0(%x: f32):
+      %sq = arith.mulf %x, %x : f32
+      merge.yield %sq : f32
+    }
+    ```
+  }];
+  let arguments = (ins StrAttr:$kind, Variadic<Merge_TensorType>:$inputs);
+  let results = (outs F32:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "$kind `ins` `(` $inputs `)` $body attr-dict";
+  let hasVerifier = 1;
+}
+
+def Merge_YieldOp : Merge_Op<"yield", [Pure, Terminator,
+                                       ParentOneOf<["KernelOp", "ReduceKernelOp"]>]> {
   let summary = "the value of one output element";
   let description = [{
     ```mlir
