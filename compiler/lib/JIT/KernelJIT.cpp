@@ -131,6 +131,8 @@ OwningOpRef<ModuleOp> KernelJIT::lower(size_t rule, const std::vector<rt::DType>
 rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &inputs,
                                    rt::DType output) {
   std::string key = signatureKey(rule, inputs, output);
+  if (auto done = compiled_.find(key); done != compiled_.end())
+    return done->second;
   auto found = engines_.find(key);
   std::string name = ruleFunctionName(rule);
   if (found == engines_.end()) {
@@ -172,7 +174,7 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
                                  reduce.getKind() == "sum" ? rt::CompiledRule::Kind::Sum
                                                            : rt::CompiledRule::Kind::Max});
   compiled.phases.push_back({lookup(name), rt::CompiledRule::Kind::Map});
-  return compiled;
+  return compiled_[key] = compiled;
 }
 
 std::string KernelJIT::optimizedLLVMIR(size_t rule, const std::vector<rt::DType> &inputs,

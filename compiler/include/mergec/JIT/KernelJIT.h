@@ -47,6 +47,8 @@ private:
   std::unique_ptr<llvm::TargetMachine> optimizerTM_;
   std::function<llvm::Error(llvm::Module *)> optimizer_;
   std::map<std::string, std::unique_ptr<mlir::ExecutionEngine>> engines_;
+  /// The phases' entry points per signature, so tensors after the first look up nothing.
+  std::map<std::string, rt::CompiledRule> compiled_;
   double totalMs_ = 0;
 };
 
