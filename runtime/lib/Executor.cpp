@@ -140,9 +140,9 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     if (!complete)
       continue;
     const RuleSpec &rule = rules[*chosen];
-    bool copies = rule.passthroughModel && item.inputs.size() == 1 &&
-                  item.inputs[0]->dtype == item.outDType;
-    if (!copies) {
+    item.copy = rule.passthroughModel && item.inputs.size() == 1 &&
+                item.inputs[0]->dtype == item.outDType;
+    if (!item.copy) {
       if (!isComputeDType(item.outDType))
         problem("tensor '" + t->name + "': the output is " + dtypeName(item.outDType) +
                 "; only F32, F16 and BF16 tensors can be computed (a rule that is just a model "
@@ -411,8 +411,7 @@ const char *const kCopiedFiles[] = {
 
 } // namespace
 
-RunStats executeMerge(MergePlan &plan, const std::vector<RuleSpec> &rules, KernelSource &kernels,
-                      const RunOptions &options) {
+RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &options) {
   auto start = std::chrono::steady_clock::now();
   OutputDirectory outDir(options.output, options.force);
   std::vector<OutputTensorSpec> specs;
@@ -434,10 +433,7 @@ RunStats executeMerge(MergePlan &plan, const std::vector<RuleSpec> &rules, Kerne
         for (const TensorInfo *t : plan.items[i + 1].inputs)
           t->file->prefetch(*t);
       AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
-      const RuleSpec &rule = rules[item.rule];
-      bool copies = rule.passthroughModel && item.inputs.size() == 1 &&
-                    item.inputs[0]->dtype == item.outDType;
-      if (copies) {
+      if (item.copy) {
         // Straight from the input's mapping to the file: no kernel, no copy in memory.
         job.data = item.inputs[0]->data;
         job.release = item.inputs;

@@ -213,7 +213,7 @@ int runMerge(const CommandLine &cl) {
         c.diags->warning(program.rules[r].patterns[p].loc,
                          "pattern \"" + rules[r].patterns[p] + "\" matches no tensor of model '" +
                              program.outputModel + "'");
-  rt::executeMerge(plan, rules, jit, options);
+  rt::executeMerge(plan, jit, options);
   if (cl.verbose)
     std::cerr << "jit: " << jit.compiledCount() << " kernel(s) compiled in "
               << jit.totalCompileMs() << " ms\n";

@@ -73,6 +73,8 @@ struct MergePlan {
     std::vector<const TensorInfo *> inputs; ///< in the kernel's argument order
     DType outDType;
     int layer = -1;
+    /// The rule is one model's tensor in the output dtype: copied byte for byte, no kernel.
+    bool copy = false;
   };
   std::vector<std::unique_ptr<Checkpoint>> checkpoints; ///< parallel to the models
   std::vector<ModelSpec> models;
@@ -107,7 +109,6 @@ struct RunStats {
 
 /// Streams every tensor through its kernel into OUT (atomic: a temporary directory renamed
 /// into place when complete).
-RunStats executeMerge(MergePlan &plan, const std::vector<RuleSpec> &rules, KernelSource &kernels,
-                      const RunOptions &options);
+RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &options);
 
 } // namespace mergec::rt
