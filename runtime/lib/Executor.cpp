@@ -197,6 +197,8 @@ namespace {
 /// Elements per chunk: the unit of work for the thread pool and of reduction partials.
 constexpr int64_t kChunk = 1 << 16;
 
+size_t chunkCount(int64_t n) { return static_cast<size_t>((n + kChunk - 1) / kChunk); }
+
 /// A memref<?xT> descriptor as the lowered kernels take it.
 struct MemRefDescriptor {
   void *allocated;
@@ -212,8 +214,7 @@ template <typename ResultFn>
 void runPhase(ThreadPool &pool, PackedKernel fn, const std::vector<MemRefDescriptor> &inputs,
               ResultFn result, int64_t n, float layer, float numLayers,
               const MemRefDescriptor &scalars) {
-  size_t chunks = static_cast<size_t>((n + kChunk - 1) / kChunk);
-  pool.parallelFor(chunks, [&](size_t c) {
+  pool.parallelFor(chunkCount(n), [&](size_t c) {
     int64_t begin = static_cast<int64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
     float l = layer, nl = numLayers;
     std::vector<MemRefDescriptor> descs = inputs;
@@ -248,7 +249,7 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
   std::vector<float> scalars(rule.phases.size(), 0.0f);
   MemRefDescriptor scalarDesc{scalars.data(), scalars.data(), 0,
                               static_cast<int64_t>(scalars.size()), 1};
-  size_t chunks = static_cast<size_t>((n + kChunk - 1) / kChunk);
+  size_t chunks = chunkCount(n);
   std::vector<double> partials(std::max<size_t>(chunks, 1));
   for (size_t k = 0; k < rule.phases.size(); ++k) {
     const CompiledRule::Phase &phase = rule.phases[k];

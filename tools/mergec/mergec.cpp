@@ -57,6 +57,16 @@ std::filesystem::path stdlibDirectory() {
   return MERGEC_STDLIB_DIR;
 }
 
+/// A whole file's bytes, or nullopt when it cannot be read.
+std::optional<std::string> readText(const std::filesystem::path &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return std::nullopt;
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 /// Parses every stdlib/*.merge (in name order), each its own source for diagnostics.
 bool loadStdlib(DiagnosticEngine &diags, std::vector<std::unique_ptr<ast::Recipe>> &out) {
   std::filesystem::path dir = stdlibDirectory();
@@ -72,10 +82,12 @@ bool loadStdlib(DiagnosticEngine &diags, std::vector<std::unique_ptr<ast::Recipe
       files.push_back(entry.path());
   std::sort(files.begin(), files.end());
   for (auto &path : files) {
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    int file = diags.addFile(path.string(), text.str());
+    auto text = readText(path);
+    if (!text) {
+      std::cerr << "mergec: error: cannot read library file '" << path.string() << "'\n";
+      return false;
+    }
+    int file = diags.addFile(path.string(), *text);
     auto library = parseRecipe(diags, file);
     if (!library)
       return false;
@@ -86,14 +98,12 @@ bool loadStdlib(DiagnosticEngine &diags, std::vector<std::unique_ptr<ast::Recipe
 
 /// Runs the stages up to `stop` (or all of them). Returns the exit status on failure.
 std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
-  std::ifstream in(cl.recipe, std::ios::binary);
-  if (!in) {
+  auto text = readText(cl.recipe);
+  if (!text) {
     std::cerr << "mergec: error: cannot read recipe '" << cl.recipe << "'\n";
     return 1;
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  c.source = text.str();
+  c.source = std::move(*text);
   c.diags = std::make_unique<DiagnosticEngine>(cl.recipe, c.source, std::cerr);
   c.recipe = parseRecipe(*c.diags);
   if (!c.recipe)

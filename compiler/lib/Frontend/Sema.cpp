@@ -50,6 +50,16 @@ struct Signature {
   std::vector<std::string> params;
   std::vector<const ast::Expr *> defaults; ///< null when the parameter is required
   std::vector<bool> hasBuiltinDefault;     ///< builtins supply their own default value
+
+  /// A builtin's signature: every parameter required except those named in `optional`.
+  static Signature builtin(std::string name, std::vector<std::string> params,
+                           const std::set<std::string> &optional = {}) {
+    Signature sig{std::move(name), std::move(params)};
+    sig.defaults.assign(sig.params.size(), nullptr);
+    for (auto &p : sig.params)
+      sig.hasBuiltinDefault.push_back(optional.count(p) > 0);
+    return sig;
+  }
 };
 
 const std::set<std::string> kBuiltins = {
@@ -419,7 +429,7 @@ private:
   }
 
   std::optional<Value> callTv(const ast::CallExpr *c) {
-    Signature sig{"tv", {"m", "from"}, {nullptr, nullptr}, {false, true}};
+    Signature sig = Signature::builtin("tv", {"m", "from"}, {"from"});
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -452,7 +462,7 @@ private:
   }
 
   std::optional<Value> callListReduction(const ast::CallExpr *c) {
-    Signature sig{c->callee, {"xs"}, {nullptr}, {false}};
+    Signature sig = Signature::builtin(c->callee, {"xs"});
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -475,15 +485,10 @@ private:
 
   /// abs/sign/sqrt/exp(x), clamp(x, lo, hi) and where(mask, a, b): on scalars or tensors.
   std::optional<Value> callElementwise(const ast::CallExpr *c) {
-    Signature sig{c->callee};
-    if (kUnary.count(c->callee))
-      sig.params = {"x"};
-    else if (c->callee == "clamp")
-      sig.params = {"x", "lo", "hi"};
-    else
-      sig.params = {"mask", "a", "b"};
-    sig.defaults.assign(sig.params.size(), nullptr);
-    sig.hasBuiltinDefault.assign(sig.params.size(), false);
+    Signature sig = Signature::builtin(
+        c->callee, kUnary.count(c->callee)   ? std::vector<std::string>{"x"}
+                   : c->callee == "clamp" ? std::vector<std::string>{"x", "lo", "hi"}
+                                          : std::vector<std::string>{"mask", "a", "b"});
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -509,7 +514,7 @@ private:
   /// broadcast(w, xs): a list as long as xs: w repeated, or w itself when it is such a list.
   /// Lets library code take `weights = 1` or a list of weights alike.
   std::optional<Value> callBroadcast(const ast::CallExpr *c) {
-    Signature sig{"broadcast", {"w", "xs"}, {nullptr, nullptr}, {false, false}};
+    Signature sig = Signature::builtin("broadcast", {"w", "xs"});
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -533,17 +538,12 @@ private:
   /// Reductions over the whole current tensor, to a scalar: total(x), dot(x, y),
   /// norm(x, p = 2) for p = 1, 2 or inf, count(mask) (the non-zero elements).
   std::optional<Value> callReduction(const ast::CallExpr *c) {
-    Signature sig{c->callee};
-    if (c->callee == "dot")
-      sig.params = {"x", "y"};
-    else if (c->callee == "norm")
-      sig.params = {"x", "p"};
-    else
-      sig.params = {c->callee == "count" ? "mask" : "x"};
-    sig.defaults.assign(sig.params.size(), nullptr);
-    sig.hasBuiltinDefault.assign(sig.params.size(), false);
-    if (c->callee == "norm")
-      sig.hasBuiltinDefault[1] = true;
+    Signature sig = Signature::builtin(
+        c->callee, c->callee == "dot"    ? std::vector<std::string>{"x", "y"}
+                   : c->callee == "norm"  ? std::vector<std::string>{"x", "p"}
+                   : c->callee == "count" ? std::vector<std::string>{"mask"}
+                                          : std::vector<std::string>{"x"},
+        {"p"});
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
