@@ -22,6 +22,7 @@ expr        : '-' expr                                            # negExpr
             | primary                                             # primaryExpr
             ;
 primary     : NUMBER                                             # numberLit
+            | STRING                                             # stringLit
             | IDENT '(' (argument (',' argument)*)? ')'          # callExpr
             | IDENT                                              # nameRef
             | '[' (expr (',' expr)*)? ']'                        # listExpr

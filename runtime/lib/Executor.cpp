@@ -1,5 +1,7 @@
 //===- Executor.cpp - plan a merge and stream it through the kernels ------===//
 #include "mergec/Runtime/Executor.h"
+#include "mergec/Runtime/KernelABI.h"
+#include "mergec/Runtime/Selection.h"
 #include "mergec/Runtime/CheckpointWriter.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/Glob.h"
@@ -240,34 +242,77 @@ void runPhase(ThreadPool &pool, PackedKernel fn, const std::vector<MemRefDescrip
 }
 
 /// Runs a rule's phases over [0, n): each reduction over every chunk, its partials combined in
-/// chunk order into the next scalar slot, then the map phase into `output`.
+/// chunk order into its scalar slots; each selection or ranking over a key buffer; then the map
+/// phase into `output`.
 void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const void *> &inputs,
-             void *output, int64_t n, float layer, float numLayers) {
+             void *output, const TensorInfo &tensor, float layer, float numLayers) {
+  int64_t n = tensor.numel();
   std::vector<MemRefDescriptor> descs;
   for (const void *in : inputs)
     descs.push_back({const_cast<void *>(in), const_cast<void *>(in), 0, n, 1});
-  std::vector<float> scalars(rule.phases.size(), 0.0f);
+  // Rank buffers are inputs to the phases after the one that fills them.
+  std::vector<std::vector<float>> ranks(rule.rankBuffers());
+  for (auto &r : ranks) {
+    r.resize(static_cast<size_t>(n));
+    descs.push_back({r.data(), r.data(), 0, n, 1});
+  }
+  std::vector<double> scalars(static_cast<size_t>(abi::phaseSlot(rule.phases.size())), 0.0);
+  scalars[abi::kNameHashSlot] = abi::nameHash(tensor.name);
+  scalars[abi::kColsSlot] = tensor.shape.empty() ? 1.0 : static_cast<double>(tensor.shape.back());
+  scalars[abi::kNumelSlot] = static_cast<double>(n);
   MemRefDescriptor scalarDesc{scalars.data(), scalars.data(), 0,
                               static_cast<int64_t>(scalars.size()), 1};
   size_t chunks = chunkCount(n);
   std::vector<double> partials(std::max<size_t>(chunks, 1));
+  std::vector<float> keys;
+  size_t nextRank = 0;
   for (size_t k = 0; k < rule.phases.size(); ++k) {
     const CompiledRule::Phase &phase = rule.phases[k];
-    if (phase.kind == CompiledRule::Kind::Map) {
+    double *slot = &scalars[abi::phaseSlot(k)];
+    switch (phase.kind) {
+    case CompiledRule::Kind::Map:
       runPhase(pool, phase.fn, descs,
                [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, n, layer,
                numLayers, scalarDesc);
-      continue;
+      break;
+    case CompiledRule::Kind::Sum:
+    case CompiledRule::Kind::Max: {
+      bool sum = phase.kind == CompiledRule::Kind::Sum;
+      runPhase(pool, phase.fn, descs,
+               [&](size_t c) { return MemRefDescriptor{&partials[c], &partials[c], 0, 1, 1}; },
+               n, layer, numLayers, scalarDesc);
+      double total = sum ? 0.0 : -std::numeric_limits<double>::infinity();
+      for (size_t c = 0; c < chunks; ++c)
+        total = sum ? total + partials[c]
+                    : (std::isnan(partials[c]) || std::isnan(total) ? NAN
+                                                                    : std::max(total, partials[c]));
+      slot[0] = total;
+      break;
     }
-    bool sum = phase.kind == CompiledRule::Kind::Sum;
-    runPhase(pool, phase.fn, descs,
-             [&](size_t c) { return MemRefDescriptor{&partials[c], &partials[c], 0, 1, 1}; }, n,
-             layer, numLayers, scalarDesc);
-    double total = sum ? 0.0 : -std::numeric_limits<double>::infinity();
-    for (size_t c = 0; c < chunks; ++c)
-      total = sum ? total + partials[c]
-                  : (std::isnan(partials[c]) || std::isnan(total) ? NAN : std::max(total, partials[c]));
-    scalars[k] = static_cast<float>(total);
+    case CompiledRule::Kind::TopK:
+    case CompiledRule::Kind::Quantile:
+    case CompiledRule::Kind::RowRank: {
+      keys.resize(static_cast<size_t>(n));
+      float *target = keys.data();
+      runPhase(pool, phase.fn, descs,
+               [&](size_t) { return MemRefDescriptor{target, target, 0, n, 1}; }, n, layer,
+               numLayers, scalarDesc);
+      if (phase.kind == CompiledRule::Kind::TopK) {
+        RankBoundary hi, lo;
+        topkBoundaries(keys.data(), n, phase.param, phase.skip, phase.nonzero, hi, lo);
+        slot[0] = hi.bits;
+        slot[1] = hi.index;
+        slot[2] = lo.bits;
+        slot[3] = lo.index;
+      } else if (phase.kind == CompiledRule::Kind::Quantile) {
+        slot[0] = quantile(keys.data(), n, phase.param);
+      } else {
+        rowRanks(pool, keys.data(), ranks[nextRank++].data(), n,
+                 static_cast<int64_t>(scalars[abi::kColsSlot]));
+      }
+      break;
+    }
+    }
   }
 }
 
@@ -448,7 +493,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         CompiledRule compiled = kernels.kernel(item.rule, dtypes, item.outDType);
         job.buffer = async.recycle();
         job.buffer.resize(job.nbytes);
-        runRule(pool, compiled, inputs, job.buffer.data(), item.base->numel(),
+        runRule(pool, compiled, inputs, job.buffer.data(), *item.base,
                 static_cast<float>(item.layer), static_cast<float>(plan.numLayers));
         job.data = job.buffer.data();
         for (const TensorInfo *t : item.inputs)

@@ -3,7 +3,7 @@
 
 // CHECK-LABEL: func.func @rule_0(
 // CHECK-SAME:    %[[LAYER:[^:]*]]: f32, %[[NL:[^:]*]]: f32,
-// CHECK-SAME:    %[[SCALARS:[^:]*]]: memref<?xf32>)
+// CHECK-SAME:    %[[SCALARS:[^:]*]]: memref<?xf64>)
 // t = layer / max(num_layers - 1, 1), 0 outside the layers
 // CHECK:       %[[SPAN0:.*]] = arith.subf %[[NL]], %{{.*}} : f32
 // CHECK:       %[[SPAN:.*]] = arith.maximumf %[[SPAN0]]

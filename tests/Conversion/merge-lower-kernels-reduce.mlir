@@ -1,7 +1,7 @@
 // RUN: merge-opt %s -merge-lower-kernels -canonicalize | FileCheck %s
 // A reduction phase becomes its own function: an f64 accumulator carried through the chunk's
 // loop, stored into result[0] (the runtime combines chunks in order). Later phases read the
-// result back from the scalars array.
+// result back from the scalars array (f64; phase 0's slot is 4, after the tensor's context).
 
 // CHECK-LABEL: func.func @rule_0_phase0(
 // CHECK-SAME:    %[[A:[^:]*]]: memref<?xf32>, %[[RES:[^:]*]]: memref<?xf64>,
@@ -14,9 +14,11 @@
 // CHECK:       memref.store %[[ACC]], %[[RES]][%{{.*}}] : memref<?xf64>
 
 // CHECK-LABEL: func.func @rule_0(
-// CHECK-SAME:    %[[SC:[^:]*]]: memref<?xf32>)
+// CHECK-SAME:    %[[SC:[^:]*]]: memref<?xf64>)
 // CHECK-SAME:    merge.phases = 2 : i64
-// CHECK:       %[[S:.*]] = memref.load %[[SC]][%{{.*}}] : memref<?xf32>
+// CHECK:       %[[C4:.*]] = arith.constant 4 : index
+// CHECK:       %[[W:.*]] = memref.load %[[SC]][%[[C4]]] : memref<?xf64>
+// CHECK:       %[[S:.*]] = arith.truncf %[[W]] : f64 to f32
 // CHECK:       %[[R:.*]] = math.sqrt %[[S]] : f32
 // CHECK:       scf.for
 // CHECK:         arith.mulf %{{.*}}, %[[R]] : f32

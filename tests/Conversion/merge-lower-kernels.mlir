@@ -5,7 +5,7 @@
 // CHECK-LABEL: func.func @rule_0(
 // CHECK-SAME:    %[[BASE:[^:]*]]: memref<?xi16>, %[[A:[^:]*]]: memref<?xf16>, %[[OUT:[^:]*]]: memref<?xi16>,
 // CHECK-SAME:    %[[BEGIN:[^:]*]]: index, %[[END:[^:]*]]: index, %[[LAYER:[^:]*]]: f32, %[[NL:[^:]*]]: f32,
-// CHECK-SAME:    %[[SCALARS:[^:]*]]: memref<?xf32>)
+// CHECK-SAME:    %[[SCALARS:[^:]*]]: memref<?xf64>)
 // CHECK-SAME:    merge.inputs = ["base", "a"]
 // CHECK:       scf.for %[[I:.*]] = %[[BEGIN]] to %[[END]] step
 // bf16 load: the bits become the top half of an f32.

@@ -26,6 +26,8 @@ public:
   void line(int depth, const std::string &text) { os << std::string(depth * 2, ' ') << text << "\n"; }
 
   void expr(const Expr *e, int depth) {
+    if (auto *s = dyn_cast<StringExpr>(e))
+      return line(depth, "String \"" + s->value + "\"" + at(e->loc()));
     if (auto *n = dyn_cast<NumberExpr>(e))
       return line(depth, "Number " + number(n->value) + at(e->loc()));
     if (auto *n = dyn_cast<NameExpr>(e))

@@ -2,7 +2,9 @@
 #include "mergec/Conversion/Passes.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
+#include "mergec/Runtime/KernelABI.h"
 #include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/TypeSwitch.h"
 #include <limits>
 
 namespace mergec {
@@ -105,33 +107,39 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     if (!storeAttr)
       return rule.emitError("rule has no output dtype (run merge-specialize-dtypes)");
 
-    // Every phase function takes every input of the rule, in program order, so the runtime
-    // passes the same buffers to each.
+    // Every phase function takes every buffer of the rule, in program order (the model tensors,
+    // then the ranks phases materialize), so the runtime passes the same descriptors to each.
     SmallVector<InputOp> inputs;
+    SmallVector<RankKernelOp> ranks;
     SmallVector<Operation *> phases;
     for (Operation &op : rule.getBody().front()) {
       if (auto in = dyn_cast<InputOp>(op)) {
         if (!in.getStorage())
           return in.emitError("kernel inputs must be merge.input ops with a storage dtype");
         inputs.push_back(in);
-      } else if (isa<ReduceKernelOp>(op)) {
+      } else if (isa<ReduceKernelOp, SelectKernelOp, RankKernelOp>(op)) {
         phases.push_back(&op);
+        if (auto r = dyn_cast<RankKernelOp>(op))
+          ranks.push_back(r);
       }
     }
     phases.push_back(kernel);
     for (size_t k = 0; k < phases.size(); ++k)
-      if (failed(emitPhase(rule, phases, k, inputs, storeAttr.getValue())))
+      if (failed(emitPhase(rule, phases, k, inputs, ranks, storeAttr.getValue())))
         return failure();
     rule.erase();
     return success();
   }
 
-  /// One function per phase: `rule_N_phaseK` for the reductions (writing their partial result
-  /// for the chunk into `result[0]`), `rule_N` for the final kernel (writing the output).
+  /// One function per phase: `rule_N_phaseK` for reductions (their chunk's partial result in
+  /// `result[0]`), selections and ranks (their keys, one f32 per element), `rule_N` for the
+  /// final kernel (the output).
   LogicalResult emitPhase(func::FuncOp rule, ArrayRef<Operation *> phases, size_t k,
-                          ArrayRef<InputOp> inputs, Type outStorage) {
+                          ArrayRef<InputOp> inputs, ArrayRef<RankKernelOp> ranks,
+                          Type outStorage) {
     Operation *phase = phases[k];
     auto reduce = dyn_cast<ReduceKernelOp>(phase);
+    bool final = isa<KernelOp>(phase);
     OpBuilder b(rule);
     Location loc = phase->getLoc();
     SmallVector<Type> argTypes;
@@ -140,12 +148,16 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, memrefElementType(*in.getStorage())));
       models.push_back(in.getModelAttr());
     }
-    Type resultElement = reduce ? Type(b.getF64Type()) : memrefElementType(outStorage);
+    for (size_t r = 0; r < ranks.size(); ++r)
+      argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, b.getF32Type()));
+    Type resultElement = reduce ? Type(b.getF64Type())
+                         : final ? memrefElementType(outStorage)
+                                 : Type(b.getF32Type());
     argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, resultElement));
     argTypes.append({b.getIndexType(), b.getIndexType(), b.getF32Type(), b.getF32Type(),
-                     MemRefType::get({ShapedType::kDynamic}, b.getF32Type())});
+                     MemRefType::get({ShapedType::kDynamic}, b.getF64Type())});
     std::string name = rule.getSymName().str();
-    if (reduce)
+    if (!final)
       name += "_phase" + std::to_string(k);
     auto lowered = func::FuncOp::create(b, rule.getLoc(), name, b.getFunctionType(argTypes, {}));
     lowered->setAttr(kInputsAttr, b.getArrayAttr(models));
@@ -154,11 +166,15 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
         lowered->setAttr(attr.getName(), attr.getValue());
     if (reduce)
       lowered->setAttr("merge.reduce", reduce.getKindAttr());
+    else if (auto select = dyn_cast<SelectKernelOp>(phase))
+      lowered->setAttr("merge.select", select.getKindAttr());
+    else if (isa<RankKernelOp>(phase))
+      lowered->setAttr("merge.rank", b.getStringAttr("row"));
     else
       lowered->setAttr("merge.phases", b.getI64IntegerAttr(static_cast<int64_t>(phases.size())));
 
     Block *entry = lowered.addEntryBlock();
-    size_t n = inputs.size();
+    size_t n = inputs.size() + ranks.size();
     Value result = entry->getArgument(n), begin = entry->getArgument(n + 1),
           end = entry->getArgument(n + 2), layer = entry->getArgument(n + 3),
           numLayers = entry->getArgument(n + 4), scalars = entry->getArgument(n + 5);
@@ -167,19 +183,37 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     // `scalars`, computed once per call.
     b.setInsertionPointToStart(entry);
     IRMapping map;
+    auto slot = [&](Location l, int64_t index) {
+      Value i = arith::ConstantIndexOp::create(b, l, index);
+      return memref::LoadOp::create(b, l, scalars, ValueRange{i}).getResult();
+    };
     for (Operation &op : rule.getBody().front()) {
       if (&op == phase)
         break;
-      if (isa<InputOp>(op))
+      if (isa<InputOp, RankKernelOp>(op))
         continue;
+      auto phaseIndex = [&] {
+        return static_cast<int64_t>(std::find(phases.begin(), phases.end(), &op) - phases.begin());
+      };
       if (isa<ReduceKernelOp>(op)) {
-        size_t j = std::find(phases.begin(), phases.end(), &op) - phases.begin();
-        Value slot = arith::ConstantIndexOp::create(b, op.getLoc(), static_cast<int64_t>(j));
-        map.map(op.getResult(0), memref::LoadOp::create(b, op.getLoc(), scalars, ValueRange{slot}));
+        Value wide = slot(op.getLoc(), rt::abi::phaseSlot(phaseIndex()));
+        map.map(op.getResult(0), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
+      } else if (isa<SelectKernelOp>(op)) {
+        for (unsigned r = 0; r < 4; ++r)
+          map.map(op.getResult(r), slot(op.getLoc(), rt::abi::phaseSlot(phaseIndex(), r)));
       } else if (auto l = dyn_cast<LayerOp>(op)) {
         map.map(l.getResult(), layer);
       } else if (auto nl = dyn_cast<NumLayersOp>(op)) {
         map.map(nl.getResult(), numLayers);
+      } else if (auto h = dyn_cast<NameHashOp>(op)) {
+        Value wide = slot(op.getLoc(), rt::abi::kNameHashSlot);
+        map.map(h.getResult(), arith::FPToSIOp::create(b, op.getLoc(), b.getI64Type(), wide));
+      } else if (auto c = dyn_cast<ColsOp>(op)) {
+        Value wide = slot(op.getLoc(), rt::abi::kColsSlot);
+        map.map(c.getResult(), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
+      } else if (auto ne = dyn_cast<NumelOp>(op)) {
+        Value wide = slot(op.getLoc(), rt::abi::kNumelSlot);
+        map.map(ne.getResult(), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
       } else if (auto ramp = dyn_cast<RampOp>(op)) {
         SmallVector<Value> anchors;
         for (Value a : ramp.getAnchors())
@@ -192,28 +226,41 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       }
     }
 
-    // The loop: widen each input element, the kernel body, then store (final) or accumulate
-    // in f64 (reduction).
+    // The loop: widen each input element, the kernel body, then store (final: rounded to the
+    // output dtype; selections and ranks: the f32 key) or accumulate in f64 (reduction).
     Region &bodyRegion = phase->getRegion(0);
     Block &body = bodyRegion.front();
     Value one = arith::ConstantIndexOp::create(b, loc, 1);
     auto loadElements = [&](OpBuilder &lb, Value i) {
       for (auto [k2, operand] : llvm::enumerate(phase->getOperands())) {
-        auto in = operand.getDefiningOp<InputOp>();
-        size_t index = std::find(inputs.begin(), inputs.end(), in) - inputs.begin();
-        Value raw = memref::LoadOp::create(lb, loc, entry->getArgument(index), ValueRange{i});
-        map.map(body.getArgument(k2), widen(lb, loc, raw, *in.getStorage()));
+        Value raw, element;
+        if (auto in = operand.getDefiningOp<InputOp>()) {
+          size_t index = std::find(inputs.begin(), inputs.end(), in) - inputs.begin();
+          raw = memref::LoadOp::create(lb, loc, entry->getArgument(index), ValueRange{i});
+          element = widen(lb, loc, raw, *in.getStorage());
+        } else {
+          auto rank = operand.getDefiningOp<RankKernelOp>();
+          size_t index = inputs.size() + (std::find(ranks.begin(), ranks.end(), rank) - ranks.begin());
+          element = memref::LoadOp::create(lb, loc, entry->getArgument(index), ValueRange{i});
+        }
+        map.map(body.getArgument(k2), element);
       }
-      for (Operation &op : body.without_terminator())
+      for (Operation &op : body.without_terminator()) {
+        if (auto idx = dyn_cast<ElementIndexOp>(op)) {
+          map.map(idx.getResult(), arith::IndexCastOp::create(lb, loc, lb.getI64Type(), i));
+          continue;
+        }
         lb.clone(op, map);
+      }
       return map.lookupOrDefault(cast<YieldOp>(body.getTerminator()).getValue());
     };
     if (!reduce) {
       auto loop = scf::ForOp::create(b, loc, begin, end, one);
       b.setInsertionPointToStart(loop.getBody());
       Value value = loadElements(b, loop.getInductionVar());
-      memref::StoreOp::create(b, loc, narrow(b, loc, value, outStorage), result,
-                              ValueRange{loop.getInductionVar()});
+      if (final)
+        value = narrow(b, loc, value, outStorage);
+      memref::StoreOp::create(b, loc, value, result, ValueRange{loop.getInductionVar()});
     } else {
       bool isSum = reduce.getKind() == "sum";
       Value init = arith::ConstantFloatOp::create(

@@ -108,6 +108,8 @@ public:
     if (auto *num = dynamic_cast<MergeParser::NumberLitContext *>(ctx))
       return std::make_unique<NumberExpr>(at(num),
                                           std::strtod(num->NUMBER()->getText().c_str(), nullptr));
+    if (auto *str = dynamic_cast<MergeParser::StringLitContext *>(ctx))
+      return std::make_unique<StringExpr>(at(str), unquote(str->STRING()->getText()));
     if (auto *name = dynamic_cast<MergeParser::NameRefContext *>(ctx))
       return std::make_unique<NameExpr>(at(name), name->IDENT()->getText());
     if (auto *list = dynamic_cast<MergeParser::ListExprContext *>(ctx)) {

@@ -84,6 +84,31 @@ private:
       v = merge::ReduceOp::create(b_, l, b_.getF32Type(),
                                   n->op == Node::Op::ReduceSum ? "sum" : "max", ops[0]);
       break;
+    case Node::Op::Cols:
+      v = merge::ColsOp::create(b_, l, b_.getF32Type());
+      break;
+    case Node::Op::Numel:
+      v = merge::NumelOp::create(b_, l, b_.getF32Type());
+      break;
+    case Node::Op::TopK:
+      v = merge::TopKMaskOp::create(b_, l, tensorType(), ops[0], b_.getF64FloatAttr(n->value),
+                                    b_.getF64FloatAttr(n->value2), b_.getBoolAttr(n->flag));
+      break;
+    case Node::Op::Quantile:
+      v = merge::QuantileOp::create(b_, l, b_.getF32Type(), ops[0], b_.getF64FloatAttr(n->value));
+      break;
+    case Node::Op::RowRank:
+      v = merge::RowRankOp::create(b_, l, tensorType(), ops[0]);
+      break;
+    case Node::Op::Bernoulli: {
+      Value hash = merge::NameHashOp::create(b_, l, b_.getI64Type());
+      v = merge::BernoulliOp::create(b_, l, tensorType(), ops[0], hash,
+                                     b_.getI64IntegerAttr(static_cast<int64_t>(n->value)),
+                                     b_.getI64IntegerAttr(static_cast<int64_t>(n->value2)));
+      break;
+    }
+    case Node::Op::String:
+      llvm_unreachable("Sema rejects strings used as values");
     case Node::Op::Splat:
       v = merge::SplatOp::create(b_, l, tensorType(), ops[0]);
       break;
@@ -111,6 +136,11 @@ private:
     case Node::Op::Sign: return merge::ElementOp::Sign;
     case Node::Op::Sqrt: return merge::ElementOp::Sqrt;
     case Node::Op::Exp: return merge::ElementOp::Exp;
+    case Node::Op::Log: return merge::ElementOp::Log;
+    case Node::Op::Sin: return merge::ElementOp::Sin;
+    case Node::Op::Cos: return merge::ElementOp::Cos;
+    case Node::Op::Acos: return merge::ElementOp::Acos;
+    case Node::Op::Floor: return merge::ElementOp::Floor;
     case Node::Op::Cmp: return merge::ElementOp::Cmp;
     case Node::Op::Select: return merge::ElementOp::Select;
     default: llvm_unreachable("not an elementwise op");
@@ -135,6 +165,11 @@ private:
     case Node::Op::Sign: return merge::SignOp::create(b_, l, t, ops[0]);
     case Node::Op::Sqrt: return merge::SqrtOp::create(b_, l, t, ops[0]);
     case Node::Op::Exp: return merge::ExpOp::create(b_, l, t, ops[0]);
+    case Node::Op::Log: return merge::LogOp::create(b_, l, t, ops[0]);
+    case Node::Op::Sin: return merge::SinOp::create(b_, l, t, ops[0]);
+    case Node::Op::Cos: return merge::CosOp::create(b_, l, t, ops[0]);
+    case Node::Op::Acos: return merge::AcosOp::create(b_, l, t, ops[0]);
+    case Node::Op::Floor: return merge::FloorOp::create(b_, l, t, ops[0]);
     case Node::Op::Cmp: return merge::CmpOp::create(b_, l, t, n->predicate, ops[0], ops[1]);
     case Node::Op::Select: return merge::SelectOp::create(b_, l, t, ops[0], ops[1], ops[2]);
     default: llvm_unreachable("not an elementwise op");

@@ -65,17 +65,56 @@ struct Signature {
 const std::set<std::string> kBuiltins = {
     "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median",
     "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
-    "total", "dot", "norm", "count"};
+    "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
+    "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second"};
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
-    {"abs", Node::Op::Abs}, {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt}, {"exp", Node::Op::Exp}};
+    {"abs", Node::Op::Abs},   {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt},
+    {"exp", Node::Op::Exp},   {"log", Node::Op::Log},   {"sin", Node::Op::Sin},
+    {"cos", Node::Op::Cos},   {"acos", Node::Op::Acos}, {"floor", Node::Op::Floor}};
 /// Functions of one list, elementwise across it.
 const std::map<std::string, Node::Op> kListReductions = {
     {"sum", Node::Op::Sum}, {"mean", Node::Op::Mean}, {"max", Node::Op::Max},
     {"min", Node::Op::Min}, {"median", Node::Op::Median}};
 const std::map<std::string, std::string> kComparisons = {
     {"<", "lt"}, {">", "gt"}, {"<=", "le"}, {">=", "ge"}, {"==", "eq"}, {"!=", "ne"}};
-const std::set<std::string> kContextNames = {"layer", "num_layers", "true", "false", "inf"};
+const std::set<std::string> kContextNames = {"layer", "num_layers", "cols", "numel",
+                                             "true", "false", "inf"};
+
+/// The value of a scalar expression of numbers known while compiling, in f64; nullopt when
+/// it depends on the tensor (a layer, a reduction, ...).
+std::optional<double> constantValue(const Node *n) {
+  if (n->kind != Kind::Scalar)
+    return std::nullopt;
+  if (n->op == Node::Op::Constant)
+    return n->value;
+  std::vector<double> v;
+  for (const Node *o : n->operands) {
+    auto c = constantValue(o);
+    if (!c)
+      return std::nullopt;
+    v.push_back(*c);
+  }
+  switch (n->op) {
+  case Node::Op::Add: return v[0] + v[1];
+  case Node::Op::Sub: return v[0] - v[1];
+  case Node::Op::Mul: return v[0] * v[1];
+  case Node::Op::Div: return v[0] / v[1];
+  case Node::Op::Neg: return -v[0];
+  case Node::Op::Abs: return std::fabs(v[0]);
+  case Node::Op::Floor: return std::floor(v[0]);
+  case Node::Op::Max: return *std::max_element(v.begin(), v.end());
+  case Node::Op::Min: return *std::min_element(v.begin(), v.end());
+  case Node::Op::Select: return v[0] != 0 ? v[1] : v[2];
+  case Node::Op::Cmp: {
+    const std::string &p = n->predicate;
+    bool r = p == "lt" ? v[0] < v[1] : p == "gt" ? v[0] > v[1] : p == "le" ? v[0] <= v[1]
+           : p == "ge" ? v[0] >= v[1] : p == "eq" ? v[0] == v[1] : v[0] != v[1];
+    return r ? 1.0 : 0.0;
+  }
+  default: return std::nullopt;
+  }
+}
 
 class Evaluator {
 public:
@@ -128,6 +167,12 @@ public:
     }
     if (auto *n = dyn_cast<ast::NameExpr>(e))
       return name(n);
+    if (auto *str = dyn_cast<ast::StringExpr>(e)) {
+      Node n{Node::Op::String, Kind::Scalar};
+      n.text = str->value;
+      n.loc = e->loc();
+      return Value{&program_.nodes.emplace_back(std::move(n))};
+    }
     if (auto *u = dyn_cast<ast::UnaryExpr>(e)) {
       auto v = eval(u->operand.get());
       if (!v)
@@ -241,6 +286,10 @@ private:
       return Value{make(Node::Op::Layer, Kind::Scalar, {}, n->loc())};
     if (n->name == "num_layers")
       return Value{make(Node::Op::NumLayers, Kind::Scalar, {}, n->loc())};
+    if (n->name == "cols")
+      return Value{make(Node::Op::Cols, Kind::Scalar, {}, n->loc())};
+    if (n->name == "numel")
+      return Value{make(Node::Op::Numel, Kind::Scalar, {}, n->loc())};
     if (defs_.count(n->name) || kBuiltins.count(n->name)) {
       diags_.error(n->loc(), "'" + n->name + "' is a function; call it as " + n->name + "(...)");
       return std::nullopt;
@@ -256,6 +305,17 @@ private:
     auto rhs = eval(b->rhs.get());
     if (!rhs)
       return std::nullopt;
+    // Strings are options (rescale = "l1"): they compare while compiling and nothing else.
+    bool lstr = !lhs->isList() && lhs->node->op == Node::Op::String;
+    bool rstr = !rhs->isList() && rhs->node->op == Node::Op::String;
+    if (lstr || rstr) {
+      if (b->op != "==" && b->op != "!=") {
+        diags_.error(b->loc(), "'" + b->op + "' on a string (strings can only be compared with == or !=)");
+        return std::nullopt;
+      }
+      bool equal = lstr && rstr && lhs->node->text == rhs->node->text;
+      return Value{constant((b->op == "==") == equal ? 1 : 0, b->loc())};
+    }
     // Arithmetic on lists is elementwise over the list; a scalar or tensor pairs with each item.
     if (lhs->isList() || rhs->isList()) {
       size_t n = lhs->isList() ? lhs->list->size() : rhs->list->size();
@@ -376,10 +436,15 @@ private:
       return callElementwise(c);
     if (c->callee == "broadcast")
       return callBroadcast(c);
+    if (c->callee == "pairs_first" || c->callee == "pairs_second")
+      return callPairs(c);
     if (c->callee == "total" || c->callee == "dot" || c->callee == "norm" || c->callee == "count")
       return callReduction(c);
     if (c->callee == "ramp")
       return callRamp(c);
+    if (c->callee == "topk_mask" || c->callee == "quantile" || c->callee == "row_rank" ||
+        c->callee == "bernoulli")
+      return callSelection(c);
     if (models_.count(c->callee) || params_.count(c->callee) || kContextNames.count(c->callee)) {
       diags_.error(c->loc(), "'" + c->callee + "' is not a function");
       return std::nullopt;
@@ -492,23 +557,191 @@ private:
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
-    std::vector<const Node *> args;
-    for (size_t i = 0; i < bound->size(); ++i) {
-      const Value &v = *(*bound)[i];
-      if (v.isList()) {
-        diags_.error(c->args[i].loc, c->callee + "'s '" + sig.params[i] +
-                                         "' must be a scalar or a tensor, not a list");
+    std::vector<Value> values;
+    for (auto &v : *bound)
+      values.push_back(*v);
+    return zip(c, sig, values, [&](std::vector<const Node *> args, size_t) -> const Node * {
+      if (auto it = kUnary.find(c->callee); it != kUnary.end())
+        return elementwise(it->second, args, c->loc());
+      if (c->callee == "where")
+        return elementwise(Node::Op::Select, args, c->loc());
+      // clamp(x, lo, hi) = min(max(x, lo), hi)
+      const Node *low = elementwise(Node::Op::Max, {args[0], args[1]}, c->loc());
+      return elementwise(Node::Op::Min, {low, args[2]}, c->loc());
+    });
+  }
+
+  /// Applies `fn` to the arguments, or item by item when some are lists (all of one length;
+  /// the others repeat). `fn` gets the item's position (0 without lists).
+  template <typename Fn>
+  std::optional<Value> zip(const ast::CallExpr *c, const Signature &sig,
+                           const std::vector<Value> &values, Fn fn) {
+    std::optional<size_t> length;
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (!values[i].isList())
+        continue;
+      size_t n = values[i].list->size();
+      if (length && *length != n) {
+        diags_.error(argLoc(c, sig, i), c->callee + "'s '" + sig.params[i] + "' is a list of " +
+                                            std::to_string(n) + ", another argument a list of " +
+                                            std::to_string(*length));
         return std::nullopt;
       }
-      args.push_back(v.node);
+      length = n;
     }
-    if (auto it = kUnary.find(c->callee); it != kUnary.end())
-      return Value{elementwise(it->second, args, c->loc())};
-    if (c->callee == "where")
-      return Value{elementwise(Node::Op::Select, args, c->loc())};
-    // clamp(x, lo, hi) = min(max(x, lo), hi)
-    const Node *low = elementwise(Node::Op::Max, {args[0], args[1]}, c->loc());
-    return Value{elementwise(Node::Op::Min, {low, args[2]}, c->loc())};
+    auto item = [&](size_t k) -> std::optional<const Node *> {
+      std::vector<const Node *> args;
+      for (auto &v : values)
+        args.push_back(v.isList() ? (*v.list)[k].node : v.node);
+      const Node *r = fn(args, k);
+      if (!r)
+        return std::nullopt;
+      return r;
+    };
+    if (!length) {
+      auto r = item(0);
+      if (!r)
+        return std::nullopt;
+      return Value{*r};
+    }
+    auto out = std::make_shared<std::vector<Value>>();
+    for (size_t k = 0; k < *length; ++k) {
+      auto r = item(k);
+      if (!r)
+        return std::nullopt;
+      out->push_back(Value{*r});
+    }
+    return Value{nullptr, out};
+  }
+
+  /// Where argument `i` of a call is written (the call itself when it was defaulted).
+  SourceLoc argLoc(const ast::CallExpr *c, const Signature &sig, size_t i) {
+    size_t positional = 0;
+    for (auto &arg : c->args) {
+      if (arg.keyword.empty() ? positional++ == i : arg.keyword == sig.params[i])
+        return arg.loc;
+    }
+    return c->loc();
+  }
+
+  /// A number known while compiling (params and arithmetic on them), or an error.
+  std::optional<double> compileTimeNumber(const ast::CallExpr *c, const Signature &sig, size_t i,
+                                          const Node *n, const char *what) {
+    auto v = constantValue(n);
+    if (!v)
+      diags_.error(argLoc(c, sig, i), c->callee + "'s '" + sig.params[i] + "' must be " + what +
+                                          " known while compiling (a number or a param)");
+    return v;
+  }
+
+  /// topk_mask(x, density, skip = 0, nonzero = false), quantile(x, q), row_rank(x),
+  /// bernoulli(p, seed = 0): item by item over lists; bernoulli's stream is the item position.
+  std::optional<Value> callSelection(const ast::CallExpr *c) {
+    const std::string &f = c->callee;
+    Signature sig = f == "topk_mask"  ? Signature::builtin(f, {"x", "density", "skip", "nonzero"},
+                                                           {"skip", "nonzero"})
+                    : f == "quantile" ? Signature::builtin(f, {"x", "q"})
+                    : f == "row_rank" ? Signature::builtin(f, {"x"})
+                                      : Signature::builtin(f, {"p", "seed"}, {"seed"});
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    std::vector<Value> values;
+    for (auto &v : *bound)
+      values.push_back(v ? *v : Value{constant(0, c->loc())});
+    bool failed = false;
+    auto result = zip(c, sig, values, [&](std::vector<const Node *> args, size_t position) -> const Node * {
+      if (failed)
+        return nullptr;
+      if (f != "bernoulli" && args[0]->kind != Kind::Tensor) {
+        diags_.error(argLoc(c, sig, 0), f + " expects a tensor, got a scalar");
+        failed = true;
+        return nullptr;
+      }
+      if (f == "row_rank")
+        return make(Node::Op::RowRank, Kind::Tensor, {args[0]}, c->loc());
+      if (f == "quantile") {
+        auto q = compileTimeNumber(c, sig, 1, args[1], "a number in [0, 1]");
+        if (q && !(*q >= 0 && *q <= 1)) {
+          diags_.error(argLoc(c, sig, 1), "quantile's q must be in [0, 1]");
+          q.reset();
+        }
+        if (!q) {
+          failed = true;
+          return nullptr;
+        }
+        Node n{Node::Op::Quantile, Kind::Scalar};
+        n.operands = {args[0]};
+        n.value = *q;
+        n.loc = c->loc();
+        return &program_.nodes.emplace_back(std::move(n));
+      }
+      if (f == "topk_mask") {
+        auto density = compileTimeNumber(c, sig, 1, args[1], "a number");
+        auto skip = compileTimeNumber(c, sig, 2, args[2], "a number");
+        auto nonzero = compileTimeNumber(c, sig, 3, args[3], "true or false");
+        if (!density || !skip || !nonzero) {
+          failed = true;
+          return nullptr;
+        }
+        if (*density < 0 || *skip < 0 || *skip > 1) {
+          diags_.error(c->loc(), "topk_mask needs density >= 0 and skip in [0, 1]");
+          failed = true;
+          return nullptr;
+        }
+        if (*nonzero != 0 && *skip != 0) {
+          diags_.error(c->loc(), "topk_mask takes either skip or nonzero = true, not both");
+          failed = true;
+          return nullptr;
+        }
+        Node n{Node::Op::TopK, Kind::Tensor};
+        n.operands = {args[0]};
+        n.value = *density;
+        n.value2 = *skip;
+        n.flag = *nonzero != 0;
+        n.loc = c->loc();
+        return &program_.nodes.emplace_back(std::move(n));
+      }
+      auto seed = compileTimeNumber(c, sig, 1, args[1], "an integer");
+      if (seed && !(*seed >= 0 && *seed < 4294967296.0 && std::floor(*seed) == *seed)) {
+        diags_.error(argLoc(c, sig, 1), "bernoulli's seed must be an integer in [0, 2^32)");
+        seed.reset();
+      }
+      if (!seed) {
+        failed = true;
+        return nullptr;
+      }
+      Node n{Node::Op::Bernoulli, Kind::Tensor};
+      n.operands = {asTensor(args[0])};
+      n.value = *seed;
+      n.value2 = static_cast<double>(position);
+      n.loc = c->loc();
+      return &program_.nodes.emplace_back(std::move(n));
+    });
+    if (failed)
+      return std::nullopt;
+    return result;
+  }
+
+  /// pairs_first(xs) / pairs_second(xs): for every pair i < j, in the order (0, 1), (0, 2), ...,
+  /// (1, 2), ..., the list of xs[i] / of xs[j]. Pairwise statistics without loops.
+  std::optional<Value> callPairs(const ast::CallExpr *c) {
+    Signature sig = Signature::builtin(c->callee, {"xs"});
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    const Value &xs = *(*bound)[0];
+    if (!xs.isList() || xs.list->size() < 2) {
+      diags_.error(argLoc(c, sig, 0), c->callee + " expects a list of at least 2, got " +
+                                          (xs.isList() ? "a list of " + std::to_string(xs.list->size())
+                                                       : std::string(kindName(xs))));
+      return std::nullopt;
+    }
+    auto out = std::make_shared<std::vector<Value>>();
+    for (size_t i = 0; i < xs.list->size(); ++i)
+      for (size_t j = i + 1; j < xs.list->size(); ++j)
+        out->push_back((*xs.list)[c->callee == "pairs_first" ? i : j]);
+    return Value{nullptr, out};
   }
 
   /// broadcast(w, xs): a list as long as xs: w repeated, or w itself when it is such a list.
@@ -547,45 +780,49 @@ private:
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
-    std::vector<const Node *> tensors;
-    for (size_t i = 0; i < (c->callee == "dot" ? 2u : 1u); ++i) {
-      const Value &v = *(*bound)[i];
-      if (v.isList() || v.node->kind != Kind::Tensor) {
-        diags_.error(c->args[i].loc, c->callee + " expects a tensor, got " + kindName(v));
-        return std::nullopt;
-      }
-      tensors.push_back(v.node);
-    }
-    auto reduce = [&](Node::Op op, const Node *x) {
-      return Value{make(op, Kind::Scalar, {x}, c->loc())};
-    };
-    if (c->callee == "total")
-      return reduce(Node::Op::ReduceSum, tensors[0]);
-    if (c->callee == "dot")
-      return reduce(Node::Op::ReduceSum, elementwise(Node::Op::Mul, tensors, c->loc()));
-    if (c->callee == "count") {
-      const Node *zero = constant(0, c->loc());
-      return reduce(Node::Op::ReduceSum,
-                    elementwise(Node::Op::Cmp, {tensors[0], zero}, c->loc(), "ne"));
-    }
     // norm: p must be a number known while compiling.
     double p = 2;
-    if ((*bound)[1]) {
+    if ((*bound)[1] && c->callee == "norm") {
       const Value &pv = *(*bound)[1];
-      if (pv.isList() || pv.node->op != Node::Op::Constant ||
-          (pv.node->value != 1 && pv.node->value != 2 && !std::isinf(pv.node->value))) {
-        diags_.error(c->args[1].loc, "norm's p must be 1, 2 or inf");
+      std::optional<double> known = pv.isList() ? std::nullopt : constantValue(pv.node);
+      if (!known || (*known != 1 && *known != 2 && !(std::isinf(*known) && *known > 0))) {
+        diags_.error(argLoc(c, sig, 1), "norm's p must be 1, 2 or inf");
         return std::nullopt;
       }
-      p = pv.node->value;
+      p = *known;
     }
-    const Node *magnitude = elementwise(Node::Op::Abs, {tensors[0]}, c->loc());
-    if (std::isinf(p))
-      return reduce(Node::Op::ReduceMax, magnitude);
-    if (p == 1)
-      return reduce(Node::Op::ReduceSum, magnitude);
-    const Node *squares = elementwise(Node::Op::Mul, {tensors[0], tensors[0]}, c->loc());
-    return Value{elementwise(Node::Op::Sqrt, {reduce(Node::Op::ReduceSum, squares).node}, c->loc())};
+    size_t arity = c->callee == "dot" ? 2u : 1u;
+    std::vector<Value> values;
+    for (size_t i = 0; i < arity; ++i)
+      values.push_back(*(*bound)[i]);
+    bool failed = false;
+    auto result = zip(c, sig, values, [&](std::vector<const Node *> tensors, size_t) -> const Node * {
+      for (size_t i = 0; i < tensors.size(); ++i)
+        if (!failed && tensors[i]->kind != Kind::Tensor) {
+          diags_.error(argLoc(c, sig, i), c->callee + " expects a tensor, got a scalar");
+          failed = true;
+        }
+      if (failed)
+        return nullptr;
+      auto reduce = [&](Node::Op op, const Node *x) { return make(op, Kind::Scalar, {x}, c->loc()); };
+      if (c->callee == "total")
+        return reduce(Node::Op::ReduceSum, tensors[0]);
+      if (c->callee == "dot")
+        return reduce(Node::Op::ReduceSum, elementwise(Node::Op::Mul, tensors, c->loc()));
+      if (c->callee == "count")
+        return reduce(Node::Op::ReduceSum,
+                      elementwise(Node::Op::Cmp, {tensors[0], constant(0, c->loc())}, c->loc(), "ne"));
+      const Node *magnitude = elementwise(Node::Op::Abs, {tensors[0]}, c->loc());
+      if (std::isinf(p))
+        return reduce(Node::Op::ReduceMax, magnitude);
+      if (p == 1)
+        return reduce(Node::Op::ReduceSum, magnitude);
+      const Node *squares = elementwise(Node::Op::Mul, {tensors[0], tensors[0]}, c->loc());
+      return elementwise(Node::Op::Sqrt, {reduce(Node::Op::ReduceSum, squares)}, c->loc());
+    });
+    if (failed)
+      return std::nullopt;
+    return result;
   }
 
   std::optional<Value> callRamp(const ast::CallExpr *c) {
@@ -665,6 +902,23 @@ bool applyOverrides(const ast::Recipe &recipe, const Overrides &overrides,
   return true;
 }
 
+/// A string literal the rule would compute with, if any.
+const Node *findString(const Node *root) {
+  std::set<const Node *> seen;
+  std::vector<const Node *> work{root};
+  while (!work.empty()) {
+    const Node *n = work.back();
+    work.pop_back();
+    if (!seen.insert(n).second)
+      continue;
+    if (n->op == Node::Op::String)
+      return n;
+    for (const Node *o : n->operands)
+      work.push_back(o);
+  }
+  return nullptr;
+}
+
 /// Where an expression starts in the text (binary expressions are located at their operator).
 SourceLoc startOf(const ast::Expr *e) {
   if (auto *b = dyn_cast<ast::BinaryExpr>(e))
@@ -738,6 +992,11 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
     if (value->isList() || value->node->kind != Kind::Tensor) {
       diags.error(startOf(rule.body.get()), std::string("a rule must produce a tensor, this is ") +
                                                  kindName(*value));
+      continue;
+    }
+    if (const Node *str = findString(value->node)) {
+      diags.error(str->loc, "the string \"" + str->text +
+                                "\" is used as a number (strings can only be compared with == or !=)");
       continue;
     }
     if (!unreachable)

@@ -168,12 +168,25 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
   rt::CompiledRule compiled;
   auto func = fused_.lookupSymbol<func::FuncOp>(name);
   size_t k = 0;
-  for (Operation &op : func.getBody().front())
-    if (auto reduce = dyn_cast<merge::ReduceKernelOp>(op))
-      compiled.phases.push_back({lookup(name + "_phase" + std::to_string(k++)),
-                                 reduce.getKind() == "sum" ? rt::CompiledRule::Kind::Sum
-                                                           : rt::CompiledRule::Kind::Max});
-  compiled.phases.push_back({lookup(name), rt::CompiledRule::Kind::Map});
+  using Kind = rt::CompiledRule::Kind;
+  for (Operation &op : func.getBody().front()) {
+    std::string phaseName = name + "_phase" + std::to_string(k);
+    if (auto reduce = dyn_cast<merge::ReduceKernelOp>(op)) {
+      compiled.phases.push_back(
+          {lookup(phaseName), reduce.getKind() == "sum" ? Kind::Sum : Kind::Max});
+    } else if (auto select = dyn_cast<merge::SelectKernelOp>(op)) {
+      compiled.phases.push_back({lookup(phaseName),
+                                 select.getKind() == "topk" ? Kind::TopK : Kind::Quantile,
+                                 select.getParam().convertToDouble(),
+                                 select.getSkip().convertToDouble(), select.getNonzero()});
+    } else if (isa<merge::RankKernelOp>(op)) {
+      compiled.phases.push_back({lookup(phaseName), Kind::RowRank});
+    } else {
+      continue;
+    }
+    ++k;
+  }
+  compiled.phases.push_back({lookup(name), Kind::Map});
   return compiled_[key] = compiled;
 }
 

@@ -17,7 +17,7 @@ struct SourceLoc {
 
 class Expr {
 public:
-  enum class Kind { Number, Name, Unary, Binary, List, Call };
+  enum class Kind { Number, String, Name, Unary, Binary, List, Call };
   Expr(Kind kind, SourceLoc loc) : kind_(kind), loc_(loc) {}
   virtual ~Expr() = default;
   Kind kind() const { return kind_; }
@@ -34,6 +34,14 @@ public:
   NumberExpr(SourceLoc loc, double value) : Expr(Kind::Number, loc), value(value) {}
   static bool classof(const Expr *e) { return e->kind() == Kind::Number; }
   double value;
+};
+
+/// A string literal: an option's value, e.g. rescale = "l1". Strings only compare (== / !=).
+class StringExpr : public Expr {
+public:
+  StringExpr(SourceLoc loc, std::string value) : Expr(Kind::String, loc), value(std::move(value)) {}
+  static bool classof(const Expr *e) { return e->kind() == Kind::String; }
+  std::string value;
 };
 
 /// A model, param, def parameter or context name (`layer`, `num_layers`).

@@ -31,17 +31,28 @@ struct Node {
     Max,    ///< elementwise maximum of the operands
     Min,    ///< elementwise minimum of the operands
     Median, ///< elementwise median of the operands (mean of the middle two for an even count)
-    Abs, Sign, Sqrt, Exp,
+    Abs, Sign, Sqrt, Exp, Log, Sin, Cos, Acos, Floor,
     Cmp,    ///< 1 where `predicate` (lt, gt, le, ge, eq, ne) holds between the operands, else 0
     Select, ///< operand 1 where operand 0 is non-zero, else operand 2
     ReduceSum, ///< scalar: the sum of every element of the tensor operand
     ReduceMax, ///< scalar: the largest element of the tensor operand
+    TopK,      ///< tensor: 1 for ranks [s, s + k) by magnitude; `value` density, `value2` skip,
+               ///< `flag` nonzero
+    Quantile,  ///< scalar: the `value`-quantile of the tensor operand
+    RowRank,   ///< tensor: rank 1..cols of |x| ascending within each row
+    Bernoulli, ///< tensor: 1 with probability operand 0; `value` seed, `value2` list position
+    Cols,      ///< scalar: the length of the current tensor's last dimension
+    Numel,     ///< scalar: the current tensor's number of elements
+    String,    ///< a string literal (`text`); only compared, never computed with
   };
   Op op;
   Kind kind;
   double value = 0;
   std::string model;
+  double value2 = 0;
+  bool flag = false;
   std::string predicate; ///< Cmp only
+  std::string text;      ///< String only
   std::vector<const Node *> operands;
   ast::SourceLoc loc;
 };

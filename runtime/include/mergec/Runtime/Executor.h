@@ -15,19 +15,31 @@ namespace mergec::rt {
 /// A compiled phase: `fn(args)` with args pointing at, in order: per input and then the result,
 /// a memref descriptor's five fields (allocated ptr, aligned ptr, offset, size, stride); then
 /// begin and end element indices (int64); then layer and num_layers (float); then the
-/// descriptor of the scalars array (the results of the rule's earlier phases, f32).
+/// descriptor of the scalars array (f64; layout in KernelABI.h: the tensor's name hash, its
+/// row length and size, then the results of the rule's earlier phases). The inputs are the
+/// models' tensors followed by the ranks the rule's RowRank phases materialize.
 using PackedKernel = void (*)(void **);
 
-/// A rule as phases: its reductions (each writes one f64 partial per chunk into result[0]; the
-/// runtime combines the chunks in order, so thread count never changes the result), then the
-/// map phase that writes the output.
+/// A rule as phases, in order: reductions (each writes one f64 partial per chunk into
+/// result[0]; the runtime combines the chunks in order, so thread count never changes the
+/// result), selections (keys into an f32 buffer, then radix select), ranks (keys, then ranks
+/// within rows into a buffer later phases read), then the map phase that writes the output.
 struct CompiledRule {
-  enum class Kind { Sum, Max, Map };
+  enum class Kind { Sum, Max, TopK, Quantile, RowRank, Map };
   struct Phase {
     PackedKernel fn;
     Kind kind;
+    double param = 0; ///< TopK: density; Quantile: q
+    double skip = 0;  ///< TopK
+    bool nonzero = false;
   };
   std::vector<Phase> phases;
+  size_t rankBuffers() const {
+    size_t r = 0;
+    for (auto &p : phases)
+      r += p.kind == Kind::RowRank;
+    return r;
+  }
 };
 
 class KernelSource {

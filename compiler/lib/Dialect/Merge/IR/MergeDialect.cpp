@@ -2,6 +2,7 @@
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mlir/IR/DialectImplementation.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include <cmath>
 
 using namespace mlir;
 using namespace mergec::merge;
@@ -92,3 +93,35 @@ LogicalResult ReduceKernelOp::verify() {
 }
 
 LogicalResult ReduceOp::verify() { return verifyReduceKind(*this, getKind()); }
+
+LogicalResult SelectKernelOp::verify() {
+  if (getKind() != "topk" && getKind() != "quantile")
+    return emitOpError("kind must be 'topk' or 'quantile', got '") << getKind() << "'";
+  return verifyKernelBody(*this, getBody(), getInputs().size());
+}
+
+LogicalResult RankKernelOp::verify() {
+  return verifyKernelBody(*this, getBody(), getInputs().size());
+}
+
+LogicalResult TopKMaskOp::verify() {
+  double d = getDensity().convertToDouble(), s = getSkip().convertToDouble();
+  if (!(d >= 0) || !(s >= 0) || !std::isfinite(s))
+    return emitOpError("density and skip must be non-negative numbers");
+  if (getNonzero() && s != 0)
+    return emitOpError("nonzero selection takes no skip");
+  return success();
+}
+
+LogicalResult QuantileOp::verify() {
+  double q = getQ().convertToDouble();
+  if (!(q >= 0 && q <= 1))
+    return emitOpError("q must be in [0, 1], got ") << q;
+  return success();
+}
+
+LogicalResult ElementIndexOp::verify() {
+  if (!isa_and_nonnull<KernelOp, ReduceKernelOp, SelectKernelOp, RankKernelOp>((*this)->getParentOp()))
+    return emitOpError("is only valid inside a kernel body");
+  return success();
+}

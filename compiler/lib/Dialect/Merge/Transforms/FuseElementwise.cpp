@@ -5,6 +5,7 @@
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include <optional>
 
 namespace mergec::merge {
@@ -19,25 +20,28 @@ namespace {
 
 bool isTensor(Value v) { return isa<mergec::merge::TensorType>(v.getType()); }
 
-/// Collects the merge.input ops the DAG rooted at `root` reads, in program order.
-SmallVector<InputOp> collectInputs(Value root) {
+/// Collects the tensors a kernel over the DAG rooted at `root` reads from memory, in program
+/// order: model tensors (merge.input) and the ranks an earlier phase materialized.
+SmallVector<Value> collectInputs(Value root) {
   SetVector<Operation *> seen;
   SmallVector<Value> work{root};
-  SmallVector<InputOp> inputs;
+  SmallVector<Value> inputs;
   while (!work.empty()) {
     Value v = work.pop_back_val();
     Operation *def = v.getDefiningOp();
     if (!def || !seen.insert(def))
       continue;
-    if (auto input = dyn_cast<InputOp>(def)) {
-      inputs.push_back(input);
+    if (isa<InputOp, RankKernelOp>(def)) {
+      inputs.push_back(v);
       continue;
     }
     for (Value operand : def->getOperands())
       if (isTensor(operand))
         work.push_back(operand);
   }
-  llvm::sort(inputs, [](InputOp a, InputOp b) { return a->isBeforeInBlock(b); });
+  llvm::sort(inputs, [](Value a, Value b) {
+    return a.getDefiningOp()->isBeforeInBlock(b.getDefiningOp());
+  });
   return inputs;
 }
 
@@ -58,6 +62,11 @@ std::optional<ElementOp> elementOpOf(Operation *op) {
       .Case<SignOp>([](auto) { return ElementOp::Sign; })
       .Case<SqrtOp>([](auto) { return ElementOp::Sqrt; })
       .Case<ExpOp>([](auto) { return ElementOp::Exp; })
+      .Case<LogOp>([](auto) { return ElementOp::Log; })
+      .Case<SinOp>([](auto) { return ElementOp::Sin; })
+      .Case<CosOp>([](auto) { return ElementOp::Cos; })
+      .Case<AcosOp>([](auto) { return ElementOp::Acos; })
+      .Case<FloorOp>([](auto) { return ElementOp::Floor; })
       .Case<CmpOp>([](auto) { return ElementOp::Cmp; })
       .Case<SelectOp>([](auto) { return ElementOp::Select; })
       .Default([](Operation *) { return std::nullopt; });
@@ -88,6 +97,12 @@ public:
     Value result;
     if (isa<SplatOp>(def)) {
       result = args[0];
+    } else if (auto bern = dyn_cast<BernoulliOp>(def)) {
+      result = buildBernoulli(b_, loc, args[0], args[1], elementIndex(loc), bern.getSeed(),
+                              bern.getStream());
+    } else if (isa<RankBandOp>(def)) {
+      result = buildRankBand(b_, loc, args[0], args[1], args[2], args[3], args[4],
+                             elementIndex(loc));
     } else if (auto op = elementOpOf(def)) {
       auto cmp = dyn_cast<CmpOp>(def);
       result = buildElementOp(b_, loc, *op, args, cmp ? cmp.getPredicate() : "");
@@ -99,8 +114,19 @@ public:
   }
 
 private:
+  /// The flat index of the element, made once per body.
+  Value elementIndex(Location loc) {
+    if (!index_) {
+      OpBuilder::InsertionGuard guard(b_);
+      b_.setInsertionPointToStart(b_.getInsertionBlock());
+      index_ = ElementIndexOp::create(b_, loc, b_.getI64Type());
+    }
+    return index_;
+  }
+
   OpBuilder &b_;
   DenseMap<Value, Value> &map_;
+  Value index_;
 };
 
 /// Erases tensor ops left without users after fusion (inputs feed the kernel and stay).
@@ -108,7 +134,8 @@ void eraseDeadTensorOps(func::FuncOp func) {
   SmallVector<Operation *> ops;
   func.walk([&](Operation *op) {
     if (op->getDialect() && isa<MergeDialect>(op->getDialect()) &&
-        !isa<KernelOp, ReduceKernelOp, YieldOp>(op) && op->getParentOp() == func)
+        !isa<KernelOp, ReduceKernelOp, SelectKernelOp, RankKernelOp, YieldOp>(op) &&
+        op->getParentOp() == func)
       ops.push_back(op);
   });
   for (Operation *op : llvm::reverse(ops))
@@ -118,11 +145,11 @@ void eraseDeadTensorOps(func::FuncOp func) {
 
 /// Builds the body of a kernel over `root`'s DAG: one f32 block argument per input, the DAG
 /// on one element, merge.yield.
-LogicalResult buildBody(OpBuilder &b, Region &region, Value root, ArrayRef<InputOp> inputs) {
+LogicalResult buildBody(OpBuilder &b, Region &region, Value root, ArrayRef<Value> inputs) {
   Block *body = b.createBlock(&region);
   DenseMap<Value, Value> map;
-  for (InputOp in : inputs)
-    map[in.getResult()] = body->addArgument(b.getF32Type(), in.getLoc());
+  for (Value in : inputs)
+    map[in] = body->addArgument(b.getF32Type(), in.getLoc());
   b.setInsertionPointToStart(body);
   ElementBuilder builder(b, map);
   auto element = builder.get(root);
@@ -132,23 +159,27 @@ LogicalResult buildBody(OpBuilder &b, Region &region, Value root, ArrayRef<Input
   return success();
 }
 
-SmallVector<Value> inputValues(ArrayRef<InputOp> inputs) {
-  SmallVector<Value> values;
-  for (InputOp in : inputs)
-    values.push_back(in.getResult());
-  return values;
-}
 
 struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseElementwisePass> {
   void runOnOperation() override {
     func::FuncOp func = getOperation();
     // Reductions first, in program order: each becomes a phase of its own, and a later
     // reduction or the final kernel uses its scalar result.
-    SmallVector<ReduceOp> reductions;
-    func.walk([&](ReduceOp op) { reductions.push_back(op); });
-    for (ReduceOp op : reductions)
-      if (failed(fuseReduction(op)))
+    // Selections and ranks likewise become phases of their own.
+    SmallVector<Operation *> phases;
+    func.walk([&](Operation *op) {
+      if (isa<ReduceOp, TopKMaskOp, QuantileOp, RowRankOp>(op))
+        phases.push_back(op);
+    });
+    for (Operation *op : phases) {
+      LogicalResult done = llvm::TypeSwitch<Operation *, LogicalResult>(op)
+                               .Case<ReduceOp>([&](auto r) { return fuseReduction(r); })
+                               .Case<TopKMaskOp>([&](auto t) { return fuseTopK(t); })
+                               .Case<QuantileOp>([&](auto q) { return fuseQuantile(q); })
+                               .Case<RowRankOp>([&](auto r) { return fuseRowRank(r); });
+      if (failed(done))
         return signalPassFailure();
+    }
     func.walk([&](func::ReturnOp ret) {
       for (OpOperand &operand : ret->getOpOperands()) {
         Value root = operand.get();
@@ -164,10 +195,63 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
   /// merge.reduce kind(DAG) => merge.reduce_kernel kind ins(inputs) { DAG on one element }
   LogicalResult fuseReduction(ReduceOp op) {
     Value root = op.getOperand();
-    SmallVector<InputOp> inputs = collectInputs(root);
+    SmallVector<Value> inputs = collectInputs(root);
     OpBuilder b(op);
-    auto kernel = ReduceKernelOp::create(b, op.getLoc(), b.getF32Type(), op.getKind(),
-                                         inputValues(inputs));
+    auto kernel = ReduceKernelOp::create(b, op.getLoc(), b.getF32Type(), op.getKind(), inputs);
+    if (failed(buildBody(b, kernel.getBody(), root, inputs)))
+      return failure();
+    op.getResult().replaceAllUsesWith(kernel.getResult());
+    op.erase();
+    return success();
+  }
+
+  /// A selection phase over the DAG `root`: its four boundary scalars.
+  FailureOr<SelectKernelOp> selectPhase(Operation *op, Value root, StringRef kind, double param,
+                                        double skip, bool nonzero) {
+    SmallVector<Value> inputs = collectInputs(root);
+    OpBuilder b(op);
+    Type f64 = b.getF64Type();
+    auto kernel = SelectKernelOp::create(b, op->getLoc(), TypeRange{f64, f64, f64, f64}, b.getStringAttr(kind),
+                                         inputs, b.getF64FloatAttr(param),
+                                         b.getF64FloatAttr(skip), b.getBoolAttr(nonzero));
+    if (failed(buildBody(b, kernel.getBody(), root, inputs)))
+      return failure();
+    return kernel;
+  }
+
+  /// merge.topk_mask x => select_kernel "topk" { x } and merge.rank_band x, boundaries
+  LogicalResult fuseTopK(TopKMaskOp op) {
+    auto kernel = selectPhase(op, op.getOperand(), "topk", op.getDensity().convertToDouble(),
+                              op.getSkip().convertToDouble(), op.getNonzero());
+    if (failed(kernel))
+      return failure();
+    OpBuilder b(op);
+    auto band = RankBandOp::create(b, op.getLoc(), op.getType(), op.getOperand(), kernel->getR0(),
+                                   kernel->getR1(), kernel->getR2(), kernel->getR3());
+    op.getResult().replaceAllUsesWith(band.getResult());
+    op.erase();
+    return success();
+  }
+
+  /// merge.quantile x => select_kernel "quantile" { x }, its first result in f32
+  LogicalResult fuseQuantile(QuantileOp op) {
+    auto kernel = selectPhase(op, op.getOperand(), "quantile", op.getQ().convertToDouble(), 0,
+                              false);
+    if (failed(kernel))
+      return failure();
+    OpBuilder b(op);
+    Value value = arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), kernel->getR0());
+    op.getResult().replaceAllUsesWith(value);
+    op.erase();
+    return success();
+  }
+
+  /// merge.row_rank x => merge.rank_kernel { x }, read by later kernels like an input
+  LogicalResult fuseRowRank(RowRankOp op) {
+    Value root = op.getOperand();
+    SmallVector<Value> inputs = collectInputs(root);
+    OpBuilder b(op);
+    auto kernel = RankKernelOp::create(b, op.getLoc(), op.getType(), inputs);
     if (failed(buildBody(b, kernel.getBody(), root, inputs)))
       return failure();
     op.getResult().replaceAllUsesWith(kernel.getResult());
@@ -177,10 +261,10 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
 
   LogicalResult fuse(func::ReturnOp ret, OpOperand &operand) {
     Value root = operand.get();
-    SmallVector<InputOp> inputs = collectInputs(root);
+    SmallVector<Value> inputs = collectInputs(root);
     OpBuilder b(ret);
     auto kernel = KernelOp::create(b, root.getLoc(), mergec::merge::TensorType::get(&getContext()),
-                                   inputValues(inputs));
+                                   inputs);
     if (failed(buildBody(b, kernel.getBody(), root, inputs)))
       return failure();
     operand.set(kernel.getResult());

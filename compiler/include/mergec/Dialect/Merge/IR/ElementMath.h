@@ -9,10 +9,22 @@
 namespace mergec::merge {
 
 enum class ElementOp { Add, Sub, Mul, Div, Neg, Sum, Mean, Max, Min, Median, Abs, Sign, Sqrt, Exp,
-                       Cmp, Select };
+                       Log, Sin, Cos, Acos, Floor, Cmp, Select };
 
 /// Builds `op` on f32 operands. `predicate` is for Cmp (lt, gt, le, ge, eq, ne).
 mlir::Value buildElementOp(mlir::OpBuilder &b, mlir::Location loc, ElementOp op,
                            mlir::ValueRange operands, llvm::StringRef predicate = "");
+
+/// 1.0 where a Philox4x32-10 draw keyed by (seed, nameHash) at counter (index, stream) is
+/// below `p` (f32), else 0.0. `nameHash` and `index` are i64.
+mlir::Value buildBernoulli(mlir::OpBuilder &b, mlir::Location loc, mlir::Value p,
+                           mlir::Value nameHash, mlir::Value index, uint64_t seed,
+                           uint64_t stream);
+
+/// 1.0 where |x|'s rank lies in a band found by a select phase (see merge.rank_band): the
+/// boundaries are (bits, flat index) pairs in f64; `index` is the element's flat index (i64).
+mlir::Value buildRankBand(mlir::OpBuilder &b, mlir::Location loc, mlir::Value x,
+                          mlir::Value hiBits, mlir::Value hiIndex, mlir::Value loBits,
+                          mlir::Value loIndex, mlir::Value index);
 
 } // namespace mergec::merge

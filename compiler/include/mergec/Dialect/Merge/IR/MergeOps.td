@@ -50,6 +50,42 @@ def Merge_NumLayersOp : Merge_Op<"num_layers", [Pure]> {
   let assemblyFormat = "attr-dict";
 }
 
+def Merge_NameHashOp : Merge_Op<"name_hash", [Pure]> {
+  let summary = "the FNV-1a (32-bit) hash of the current tensor's name";
+  let description = [{
+    One of the keys of `merge.bernoulli`'s counter-based generator, so a tensor's random mask
+    depends on its name, never on the order tensors are processed in.
+    ```mlir
+    %h = merge.name_hash
+    ```
+  }];
+  let results = (outs I64:$result);
+  let assemblyFormat = "attr-dict";
+}
+
+def Merge_ColsOp : Merge_Op<"cols", [Pure]> {
+  let summary = "the length of the current tensor's last dimension (1 for a scalar tensor)";
+  let description = [{
+    The row length that `merge.row_rank` ranks within.
+    ```mlir
+    %c = merge.cols
+    ```
+  }];
+  let results = (outs F32:$result);
+  let assemblyFormat = "attr-dict";
+}
+
+def Merge_NumelOp : Merge_Op<"numel", [Pure]> {
+  let summary = "the number of elements of the current tensor";
+  let description = [{
+    ```mlir
+    %n = merge.numel
+    ```
+  }];
+  let results = (outs F32:$result);
+  let assemblyFormat = "attr-dict";
+}
+
 def Merge_RampOp : Merge_Op<"ramp", [Pure]> {
   let summary = "piecewise-linear interpolation over the layers (mergekit's gradient)";
   let description = [{
@@ -151,6 +187,11 @@ def Merge_AbsOp : Merge_UnaryOp<"abs", "|x|">;
 def Merge_SignOp : Merge_UnaryOp<"sign", "sign: 1, -1, or x itself for zeros and NaN">;
 def Merge_SqrtOp : Merge_UnaryOp<"sqrt", "square root">;
 def Merge_ExpOp : Merge_UnaryOp<"exp", "e^x">;
+def Merge_LogOp : Merge_UnaryOp<"log", "natural logarithm">;
+def Merge_SinOp : Merge_UnaryOp<"sin", "sine (radians)">;
+def Merge_CosOp : Merge_UnaryOp<"cos", "cosine (radians)">;
+def Merge_AcosOp : Merge_UnaryOp<"acos", "arc cosine, in [0, pi]; NaN outside [-1, 1]">;
+def Merge_FloorOp : Merge_UnaryOp<"floor", "largest integer not above x">;
 
 def Merge_CmpOp : Merge_Op<"cmp", [Pure]> {
   let summary = "elementwise comparison: 1.0 where it holds, else 0.0";
@@ -177,6 +218,100 @@ def Merge_SelectOp : Merge_Op<"select", [Pure]> {
   let arguments = (ins Merge_TensorType:$mask, Merge_TensorType:$a, Merge_TensorType:$b);
   let results = (outs Merge_TensorType:$result);
   let assemblyFormat = "$mask `,` $a `,` $b attr-dict";
+}
+
+//===----------------------------------------------------------------------===//
+// Selection, ranks and randomness
+//===----------------------------------------------------------------------===//
+
+def Merge_TopKMaskOp : Merge_Op<"topk_mask", [Pure]> {
+  let summary = "1 for the elements of largest magnitude, else 0 (exact count, O(n) select)";
+  let description = [{
+    Orders the elements by |x| descending, ties by lowest flat index (NaN above inf), and keeps
+    the ranks [s, s + k) with k = int(density * n) (`nonzero`: n = the non-zero elements) and
+    s = int(skip * n), lowered to s = n - k when s + k > n. The fusion pass turns it into a
+    `merge.select_kernel` phase (materialize |x|, radix-select the boundaries) and a
+    `merge.rank_band` test in the phases after it.
+    ```mlir
+    %m = merge.topk_mask %tv {density = 2.000000e-01 : f64, skip = 0.0 : f64, nonzero = false}
+    ```
+  }];
+  let arguments = (ins Merge_TensorType:$operand, F64Attr:$density, F64Attr:$skip,
+                       BoolAttr:$nonzero);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$operand attr-dict";
+  let hasVerifier = 1;
+}
+
+def Merge_QuantileOp : Merge_Op<"quantile", [Pure]> {
+  let summary = "the q-quantile of the tensor's elements (numpy's linear method)";
+  let description = [{
+    ```mlir
+    %t = merge.quantile %x {q = 9.000000e-01 : f64}
+    ```
+  }];
+  let arguments = (ins Merge_TensorType:$operand, F64Attr:$q);
+  let results = (outs F32:$result);
+  let assemblyFormat = "$operand attr-dict";
+  let hasVerifier = 1;
+}
+
+def Merge_RowRankOp : Merge_Op<"row_rank", [Pure]> {
+  let summary = "each element's rank 1..cols by |x| ascending within its row (last dimension)";
+  let description = [{
+    Ties by lowest index. A 1-D tensor is one row. The fusion pass turns it into a
+    `merge.rank_kernel` phase whose result the later phases read like an input.
+    ```mlir
+    %r = merge.row_rank %tv
+    ```
+  }];
+  let arguments = (ins Merge_TensorType:$operand);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$operand attr-dict";
+}
+
+def Merge_BernoulliOp : Merge_Op<"bernoulli", [Pure]> {
+  let summary = "1 with probability p, else 0, from a counter-based generator (Philox4x32-10)";
+  let description = [{
+    Keyed by (seed, the tensor's name hash) with the counter (flat element index, `stream`), so
+    the mask is the same for any thread count, chunking, tensor order or device. `stream` is
+    the position in the list the mask was made for.
+    ```mlir
+    %m = merge.bernoulli %p, %h {seed = 0 : i64, stream = 1 : i64}
+    ```
+  }];
+  let arguments = (ins Merge_TensorType:$probability, I64:$name_hash, I64Attr:$seed,
+                       I64Attr:$stream);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$probability `,` $name_hash attr-dict";
+}
+
+def Merge_RankBandOp : Merge_Op<"rank_band", [Pure]> {
+  let summary = "1 where |x|'s rank lies between two boundaries found by a select phase";
+  let description = [{
+    A boundary (t, c) means "rank below m": |x|'s bits > t, or equal to t at a flat index
+    <= c. The result is 1 where below `lo` and not below `hi`.
+    ```mlir
+    %m = merge.rank_band %tv, %hi_t, %hi_c, %lo_t, %lo_c
+    ```
+  }];
+  let arguments = (ins Merge_TensorType:$operand, F64:$hi_bits, F64:$hi_index, F64:$lo_bits,
+                       F64:$lo_index);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$operand `,` $hi_bits `,` $hi_index `,` $lo_bits `,` $lo_index attr-dict";
+}
+
+def Merge_ElementIndexOp : Merge_Op<"element_index", [Pure]> {
+  let summary = "the flat index of the element a kernel body computes";
+  let description = [{
+    Only inside kernel bodies.
+    ```mlir
+    %i = merge.element_index
+    ```
+  }];
+  let results = (outs I64:$result);
+  let assemblyFormat = "attr-dict";
+  let hasVerifier = 1;
 }
 
 //===----------------------------------------------------------------------===//
@@ -246,8 +381,50 @@ def Merge_ReduceKernelOp : Merge_Op<"reduce_kernel", [RecursiveMemoryEffects]> {
   let hasVerifier = 1;
 }
 
+def Merge_SelectKernelOp : Merge_Op<"select_kernel", [RecursiveMemoryEffects]> {
+  let summary = "a selection phase: materializes one value per element, then selects";
+  let description = [{
+    The body computes one f32 key per element; the runtime writes them to a buffer and selects:
+    `topk` finds the two rank boundaries of `merge.topk_mask` (results: hi bits, hi index,
+    lo bits, lo index), `quantile` the q-quantile (result 0; the others are 0). Radix select:
+    O(n), no sort.
+    ```mlir
+    %hb, %hi, %lb, %li = merge.select_kernel "topk" ins(%a) {
+    ^bb0(%x: f32):
+      merge.yield %x : f32
+    } {density = 2.000000e-01 : f64, skip = 0.0 : f64, nonzero = false}
+    ```
+  }];
+  let arguments = (ins StrAttr:$kind, Variadic<Merge_TensorType>:$inputs, F64Attr:$param,
+                       F64Attr:$skip, BoolAttr:$nonzero);
+  let results = (outs F64:$r0, F64:$r1, F64:$r2, F64:$r3);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "$kind `ins` `(` $inputs `)` $body attr-dict";
+  let hasVerifier = 1;
+}
+
+def Merge_RankKernelOp : Merge_Op<"rank_kernel", [RecursiveMemoryEffects]> {
+  let summary = "a ranking phase: materializes one key per element, ranks within rows";
+  let description = [{
+    The runtime ranks the keys' magnitudes within each row (1..cols, ties by lowest index) into
+    an f32 buffer that later phases read as one more input.
+    ```mlir
+    %r = merge.rank_kernel ins(%a) {
+    ^bb0(%x: f32):
+      merge.yield %x : f32
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<Merge_TensorType>:$inputs);
+  let results = (outs Merge_TensorType:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "`ins` `(` $inputs `)` $body attr-dict";
+  let hasVerifier = 1;
+}
+
 def Merge_YieldOp : Merge_Op<"yield", [Pure, Terminator,
-                                       ParentOneOf<["KernelOp", "ReduceKernelOp"]>]> {
+                                       ParentOneOf<["KernelOp", "ReduceKernelOp",
+                                                    "SelectKernelOp", "RankKernelOp"]>]> {
   let summary = "the value of one output element";
   let description = [{
     ```mlir

@@ -1,0 +1,143 @@
+//===- Selection.cpp - exact order statistics over materialized keys -------===//
+#include "mergec/Runtime/Selection.h"
+#include "mergec/Runtime/ThreadPool.h"
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <vector>
+
+namespace mergec::rt {
+
+namespace {
+
+uint32_t bitsOf(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+/// |x| as bits: integer order is magnitude order, NaN above inf.
+uint32_t magnitudeKey(float f) { return bitsOf(f) & 0x7FFFFFFFu; }
+
+/// A float's bits mapped so that unsigned order is numeric order (NaN with the sign bit clear
+/// above +inf).
+uint32_t orderedKey(float f) {
+  uint32_t u = bitsOf(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+float fromOrderedKey(uint32_t k) {
+  uint32_t u = (k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/// The key of rank m (1-based) in descending order: two histogram passes over 16-bit digits.
+/// Returns the key and how many keys are strictly greater.
+template <typename KeyFn>
+std::pair<uint32_t, int64_t> kthLargest(const float *keys, int64_t n, int64_t m, KeyFn key) {
+  std::vector<int64_t> hist(65536);
+  for (int64_t i = 0; i < n; ++i)
+    ++hist[key(keys[i]) >> 16];
+  int64_t above = 0;
+  uint32_t high = 65535;
+  for (;; --high) {
+    if (above + hist[high] >= m)
+      break;
+    above += hist[high];
+  }
+  std::fill(hist.begin(), hist.end(), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t k = key(keys[i]);
+    if ((k >> 16) == high)
+      ++hist[k & 0xFFFF];
+  }
+  uint32_t low = 65535;
+  for (;; --low) {
+    if (above + hist[low] >= m)
+      break;
+    above += hist[low];
+  }
+  return {(high << 16) | low, above};
+}
+
+RankBoundary boundary(const float *keys, int64_t n, int64_t m) {
+  RankBoundary b;
+  if (m <= 0)
+    return b;
+  auto [value, above] = kthLargest(keys, n, m, magnitudeKey);
+  // The (m - above)-th element equal to the boundary value, in index order, is the last kept.
+  int64_t ties = m - above;
+  for (int64_t i = 0; i < n; ++i)
+    if (magnitudeKey(keys[i]) == value && --ties == 0) {
+      b.index = static_cast<double>(i);
+      break;
+    }
+  b.bits = static_cast<double>(value);
+  return b;
+}
+
+} // namespace
+
+void topkBoundaries(const float *keys, int64_t n, double density, double skip, bool nonzero,
+                    RankBoundary &hi, RankBoundary &lo) {
+  int64_t population = n;
+  if (nonzero) {
+    population = 0;
+    for (int64_t i = 0; i < n; ++i)
+      population += magnitudeKey(keys[i]) != 0;
+  }
+  // Python's int(density * n): the product in f64, truncated.
+  int64_t k = density >= 1 ? population
+                           : static_cast<int64_t>(density * static_cast<double>(population));
+  k = std::clamp<int64_t>(k, 0, population);
+  int64_t s = static_cast<int64_t>(skip * static_cast<double>(n));
+  if (s + k > n)
+    s = n - k;
+  s = std::max<int64_t>(s, 0);
+  hi = boundary(keys, n, s);
+  lo = boundary(keys, n, s + k);
+}
+
+double quantile(const float *keys, int64_t n, double q) {
+  if (n == 0)
+    return NAN;
+  // numpy: virtual index q * (n - 1) into the ascending order, linear between its neighbours.
+  double position = q * static_cast<double>(n - 1);
+  int64_t below = static_cast<int64_t>(std::floor(position));
+  below = std::clamp<int64_t>(below, 0, n - 1);
+  int64_t above = std::min<int64_t>(below + 1, n - 1);
+  double t = position - static_cast<double>(below);
+  // Ascending rank r (0-based) is descending rank n - r.
+  auto at = [&](int64_t r) {
+    return static_cast<double>(fromOrderedKey(kthLargest(keys, n, n - r, orderedKey).first));
+  };
+  double a = at(below);
+  double b = above == below ? a : at(above);
+  // numpy's _lerp: a + (b - a) t, or b - (b - a)(1 - t) from t = 0.5 on.
+  double diff = b - a;
+  return t >= 0.5 ? b - diff * (1 - t) : a + diff * t;
+}
+
+void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int64_t cols) {
+  if (cols <= 0 || n == 0)
+    return;
+  int64_t rows = n / cols;
+  pool.parallelFor(static_cast<size_t>(rows), [&](size_t row) {
+    const float *x = keys + static_cast<int64_t>(row) * cols;
+    std::vector<int64_t> order(static_cast<size_t>(cols));
+    std::iota(order.begin(), order.end(), 0);
+    // (magnitude, index) is a total order: ties go to the lower index.
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      uint32_t ka = magnitudeKey(x[a]), kb = magnitudeKey(x[b]);
+      return ka != kb ? ka < kb : a < b;
+    });
+    float *r = ranks + static_cast<int64_t>(row) * cols;
+    for (int64_t i = 0; i < cols; ++i)
+      r[order[static_cast<size_t>(i)]] = static_cast<float>(i + 1);
+  });
+}
+
+} // namespace mergec::rt
