@@ -183,6 +183,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     // `scalars`, computed once per call.
     b.setInsertionPointToStart(entry);
     IRMapping map;
+    llvm::DenseMap<Value, Value> wideResults;
     auto slot = [&](Location l, int64_t index) {
       Value i = arith::ConstantIndexOp::create(b, l, index);
       return memref::LoadOp::create(b, l, scalars, ValueRange{i}).getResult();
@@ -198,6 +199,12 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       if (isa<ReduceKernelOp>(op)) {
         Value wide = slot(op.getLoc(), rt::abi::phaseSlot(phaseIndex()));
         map.map(op.getResult(0), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
+        wideResults[op.getResult(0)] = wide;
+      } else if (auto ext = dyn_cast<arith::ExtFOp>(op);
+                 ext && ext.getType().isF64() && wideResults.count(ext.getIn())) {
+        // A reduction's result widened to f64 reads the f64 total the runtime kept, not its
+        // f32 rounding (Gram matrices for iterative methods need the digits).
+        map.map(ext.getResult(), wideResults[ext.getIn()]);
       } else if (isa<SelectKernelOp>(op)) {
         for (unsigned r = 0; r < 4; ++r)
           map.map(op.getResult(r), slot(op.getLoc(), rt::abi::phaseSlot(phaseIndex(), r)));

@@ -5,6 +5,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "llvm/ADT/DenseMap.h"
 
 using namespace mlir;
@@ -38,6 +39,7 @@ public:
       OpBuilder::InsertionGuard guard(b_);
       b_.setInsertionPointToStart(func.addEntryBlock());
       values_.clear();
+      groups_.clear();
       Value result = emit(rule.result);
       func::ReturnOp::create(b_, loc(rule.loc), result);
     }
@@ -109,6 +111,15 @@ private:
     }
     case Node::Op::String:
       llvm_unreachable("Sema rejects strings used as values");
+    case Node::Op::Weiszfeld:
+      groups_[n] = emitWeiszfeld(n, l, ops);
+      v = groups_[n].front();
+      break;
+    case Node::Op::Coefficient:
+      emit(n->operands[0]);
+      v = arith::TruncFOp::create(b_, l, b_.getF32Type(),
+                                  groups_[n->operands[0]][static_cast<size_t>(n->value)]);
+      break;
     case Node::Op::Splat:
       v = merge::SplatOp::create(b_, l, tensorType(), ops[0]);
       break;
@@ -147,6 +158,82 @@ private:
     }
   }
 
+  /// Weiszfeld's iteration on coefficients c (y = sum c_i x_i) in f64, with G the Gram matrix:
+  /// |x_i - y|^2 = G_ii - 2 (G c)_i + c'Gc. Up to max_iter rounds of an scf.for; once a step
+  /// |y' - y| <= tol * max(|y|, 1e-12) the coefficients stay (the `done` carry).
+  SmallVector<Value> emitWeiszfeld(const Node *n, Location l, ValueRange ops) {
+    size_t m = 0;
+    while (m * (m + 1) / 2 + m < ops.size())
+      ++m;
+    Type f64 = b_.getF64Type();
+    auto c = [&](double v) { return arith::ConstantOp::create(b_, l, b_.getF64FloatAttr(v)).getResult(); };
+    std::vector<std::vector<Value>> g(m, std::vector<Value>(m));
+    size_t k = 0;
+    for (size_t i = 0; i < m; ++i)
+      for (size_t j = i; j < m; ++j)
+        g[i][j] = g[j][i] = arith::ExtFOp::create(b_, l, f64, ops[k++]);
+    SmallVector<Value> w, init;
+    for (size_t i = 0; i < m; ++i)
+      w.push_back(arith::ExtFOp::create(b_, l, f64, ops[k++]));
+    Value wsum = w[0];
+    for (size_t i = 1; i < m; ++i)
+      wsum = arith::AddFOp::create(b_, l, wsum, w[i]);
+    for (size_t i = 0; i < m; ++i)
+      init.push_back(arith::DivFOp::create(b_, l, w[i], wsum));
+    init.push_back(c(0));
+    Value lb = arith::ConstantIndexOp::create(b_, l, 0);
+    Value ub = arith::ConstantIndexOp::create(b_, l, static_cast<int64_t>(n->value3));
+    Value step = arith::ConstantIndexOp::create(b_, l, 1);
+    auto loop = scf::ForOp::create(b_, l, lb, ub, step, init);
+    OpBuilder::InsertionGuard guard(b_);
+    b_.setInsertionPointToStart(loop.getBody());
+    auto carried = loop.getRegionIterArgs();
+    auto quad = [&](ArrayRef<Value> x, ArrayRef<Value> y) {
+      Value acc = c(0);
+      for (size_t i = 0; i < m; ++i)
+        for (size_t j = 0; j < m; ++j)
+          acc = arith::AddFOp::create(
+              b_, l, acc,
+              arith::MulFOp::create(b_, l, x[i], arith::MulFOp::create(b_, l, g[i][j], y[j])));
+      return acc;
+    };
+    auto sqrtPos = [&](Value v) {
+      return math::SqrtOp::create(b_, l, arith::MaximumFOp::create(b_, l, v, c(0))).getResult();
+    };
+    SmallVector<Value> coef(carried.begin(), carried.begin() + m);
+    Value q = quad(coef, coef);
+    SmallVector<Value> beta;
+    Value bsum = c(0);
+    for (size_t i = 0; i < m; ++i) {
+      Value gc = c(0);
+      for (size_t j = 0; j < m; ++j)
+        gc = arith::AddFOp::create(b_, l, gc, arith::MulFOp::create(b_, l, g[i][j], coef[j]));
+      Value d2 = arith::AddFOp::create(
+          b_, l, arith::SubFOp::create(b_, l, g[i][i], arith::MulFOp::create(b_, l, c(2), gc)), q);
+      Value d = arith::MaximumFOp::create(b_, l, sqrtPos(d2), c(n->value));
+      beta.push_back(arith::DivFOp::create(b_, l, w[i], d));
+      bsum = arith::AddFOp::create(b_, l, bsum, beta.back());
+    }
+    SmallVector<Value> next, diff;
+    for (size_t i = 0; i < m; ++i) {
+      next.push_back(arith::DivFOp::create(b_, l, beta[i], bsum));
+      diff.push_back(arith::SubFOp::create(b_, l, next[i], coef[i]));
+    }
+    Value moved = sqrtPos(quad(diff, diff));
+    Value limit = arith::MulFOp::create(
+        b_, l, c(n->value2), arith::MaximumFOp::create(b_, l, sqrtPos(q), c(1e-12)));
+    Value converged = arith::CmpFOp::create(b_, l, arith::CmpFPredicate::OLE, moved, limit);
+    Value done = arith::CmpFOp::create(b_, l, arith::CmpFPredicate::UNE, carried[m], c(0));
+    SmallVector<Value> yielded;
+    for (size_t i = 0; i < m; ++i)
+      yielded.push_back(arith::SelectOp::create(b_, l, done, coef[i], next[i]));
+    yielded.push_back(arith::SelectOp::create(
+        b_, l, arith::OrIOp::create(b_, l, done, converged), c(1), c(0)));
+    scf::YieldOp::create(b_, l, yielded);
+    SmallVector<Value> results(loop.getResults().begin(), loop.getResults().begin() + m);
+    return results;
+  }
+
   /// The merge dialect op for an elementwise operation on tensors.
   Value emitTensorOp(const Node *n, Location l, ValueRange ops) {
     Type t = tensorType();
@@ -180,6 +267,7 @@ private:
   const sema::Program &program_;
   OpBuilder b_;
   llvm::DenseMap<const Node *, Value> values_;
+  llvm::DenseMap<const Node *, SmallVector<Value>> groups_; ///< multi-result nodes
 };
 
 } // namespace

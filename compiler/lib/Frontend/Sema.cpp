@@ -66,7 +66,7 @@ const std::set<std::string> kBuiltins = {
     "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median",
     "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
     "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
-    "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second"};
+    "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second", "weiszfeld"};
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
     {"abs", Node::Op::Abs},   {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt},
@@ -438,6 +438,8 @@ private:
       return callBroadcast(c);
     if (c->callee == "pairs_first" || c->callee == "pairs_second")
       return callPairs(c);
+    if (c->callee == "weiszfeld")
+      return callWeiszfeld(c);
     if (c->callee == "total" || c->callee == "dot" || c->callee == "norm" || c->callee == "count")
       return callReduction(c);
     if (c->callee == "ramp")
@@ -741,6 +743,75 @@ private:
     for (size_t i = 0; i < xs.list->size(); ++i)
       for (size_t j = i + 1; j < xs.list->size(); ++j)
         out->push_back((*xs.list)[c->callee == "pairs_first" ? i : j]);
+    return Value{nullptr, out};
+  }
+
+  /// weiszfeld(xs, weights = 1, eps = 1e-8, max_iter = 100, tol = 1e-6): the coefficients c_i
+  /// of the weighted geometric median sum(c_i * xs[i]) by Weiszfeld's iteration. Every iterate
+  /// is a combination of the xs, so the iteration runs on their Gram matrix (one fused pass of
+  /// dot products, kept in f64) in a real loop over coefficients, not over the data.
+  std::optional<Value> callWeiszfeld(const ast::CallExpr *c) {
+    Signature sig = Signature::builtin("weiszfeld", {"xs", "weights", "eps", "max_iter", "tol"},
+                                       {"weights", "eps", "max_iter", "tol"});
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    const Value &xs = *(*bound)[0];
+    if (!xs.isList() || xs.list->empty()) {
+      diags_.error(argLoc(c, sig, 0), "weiszfeld expects a non-empty list of tensors");
+      return std::nullopt;
+    }
+    size_t m = xs.list->size();
+    std::vector<const Node *> weights(m, constant(1, c->loc()));
+    if ((*bound)[1]) {
+      const Value &w = *(*bound)[1];
+      if (w.isList() && w.list->size() != m) {
+        diags_.error(argLoc(c, sig, 1), "a list of " + std::to_string(w.list->size()) +
+                                            " weights for " + std::to_string(m) + " tensors");
+        return std::nullopt;
+      }
+      for (size_t i = 0; i < m; ++i)
+        weights[i] = w.isList() ? (*w.list)[i].node : w.node;
+    }
+    for (size_t i = 0; i < m; ++i)
+      if ((*xs.list)[i].node->kind != Kind::Tensor || weights[i]->kind != Kind::Scalar) {
+        diags_.error(c->loc(), "weiszfeld takes a list of tensors and scalar weights");
+        return std::nullopt;
+      }
+    double settings[3] = {1e-8, 100, 1e-6};
+    for (size_t k = 0; k < 3; ++k)
+      if ((*bound)[2 + k]) {
+        auto v = compileTimeNumber(c, sig, 2 + k, (*bound)[2 + k]->node, "a number");
+        if (!v)
+          return std::nullopt;
+        settings[k] = *v;
+      }
+    if (!(settings[1] >= 0 && settings[1] <= 100000 && std::floor(settings[1]) == settings[1])) {
+      diags_.error(argLoc(c, sig, 3), "weiszfeld's max_iter must be an integer in [0, 100000]");
+      return std::nullopt;
+    }
+    Node group{Node::Op::Weiszfeld, Kind::Scalar};
+    for (size_t i = 0; i < m; ++i)
+      for (size_t j = i; j < m; ++j) {
+        const Node *x = (*xs.list)[i].node, *y = (*xs.list)[j].node;
+        group.operands.push_back(make(Node::Op::ReduceSum, Kind::Scalar,
+                                      {elementwise(Node::Op::Mul, {x, y}, c->loc())}, c->loc()));
+      }
+    for (const Node *w : weights)
+      group.operands.push_back(w);
+    group.value = settings[0];
+    group.value3 = settings[1];
+    group.value2 = settings[2];
+    group.loc = c->loc();
+    const Node *solved = &program_.nodes.emplace_back(std::move(group));
+    auto out = std::make_shared<std::vector<Value>>();
+    for (size_t i = 0; i < m; ++i) {
+      Node coef{Node::Op::Coefficient, Kind::Scalar};
+      coef.operands = {solved};
+      coef.value = static_cast<double>(i);
+      coef.loc = c->loc();
+      out->push_back(Value{&program_.nodes.emplace_back(std::move(coef))});
+    }
     return Value{nullptr, out};
   }
 

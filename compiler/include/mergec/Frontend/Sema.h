@@ -44,12 +44,17 @@ struct Node {
     Cols,      ///< scalar: the length of the current tensor's last dimension
     Numel,     ///< scalar: the current tensor's number of elements
     String,    ///< a string literal (`text`); only compared, never computed with
+    Weiszfeld, ///< scalar group: Weiszfeld's geometric-median iteration in coefficient space;
+               ///< operands: the Gram matrix (upper triangle, row by row), then the weights;
+               ///< `value` eps, `value2` tol, `value3` max_iter
+    Coefficient, ///< scalar: coefficient `value` of the Weiszfeld operand
   };
   Op op;
   Kind kind;
   double value = 0;
   std::string model;
   double value2 = 0;
+  double value3 = 0;
   bool flag = false;
   std::string predicate; ///< Cmp only
   std::string text;      ///< String only
