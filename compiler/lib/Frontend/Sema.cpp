@@ -66,7 +66,7 @@ const std::set<std::string> kBuiltins = {
     "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median",
     "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
     "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
-    "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second", "weiszfeld"};
+    "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second", "weiszfeld", "require"};
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
     {"abs", Node::Op::Abs},   {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt},
@@ -440,6 +440,8 @@ private:
       return callPairs(c);
     if (c->callee == "weiszfeld")
       return callWeiszfeld(c);
+    if (c->callee == "require")
+      return callRequire(c);
     if (c->callee == "total" || c->callee == "dot" || c->callee == "norm" || c->callee == "count")
       return callReduction(c);
     if (c->callee == "ramp")
@@ -813,6 +815,31 @@ private:
       out->push_back(Value{&program_.nodes.emplace_back(std::move(coef))});
     }
     return Value{nullptr, out};
+  }
+
+  /// require(condition, "message", value): `value`, after checking while compiling that the
+  /// condition (known while compiling) holds; else an error with the message. Lets library code
+  /// reject options it does not support instead of ignoring them.
+  std::optional<Value> callRequire(const ast::CallExpr *c) {
+    Signature sig = Signature::builtin("require", {"condition", "message", "value"});
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    const Value &cond = *(*bound)[0], &message = *(*bound)[1];
+    if (message.isList() || message.node->op != Node::Op::String) {
+      diags_.error(argLoc(c, sig, 1), "require's message must be a string");
+      return std::nullopt;
+    }
+    auto holds = cond.isList() ? std::nullopt : constantValue(cond.node);
+    if (!holds) {
+      diags_.error(argLoc(c, sig, 0), "require's condition must be known while compiling");
+      return std::nullopt;
+    }
+    if (*holds == 0) {
+      diags_.error(c->loc(), message.node->text);
+      return std::nullopt;
+    }
+    return *(*bound)[2];
   }
 
   /// broadcast(w, xs): a list as long as xs: w repeated, or w itself when it is such a list.
