@@ -27,7 +27,10 @@ fi
 
 if [[ ! -x "$PY" ]]; then
   echo "setup_venv: creating $VENV" >&2
-  python3 -m venv "$VENV"
+  python3 -m venv "$VENV" || {
+    echo "setup_venv: python3 -m venv failed (on Debian: apt-get install python3-venv)" >&2
+    exit 1
+  }
 fi
 "$PY" -m pip install --quiet --upgrade pip
 
@@ -35,7 +38,7 @@ fi
 # Otherwise PyPI's torch (which pulls the CUDA runtime wheels, a few GB) is used.
 CPU_INDEX="https://download.pytorch.org/whl/cpu"
 if ! "$PY" -c 'import torch' 2>/dev/null; then
-  if curl -s -o /dev/null --max-time 10 "$CPU_INDEX/torch/"; then
+  if command -v curl >/dev/null && curl -s -o /dev/null --max-time 10 "$CPU_INDEX/torch/"; then
     echo "setup_venv: installing torch from the CPU wheel index" >&2
     "$PY" -m pip install --quiet torch --index-url "$CPU_INDEX" \
       || echo "setup_venv: CPU index failed; falling back to PyPI torch" >&2
