@@ -880,7 +880,7 @@ private:
       return std::nullopt;
     // norm: p must be a number known while compiling.
     double p = 2;
-    if ((*bound)[1] && c->callee == "norm") {
+    if (c->callee == "norm" && (*bound)[1]) {
       const Value &pv = *(*bound)[1];
       std::optional<double> known = pv.isList() ? std::nullopt : constantValue(pv.node);
       if (!known || (*known != 1 && *known != 2 && !(std::isinf(*known) && *known > 0))) {
