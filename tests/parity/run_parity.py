@@ -36,8 +36,8 @@ VENV_BIN = Path(sys.executable).parent
 
 DIMS = dict(hidden=64, inter=128, layers=2, heads=4, kv_heads=2, vocab=256)
 BASE_SEED = 1234
-# Fine-tune i = base + N(0, (REL[i] * rms(base tensor))^2), seeded with FT_SEEDS[i]. The scales
-# are large enough (cos(base, a) ~ 0.999 < 0.9995) that slerp takes its spherical branch.
+# Fine-tune name: (seed, rel) = base + N(0, (rel * rms(base tensor))^2). The scales are large
+# enough that slerp(a, b) takes its spherical branch (cos(a, b) ~ 0.997 < 0.9995).
 FINETUNES = {"a": (11, 0.04), "b": (12, 0.06), "c": (13, 0.08)}
 MODEL_NAMES = ["base", "a", "b", "c"]
 
