@@ -653,78 +653,60 @@ private:
     std::vector<Value> values;
     for (auto &v : *bound)
       values.push_back(v ? *v : Value{constant(0, c->loc())});
-    bool failed = false;
-    auto result = zip(c, sig, values, [&](std::vector<const Node *> args, size_t position) -> const Node * {
-      if (failed)
-        return nullptr;
+    // A node with its compile-time settings. zip stops at the first item that returns null.
+    auto node = [&](Node::Op op, Kind kind, const Node *operand, double value, double value2 = 0,
+                    bool flag = false) {
+      Node n{op, kind};
+      n.operands = {operand};
+      n.value = value;
+      n.value2 = value2;
+      n.flag = flag;
+      n.loc = c->loc();
+      return &program_.nodes.emplace_back(std::move(n));
+    };
+    return zip(c, sig, values, [&](std::vector<const Node *> args, size_t position) -> const Node * {
       if (f != "bernoulli" && args[0]->kind != Kind::Tensor) {
         diags_.error(argLoc(c, sig, 0), f + " expects a tensor, got a scalar");
-        failed = true;
         return nullptr;
       }
       if (f == "row_rank")
         return make(Node::Op::RowRank, Kind::Tensor, {args[0]}, c->loc());
       if (f == "quantile") {
         auto q = compileTimeNumber(c, sig, 1, args[1], "a number in [0, 1]");
-        if (q && !(*q >= 0 && *q <= 1)) {
+        if (!q)
+          return nullptr;
+        if (!(*q >= 0 && *q <= 1)) {
           diags_.error(argLoc(c, sig, 1), "quantile's q must be in [0, 1]");
-          q.reset();
-        }
-        if (!q) {
-          failed = true;
           return nullptr;
         }
-        Node n{Node::Op::Quantile, Kind::Scalar};
-        n.operands = {args[0]};
-        n.value = *q;
-        n.loc = c->loc();
-        return &program_.nodes.emplace_back(std::move(n));
+        return node(Node::Op::Quantile, Kind::Scalar, args[0], *q);
       }
       if (f == "topk_mask") {
         auto density = compileTimeNumber(c, sig, 1, args[1], "a number");
         auto skip = compileTimeNumber(c, sig, 2, args[2], "a number");
         auto nonzero = compileTimeNumber(c, sig, 3, args[3], "true or false");
-        if (!density || !skip || !nonzero) {
-          failed = true;
+        if (!density || !skip || !nonzero)
           return nullptr;
-        }
         if (*density < 0 || *skip < 0 || *skip > 1) {
           diags_.error(c->loc(), "topk_mask needs density >= 0 and skip in [0, 1]");
-          failed = true;
           return nullptr;
         }
         if (*nonzero != 0 && *skip != 0) {
           diags_.error(c->loc(), "topk_mask takes either skip or nonzero = true, not both");
-          failed = true;
           return nullptr;
         }
-        Node n{Node::Op::TopK, Kind::Tensor};
-        n.operands = {args[0]};
-        n.value = *density;
-        n.value2 = *skip;
-        n.flag = *nonzero != 0;
-        n.loc = c->loc();
-        return &program_.nodes.emplace_back(std::move(n));
+        return node(Node::Op::TopK, Kind::Tensor, args[0], *density, *skip, *nonzero != 0);
       }
       auto seed = compileTimeNumber(c, sig, 1, args[1], "an integer");
-      if (seed && !(*seed >= 0 && *seed < 4294967296.0 && std::floor(*seed) == *seed)) {
+      if (!seed)
+        return nullptr;
+      if (!(*seed >= 0 && *seed < 4294967296.0 && std::floor(*seed) == *seed)) {
         diags_.error(argLoc(c, sig, 1), "bernoulli's seed must be an integer in [0, 2^32)");
-        seed.reset();
-      }
-      if (!seed) {
-        failed = true;
         return nullptr;
       }
-      Node n{Node::Op::Bernoulli, Kind::Tensor};
-      n.operands = {asTensor(args[0])};
-      n.value = *seed;
-      n.value2 = static_cast<double>(position);
-      n.loc = c->loc();
-      return &program_.nodes.emplace_back(std::move(n));
+      return node(Node::Op::Bernoulli, Kind::Tensor, asTensor(args[0]), *seed,
+                  static_cast<double>(position));
     });
-    if (failed)
-      return std::nullopt;
-    return result;
   }
 
   /// pairs_first(xs) / pairs_second(xs): for every pair i < j, in the order (0, 1), (0, 2), ...,
@@ -893,15 +875,12 @@ private:
     std::vector<Value> values;
     for (size_t i = 0; i < arity; ++i)
       values.push_back(*(*bound)[i]);
-    bool failed = false;
-    auto result = zip(c, sig, values, [&](std::vector<const Node *> tensors, size_t) -> const Node * {
+    return zip(c, sig, values, [&](std::vector<const Node *> tensors, size_t) -> const Node * {
       for (size_t i = 0; i < tensors.size(); ++i)
-        if (!failed && tensors[i]->kind != Kind::Tensor) {
+        if (tensors[i]->kind != Kind::Tensor) {
           diags_.error(argLoc(c, sig, i), c->callee + " expects a tensor, got a scalar");
-          failed = true;
+          return nullptr;
         }
-      if (failed)
-        return nullptr;
       auto reduce = [&](Node::Op op, const Node *x) { return make(op, Kind::Scalar, {x}, c->loc()); };
       if (c->callee == "total")
         return reduce(Node::Op::ReduceSum, tensors[0]);
@@ -918,9 +897,6 @@ private:
       const Node *squares = elementwise(Node::Op::Mul, {tensors[0], tensors[0]}, c->loc());
       return elementwise(Node::Op::Sqrt, {reduce(Node::Op::ReduceSum, squares)}, c->loc());
     });
-    if (failed)
-      return std::nullopt;
-    return result;
   }
 
   std::optional<Value> callRamp(const ast::CallExpr *c) {

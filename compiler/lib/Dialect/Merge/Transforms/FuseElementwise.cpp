@@ -192,15 +192,26 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
     eraseDeadTensorOps(func);
   }
 
-  /// merge.reduce kind(DAG) => merge.reduce_kernel kind ins(inputs) { DAG on one element }
-  LogicalResult fuseReduction(ReduceOp op) {
-    Value root = op.getOperand();
+  /// A phase over the DAG `root`, built before `at`: `create(b, inputs)` makes the kernel op
+  /// over the tensors the DAG reads; its body is the DAG on one element.
+  template <typename KernelT, typename CreateFn>
+  FailureOr<KernelT> buildPhase(Operation *at, Value root, CreateFn create) {
     SmallVector<Value> inputs = collectInputs(root);
-    OpBuilder b(op);
-    auto kernel = ReduceKernelOp::create(b, op.getLoc(), b.getF32Type(), op.getKind(), inputs);
+    OpBuilder b(at);
+    KernelT kernel = create(b, inputs);
     if (failed(buildBody(b, kernel.getBody(), root, inputs)))
       return failure();
-    op.getResult().replaceAllUsesWith(kernel.getResult());
+    return kernel;
+  }
+
+  /// merge.reduce kind(DAG) => merge.reduce_kernel kind ins(inputs) { DAG on one element }
+  LogicalResult fuseReduction(ReduceOp op) {
+    auto kernel = buildPhase<ReduceKernelOp>(op, op.getOperand(), [&](OpBuilder &b, ValueRange in) {
+      return ReduceKernelOp::create(b, op.getLoc(), b.getF32Type(), op.getKind(), in);
+    });
+    if (failed(kernel))
+      return failure();
+    op.getResult().replaceAllUsesWith(kernel->getResult());
     op.erase();
     return success();
   }
@@ -208,15 +219,12 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
   /// A selection phase over the DAG `root`: its four boundary scalars.
   FailureOr<SelectKernelOp> selectPhase(Operation *op, Value root, StringRef kind, double param,
                                         double skip, bool nonzero) {
-    SmallVector<Value> inputs = collectInputs(root);
-    OpBuilder b(op);
-    Type f64 = b.getF64Type();
-    auto kernel = SelectKernelOp::create(b, op->getLoc(), TypeRange{f64, f64, f64, f64}, b.getStringAttr(kind),
-                                         inputs, b.getF64FloatAttr(param),
-                                         b.getF64FloatAttr(skip), b.getBoolAttr(nonzero));
-    if (failed(buildBody(b, kernel.getBody(), root, inputs)))
-      return failure();
-    return kernel;
+    return buildPhase<SelectKernelOp>(op, root, [&](OpBuilder &b, ValueRange in) {
+      Type f64 = b.getF64Type();
+      return SelectKernelOp::create(b, op->getLoc(), TypeRange{f64, f64, f64, f64},
+                                    b.getStringAttr(kind), in, b.getF64FloatAttr(param),
+                                    b.getF64FloatAttr(skip), b.getBoolAttr(nonzero));
+    });
   }
 
   /// merge.topk_mask x => select_kernel "topk" { x } and merge.rank_band x, boundaries
@@ -248,26 +256,24 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
 
   /// merge.row_rank x => merge.rank_kernel { x }, read by later kernels like an input
   LogicalResult fuseRowRank(RowRankOp op) {
-    Value root = op.getOperand();
-    SmallVector<Value> inputs = collectInputs(root);
-    OpBuilder b(op);
-    auto kernel = RankKernelOp::create(b, op.getLoc(), op.getType(), inputs);
-    if (failed(buildBody(b, kernel.getBody(), root, inputs)))
+    auto kernel = buildPhase<RankKernelOp>(op, op.getOperand(), [&](OpBuilder &b, ValueRange in) {
+      return RankKernelOp::create(b, op.getLoc(), op.getType(), in);
+    });
+    if (failed(kernel))
       return failure();
-    op.getResult().replaceAllUsesWith(kernel.getResult());
+    op.getResult().replaceAllUsesWith(kernel->getResult());
     op.erase();
     return success();
   }
 
   LogicalResult fuse(func::ReturnOp ret, OpOperand &operand) {
     Value root = operand.get();
-    SmallVector<Value> inputs = collectInputs(root);
-    OpBuilder b(ret);
-    auto kernel = KernelOp::create(b, root.getLoc(), mergec::merge::TensorType::get(&getContext()),
-                                   inputs);
-    if (failed(buildBody(b, kernel.getBody(), root, inputs)))
+    auto kernel = buildPhase<KernelOp>(ret, root, [&](OpBuilder &b, ValueRange in) {
+      return KernelOp::create(b, root.getLoc(), mergec::merge::TensorType::get(&getContext()), in);
+    });
+    if (failed(kernel))
       return failure();
-    operand.set(kernel.getResult());
+    operand.set(kernel->getResult());
     return success();
   }
 };
