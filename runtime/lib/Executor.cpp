@@ -1,7 +1,7 @@
 //===- Executor.cpp - plan a merge and stream it through the kernels ------===//
 #include "mergec/Runtime/Executor.h"
 #include "mergec/Runtime/KernelABI.h"
-#include "mergec/Runtime/Selection.h"
+#include "mergec/Runtime/PhaseRunner.h"
 #include "mergec/Runtime/CheckpointWriter.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/Glob.h"
@@ -17,6 +17,7 @@
 #include <limits>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -196,126 +197,6 @@ uint64_t checkMemory(const MergePlan &plan, uint64_t limit) {
 
 namespace {
 
-/// Elements per chunk: the unit of work for the thread pool and of reduction partials.
-constexpr int64_t kChunk = 1 << 16;
-
-size_t chunkCount(int64_t n) { return static_cast<size_t>((n + kChunk - 1) / kChunk); }
-
-/// A memref<?xT> descriptor as the lowered kernels take it.
-struct MemRefDescriptor {
-  void *allocated;
-  void *aligned;
-  int64_t offset;
-  int64_t size;
-  int64_t stride;
-};
-
-/// Calls `fn` on every chunk of [0, n) on the pool; `result(c)` gives chunk c's result
-/// descriptor (the output buffer, or the chunk's partial).
-template <typename ResultFn>
-void runPhase(ThreadPool &pool, PackedKernel fn, const std::vector<MemRefDescriptor> &inputs,
-              ResultFn result, int64_t n, float layer, float numLayers,
-              const MemRefDescriptor &scalars) {
-  pool.parallelFor(chunkCount(n), [&](size_t c) {
-    int64_t begin = static_cast<int64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
-    float l = layer, nl = numLayers;
-    std::vector<MemRefDescriptor> descs = inputs;
-    descs.push_back(result(c));
-    descs.push_back(scalars);
-    std::vector<void *> args;
-    args.reserve(descs.size() * 5 + 4);
-    auto addDescriptor = [&](MemRefDescriptor &d) {
-      for (void *field : {static_cast<void *>(&d.allocated), static_cast<void *>(&d.aligned),
-                          static_cast<void *>(&d.offset), static_cast<void *>(&d.size),
-                          static_cast<void *>(&d.stride)})
-        args.push_back(field);
-    };
-    for (size_t i = 0; i + 1 < descs.size(); ++i)
-      addDescriptor(descs[i]);
-    args.push_back(&begin);
-    args.push_back(&end);
-    args.push_back(&l);
-    args.push_back(&nl);
-    addDescriptor(descs.back());
-    fn(args.data());
-  });
-}
-
-/// Runs a rule's phases over [0, n): each reduction over every chunk, its partials combined in
-/// chunk order into its scalar slots; each selection or ranking over a key buffer; then the map
-/// phase into `output`.
-void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const void *> &inputs,
-             void *output, const TensorInfo &tensor, float layer, float numLayers) {
-  int64_t n = tensor.numel();
-  std::vector<MemRefDescriptor> descs;
-  for (const void *in : inputs)
-    descs.push_back({const_cast<void *>(in), const_cast<void *>(in), 0, n, 1});
-  // Rank buffers are inputs to the phases after the one that fills them.
-  std::vector<std::vector<float>> ranks(rule.rankBuffers());
-  for (auto &r : ranks) {
-    r.resize(static_cast<size_t>(n));
-    descs.push_back({r.data(), r.data(), 0, n, 1});
-  }
-  std::vector<double> scalars(static_cast<size_t>(abi::phaseSlot(rule.phases.size())), 0.0);
-  scalars[abi::kNameHashSlot] = abi::nameHash(tensor.name);
-  scalars[abi::kColsSlot] = tensor.shape.empty() ? 1.0 : static_cast<double>(tensor.shape.back());
-  scalars[abi::kNumelSlot] = static_cast<double>(n);
-  MemRefDescriptor scalarDesc{scalars.data(), scalars.data(), 0,
-                              static_cast<int64_t>(scalars.size()), 1};
-  size_t chunks = chunkCount(n);
-  std::vector<double> partials(std::max<size_t>(chunks, 1));
-  std::vector<float> keys;
-  size_t nextRank = 0;
-  for (size_t k = 0; k < rule.phases.size(); ++k) {
-    const CompiledRule::Phase &phase = rule.phases[k];
-    double *slot = &scalars[abi::phaseSlot(k)];
-    switch (phase.kind) {
-    case CompiledRule::Kind::Map:
-      runPhase(pool, phase.fn, descs,
-               [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, n, layer,
-               numLayers, scalarDesc);
-      break;
-    case CompiledRule::Kind::Sum:
-    case CompiledRule::Kind::Max: {
-      bool sum = phase.kind == CompiledRule::Kind::Sum;
-      runPhase(pool, phase.fn, descs,
-               [&](size_t c) { return MemRefDescriptor{&partials[c], &partials[c], 0, 1, 1}; },
-               n, layer, numLayers, scalarDesc);
-      double total = sum ? 0.0 : -std::numeric_limits<double>::infinity();
-      for (size_t c = 0; c < chunks; ++c)
-        total = sum ? total + partials[c]
-                    : (std::isnan(partials[c]) || std::isnan(total) ? NAN
-                                                                    : std::max(total, partials[c]));
-      slot[0] = total;
-      break;
-    }
-    case CompiledRule::Kind::TopK:
-    case CompiledRule::Kind::Quantile:
-    case CompiledRule::Kind::RowRank: {
-      keys.resize(static_cast<size_t>(n));
-      float *target = keys.data();
-      runPhase(pool, phase.fn, descs,
-               [&](size_t) { return MemRefDescriptor{target, target, 0, n, 1}; }, n, layer,
-               numLayers, scalarDesc);
-      if (phase.kind == CompiledRule::Kind::TopK) {
-        RankBoundary hi, lo;
-        topkBoundaries(keys.data(), n, phase.param, phase.skip, phase.nonzero, hi, lo);
-        slot[0] = hi.bits;
-        slot[1] = hi.index;
-        slot[2] = lo.bits;
-        slot[3] = lo.index;
-      } else if (phase.kind == CompiledRule::Kind::Quantile) {
-        slot[0] = quantile(keys.data(), n, phase.param);
-      } else {
-        rowRanks(pool, keys.data(), ranks[nextRank++].data(), n,
-                 static_cast<int64_t>(scalars[abi::kColsSlot]));
-      }
-      break;
-    }
-    }
-  }
-}
-
 /// Writes finished tensors on a thread of its own, so disk writes overlap the next kernels.
 /// At most `depth` tensors wait, which bounds the memory held in output buffers.
 class AsyncWriter {
@@ -419,6 +300,54 @@ private:
   std::thread thread_;
 };
 
+/// The kernel inputs and their dtypes of one plan item.
+struct ItemInputs {
+  std::vector<DType> dtypes;
+  std::vector<const void *> data;
+  explicit ItemInputs(const MergePlan::Item &item) {
+    for (const TensorInfo *t : item.inputs) {
+      dtypes.push_back(t->dtype);
+      data.push_back(t->data);
+    }
+  }
+};
+
+/// Runs the analysis rounds of every rule with model-scope phases (a whole-model threshold or
+/// sum): each round streams the rule's tensors, in plan order, through the phases that feed the
+/// unfinished ones. Returns each such rule's finished scope, ready for the merge.
+std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &kernels,
+                                               ThreadPool &pool, bool quiet) {
+  std::map<size_t, ModelScope> scopes;
+  for (const MergePlan::Item &item : plan.items) {
+    if (item.copy || scopes.count(item.rule))
+      continue;
+    ItemInputs in(item);
+    CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+    if (compiled.hasModelScope())
+      scopes.emplace(item.rule, ModelScope(compiled));
+  }
+  for (auto &[rule, scope] : scopes) {
+    for (int round = 1; !scope.complete(); ++round) {
+      if (!quiet)
+        std::fprintf(stderr, "model scope: rule %zu, pass %d over its tensors\n", rule + 1, round);
+      scope.beginRound();
+      for (size_t i = 0; i < plan.items.size(); ++i) {
+        const MergePlan::Item &item = plan.items[i];
+        if (item.rule != rule || item.copy)
+          continue;
+        ItemInputs in(item);
+        CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+        runRule(pool, compiled, in.data, nullptr, *item.base, static_cast<float>(item.layer),
+                static_cast<float>(plan.numLayers), &scope, /*analysis=*/true);
+        for (const TensorInfo *t : item.inputs)
+          t->file->release(*t);
+      }
+      scope.endRound();
+    }
+  }
+  return scopes;
+}
+
 /// The manifest: what was merged from what, by which recipe and version.
 void writeManifest(const MergePlan &plan, const RunOptions &options, const std::string &dir) {
   nlohmann::ordered_json manifest;
@@ -471,8 +400,11 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   ThreadPool pool(options.threads);
   Progress progress(plan.items.size(), plan.inputBytes, options.quiet);
   RunStats stats;
+  std::map<size_t, ModelScope> scopes = analyzeModelScope(plan, kernels, pool, options.quiet);
   {
     AsyncWriter async(writer, 2);
+    for (auto &[rule, scope] : scopes)
+      scope.beginMerge();
     for (size_t i = 0; i < plan.items.size(); ++i) {
       MergePlan::Item &item = plan.items[i];
       if (i + 1 < plan.items.size())
@@ -484,17 +416,14 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         job.data = item.inputs[0]->data;
         job.release = item.inputs;
       } else {
-        std::vector<DType> dtypes;
-        std::vector<const void *> inputs;
-        for (const TensorInfo *t : item.inputs) {
-          dtypes.push_back(t->dtype);
-          inputs.push_back(t->data);
-        }
-        CompiledRule compiled = kernels.kernel(item.rule, dtypes, item.outDType);
+        ItemInputs in(item);
+        CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
         job.buffer = async.recycle();
         job.buffer.resize(job.nbytes);
-        runRule(pool, compiled, inputs, job.buffer.data(), *item.base,
-                static_cast<float>(item.layer), static_cast<float>(plan.numLayers));
+        auto scope = scopes.find(item.rule);
+        runRule(pool, compiled, in.data, job.buffer.data(), *item.base,
+                static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
+                scope == scopes.end() ? nullptr : &scope->second);
         job.data = job.buffer.data();
         for (const TensorInfo *t : item.inputs)
           t->file->release(*t);

@@ -79,16 +79,8 @@ RankBoundary boundary(const float *keys, int64_t n, int64_t m) {
   return b;
 }
 
-} // namespace
-
-void topkBoundaries(const float *keys, int64_t n, double density, double skip, bool nonzero,
-                    RankBoundary &hi, RankBoundary &lo) {
-  int64_t population = n;
-  if (nonzero) {
-    population = 0;
-    for (int64_t i = 0; i < n; ++i)
-      population += magnitudeKey(keys[i]) != 0;
-  }
+/// The band [s, s + k) of merge.topk_mask over n elements, `population` of them counted.
+std::pair<int64_t, int64_t> band(int64_t n, int64_t population, double density, double skip) {
   // Python's int(density * n): the product in f64, truncated.
   int64_t k = density >= 1 ? population
                            : static_cast<int64_t>(density * static_cast<double>(population));
@@ -97,8 +89,103 @@ void topkBoundaries(const float *keys, int64_t n, double density, double skip, b
   if (s + k > n)
     s = n - k;
   s = std::max<int64_t>(s, 0);
+  return {s, s + k};
+}
+
+int64_t countNonzero(const float *keys, int64_t n) {
+  int64_t population = 0;
+  for (int64_t i = 0; i < n; ++i)
+    population += magnitudeKey(keys[i]) != 0;
+  return population;
+}
+
+/// The histogram bucket (from the top) where the m-th largest falls; `above` gains the counts
+/// of the buckets above it.
+uint32_t bucketOf(const std::vector<int64_t> &hist, int64_t m, int64_t &above) {
+  uint32_t b = 65535;
+  for (; b > 0 && above + hist[b] < m; --b)
+    above += hist[b];
+  return b;
+}
+
+} // namespace
+
+void topkBoundaries(const float *keys, int64_t n, double density, double skip, bool nonzero,
+                    RankBoundary &hi, RankBoundary &lo) {
+  auto [s, e] = band(n, nonzero ? countNonzero(keys, n) : n, density, skip);
   hi = boundary(keys, n, s);
-  lo = boundary(keys, n, s + k);
+  lo = boundary(keys, n, e);
+}
+
+ModelTopK::ModelTopK(double density, double skip, bool nonzero)
+    : density_(density), skip_(skip), nonzero_(nonzero), high_(65536) {}
+
+void ModelTopK::count(const float *keys, int64_t n) {
+  if (pass_ == 0) {
+    total_ += n;
+    if (nonzero_)
+      nonzeros_ += countNonzero(keys, n);
+    for (int64_t i = 0; i < n; ++i)
+      ++high_[magnitudeKey(keys[i]) >> 16];
+    return;
+  }
+  for (Cut *cut : {&hi_, &lo_}) {
+    if (cut->rank == 0)
+      continue;
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t k = magnitudeKey(keys[i]);
+      if ((k >> 16) == cut->high)
+        ++cut->hist[k & 0xFFFF];
+    }
+  }
+}
+
+bool ModelTopK::finishPass() {
+  if (pass_ == 0) {
+    auto [s, e] = band(total_, nonzero_ ? nonzeros_ : total_, density_, skip_);
+    hi_.rank = s;
+    lo_.rank = e;
+    for (Cut *cut : {&hi_, &lo_})
+      if (cut->rank > 0) {
+        cut->high = bucketOf(high_, cut->rank, cut->above);
+        cut->hist.assign(65536, 0);
+      }
+    high_ = {};
+  } else if (pass_ == 1) {
+    for (Cut *cut : {&hi_, &lo_})
+      if (cut->rank > 0) {
+        cut->value = (cut->high << 16) | bucketOf(cut->hist, cut->rank, cut->above);
+        cut->hist = {};
+      }
+  }
+  return ++pass_ == 2;
+}
+
+void ModelTopK::rewind() {
+  hi_.given = 0;
+  lo_.given = 0;
+}
+
+RankBoundary ModelTopK::apply(Cut &cut, const float *keys, int64_t n) {
+  RankBoundary b;
+  if (cut.rank == 0)
+    return b;
+  // Of the elements equal to the boundary, the first (rank - above) over the model are below
+  // it: those of earlier tensors first.
+  int64_t quota = cut.rank - cut.above - cut.given;
+  b.bits = static_cast<double>(cut.value);
+  for (int64_t i = 0; i < n; ++i)
+    if (magnitudeKey(keys[i]) == cut.value) {
+      ++cut.given;
+      if (quota-- > 0)
+        b.index = static_cast<double>(i);
+    }
+  return b;
+}
+
+void ModelTopK::boundaries(const float *keys, int64_t n, RankBoundary &hi, RankBoundary &lo) {
+  hi = apply(hi_, keys, n);
+  lo = apply(lo_, keys, n);
 }
 
 double quantile(const float *keys, int64_t n, double q) {

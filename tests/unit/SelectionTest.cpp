@@ -104,8 +104,12 @@ TEST(Selection, RowRanksAscendByMagnitudeTiesByIndex) {
 TEST(KernelABI, NameHashIsFnv1a32) {
   EXPECT_EQ(mergec::rt::abi::nameHash(""), 2166136261u);
   EXPECT_EQ(mergec::rt::abi::nameHash("a"), 0xe40c292cu);
-  EXPECT_EQ(mergec::rt::abi::phaseSlot(0), 4);
-  EXPECT_EQ(mergec::rt::abi::phaseSlot(2, 3), 15);
+}
+
+TEST(KernelABI, PhaseSlotsFollowTheContextBackToBack) {
+  // A fused reduction of three values, a selection (four), a ranking (none), the final kernel.
+  EXPECT_EQ(mergec::rt::abi::firstPhaseSlots({3, 4, 0, 0}),
+            (std::vector<int64_t>{4, 7, 11, 11, 11}));
 }
 
 } // namespace

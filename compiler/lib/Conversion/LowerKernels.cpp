@@ -1,6 +1,7 @@
 //===- LowerKernels.cpp - fused rules to chunk loops over memrefs ---------===//
 #include "mergec/Conversion/Passes.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
+#include "mergec/Dialect/Merge/IR/PhaseLayout.h"
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
 #include "mergec/Runtime/KernelABI.h"
 #include "mlir/IR/IRMapping.h"
@@ -111,30 +112,30 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     // then the ranks phases materialize), so the runtime passes the same descriptors to each.
     SmallVector<InputOp> inputs;
     SmallVector<RankKernelOp> ranks;
-    SmallVector<Operation *> phases;
     for (Operation &op : rule.getBody().front()) {
       if (auto in = dyn_cast<InputOp>(op)) {
         if (!in.getStorage())
           return in.emitError("kernel inputs must be merge.input ops with a storage dtype");
         inputs.push_back(in);
-      } else if (isa<ReduceKernelOp, SelectKernelOp, RankKernelOp>(op)) {
-        phases.push_back(&op);
-        if (auto r = dyn_cast<RankKernelOp>(op))
-          ranks.push_back(r);
+      } else if (auto r = dyn_cast<RankKernelOp>(op)) {
+        ranks.push_back(r);
       }
     }
+    PhaseLayout layout = phaseLayout(rule);
+    SmallVector<Operation *> phases = layout.phases;
     phases.push_back(kernel);
     for (size_t k = 0; k < phases.size(); ++k)
-      if (failed(emitPhase(rule, phases, k, inputs, ranks, storeAttr.getValue())))
+      if (failed(emitPhase(rule, phases, layout, k, inputs, ranks, storeAttr.getValue())))
         return failure();
     rule.erase();
     return success();
   }
 
-  /// One function per phase: `rule_N_phaseK` for reductions (their chunk's partial result in
-  /// `result[0]`), selections and ranks (their keys, one f32 per element), `rule_N` for the
-  /// final kernel (the output).
-  LogicalResult emitPhase(func::FuncOp rule, ArrayRef<Operation *> phases, size_t k,
+  /// One function per phase: `rule_N_phaseK` for reductions (their chunk's partial results in
+  /// `result[0..]`, one per reduction), selections and ranks (their keys, one f32 per element),
+  /// `rule_N` for the final kernel (the output).
+  LogicalResult emitPhase(func::FuncOp rule, ArrayRef<Operation *> phases,
+                          const PhaseLayout &layout, size_t k,
                           ArrayRef<InputOp> inputs, ArrayRef<RankKernelOp> ranks,
                           Type outStorage) {
     Operation *phase = phases[k];
@@ -165,7 +166,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       if (attr.getName().getValue().starts_with("merge.") && attr.getName() != kInputsAttr)
         lowered->setAttr(attr.getName(), attr.getValue());
     if (reduce)
-      lowered->setAttr("merge.reduce", reduce.getKindAttr());
+      lowered->setAttr("merge.reduce", reduce.getKindsAttr());
     else if (auto select = dyn_cast<SelectKernelOp>(phase))
       lowered->setAttr("merge.select", select.getKindAttr());
     else if (isa<RankKernelOp>(phase))
@@ -193,13 +194,12 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
         break;
       if (isa<InputOp, RankKernelOp>(op))
         continue;
-      auto phaseIndex = [&] {
-        return static_cast<int64_t>(std::find(phases.begin(), phases.end(), &op) - phases.begin());
-      };
       if (isa<ReduceKernelOp>(op)) {
-        Value wide = slot(op.getLoc(), rt::abi::phaseSlot(phaseIndex()));
-        map.map(op.getResult(0), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
-        wideResults[op.getResult(0)] = wide;
+        for (unsigned r = 0; r < op.getNumResults(); ++r) {
+          Value wide = slot(op.getLoc(), layout.slotOf(&op, r));
+          map.map(op.getResult(r), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
+          wideResults[op.getResult(r)] = wide;
+        }
       } else if (auto ext = dyn_cast<arith::ExtFOp>(op);
                  ext && ext.getType().isF64() && wideResults.count(ext.getIn())) {
         // A reduction's result widened to f64 reads the f64 total the runtime kept, not its
@@ -207,7 +207,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
         map.map(ext.getResult(), wideResults[ext.getIn()]);
       } else if (isa<SelectKernelOp>(op)) {
         for (unsigned r = 0; r < 4; ++r)
-          map.map(op.getResult(r), slot(op.getLoc(), rt::abi::phaseSlot(phaseIndex(), r)));
+          map.map(op.getResult(r), slot(op.getLoc(), layout.slotOf(&op, r)));
       } else if (auto l = dyn_cast<LayerOp>(op)) {
         map.map(l.getResult(), layer);
       } else if (auto nl = dyn_cast<NumLayersOp>(op)) {
@@ -259,30 +259,43 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
         }
         lb.clone(op, map);
       }
-      return map.lookupOrDefault(cast<YieldOp>(body.getTerminator()).getValue());
+      SmallVector<Value> values;
+      for (Value v : cast<YieldOp>(body.getTerminator()).getValues())
+        values.push_back(map.lookupOrDefault(v));
+      return values;
     };
     if (!reduce) {
       auto loop = scf::ForOp::create(b, loc, begin, end, one);
       b.setInsertionPointToStart(loop.getBody());
-      Value value = loadElements(b, loop.getInductionVar());
+      Value value = loadElements(b, loop.getInductionVar())[0];
       if (final)
         value = narrow(b, loc, value, outStorage);
       memref::StoreOp::create(b, loc, value, result, ValueRange{loop.getInductionVar()});
     } else {
-      bool isSum = reduce.getKind() == "sum";
-      Value init = arith::ConstantFloatOp::create(
-          b, loc, b.getF64Type(), APFloat(isSum ? 0.0 : -std::numeric_limits<double>::infinity()));
-      auto loop = scf::ForOp::create(b, loc, begin, end, one, ValueRange{init});
+      // One f64 accumulator per reduction, all in one loop: the inputs are read once.
+      SmallVector<bool> isSum;
+      SmallVector<Value> inits;
+      for (Attribute kind : reduce.getKinds()) {
+        isSum.push_back(cast<StringAttr>(kind).getValue() == "sum");
+        inits.push_back(arith::ConstantFloatOp::create(
+            b, loc, b.getF64Type(),
+            APFloat(isSum.back() ? 0.0 : -std::numeric_limits<double>::infinity())));
+      }
+      auto loop = scf::ForOp::create(b, loc, begin, end, one, inits);
       b.setInsertionPointToStart(loop.getBody());
-      Value value = arith::ExtFOp::create(b, loc, b.getF64Type(),
-                                          loadElements(b, loop.getInductionVar()));
-      Value acc = loop.getRegionIterArgs()[0];
-      Value next = isSum ? Value(arith::AddFOp::create(b, loc, acc, value))
-                         : Value(arith::MaximumFOp::create(b, loc, acc, value));
+      SmallVector<Value> values = loadElements(b, loop.getInductionVar());
+      SmallVector<Value> next;
+      for (auto [j, value] : llvm::enumerate(values)) {
+        Value wide = arith::ExtFOp::create(b, loc, b.getF64Type(), value);
+        Value acc = loop.getRegionIterArgs()[j];
+        next.push_back(isSum[j] ? Value(arith::AddFOp::create(b, loc, acc, wide))
+                                : Value(arith::MaximumFOp::create(b, loc, acc, wide)));
+      }
       scf::YieldOp::create(b, loc, next);
       b.setInsertionPointAfter(loop);
-      Value zero = arith::ConstantIndexOp::create(b, loc, 0);
-      memref::StoreOp::create(b, loc, loop.getResult(0), result, ValueRange{zero});
+      for (unsigned j = 0; j < values.size(); ++j)
+        memref::StoreOp::create(b, loc, loop.getResult(j), result,
+                                ValueRange{arith::ConstantIndexOp::create(b, loc, j)});
     }
     b.setInsertionPointToEnd(entry);
     func::ReturnOp::create(b, loc);

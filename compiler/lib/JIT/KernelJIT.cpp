@@ -2,6 +2,7 @@
 #include "mergec/JIT/KernelJIT.h"
 #include "mergec/Conversion/Passes.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
+#include "mergec/Dialect/Merge/IR/PhaseLayout.h"
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
 #include "mergec/Frontend/MLIRGen.h"
 #include "mergec/Pipelines/Pipelines.h"
@@ -11,6 +12,7 @@
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Transforms/RegionUtils.h"
 #include "mlir/Target/LLVMIR/Export.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/IR/LLVMContext.h"
@@ -78,6 +80,32 @@ struct CapturedDiagnostics {
   std::string text;
   ScopedDiagnosticHandler handler;
 };
+
+/// The phases whose results `phase` reads: through its inputs (rank buffers), its operands
+/// and the scalars its body uses, back through everything but other phases.
+std::vector<size_t> phaseDependencies(Operation *phase, ArrayRef<Operation *> phases) {
+  SetVector<Operation *> seen;
+  SmallVector<Value> work(phase->getOperands().begin(), phase->getOperands().end());
+  SetVector<Value> above;
+  getUsedValuesDefinedAbove(phase->getRegions(), above);
+  work.append(above.begin(), above.end());
+  std::vector<size_t> deps;
+  while (!work.empty()) {
+    Operation *def = work.pop_back_val().getDefiningOp();
+    if (!def || !seen.insert(def))
+      continue;
+    if (auto it = llvm::find(phases, def); it != phases.end()) {
+      deps.push_back(static_cast<size_t>(it - phases.begin()));
+      continue;
+    }
+    work.append(def->getOperands().begin(), def->getOperands().end());
+    SetVector<Value> nested;
+    getUsedValuesDefinedAbove(def->getRegions(), nested);
+    work.append(nested.begin(), nested.end());
+  }
+  llvm::sort(deps);
+  return deps;
+}
 
 } // namespace
 
@@ -167,26 +195,35 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
   };
   rt::CompiledRule compiled;
   auto func = fused_.lookupSymbol<func::FuncOp>(name);
-  size_t k = 0;
+  merge::PhaseLayout layout = merge::phaseLayout(func);
   using Kind = rt::CompiledRule::Kind;
-  for (Operation &op : func.getBody().front()) {
-    std::string phaseName = name + "_phase" + std::to_string(k);
+  for (auto [k, op] : llvm::enumerate(layout.phases)) {
+    rt::CompiledRule::Phase phase{lookup(name + "_phase" + std::to_string(k)), Kind::Map};
+    phase.firstSlot = layout.firstSlot[k];
+    phase.deps = phaseDependencies(op, layout.phases);
     if (auto reduce = dyn_cast<merge::ReduceKernelOp>(op)) {
-      compiled.phases.push_back(
-          {lookup(phaseName), reduce.getKind() == "sum" ? Kind::Sum : Kind::Max});
+      phase.kind = Kind::Reduce;
+      for (Attribute kind : reduce.getKinds())
+        phase.reductions.push_back(cast<StringAttr>(kind).getValue() == "sum"
+                                       ? rt::CompiledRule::Reduction::Sum
+                                       : rt::CompiledRule::Reduction::Max);
+      phase.modelScope = reduce.getModelScope();
     } else if (auto select = dyn_cast<merge::SelectKernelOp>(op)) {
-      compiled.phases.push_back({lookup(phaseName),
-                                 select.getKind() == "topk" ? Kind::TopK : Kind::Quantile,
-                                 select.getParam().convertToDouble(),
-                                 select.getSkip().convertToDouble(), select.getNonzero()});
-    } else if (isa<merge::RankKernelOp>(op)) {
-      compiled.phases.push_back({lookup(phaseName), Kind::RowRank});
+      phase.kind = select.getKind() == "topk" ? Kind::TopK : Kind::Quantile;
+      phase.param = select.getParam().convertToDouble();
+      phase.skip = select.getSkip().convertToDouble();
+      phase.nonzero = select.getNonzero();
+      phase.modelScope = select.getModelScope();
     } else {
-      continue;
+      phase.kind = Kind::RowRank;
     }
-    ++k;
+    compiled.phases.push_back(std::move(phase));
   }
   compiled.phases.push_back({lookup(name), Kind::Map});
+  compiled.phases.back().firstSlot = layout.firstSlot.back();
+  compiled.phases.back().deps = phaseDependencies(
+      func.getBody().front().getTerminator()->getOperand(0).getDefiningOp(), layout.phases);
+  compiled.scalarSlots = layout.firstSlot.back();
   return compiled_[key] = compiled;
 }
 

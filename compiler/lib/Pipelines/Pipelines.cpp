@@ -28,6 +28,7 @@ void mergec::buildCleanupPipeline(OpPassManager &pm) {
 void mergec::buildFusionPipeline(OpPassManager &pm) {
   buildCleanupPipeline(pm);
   pm.addNestedPass<func::FuncOp>(merge::createMergeFuseElementwise());
+  pm.addNestedPass<func::FuncOp>(merge::createMergeFuseSiblingReductions());
   buildCleanupPipeline(pm);
 }
 

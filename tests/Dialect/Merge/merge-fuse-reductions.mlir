@@ -3,12 +3,12 @@
 // kernel, whose scalar result the final kernel uses (here tv(a) * (|tv(b)| / |tv(a)|)).
 
 // CHECK-LABEL: func.func @rule_0
-// CHECK:       %[[NB:.*]] = merge.reduce_kernel "sum" ins(%[[BASE:.*]], %[[B:.*]]) {
+// CHECK:       %[[NB:.*]] = merge.reduce_kernel ["sum"] ins(%[[BASE:.*]], %[[B:.*]]) : f32 {
 // CHECK-NEXT:  ^bb0(%[[X:.*]]: f32, %[[Y:.*]]: f32):
 // CHECK-NEXT:    %[[T:.*]] = arith.subf %[[Y]], %[[X]] : f32
 // CHECK-NEXT:    %[[SQ:.*]] = arith.mulf %[[T]], %[[T]] : f32
 // CHECK-NEXT:    merge.yield %[[SQ]] : f32
-// CHECK:       %[[MAX:.*]] = merge.reduce_kernel "max" ins(%[[BASE]], %[[A:.*]]) {
+// CHECK:       %[[MAX:.*]] = merge.reduce_kernel ["max"] ins(%[[BASE]], %[[A:.*]]) : f32 {
 // CHECK:         math.absf
 // CHECK:       %[[RATIO:.*]] = arith.divf %[[NB]], %[[MAX]] : f32
 // CHECK:       %[[K:.*]] = merge.kernel ins(%[[BASE]], %[[A]]) {

@@ -31,11 +31,15 @@ func.func @reductions() -> f32 {
   %a = merge.input "a"
   // CHECK: merge.reduce "sum" %{{.*}}
   %s = merge.reduce "sum" %a
-  // CHECK: merge.reduce_kernel "max" ins(%{{.*}}) {
-  %m = merge.reduce_kernel "max" ins(%a) {
+  // CHECK: merge.reduce_kernel ["max", "sum"] ins(%{{.*}}) : f32, f32 {
+  // CHECK:   merge.yield %{{.*}}, %{{.*}} : f32, f32
+  // CHECK: } {model_scope}
+  %m, %q = merge.reduce_kernel ["max", "sum"] ins(%a) : f32, f32 {
   ^bb0(%x: f32):
-    merge.yield %x : f32
-  }
-  %r = arith.addf %s, %m : f32
+    %sq = arith.mulf %x, %x : f32
+    merge.yield %x, %sq : f32, f32
+  } {model_scope}
+  %mq = arith.addf %m, %q : f32
+  %r = arith.addf %s, %mq : f32
   return %r : f32
 }

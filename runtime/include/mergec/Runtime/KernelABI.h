@@ -1,10 +1,12 @@
 //===- KernelABI.h - what compiled phases and the runtime agree on -*- C++ -*-===//
-// The scalars array every phase function receives (f64): per-tensor context first, then four
-// slots per phase for the results of the phases before it (reductions use one, selections
-// four). Shared by the lowering (which loads from it) and the executor (which fills it).
+// The scalars array every phase function receives (f64): per-tensor context first, then the
+// scalar results of the rule's phases back to back, in phase order (a reduction phase has one
+// per reduction it computes, a selection four, a ranking none). Shared by the lowering (which
+// loads from it) and the executor (which fills it); both lay it out with firstPhaseSlots.
 #pragma once
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 namespace mergec::rt::abi {
 
@@ -12,10 +14,14 @@ constexpr int64_t kNameHashSlot = 0; ///< FNV-1a 32-bit hash of the tensor's nam
 constexpr int64_t kColsSlot = 1;     ///< the length of the last dimension (1 for a 0-d tensor)
 constexpr int64_t kNumelSlot = 2;    ///< the number of elements
 constexpr int64_t kFirstPhaseSlot = 4;
-constexpr int64_t kSlotsPerPhase = 4;
 
-constexpr int64_t phaseSlot(int64_t phase, int64_t result = 0) {
-  return kFirstPhaseSlot + kSlotsPerPhase * phase + result;
+/// The first slot of each phase given how many scalars each produces; the last entry is the
+/// size of the whole array.
+inline std::vector<int64_t> firstPhaseSlots(const std::vector<int64_t> &scalarsPerPhase) {
+  std::vector<int64_t> first{kFirstPhaseSlot};
+  for (int64_t count : scalarsPerPhase)
+    first.push_back(first.back() + count);
+  return first;
 }
 
 /// FNV-1a, 32 bits, over the name's bytes: the tensor key of merge.bernoulli's generator.

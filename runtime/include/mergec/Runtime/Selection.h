@@ -3,6 +3,7 @@
 // histogram passes, never a sort) for top-k boundaries and quantiles, and per-row ranks.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace mergec::rt {
 
@@ -20,6 +21,42 @@ struct RankBoundary {
 /// `nonzero`) the non-zero keys; s = int(skip * n), lowered to n - k when s + k > n.
 void topkBoundaries(const float *keys, int64_t n, double density, double skip, bool nonzero,
                     RankBoundary &hi, RankBoundary &lo);
+
+/// merge.topk_mask at model scope: the band [s, s + k) of topkBoundaries over every tensor of
+/// a rule taken as one vector (the tensors in plan order, ties by tensor then flat index). Two
+/// counting passes over the model (a histogram of the magnitudes' high 16 bits, then of the low
+/// 16 bits inside the boundary buckets) find each boundary's magnitude and how many of the
+/// elements equal to it are inside; the merge then hands the tie quota out tensor by tensor.
+class ModelTopK {
+public:
+  ModelTopK(double density, double skip, bool nonzero);
+  /// A counting pass sees one more tensor's keys.
+  void count(const float *keys, int64_t n);
+  /// Ends a counting pass; true once the boundaries are known (after the second).
+  bool finishPass();
+  bool known() const { return pass_ == 2; }
+  /// Starts handing out tie quotas from the first tensor again.
+  void rewind();
+  /// The boundaries for the next tensor in plan order.
+  void boundaries(const float *keys, int64_t n, RankBoundary &hi, RankBoundary &lo);
+
+private:
+  struct Cut {
+    int64_t rank = 0;    ///< elements below the boundary, over the model
+    uint32_t high = 0;   ///< the boundary magnitude's high 16 bits (after the first pass)
+    uint32_t value = 0;  ///< the boundary magnitude (after the second)
+    int64_t above = 0;   ///< elements strictly above it
+    int64_t given = 0;   ///< elements equal to it in the tensors handed out so far
+    std::vector<int64_t> hist;
+  };
+  RankBoundary apply(Cut &cut, const float *keys, int64_t n);
+  double density_, skip_;
+  bool nonzero_;
+  int pass_ = 0;
+  int64_t total_ = 0, nonzeros_ = 0;
+  std::vector<int64_t> high_;
+  Cut hi_, lo_;
+};
 
 /// numpy.quantile(keys, q) with the default linear method, in f64. NaN when n == 0.
 double quantile(const float *keys, int64_t n, double q);

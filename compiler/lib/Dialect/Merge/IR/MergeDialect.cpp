@@ -61,8 +61,10 @@ LogicalResult CmpOp::verify() {
   return success();
 }
 
-/// Kernels of both kinds: one f32 block argument per input, ending in merge.yield.
-static LogicalResult verifyKernelBody(Operation *op, Region &region, size_t numInputs) {
+/// Kernels of every kind: one f32 block argument per input, ending in merge.yield of
+/// `numYields` values.
+static LogicalResult verifyKernelBody(Operation *op, Region &region, size_t numInputs,
+                                      size_t numYields = 1) {
   Block &body = region.front();
   if (body.getNumArguments() != numInputs)
     return op->emitOpError("body has ") << body.getNumArguments() << " arguments for "
@@ -73,6 +75,9 @@ static LogicalResult verifyKernelBody(Operation *op, Region &region, size_t numI
              << arg.getType();
   if (body.empty() || !isa<YieldOp>(body.back()))
     return op->emitOpError("body must end with merge.yield");
+  size_t yielded = cast<YieldOp>(body.back()).getValues().size();
+  if (yielded != numYields)
+    return op->emitOpError("body yields ") << yielded << " values, expected " << numYields;
   return success();
 }
 
@@ -87,9 +92,15 @@ LogicalResult KernelOp::verify() {
 }
 
 LogicalResult ReduceKernelOp::verify() {
-  if (failed(verifyReduceKind(*this, getKind())))
-    return failure();
-  return verifyKernelBody(*this, getBody(), getInputs().size());
+  if (getKinds().empty())
+    return emitOpError("needs at least one reduction");
+  if (getKinds().size() != getResults().size())
+    return emitOpError("has ") << getKinds().size() << " kinds for " << getResults().size()
+                               << " results";
+  for (Attribute kind : getKinds())
+    if (failed(verifyReduceKind(*this, cast<StringAttr>(kind).getValue())))
+      return failure();
+  return verifyKernelBody(*this, getBody(), getInputs().size(), getKinds().size());
 }
 
 LogicalResult ReduceOp::verify() { return verifyReduceKind(*this, getKind()); }

@@ -207,30 +207,35 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
   /// merge.reduce kind(DAG) => merge.reduce_kernel kind ins(inputs) { DAG on one element }
   LogicalResult fuseReduction(ReduceOp op) {
     auto kernel = buildPhase<ReduceKernelOp>(op, op.getOperand(), [&](OpBuilder &b, ValueRange in) {
-      return ReduceKernelOp::create(b, op.getLoc(), b.getF32Type(), op.getKind(), in);
+      return ReduceKernelOp::create(b, op.getLoc(), TypeRange{b.getF32Type()},
+                                    b.getStrArrayAttr({op.getKind()}), in);
     });
     if (failed(kernel))
       return failure();
-    op.getResult().replaceAllUsesWith(kernel->getResult());
+    kernel->setModelScope(op.getModelScope());
+    op.getResult().replaceAllUsesWith(kernel->getResult(0));
     op.erase();
     return success();
   }
 
   /// A selection phase over the DAG `root`: its four boundary scalars.
   FailureOr<SelectKernelOp> selectPhase(Operation *op, Value root, StringRef kind, double param,
-                                        double skip, bool nonzero) {
+                                        double skip, bool nonzero, bool modelScope = false) {
     return buildPhase<SelectKernelOp>(op, root, [&](OpBuilder &b, ValueRange in) {
       Type f64 = b.getF64Type();
-      return SelectKernelOp::create(b, op->getLoc(), TypeRange{f64, f64, f64, f64},
-                                    b.getStringAttr(kind), in, b.getF64FloatAttr(param),
-                                    b.getF64FloatAttr(skip), b.getBoolAttr(nonzero));
+      auto kernel = SelectKernelOp::create(b, op->getLoc(), TypeRange{f64, f64, f64, f64},
+                                           b.getStringAttr(kind), in, b.getF64FloatAttr(param),
+                                           b.getF64FloatAttr(skip), b.getBoolAttr(nonzero));
+      kernel.setModelScope(modelScope);
+      return kernel;
     });
   }
 
   /// merge.topk_mask x => select_kernel "topk" { x } and merge.rank_band x, boundaries
   LogicalResult fuseTopK(TopKMaskOp op) {
     auto kernel = selectPhase(op, op.getOperand(), "topk", op.getDensity().convertToDouble(),
-                              op.getSkip().convertToDouble(), op.getNonzero());
+                              op.getSkip().convertToDouble(), op.getNonzero(),
+                              op.getModelScope());
     if (failed(kernel))
       return failure();
     OpBuilder b(op);

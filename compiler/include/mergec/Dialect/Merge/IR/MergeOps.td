@@ -231,13 +231,15 @@ def Merge_TopKMaskOp : Merge_Op<"topk_mask", [Pure]> {
     the ranks [s, s + k) with k = int(density * n) (`nonzero`: n = the non-zero elements) and
     s = int(skip * n), lowered to s = n - k when s + k > n. The fusion pass turns it into a
     `merge.select_kernel` phase (materialize |x|, radix-select the boundaries) and a
-    `merge.rank_band` test in the phases after it.
+    `merge.rank_band` test in the phases after it. With `model_scope` the ranks run over every
+    tensor the rule merges (in plan order, as one flattened vector): the runtime finds the
+    boundaries in two extra streaming passes over the model.
     ```mlir
     %m = merge.topk_mask %tv {density = 2.000000e-01 : f64, skip = 0.0 : f64, nonzero = false}
     ```
   }];
   let arguments = (ins Merge_TensorType:$operand, F64Attr:$density, F64Attr:$skip,
-                       BoolAttr:$nonzero);
+                       BoolAttr:$nonzero, UnitAttr:$model_scope);
   let results = (outs Merge_TensorType:$result);
   let assemblyFormat = "$operand attr-dict";
   let hasVerifier = 1;
@@ -349,35 +351,41 @@ def Merge_ReduceOp : Merge_Op<"reduce", [Pure]> {
     so the result does not depend on the thread count); `max` takes the largest (NaN if any is
     NaN). The fusion pass turns each into a `merge.reduce_kernel`, a phase that runs before the
     kernel that uses its result. `norm`, `dot`, `total` and `count` are built from these.
+    With `model_scope` the scalar covers every tensor the rule merges: the runtime sums (or
+    maximizes) it over the whole model in a streaming pass before merging any tensor.
     ```mlir
     %sq = merge.mul %a, %a
     %s = merge.reduce "sum" %sq
     ```
   }];
-  let arguments = (ins StrAttr:$kind, Merge_TensorType:$operand);
+  let arguments = (ins StrAttr:$kind, Merge_TensorType:$operand, UnitAttr:$model_scope);
   let results = (outs F32:$result);
   let assemblyFormat = "$kind $operand attr-dict";
   let hasVerifier = 1;
 }
 
 def Merge_ReduceKernelOp : Merge_Op<"reduce_kernel", [RecursiveMemoryEffects]> {
-  let summary = "one fused reduction phase: computes an element, reduces all of them";
+  let summary = "one fused reduction phase: computes values per element, reduces each of them";
   let description = [{
-    Like `merge.kernel`, the body computes one element in f32 from one element of each input;
-    the results of all elements are reduced (`sum` in f64, or `max`) to one f32 scalar. It is its
-    own phase: the runtime runs it over the whole tensor before the phases that use its result.
+    Like `merge.kernel`, the body computes from one element of each input, but it yields one
+    f32 value per entry of `kinds`; each is reduced over all elements (`sum` in f64, or `max`)
+    to one scalar result. It is its own phase: the runtime runs it over the whole tensor before
+    the phases that use its results. `merge-fuse-sibling-reductions` merges reductions that do
+    not depend on each other into one such phase, so their inputs are read once.
     ```mlir
-    %n = merge.reduce_kernel "sum" ins(%a) {
-    ^bb0(%x: f32):
+    %n, %d = merge.reduce_kernel ["sum", "sum"] ins(%a, %b) : f32, f32 {
+    ^bb0(%x: f32, %y: f32):
       %sq = arith.mulf %x, %x : f32
-      merge.yield %sq : f32
+      %xy = arith.mulf %x, %y : f32
+      merge.yield %sq, %xy : f32, f32
     }
     ```
   }];
-  let arguments = (ins StrAttr:$kind, Variadic<Merge_TensorType>:$inputs);
-  let results = (outs F32:$result);
+  let arguments = (ins StrArrayAttr:$kinds, Variadic<Merge_TensorType>:$inputs,
+                       UnitAttr:$model_scope);
+  let results = (outs Variadic<F32>:$results);
   let regions = (region SizedRegion<1>:$body);
-  let assemblyFormat = "$kind `ins` `(` $inputs `)` $body attr-dict";
+  let assemblyFormat = "$kinds `ins` `(` $inputs `)` `:` type($results) $body attr-dict";
   let hasVerifier = 1;
 }
 
@@ -396,7 +404,7 @@ def Merge_SelectKernelOp : Merge_Op<"select_kernel", [RecursiveMemoryEffects]> {
     ```
   }];
   let arguments = (ins StrAttr:$kind, Variadic<Merge_TensorType>:$inputs, F64Attr:$param,
-                       F64Attr:$skip, BoolAttr:$nonzero);
+                       F64Attr:$skip, BoolAttr:$nonzero, UnitAttr:$model_scope);
   let results = (outs F64:$r0, F64:$r1, F64:$r2, F64:$r3);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$kind `ins` `(` $inputs `)` $body attr-dict";
@@ -425,14 +433,14 @@ def Merge_RankKernelOp : Merge_Op<"rank_kernel", [RecursiveMemoryEffects]> {
 def Merge_YieldOp : Merge_Op<"yield", [Pure, Terminator,
                                        ParentOneOf<["KernelOp", "ReduceKernelOp",
                                                     "SelectKernelOp", "RankKernelOp"]>]> {
-  let summary = "the value of one output element";
+  let summary = "the value of one output element (one per reduction of a reduce_kernel)";
   let description = [{
     ```mlir
     merge.yield %r : f32
     ```
   }];
-  let arguments = (ins F32:$value);
-  let assemblyFormat = "$value attr-dict `:` type($value)";
+  let arguments = (ins Variadic<F32>:$values);
+  let assemblyFormat = "$values attr-dict `:` type($values)";
 }
 
 #endif // MERGEC_MERGE_OPS

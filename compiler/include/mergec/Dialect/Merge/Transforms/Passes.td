@@ -22,6 +22,23 @@ def MergeFuseElementwise : Pass<"merge-fuse-elementwise", "mlir::func::FuncOp"> 
   let dependentDialects = ["mlir::arith::ArithDialect", "mlir::math::MathDialect"];
 }
 
+def MergeFuseSiblingReductions : Pass<"merge-fuse-sibling-reductions", "mlir::func::FuncOp"> {
+  let summary = "Merge reduction phases that do not depend on each other into one pass";
+  let description = [{
+    After `merge-fuse-elementwise` every reduction is a `merge.reduce_kernel` phase, and each
+    phase is a pass over the tensor. Reductions whose values do not depend on each other (the
+    norms and dots of a Gram matrix, the mean squares of every task vector) can share one pass:
+
+      `%n = reduce_kernel ["sum"] ins(%a) {..}`            `%n, %d = reduce_kernel ["sum", "sum"]`
+      `%d = reduce_kernel ["sum"] ins(%a, %b) {..}`   =>           `ins(%a, %b) {.. yield %sq, %xy}`
+
+    The pass first orders the rule by phase depth (how many phases a value waits for: a
+    phase's results are one deeper than anything it reads, directly or through scalars), a
+    topological order that keeps program order within a depth, then merges the reductions of
+    each depth (and scope) into one kernel whose inputs are the union of theirs, read once.
+  }];
+}
+
 def MergeSpecializeDTypes : Pass<"merge-specialize-dtypes", "mlir::ModuleOp"> {
   let summary = "Give every merge.input a storage dtype and every rule an output dtype";
   let description = [{

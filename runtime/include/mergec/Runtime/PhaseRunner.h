@@ -1,0 +1,53 @@
+//===- PhaseRunner.h - run a rule's compiled phases on one tensor -*- C++ -*-===//
+// Between the kernels of a rule's phases the runtime combines chunk partials, selects, ranks,
+// and (for phases at model scope) carries what earlier tensors contributed.
+#pragma once
+#include "mergec/Runtime/Executor.h"
+#include "mergec/Runtime/Selection.h"
+#include <memory>
+#include <vector>
+
+namespace mergec::rt {
+
+class ThreadPool;
+
+/// What one rule's model-scope phases know about the whole model. Before the merge, the
+/// executor streams every tensor of the rule through `runRule` in analysis rounds until
+/// `complete()`: a model-scope reduction needs one round (its per-tensor totals add up in plan
+/// order), a model-scope top-k two (radix-select histograms). In the merge itself each tensor
+/// then reads the model's results; top-k boundaries move on tensor by tensor, so tensors must
+/// come in plan order, as in the rounds.
+class ModelScope {
+public:
+  explicit ModelScope(const CompiledRule &rule);
+
+  bool complete() const;
+  /// Starts a round over the rule's tensors: which phases to run to feed the unfinished ones.
+  void beginRound();
+  /// Ends a round: what every tensor added moves the unfinished phases on. Throws when a round
+  /// made no progress (a phase whose inputs never become available).
+  void endRound();
+  /// Starts the merge itself (top-k boundaries from the first tensor again).
+  void beginMerge() { beginRound(); }
+
+private:
+  friend void runRule(ThreadPool &, const CompiledRule &, const std::vector<const void *> &,
+                      void *, const TensorInfo &, float, float, ModelScope *, bool);
+  struct PhaseState {
+    bool modelScope = false, final = false, touched = false, needed = false;
+    std::vector<double> totals;        ///< Reduce: per reduction, over the tensors so far
+    std::unique_ptr<ModelTopK> topk;   ///< TopK
+  };
+  std::vector<CompiledRule::Phase> meta_; ///< kinds, parameters and dependencies
+  std::vector<PhaseState> phases_;
+};
+
+/// Runs a rule's phases over one tensor of `tensor.numel()` elements: each reduction over every
+/// chunk (partials combined in chunk order), each selection or ranking over a key buffer, then
+/// the map phase into `output`. With `analysis`, runs only what `scope`'s unfinished phases
+/// need and adds this tensor to them; no output is written.
+void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const void *> &inputs,
+             void *output, const TensorInfo &tensor, float layer, float numLayers,
+             ModelScope *scope = nullptr, bool analysis = false);
+
+} // namespace mergec::rt
