@@ -25,6 +25,7 @@ primary     : NUMBER                                             # numberLit
             | STRING                                             # stringLit
             | IDENT '(' (argument (',' argument)*)? ')'          # callExpr
             | IDENT                                              # nameRef
+            | 'model'                                            # modelScopeRef
             | '[' (expr (',' expr)*)? ']'                        # listExpr
             | '(' expr ')'                                       # parenExpr
             ;

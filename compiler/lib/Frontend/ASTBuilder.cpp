@@ -112,6 +112,9 @@ public:
       return std::make_unique<StringExpr>(at(str), unquote(str->STRING()->getText()));
     if (auto *name = dynamic_cast<MergeParser::NameRefContext *>(ctx))
       return std::make_unique<NameExpr>(at(name), name->IDENT()->getText());
+    // `scope = model`: the keyword doubles as the name of the whole-model scope.
+    if (auto *model = dynamic_cast<MergeParser::ModelScopeRefContext *>(ctx))
+      return std::make_unique<NameExpr>(at(model), "model");
     if (auto *list = dynamic_cast<MergeParser::ListExprContext *>(ctx)) {
       std::vector<ExprPtr> elements;
       for (auto *e : list->expr())

@@ -84,7 +84,9 @@ private:
     case Node::Op::ReduceSum:
     case Node::Op::ReduceMax:
       v = merge::ReduceOp::create(b_, l, b_.getF32Type(),
-                                  n->op == Node::Op::ReduceSum ? "sum" : "max", ops[0]);
+                                  b_.getStringAttr(n->op == Node::Op::ReduceSum ? "sum" : "max"),
+                                  ops[0],
+                                  n->modelScope ? b_.getUnitAttr() : nullptr);
       break;
     case Node::Op::Cols:
       v = merge::ColsOp::create(b_, l, b_.getF32Type());
@@ -94,7 +96,8 @@ private:
       break;
     case Node::Op::TopK:
       v = merge::TopKMaskOp::create(b_, l, tensorType(), ops[0], b_.getF64FloatAttr(n->value),
-                                    b_.getF64FloatAttr(n->value2), b_.getBoolAttr(n->flag));
+                                    b_.getF64FloatAttr(n->value2), b_.getBoolAttr(n->flag),
+                                    n->modelScope ? b_.getUnitAttr() : nullptr);
       break;
     case Node::Op::Quantile:
       v = merge::QuantileOp::create(b_, l, b_.getF32Type(), ops[0], b_.getF64FloatAttr(n->value));

@@ -256,6 +256,15 @@ private:
     return &program_.nodes.emplace_back(std::move(n));
   }
 
+  /// ReduceSum or ReduceMax of x over the current tensor or (wholeModel) the rule's tensors.
+  const Node *reduction(Node::Op op, const Node *x, bool wholeModel, SourceLoc loc) {
+    Node n{op, Kind::Scalar};
+    n.operands = {x};
+    n.modelScope = wholeModel;
+    n.loc = loc;
+    return &program_.nodes.emplace_back(std::move(n));
+  }
+
   const Node *constant(double value, SourceLoc loc) {
     Node n{Node::Op::Constant, Kind::Scalar};
     n.value = value;
@@ -290,6 +299,13 @@ private:
       return Value{make(Node::Op::Cols, Kind::Scalar, {}, n->loc())};
     if (n->name == "numel")
       return Value{make(Node::Op::Numel, Kind::Scalar, {}, n->loc())};
+    // The values of a `scope` argument, as strings: compared or passed on, never computed.
+    if (n->name == "tensor" || n->name == "model") {
+      Node s{Node::Op::String, Kind::Scalar};
+      s.text = n->name;
+      s.loc = n->loc();
+      return Value{&program_.nodes.emplace_back(std::move(s))};
+    }
     if (defs_.count(n->name) || kBuiltins.count(n->name)) {
       diags_.error(n->loc(), "'" + n->name + "' is a function; call it as " + n->name + "(...)");
       return std::nullopt;
@@ -638,29 +654,50 @@ private:
     return v;
   }
 
-  /// topk_mask(x, density, skip = 0, nonzero = false), quantile(x, q), row_rank(x),
+  /// A `scope` argument: tensor (the default) or model (every tensor the rule merges, as one
+  /// flattened vector). True for model.
+  std::optional<bool> modelScope(const ast::CallExpr *c, const Signature &sig, size_t i,
+                                 const std::optional<Value> &v) {
+    if (!v)
+      return false;
+    if (!v->isList() && v->node->op == Node::Op::String &&
+        (v->node->text == "tensor" || v->node->text == "model"))
+      return v->node->text == "model";
+    diags_.error(argLoc(c, sig, i), c->callee + "'s scope must be tensor or model");
+    return std::nullopt;
+  }
+
+  /// topk_mask(x, density, skip = 0, nonzero = false, scope = tensor), quantile(x, q), row_rank(x),
   /// bernoulli(p, seed = 0): item by item over lists; bernoulli's stream is the item position.
   std::optional<Value> callSelection(const ast::CallExpr *c) {
     const std::string &f = c->callee;
-    Signature sig = f == "topk_mask"  ? Signature::builtin(f, {"x", "density", "skip", "nonzero"},
-                                                           {"skip", "nonzero"})
+    Signature sig = f == "topk_mask"  ? Signature::builtin(f, {"x", "density", "skip", "nonzero", "scope"},
+                                                           {"skip", "nonzero", "scope"})
                     : f == "quantile" ? Signature::builtin(f, {"x", "q"})
                     : f == "row_rank" ? Signature::builtin(f, {"x"})
                                       : Signature::builtin(f, {"p", "seed"}, {"seed"});
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
+    std::optional<bool> wholeModel = false;
+    if (f == "topk_mask") {
+      wholeModel = modelScope(c, sig, 4, (*bound)[4]);
+      if (!wholeModel)
+        return std::nullopt;
+      bound->pop_back();
+    }
     std::vector<Value> values;
     for (auto &v : *bound)
       values.push_back(v ? *v : Value{constant(0, c->loc())});
     // A node with its compile-time settings. zip stops at the first item that returns null.
     auto node = [&](Node::Op op, Kind kind, const Node *operand, double value, double value2 = 0,
-                    bool flag = false) {
+                    bool flag = false, bool model = false) {
       Node n{op, kind};
       n.operands = {operand};
       n.value = value;
       n.value2 = value2;
       n.flag = flag;
+      n.modelScope = model;
       n.loc = c->loc();
       return &program_.nodes.emplace_back(std::move(n));
     };
@@ -695,7 +732,8 @@ private:
           diags_.error(c->loc(), "topk_mask takes either skip or nonzero = true, not both");
           return nullptr;
         }
-        return node(Node::Op::TopK, Kind::Tensor, args[0], *density, *skip, *nonzero != 0);
+        return node(Node::Op::TopK, Kind::Tensor, args[0], *density, *skip, *nonzero != 0,
+                    *wholeModel);
       }
       auto seed = compileTimeNumber(c, sig, 1, args[1], "an integer");
       if (!seed)
@@ -735,10 +773,14 @@ private:
   /// is a combination of the xs, so the iteration runs on their Gram matrix (one fused pass of
   /// dot products, kept in f64) in a real loop over coefficients, not over the data.
   std::optional<Value> callWeiszfeld(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin("weiszfeld", {"xs", "weights", "eps", "max_iter", "tol"},
-                                       {"weights", "eps", "max_iter", "tol"});
+    Signature sig = Signature::builtin("weiszfeld",
+                                       {"xs", "weights", "eps", "max_iter", "tol", "scope"},
+                                       {"weights", "eps", "max_iter", "tol", "scope"});
     auto bound = bind(c, sig);
     if (!bound)
+      return std::nullopt;
+    std::optional<bool> wholeModel = modelScope(c, sig, 5, (*bound)[5]);
+    if (!wholeModel)
       return std::nullopt;
     const Value &xs = *(*bound)[0];
     if (!xs.isList() || xs.list->empty()) {
@@ -778,8 +820,9 @@ private:
     for (size_t i = 0; i < m; ++i)
       for (size_t j = i; j < m; ++j) {
         const Node *x = (*xs.list)[i].node, *y = (*xs.list)[j].node;
-        group.operands.push_back(make(Node::Op::ReduceSum, Kind::Scalar,
-                                      {elementwise(Node::Op::Mul, {x, y}, c->loc())}, c->loc()));
+        group.operands.push_back(reduction(Node::Op::ReduceSum,
+                                           elementwise(Node::Op::Mul, {x, y}, c->loc()),
+                                           *wholeModel, c->loc()));
       }
     for (const Node *w : weights)
       group.operands.push_back(w);
@@ -848,17 +891,21 @@ private:
     return Value{nullptr, std::make_shared<std::vector<Value>>(xs.list->size(), w)};
   }
 
-  /// Reductions over the whole current tensor, to a scalar: total(x), dot(x, y),
-  /// norm(x, p = 2) for p = 1, 2 or inf, count(mask) (the non-zero elements).
+  /// Reductions over the whole current tensor (scope = model: over every tensor the rule
+  /// merges), to a scalar: total(x), dot(x, y), norm(x, p = 2) for p = 1, 2 or inf,
+  /// count(mask) (the non-zero elements).
   std::optional<Value> callReduction(const ast::CallExpr *c) {
     Signature sig = Signature::builtin(
-        c->callee, c->callee == "dot"    ? std::vector<std::string>{"x", "y"}
-                   : c->callee == "norm"  ? std::vector<std::string>{"x", "p"}
-                   : c->callee == "count" ? std::vector<std::string>{"mask"}
-                                          : std::vector<std::string>{"x"},
-        {"p"});
+        c->callee, c->callee == "dot"    ? std::vector<std::string>{"x", "y", "scope"}
+                   : c->callee == "norm"  ? std::vector<std::string>{"x", "p", "scope"}
+                   : c->callee == "count" ? std::vector<std::string>{"mask", "scope"}
+                                          : std::vector<std::string>{"x", "scope"},
+        {"p", "scope"});
     auto bound = bind(c, sig);
     if (!bound)
+      return std::nullopt;
+    std::optional<bool> wholeModel = modelScope(c, sig, bound->size() - 1, bound->back());
+    if (!wholeModel)
       return std::nullopt;
     // norm: p must be a number known while compiling.
     double p = 2;
@@ -881,7 +928,9 @@ private:
           diags_.error(argLoc(c, sig, i), c->callee + " expects a tensor, got a scalar");
           return nullptr;
         }
-      auto reduce = [&](Node::Op op, const Node *x) { return make(op, Kind::Scalar, {x}, c->loc()); };
+      auto reduce = [&](Node::Op op, const Node *x) {
+        return reduction(op, x, *wholeModel, c->loc());
+      };
       if (c->callee == "total")
         return reduce(Node::Op::ReduceSum, tensors[0]);
       if (c->callee == "dot")

@@ -56,6 +56,7 @@ struct Node {
   double value2 = 0;
   double value3 = 0;
   bool flag = false;
+  bool modelScope = false; ///< ReduceSum, ReduceMax, TopK: over every tensor the rule merges
   std::string predicate; ///< Cmp only
   std::string text;      ///< String only
   std::vector<const Node *> operands;
