@@ -132,9 +132,9 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
   std::vector<MemRefDescriptor> descs;
   for (const void *in : inputs)
     descs.push_back({const_cast<void *>(in), const_cast<void *>(in), 0, n, 1});
-  // Rank buffers are inputs to the phases after the one that fills them.
-  std::vector<std::vector<float>> ranks(rule.rankBuffers());
-  for (auto &r : ranks) {
+  // Row buffers are inputs to the phases after the one that fills them.
+  std::vector<std::vector<float>> rows(rule.rowBuffers());
+  for (auto &r : rows) {
     r.resize(static_cast<size_t>(n));
     descs.push_back({r.data(), r.data(), 0, n, 1});
   }
@@ -148,12 +148,12 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
   std::vector<double> partials;
   std::vector<float> keys;
   std::vector<bool> done(rule.phases.size(), false);
-  size_t nextRank = 0;
+  size_t nextRow = 0;
   for (size_t k = 0; k < rule.phases.size(); ++k) {
     const CompiledRule::Phase &phase = rule.phases[k];
     ModelScope::PhaseState *state =
         scope && phase.kind != Kind::Map ? &scope->phases_[k] : nullptr;
-    float *rankBuffer = phase.kind == Kind::RowRank ? ranks[nextRank++].data() : nullptr;
+    float *rowBuffer = phase.kind == Kind::Row ? rows[nextRow++].data() : nullptr;
     double *slot = &scalars[static_cast<size_t>(phase.firstSlot)];
     if (analysis) {
       // Only what an unfinished model-scope phase waits for, once its inputs are there.
@@ -197,7 +197,7 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
     }
     case Kind::TopK:
     case Kind::Quantile:
-    case Kind::RowRank: {
+    case Kind::Row: {
       keys.resize(static_cast<size_t>(n));
       float *target = keys.data();
       runPhase(pool, phase.fn, descs,
@@ -218,7 +218,11 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
       } else if (phase.kind == Kind::Quantile) {
         slot[0] = quantile(keys.data(), n, phase.param);
       } else {
-        rowRanks(pool, keys.data(), rankBuffer, n, static_cast<int64_t>(scalars[abi::kColsSlot]));
+        auto cols = static_cast<int64_t>(scalars[abi::kColsSlot]);
+        if (phase.row == CompiledRule::RowOp::Rank)
+          rowRanks(pool, keys.data(), rowBuffer, n, cols);
+        else
+          rowReduce(pool, keys.data(), rowBuffer, n, cols, phase.row == CompiledRule::RowOp::Sum);
       }
       break;
     }

@@ -227,4 +227,19 @@ void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int6
   });
 }
 
+void rowReduce(ThreadPool &pool, const float *keys, float *out, int64_t n, int64_t cols,
+               bool sum) {
+  if (cols <= 0 || n == 0)
+    return;
+  int64_t rows = n / cols;
+  pool.parallelFor(static_cast<size_t>(rows), [&](size_t row) {
+    const float *x = keys + static_cast<int64_t>(row) * cols;
+    double acc = sum ? 0.0 : -INFINITY;
+    for (int64_t i = 0; i < cols; ++i)
+      acc = sum ? acc + x[i] : (std::isnan(x[i]) || std::isnan(acc) ? NAN : std::max(acc, double(x[i])));
+    std::fill(out + static_cast<int64_t>(row) * cols, out + static_cast<int64_t>(row + 1) * cols,
+              static_cast<float>(acc));
+  });
+}
+
 } // namespace mergec::rt

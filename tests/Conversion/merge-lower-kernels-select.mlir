@@ -10,7 +10,7 @@ func.func @rule_0() -> !merge.tensor attributes {merge.store = bf16} {
   ^bb0(%x: f32):
     merge.yield %x : f32
   } {nonzero = false, param = 5.000000e-01 : f64, skip = 0.000000e+00 : f64}
-  %r = merge.rank_kernel ins(%a) {
+  %r = merge.row_kernel "rank" ins(%a) {
   ^bb0(%x: f32):
     merge.yield %x : f32
   }
@@ -31,7 +31,7 @@ func.func @rule_0() -> !merge.tensor attributes {merge.store = bf16} {
 // CHECK-SAME:    merge.select = "topk"
 // CHECK:         memref.store %{{.*}}, %[[KEYS]][%{{.*}}] : memref<?xf32>
 // CHECK-LABEL: func.func @rule_0_phase1(
-// CHECK-SAME:    merge.rank = "row"
+// CHECK-SAME:    merge.row = "rank"
 // CHECK-LABEL: func.func @rule_0(
 // CHECK-SAME:    %[[A2:[^:]*]]: memref<?xi16>, %[[RANKS:[^:]*]]: memref<?xf32>, %[[OUT:[^:]*]]: memref<?xi16>,
 // CHECK-SAME:    %[[SC:[^:]*]]: memref<?xf64>)

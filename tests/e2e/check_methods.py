@@ -389,6 +389,10 @@ def g_nuslerp():
         Rule("*norm.weight", "nuslerp(base, a, 0.4)", "nuslerp", lambda c: s(c.base, c.a, 0.4)),
         Rule("lm_head.weight", "nuslerp(a, 2 * a, 0.25)", "nuslerp", lambda c: s(c.a, F(2) * c.a, 0.25)),
         Rule("*.embed_tokens.weight", "nuslerp(base - base, a, 0.5)", "nuslerp", lambda c: s(c.base - c.base, c.a, 0.5)),
+        Rule("*.o_proj.weight", "nuslerp(a, b, 0.3, flatten = false)", "nuslerp rows",
+             lambda c: R.nuslerp(c.a, c.b, 0.3, flatten=False)[0]),
+        Rule("*.mlp.*", "base + nuslerp(tv(a), tv(c), 0.7, flatten = false)", "nuslerp rows",
+             lambda c: c.base + R.nuslerp(c.tv("a"), c.tv("c"), 0.7, flatten=False)[0]),
         Rule("_", "nuslerp(b, c, 0.6)", "nuslerp", lambda c: s(c.b, c.c, 0.6)),
     ], {}
 

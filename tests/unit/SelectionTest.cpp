@@ -101,6 +101,61 @@ TEST(Selection, RowRanksAscendByMagnitudeTiesByIndex) {
   EXPECT_EQ(r, (std::vector<float>{3, 1, 2, 4, 1, 2, 3, 4}));
 }
 
+TEST(Selection, RowReduceFillsEachRowWithItsSumOrMax) {
+  ThreadPool pool(2);
+  std::vector<float> x = {1, 2, 3, /* row 2 */ -4, 0.5f, 1e8f};
+  std::vector<float> s(6), m(6);
+  rowReduce(pool, x.data(), s.data(), 6, 3, /*sum=*/true);
+  rowReduce(pool, x.data(), m.data(), 6, 3, /*sum=*/false);
+  EXPECT_EQ(s, (std::vector<float>{6, 6, 6, 1e8f - 3.5f, 1e8f - 3.5f, 1e8f - 3.5f}));
+  EXPECT_EQ(m, (std::vector<float>{3, 3, 3, 1e8f, 1e8f, 1e8f}));
+}
+
+// The model-wide band over tensors handed in order equals topkBoundaries over their
+// concatenation: the same elements are inside, ties at the boundary going to earlier tensors.
+TEST(Selection, ModelTopKMatchesTheConcatenation) {
+  std::vector<std::vector<float>> tensors = {
+      {0.5f, -2, 1, 1, 0}, {3, 1, -1, 0.25f}, {1, 1, -2, 4, 0, 0.5f}};
+  for (double density : {0.0, 0.2, 0.4, 0.6, 1.0})
+    for (double skip : {0.0, 0.1, 0.3}) {
+      std::vector<float> all;
+      for (auto &t : tensors)
+        all.insert(all.end(), t.begin(), t.end());
+      RankBoundary hi, lo;
+      topkBoundaries(all.data(), static_cast<int64_t>(all.size()), density, skip, false, hi, lo);
+      auto inside = [](float v, int64_t i, const RankBoundary &h, const RankBoundary &l) {
+        auto below = [&](const RankBoundary &b) {
+          uint32_t bits;
+          float a = std::fabs(v);
+          std::memcpy(&bits, &a, 4);
+          return bits > b.bits || (bits == b.bits && static_cast<double>(i) <= b.index);
+        };
+        return below(l) && !below(h);
+      };
+      std::vector<bool> expected;
+      for (size_t i = 0; i < all.size(); ++i)
+        expected.push_back(inside(all[i], static_cast<int64_t>(i), hi, lo));
+
+      ModelTopK model(density, skip, false);
+      for (int pass = 0; pass < 2; ++pass) {
+        for (auto &t : tensors)
+          model.count(t.data(), static_cast<int64_t>(t.size()));
+        EXPECT_EQ(model.finishPass(), pass == 1);
+      }
+      for (int round = 0; round < 2; ++round) { // rewinding hands the quotas out again
+        model.rewind();
+        std::vector<bool> got;
+        for (auto &t : tensors) {
+          RankBoundary th, tl;
+          model.boundaries(t.data(), static_cast<int64_t>(t.size()), th, tl);
+          for (size_t i = 0; i < t.size(); ++i)
+            got.push_back(inside(t[i], static_cast<int64_t>(i), th, tl));
+        }
+        EXPECT_EQ(got, expected) << "density " << density << " skip " << skip;
+      }
+    }
+}
+
 TEST(KernelABI, NameHashIsFnv1a32) {
   EXPECT_EQ(mergec::rt::abi::nameHash(""), 2166136261u);
   EXPECT_EQ(mergec::rt::abi::nameHash("a"), 0xe40c292cu);

@@ -111,13 +111,13 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     // Every phase function takes every buffer of the rule, in program order (the model tensors,
     // then the ranks phases materialize), so the runtime passes the same descriptors to each.
     SmallVector<InputOp> inputs;
-    SmallVector<RankKernelOp> ranks;
+    SmallVector<RowKernelOp> ranks;
     for (Operation &op : rule.getBody().front()) {
       if (auto in = dyn_cast<InputOp>(op)) {
         if (!in.getStorage())
           return in.emitError("kernel inputs must be merge.input ops with a storage dtype");
         inputs.push_back(in);
-      } else if (auto r = dyn_cast<RankKernelOp>(op)) {
+      } else if (auto r = dyn_cast<RowKernelOp>(op)) {
         ranks.push_back(r);
       }
     }
@@ -136,7 +136,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
   /// `rule_N` for the final kernel (the output).
   LogicalResult emitPhase(func::FuncOp rule, ArrayRef<Operation *> phases,
                           const PhaseLayout &layout, size_t k,
-                          ArrayRef<InputOp> inputs, ArrayRef<RankKernelOp> ranks,
+                          ArrayRef<InputOp> inputs, ArrayRef<RowKernelOp> ranks,
                           Type outStorage) {
     Operation *phase = phases[k];
     auto reduce = dyn_cast<ReduceKernelOp>(phase);
@@ -169,8 +169,8 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       lowered->setAttr("merge.reduce", reduce.getKindsAttr());
     else if (auto select = dyn_cast<SelectKernelOp>(phase))
       lowered->setAttr("merge.select", select.getKindAttr());
-    else if (isa<RankKernelOp>(phase))
-      lowered->setAttr("merge.rank", b.getStringAttr("row"));
+    else if (auto row = dyn_cast<RowKernelOp>(phase))
+      lowered->setAttr("merge.row", row.getKindAttr());
     else
       lowered->setAttr("merge.phases", b.getI64IntegerAttr(static_cast<int64_t>(phases.size())));
 
@@ -192,7 +192,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     for (Operation &op : rule.getBody().front()) {
       if (&op == phase)
         break;
-      if (isa<InputOp, RankKernelOp>(op))
+      if (isa<InputOp, RowKernelOp>(op))
         continue;
       if (isa<ReduceKernelOp>(op)) {
         for (unsigned r = 0; r < op.getNumResults(); ++r) {
@@ -246,7 +246,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
           raw = memref::LoadOp::create(lb, loc, entry->getArgument(index), ValueRange{i});
           element = widen(lb, loc, raw, *in.getStorage());
         } else {
-          auto rank = operand.getDefiningOp<RankKernelOp>();
+          auto rank = operand.getDefiningOp<RowKernelOp>();
           size_t index = inputs.size() + (std::find(ranks.begin(), ranks.end(), rank) - ranks.begin());
           element = memref::LoadOp::create(lb, loc, entry->getArgument(index), ValueRange{i});
         }

@@ -88,6 +88,12 @@ private:
                                   ops[0],
                                   n->modelScope ? b_.getUnitAttr() : nullptr);
       break;
+    case Node::Op::RowSum:
+    case Node::Op::RowMax:
+      v = merge::RowReduceOp::create(b_, l, tensorType(),
+                                     b_.getStringAttr(n->op == Node::Op::RowSum ? "sum" : "max"),
+                                     ops[0]);
+      break;
     case Node::Op::Cols:
       v = merge::ColsOp::create(b_, l, b_.getF32Type());
       break;

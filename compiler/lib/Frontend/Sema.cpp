@@ -300,7 +300,7 @@ private:
     if (n->name == "numel")
       return Value{make(Node::Op::Numel, Kind::Scalar, {}, n->loc())};
     // The values of a `scope` argument, as strings: compared or passed on, never computed.
-    if (n->name == "tensor" || n->name == "model") {
+    if (n->name == "tensor" || n->name == "row" || n->name == "model") {
       Node s{Node::Op::String, Kind::Scalar};
       s.text = n->name;
       s.loc = n->loc();
@@ -654,17 +654,28 @@ private:
     return v;
   }
 
-  /// A `scope` argument: tensor (the default) or model (every tensor the rule merges, as one
-  /// flattened vector). True for model.
+  /// A `scope` argument: tensor (the default), model (every tensor the rule merges, as one
+  /// flattened vector) or, where `rows` allows, row (each row of the last dimension).
+  std::optional<std::string> scopeArg(const ast::CallExpr *c, const Signature &sig, size_t i,
+                                      const std::optional<Value> &v, bool rows = false) {
+    if (!v)
+      return "tensor";
+    if (!v->isList() && v->node->op == Node::Op::String &&
+        (v->node->text == "tensor" || v->node->text == "model" ||
+         (rows && v->node->text == "row")))
+      return v->node->text;
+    diags_.error(argLoc(c, sig, i), c->callee + "'s scope must be tensor" +
+                                        std::string(rows ? ", row" : "") + " or model");
+    return std::nullopt;
+  }
+
+  /// A `scope` argument that must be tensor or model: true for model.
   std::optional<bool> modelScope(const ast::CallExpr *c, const Signature &sig, size_t i,
                                  const std::optional<Value> &v) {
-    if (!v)
-      return false;
-    if (!v->isList() && v->node->op == Node::Op::String &&
-        (v->node->text == "tensor" || v->node->text == "model"))
-      return v->node->text == "model";
-    diags_.error(argLoc(c, sig, i), c->callee + "'s scope must be tensor or model");
-    return std::nullopt;
+    auto scope = scopeArg(c, sig, i, v);
+    if (!scope)
+      return std::nullopt;
+    return *scope == "model";
   }
 
   /// topk_mask(x, density, skip = 0, nonzero = false, scope = tensor), quantile(x, q), row_rank(x),
@@ -892,7 +903,8 @@ private:
   }
 
   /// Reductions over the whole current tensor (scope = model: over every tensor the rule
-  /// merges), to a scalar: total(x), dot(x, y), norm(x, p = 2) for p = 1, 2 or inf,
+  /// merges), to a scalar, or (scope = row) over each row, to a tensor holding every row's
+  /// value at its elements: total(x), dot(x, y), norm(x, p = 2) for p = 1, 2 or inf,
   /// count(mask) (the non-zero elements).
   std::optional<Value> callReduction(const ast::CallExpr *c) {
     Signature sig = Signature::builtin(
@@ -904,8 +916,8 @@ private:
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
-    std::optional<bool> wholeModel = modelScope(c, sig, bound->size() - 1, bound->back());
-    if (!wholeModel)
+    std::optional<std::string> scope = scopeArg(c, sig, bound->size() - 1, bound->back(), true);
+    if (!scope)
       return std::nullopt;
     // norm: p must be a number known while compiling.
     double p = 2;
@@ -929,7 +941,10 @@ private:
           return nullptr;
         }
       auto reduce = [&](Node::Op op, const Node *x) {
-        return reduction(op, x, *wholeModel, c->loc());
+        if (*scope == "row")
+          return make(op == Node::Op::ReduceSum ? Node::Op::RowSum : Node::Op::RowMax,
+                      Kind::Tensor, {x}, c->loc());
+        return reduction(op, x, *scope == "model", c->loc());
       };
       if (c->callee == "total")
         return reduce(Node::Op::ReduceSum, tensors[0]);

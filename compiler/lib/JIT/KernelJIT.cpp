@@ -215,7 +215,11 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
       phase.nonzero = select.getNonzero();
       phase.modelScope = select.getModelScope();
     } else {
-      phase.kind = Kind::RowRank;
+      StringRef kind = cast<merge::RowKernelOp>(op).getKind();
+      phase.kind = Kind::Row;
+      phase.row = kind == "rank"  ? rt::CompiledRule::RowOp::Rank
+                  : kind == "sum" ? rt::CompiledRule::RowOp::Sum
+                                  : rt::CompiledRule::RowOp::Max;
     }
     compiled.phases.push_back(std::move(phase));
   }

@@ -26,7 +26,7 @@ func.func @rule_0() -> !merge.tensor {
 // CHECK:       %[[T0:[^,]*]], %[[T1:[^,]*]], %[[T2:[^,]*]], %[[T3:[^ ]*]] = merge.select_kernel "topk" ins(%[[B]], %[[A]])
 // CHECK:         arith.subf
 // CHECK:       } {nonzero = false, param = 2.000000e-01 : f64, skip = 0.000000e+00 : f64}
-// CHECK:       %[[R:.*]] = merge.rank_kernel ins(%[[B]], %[[A]])
+// CHECK:       %[[R:.*]] = merge.row_kernel "rank" ins(%[[B]], %[[A]])
 // CHECK:       %[[H:.*]] = merge.name_hash
 // CHECK:       %[[Q0:[^,]*]], {{.*}} = merge.select_kernel "quantile" ins(%[[A]])
 // CHECK:       } {nonzero = false, param = 9.000000e-01 : f64, skip = 0.000000e+00 : f64}

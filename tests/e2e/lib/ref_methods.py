@@ -426,12 +426,16 @@ def slerp(a, b, t, dot_threshold=0.9995, eps=1e-8):
     return (ca * a + cb * b).astype(F), lerped
 
 
-def nuslerp(a, b, t, eps=1e-8):
-    """mergekit nuslerp.py with its defaults nuslerp_flatten = true, row_wise = false: the
-    tensors as flat vectors, unit vectors x / max(|x|, 1e-7), cos = dot clamped to [-1, 1],
-    colinear when 1 - cos^2 <= eps^2 (then (1 - t) a + t b), else
+def nuslerp(a, b, t, eps=1e-8, flatten=True):
+    """mergekit nuslerp.py with row_wise = false: with flatten (its default) the tensors as flat
+    vectors, else each row (last dimension) on its own: unit vectors x / max(|x|, 1e-7),
+    cos = dot clamped to [-1, 1], colinear when 1 - cos^2 <= eps^2 (then (1 - t) a + t b), else
     (sin((1 - t) theta) a + sin(t theta) b) / sin theta. Returns (result, colinear)."""
     a, b = _f32(a), _f32(b)
+    if not flatten:
+        cols = a.shape[-1] if a.ndim else 1
+        rows = [nuslerp(x, y, t, eps)[0] for x, y in zip(a.reshape(-1, cols), b.reshape(-1, cols))]
+        return np.stack(rows).reshape(a.shape).astype(F), False
     ua = a / max(_norm(a), F(1e-7))
     ub = b / max(_norm(b), F(1e-7))
     cos = min(max(float(_dot(ua, ub)), -1.0), 1.0)

@@ -36,6 +36,8 @@ struct Node {
     Select, ///< operand 1 where operand 0 is non-zero, else operand 2
     ReduceSum, ///< scalar: the sum of every element of the tensor operand
     ReduceMax, ///< scalar: the largest element of the tensor operand
+    RowSum,    ///< tensor: each element replaced by the sum of its row (last dimension)
+    RowMax,    ///< tensor: each element replaced by the maximum of its row
     TopK,      ///< tensor: 1 for ranks [s, s + k) by magnitude; `value` density, `value2` skip,
                ///< `flag` nonzero
     Quantile,  ///< scalar: the `value`-quantile of the tensor operand

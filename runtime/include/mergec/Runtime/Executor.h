@@ -23,16 +23,18 @@ using PackedKernel = void (*)(void **);
 /// A rule as phases, in order: reductions (each writes one f64 partial per reduction per chunk
 /// into result[0..]; the runtime combines the chunks in order, so thread count never changes the
 /// result), selections (keys into an f32 buffer, then radix select), ranks (keys, then ranks
-/// within rows into a buffer later phases read), then the map phase that writes the output.
+/// within rows, or row sums, into a buffer later phases read), then the map phase that writes the output.
 /// Phases at model scope see every tensor of the rule: the executor runs them over the whole
 /// model (streaming passes before the merge) and gives each tensor the model's results.
 struct CompiledRule {
-  enum class Kind { Reduce, TopK, Quantile, RowRank, Map };
+  enum class Kind { Reduce, TopK, Quantile, Row, Map };
   enum class Reduction { Sum, Max };
+  enum class RowOp { Rank, Sum, Max };
   struct Phase {
     PackedKernel fn;
     Kind kind;
     std::vector<Reduction> reductions; ///< Reduce: one per scalar result
+    RowOp row = RowOp::Rank;           ///< Row: ranks, or each row's sum or maximum
     double param = 0; ///< TopK: density; Quantile: q
     double skip = 0;  ///< TopK
     bool nonzero = false;
@@ -42,10 +44,10 @@ struct CompiledRule {
   };
   std::vector<Phase> phases;
   int64_t scalarSlots = 4; ///< the size of the scalars array
-  size_t rankBuffers() const {
+  size_t rowBuffers() const {
     size_t r = 0;
     for (auto &p : phases)
-      r += p.kind == Kind::RowRank;
+      r += p.kind == Kind::Row;
     return r;
   }
   bool hasModelScope() const {

@@ -65,4 +65,8 @@ double quantile(const float *keys, int64_t n, double q);
 /// by lowest index. Rows run in parallel on `pool`.
 void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int64_t cols);
 
+/// out[i] = the sum (in f64, rounded once; `sum`) or the maximum (NaN if any is NaN) of the
+/// keys in i's row of `cols` elements. Rows run in parallel on `pool`, each summed in order.
+void rowReduce(ThreadPool &pool, const float *keys, float *out, int64_t n, int64_t cols, bool sum);
+
 } // namespace mergec::rt

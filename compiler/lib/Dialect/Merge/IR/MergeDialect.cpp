@@ -1,6 +1,7 @@
 //===- MergeDialect.cpp - merge dialect registration and verifiers --------===//
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mlir/IR/DialectImplementation.h"
+#include "mlir/IR/Matchers.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include <cmath>
 
@@ -111,8 +112,22 @@ LogicalResult SelectKernelOp::verify() {
   return verifyKernelBody(*this, getBody(), getInputs().size());
 }
 
-LogicalResult RankKernelOp::verify() {
+LogicalResult RowKernelOp::verify() {
+  if (getKind() != "rank" && getKind() != "sum" && getKind() != "max")
+    return emitOpError("kind must be 'rank', 'sum' or 'max', got '") << getKind() << "'";
   return verifyKernelBody(*this, getBody(), getInputs().size());
+}
+
+LogicalResult RowReduceOp::verify() { return verifyReduceKind(*this, getKind()); }
+
+OpFoldResult SelectOp::fold(FoldAdaptor) {
+  auto splat = getMask().getDefiningOp<SplatOp>();
+  if (!splat)
+    return {};
+  FloatAttr value;
+  if (!matchPattern(splat.getValue(), m_Constant(&value)))
+    return {};
+  return value.getValue().isZero() ? getB() : getA();
 }
 
 LogicalResult TopKMaskOp::verify() {
@@ -132,7 +147,7 @@ LogicalResult QuantileOp::verify() {
 }
 
 LogicalResult ElementIndexOp::verify() {
-  if (!isa_and_nonnull<KernelOp, ReduceKernelOp, SelectKernelOp, RankKernelOp>((*this)->getParentOp()))
+  if (!isa_and_nonnull<KernelOp, ReduceKernelOp, SelectKernelOp, RowKernelOp>((*this)->getParentOp()))
     return emitOpError("is only valid inside a kernel body");
   return success();
 }

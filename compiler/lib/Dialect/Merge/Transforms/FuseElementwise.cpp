@@ -31,7 +31,7 @@ SmallVector<Value> collectInputs(Value root) {
     Operation *def = v.getDefiningOp();
     if (!def || !seen.insert(def))
       continue;
-    if (isa<InputOp, RankKernelOp>(def)) {
+    if (isa<InputOp, RowKernelOp>(def)) {
       inputs.push_back(v);
       continue;
     }
@@ -134,7 +134,7 @@ void eraseDeadTensorOps(func::FuncOp func) {
   SmallVector<Operation *> ops;
   func.walk([&](Operation *op) {
     if (op->getDialect() && isa<MergeDialect>(op->getDialect()) &&
-        !isa<KernelOp, ReduceKernelOp, SelectKernelOp, RankKernelOp, YieldOp>(op) &&
+        !isa<KernelOp, ReduceKernelOp, SelectKernelOp, RowKernelOp, YieldOp>(op) &&
         op->getParentOp() == func)
       ops.push_back(op);
   });
@@ -168,7 +168,7 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
     // Selections and ranks likewise become phases of their own.
     SmallVector<Operation *> phases;
     func.walk([&](Operation *op) {
-      if (isa<ReduceOp, TopKMaskOp, QuantileOp, RowRankOp>(op))
+      if (isa<ReduceOp, TopKMaskOp, QuantileOp, RowRankOp, RowReduceOp>(op))
         phases.push_back(op);
     });
     for (Operation *op : phases) {
@@ -176,7 +176,8 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
                                .Case<ReduceOp>([&](auto r) { return fuseReduction(r); })
                                .Case<TopKMaskOp>([&](auto t) { return fuseTopK(t); })
                                .Case<QuantileOp>([&](auto q) { return fuseQuantile(q); })
-                               .Case<RowRankOp>([&](auto r) { return fuseRowRank(r); });
+                               .Case<RowRankOp>([&](auto r) { return fuseRow(r, "rank"); })
+                               .Case<RowReduceOp>([&](auto r) { return fuseRow(r, r.getKind()); });
       if (failed(done))
         return signalPassFailure();
     }
@@ -259,15 +260,18 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
     return success();
   }
 
-  /// merge.row_rank x => merge.rank_kernel { x }, read by later kernels like an input
-  LogicalResult fuseRowRank(RowRankOp op) {
-    auto kernel = buildPhase<RankKernelOp>(op, op.getOperand(), [&](OpBuilder &b, ValueRange in) {
-      return RankKernelOp::create(b, op.getLoc(), op.getType(), in);
+  /// merge.row_rank x => merge.row_kernel "rank" { x }, merge.row_reduce "sum" x =>
+  /// merge.row_kernel "sum" { x }: a buffer later kernels read like an input.
+  LogicalResult fuseRow(Operation *op, StringRef kind) {
+    Value x = op->getOperand(0);
+    auto kernel = buildPhase<RowKernelOp>(op, x, [&](OpBuilder &b, ValueRange in) {
+      return RowKernelOp::create(b, op->getLoc(), op->getResult(0).getType(),
+                                 b.getStringAttr(kind), in);
     });
     if (failed(kernel))
       return failure();
-    op.getResult().replaceAllUsesWith(kernel->getResult());
-    op.erase();
+    op->getResult(0).replaceAllUsesWith(kernel->getResult());
+    op->erase();
     return success();
   }
 

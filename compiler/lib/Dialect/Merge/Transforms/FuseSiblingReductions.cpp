@@ -16,7 +16,7 @@ using namespace mergec::merge;
 
 namespace {
 
-bool isPhase(Operation *op) { return isa<ReduceKernelOp, SelectKernelOp, RankKernelOp>(op); }
+bool isPhase(Operation *op) { return isa<ReduceKernelOp, SelectKernelOp, RowKernelOp>(op); }
 
 /// One reduce_kernel computing every reduction of `group` (same depth and scope, so none reads
 /// another's result) over the union of their inputs, in program order.

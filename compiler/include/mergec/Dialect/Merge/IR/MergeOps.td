@@ -218,6 +218,9 @@ def Merge_SelectOp : Merge_Op<"select", [Pure]> {
   let arguments = (ins Merge_TensorType:$mask, Merge_TensorType:$a, Merge_TensorType:$b);
   let results = (outs Merge_TensorType:$result);
   let assemblyFormat = "$mask `,` $a `,` $b attr-dict";
+  // A mask known while compiling (a splat of a constant) picks its side, so the other side's
+  // phases (reductions, selections) are never run.
+  let hasFolder = 1;
 }
 
 //===----------------------------------------------------------------------===//
@@ -262,7 +265,7 @@ def Merge_RowRankOp : Merge_Op<"row_rank", [Pure]> {
   let summary = "each element's rank 1..cols by |x| ascending within its row (last dimension)";
   let description = [{
     Ties by lowest index. A 1-D tensor is one row. The fusion pass turns it into a
-    `merge.rank_kernel` phase whose result the later phases read like an input.
+    `merge.row_kernel` phase whose result the later phases read like an input.
     ```mlir
     %r = merge.row_rank %tv
     ```
@@ -270,6 +273,22 @@ def Merge_RowRankOp : Merge_Op<"row_rank", [Pure]> {
   let arguments = (ins Merge_TensorType:$operand);
   let results = (outs Merge_TensorType:$result);
   let assemblyFormat = "$operand attr-dict";
+}
+
+def Merge_RowReduceOp : Merge_Op<"row_reduce", [Pure]> {
+  let summary = "each element replaced by the sum (or maximum) of its row";
+  let description = [{
+    Rows are the last dimension; a 1-D tensor is one row. `sum` accumulates in f64 and rounds
+    once; `max` is NaN if the row holds a NaN. The per-row form of `merge.reduce`
+    (`dot(x, y, scope = row)`); the fusion pass turns it into a `merge.row_kernel` phase.
+    ```mlir
+    %s = merge.row_reduce "sum" %sq
+    ```
+  }];
+  let arguments = (ins StrAttr:$kind, Merge_TensorType:$operand);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$kind $operand attr-dict";
+  let hasVerifier = 1;
 }
 
 def Merge_BernoulliOp : Merge_Op<"bernoulli", [Pure]> {
@@ -411,28 +430,30 @@ def Merge_SelectKernelOp : Merge_Op<"select_kernel", [RecursiveMemoryEffects]> {
   let hasVerifier = 1;
 }
 
-def Merge_RankKernelOp : Merge_Op<"rank_kernel", [RecursiveMemoryEffects]> {
-  let summary = "a ranking phase: materializes one key per element, ranks within rows";
+def Merge_RowKernelOp : Merge_Op<"row_kernel", [RecursiveMemoryEffects]> {
+  let summary = "a per-row phase: materializes one key per element, then works row by row";
   let description = [{
-    The runtime ranks the keys' magnitudes within each row (1..cols, ties by lowest index) into
-    an f32 buffer that later phases read as one more input.
+    Rows are the last dimension (a 1-D tensor is one row). `rank`: the runtime ranks the keys'
+    magnitudes within each row (1..cols, ties by lowest index); `sum` / `max`: every element
+    gets its row's sum (in f64, rounded once) or maximum. The result is an f32 buffer that later
+    phases read as one more input.
     ```mlir
-    %r = merge.rank_kernel ins(%a) {
+    %r = merge.row_kernel "rank" ins(%a) {
     ^bb0(%x: f32):
       merge.yield %x : f32
     }
     ```
   }];
-  let arguments = (ins Variadic<Merge_TensorType>:$inputs);
+  let arguments = (ins StrAttr:$kind, Variadic<Merge_TensorType>:$inputs);
   let results = (outs Merge_TensorType:$result);
   let regions = (region SizedRegion<1>:$body);
-  let assemblyFormat = "`ins` `(` $inputs `)` $body attr-dict";
+  let assemblyFormat = "$kind `ins` `(` $inputs `)` $body attr-dict";
   let hasVerifier = 1;
 }
 
 def Merge_YieldOp : Merge_Op<"yield", [Pure, Terminator,
                                        ParentOneOf<["KernelOp", "ReduceKernelOp",
-                                                    "SelectKernelOp", "RankKernelOp"]>]> {
+                                                    "SelectKernelOp", "RowKernelOp"]>]> {
   let summary = "the value of one output element (one per reduction of a reduce_kernel)";
   let description = [{
     ```mlir

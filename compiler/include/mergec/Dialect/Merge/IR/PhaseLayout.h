@@ -25,7 +25,7 @@ inline PhaseLayout phaseLayout(mlir::func::FuncOp rule) {
   PhaseLayout layout;
   std::vector<int64_t> counts;
   for (mlir::Operation &op : rule.getBody().front()) {
-    if (!mlir::isa<ReduceKernelOp, SelectKernelOp, RankKernelOp>(op))
+    if (!mlir::isa<ReduceKernelOp, SelectKernelOp, RowKernelOp>(op))
       continue;
     layout.phases.push_back(&op);
     int64_t scalars = 0;
