@@ -1,5 +1,5 @@
-"""Elementwise primitives against numpy: abs, sign, sqrt, exp, max / min / median across lists
-(odd and even counts), clamp, where and the six comparisons, on bf16 and f32 models.
+"""Elementwise primitives against numpy: abs, sign, sqrt, exp, max / min / median / variance
+across lists (odd and even counts), clamp, where and the six comparisons, on bf16 and f32 models.
 
 Tolerance: 1 ulp of the output dtype after f32 compute. Everything here is exactly rounded in
 both mergec and numpy except exp (libm's expf vs numpy's, each within 1 f32 ulp), which is why
@@ -39,6 +39,8 @@ def body(args):
               "*.up_proj.weight"   => base + clamp(tv(a) + tv(b), -0.02, 0.01)
               "*.down_proj.weight" => base + where(abs(tv(a)) >= abs(tv(b)), tv(a), tv(b))
               "*norm.weight"       => (a < b) + (a > b) * 2 + (a <= c) * 4 + (a >= c) * 8 + (b == b) * 16 + (a != c) * 32
+              "*.embed_tokens.weight" => variance([tv(a), tv(b), tv(c), -tv(a)])
+              "lm_head.weight"     => variance([a, b, c])
               _                    => base
             }
             """ % exp_rule)
@@ -67,6 +69,11 @@ def body(args):
             elif n.endswith("norm.weight"):
                 e = ((A < Bm) + (A > Bm) * F(2) + (A <= C) * F(4) + (A >= C) * F(8) +
                      (Bm == Bm) * F(16) + (A != C) * F(32))
+            elif n.endswith(".embed_tokens.weight"):
+                # mergec: Welford in f64; numpy: two-pass in f64; each rounded once to f32
+                e = np.var(np.stack([ta, tb, tc, -ta]).astype(np.float64), axis=0)
+            elif n == "lm_head.weight":
+                e = np.var(np.stack([A, Bm, C]).astype(np.float64), axis=0)
             else:
                 e = B
             compare.assert_tensor(n, odtype, arr, np.asarray(e, dtype=F), max_ulp=1, quiet=True)

@@ -554,10 +554,15 @@ same.
   multiply-add (one rounding per model); mergec multiplies then adds (two roundings): 1 bf16 ulp
   on ~1 % of elements. task_arithmetic goes through `deltas.mul_(weights)` then `sum`, like
   mergec, and is bit-exact.
-- **sce**: `torch.var(tvs, dim=0, unbiased=False)` on a CPU float32 tensor accumulates in
-  float64 (Welford) and rounds once, i.e. the correctly rounded variance; an f32 two-pass
-  variance differs in the last bit in ~40 % of elements, which moves elements across the
-  `select_topk` threshold.
+- **sce**: `torch.var(tvs, dim=0, unbiased=False)` on a CPU float32 tensor runs Welford's
+  update in float64 in list order (`d = x - mean; mean += d / k; m2 += d * (x - mean)`) and
+  rounds `m2 / n` once; an f32 two-pass variance differs in the last bit in ~40 % of elements,
+  which moves elements across the `select_topk` threshold. mergec's `variance` builtin does the
+  same update (bit-identical to torch for 3, 4 and 8 inputs; an f64 two-pass variance is not,
+  for 4 and 8 inputs, on ~0.05-0.1 % of elements). mergekit's
+  `k = int(count_nonzero(var) * select_topk)` multiplies an int64 tensor by a float, i.e. in
+  float32: one off Python's `int(n * d)` (mergec's) for ~16 % of (count, density) pairs below
+  2^24, never at density 0.5 (the one run here).
 - **slerp / multislerp / nuslerp coefficients**: mergekit's norms and dots are float32 torch
   reductions (`torch.linalg.vector_norm`, `(x * y).sum()`), mergec's accumulate in float64 and
   round once; the cosines differ by ~1e-6 relative, a rare 1-ulp bf16 difference in the output.

@@ -152,6 +152,7 @@ private:
     case Node::Op::Max: return merge::ElementOp::Max;
     case Node::Op::Min: return merge::ElementOp::Min;
     case Node::Op::Median: return merge::ElementOp::Median;
+    case Node::Op::Variance: return merge::ElementOp::Variance;
     case Node::Op::Abs: return merge::ElementOp::Abs;
     case Node::Op::Sign: return merge::ElementOp::Sign;
     case Node::Op::Sqrt: return merge::ElementOp::Sqrt;
@@ -257,6 +258,7 @@ private:
     case Node::Op::Max: return merge::MaxOp::create(b_, l, t, ops);
     case Node::Op::Min: return merge::MinOp::create(b_, l, t, ops);
     case Node::Op::Median: return merge::MedianOp::create(b_, l, t, ops);
+    case Node::Op::Variance: return merge::VarianceOp::create(b_, l, t, ops);
     case Node::Op::Abs: return merge::AbsOp::create(b_, l, t, ops[0]);
     case Node::Op::Sign: return merge::SignOp::create(b_, l, t, ops[0]);
     case Node::Op::Sqrt: return merge::SqrtOp::create(b_, l, t, ops[0]);

@@ -63,7 +63,7 @@ struct Signature {
 };
 
 const std::set<std::string> kBuiltins = {
-    "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median",
+    "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median", "variance",
     "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
     "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
     "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second", "weiszfeld", "require"};
@@ -75,7 +75,7 @@ const std::map<std::string, Node::Op> kUnary = {
 /// Functions of one list, elementwise across it.
 const std::map<std::string, Node::Op> kListReductions = {
     {"sum", Node::Op::Sum}, {"mean", Node::Op::Mean}, {"max", Node::Op::Max},
-    {"min", Node::Op::Min}, {"median", Node::Op::Median}};
+    {"min", Node::Op::Min}, {"median", Node::Op::Median}, {"variance", Node::Op::Variance}};
 const std::map<std::string, std::string> kComparisons = {
     {"<", "lt"}, {">", "gt"}, {"<=", "le"}, {">=", "ge"}, {"==", "eq"}, {"!=", "ne"}};
 const std::set<std::string> kContextNames = {"layer", "num_layers", "cols", "numel",

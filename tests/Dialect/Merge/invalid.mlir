@@ -82,6 +82,14 @@ func.func @empty_median() -> !merge.tensor {
 
 // -----
 
+func.func @empty_variance() -> !merge.tensor {
+  // expected-error @+1 {{needs at least one operand}}
+  %v = merge.variance
+  return %v : !merge.tensor
+}
+
+// -----
+
 func.func @bad_reduce_kind() -> f32 {
   %a = merge.input "a"
   // expected-error @+1 {{kind must be 'sum' or 'max', got 'mean'}}

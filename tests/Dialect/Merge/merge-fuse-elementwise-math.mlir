@@ -1,6 +1,7 @@
 // RUN: merge-opt %s -pass-pipeline='builtin.module(func.func(merge-fuse-elementwise),canonicalize)' | FileCheck %s
 // Math, comparison and selection ops fuse like arithmetic. A median is a branch-free
-// compare-exchange network (odd-even transposition), so the kernel stays one vector loop.
+// compare-exchange network (odd-even transposition), so the kernel stays one vector loop; a
+// variance is arithmetic in f64.
 
 // CHECK-LABEL: func.func @median3
 // CHECK:       merge.kernel ins(%{{.*}}, %{{.*}}, %{{.*}}) {
@@ -30,6 +31,36 @@ func.func @median2() -> !merge.tensor {
   %b = merge.input "b"
   %m = merge.median %a, %b
   return %m : !merge.tensor
+}
+
+// A variance is Welford's update in f64 in operand order (torch.var's CPU algorithm), then
+// m2 / n rounded once to f32. The first step's divide by 1 folds away; the rest stays.
+// CHECK-LABEL: func.func @variance2
+// CHECK-DAG:     %[[TWO:.*]] = arith.constant 2.000000e+00 : f64
+// CHECK-DAG:     %[[ZERO:.*]] = arith.constant 0.000000e+00 : f64
+// CHECK:       merge.kernel ins(%{{.*}}, %{{.*}}) {
+// CHECK-NEXT:  ^bb0(%[[X:.*]]: f32, %[[Y:.*]]: f32):
+// CHECK-NEXT:    %[[WX:.*]] = arith.extf %[[X]] : f32 to f64
+// CHECK-NEXT:    %[[MEAN1:.*]] = arith.addf %[[WX]], %[[ZERO]] : f64
+// CHECK-NEXT:    %[[DX2:.*]] = arith.subf %[[WX]], %[[MEAN1]] : f64
+// CHECK-NEXT:    %[[P1:.*]] = arith.mulf %[[WX]], %[[DX2]] : f64
+// CHECK-NEXT:    %[[M21:.*]] = arith.addf %[[P1]], %[[ZERO]] : f64
+// CHECK-NEXT:    %[[WY:.*]] = arith.extf %[[Y]] : f32 to f64
+// CHECK-NEXT:    %[[DY:.*]] = arith.subf %[[WY]], %[[MEAN1]] : f64
+// CHECK-NEXT:    %[[STEP:.*]] = arith.divf %[[DY]], %[[TWO]] : f64
+// CHECK-NEXT:    %[[MEAN2:.*]] = arith.addf %[[MEAN1]], %[[STEP]] : f64
+// CHECK-NEXT:    %[[DY2:.*]] = arith.subf %[[WY]], %[[MEAN2]] : f64
+// CHECK-NEXT:    %[[P2:.*]] = arith.mulf %[[DY]], %[[DY2]] : f64
+// CHECK-NEXT:    %[[M22:.*]] = arith.addf %[[M21]], %[[P2]] : f64
+// CHECK-NEXT:    %[[VAR:.*]] = arith.divf %[[M22]], %[[TWO]] : f64
+// CHECK-NEXT:    %[[R:.*]] = arith.truncf %[[VAR]] : f64 to f32
+// CHECK-NEXT:    merge.yield %[[R]] : f32
+// CHECK-NOT:   merge.variance
+func.func @variance2() -> !merge.tensor {
+  %a = merge.input "a"
+  %b = merge.input "b"
+  %v = merge.variance %a, %b
+  return %v : !merge.tensor
 }
 
 // where(|a| > b, sign(a), sqrt(b)): comparisons give 1.0/0.0, select tests the mask != 0.

@@ -23,7 +23,9 @@ func.func @rule_0() -> !merge.tensor {
   %7 = merge.cmp "ge" %6, %a
   // CHECK: merge.select %{{.*}}, %{{.*}}, %{{.*}}
   %8 = merge.select %7, %a, %b
-  return %8 : !merge.tensor
+  // CHECK: merge.variance %{{.*}}, %{{.*}}, %{{.*}}
+  %9 = merge.variance %8, %a, %b
+  return %9 : !merge.tensor
 }
 
 // CHECK-LABEL: func.func @reductions

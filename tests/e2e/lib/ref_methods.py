@@ -14,8 +14,7 @@ it, each deterministic reference was run against mergekit 0.1.5's own functions 
 get_mask, sce_mask/sce_weight, slerp, nuslerp, multislerp, model_stock, karcher_merge_tensors,
 della_magprune's probabilities) under torch in f32 on tie-free f32 data: they agree to f32
 rounding (relative difference <= 3e-7), except where this contract departs from mergekit on
-purpose (magnitude keeps max(1, int(density * n)) in mergekit 0.1.5, int(density * n) here;
-sce's zero tests are mergekit 0.0.6's, see sce()).
+purpose (magnitude keeps max(1, int(density * n)) in mergekit 0.1.5, int(density * n) here).
 Known differences from mergekit on bf16 checkpoints: mergekit computes the task vectors, the
 masks and karcher's unit vectors in the input dtype (bf16), mergec and this file in f32.
 `python3 ref_methods.py` runs a self-test: Random123's known-answer vectors for Philox4x32-10,
@@ -353,29 +352,34 @@ def della_linear(tvs, weights=1, density=1, epsilon=0.15, seed=0, name=""):
 # ---------------------------------------------------------------------------------------------
 # SCE (mergekit merge_methods/sce.py)
 # ---------------------------------------------------------------------------------------------
-def sce_variance(tvs):
-    """Population variance across the list, per element: mean = sum / m, then
-    sum (tv_i - mean)^2 / m (float32, left to right)."""
-    m = len(tvs)
-    mean = _lsum(tvs) / F(m)
-    return _lsum([(_f32(tv) - mean) * (_f32(tv) - mean) for tv in tvs]) / F(m)
+def variance(xs):
+    """`variance(xs)`: the population variance across the list, per element (divisor m, as
+    torch.var(unbiased=False) in mergekit's sce_mask), computed in float64 by numpy (two-pass)
+    and rounded once to float32. mergec computes it with Welford's update in f64 (torch's
+    algorithm); for float32 inputs both give the f32 rounding of the exact variance except at
+    rare near-ties (none for 2 or 3 items on the test checkpoints)."""
+    wide = np.stack([np.asarray(x, dtype=np.float64) for x in xs])
+    return np.var(wide, axis=0).astype(F)
 
 
 def sce(tvs, select_topk=1.0):
     """SCE from FuseChat (Wan et al. 2024, https://arxiv.org/abs/2408.07990): Select the
     elements with the largest variance across the task vectors (top select_topk of the non-zero
     variances), Calculate per-model weights from the mean squared task vector, Erase the
-    entries whose sign disagrees with the (unweighted) sum. Follows mergekit's sce_merge,
-    sce_mask (topk over |var| with k = int(count_nonzero(var) * density)) and sce_weight
-    (weights / sum, or 1/m when the sum is 0); result sum tv_i w_i e_i / (sum w_i e_i, or 1 where
-    that is 0), as mergekit 0.0.6's sce.py (`if sum_weights == 0`, `divisor[divisor == 0] = 1`).
-    mergekit 0.1.4 and 0.1.5 use thresholds instead (`if abs(weight_sum) < 1e-6` -> 1/m, and
-    `torch.sum(erased_weights, dim=0).clamp(min=1e-6)`): the two differ only when the mean
-    squares sum to less than 1e-6 or an element's surviving weights sum to less than 1e-6."""
+    entries whose sign disagrees with the (unweighted) sum. Follows mergekit 0.1.5's sce_merge,
+    sce_mask (topk over |var| with k = int(count_nonzero(var) * density)) and sce_weight:
+    weights = ms / sum(ms), or 1/m when abs(sum) < 1e-6 (the f32 sum against the Python float
+    1e-6); result sum tv_i w_i e_i / clamp(sum w_i e_i, min = 1e-6) (the clamp bound in f32, the
+    tensor's dtype). mergekit 0.0.6 tested `sum_weights == 0` and `divisor[divisor == 0] = 1`
+    instead: the two differ only when the mean squares sum to less than 1e-6 or an element's
+    surviving weights sum to less than 1e-6. One known difference remains: mergekit's k is
+    int() of a float32 tensor product (count_nonzero * density), this file's and mergec's the
+    float64 product; they differ by one for ~16 % of (count, density) pairs below 2^24 (count 90,
+    density 0.7: mergekit 63, here 62)."""
     m = len(tvs)
     tvs = [_f32(tv) for tv in tvs]
     if float(select_topk) < 1:
-        mask = topk_mask(sce_variance(tvs), select_topk, nonzero=True)
+        mask = topk_mask(variance(tvs), select_topk, nonzero=True)
         tvs = [tv * mask for tv in tvs]
     total = _lsum(tvs)
     elected = np.where(total >= 0, F(1), F(-1)).astype(F)
@@ -385,14 +389,13 @@ def sce(tvs, select_topk=1.0):
     s = F(0)
     for v in ms:
         s = F(s + v)
-    if s == 0:
+    if abs(float(s)) < 1e-6:
         ws = [F(1) / F(m)] * m
     else:
         ws = [F(v / s) for v in ms]
     ew = [w * e for w, e in zip(ws, erase)]
     num = _lsum([tv * x for tv, x in zip(tvs, ew)])
-    den = _lsum(ew)
-    den = np.where(den == 0, F(1), den).astype(F)
+    den = np.maximum(_lsum(ew), F(1e-6)).astype(F)
     return (num / den).astype(F)
 
 
@@ -700,6 +703,19 @@ def _selftest():
     # elected sign of a+b = [0->+1, -1, -1, 1]: agree a [1,1,0,1] b [0,0,1,1]
     want = [1.0, -2.0, -4.0, (0.5 * wa + 0.5 * wb) / (wa + wb)]
     _check(np.allclose(s, want), "sce by hand")
+    # mergekit 0.1.5's thresholds: mean squares summing below 1e-6 give uniform weights (1/2):
+    # a*1e-4, b*1e-4 -> [1e-4, -2e-4, -4e-4, (0.5e-4 * 0.5 * 2) / 1]
+    s = sce([a * F(1e-4), b * F(1e-4)])
+    _check(np.allclose(s, [1e-4, -2e-4, -4e-4, 0.5e-4], rtol=1e-6), "sce uniform weights below 1e-6")
+    # and an element whose surviving weights sum below 1e-6 is divided by 1e-6: at index 3 only
+    # c (weight ~1e-8) is non-zero, so c[3] * wc / 1e-6, not c[3]
+    x, c = _f32([1, -2, 3, 0]), _f32([1e-4, 1e-4, 1e-4, -1e-4])
+    s = sce([x, c])
+    ms_x, ms_c = _sum64(x * x) / F(4), _sum64(c * c) / F(4)
+    wc = F(ms_c / F(ms_x + ms_c))
+    _check(wc < 1e-6 and np.isclose(s[3], F(-1e-4) * wc / F(1e-6), rtol=1e-5), "sce divisor clamped at 1e-6")
+    # variance: population (divisor m), in f64, rounded once
+    _check(variance([_f32([1, 2]), _f32([3, 2]), _f32([5, 2])]).tolist() == [F(8 / 3), 0], "variance by hand")
     # slerp: orthogonal unit vectors, t = 0.5 -> (e1 + e2) / sqrt(2)
     r, lerped = slerp(_f32([1, 0]), _f32([0, 1]), 0.5)
     _check(not lerped and np.allclose(r, [math.sqrt(0.5)] * 2), "slerp orthogonal midpoint")

@@ -31,6 +31,7 @@ struct Node {
     Max,    ///< elementwise maximum of the operands
     Min,    ///< elementwise minimum of the operands
     Median, ///< elementwise median of the operands (mean of the middle two for an even count)
+    Variance, ///< elementwise population variance of the operands (Welford in f64, rounded once)
     Abs, Sign, Sqrt, Exp, Log, Sin, Cos, Acos, Floor,
     Cmp,    ///< 1 where `predicate` (lt, gt, le, ge, eq, ne) holds between the operands, else 0
     Select, ///< operand 1 where operand 0 is non-zero, else operand 2

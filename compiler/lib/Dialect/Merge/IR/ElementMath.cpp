@@ -82,6 +82,23 @@ Value buildElementOp(OpBuilder &b, Location loc, ElementOp op, ValueRange xs, St
     Value pair = arith::AddFOp::create(b, loc, sorted[k / 2 - 1], sorted[k / 2]);
     return arith::MulFOp::create(b, loc, pair, f32(b, loc, 0.5));
   }
+  case ElementOp::Variance: {
+    // Welford in f64, in list order, as torch.var's CPU kernel: bit-identical to
+    // torch.var(xs, dim=0, unbiased=False) on f32 inputs. Widening f32 to f64 is exact.
+    Type f64 = b.getF64Type();
+    auto c64 = [&](double v) { return arith::ConstantOp::create(b, loc, b.getF64FloatAttr(v)); };
+    Value mean = c64(0), m2 = c64(0);
+    for (auto [k, x] : llvm::enumerate(xs)) {
+      Value wide = arith::ExtFOp::create(b, loc, f64, x);
+      Value d = arith::SubFOp::create(b, loc, wide, mean);
+      mean = arith::AddFOp::create(b, loc, mean,
+                                   arith::DivFOp::create(b, loc, d, c64(double(k + 1))));
+      Value d2 = arith::SubFOp::create(b, loc, wide, mean);
+      m2 = arith::AddFOp::create(b, loc, m2, arith::MulFOp::create(b, loc, d, d2));
+    }
+    Value var = arith::DivFOp::create(b, loc, m2, c64(double(xs.size())));
+    return arith::TruncFOp::create(b, loc, b.getF32Type(), var);
+  }
   case ElementOp::Abs:
     return math::AbsFOp::create(b, loc, xs[0]);
   case ElementOp::Sign: {

@@ -54,6 +54,7 @@ LogicalResult MeanOp::verify() { return verifyListReduction(*this); }
 LogicalResult MaxOp::verify() { return verifyListReduction(*this); }
 LogicalResult MinOp::verify() { return verifyListReduction(*this); }
 LogicalResult MedianOp::verify() { return verifyListReduction(*this); }
+LogicalResult VarianceOp::verify() { return verifyListReduction(*this); }
 
 LogicalResult CmpOp::verify() {
   StringRef p = getPredicate();

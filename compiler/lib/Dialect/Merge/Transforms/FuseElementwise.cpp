@@ -58,6 +58,7 @@ std::optional<ElementOp> elementOpOf(Operation *op) {
       .Case<MaxOp>([](auto) { return ElementOp::Max; })
       .Case<MinOp>([](auto) { return ElementOp::Min; })
       .Case<MedianOp>([](auto) { return ElementOp::Median; })
+      .Case<VarianceOp>([](auto) { return ElementOp::Variance; })
       .Case<AbsOp>([](auto) { return ElementOp::Abs; })
       .Case<SignOp>([](auto) { return ElementOp::Sign; })
       .Case<SqrtOp>([](auto) { return ElementOp::Sqrt; })

@@ -8,8 +8,8 @@
 
 namespace mergec::merge {
 
-enum class ElementOp { Add, Sub, Mul, Div, Neg, Sum, Mean, Max, Min, Median, Abs, Sign, Sqrt, Exp,
-                       Log, Sin, Cos, Acos, Floor, Cmp, Select };
+enum class ElementOp { Add, Sub, Mul, Div, Neg, Sum, Mean, Max, Min, Median, Variance, Abs, Sign,
+                       Sqrt, Exp, Log, Sin, Cos, Acos, Floor, Cmp, Select };
 
 /// Builds `op` on f32 operands. `predicate` is for Cmp (lt, gt, le, ge, eq, ne).
 mlir::Value buildElementOp(mlir::OpBuilder &b, mlir::Location loc, ElementOp op,
