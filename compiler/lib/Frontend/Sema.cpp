@@ -653,6 +653,16 @@ private:
                                           " known while compiling (a number or a param)");
     return v;
   }
+  /// The same for a bound argument, which may also be a list (never known while compiling).
+  std::optional<double> compileTimeNumber(const ast::CallExpr *c, const Signature &sig, size_t i,
+                                          const Value &v, const char *what) {
+    if (v.isList()) {
+      diags_.error(argLoc(c, sig, i), c->callee + "'s '" + sig.params[i] + "' must be " + what +
+                                          " known while compiling, got a list");
+      return std::nullopt;
+    }
+    return compileTimeNumber(c, sig, i, v.node, what);
+  }
 
   /// A `scope` argument: tensor (the default), model (every tensor the rule merges, as one
   /// flattened vector) or, where `rows` allows, row (each row of the last dimension).
@@ -818,7 +828,7 @@ private:
     double settings[3] = {1e-8, 100, 1e-6};
     for (size_t k = 0; k < 3; ++k)
       if ((*bound)[2 + k]) {
-        auto v = compileTimeNumber(c, sig, 2 + k, (*bound)[2 + k]->node, "a number");
+        auto v = compileTimeNumber(c, sig, 2 + k, *(*bound)[2 + k], "a number");
         if (!v)
           return std::nullopt;
         settings[k] = *v;
