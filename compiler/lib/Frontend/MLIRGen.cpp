@@ -168,80 +168,121 @@ private:
     }
   }
 
-  /// Weiszfeld's iteration on coefficients c (y = sum c_i x_i) in f64, with G the Gram matrix:
-  /// |x_i - y|^2 = G_ii - 2 (G c)_i + c'Gc. Up to max_iter rounds of an scf.for; once a step
-  /// |y' - y| <= tol * max(|y|, 1e-12) the coefficients stay (the `done` carry).
+  /// f64 arithmetic on the coefficients c of the combinations y = sum_i c_i x_i that the
+  /// iterative methods (weiszfeld) work on: every dot product between
+  /// such combinations comes from the Gram matrix G_ij = dot(x_i, x_j).
+  struct Gram {
+    OpBuilder &b;
+    Location l;
+    std::vector<std::vector<Value>> g;
+
+    size_t size() const { return g.size(); }
+    Value constant(double v) {
+      return arith::ConstantOp::create(b, l, b.getF64FloatAttr(v)).getResult();
+    }
+    /// (G d)_i: the dot product of x_i and sum_j d_j x_j.
+    Value row(size_t i, ArrayRef<Value> d) {
+      Value acc = constant(0);
+      for (size_t j = 0; j < size(); ++j)
+        acc = arith::AddFOp::create(b, l, acc, arith::MulFOp::create(b, l, g[i][j], d[j]));
+      return acc;
+    }
+    /// c'Gd: the dot product of sum_i c_i x_i and sum_j d_j x_j.
+    Value dot(ArrayRef<Value> c, ArrayRef<Value> d) {
+      Value acc = constant(0);
+      for (size_t i = 0; i < size(); ++i)
+        for (size_t j = 0; j < size(); ++j)
+          acc = arith::AddFOp::create(
+              b, l, acc,
+              arith::MulFOp::create(b, l, c[i], arith::MulFOp::create(b, l, g[i][j], d[j])));
+      return acc;
+    }
+    /// sqrt(max(v, 0)): a squared norm from the Gram matrix can round below zero.
+    Value sqrtPos(Value v) {
+      Value positive = arith::MaximumFOp::create(b, l, v, constant(0));
+      return math::SqrtOp::create(b, l, positive).getResult();
+    }
+    Value norm(ArrayRef<Value> c) { return sqrtPos(dot(c, c)); }
+  };
+
+  /// The Gram matrix of m tensors from its upper triangle (row by row, the first operands of a
+  /// Weiszfeld node), widened to f64: LowerKernels reads the reductions' f64 totals.
+  Gram readGram(Location l, ValueRange ops, size_t m) {
+    Gram g{b_, l, std::vector<std::vector<Value>>(m, std::vector<Value>(m))};
+    size_t k = 0;
+    for (size_t i = 0; i < m; ++i)
+      for (size_t j = i; j < m; ++j)
+        g.g[i][j] = g.g[j][i] = arith::ExtFOp::create(b_, l, b_.getF64Type(), ops[k++]);
+    return g;
+  }
+
+  /// Up to maxIter rounds of `round` on the coefficients, in an scf.for. `round` returns the next
+  /// coefficients and whether to stop after them; once stopped, the coefficients stay (the
+  /// `done` carry). Returns the final coefficients.
+  SmallVector<Value>
+  iterate(Location l, ArrayRef<Value> init, int64_t maxIter,
+          function_ref<std::pair<SmallVector<Value>, Value>(ArrayRef<Value>)> round) {
+    size_t m = init.size();
+    SmallVector<Value> carriedInit(init.begin(), init.end());
+    carriedInit.push_back(arith::ConstantOp::create(b_, l, b_.getBoolAttr(false)));
+    Value lb = arith::ConstantIndexOp::create(b_, l, 0);
+    Value ub = arith::ConstantIndexOp::create(b_, l, maxIter);
+    Value step = arith::ConstantIndexOp::create(b_, l, 1);
+    auto loop = scf::ForOp::create(b_, l, lb, ub, step, carriedInit);
+    OpBuilder::InsertionGuard guard(b_);
+    b_.setInsertionPointToStart(loop.getBody());
+    auto carried = loop.getRegionIterArgs();
+    SmallVector<Value> coef(carried.begin(), carried.begin() + m);
+    Value done = carried[m];
+    auto [next, stop] = round(coef);
+    SmallVector<Value> yielded;
+    for (size_t i = 0; i < m; ++i)
+      yielded.push_back(arith::SelectOp::create(b_, l, done, coef[i], next[i]));
+    yielded.push_back(arith::OrIOp::create(b_, l, done, stop));
+    scf::YieldOp::create(b_, l, yielded);
+    return SmallVector<Value>(loop.getResults().begin(), loop.getResults().begin() + m);
+  }
+
+  /// Weiszfeld's iteration on coefficients c (y = sum c_i x_i) in f64:
+  /// |x_i - y|^2 = G_ii - 2 (G c)_i + c'Gc. Up to max_iter rounds; once a step
+  /// |y' - y| <= tol * max(|y|, 1e-12) the coefficients stay.
   SmallVector<Value> emitWeiszfeld(const Node *n, Location l, ValueRange ops) {
     size_t m = 0;
     while (m * (m + 1) / 2 + m < ops.size())
       ++m;
+    Gram g = readGram(l, ops, m);
+    auto c = [&](double v) { return g.constant(v); };
     Type f64 = b_.getF64Type();
-    auto c = [&](double v) { return arith::ConstantOp::create(b_, l, b_.getF64FloatAttr(v)).getResult(); };
-    std::vector<std::vector<Value>> g(m, std::vector<Value>(m));
-    size_t k = 0;
-    for (size_t i = 0; i < m; ++i)
-      for (size_t j = i; j < m; ++j)
-        g[i][j] = g[j][i] = arith::ExtFOp::create(b_, l, f64, ops[k++]);
     SmallVector<Value> w, init;
     for (size_t i = 0; i < m; ++i)
-      w.push_back(arith::ExtFOp::create(b_, l, f64, ops[k++]));
+      w.push_back(arith::ExtFOp::create(b_, l, f64, ops[m * (m + 1) / 2 + i]));
     Value wsum = w[0];
     for (size_t i = 1; i < m; ++i)
       wsum = arith::AddFOp::create(b_, l, wsum, w[i]);
     for (size_t i = 0; i < m; ++i)
       init.push_back(arith::DivFOp::create(b_, l, w[i], wsum));
-    init.push_back(c(0));
-    Value lb = arith::ConstantIndexOp::create(b_, l, 0);
-    Value ub = arith::ConstantIndexOp::create(b_, l, static_cast<int64_t>(n->value3));
-    Value step = arith::ConstantIndexOp::create(b_, l, 1);
-    auto loop = scf::ForOp::create(b_, l, lb, ub, step, init);
-    OpBuilder::InsertionGuard guard(b_);
-    b_.setInsertionPointToStart(loop.getBody());
-    auto carried = loop.getRegionIterArgs();
-    auto quad = [&](ArrayRef<Value> x, ArrayRef<Value> y) {
-      Value acc = c(0);
-      for (size_t i = 0; i < m; ++i)
-        for (size_t j = 0; j < m; ++j)
-          acc = arith::AddFOp::create(
-              b_, l, acc,
-              arith::MulFOp::create(b_, l, x[i], arith::MulFOp::create(b_, l, g[i][j], y[j])));
-      return acc;
-    };
-    auto sqrtPos = [&](Value v) {
-      return math::SqrtOp::create(b_, l, arith::MaximumFOp::create(b_, l, v, c(0))).getResult();
-    };
-    SmallVector<Value> coef(carried.begin(), carried.begin() + m);
-    Value q = quad(coef, coef);
-    SmallVector<Value> beta;
-    Value bsum = c(0);
-    for (size_t i = 0; i < m; ++i) {
-      Value gc = c(0);
-      for (size_t j = 0; j < m; ++j)
-        gc = arith::AddFOp::create(b_, l, gc, arith::MulFOp::create(b_, l, g[i][j], coef[j]));
-      Value d2 = arith::AddFOp::create(
-          b_, l, arith::SubFOp::create(b_, l, g[i][i], arith::MulFOp::create(b_, l, c(2), gc)), q);
-      Value d = arith::MaximumFOp::create(b_, l, sqrtPos(d2), c(n->value));
-      beta.push_back(arith::DivFOp::create(b_, l, w[i], d));
-      bsum = arith::AddFOp::create(b_, l, bsum, beta.back());
-    }
-    SmallVector<Value> next, diff;
-    for (size_t i = 0; i < m; ++i) {
-      next.push_back(arith::DivFOp::create(b_, l, beta[i], bsum));
-      diff.push_back(arith::SubFOp::create(b_, l, next[i], coef[i]));
-    }
-    Value moved = sqrtPos(quad(diff, diff));
-    Value limit = arith::MulFOp::create(
-        b_, l, c(n->value2), arith::MaximumFOp::create(b_, l, sqrtPos(q), c(1e-12)));
-    Value converged = arith::CmpFOp::create(b_, l, arith::CmpFPredicate::OLE, moved, limit);
-    Value done = arith::CmpFOp::create(b_, l, arith::CmpFPredicate::UNE, carried[m], c(0));
-    SmallVector<Value> yielded;
-    for (size_t i = 0; i < m; ++i)
-      yielded.push_back(arith::SelectOp::create(b_, l, done, coef[i], next[i]));
-    yielded.push_back(arith::SelectOp::create(
-        b_, l, arith::OrIOp::create(b_, l, done, converged), c(1), c(0)));
-    scf::YieldOp::create(b_, l, yielded);
-    SmallVector<Value> results(loop.getResults().begin(), loop.getResults().begin() + m);
-    return results;
+    return iterate(l, init, static_cast<int64_t>(n->value3), [&](ArrayRef<Value> coef) {
+      Value q = g.dot(coef, coef);
+      SmallVector<Value> beta;
+      Value bsum = c(0);
+      for (size_t i = 0; i < m; ++i) {
+        Value twice = arith::MulFOp::create(b_, l, c(2), g.row(i, coef));
+        Value d2 = arith::AddFOp::create(b_, l, arith::SubFOp::create(b_, l, g.g[i][i], twice), q);
+        Value d = arith::MaximumFOp::create(b_, l, g.sqrtPos(d2), c(n->value));
+        beta.push_back(arith::DivFOp::create(b_, l, w[i], d));
+        bsum = arith::AddFOp::create(b_, l, bsum, beta.back());
+      }
+      SmallVector<Value> next, diff;
+      for (size_t i = 0; i < m; ++i) {
+        next.push_back(arith::DivFOp::create(b_, l, beta[i], bsum));
+        diff.push_back(arith::SubFOp::create(b_, l, next[i], coef[i]));
+      }
+      Value moved = g.norm(diff);
+      Value limit = arith::MulFOp::create(
+          b_, l, c(n->value2), arith::MaximumFOp::create(b_, l, g.sqrtPos(q), c(1e-12)));
+      Value converged = arith::CmpFOp::create(b_, l, arith::CmpFPredicate::OLE, moved, limit);
+      return std::pair{next, converged};
+    });
   }
 
   /// The merge dialect op for an elementwise operation on tensors.

@@ -820,11 +820,14 @@ private:
       for (size_t i = 0; i < m; ++i)
         weights[i] = w.isList() ? (*w.list)[i].node : w.node;
     }
-    for (size_t i = 0; i < m; ++i)
+    std::vector<const Node *> points;
+    for (size_t i = 0; i < m; ++i) {
       if ((*xs.list)[i].node->kind != Kind::Tensor || weights[i]->kind != Kind::Scalar) {
         diags_.error(c->loc(), "weiszfeld takes a list of tensors and scalar weights");
         return std::nullopt;
       }
+      points.push_back((*xs.list)[i].node);
+    }
     double settings[3] = {1e-8, 100, 1e-6};
     for (size_t k = 0; k < 3; ++k)
       if ((*bound)[2 + k]) {
@@ -837,27 +840,40 @@ private:
       diags_.error(argLoc(c, sig, 3), "weiszfeld's max_iter must be an integer in [0, 100000]");
       return std::nullopt;
     }
-    Node group{Node::Op::Weiszfeld, Kind::Scalar};
-    for (size_t i = 0; i < m; ++i)
-      for (size_t j = i; j < m; ++j) {
-        const Node *x = (*xs.list)[i].node, *y = (*xs.list)[j].node;
-        group.operands.push_back(reduction(Node::Op::ReduceSum,
-                                           elementwise(Node::Op::Mul, {x, y}, c->loc()),
-                                           *wholeModel, c->loc()));
-      }
+    Node group = gramGroup(Node::Op::Weiszfeld, points, *wholeModel, c->loc());
     for (const Node *w : weights)
       group.operands.push_back(w);
     group.value = settings[0];
     group.value3 = settings[1];
     group.value2 = settings[2];
-    group.loc = c->loc();
+    return coefficients(std::move(group), m);
+  }
+
+  /// The node of an iteration in coefficient space over xs (every iterate is sum c_i xs[i]):
+  /// its first operands are the Gram matrix's upper triangle, dot(xs[i], xs[j]) for i <= j row
+  /// by row, each a reduction (over the current tensor, or with wholeModel over every tensor the
+  /// rule merges) whose f64 total the lowering reads.
+  Node gramGroup(Node::Op op, const std::vector<const Node *> &xs, bool wholeModel,
+                 SourceLoc loc) {
+    Node group{op, Kind::Scalar};
+    for (size_t i = 0; i < xs.size(); ++i)
+      for (size_t j = i; j < xs.size(); ++j)
+        group.operands.push_back(reduction(Node::Op::ReduceSum,
+                                           elementwise(Node::Op::Mul, {xs[i], xs[j]}, loc),
+                                           wholeModel, loc));
+    group.loc = loc;
+    return group;
+  }
+
+  /// The list of the m coefficients a coefficient-space iteration computes.
+  Value coefficients(Node group, size_t m) {
     const Node *solved = &program_.nodes.emplace_back(std::move(group));
     auto out = std::make_shared<std::vector<Value>>();
     for (size_t i = 0; i < m; ++i) {
       Node coef{Node::Op::Coefficient, Kind::Scalar};
       coef.operands = {solved};
       coef.value = static_cast<double>(i);
-      coef.loc = c->loc();
+      coef.loc = solved->loc;
       out->push_back(Value{&program_.nodes.emplace_back(std::move(coef))});
     }
     return Value{nullptr, out};
