@@ -457,6 +457,15 @@ def g_karcher():
         Rule("*.embed_tokens.weight", "karcher([tv(a), 3 * tv(d), tv(b)], max_iter = 2)", "karcher",
              lambda c: k([c.tv("a"), F(3) * c.tv("d"), c.tv("b")], max_iter=2)),
         Rule("lm_head.weight", "karcher(%s)" % THREE, "karcher", lambda c: k(c.tvs("a", "b", "c"))),
+        # the corners: one model (returned as is), a zero input (left out of the mean, not of the
+        # scale), equal inputs (theta < tol: no tangent, stop), no input above tol (zeros)
+        Rule("*.layers.0.mlp.gate_proj.weight", "karcher([a])", "karcher", lambda c: k([c.a])),
+        Rule("*.layers.0.mlp.up_proj.weight", "karcher([tv(a), 0 * tv(b), tv(c)])", "karcher",
+             lambda c: k([c.tv("a"), F(0) * c.tv("b"), c.tv("c")])),
+        Rule("*.layers.0.mlp.down_proj.weight", "karcher([tv(a), tv(a)])", "karcher",
+             lambda c: k([c.tv("a"), c.tv("a")])),
+        Rule("*.layers.1.mlp.gate_proj.weight", "karcher([a - a, b - b])", "karcher",
+             lambda c: k([c.a - c.a, c.b - c.b])),
         Rule("_", "base + karcher(%s)" % THREE, "karcher", lambda c: c.base + k(c.tvs("a", "b", "c"))),
     ], {}
 

@@ -121,7 +121,8 @@ private:
     case Node::Op::String:
       llvm_unreachable("Sema rejects strings used as values");
     case Node::Op::Weiszfeld:
-      groups_[n] = emitWeiszfeld(n, l, ops);
+    case Node::Op::Karcher:
+      groups_[n] = n->op == Node::Op::Weiszfeld ? emitWeiszfeld(n, l, ops) : emitKarcher(n, l, ops);
       v = groups_[n].front();
       break;
     case Node::Op::Coefficient:
@@ -169,7 +170,7 @@ private:
   }
 
   /// f64 arithmetic on the coefficients c of the combinations y = sum_i c_i x_i that the
-  /// iterative methods (weiszfeld) work on: every dot product between
+  /// iterative methods (weiszfeld, karcher_coefficients) work on: every dot product between
   /// such combinations comes from the Gram matrix G_ij = dot(x_i, x_j).
   struct Gram {
     OpBuilder &b;
@@ -206,7 +207,7 @@ private:
   };
 
   /// The Gram matrix of m tensors from its upper triangle (row by row, the first operands of a
-  /// Weiszfeld node), widened to f64: LowerKernels reads the reductions' f64 totals.
+  /// Weiszfeld or Karcher node), widened to f64: LowerKernels reads the reductions' f64 totals.
   Gram readGram(Location l, ValueRange ops, size_t m) {
     Gram g{b_, l, std::vector<std::vector<Value>>(m, std::vector<Value>(m))};
     size_t k = 0;
@@ -283,6 +284,92 @@ private:
       Value converged = arith::CmpFOp::create(b_, l, arith::CmpFPredicate::OLE, moved, limit);
       return std::pair{next, converged};
     });
+  }
+
+  /// mergekit's karcher_merge_tensors with equal weights, on coefficients c (mean = sum c_i x_i)
+  /// in f64. Norms n_i = sqrt(G_ii); the inputs with n_i > tol are valid, each weighing
+  /// w = 1 / #valid. Start at the normalized mean of the valid units x_i / n_i (the first valid
+  /// unit when that mean's norm is < tol). Each round: cos_i = (G c)_i / n_i clamped to
+  /// [-1, 1], theta_i = acos(cos_i); the tangent T = sum w theta_i / sin(theta_i) (u_i - cos_i
+  /// mean) over the valid inputs with theta_i >= tol; stop once |T| < tol, else
+  /// mean = cos|T| mean + sin|T| T / |T|, divided by its norm when that is > tol. The result is
+  /// (sum_i n_i / m) * mean, and zeros when no input is valid.
+  SmallVector<Value> emitKarcher(const Node *n, Location l, ValueRange ops) {
+    size_t m = 0;
+    while (m * (m + 1) / 2 < ops.size())
+      ++m;
+    Gram g = readGram(l, ops, m);
+    auto c = [&](double v) { return g.constant(v); };
+    auto add = [&](Value x, Value y) { return arith::AddFOp::create(b_, l, x, y).getResult(); };
+    auto sub = [&](Value x, Value y) { return arith::SubFOp::create(b_, l, x, y).getResult(); };
+    auto mul = [&](Value x, Value y) { return arith::MulFOp::create(b_, l, x, y).getResult(); };
+    auto div = [&](Value x, Value y) { return arith::DivFOp::create(b_, l, x, y).getResult(); };
+    auto select = [&](Value cond, Value x, Value y) {
+      return arith::SelectOp::create(b_, l, cond, x, y).getResult();
+    };
+    auto cmp = [&](arith::CmpFPredicate p, Value x, Value y) {
+      return arith::CmpFOp::create(b_, l, p, x, y).getResult();
+    };
+    Value tol = c(n->value), zero = c(0), one = c(1);
+    SmallVector<Value> norms, valid, inv;
+    Value count = zero;
+    for (size_t i = 0; i < m; ++i) {
+      norms.push_back(g.sqrtPos(g.g[i][i]));
+      valid.push_back(cmp(arith::CmpFPredicate::OGT, norms[i], tol));
+      inv.push_back(select(valid[i], div(one, norms[i]), zero));
+      count = add(count, select(valid[i], one, zero));
+    }
+    SmallVector<Value> w, start, fallback;
+    Value yes = arith::ConstantOp::create(b_, l, b_.getBoolAttr(true));
+    Value seen = arith::ConstantOp::create(b_, l, b_.getBoolAttr(false)); // a valid one before i
+    for (size_t i = 0; i < m; ++i) {
+      w.push_back(select(valid[i], div(one, count), zero));
+      start.push_back(mul(w[i], inv[i]));
+      Value first = arith::AndIOp::create(b_, l, valid[i], arith::XOrIOp::create(b_, l, seen, yes));
+      fallback.push_back(select(first, inv[i], zero));
+      seen = arith::OrIOp::create(b_, l, seen, valid[i]);
+    }
+    Value startNorm = g.norm(start);
+    Value degenerate = cmp(arith::CmpFPredicate::OLT, startNorm, tol);
+    SmallVector<Value> init;
+    for (size_t i = 0; i < m; ++i)
+      init.push_back(select(degenerate, fallback[i], div(start[i], startNorm)));
+    SmallVector<Value> mean =
+        iterate(l, init, static_cast<int64_t>(n->value3), [&](ArrayRef<Value> coef) {
+          SmallVector<Value> tangent;
+          Value pull = zero; // sum_i k_i cos_i: T's component along the mean
+          for (size_t i = 0; i < m; ++i) {
+            Value cosine = arith::MinimumFOp::create(
+                b_, l, arith::MaximumFOp::create(b_, l, mul(g.row(i, coef), inv[i]), c(-1)), one);
+            Value theta = math::AcosOp::create(b_, l, cosine);
+            Value used = arith::AndIOp::create(b_, l, valid[i],
+                                               cmp(arith::CmpFPredicate::OGE, theta, tol));
+            Value k = select(used, div(mul(w[i], theta), math::SinOp::create(b_, l, theta)), zero);
+            tangent.push_back(mul(k, inv[i]));
+            pull = add(pull, mul(k, cosine));
+          }
+          for (size_t i = 0; i < m; ++i)
+            tangent[i] = sub(tangent[i], mul(pull, coef[i]));
+          Value tn = g.norm(tangent);
+          Value converged = cmp(arith::CmpFPredicate::OLT, tn, tol);
+          Value cosT = math::CosOp::create(b_, l, tn), sinT = math::SinOp::create(b_, l, tn);
+          SmallVector<Value> next;
+          for (size_t i = 0; i < m; ++i)
+            next.push_back(add(mul(cosT, coef[i]), mul(sinT, div(tangent[i], tn))));
+          Value un = g.norm(next);
+          Value renormalize = cmp(arith::CmpFPredicate::OGT, un, tol);
+          for (size_t i = 0; i < m; ++i)
+            next[i] = select(converged, coef[i], select(renormalize, div(next[i], un), next[i]));
+          return std::pair{next, converged};
+        });
+    Value scale = zero;
+    for (size_t i = 0; i < m; ++i)
+      scale = add(scale, mul(c(1.0 / static_cast<double>(m)), norms[i]));
+    Value anyValid = cmp(arith::CmpFPredicate::OGT, count, zero);
+    SmallVector<Value> result;
+    for (size_t i = 0; i < m; ++i)
+      result.push_back(select(anyValid, mul(scale, mean[i]), zero));
+    return result;
   }
 
   /// The merge dialect op for an elementwise operation on tensors.

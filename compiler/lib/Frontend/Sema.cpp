@@ -66,7 +66,8 @@ const std::set<std::string> kBuiltins = {
     "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median", "variance",
     "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
     "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
-    "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second", "weiszfeld", "require"};
+    "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second", "weiszfeld",
+    "karcher_coefficients", "require"};
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
     {"abs", Node::Op::Abs},   {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt},
@@ -456,6 +457,8 @@ private:
       return callPairs(c);
     if (c->callee == "weiszfeld")
       return callWeiszfeld(c);
+    if (c->callee == "karcher_coefficients")
+      return callKarcher(c);
     if (c->callee == "require")
       return callRequire(c);
     if (c->callee == "total" || c->callee == "dot" || c->callee == "norm" || c->callee == "count")
@@ -847,6 +850,53 @@ private:
     group.value3 = settings[1];
     group.value2 = settings[2];
     return coefficients(std::move(group), m);
+  }
+
+  /// karcher_coefficients(xs, max_iter = 10, tol = 1e-5): the coefficients c_i of the Karcher
+  /// mean sum(c_i * xs[i]) as mergekit's karcher merge computes it, with equal weights: the
+  /// Riemannian mean of the directions xs[i] / |xs[i]| on the unit sphere, scaled by the mean
+  /// norm. Like weiszfeld, a loop over coefficients on the Gram matrix. One tensor is its own
+  /// mean: [1], no loop.
+  std::optional<Value> callKarcher(const ast::CallExpr *c) {
+    Signature sig = Signature::builtin("karcher_coefficients", {"xs", "max_iter", "tol"},
+                                       {"max_iter", "tol"});
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    const Value &xs = *(*bound)[0];
+    std::vector<const Node *> points;
+    if (xs.isList())
+      for (const Value &x : *xs.list)
+        points.push_back(x.node);
+    if (points.empty() || std::any_of(points.begin(), points.end(), [](const Node *x) {
+          return x->kind != Kind::Tensor;
+        })) {
+      diags_.error(argLoc(c, sig, 0), "karcher_coefficients expects a non-empty list of tensors");
+      return std::nullopt;
+    }
+    double settings[2] = {10, 1e-5};
+    for (size_t k = 0; k < 2; ++k)
+      if ((*bound)[1 + k]) {
+        auto v = compileTimeNumber(c, sig, 1 + k, *(*bound)[1 + k], "a number");
+        if (!v)
+          return std::nullopt;
+        settings[k] = *v;
+      }
+    if (!(settings[0] >= 0 && settings[0] <= 100000 && std::floor(settings[0]) == settings[0])) {
+      diags_.error(argLoc(c, sig, 1),
+                   "karcher_coefficients's max_iter must be an integer in [0, 100000]");
+      return std::nullopt;
+    }
+    if (!(settings[1] >= 0 && std::isfinite(settings[1]))) {
+      diags_.error(argLoc(c, sig, 2), "karcher_coefficients's tol must be a number >= 0");
+      return std::nullopt;
+    }
+    if (points.size() == 1)
+      return Value{nullptr, std::make_shared<std::vector<Value>>(1, Value{constant(1, c->loc())})};
+    Node group = gramGroup(Node::Op::Karcher, points, /*wholeModel=*/false, c->loc());
+    group.value = settings[1];
+    group.value3 = settings[0];
+    return coefficients(std::move(group), points.size());
   }
 
   /// The node of an iteration in coefficient space over xs (every iterate is sum c_i xs[i]):

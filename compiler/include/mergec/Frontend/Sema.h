@@ -50,7 +50,10 @@ struct Node {
     Weiszfeld, ///< scalar group: Weiszfeld's geometric-median iteration in coefficient space;
                ///< operands: the Gram matrix (upper triangle, row by row), then the weights;
                ///< `value` eps, `value2` tol, `value3` max_iter
-    Coefficient, ///< scalar: coefficient `value` of the Weiszfeld operand
+    Karcher,   ///< scalar group: the Karcher mean iteration (mergekit's karcher, equal weights)
+               ///< in coefficient space; operands: the Gram matrix (upper triangle, row by
+               ///< row); `value` tol, `value3` max_iter
+    Coefficient, ///< scalar: coefficient `value` of the Weiszfeld or Karcher operand
   };
   Op op;
   Kind kind;
