@@ -171,6 +171,10 @@ def method_table():
     add("nuslerp (task vectors)", "nuslerp", "base + nuslerp(tv(a), tv(b), 0.3)",
         "nuslerp, base_model=base, w a=.7 b=.3", models=["a", "b"],
         model_params={"a": {"weight": 0.7}, "b": {"weight": 0.3}})
+    add("nuslerp (rows)", "nuslerp", "nuslerp(a, b, 0.3, flatten = false)",
+        "nuslerp, no base, w a=.7 b=.3, nuslerp_flatten: false", base=None, models=["a", "b"],
+        model_params={"a": {"weight": 0.7}, "b": {"weight": 0.3}},
+        params={"nuslerp_flatten": False})
     add("multislerp", "multislerp", f"multislerp({MODELS}, weights = {fmt_list(W)})",
         "multislerp, no base, w=[.5,.3,.2]", base=None, model_params=per_model(weight=W))
     add("multislerp (task vectors)", "multislerp",
