@@ -1,5 +1,5 @@
-"""scope = model: TIES' global threshold, a global top-k band, a model-wide norm and the
-model-wide geometric median, against numpy references that concatenate every tensor a rule
+"""scope = model: TIES' global threshold, a global top-k band, a model-wide norm, and the
+model-wide Karcher mean and geometric median, against numpy references that concatenate every tensor a rule
 merges into one flat vector (in plan order: the output model's tensors by data offset).
 
 The fine-tunes' noise differs per layer (0.005 in layer 0, 0.04 in layer 1, 0.02 elsewhere), so
@@ -51,8 +51,9 @@ RULES = [
     ("mlp", ["*.mlp.*"], "base + ties([tv(a), tv(b), tv(c)], density = 0.2, scope = model)"),
     ("band", ["*.q_proj.*", "*.k_proj.*"],
      "base + tv(a) * topk_mask(tv(b), 0.3, skip = 0.05, scope = model)"),
-    ("norm", ["*embed_tokens*", "lm_head*"],
+    ("norm", ["*embed_tokens*"],
      "base + tv(a) * (norm(tv(b), scope = model) / norm(tv(b)))"),
+    ("karcher", ["lm_head*", "*.v_proj.*"], "base + karcher([tv(a), tv(b), tv(c)], scope = model)"),
     ("geomedian", ["_"], "base + geomedian([tv(a), tv(b), tv(c)], scope = model)"),
 ]
 
@@ -145,6 +146,13 @@ def body(args):
     for n in names:
         own = F(np.sqrt(F(np.sum(tv["b"][n].astype(np.float64) ** 2))))
         expected[n] = base[n] + tv["a"][n] * (whole / own)
+
+    # The Karcher mean of the three task vectors over the head and the value projections.
+    names = groups["karcher"]
+    xs = [concat(tv[m][n] for n in names) for m in ("a", "b", "c")]
+    km = split(R.karcher(xs), names, shapes)
+    for n in names:
+        expected[n] = base[n] + km[n]
 
     # The geometric median of the three task vectors, each the whole rest of the model.
     names = groups["geomedian"]

@@ -852,16 +852,19 @@ private:
     return coefficients(std::move(group), m);
   }
 
-  /// karcher_coefficients(xs, max_iter = 10, tol = 1e-5): the coefficients c_i of the Karcher
+  /// karcher_coefficients(xs, max_iter = 10, tol = 1e-5, scope = tensor): the coefficients c_i of the Karcher
   /// mean sum(c_i * xs[i]) as mergekit's karcher merge computes it, with equal weights: the
   /// Riemannian mean of the directions xs[i] / |xs[i]| on the unit sphere, scaled by the mean
   /// norm. Like weiszfeld, a loop over coefficients on the Gram matrix. One tensor is its own
   /// mean: [1], no loop.
   std::optional<Value> callKarcher(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin("karcher_coefficients", {"xs", "max_iter", "tol"},
-                                       {"max_iter", "tol"});
+    Signature sig = Signature::builtin("karcher_coefficients", {"xs", "max_iter", "tol", "scope"},
+                                       {"max_iter", "tol", "scope"});
     auto bound = bind(c, sig);
     if (!bound)
+      return std::nullopt;
+    std::optional<bool> wholeModel = modelScope(c, sig, 3, (*bound)[3]);
+    if (!wholeModel)
       return std::nullopt;
     const Value &xs = *(*bound)[0];
     std::vector<const Node *> points;
@@ -893,7 +896,7 @@ private:
     }
     if (points.size() == 1)
       return Value{nullptr, std::make_shared<std::vector<Value>>(1, Value{constant(1, c->loc())})};
-    Node group = gramGroup(Node::Op::Karcher, points, /*wholeModel=*/false, c->loc());
+    Node group = gramGroup(Node::Op::Karcher, points, *wholeModel, c->loc());
     group.value = settings[1];
     group.value3 = settings[0];
     return coefficients(std::move(group), points.size());
