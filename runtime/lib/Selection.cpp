@@ -1,10 +1,12 @@
 //===- Selection.cpp - exact order statistics over materialized keys -------===//
 #include "mergec/Runtime/Selection.h"
+#include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/ThreadPool.h"
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 namespace mergec::rt {
@@ -211,19 +213,42 @@ double quantile(const float *keys, int64_t n, double q) {
 void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int64_t cols) {
   if (cols <= 0 || n == 0)
     return;
+  if (cols > (int64_t{1} << 32))
+    throw RuntimeError("row_rank: rows of more than 2^32 elements are not supported");
   int64_t rows = n / cols;
   pool.parallelFor(static_cast<size_t>(rows), [&](size_t row) {
     const float *x = keys + static_cast<int64_t>(row) * cols;
-    std::vector<int64_t> order(static_cast<size_t>(cols));
-    std::iota(order.begin(), order.end(), 0);
-    // (magnitude, index) is a total order: ties go to the lower index.
-    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-      uint32_t ka = magnitudeKey(x[a]), kb = magnitudeKey(x[b]);
-      return ka != kb ? ka < kb : a < b;
-    });
+    // LSD radix sort of (magnitude bits, index) on the bits, 8 at a time: stable, so equal
+    // magnitudes keep index order (ties go to the lower index), and branch-free, several times
+    // faster than a comparison sort on rows of a few hundred to a few thousand. A byte every
+    // element shares (the exponent's, mostly) costs one counting pass and no scatter.
+    thread_local std::vector<uint32_t> key, index, key2, index2;
+    size_t c = static_cast<size_t>(cols);
+    key.resize(c), index.resize(c), key2.resize(c), index2.resize(c);
+    for (size_t i = 0; i < c; ++i) {
+      key[i] = magnitudeKey(x[i]);
+      index[i] = static_cast<uint32_t>(i);
+    }
+    for (unsigned shift = 0; shift < 32; shift += 8) {
+      size_t count[256] = {};
+      for (size_t i = 0; i < c; ++i)
+        ++count[(key[i] >> shift) & 0xFF];
+      if (count[(key[0] >> shift) & 0xFF] == c)
+        continue;
+      size_t start = 0;
+      for (size_t &n : count)
+        start += std::exchange(n, start);
+      for (size_t i = 0; i < c; ++i) {
+        size_t at = count[(key[i] >> shift) & 0xFF]++;
+        key2[at] = key[i];
+        index2[at] = index[i];
+      }
+      key.swap(key2);
+      index.swap(index2);
+    }
     float *r = ranks + static_cast<int64_t>(row) * cols;
-    for (int64_t i = 0; i < cols; ++i)
-      r[order[static_cast<size_t>(i)]] = static_cast<float>(i + 1);
+    for (size_t i = 0; i < c; ++i)
+      r[index[i]] = static_cast<float>(i + 1);
   });
 }
 
