@@ -74,7 +74,6 @@ ModelScope::ModelScope(const CompiledRule &rule) : meta_(rule.phases), phases_(r
   for (size_t k = 0; k < meta_.size(); ++k) {
     const CompiledRule::Phase &p = meta_[k];
     PhaseState &state = phases_[k];
-    state.modelScope = p.modelScope;
     if (!p.modelScope)
       continue;
     if (p.kind == CompiledRule::Kind::Reduce) {
@@ -89,16 +88,17 @@ ModelScope::ModelScope(const CompiledRule &rule) : meta_(rule.phases), phases_(r
 }
 
 bool ModelScope::complete() const {
-  for (const PhaseState &p : phases_)
-    if (p.modelScope && !p.final)
+  for (size_t k = 0; k < phases_.size(); ++k)
+    if (meta_[k].modelScope && !phases_[k].final)
       return false;
   return true;
 }
 
 void ModelScope::beginRound() {
   // A phase is needed when an unfinished model-scope phase depends on it (transitively).
-  for (PhaseState &p : phases_) {
-    p.needed = p.modelScope && !p.final;
+  for (size_t k = 0; k < phases_.size(); ++k) {
+    PhaseState &p = phases_[k];
+    p.needed = meta_[k].modelScope && !p.final;
     p.touched = false;
     if (p.topk && p.topk->known())
       p.topk->rewind();
@@ -162,10 +162,11 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
       if (!std::all_of(phase.deps.begin(), phase.deps.end(), [&](size_t d) { return done[d]; }))
         continue;
     }
-    bool accumulate = state && state->modelScope && !state->final;
+    bool wholeModel = state && phase.modelScope;
+    bool accumulate = wholeModel && !state->final;
     if (accumulate && !analysis)
       throw RuntimeError("internal: a model-scope phase is unfinished at merge time");
-    if (state && state->modelScope && state->final && phase.kind == Kind::Reduce) {
+    if (wholeModel && state->final && phase.kind == Kind::Reduce) {
       std::copy(state->totals.begin(), state->totals.end(), slot);
       done[k] = true;
       continue;
@@ -207,7 +208,7 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
         RankBoundary hi, lo;
         if (accumulate)
           state->topk->count(keys.data(), n);
-        else if (state && state->modelScope)
+        else if (wholeModel)
           state->topk->boundaries(keys.data(), n, hi, lo);
         else
           topkBoundaries(keys.data(), n, phase.param, phase.skip, phase.nonzero, hi, lo);

@@ -4,7 +4,6 @@ several 64K-element chunks, and byte-identical results for --threads 1, 2 and 3.
 mergec sums in f64 per chunk and adds the chunks in order; the reference sums in f64 with
 numpy's pairwise summation. Both round the sum to f32 once, so they agree to 1 f32 ulp on the
 scalar (in practice exactly), and the tensors that use it to 1 ulp of bf16."""
-import hashlib
 import os
 
 import numpy as np
@@ -36,16 +35,10 @@ def body(args):
           _               => base + total(tv(a)) / 1000
         }
         """)
-    digests = set()
-    for threads in ("1", "2", "3"):
-        out = os.path.join(work, "out" + threads)
-        runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--threads", threads], echo=False)
-        with open(os.path.join(out, "model.safetensors"), "rb") as f:
-            digests.add(hashlib.sha256(f.read()).hexdigest())
-    runner.expect(len(digests) == 1, "reductions differ across thread counts")
+    outs = runner.run_threads_identical(recipe, work, ("1", "2", "3"), "reductions")
     print("--threads 1, 2, 3: byte-identical")
 
-    got = st.read_model(os.path.join(work, "out2"))
+    got = st.read_model(outs["2"])
     m = {name: st.read_model_f32(os.path.join(mdir, name)) for name in ("base", "a", "b")}
 
     def total(x):

@@ -831,25 +831,39 @@ private:
       }
       points.push_back((*xs.list)[i].node);
     }
-    double settings[3] = {1e-8, 100, 1e-6};
-    for (size_t k = 0; k < 3; ++k)
-      if ((*bound)[2 + k]) {
-        auto v = compileTimeNumber(c, sig, 2 + k, *(*bound)[2 + k], "a number");
-        if (!v)
-          return std::nullopt;
-        settings[k] = *v;
-      }
-    if (!(settings[1] >= 0 && settings[1] <= 100000 && std::floor(settings[1]) == settings[1])) {
-      diags_.error(argLoc(c, sig, 3), "weiszfeld's max_iter must be an integer in [0, 100000]");
+    auto settings = compileTimeSettings(c, sig, *bound, 2, {1e-8, 100, 1e-6});
+    if (!settings || !validMaxIter(c, sig, 3, (*settings)[1]))
       return std::nullopt;
-    }
     Node group = gramGroup(Node::Op::Weiszfeld, points, *wholeModel, c->loc());
     for (const Node *w : weights)
       group.operands.push_back(w);
-    group.value = settings[0];
-    group.value3 = settings[1];
-    group.value2 = settings[2];
+    group.value = (*settings)[0];
+    group.value3 = (*settings)[1];
+    group.value2 = (*settings)[2];
     return coefficients(std::move(group), m);
+  }
+
+  /// The numbers bound to sig's parameters first, first + 1, ..., each known while compiling,
+  /// or its default (`values`) when not given; nullopt after an error.
+  std::optional<std::vector<double>> compileTimeSettings(
+      const ast::CallExpr *c, const Signature &sig,
+      const std::vector<std::optional<Value>> &bound, size_t first, std::vector<double> values) {
+    for (size_t k = 0; k < values.size(); ++k)
+      if (bound[first + k]) {
+        auto v = compileTimeNumber(c, sig, first + k, *bound[first + k], "a number");
+        if (!v)
+          return std::nullopt;
+        values[k] = *v;
+      }
+    return values;
+  }
+
+  /// An iteration count for a loop built while compiling: an integer in [0, 100000].
+  bool validMaxIter(const ast::CallExpr *c, const Signature &sig, size_t i, double v) {
+    if (v >= 0 && v <= 100000 && std::floor(v) == v)
+      return true;
+    diags_.error(argLoc(c, sig, i), c->callee + "'s max_iter must be an integer in [0, 100000]");
+    return false;
   }
 
   /// karcher_coefficients(xs, max_iter = 10, tol = 1e-5, scope = tensor): the coefficients c_i of the Karcher
@@ -877,19 +891,10 @@ private:
       diags_.error(argLoc(c, sig, 0), "karcher_coefficients expects a non-empty list of tensors");
       return std::nullopt;
     }
-    double settings[2] = {10, 1e-5};
-    for (size_t k = 0; k < 2; ++k)
-      if ((*bound)[1 + k]) {
-        auto v = compileTimeNumber(c, sig, 1 + k, *(*bound)[1 + k], "a number");
-        if (!v)
-          return std::nullopt;
-        settings[k] = *v;
-      }
-    if (!(settings[0] >= 0 && settings[0] <= 100000 && std::floor(settings[0]) == settings[0])) {
-      diags_.error(argLoc(c, sig, 1),
-                   "karcher_coefficients's max_iter must be an integer in [0, 100000]");
+    auto found = compileTimeSettings(c, sig, *bound, 1, {10, 1e-5});
+    if (!found || !validMaxIter(c, sig, 1, (*found)[0]))
       return std::nullopt;
-    }
+    const std::vector<double> &settings = *found;
     if (!(settings[1] >= 0 && std::isfinite(settings[1]))) {
       diags_.error(argLoc(c, sig, 2), "karcher_coefficients's tol must be a number >= 0");
       return std::nullopt;

@@ -1,6 +1,7 @@
 """Running mergec from the end-to-end scripts."""
 import argparse
 import glob
+import hashlib
 import os
 import shlex
 import shutil
@@ -97,6 +98,20 @@ def output_files(out):
                 except ValueError as e:
                     raise TestFailure("%s is not valid JSON: %s" % (f, e))
     return [f for f in files if f not in OPTIONAL_OUTPUT_FILES]
+
+
+def run_threads_identical(recipe, work, threads, what):
+    """Runs `mergec run recipe` once per thread count (strings) into WORK/outN, requires the
+    model.safetensors files to be byte-identical ("WHAT differ across thread counts" otherwise)
+    and returns {threads: output directory}."""
+    outs, digests = {}, set()
+    for t in threads:
+        out = outs[t] = os.path.join(work, "out" + t)
+        run_mergec(["run", recipe, "-o", out, "--quiet", "--threads", t], echo=False)
+        with open(os.path.join(out, "model.safetensors"), "rb") as f:
+            digests.add(hashlib.sha256(f.read()).hexdigest())
+    expect(len(digests) == 1, "%s differ across thread counts" % what)
+    return outs
 
 
 def expect(cond, message):

@@ -34,7 +34,7 @@ private:
   friend void runRule(ThreadPool &, const CompiledRule &, const std::vector<const void *> &,
                       void *, const TensorInfo &, float, float, ModelScope *, bool);
   struct PhaseState {
-    bool modelScope = false, final = false, touched = false, needed = false;
+    bool final = false, touched = false, needed = false;
     std::vector<double> totals;        ///< Reduce: per reduction, over the tensors so far
     std::unique_ptr<ModelTopK> topk;   ///< TopK
   };
