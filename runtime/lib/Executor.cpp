@@ -7,6 +7,7 @@
 #include "mergec/Runtime/Glob.h"
 #include "mergec/Runtime/OutputDirectory.h"
 #include "mergec/Runtime/Progress.h"
+#include "mergec/Runtime/SideFiles.h"
 #include "mergec/Runtime/Size.h"
 #include "mergec/Runtime/ThreadPool.h"
 
@@ -372,23 +373,30 @@ void writeManifest(const MergePlan &plan, const RunOptions &options, const std::
   }
   manifest["inputs"] = inputs;
   manifest["tensors"] = plan.items.size();
-  std::ofstream out(dir + "/mergec-manifest.json");
+  std::string path = dir + "/" + kManifestName;
+  std::ofstream out(path);
   out << manifest.dump(2) << "\n";
   out.close();
   if (!out)
-    throw RuntimeError("cannot write " + dir + "/mergec-manifest.json");
+    throw RuntimeError("cannot write " + path);
 }
-
-const char *const kCopiedFiles[] = {
-    "config.json",          "generation_config.json", "tokenizer.json",
-    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "vocab.json",           "merges.txt",             "added_tokens.json"};
 
 } // namespace
 
-RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &options) {
+std::vector<ProtectedInput> planInputs(const MergePlan &plan) {
+  std::vector<ProtectedInput> inputs;
+  for (size_t m = 0; m < plan.models.size(); ++m) {
+    std::string what = "model '" + plan.models[m].name + "'";
+    inputs.push_back({what, plan.models[m].path});
+    for (auto &f : plan.checkpoints[m]->files())
+      inputs.push_back({"a file of " + what, f->path()});
+  }
+  return inputs;
+}
+
+RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
+                      OutputDirectory &outDir) {
   auto start = std::chrono::steady_clock::now();
-  OutputDirectory outDir(options.output, options.force);
   std::vector<OutputTensorSpec> specs;
   uint64_t outputBytes = 0;
   for (auto &item : plan.items) {
@@ -437,8 +445,12 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   }
   writer.finish();
   const Checkpoint &base = *plan.checkpoints[plan.outputModel];
-  for (const char *name : kCopiedFiles)
-    copyFileIfExists(base.directory(), outDir.tempPath(), name);
+  for (const std::string &name : kSideFiles) {
+    std::string warning;
+    if (copySideFile(base.directory(), outDir.tempPath(), name, warning) ==
+        SideFileResult::Skipped)
+      std::fprintf(stderr, "mergec: warning: %s\n", warning.c_str());
+  }
   writeManifest(plan, options, outDir.tempPath());
   outDir.commit();
   stats.seconds =

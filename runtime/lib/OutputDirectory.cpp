@@ -3,13 +3,14 @@
 #include "Support.h"
 #include "mergec/Runtime/Error.h"
 
+#include <nlohmann/json.hpp>
+
 #include <cerrno>
-#include <csignal>
+#include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
 #include <filesystem>
-#include <mutex>
-#include <set>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -17,20 +18,14 @@
 namespace mergec::rt {
 
 using detail::fail;
-using detail::joinPath;
 
 namespace {
 constexpr const char *kTempTag = ".mergec-tmp-";
 /// commit() moves a replaced output aside under this tag before deleting it.
 constexpr const char *kOldTag = ".mergec-old-";
-
-/// Temporaries this process has live. A temporary carrying our own pid that is not listed
-/// here is a leftover of an earlier process that had the same pid (common in containers).
-std::mutex liveMutex;
-std::set<std::string> &liveTemps() {
-  static std::set<std::string> set;
-  return set;
-}
+constexpr const char *kLockTag = ".mergec-lock";
+/// A manifest embeds the recipe's text; real ones are kilobytes.
+constexpr off_t kMaxManifestBytes = 64 << 20;
 
 void removeTree(const std::string &path) {
   std::error_code ec;
@@ -65,23 +60,10 @@ PathParts splitPath(const std::string &path) {
   return parts;
 }
 
-/// The pid in "<prefix><digits>", or 0 when `entry` is not such a name.
-pid_t pidSuffix(const std::string &entry, const std::string &prefix) {
-  if (entry.size() <= prefix.size() || entry.compare(0, prefix.size(), prefix) != 0)
-    return 0;
-  long long pid = 0;
-  for (size_t i = prefix.size(); i < entry.size(); ++i) {
-    char c = entry[i];
-    if (c < '0' || c > '9' || pid > 1'000'000'000)
-      return 0;
-    pid = pid * 10 + (c - '0');
-  }
-  return static_cast<pid_t>(pid);
-}
-
-bool processIsDead(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
-
-/// Removes `.<name>.mergec-tmp-<pid>` (and -old-) entries in `parent` whose process is gone.
+/// Removes `.<name>.mergec-tmp-*` and `.<name>.mergec-old-*` entries in `parent` that this
+/// process does not own. Called with the output's lock held, so no other live mergec run can
+/// own one: whatever is there was left by a run that died (SIGKILL, power loss), whether or
+/// not its pid has been reused since.
 void removeStaleTemps(const PathParts &parts) {
   DIR *dir = ::opendir(parts.parent.c_str());
   if (!dir)
@@ -91,13 +73,10 @@ void removeStaleTemps(const PathParts &parts) {
   while (dirent *e = ::readdir(dir)) {
     std::string entry = e->d_name;
     for (const std::string &prefix : prefixes) {
-      pid_t pid = pidSuffix(entry, prefix);
-      if (pid <= 0)
+      if (entry.size() <= prefix.size() || entry.compare(0, prefix.size(), prefix) != 0)
         continue;
       std::string full = parts.prefix + entry;
-      bool ours = pid == ::getpid();
-      std::lock_guard<std::mutex> lock(liveMutex);
-      if ((ours && !liveTemps().count(full)) || (!ours && processIsDead(pid)))
+      if (!isTemporaryOfThisProcess(full))
         stale.push_back(full);
     }
   }
@@ -119,32 +98,140 @@ void checkParent(const std::string &finalPath, const std::string &parent) {
   if (::access(parent.c_str(), W_OK | X_OK) != 0)
     fail(finalPath, "cannot create the output: parent directory '" + parent + "' is not writable");
 }
+
+bool isEmptyDirectory(const std::string &path) {
+  DIR *dir = ::opendir(path.c_str());
+  if (!dir)
+    return false;
+  bool empty = true;
+  while (dirent *e = ::readdir(dir))
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+      empty = false;
+      break;
+    }
+  ::closedir(dir);
+  return empty;
+}
 } // namespace
 
-OutputDirectory::OutputDirectory(const std::string &finalPath, bool force) : force_(force) {
+bool isMergecOutput(const std::string &dir, std::string *why) {
+  auto no = [&](std::string reason) {
+    if (why)
+      *why = std::move(reason);
+    return false;
+  };
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0)
+    return no("it cannot be read: " + detail::errnoText(errno));
+  if (S_ISLNK(st.st_mode))
+    return no("it is a symbolic link");
+  if (!S_ISDIR(st.st_mode))
+    return no("it is not a directory");
+  std::string manifest = detail::joinPath(dir, kManifestName);
+  if (::lstat(manifest.c_str(), &st) != 0)
+    return no(std::string("it has no ") + kManifestName);
+  if (!S_ISREG(st.st_mode))
+    return no(std::string("its ") + kManifestName + " is not a regular file");
+  if (st.st_size > kMaxManifestBytes)
+    return no(std::string("its ") + kManifestName + " is too large to be mergec's");
+  // O_NONBLOCK and O_NOFOLLOW: what was a regular file a moment ago must not turn into a
+  // FIFO that blocks or a link that points elsewhere.
+  int fd = ::open(manifest.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0)
+    return no(std::string("its ") + kManifestName + " cannot be read");
+  std::string text(static_cast<size_t>(st.st_size), '\0');
+  ssize_t got = ::pread(fd, text.data(), text.size(), 0);
+  ::close(fd);
+  if (got != static_cast<ssize_t>(text.size()))
+    return no(std::string("its ") + kManifestName + " cannot be read");
+  auto json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object() || !json.contains("mergec_version") ||
+      !json["mergec_version"].is_string() || !json.contains("recipe") ||
+      !json["recipe"].is_object() || !json.contains("tensors"))
+    return no(std::string("its ") + kManifestName + " is not one mergec wrote");
+  return true;
+}
+
+OutputDirectory::OutputDirectory(const std::string &finalPath, bool force,
+                                 const std::vector<ProtectedInput> &inputs)
+    : force_(force) {
   PathParts parts = splitPath(finalPath);
   if (parts.name.empty() || parts.name == "." || parts.name == "..")
     fail(finalPath, "not a usable output directory name");
   final_ = parts.path;
   checkParent(final_, parts.parent);
-  if (!force_ && exists(final_))
-    fail(final_, "output already exists (use --force to replace it)");
+  checkOutputAgainstInputs(final_, inputs);
+  acquireLock(parts.prefix + "." + parts.name + kLockTag);
+  checkReplaceable();
   removeStaleTemps(parts);
 
   temp_ = parts.prefix + "." + parts.name + kTempTag + std::to_string(::getpid());
-  std::lock_guard<std::mutex> lock(liveMutex);
-  if (liveTemps().count(temp_))
-    fail(final_, "output is already being written by this process");
   if (::mkdir(temp_.c_str(), 0755) != 0)
     fail(temp_, "cannot create the temporary output directory: " + detail::errnoText(errno));
-  liveTemps().insert(temp_);
+  tempGuard_.emplace(temp_);
 }
 
 OutputDirectory::~OutputDirectory() {
-  if (!committed_)
+  if (!committed_ && !temp_.empty())
     removeTree(temp_);
-  std::lock_guard<std::mutex> lock(liveMutex);
-  liveTemps().erase(temp_);
+}
+
+OutputDirectory::Lock::~Lock() {
+  // Unlinked while still locked: a run that opened the old file re-checks the inode after
+  // its flock succeeds and starts over (acquireLock).
+  ::unlink(guard_.path().c_str());
+  ::close(fd_);
+}
+
+void OutputDirectory::acquireLock(const std::string &lockPath) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    int fd = ::open(lockPath.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0)
+      fail(lockPath, "cannot create the output's lock file: " + detail::errnoText(errno));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      char pid[32] = {};
+      ssize_t n = ::pread(fd, pid, sizeof(pid) - 1, 0);
+      ::close(fd);
+      if (err == EWOULDBLOCK) {
+        std::string who = n > 0 ? " (pid " + std::string(pid, static_cast<size_t>(n)) + ")" : "";
+        fail(final_, "another mergec run" + who + " is writing this output; wait for it to "
+                     "finish or choose another -o");
+      }
+      fail(lockPath, "cannot lock: " + detail::errnoText(err));
+    }
+    struct stat held, named;
+    if (::fstat(fd, &held) == 0 && ::stat(lockPath.c_str(), &named) == 0 &&
+        held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
+      std::string pid = std::to_string(::getpid());
+      if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+        // Only a message suffers: the lock itself is held.
+      }
+      lock_.emplace(fd, lockPath);
+      return;
+    }
+    ::close(fd); // the file was unlinked by the run that just finished: lock the new one
+  }
+  fail(lockPath, "cannot lock the output: the lock file keeps changing");
+}
+
+void OutputDirectory::checkReplaceable() const {
+  struct stat st;
+  if (::lstat(final_.c_str(), &st) != 0)
+    return;
+  if (!force_)
+    fail(final_, "output already exists (use --force to replace a previous mergec output)");
+  if (S_ISDIR(st.st_mode) && isEmptyDirectory(final_))
+    return; // nothing to lose
+  std::string why;
+  if (!isMergecOutput(final_, &why))
+    fail(final_, "--force replaces only a directory that mergec wrote (one holding its " +
+                     std::string(kManifestName) + "), and " + why + "; remove it yourself or "
+                     "choose another -o");
+}
+
+void OutputDirectory::protect(const std::vector<ProtectedInput> &inputs) const {
+  checkOutputAgainstInputs(final_, inputs);
 }
 
 void OutputDirectory::commit() {
@@ -154,70 +241,32 @@ void OutputDirectory::commit() {
   PathParts parts = splitPath(final_);
 
   // A non-empty directory cannot be renamed over, so an output being replaced is moved
-  // aside first and put back if the final rename fails.
+  // aside first and put back if the final rename fails. A signal waits until both renames
+  // are done, so the user never finds the old output gone and the new one missing.
+  std::optional<TemporaryPath> asideGuard;
   std::string aside;
-  if (exists(final_)) {
-    if (!force_)
-      fail(final_, "output already exists (use --force to replace it)");
-    aside = parts.prefix + "." + parts.name + kOldTag + std::to_string(::getpid());
-    removeTree(aside);
-    if (::rename(final_.c_str(), aside.c_str()) != 0)
-      fail(final_, "cannot move the existing output aside: " + detail::errnoText(errno));
+  {
+    auto hold = holdOffInterruptCleanup();
+    if (exists(final_)) {
+      checkReplaceable(); // it may have changed since the run started
+      aside = parts.prefix + "." + parts.name + kOldTag + std::to_string(::getpid());
+      removeTree(aside);
+      if (::rename(final_.c_str(), aside.c_str()) != 0)
+        fail(final_, "cannot move the existing output aside: " + detail::errnoText(errno));
+      asideGuard.emplace(aside);
+    }
+    if (::rename(temp_.c_str(), final_.c_str()) != 0) {
+      int err = errno;
+      if (!aside.empty() && ::rename(aside.c_str(), final_.c_str()) == 0)
+        asideGuard.reset(); // back in place: the user's again
+      fail(final_, "cannot rename " + temp_ + " into place: " + detail::errnoText(err));
+    }
+    committed_ = true;
+    tempGuard_.reset();
   }
-  if (::rename(temp_.c_str(), final_.c_str()) != 0) {
-    int err = errno;
-    if (!aside.empty())
-      ::rename(aside.c_str(), final_.c_str());
-    fail(final_, "cannot rename " + temp_ + " into place: " + detail::errnoText(err));
-  }
-  committed_ = true;
   if (!aside.empty())
     removeTree(aside);
   detail::syncPath(parts.parent);
-}
-
-bool copyFileIfExists(const std::string &fromDir, const std::string &toDir,
-                      const std::string &name) {
-  std::string from = joinPath(fromDir, name), to = joinPath(toDir, name);
-  int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
-  if (in < 0) {
-    if (errno == ENOENT)
-      return false;
-    fail(from, "cannot open: " + detail::errnoText(errno));
-  }
-  struct stat st;
-  if (::fstat(in, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(in);
-    return false; // a directory or device under that name is not a file to copy
-  }
-  int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (out < 0) {
-    int err = errno;
-    ::close(in);
-    fail(to, "cannot create: " + detail::errnoText(err));
-  }
-  try {
-    std::vector<char> buf(1u << 20);
-    for (;;) {
-      ssize_t r = ::read(in, buf.data(), buf.size());
-      if (r < 0 && errno == EINTR)
-        continue;
-      if (r < 0)
-        fail(from, "read failed: " + detail::errnoText(errno));
-      if (r == 0)
-        break;
-      detail::writeAll(out, buf.data(), static_cast<uint64_t>(r), to, "copy of " + name);
-    }
-    detail::syncFd(out, to);
-  } catch (...) {
-    ::close(in);
-    ::close(out);
-    throw;
-  }
-  ::close(in);
-  if (::close(out) != 0)
-    fail(to, "close failed: " + detail::errnoText(errno));
-  return true;
 }
 
 } // namespace mergec::rt

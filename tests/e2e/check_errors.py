@@ -142,7 +142,15 @@ def body(args):
         parent, name = os.path.split(out)
         runner.expect(not [f for f in os.listdir(parent) if f.startswith("." + name + ".mergec-tmp-")],
                       "temporary output left behind")
-        # --force replaces it.
+        # --force does not replace a directory mergec did not write...
+        r = runner.run_mergec(["run", recipe, "-o", out, "--force", "--quiet"], expect=1, cwd=work)
+        runner.expect("--force replaces only a directory that mergec wrote" in r.stderr, r.stderr)
+        runner.expect(sorted(os.listdir(out)) == ["keep.txt"], "--force changed a user's directory")
+        # ...but replaces mergec's own output.
+        shutil.rmtree(out)
+        runner.run_mergec(["run", recipe, "-o", out, "--quiet"], cwd=work)
+        with open(os.path.join(out, "keep.txt"), "w") as f:
+            f.write("added by the user\n")
         runner.run_mergec(["run", recipe, "-o", out, "--force", "--quiet"], cwd=work)
         files = runner.output_files(out)
         runner.expect("keep.txt" not in files and "model.safetensors" in files, "--force output: %s" % files)

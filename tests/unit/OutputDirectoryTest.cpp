@@ -13,6 +13,9 @@ using namespace mergec::rt;
 using namespace mergec::test;
 
 namespace {
+/// The smallest manifest mergec accepts as its own (the fields writeManifest always writes).
+const char *kManifest = R"({"mergec_version": "0.1.0", "recipe": {"path": "r.merge"}, "tensors": 1})";
+
 std::string tempNameFor(const TempDir &dir, const std::string &name, long pid) {
   return dir.file("." + name + ".mergec-tmp-" + std::to_string(pid));
 }
@@ -102,8 +105,12 @@ TEST(OutputDirectoryTest, ExistingPathRefusedWithoutForce) {
 TEST(OutputDirectoryTest, ExistingPathReplacedWithForce) {
   TempDir dir;
   std::string out = dir.file("merged");
-  ::mkdir(out.c_str(), 0755);
-  writeFile(out + "/old.txt", "old");
+  {
+    OutputDirectory first(out, false);
+    writeFile(first.tempPath() + "/old.txt", "old");
+    writeFile(first.tempPath() + "/" + kManifestName, kManifest);
+    first.commit();
+  }
   {
     OutputDirectory od(out, true);
     writeFile(od.tempPath() + "/new.txt", "new");
@@ -112,7 +119,7 @@ TEST(OutputDirectoryTest, ExistingPathReplacedWithForce) {
   }
   EXPECT_FALSE(pathExists(out + "/old.txt"));
   EXPECT_EQ(readFile(out + "/new.txt"), "new");
-  // Nothing is left beside the output: no temporary, no moved-aside old copy.
+  // Nothing is left beside the output: no temporary, no moved-aside old copy, no lock file.
   int entries = 0;
   for (auto &e : std::filesystem::directory_iterator(dir.path())) {
     ++entries;
@@ -120,16 +127,111 @@ TEST(OutputDirectoryTest, ExistingPathReplacedWithForce) {
   }
   EXPECT_EQ(entries, 1);
 
-  // A plain file in the way is replaced too.
-  std::string fileOut = dir.file("as-file");
-  writeFile(fileOut, "x");
+  // An empty directory holds nothing to lose.
+  std::string empty = dir.file("empty");
+  ASSERT_EQ(::mkdir(empty.c_str(), 0755), 0);
   {
-    OutputDirectory od(fileOut, true);
+    OutputDirectory od(empty, true);
     od.commit();
   }
-  struct stat st;
-  ASSERT_EQ(::stat(fileOut.c_str(), &st), 0);
-  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_TRUE(pathExists(empty));
+}
+
+TEST(OutputDirectoryTest, ForceRefusesWhatMergecDidNotWrite) {
+  TempDir dir;
+  // A user's directory, a plain file, a directory with a manifest that is not mergec's, and a
+  // link to a mergec output: each is refused with the reason, and left exactly as it was.
+  std::string userDir = dir.file("models");
+  ASSERT_EQ(::mkdir(userDir.c_str(), 0755), 0);
+  writeFile(userDir + "/model.safetensors", "weights");
+  std::string message = errorOf([&] { OutputDirectory od(userDir, true); });
+  EXPECT_EQ(message, userDir + ": --force replaces only a directory that mergec wrote (one "
+                               "holding its mergec-manifest.json), and it has no "
+                               "mergec-manifest.json; remove it yourself or choose another -o");
+  EXPECT_EQ(readFile(userDir + "/model.safetensors"), "weights");
+
+  std::string file = dir.file("notes.txt");
+  writeFile(file, "x");
+  message = errorOf([&] { OutputDirectory od(file, true); });
+  EXPECT_NE(message.find("it is not a directory"), std::string::npos) << message;
+  EXPECT_EQ(readFile(file), "x");
+
+  std::string fake = dir.file("fake");
+  ASSERT_EQ(::mkdir(fake.c_str(), 0755), 0);
+  writeFile(fake + "/" + kManifestName, "{\"name\": \"something else\"}");
+  message = errorOf([&] { OutputDirectory od(fake, true); });
+  EXPECT_NE(message.find("is not one mergec wrote"), std::string::npos) << message;
+
+  std::string real = dir.file("real");
+  ASSERT_EQ(::mkdir(real.c_str(), 0755), 0);
+  writeFile(real + "/" + kManifestName, kManifest);
+  ASSERT_EQ(::symlink(real.c_str(), dir.file("link").c_str()), 0);
+  message = errorOf([&] { OutputDirectory od(dir.file("link"), true); });
+  EXPECT_NE(message.find("it is a symbolic link"), std::string::npos) << message;
+  EXPECT_TRUE(pathExists(real + "/" + kManifestName));
+
+  // Without --force nothing existing is replaced, mergec's own output included.
+  message = errorOf([&] { OutputDirectory od(real, false); });
+  EXPECT_NE(message.find("output already exists"), std::string::npos) << message;
+  // No temporary or lock file is left by a refusal.
+  for (auto &e : std::filesystem::directory_iterator(dir.path()))
+    EXPECT_EQ(e.path().filename().string().find(".mergec-"), std::string::npos) << e.path();
+}
+
+TEST(OutputDirectoryTest, OutputNeverOverlapsAnInput) {
+  TempDir dir;
+  std::string models = dir.file("models"), base = models + "/base";
+  ASSERT_EQ(::mkdir(models.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(base.c_str(), 0755), 0);
+  writeFile(base + "/model.safetensors", "weights");
+  writeFile(base + "/" + kManifestName, kManifest); // even a merged model used as an input
+  writeFile(dir.file("recipe.merge"), "merge base");
+  std::vector<ProtectedInput> inputs = {{"model 'base'", base},
+                                        {"the recipe", dir.file("recipe.merge")}};
+  ASSERT_EQ(::symlink(base.c_str(), dir.file("link-to-base").c_str()), 0);
+  struct Case {
+    std::string out, expected;
+  };
+  std::vector<Case> cases = {
+      {base, "the output is model 'base'"},
+      {base + "/", "the output is model 'base'"},
+      {models + "/../models/base", "the output is model 'base'"},
+      {dir.file("link-to-base"), "the output is model 'base'"},
+      {models, "the output contains model 'base'"},
+      {dir.path(), "the output contains model 'base'"},
+      {base + "/merged", "the output lies inside model 'base'"},
+      {dir.file("link-to-base") + "/sub", "the output lies inside model 'base'"},
+      {dir.file("recipe.merge"), "the output is the recipe"},
+  };
+  for (const Case &c : cases) {
+    for (bool force : {false, true}) {
+      std::string message = errorOf([&] { OutputDirectory od(c.out, force, inputs); });
+      EXPECT_NE(message.find(c.expected), std::string::npos) << c.out << ": " << message;
+      EXPECT_NE(message.find("mergec never writes over or removes its inputs"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(readFile(base + "/model.safetensors"), "weights");
+  EXPECT_FALSE(pathExists(base + "/merged"));
+  // A sibling is fine.
+  OutputDirectory ok(models + "/merged", false, inputs);
+  ok.commit();
+  EXPECT_TRUE(pathExists(models + "/merged"));
+}
+
+TEST(OutputDirectoryTest, InputsFoundLaterAreProtectedToo) {
+  // A shard linked from a model directory into a previous merge: replacing that merge would
+  // delete the shard, so protect() refuses it once the plan has opened the checkpoint.
+  TempDir dir;
+  std::string previous = dir.file("previous");
+  ASSERT_EQ(::mkdir(previous.c_str(), 0755), 0);
+  writeFile(previous + "/" + kManifestName, kManifest);
+  writeFile(previous + "/shard.safetensors", "w");
+  OutputDirectory od(previous, true, {});
+  std::string message = errorOf([&] {
+    od.protect({{"a file of model 'math'", previous + "/shard.safetensors"}});
+  });
+  EXPECT_NE(message.find("the output contains a file of model 'math'"), std::string::npos)
+      << message;
 }
 
 TEST(OutputDirectoryTest, ForceWithoutExistingOutput) {
@@ -139,23 +241,25 @@ TEST(OutputDirectoryTest, ForceWithoutExistingOutput) {
   EXPECT_TRUE(pathExists(dir.file("fresh")));
 }
 
-TEST(OutputDirectoryTest, StaleTempsOfDeadProcessesAreRemoved) {
+TEST(OutputDirectoryTest, StaleTempsAreRemoved) {
+  // The output's lock is held while the sweep runs, so no live run can own a temporary for
+  // this output: leftovers of dead processes go, and so does one whose pid now belongs to
+  // an unrelated live process (our parent here).
   TempDir dir;
   pid_t dead = deadPid();
   std::string stale = tempNameFor(dir, "merged", dead);
   ::mkdir(stale.c_str(), 0755);
   writeFile(stale + "/model.safetensors", "half");
-  // A temp of a live process (our parent) and of another output must survive.
-  std::string live = tempNameFor(dir, "merged", ::getppid());
-  ::mkdir(live.c_str(), 0755);
+  std::string reused = tempNameFor(dir, "merged", ::getppid());
+  ::mkdir(reused.c_str(), 0755);
   std::string other = tempNameFor(dir, "other", dead);
   ::mkdir(other.c_str(), 0755);
-  std::string notOurs = dir.file(".merged.mergec-tmp-12x");
+  std::string notOurs = dir.file(".merged-tmp-12");
   ::mkdir(notOurs.c_str(), 0755);
   {
     OutputDirectory od(dir.file("merged"), false);
     EXPECT_FALSE(pathExists(stale));
-    EXPECT_TRUE(pathExists(live));
+    EXPECT_FALSE(pathExists(reused));
     EXPECT_TRUE(pathExists(other));
     EXPECT_TRUE(pathExists(notOurs));
   }
@@ -170,11 +274,37 @@ TEST(OutputDirectoryTest, LeftoverWithOurOwnPidIsStale) {
   OutputDirectory od(dir.file("merged"), false);
   EXPECT_EQ(od.tempPath(), leftover);
   EXPECT_FALSE(pathExists(leftover + "/junk"));
-  // A second writer of the same output in this process is refused, and does not disturb
+  // A second writer of the same output is refused at once by the lock, and does not disturb
   // the first.
   std::string message = errorOf([&] { OutputDirectory again(dir.file("merged"), false); });
-  EXPECT_NE(message.find("already being written by this process"), std::string::npos) << message;
+  EXPECT_EQ(message, dir.file("merged") + ": another mergec run (pid " +
+                         std::to_string(::getpid()) +
+                         ") is writing this output; wait for it to finish or choose another -o");
   EXPECT_TRUE(pathExists(od.tempPath()));
+}
+
+TEST(OutputDirectoryTest, SecondProcessRefusedWhileTheFirstWrites) {
+  TempDir dir;
+  std::string out = dir.file("merged");
+  OutputDirectory od(out, false);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    try {
+      OutputDirectory again(out, true);
+    } catch (const RuntimeError &e) {
+      ::_exit(std::string(e.what()).find("another mergec run") != std::string::npos ? 0 : 1);
+    }
+    ::_exit(2);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: wrong message, 2: no error";
+  EXPECT_TRUE(pathExists(od.tempPath()));
+  od.commit();
+  // Once the first has finished, the lock is gone with it.
+  OutputDirectory after(dir.file("next"), false);
 }
 
 TEST(OutputDirectoryTest, ParentMustExistAndBeWritable) {
@@ -220,26 +350,3 @@ TEST(OutputDirectoryTest, ParentMustBeWritable) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << "1: wrong message, 2: no error, 3: setuid failed";
 }
 
-TEST(OutputDirectoryTest, CopyFileIfExists) {
-  TempDir from, to;
-  writeFile(from.file("config.json"), "{\"hidden_size\": 8}");
-  EXPECT_TRUE(copyFileIfExists(from.path(), to.path(), "config.json"));
-  EXPECT_EQ(readFile(to.file("config.json")), "{\"hidden_size\": 8}");
-  EXPECT_FALSE(copyFileIfExists(from.path(), to.path(), "tokenizer.json"));
-  EXPECT_FALSE(pathExists(to.file("tokenizer.json")));
-  // Hugging Face caches hold symlinks into a blob store: the content is copied.
-  writeFile(from.file("blob"), "tok");
-  ASSERT_EQ(::symlink(from.file("blob").c_str(), from.file("tokenizer.json").c_str()), 0);
-  EXPECT_TRUE(copyFileIfExists(from.path(), to.path(), "tokenizer.json"));
-  EXPECT_EQ(readFile(to.file("tokenizer.json")), "tok");
-  // A large file survives the copy intact.
-  std::string big(3 << 20, '\0');
-  for (size_t i = 0; i < big.size(); ++i)
-    big[i] = static_cast<char>(i % 251);
-  writeFile(from.file("big.bin"), big);
-  EXPECT_TRUE(copyFileIfExists(from.path(), to.path(), "big.bin"));
-  EXPECT_EQ(readFile(to.file("big.bin")), big);
-  // A directory under the name is not a file to copy.
-  ::mkdir(from.file("subdir").c_str(), 0755);
-  EXPECT_FALSE(copyFileIfExists(from.path(), to.path(), "subdir"));
-}

@@ -7,6 +7,7 @@
 #include "mergec/JIT/KernelJIT.h"
 #include "mergec/MergeInitAll.h"
 #include "mergec/Pipelines/Pipelines.h"
+#include "mergec/Runtime/AtomicFile.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/Executor.h"
 
@@ -152,17 +153,25 @@ std::string printModule(mlir::ModuleOp module) {
   return text;
 }
 
-int writeOutput(const CommandLine &cl, const std::string &text) {
+/// What mergec reads and so must never write over or remove: the recipe, the standard
+/// library and the models (as the recipe names them, --model applied). The files a model's
+/// index names are added once the plan has opened them (planInputs).
+std::vector<rt::ProtectedInput> protectedInputs(const CommandLine &cl, const Compilation &c) {
+  std::vector<rt::ProtectedInput> inputs;
+  if (c.program)
+    for (auto &m : c.program->models)
+      inputs.push_back({"model '" + m.name + "'", m.path});
+  inputs.push_back({"the recipe", cl.recipe});
+  inputs.push_back({"the standard library", stdlibDirectory().string()});
+  return inputs;
+}
+
+int writeOutput(const CommandLine &cl, const Compilation &c, const std::string &text) {
   if (cl.outputFile.empty() || cl.outputFile == "-") {
     std::cout << text;
     return 0;
   }
-  std::ofstream out(cl.outputFile, std::ios::binary);
-  out << text;
-  if (!out) {
-    std::cerr << "mergec: error: cannot write '" << cl.outputFile << "'\n";
-    return 1;
-  }
+  rt::writeFileAtomically(cl.outputFile, text, protectedInputs(cl, c));
   return 0;
 }
 
@@ -170,10 +179,13 @@ int runCompile(const CommandLine &cl) {
   Compilation c;
   if (auto status = compile(cl, c, cl.emit))
     return *status;
+  // Refused before the (slow) later stages, not after them.
+  if (!cl.outputFile.empty() && cl.outputFile != "-")
+    rt::checkOutputAgainstInputs(cl.outputFile, protectedInputs(cl, c));
   if (cl.emit == Emit::AST)
-    return writeOutput(cl, ast::dump(*c.recipe));
+    return writeOutput(cl, c, ast::dump(*c.recipe));
   if (cl.emit == Emit::Merge || cl.emit == Emit::Fused)
-    return writeOutput(cl, printModule(*c.module));
+    return writeOutput(cl, c, printModule(*c.module));
   // Later stages are per dtype signature: every input and the output in --dtype (default f32).
   rt::DType dtype = cl.dtype.value_or(rt::DType::F32);
   KernelJIT jit(*c.module, cl.verbose);
@@ -185,7 +197,7 @@ int runCompile(const CommandLine &cl) {
     else
       text += printModule(*jit.lower(r, inputs, dtype, cl.emit == Emit::LLVMDialect));
   }
-  return writeOutput(cl, text);
+  return writeOutput(cl, c, text);
 }
 
 int runMerge(const CommandLine &cl) {
@@ -213,9 +225,13 @@ int runMerge(const CommandLine &cl) {
     options.maxMemory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE) / 2;
   }
 
+  // Before any work: the output must not touch an input, --force replaces only mergec's own
+  // output, and a second run for the same output stops here.
+  rt::OutputDirectory out(options.output, options.force, protectedInputs(cl, c));
   KernelJIT jit(*c.module, cl.verbose);
   rt::MergePlan plan =
       rt::planMerge(models, program.outputModel, rules, jit, options);
+  out.protect(rt::planInputs(plan));
   rt::checkMemory(plan, options.maxMemory);
   for (size_t r = 0; r < rules.size(); ++r)
     for (size_t p = 0; p < rules[r].patterns.size(); ++p)
@@ -223,7 +239,7 @@ int runMerge(const CommandLine &cl) {
         c.diags->warning(program.rules[r].patterns[p].loc,
                          "pattern \"" + rules[r].patterns[p] + "\" matches no tensor of model '" +
                              program.outputModel + "'");
-  rt::executeMerge(plan, jit, options);
+  rt::executeMerge(plan, jit, options, out);
   if (cl.verbose)
     std::cerr << "jit: " << jit.compiledCount() << " kernel(s) compiled in "
               << jit.totalCompileMs() << " ms\n";
@@ -233,6 +249,8 @@ int runMerge(const CommandLine &cl) {
 } // namespace
 
 int main(int argc, char **argv) {
+  // First, before any thread exists: an interrupt removes the unfinished output.
+  rt::installInterruptCleanup();
   CommandLine cl;
   if (auto status = parseCommandLine(argc, argv, cl))
     return *status;

@@ -3,6 +3,7 @@
 // read), kernels to call on chunks, and checkpoints to stream.
 #pragma once
 #include "mergec/Runtime/DType.h"
+#include "mergec/Runtime/OutputDirectory.h"
 #include "mergec/Runtime/Safetensors.h"
 #include <cstdint>
 #include <memory>
@@ -79,7 +80,7 @@ struct ModelSpec {
 
 struct RunOptions {
   std::string output;
-  bool force = false;
+  bool force = false; ///< replace an existing output that mergec wrote
   std::optional<DType> dtype; ///< output dtype override
   unsigned threads = 0;       ///< 0: all cores
   uint64_t shardSize = 5'000'000'000ull;
@@ -135,8 +136,13 @@ struct RunStats {
   size_t tensors = 0;
 };
 
-/// Streams every tensor through its kernel into OUT (atomic: a temporary directory renamed
-/// into place when complete).
-RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &options);
+/// Every file the plan reads (model directories, indexes, shards, resolved through links), for
+/// OutputDirectory::protect.
+std::vector<ProtectedInput> planInputs(const MergePlan &plan);
+
+/// Streams every tensor through its kernel into `out` (atomic: its temporary directory is
+/// renamed into place when complete), with the base model's side files and the manifest.
+RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
+                      OutputDirectory &out);
 
 } // namespace mergec::rt
