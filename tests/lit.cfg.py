@@ -16,6 +16,8 @@ python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else shutil.wh
 e2e = os.path.join(config.test_source_root, "e2e")
 config.environment["PYTHONPATH"] = os.path.join(e2e, "lib")
 config.environment["MERGEC"] = os.path.join(config.mergec_tools_dir, "mergec")
+# The tests' kernel cache lives in the build tree, never in the user's ~/.cache.
+config.environment["MERGEC_CACHE_DIR"] = os.path.join(config.test_exec_root, "kernel-cache")
 
 config.substitutions.append(("%mergec", os.path.join(config.mergec_tools_dir, "mergec")))
 config.substitutions.append(("%merge-opt", os.path.join(config.mergec_tools_dir, "merge-opt")))

@@ -146,6 +146,21 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     const RuleSpec &rule = rules[*chosen];
     item.copy = rule.passthroughModel && item.inputs.size() == 1 &&
                 item.inputs[0]->dtype == item.outDType;
+    if (!item.copy && isComputeDType(item.outDType)) {
+      std::vector<DType> dtypes;
+      for (const TensorInfo *in : item.inputs)
+        dtypes.push_back(in->dtype);
+      if (std::all_of(dtypes.begin(), dtypes.end(), isComputeDType) &&
+          !kernels.hasKernel(*chosen, dtypes, item.outDType)) {
+        std::string have = kernels.availableKernels(*chosen);
+        std::string sig;
+        for (size_t k = 0; k < dtypes.size(); ++k)
+          sig += std::string(k ? "," : "") + dtypeName(dtypes[k]);
+        problem("tensor '" + t->name + "': rule " + std::to_string(*chosen + 1) +
+                " has no kernel for inputs " + sig + " -> " + dtypeName(item.outDType) +
+                (have.empty() ? std::string() : " (compiled for: " + have + ")"));
+      }
+    }
     if (!item.copy) {
       if (!isComputeDType(item.outDType))
         problem("tensor '" + t->name + "': the output is " + dtypeName(item.outDType) +
@@ -359,6 +374,9 @@ void writeManifest(const MergePlan &plan, const RunOptions &options, const std::
   for (auto &[name, value] : p.params)
     params[name] = value;
   manifest["params"] = params;
+  manifest["build"] = p.build;
+  if (!p.executable.empty())
+    manifest["executable"] = p.executable;
   manifest["seed"] = 0;
   manifest["output_dtype"] = options.dtype ? dtypeName(*options.dtype) : "as base";
   nlohmann::ordered_json inputs = nlohmann::ordered_json::array();

@@ -43,8 +43,10 @@ def body(args):
     out = os.path.join(work, "out")
     r = runner.run_mergec(["run", recipe, "-o", out, "--verbose"])
     runner.expect(r.stdout == "", "mergec run wrote to stdout:\n" + r.stdout)
-    # --verbose: one `jit: rule N (DTYPES): X ms` line per rule (docs/cli.md).
-    jit = re.findall(r"^jit: rule[ _](\d+) \(([^)]*)\): [0-9.]+ ms$", r.stderr, re.M)
+    # --verbose: one `jit: rule_N (DTYPES): compiled|loaded from the cache in X ms` line per rule
+    # (docs/cli.md).
+    jit = re.findall(r"^jit: rule[ _](\d+) \(([^)]*)\): (?:compiled|loaded from the cache) in [0-9.]+ ms$",
+                     r.stderr, re.M)
     print("jit lines: %s" % sorted(int(n) for n, _ in jit))
     runner.expect(sorted(int(n) for n, _ in jit) == list(range(6)),
                   "--verbose: expected one jit line for each of rules 0-5:\n" + r.stderr)

@@ -12,10 +12,25 @@ namespace {
 const char *kUsage = R"(usage:
   mergec run RECIPE -o OUT [--set NAME=VALUE]... [--model NAME=PATH]... [--dtype f32|bf16|f16]
                     [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--quiet]
-                    [--verbose]
-  mergec compile RECIPE --emit=ast|merge|fused|loops|llvm-dialect|llvm [-o FILE]
-                    [--set NAME=VALUE]... [--model NAME=PATH]... [--dtype f32|bf16|f16]
+                    [--verbose] [--cache-dir DIR | --no-cache]
+  mergec compile RECIPE --emit=STAGE [-o FILE] [--set NAME=VALUE]... [--model NAME=PATH]...
+                    [--dtype f32|bf16|f16] [--cache-dir DIR | --no-cache]
+      STAGE: ast merge fused loops llvm-dialect llvm asm obj exe  (--emit= alone lists them)
   mergec --version
+)";
+
+/// The stages of the cpu target, in pipeline order: `mergec compile --emit=` prints this.
+const char *kStages = R"(stages of `mergec compile --emit=STAGE` (target cpu), in pipeline order:
+  ast           the parsed recipe
+  merge         the merge dialect, one function per rule
+  fused         each rule fused into phases of kernels
+  loops         each rule lowered to loops over memrefs (per dtype signature; --dtype)
+  llvm-dialect  the loops in MLIR's LLVM dialect
+  llvm          LLVM IR after -O3 for the host CPU, with mergec's packed entry points
+  asm           host assembly
+  obj           one object file: every rule and signature, the kernel table and the program
+                description (C entry points in runtime/include/mergec/Runtime/KernelABI.h)
+  exe           a standalone merge executable: the object linked with mergec's runtime
 )";
 
 int usageError(const std::string &message) {
@@ -37,6 +52,9 @@ std::optional<Emit> parseEmit(const std::string &s) {
   if (s == "loops") return Emit::Loops;
   if (s == "llvm-dialect") return Emit::LLVMDialect;
   if (s == "llvm") return Emit::LLVM;
+  if (s == "asm") return Emit::Asm;
+  if (s == "obj") return Emit::Obj;
+  if (s == "exe") return Emit::Exe;
   return std::nullopt;
 }
 
@@ -128,17 +146,28 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
         return usageError("--max-memory: '" + v + "' is not a size (e.g. 16GB)");
       cl.run.maxMemory = *size;
     } else if (arg == "--emit") {
+      if (inlineValue && value.empty()) {
+        std::cout << kStages;
+        return 0;
+      }
       if (!next(v) || !parseEmit(v))
-        return usageError("--emit must be ast, merge, fused, loops, llvm-dialect or llvm");
+        return usageError("--emit must be one of: ast merge fused loops llvm-dialect llvm asm obj exe");
       cl.emit = *parseEmit(v);
       sawEmit = true;
+    } else if (arg == "--cache-dir") {
+      if (!next(v) || v.empty())
+        return usageError("--cache-dir needs a directory");
+      cl.cacheDir = v;
+    } else if (arg == "--no-cache" && !inlineValue) {
+      cl.noCache = true;
     } else if (arg == "--force" && !inlineValue) {
       cl.run.force = true;
     } else if (arg == "--quiet" && !inlineValue) {
       cl.run.quiet = true;
     } else if (arg == "--verbose" && !inlineValue) {
       cl.verbose = cl.run.verbose = true;
-    } else if (inlineValue && (arg == "--force" || arg == "--quiet" || arg == "--verbose")) {
+    } else if (inlineValue && (arg == "--force" || arg == "--quiet" || arg == "--verbose" ||
+                               arg == "--no-cache")) {
       return usageError(arg + " takes no value");
     } else if (!arg.empty() && arg[0] == '-' && arg != "-") {
       return usageError("unknown option '" + arg + "'");

@@ -10,7 +10,7 @@ namespace mergec {
 
 enum class Command { Run, Compile, Version };
 /// The stages of `mergec compile --emit=`, in pipeline order.
-enum class Emit { AST, Merge, Fused, Loops, LLVMDialect, LLVM };
+enum class Emit { AST, Merge, Fused, Loops, LLVMDialect, LLVM, Asm, Obj, Exe };
 
 struct CommandLine {
   Command command = Command::Run;
@@ -20,6 +20,8 @@ struct CommandLine {
   sema::Overrides overrides;  ///< --set, --model
   std::optional<rt::DType> dtype;
   bool verbose = false;
+  std::string cacheDir;       ///< --cache-dir; empty: $MERGEC_CACHE_DIR or the XDG default
+  bool noCache = false;       ///< --no-cache
   rt::RunOptions run;
 };
 

@@ -166,6 +166,28 @@ std::vector<rt::ProtectedInput> protectedInputs(const CommandLine &cl, const Com
   return inputs;
 }
 
+KernelJITOptions jitOptions(const CommandLine &cl) {
+  KernelJITOptions options;
+  options.verbose = cl.verbose;
+  options.version = MERGEC_VERSION;
+  if (!cl.noCache)
+    options.cacheDir = cl.cacheDir.empty() ? KernelCache::defaultDirectory() : cl.cacheDir;
+  return options;
+}
+
+const char *stageName(Emit emit) {
+  switch (emit) {
+  case Emit::LLVMDialect:
+    return "llvm-dialect";
+  case Emit::LLVM:
+    return "llvm";
+  case Emit::Asm:
+    return "asm";
+  default:
+    return "obj";
+  }
+}
+
 int writeOutput(const CommandLine &cl, const Compilation &c, const std::string &text) {
   if (cl.outputFile.empty() || cl.outputFile == "-") {
     std::cout << text;
@@ -188,14 +210,14 @@ int runCompile(const CommandLine &cl) {
     return writeOutput(cl, c, printModule(*c.module));
   // Later stages are per dtype signature: every input and the output in --dtype (default f32).
   rt::DType dtype = cl.dtype.value_or(rt::DType::F32);
-  KernelJIT jit(*c.module, cl.verbose);
+  KernelJIT jit(*c.module, jitOptions(cl));
   std::string text;
   for (size_t r = 0; r < c.program->rules.size(); ++r) {
-    std::vector<rt::DType> inputs(jit.ruleInputs(r).size(), dtype);
-    if (cl.emit == Emit::LLVM)
-      text += jit.optimizedLLVMIR(r, inputs, dtype);
+    rt::KernelSignature signature{std::vector<rt::DType>(jit.ruleInputs(r).size(), dtype), dtype};
+    if (cl.emit == Emit::Loops)
+      text += printModule(*jit.lower(r, signature));
     else
-      text += printModule(*jit.lower(r, inputs, dtype, cl.emit == Emit::LLVMDialect));
+      text += jit.emit(r, signature, stageName(cl.emit));
   }
   return writeOutput(cl, c, text);
 }
@@ -228,7 +250,7 @@ int runMerge(const CommandLine &cl) {
   // Before any work: the output must not touch an input, --force replaces only mergec's own
   // output, and a second run for the same output stops here.
   rt::OutputDirectory out(options.output, options.force, protectedInputs(cl, c));
-  KernelJIT jit(*c.module, cl.verbose);
+  KernelJIT jit(*c.module, jitOptions(cl));
   rt::MergePlan plan =
       rt::planMerge(models, program.outputModel, rules, jit, options);
   out.protect(rt::planInputs(plan));
@@ -241,8 +263,8 @@ int runMerge(const CommandLine &cl) {
                              program.outputModel + "'");
   rt::executeMerge(plan, jit, options, out);
   if (cl.verbose)
-    std::cerr << "jit: " << jit.compiledCount() << " kernel(s) compiled in "
-              << jit.totalCompileMs() << " ms\n";
+    std::cerr << "jit: " << jit.compiledCount() << " kernel(s) compiled, " << jit.cachedCount()
+              << " loaded from the cache, in " << jit.totalCompileMs() << " ms\n";
   return 0;
 }
 

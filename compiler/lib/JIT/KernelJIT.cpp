@@ -1,6 +1,5 @@
-//===- KernelJIT.cpp - compile rules per dtype signature with ORC ---------===//
+//===- KernelJIT.cpp - compile rules per dtype signature, through the cache ---===//
 #include "mergec/JIT/KernelJIT.h"
-#include "mergec/Conversion/Passes.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mergec/Dialect/Merge/IR/PhaseLayout.h"
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
@@ -8,16 +7,9 @@
 #include "mergec/Pipelines/Pipelines.h"
 #include "mergec/Runtime/Error.h"
 
-#include "mlir/ExecutionEngine/ExecutionEngine.h"
-#include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Transforms/RegionUtils.h"
-#include "mlir/Target/LLVMIR/Export.h"
-#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
-#include "llvm/IR/LLVMContext.h"
-#include "llvm/IR/Module.h"
-#include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
@@ -27,28 +19,6 @@ using namespace mlir;
 using namespace mergec;
 
 namespace {
-
-void initializeNativeTarget() {
-  static bool done = [] {
-    llvm::InitializeNativeTarget();
-    llvm::InitializeNativeTargetAsmPrinter();
-    return true;
-  }();
-  (void)done;
-}
-
-/// The host's CPU and features, so the vectorizer uses the machine's widest vectors.
-std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
-  initializeNativeTarget();
-  auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
-  if (!builder)
-    throw rt::RuntimeError("jit: cannot detect the host: " + llvm::toString(builder.takeError()));
-  builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
-  auto tm = builder->createTargetMachine();
-  if (!tm)
-    throw rt::RuntimeError("jit: " + llvm::toString(tm.takeError()));
-  return std::move(*tm);
-}
 
 Type storageType(MLIRContext *ctx, rt::DType d) {
   switch (d) {
@@ -61,13 +31,6 @@ Type storageType(MLIRContext *ctx, rt::DType d) {
   default:
     throw rt::RuntimeError(std::string("jit: no kernel can load or store ") + rt::dtypeName(d));
   }
-}
-
-std::string signatureKey(size_t rule, const std::vector<rt::DType> &inputs, rt::DType output) {
-  std::string key = std::to_string(rule) + ":";
-  for (size_t i = 0; i < inputs.size(); ++i)
-    key += std::string(i ? "," : "") + rt::dtypeName(inputs[i]);
-  return key + " -> " + rt::dtypeName(output);
 }
 
 /// Collects MLIR diagnostics so a failed pipeline reports what went wrong.
@@ -107,98 +70,24 @@ std::vector<size_t> phaseDependencies(Operation *phase, ArrayRef<Operation *> ph
   return deps;
 }
 
+std::string printed(ModuleOp module) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  module.print(os);
+  return text;
+}
+
 } // namespace
 
-KernelJIT::KernelJIT(ModuleOp fused, bool verbose) : fused_(fused), verbose_(verbose) {}
-KernelJIT::~KernelJIT() = default;
-
-std::vector<std::string> KernelJIT::ruleInputs(size_t rule) {
-  // Every merge.input of the rule in program order: each phase function takes all of them.
-  auto func = fused_.lookupSymbol<func::FuncOp>(ruleFunctionName(rule));
-  std::vector<std::string> models;
-  for (Operation &op : func.getBody().front())
-    if (auto in = dyn_cast<merge::InputOp>(op))
-      models.push_back(in.getModel().str());
-  return models;
-}
-
-OwningOpRef<ModuleOp> KernelJIT::lower(size_t rule, const std::vector<rt::DType> &inputs,
-                                       rt::DType output, bool toLLVMDialect) {
-  MLIRContext *ctx = fused_.getContext();
-  std::string name = ruleFunctionName(rule);
-  auto func = fused_.lookupSymbol<func::FuncOp>(name);
-  if (!func)
-    throw rt::RuntimeError("jit: no function " + name);
-  OpBuilder b(ctx);
-  OwningOpRef<ModuleOp> module = ModuleOp::create(fused_.getLoc());
-  b.setInsertionPointToEnd(module->getBody());
-  auto clone = cast<func::FuncOp>(b.clone(*func));
-
-  // Specialize: the storage dtype of each kernel input (in argument order) and of the result.
-  std::vector<std::string> models = ruleInputs(rule);
-  if (models.size() != inputs.size())
-    throw rt::RuntimeError("jit: " + name + " reads " + std::to_string(models.size()) +
-                           " inputs, given " + std::to_string(inputs.size()) + " dtypes");
-  clone.walk([&](merge::InputOp in) {
-    for (size_t i = 0; i < models.size(); ++i)
-      if (models[i] == in.getModel())
-        in.setStorageAttr(TypeAttr::get(storageType(ctx, inputs[i])));
-  });
-  clone->setAttr(merge::kStoreAttr, TypeAttr::get(storageType(ctx, output)));
-
-  CapturedDiagnostics diags(ctx);
-  PassManager pm(ctx);
-  buildLowerToLoopsPipeline(pm);
-  if (toLLVMDialect)
-    buildLoopsToLLVMPipeline(pm);
-  if (failed(pm.run(*module)))
-    throw rt::RuntimeError("jit: lowering " + name + " failed:\n" + diags.text);
-  return module;
-}
-
-rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &inputs,
-                                   rt::DType output) {
-  std::string key = signatureKey(rule, inputs, output);
-  if (auto done = compiled_.find(key); done != compiled_.end())
-    return done->second;
-  auto found = engines_.find(key);
-  std::string name = ruleFunctionName(rule);
-  if (found == engines_.end()) {
-    auto start = std::chrono::steady_clock::now();
-    OwningOpRef<ModuleOp> module = lower(rule, inputs, output, /*toLLVMDialect=*/true);
-    if (!optimizerTM_) {
-      // The transformer runs when ORC materializes the module (at lookup), so it and its
-      // target machine live as long as the JIT.
-      optimizerTM_ = hostTargetMachine();
-      optimizer_ = makeOptimizingTransformer(3, 0, optimizerTM_.get());
-    }
-    ExecutionEngineOptions options;
-    options.transformer = optimizer_;
-    options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-    auto engine = ExecutionEngine::create(*module, options, hostTargetMachine());
-    if (!engine)
-      throw rt::RuntimeError("jit: compiling " + name + " failed: " +
-                             llvm::toString(engine.takeError()));
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
-                    .count();
-    totalMs_ += ms;
-    if (verbose_)
-      std::cerr << "jit: " << name << " (" << key.substr(key.find(':') + 1) << "): " << ms
-                << " ms\n";
-    found = engines_.emplace(key, std::move(*engine)).first;
-  }
-  auto lookup = [&](const std::string &symbol) {
-    auto fn = found->second->lookupPacked(symbol);
-    if (!fn)
-      throw rt::RuntimeError("jit: " + llvm::toString(fn.takeError()));
-    return *fn;
-  };
+rt::CompiledRule mergec::describeRule(func::FuncOp func, const std::string &tag) {
+  std::string name = func.getSymName().str();
+  auto symbol = [&](const std::string &function) { return "mergec_" + function + "__" + tag; };
   rt::CompiledRule compiled;
-  auto func = fused_.lookupSymbol<func::FuncOp>(name);
   merge::PhaseLayout layout = merge::phaseLayout(func);
   using Kind = rt::CompiledRule::Kind;
   for (auto [k, op] : llvm::enumerate(layout.phases)) {
-    rt::CompiledRule::Phase phase{lookup(name + "_phase" + std::to_string(k)), Kind::Map};
+    rt::CompiledRule::Phase phase;
+    phase.symbol = symbol(name + "_phase" + std::to_string(k));
     phase.firstSlot = layout.firstSlot[k];
     phase.deps = phaseDependencies(op, layout.phases);
     if (auto reduce = dyn_cast<merge::ReduceKernelOp>(op)) {
@@ -223,28 +112,129 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
     }
     compiled.phases.push_back(std::move(phase));
   }
-  compiled.phases.push_back({lookup(name), Kind::Map});
-  compiled.phases.back().firstSlot = layout.firstSlot.back();
-  compiled.phases.back().deps = phaseDependencies(
+  rt::CompiledRule::Phase map;
+  map.symbol = symbol(name);
+  map.kind = Kind::Map;
+  map.firstSlot = layout.firstSlot.back();
+  map.deps = phaseDependencies(
       func.getBody().front().getTerminator()->getOperand(0).getDefiningOp(), layout.phases);
+  compiled.phases.push_back(std::move(map));
   compiled.scalarSlots = layout.firstSlot.back();
-  return compiled_[key] = compiled;
+  return compiled;
 }
 
-std::string KernelJIT::optimizedLLVMIR(size_t rule, const std::vector<rt::DType> &inputs,
-                                       rt::DType output) {
-  OwningOpRef<ModuleOp> module = lower(rule, inputs, output, /*toLLVMDialect=*/true);
-  llvm::LLVMContext llvmCtx;
-  std::unique_ptr<llvm::Module> llvmModule = translateModuleToLLVMIR(*module, llvmCtx);
-  if (!llvmModule)
-    throw rt::RuntimeError("jit: translation to LLVM IR failed");
-  auto tm = hostTargetMachine();
-  llvmModule->setDataLayout(tm->createDataLayout());
-  llvmModule->setTargetTriple(tm->getTargetTriple());
-  if (auto err = makeOptimizingTransformer(3, 0, tm.get())(llvmModule.get()))
-    throw rt::RuntimeError("jit: " + llvm::toString(std::move(err)));
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  llvmModule->print(os, nullptr);
-  return text;
+KernelJIT::KernelJIT(ModuleOp fused, KernelJITOptions options)
+    : fused_(fused), options_(std::move(options)), backend_(createTargetBackend("cpu")),
+      cache_(options_.cacheDir) {}
+KernelJIT::~KernelJIT() = default;
+
+func::FuncOp KernelJIT::ruleFunction(size_t rule) {
+  auto func = fused_.lookupSymbol<func::FuncOp>(ruleFunctionName(rule));
+  if (!func)
+    throw rt::RuntimeError("jit: no function " + ruleFunctionName(rule));
+  return func;
+}
+
+std::vector<std::string> KernelJIT::ruleInputs(size_t rule) {
+  // Every merge.input of the rule in program order: each phase function takes all of them.
+  std::vector<std::string> models;
+  for (Operation &op : ruleFunction(rule).getBody().front())
+    if (auto in = dyn_cast<merge::InputOp>(op))
+      models.push_back(in.getModel().str());
+  return models;
+}
+
+OwningOpRef<ModuleOp> KernelJIT::lower(size_t rule, const rt::KernelSignature &signature) {
+  MLIRContext *ctx = fused_.getContext();
+  func::FuncOp func = ruleFunction(rule);
+  OpBuilder b(ctx);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(fused_.getLoc());
+  b.setInsertionPointToEnd(module->getBody());
+  auto clone = cast<func::FuncOp>(b.clone(*func));
+
+  // Specialize: the storage dtype of each kernel input (in argument order) and of the result.
+  std::vector<std::string> models = ruleInputs(rule);
+  if (models.size() != signature.inputs.size())
+    throw rt::RuntimeError("jit: " + func.getSymName().str() + " reads " +
+                           std::to_string(models.size()) + " inputs, given " +
+                           std::to_string(signature.inputs.size()) + " dtypes");
+  clone.walk([&](merge::InputOp in) {
+    for (size_t i = 0; i < models.size(); ++i)
+      if (models[i] == in.getModel())
+        in.setStorageAttr(TypeAttr::get(storageType(ctx, signature.inputs[i])));
+  });
+  clone->setAttr(merge::kStoreAttr, TypeAttr::get(storageType(ctx, signature.output)));
+
+  CapturedDiagnostics diags(ctx);
+  PassManager pm(ctx);
+  buildLowerToLoopsPipeline(pm);
+  if (failed(pm.run(*module)))
+    throw rt::RuntimeError("jit: lowering " + func.getSymName().str() + " failed:\n" + diags.text);
+  return module;
+}
+
+std::string KernelJIT::emit(size_t rule, const rt::KernelSignature &signature,
+                            llvm::StringRef stage) {
+  OwningOpRef<ModuleOp> loops = lower(rule, signature);
+  return backend_->emit(*loops, stage, signature.tag());
+}
+
+rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &inputs,
+                                   rt::DType output) {
+  rt::KernelSignature signature{inputs, output};
+  std::string memo = std::to_string(rule) + ":" + signature.tag();
+  if (auto done = compiled_.find(memo); done != compiled_.end())
+    return done->second;
+
+  auto start = std::chrono::steady_clock::now();
+  std::string name = ruleFunctionName(rule);
+  rt::CompiledRule compiled = describeRule(ruleFunction(rule), signature.tag());
+  std::vector<std::string> symbols;
+  for (auto &phase : compiled.phases)
+    symbols.push_back(phase.symbol);
+  if (!loader_)
+    loader_ = std::make_unique<ObjectLoader>();
+
+  // The key covers everything the object's bytes depend on: the lowered loops (which carry the
+  // rule's math, constants and dtypes), the entry points' tag, the backend and the version.
+  OwningOpRef<ModuleOp> loops = lower(rule, signature);
+  std::string key = KernelCache::key(options_.version, backend_->identity(),
+                                     signature.tag() + "\n" + printed(*loops));
+  std::vector<rt::PackedKernel> entries;
+  std::string how;
+  std::string damage;
+  if (auto object = cache_.load(key, damage)) {
+    try {
+      entries = loader_->load(*object, symbols);
+      how = "loaded from the cache";
+      ++cachedCount_;
+    } catch (const rt::RuntimeError &e) {
+      damage = e.what();
+    }
+  }
+  if (!damage.empty() && options_.verbose)
+    std::cerr << "jit: " << name << " (" << signature.text() << "): cache entry "
+              << cache_.entryPath(key) << " is damaged (" << damage << "); recompiling\n";
+  if (entries.empty()) {
+    std::string object = backend_->emit(*loops, backend_->binaryStage(), signature.tag());
+    entries = loader_->load(object, symbols);
+    if (auto warning = cache_.store(key, object); warning && !warnedCache_) {
+      std::cerr << "mergec: warning: " << *warning << " (kernels are compiled every run)\n";
+      warnedCache_ = true;
+    }
+    how = "compiled";
+    ++compiledCount_;
+  }
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  totalMs_ += ms;
+  if (options_.verbose) {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.1f", ms);
+    std::cerr << "jit: " << name << " (" << signature.text() << "): " << how << " in " << text
+              << " ms\n";
+  }
+  for (size_t k = 0; k < entries.size(); ++k)
+    compiled.phases[k].fn = entries[k];
+  return compiled_[memo] = compiled;
 }

@@ -1,55 +1,66 @@
-//===- KernelJIT.h - compile rules per dtype signature with ORC -*- C++ -*-===//
+//===- KernelJIT.h - compile rules per dtype signature, through the cache -*- C++ -*-===//
 #pragma once
+#include "mergec/JIT/KernelCache.h"
+#include "mergec/JIT/ObjectLoader.h"
 #include "mergec/Runtime/DType.h"
 #include "mergec/Runtime/Executor.h"
+#include "mergec/Runtime/RuleDescription.h"
+#include "mergec/Target/TargetBackend.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
-#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
-namespace llvm {
-class Error;
-class Module;
-class TargetMachine;
-} // namespace llvm
-namespace mlir {
-class ExecutionEngine;
-}
-
 namespace mergec {
 
-/// Compiles the rules of a fused module (one merge.kernel per rule) on demand, once per
-/// (rule, input dtypes, output dtype), with mlir::ExecutionEngine (ORC, -O3, host CPU).
+/// The description of `rule` (a fused rule function) for the signature `tag`: its phases with
+/// their kinds, parameters, slots and dependencies, and the packed entry points' symbols
+/// `mergec_<rule>[_phaseK]__<tag>`. Shared by the JIT and executables.
+rt::CompiledRule describeRule(mlir::func::FuncOp rule, const std::string &tag);
+
+struct KernelJITOptions {
+  bool verbose = false;      ///< print, per kernel, whether it was compiled (ms) or loaded
+  std::string cacheDir;      ///< the kernel cache; empty: no cache
+  std::string version;       ///< mergec's version, part of every cache key
+};
+
+/// Compiles the rules of a fused module (one func per rule) on demand, once per (rule, input
+/// dtypes, output dtype): lowered to loops, serialized by the CPU backend (an object file),
+/// stored in and loaded from the kernel cache, and linked into the process by ObjectLoader.
 class KernelJIT : public rt::KernelSource {
 public:
-  /// `fused` must outlive the JIT; `verbose` prints each compile time to stderr.
-  KernelJIT(mlir::ModuleOp fused, bool verbose);
+  /// `fused` must outlive the JIT.
+  KernelJIT(mlir::ModuleOp fused, KernelJITOptions options);
   ~KernelJIT() override;
 
   std::vector<std::string> ruleInputs(size_t rule) override;
   rt::CompiledRule kernel(size_t rule, const std::vector<rt::DType> &inputs,
                           rt::DType output) override;
 
-  /// The specialized module of `rule` lowered to loops over memrefs, or to the LLVM dialect.
-  mlir::OwningOpRef<mlir::ModuleOp> lower(size_t rule, const std::vector<rt::DType> &inputs,
-                                          rt::DType output, bool toLLVMDialect);
-  /// LLVM IR after -O3, as the JIT runs it.
-  std::string optimizedLLVMIR(size_t rule, const std::vector<rt::DType> &inputs,
-                              rt::DType output);
+  /// The specialized module of `rule` lowered to loops over memrefs (the last shared stage).
+  mlir::OwningOpRef<mlir::ModuleOp> lower(size_t rule, const rt::KernelSignature &signature);
+  /// A backend stage of `rule` (llvm-dialect, llvm, asm, obj) for `signature`.
+  std::string emit(size_t rule, const rt::KernelSignature &signature, llvm::StringRef stage);
+  mlir::func::FuncOp ruleFunction(size_t rule);
+  TargetBackend &backend() { return *backend_; }
+
   double totalCompileMs() const { return totalMs_; }
-  size_t compiledCount() const { return engines_.size(); }
+  size_t compiledCount() const { return compiledCount_; }
+  size_t cachedCount() const { return cachedCount_; }
 
 private:
   mlir::ModuleOp fused_;
-  bool verbose_;
-  std::unique_ptr<llvm::TargetMachine> optimizerTM_;
-  std::function<llvm::Error(llvm::Module *)> optimizer_;
-  std::map<std::string, std::unique_ptr<mlir::ExecutionEngine>> engines_;
+  KernelJITOptions options_;
+  std::unique_ptr<TargetBackend> backend_;
+  KernelCache cache_;
+  std::unique_ptr<ObjectLoader> loader_;
   /// The phases' entry points per signature, so tensors after the first look up nothing.
   std::map<std::string, rt::CompiledRule> compiled_;
   double totalMs_ = 0;
+  size_t compiledCount_ = 0, cachedCount_ = 0;
+  bool warnedCache_ = false;
 };
 
 } // namespace mergec

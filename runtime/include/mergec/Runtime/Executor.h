@@ -27,13 +27,16 @@ using PackedKernel = void (*)(void **);
 /// within rows, or row sums, into a buffer later phases read), then the map phase that writes the output.
 /// Phases at model scope see every tensor of the rule: the executor runs them over the whole
 /// model (streaming passes before the merge) and gives each tensor the model's results.
+/// Everything but `fn` is the rule's description (RuleDescription.h serializes it): derived from
+/// the lowered module by the compiler, stored beside cached kernels and embedded in executables.
 struct CompiledRule {
   enum class Kind { Reduce, TopK, Quantile, Row, Map };
   enum class Reduction { Sum, Max };
   enum class RowOp { Rank, Sum, Max };
   struct Phase {
-    PackedKernel fn;
-    Kind kind;
+    PackedKernel fn = nullptr;
+    Kind kind = Kind::Map;
+    std::string symbol; ///< the packed entry point's name (KernelABI.h)
     std::vector<Reduction> reductions; ///< Reduce: one per scalar result
     RowOp row = RowOp::Rank;           ///< Row: ranks, or each row's sum or maximum
     double param = 0; ///< TopK: density; Quantile: q
@@ -66,6 +69,17 @@ public:
   virtual std::vector<std::string> ruleInputs(size_t rule) = 0;
   /// Compiles (or finds) the rule's phases for these storage dtypes.
   virtual CompiledRule kernel(size_t rule, const std::vector<DType> &inputs, DType output) = 0;
+  /// Whether kernel() can serve this signature: a JIT always can; an executable only for the
+  /// signatures it was compiled with (planMerge reports the others, naming the tensor).
+  virtual bool hasKernel(size_t rule, const std::vector<DType> &inputs, DType output) {
+    (void)rule, (void)inputs, (void)output;
+    return true;
+  }
+  /// For that report: the signatures it has, e.g. "BF16,BF16 -> BF16; F32,F32 -> F32".
+  virtual std::string availableKernels(size_t rule) {
+    (void)rule;
+    return "";
+  }
 };
 
 struct RuleSpec {
@@ -91,6 +105,9 @@ struct RunOptions {
   struct Provenance {
     std::string version, recipePath, recipeText, recipeSha256;
     std::vector<std::pair<std::string, double>> params; ///< final values
+    /// How the kernels were built: "jit" (mergec run) or "aot" (an executable; `executable`
+    /// names it).
+    std::string build = "jit", executable;
   } provenance;
 };
 

@@ -1,0 +1,40 @@
+//===- KernelCache.h - compiled kernels on disk between runs ----*- C++ -*-===//
+// A second run of the same recipe compiles nothing: each serialized kernel (the CPU backend's
+// object file) is stored under a key that hashes everything its bytes depend on: mergec's
+// version, the backend's identity (target triple, CPU and features) and the lowered module.
+// Entries are written to a temporary name and renamed, so concurrent runs never see half an
+// entry; each carries its key, length and SHA-256, so a truncated, corrupt or foreign entry is
+// detected and recompiled, never executed.
+#pragma once
+#include <optional>
+#include <string>
+
+namespace mergec {
+
+class KernelCache {
+public:
+  /// An empty `directory` disables the cache.
+  explicit KernelCache(std::string directory);
+
+  /// $MERGEC_CACHE_DIR, else $XDG_CACHE_HOME/mergec, else ~/.cache/mergec ("" without HOME).
+  static std::string defaultDirectory();
+  /// The hex SHA-256 of the parts, each length-prefixed (so no two part lists collide).
+  static std::string key(const std::string &version, const std::string &identity,
+                         const std::string &module);
+
+  bool enabled() const { return !directory_.empty(); }
+  const std::string &directory() const { return directory_; }
+
+  /// The entry's bytes; nullopt when there is none or it is damaged (`damage` says how).
+  std::optional<std::string> load(const std::string &key, std::string &damage) const;
+  /// Stores an entry; returns a warning instead of throwing when it cannot (a cache that cannot
+  /// be written costs time, not correctness).
+  std::optional<std::string> store(const std::string &key, const std::string &bytes) const;
+  /// Where an entry lives (for tests and messages).
+  std::string entryPath(const std::string &key) const;
+
+private:
+  std::string directory_;
+};
+
+} // namespace mergec
