@@ -122,8 +122,8 @@ std::optional<std::string> KernelCache::load(const std::string &key, std::string
   }
   uint64_t n = 0;
   if (!llvm::to_integer(*bytes, n, 10) || n != text.size() - pos) {
-    damage = "truncated or padded (" + std::to_string(text.size() - pos) + " bytes, header says " +
-             *bytes + ")";
+    damage = "truncated or padded: " + std::to_string(text.size() - pos) + " bytes, header says " +
+             *bytes;
     return std::nullopt;
   }
   std::string payload = text.substr(pos);

@@ -1,0 +1,127 @@
+"""The kernel cache (mergec run --cache-dir / $MERGEC_CACHE_DIR / --no-cache).
+
+A cold run compiles every kernel and stores it; a warm run loads every kernel and compiles
+nothing; outputs are byte-identical cold, warm and without the cache. A corrupt, truncated or
+foreign entry is detected, recompiled and rewritten; two runs sharing a cold cache both succeed;
+--no-cache writes nothing; a cache that cannot be written is a warning, not an error."""
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+import models
+import runner
+
+RECIPE = """
+    model base = "models/base"
+    model a    = "models/a"
+    model b    = "models/b"
+    merge {
+      "lm_head.weight"     => base
+      "*.embed_tokens.*"   => base + 0.5 * tv(a)
+      "*.self_attn.*"      => base + ties([tv(a), tv(b)], density = 0.3)
+      "*.mlp.*"            => base + dare_linear([tv(a), tv(b)], density = 0.5, seed = 7)
+      _                    => slerp(base, a, t = 0.25)
+    }
+    """
+
+
+def jit_lines(stderr):
+    return re.findall(r"^jit: (rule_\d+) \(([^)]*)\): (compiled|loaded from the cache) in [0-9.]+ ms$",
+                      stderr, re.M)
+
+
+def digest(out):
+    return {f: open(os.path.join(out, f), "rb").read()
+            for f in sorted(os.listdir(out)) if f.endswith(".safetensors")}
+
+
+def run(recipe, work, out, *extra):
+    runner.fresh_dir(out)
+    os.rmdir(out)
+    return runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--verbose"] + list(extra),
+                             cwd=work, echo=False)
+
+
+def body(args):
+    work = runner.fresh_dir(args.work)
+    base = models.make_llama(os.path.join(work, "models", "base"), "BF16", 1)
+    for name, seed in (("a", 2), ("b", 3)):
+        models.make_llama(os.path.join(work, "models", name), "BF16", seed, base=base)
+    recipe = runner.write_recipe(os.path.join(work, "r.merge"), RECIPE)
+    cache = os.path.join(work, "cache")
+    out = os.path.join(work, "out")
+
+    cold = run(recipe, work, out, "--cache-dir", cache)
+    lines = jit_lines(cold.stderr)
+    runner.expect(len(lines) == 4 and all(how == "compiled" for _, _, how in lines), cold.stderr)
+    reference = digest(out)
+    entries = sorted(glob.glob(os.path.join(cache, "*.kernel")))
+    runner.expect(len(entries) == 4, "entries: %s" % entries)
+    print("cold: %d kernels compiled, %d cache entries" % (len(lines), len(entries)))
+
+    warm = run(recipe, work, out, "--cache-dir", cache)
+    lines = jit_lines(warm.stderr)
+    runner.expect(len(lines) == 4 and all(how == "loaded from the cache" for _, _, how in lines),
+                  warm.stderr)
+    runner.expect("0 kernel(s) compiled, 4 loaded from the cache" in warm.stderr, warm.stderr)
+    runner.expect(digest(out) == reference, "warm output differs from cold")
+    # $MERGEC_CACHE_DIR names the same cache.
+    env_run = subprocess.run([runner.mergec_path(), "run", recipe, "-o", os.path.join(work, "env"),
+                              "--quiet", "--verbose"], cwd=work, capture_output=True, text=True,
+                             env=dict(os.environ, MERGEC_CACHE_DIR=cache))
+    runner.expect("0 kernel(s) compiled, 4 loaded" in env_run.stderr, env_run.stderr)
+    print("warm: 4 kernels loaded, 0 compiled, output identical")
+
+    nocache = run(recipe, work, out, "--no-cache")
+    runner.expect(all(how == "compiled" for _, _, how in jit_lines(nocache.stderr)), nocache.stderr)
+    runner.expect(digest(out) == reference, "--no-cache output differs")
+    runner.expect(sorted(glob.glob(os.path.join(cache, "*.kernel"))) == entries, "--no-cache wrote")
+    print("--no-cache: compiled, identical, nothing stored")
+
+    # Damage three entries three ways; keep the fourth intact.
+    with open(entries[0], "r+b") as f:  # a flipped bit in the object code
+        data = bytearray(f.read())
+        data[-100] ^= 0x10
+        f.seek(0)
+        f.write(data)
+    with open(entries[1], "r+b") as f:  # truncated, as by a crash without rename
+        f.truncate(os.path.getsize(entries[1]) // 2)
+    shutil.copy(entries[3], entries[2])  # another kernel's entry under this key
+    damaged = run(recipe, work, out, "--cache-dir", cache)
+    found = re.findall(r"cache entry \S+ is damaged \(([^)]*)\)", damaged.stderr)
+    print("damaged: " + "; ".join(sorted(found)))
+    runner.expect(len(found) == 3, damaged.stderr)
+    hows = sorted(how for _, _, how in jit_lines(damaged.stderr))
+    runner.expect(hows == ["compiled"] * 3 + ["loaded from the cache"], damaged.stderr)
+    runner.expect(digest(out) == reference, "output after damaged entries differs")
+    again = run(recipe, work, out, "--cache-dir", cache)
+    runner.expect("0 kernel(s) compiled, 4 loaded" in again.stderr, "entries not rewritten:\n" + again.stderr)
+    print("damaged entries recompiled and rewritten; output identical")
+
+    # Two runs sharing a cold cache.
+    shared = os.path.join(work, "shared-cache")
+    procs = [subprocess.Popen([runner.mergec_path(), "run", recipe, "-o", os.path.join(work, "c%d" % i),
+                               "--quiet", "--cache-dir", shared], cwd=work,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        runner.expect(p.returncode == 0, err.decode())
+    runner.expect(digest(os.path.join(work, "c0")) == reference == digest(os.path.join(work, "c1")),
+                  "concurrent outputs differ")
+    runner.expect(len(glob.glob(os.path.join(shared, "*.kernel"))) == 4, "shared cache entries")
+    runner.expect(not glob.glob(os.path.join(shared, ".*")), "temporaries left in the cache")
+    print("two concurrent runs, one cold cache: both succeed, identical, 4 entries")
+
+    # A cache that cannot be created: one warning, the merge goes on.
+    blocked = os.path.join(work, "not-a-dir")
+    open(blocked, "w").close()
+    r = run(recipe, work, out, "--cache-dir", os.path.join(blocked, "cache"))
+    runner.expect(r.stderr.count("mergec: warning: kernel cache:") == 1, r.stderr)
+    runner.expect(digest(out) == reference, "output without a writable cache")
+    print("unwritable cache: one warning, output identical")
+
+
+if __name__ == "__main__":
+    runner.main(body)
