@@ -45,7 +45,7 @@ void writeDirectly(const std::string &path, std::string_view bytes) {
 } // namespace
 
 void writeFileAtomically(const std::string &path, std::string_view bytes,
-                         const std::vector<ProtectedInput> &inputs) {
+                         const std::vector<ProtectedInput> &inputs, unsigned mode) {
   checkOutputAgainstInputs(path, inputs);
   std::string target = landingPath(path);
   struct stat st;
@@ -66,7 +66,8 @@ void writeFileAtomically(const std::string &path, std::string_view bytes,
                          .string();
   TemporaryPath guard(temp);
   ::unlink(temp.c_str()); // a leftover of a killed run with our pid
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0666);
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                  static_cast<mode_t>(mode));
   if (fd < 0)
     fail(path, "cannot create a temporary file in '" + dir + "': " + detail::errnoText(errno));
   try {

@@ -1,10 +1,12 @@
 //===- mergec.cpp - the mergec command line: run, compile, --version ------===//
+#include "AheadOfTime.h"
 #include "Options.h"
 
 #include "mergec/Frontend/MLIRGen.h"
 #include "mergec/Frontend/Parser.h"
 #include "mergec/Frontend/Sema.h"
 #include "mergec/JIT/KernelJIT.h"
+#include "mergec/Target/CPU/MergeObject.h"
 #include "mergec/MergeInitAll.h"
 #include "mergec/Pipelines/Pipelines.h"
 #include "mergec/Runtime/AtomicFile.h"
@@ -166,6 +168,11 @@ std::vector<rt::ProtectedInput> protectedInputs(const CommandLine &cl, const Com
   return inputs;
 }
 
+/// What a merge records about its recipe (mergec-manifest.json; embedded in executables).
+rt::RunOptions::Provenance provenance(const CommandLine &cl, const Compilation &c) {
+  return {MERGEC_VERSION, cl.recipe, c.source, sha256Hex(c.source), c.program->params};
+}
+
 KernelJITOptions jitOptions(const CommandLine &cl) {
   KernelJITOptions options;
   options.verbose = cl.verbose;
@@ -208,9 +215,26 @@ int runCompile(const CommandLine &cl) {
     return writeOutput(cl, c, ast::dump(*c.recipe));
   if (cl.emit == Emit::Merge || cl.emit == Emit::Fused)
     return writeOutput(cl, c, printModule(*c.module));
+  KernelJIT jit(*c.module, jitOptions(cl));
+  if (cl.emit == Emit::Obj || cl.emit == Emit::Exe) {
+    if (cl.outputFile.empty() || cl.outputFile == "-") {
+      std::cerr << "mergec: error: --emit=" << (cl.emit == Emit::Obj ? "obj" : "exe")
+                << " writes a binary file: give -o FILE\n";
+      return 2;
+    }
+    auto signatures = aheadOfTimeSignatures(*c.program, jit, cl.verbose);
+    std::string object = cpu::buildMergeObject(
+        jit, signatures, aheadOfTimeProgram(*c.program, jit, provenance(cl, c)));
+    if (cl.emit == Emit::Obj) {
+      rt::writeFileAtomically(cl.outputFile, object, protectedInputs(cl, c));
+      return 0;
+    }
+    rt::writeFileAtomically(cl.outputFile, linkExecutable(object, cl.verbose),
+                            protectedInputs(cl, c), 0777);
+    return 0;
+  }
   // Later stages are per dtype signature: every input and the output in --dtype (default f32).
   rt::DType dtype = cl.dtype.value_or(rt::DType::F32);
-  KernelJIT jit(*c.module, jitOptions(cl));
   std::string text;
   for (size_t r = 0; r < c.program->rules.size(); ++r) {
     rt::KernelSignature signature{std::vector<rt::DType>(jit.ruleInputs(r).size(), dtype), dtype};
@@ -241,7 +265,7 @@ int runMerge(const CommandLine &cl) {
     rules.push_back(std::move(spec));
   }
   rt::RunOptions options = cl.run;
-  options.provenance = {MERGEC_VERSION, cl.recipe, c.source, sha256Hex(c.source), program.params};
+  options.provenance = provenance(cl, c);
   if (!options.maxMemory) {
     // Default: half of physical memory, leaving the rest to the page cache.
     options.maxMemory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE) / 2;

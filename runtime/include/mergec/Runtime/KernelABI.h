@@ -35,3 +35,35 @@ constexpr uint32_t nameHash(std::string_view name) {
 }
 
 } // namespace mergec::rt::abi
+
+// ---------------------------------------------------------------------------------------------
+// The C ABI of compiled kernels (what `mergec compile --emit=obj` exports, what the kernel cache
+// stores and what merge executables link). Every phase of every rule, per dtype signature, is
+//
+//   void mergec_<function>__<tag>(void **args);
+//
+// <function> is `rule_N` (the map phase that writes the output) or `rule_N_phaseK`; <tag> names
+// the signature, "BF16_BF16__BF16" for two BF16 inputs and a BF16 output (KernelSignature::tag).
+// args[i] points at the i-th argument of the lowered function: for each input (the models'
+// tensors in ruleInputs order, then the row buffers of the rule's row phases) and then the result,
+// the five fields of a memref descriptor (allocated pointer, aligned pointer, int64 offset,
+// size, stride); then int64 begin and end (the chunk of elements to process), float layer and
+// num_layers; then the five fields of the f64 scalars array's descriptor (layout above). A
+// reduction phase's result is its chunk's f64 partials; a select or row phase's result is its
+// key buffer; the map phase's result is the output, in the output dtype.
+//
+// An object from --emit=obj also holds the kernels' table and the program's description:
+extern "C" {
+/// One packed entry point.
+struct mergec_kernel_entry {
+  const char *symbol;
+  void (*fn)(void **args);
+};
+/// Every packed entry point of the object, `mergec_kernel_count` of them.
+extern const struct mergec_kernel_entry mergec_kernel_table[];
+extern const uint64_t mergec_kernel_count;
+/// NUL-terminated JSON: mergec's version, the recipe (path, text, sha256), the models and their
+/// default paths, the output model, the params' values, the rules (patterns, inputs, whether a
+/// rule copies a model) and, per rule and signature, the rule description (RuleDescription.h).
+extern const char mergec_program[];
+}

@@ -1,0 +1,86 @@
+//===- MergeObject.cpp - every kernel of a recipe in one object file ------===//
+#include "mergec/Target/CPU/MergeObject.h"
+#include "mergec/Runtime/Error.h"
+#include "mergec/Target/CPU/CPUBackend.h"
+
+#include "llvm/IR/Constants.h"
+#include "llvm/IR/DerivedTypes.h"
+#include "llvm/IR/GlobalVariable.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Linker/Linker.h"
+#include "llvm/Target/TargetMachine.h"
+
+namespace mergec::cpu {
+
+namespace {
+
+/// A constant C string global.
+llvm::Constant *cString(llvm::Module &module, const std::string &text, const std::string &name,
+                        bool external) {
+  auto *data = llvm::ConstantDataArray::getString(module.getContext(), text, /*AddNull=*/true);
+  auto *global = new llvm::GlobalVariable(
+      module, data->getType(), /*isConstant=*/true,
+      external ? llvm::GlobalValue::ExternalLinkage : llvm::GlobalValue::PrivateLinkage, data, name);
+  return global;
+}
+
+} // namespace
+
+std::string buildMergeObject(KernelJIT &jit,
+                             const std::vector<std::vector<rt::KernelSignature>> &signatures,
+                             nlohmann::json program) {
+  auto tm = hostTargetMachine();
+  llvm::LLVMContext ctx;
+  auto composite = std::make_unique<llvm::Module>("merge", ctx);
+  composite->setDataLayout(tm->createDataLayout());
+  composite->setTargetTriple(tm->getTargetTriple());
+  llvm::Linker linker(*composite);
+  std::vector<std::string> symbols;
+  nlohmann::json kernels = nlohmann::json::array();
+  for (size_t rule = 0; rule < signatures.size(); ++rule) {
+    for (const rt::KernelSignature &signature : signatures[rule]) {
+      // The same steps as KernelJIT::kernel: lower, then the backend's LLVM module.
+      mlir::OwningOpRef<mlir::ModuleOp> loops = jit.lower(rule, signature);
+      std::unique_ptr<llvm::Module> module =
+          buildLLVMModule(*loops, ctx, *tm, signature.tag());
+      if (linker.linkInModule(std::move(module)))
+        throw rt::RuntimeError("codegen: cannot link the kernels of rule " +
+                               std::to_string(rule + 1) + " (" + signature.text() + ")");
+      rt::CompiledRule description = describeRule(jit.ruleFunction(rule), signature.tag());
+      for (auto &phase : description.phases)
+        symbols.push_back(phase.symbol);
+      std::vector<std::string> inputs;
+      for (rt::DType d : signature.inputs)
+        inputs.push_back(rt::dtypeName(d));
+      kernels.push_back({{"rule", rule},
+                         {"inputs", inputs},
+                         {"output", rt::dtypeName(signature.output)},
+                         {"description", rt::describeRule(description)}});
+    }
+  }
+  program["kernels"] = kernels;
+
+  // mergec_kernel_table: {symbol name, entry point} for every packed entry point.
+  llvm::Module &m = *composite;
+  llvm::Type *ptr = llvm::PointerType::getUnqual(ctx);
+  auto *entryType = llvm::StructType::get(ctx, {ptr, ptr});
+  std::vector<llvm::Constant *> entries;
+  for (const std::string &symbol : symbols) {
+    llvm::Function *fn = m.getFunction(symbol);
+    if (!fn)
+      throw rt::RuntimeError("codegen: the object lacks " + symbol);
+    entries.push_back(llvm::ConstantStruct::get(
+        entryType, {cString(m, symbol, "mergec_symbol_name", false), fn}));
+  }
+  auto *tableType = llvm::ArrayType::get(entryType, entries.size());
+  new llvm::GlobalVariable(m, tableType, true, llvm::GlobalValue::ExternalLinkage,
+                           llvm::ConstantArray::get(tableType, entries), "mergec_kernel_table");
+  auto *i64 = llvm::Type::getInt64Ty(ctx);
+  new llvm::GlobalVariable(m, i64, true, llvm::GlobalValue::ExternalLinkage,
+                           llvm::ConstantInt::get(i64, entries.size()), "mergec_kernel_count");
+  cString(m, program.dump(), "mergec_program", true);
+  return emitObject(m, *tm);
+}
+
+} // namespace mergec::cpu

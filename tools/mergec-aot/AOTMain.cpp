@@ -1,0 +1,295 @@
+//===- AOTMain.cpp - main() of merge executables --------------------------===//
+// `mergec compile RECIPE --emit=exe` links this with the recipe's kernels (an object from
+// MergeObject.cpp) and the runtime: a program that merges without LLVM, MLIR, ANTLR, the
+// standard library or the recipe file. Everything it knows about the recipe is the object's
+// `mergec_program` JSON and its kernel table (KernelABI.h).
+#include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/Executor.h"
+#include "mergec/Runtime/Interrupts.h"
+#include "mergec/Runtime/KernelABI.h"
+#include "mergec/Runtime/OutputDirectory.h"
+#include "mergec/Runtime/RuleDescription.h"
+#include "mergec/Runtime/Size.h"
+
+#include <nlohmann/json.hpp>
+
+#include <charconv>
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <unistd.h>
+
+using namespace mergec;
+using nlohmann::json;
+
+namespace {
+
+std::string programName = "merge";
+
+/// The shortest text that reads back as `value`.
+std::string shortest(double value) {
+  char buf[32];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value);
+  return ec == std::errc() ? std::string(buf, end) : std::to_string(value);
+}
+
+/// The kernels of the object, by rule and signature, resolved through the kernel table.
+class TableKernelSource : public rt::KernelSource {
+public:
+  explicit TableKernelSource(const json &program) {
+    std::map<std::string, rt::PackedKernel> table;
+    for (uint64_t i = 0; i < mergec_kernel_count; ++i)
+      table[mergec_kernel_table[i].symbol] = mergec_kernel_table[i].fn;
+    for (const json &rule : program.at("rules"))
+      inputs_.push_back(rule.at("inputs").get<std::vector<std::string>>());
+    for (const json &k : program.at("kernels")) {
+      rt::KernelSignature signature;
+      for (const json &d : k.at("inputs"))
+        signature.inputs.push_back(*rt::parseDType(d.get<std::string>()));
+      signature.output = *rt::parseDType(k.at("output").get<std::string>());
+      rt::CompiledRule rule = rt::ruleFromDescription(k.at("description"), "embedded program");
+      for (auto &phase : rule.phases) {
+        auto fn = table.find(phase.symbol);
+        if (fn == table.end())
+          throw rt::RuntimeError("this executable lacks the kernel " + phase.symbol);
+        phase.fn = fn->second;
+      }
+      rules_[{k.at("rule").get<size_t>(), signature}] = std::move(rule);
+    }
+  }
+
+  std::vector<std::string> ruleInputs(size_t rule) override { return inputs_.at(rule); }
+
+  rt::CompiledRule kernel(size_t rule, const std::vector<rt::DType> &inputs,
+                          rt::DType output) override {
+    auto it = rules_.find({rule, {inputs, output}});
+    if (it == rules_.end())
+      throw rt::RuntimeError("rule " + std::to_string(rule + 1) + " was not compiled for " +
+                             rt::KernelSignature{inputs, output}.text());
+    return it->second;
+  }
+
+  bool hasKernel(size_t rule, const std::vector<rt::DType> &inputs, rt::DType output) override {
+    return rules_.count({rule, {inputs, output}}) != 0;
+  }
+
+  std::string availableKernels(size_t rule) override {
+    std::string list;
+    for (auto &[key, _] : rules_)
+      if (key.first == rule)
+        list += (list.empty() ? "" : "; ") + key.second.text();
+    return list;
+  }
+
+private:
+  std::vector<std::vector<std::string>> inputs_;
+  std::map<std::pair<size_t, rt::KernelSignature>, rt::CompiledRule> rules_;
+};
+
+void usage(std::ostream &os, const json &program) {
+  os << "usage: " << programName
+     << " -o OUT [--model NAME=PATH]... [--set NAME=VALUE]... [--dtype f32|bf16|f16]\n"
+        "       [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--quiet]\n"
+        "       [--verbose]\n\n"
+     << "A merge compiled ahead of time by mergec " << program.at("mergec_version").get<std::string>()
+     << " from " << program.at("recipe").at("path").get<std::string>() << " (sha256 "
+     << program.at("recipe").at("sha256").get<std::string>().substr(0, 12) << ").\n\nmodels:\n";
+  for (const json &m : program.at("models"))
+    os << "  " << m.at("name").get<std::string>() << " = " << m.at("path").get<std::string>()
+       << (m.at("name") == program.at("output_model") ? "   (the output's tensors and files)" : "")
+       << "\n";
+  os << "params (compiled in; --set must repeat the value):\n";
+  if (program.at("params").empty())
+    os << "  (none)\n";
+  for (const json &p : program.at("params"))
+    os << "  " << p.at(0).get<std::string>() << " = " << shortest(p.at(1).get<double>()) << "\n";
+  os << "kernels:\n";
+  std::map<size_t, std::string> perRule;
+  for (const json &k : program.at("kernels")) {
+    std::string sig;
+    for (const json &d : k.at("inputs"))
+      sig += (sig.empty() ? "" : ",") + d.get<std::string>();
+    std::string &line = perRule[k.at("rule").get<size_t>()];
+    line += (line.empty() ? "" : "; ") + sig + " -> " + k.at("output").get<std::string>();
+  }
+  for (auto &[rule, line] : perRule)
+    os << "  rule " << rule + 1 << ": " << line << "\n";
+}
+
+int usageError(const std::string &message) {
+  std::cerr << programName << ": error: " << message << " (see --help)\n";
+  return 2;
+}
+
+/// The whole of `text` as a finite decimal number, or nullopt.
+std::optional<double> parseNumber(const std::string &text) {
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value))
+    return std::nullopt;
+  return value;
+}
+
+int run(int argc, char **argv) {
+  json program = json::parse(mergec_program);
+  rt::RunOptions options;
+  std::map<std::string, std::string> modelPaths;
+  for (const json &m : program.at("models"))
+    modelPaths[m.at("name").get<std::string>()] = m.at("path").get<std::string>();
+  std::map<std::string, double> params;
+  for (const json &p : program.at("params"))
+    params[p.at(0).get<std::string>()] = p.at(1).get<double>();
+
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i], value;
+    bool inlineValue = false;
+    if (arg.rfind("--", 0) == 0 && arg.find('=') != std::string::npos) {
+      value = arg.substr(arg.find('=') + 1);
+      arg = arg.substr(0, arg.find('='));
+      inlineValue = true;
+    }
+    auto next = [&]() -> std::optional<std::string> {
+      if (inlineValue)
+        return value;
+      if (i + 1 >= argc)
+        return std::nullopt;
+      return std::string(argv[++i]);
+    };
+    auto flag = [&](bool &target) {
+      if (inlineValue)
+        return false;
+      target = true;
+      return true;
+    };
+    if (arg == "--help" || arg == "-h") {
+      usage(std::cout, program);
+      return 0;
+    } else if (arg == "--version") {
+      std::cout << programName << " (mergec " << program.at("mergec_version").get<std::string>()
+                << ", ahead of time)\n";
+      return 0;
+    } else if (arg == "-o" || arg == "--output") {
+      auto v = next();
+      if (!v || v->empty())
+        return usageError(arg + " needs a path");
+      options.output = *v;
+    } else if (arg == "--model" || arg == "--set") {
+      auto v = next();
+      size_t eq = v ? v->find('=') : std::string::npos;
+      if (!v || eq == std::string::npos || eq == 0)
+        return usageError(arg + " needs NAME=VALUE");
+      std::string name = v->substr(0, eq), text = v->substr(eq + 1);
+      if (arg == "--model") {
+        if (!modelPaths.count(name))
+          return usageError("--model " + name + ": the recipe has no model '" + name + "'");
+        modelPaths[name] = text;
+      } else {
+        auto it = params.find(name);
+        if (it == params.end())
+          return usageError("--set " + name + ": the recipe has no param '" + name + "'");
+        auto number = parseNumber(text);
+        if (!number)
+          return usageError("--set " + name + "=" + text + ": not a number");
+        if (*number != it->second)
+          return usageError("--set " + name + "=" + text + ": param '" + name +
+                            "' was compiled into this executable as " + shortest(it->second) +
+                            "; compile again with `mergec compile RECIPE --emit=exe --set " + name +
+                            "=" + text + "`");
+      }
+    } else if (arg == "--dtype") {
+      auto v = next();
+      if (!v || (*v != "f32" && *v != "bf16" && *v != "f16"))
+        return usageError("--dtype must be f32, bf16 or f16");
+      options.dtype = *v == "f32" ? rt::DType::F32 : *v == "bf16" ? rt::DType::BF16 : rt::DType::F16;
+    } else if (arg == "--threads") {
+      auto v = next();
+      unsigned n = 0;
+      if (!v || std::from_chars(v->data(), v->data() + v->size(), n).ptr != v->data() + v->size() ||
+          v->empty() || n == 0 || n > 1024)
+        return usageError("--threads needs a number from 1 to 1024");
+      options.threads = n;
+    } else if (arg == "--shard-size" || arg == "--max-memory") {
+      auto v = next();
+      std::optional<uint64_t> size;
+      if (!v || !(size = rt::parseSize(*v)) || *size == 0)
+        return usageError(arg + ": '" + v.value_or("") + "' is not a size (e.g. 5GB, 500MiB)");
+      (arg == "--shard-size" ? options.shardSize : options.maxMemory) = *size;
+    } else if (arg == "--force") {
+      if (!flag(options.force))
+        return usageError(arg + " takes no value");
+    } else if (arg == "--quiet") {
+      if (!flag(options.quiet))
+        return usageError(arg + " takes no value");
+    } else if (arg == "--verbose") {
+      if (!flag(options.verbose))
+        return usageError(arg + " takes no value");
+    } else {
+      return usageError("unexpected argument '" + arg + "'");
+    }
+  }
+  if (options.output.empty())
+    return usageError("-o OUT is required");
+
+  const json &recipe = program.at("recipe");
+  options.provenance = {program.at("mergec_version").get<std::string>(),
+                        recipe.at("path").get<std::string>(), recipe.at("text").get<std::string>(),
+                        recipe.at("sha256").get<std::string>(),
+                        program.at("params").get<std::vector<std::pair<std::string, double>>>()};
+  options.provenance.build = "aot";
+  char self[PATH_MAX];
+  if (::realpath("/proc/self/exe", self))
+    options.provenance.executable = self;
+  if (!options.maxMemory)
+    options.maxMemory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE) / 2;
+
+  std::vector<rt::ModelSpec> models;
+  std::vector<rt::ProtectedInput> inputs;
+  for (const json &m : program.at("models")) {
+    std::string name = m.at("name").get<std::string>();
+    models.push_back({name, modelPaths[name]});
+    inputs.push_back({"model '" + name + "'", modelPaths[name]});
+  }
+  inputs.push_back({"this executable", options.provenance.executable});
+  std::vector<rt::RuleSpec> rules;
+  for (const json &r : program.at("rules")) {
+    rt::RuleSpec spec;
+    spec.patterns = r.at("patterns").get<std::vector<std::string>>();
+    if (r.contains("copies") && !r.at("copies").is_null())
+      spec.passthroughModel = r.at("copies").get<std::string>();
+    rules.push_back(std::move(spec));
+  }
+
+  rt::OutputDirectory out(options.output, options.force, inputs);
+  TableKernelSource kernels(program);
+  rt::MergePlan plan =
+      rt::planMerge(models, program.at("output_model").get<std::string>(), rules, kernels, options);
+  out.protect(rt::planInputs(plan));
+  rt::checkMemory(plan, options.maxMemory);
+  rt::executeMerge(plan, kernels, options, out);
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  rt::installInterruptCleanup();
+  if (argc > 0) {
+    const char *slash = std::strrchr(argv[0], '/');
+    programName = slash ? slash + 1 : argv[0];
+  }
+  try {
+    return run(argc, argv);
+  } catch (const rt::RuntimeError &e) {
+    std::cerr << programName << ": error: " << e.what() << "\n";
+    return 1;
+  } catch (const json::exception &e) {
+    std::cerr << programName << ": error: the embedded program is damaged: " << e.what() << "\n";
+    return 1;
+  } catch (const std::bad_alloc &) {
+    std::cerr << programName << ": error: out of memory\n";
+    return 1;
+  }
+}

@@ -1,0 +1,177 @@
+//===- AheadOfTime.cpp - mergec compile --emit=obj|exe --------------------===//
+#include "AheadOfTime.h"
+#include "mergec/Runtime/Error.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <spawn.h>
+#include <sstream>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+namespace mergec {
+
+namespace fs = std::filesystem;
+
+std::vector<std::vector<rt::KernelSignature>>
+aheadOfTimeSignatures(const sema::Program &program, KernelJIT &jit, bool verbose) {
+  const rt::DType computable[] = {rt::DType::BF16, rt::DType::F16, rt::DType::F32};
+  std::vector<std::set<rt::KernelSignature>> sets(program.rules.size());
+  for (size_t r = 0; r < program.rules.size(); ++r)
+    for (rt::DType d : computable)
+      sets[r].insert({std::vector<rt::DType>(jit.ruleInputs(r).size(), d), d});
+
+  // The models' own signatures, read from their headers as `mergec run` would plan them.
+  std::vector<rt::ModelSpec> models;
+  for (auto &m : program.models)
+    models.push_back({m.name, m.path});
+  std::vector<rt::RuleSpec> rules;
+  for (auto &rule : program.rules) {
+    rt::RuleSpec spec;
+    for (auto &p : rule.patterns)
+      spec.patterns.push_back(p.glob);
+    rules.push_back(std::move(spec)); // no copies: every tensor's signature is collected
+  }
+  try {
+    rt::RunOptions options;
+    rt::MergePlan plan = rt::planMerge(models, program.outputModel, rules, jit, options);
+    for (const auto &item : plan.items) {
+      std::vector<rt::DType> inputs;
+      for (const rt::TensorInfo *t : item.inputs)
+        inputs.push_back(t->dtype);
+      if (!std::all_of(inputs.begin(), inputs.end(), rt::isComputeDType))
+        continue;
+      for (rt::DType d : computable)
+        sets[item.rule].insert({inputs, d});
+    }
+  } catch (const rt::RuntimeError &e) {
+    if (verbose)
+      std::cerr << "aot: the models cannot be read now (" << e.what()
+                << "); compiling the bf16, f16 and f32 signatures only\n";
+  }
+  std::vector<std::vector<rt::KernelSignature>> result;
+  for (auto &set : sets)
+    result.emplace_back(set.begin(), set.end());
+  return result;
+}
+
+nlohmann::json aheadOfTimeProgram(const sema::Program &program, KernelJIT &jit,
+                                  const rt::RunOptions::Provenance &provenance) {
+  nlohmann::json models = nlohmann::json::array();
+  for (auto &m : program.models)
+    models.push_back({{"name", m.name},
+                      {"path", fs::absolute(m.path).lexically_normal().string()}});
+  nlohmann::json rules = nlohmann::json::array();
+  for (size_t r = 0; r < program.rules.size(); ++r) {
+    const sema::Rule &rule = program.rules[r];
+    std::vector<std::string> patterns;
+    for (auto &p : rule.patterns)
+      patterns.push_back(p.glob);
+    nlohmann::json copies = nullptr;
+    if (rule.result->op == sema::Node::Op::Input)
+      copies = rule.result->model;
+    rules.push_back({{"patterns", patterns}, {"inputs", jit.ruleInputs(r)}, {"copies", copies}});
+  }
+  return {{"mergec_version", provenance.version},
+          {"recipe",
+           {{"path", fs::absolute(provenance.recipePath).lexically_normal().string()},
+            {"sha256", provenance.recipeSha256},
+            {"text", provenance.recipeText}}},
+          {"models", models},
+          {"output_model", program.outputModel},
+          {"params", provenance.params},
+          {"rules", rules}};
+}
+
+namespace {
+
+/// The directory holding libMergecAOTMain.a and libMergecRuntime.a: ../lib beside an installed
+/// mergec, else the build tree's.
+std::string runtimeLibraryDirectory() {
+  std::error_code ec;
+  auto exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto installed = exe.parent_path().parent_path() / "lib";
+    if (fs::exists(installed / "libMergecAOTMain.a"))
+      return installed.string();
+  }
+  return MERGEC_AOT_LIB_DIR;
+}
+
+std::string readAll(const fs::path &path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
+}
+
+} // namespace
+
+std::string linkExecutable(const std::string &object, bool verbose) {
+  std::string libs = runtimeLibraryDirectory();
+  for (const char *lib : {"libMergecAOTMain.a", "libMergecRuntime.a"})
+    if (!fs::exists(fs::path(libs) / lib))
+      throw rt::RuntimeError("--emit=exe: " + (fs::path(libs) / lib).string() +
+                             " is missing (build mergec's MergecAOTMain target)");
+  char pattern[] = "/tmp/mergec-exe-XXXXXX";
+  if (!::mkdtemp(pattern))
+    throw rt::RuntimeError("--emit=exe: cannot create a temporary directory");
+  fs::path dir = pattern;
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } cleanup{dir};
+  {
+    std::ofstream out(dir / "kernels.o", std::ios::binary);
+    out << object;
+    if (!out.flush())
+      throw rt::RuntimeError("--emit=exe: cannot write " + (dir / "kernels.o").string());
+  }
+  const char *env = std::getenv("MERGEC_LINKER");
+  std::string linker = env && *env ? env : MERGEC_DEFAULT_LINKER;
+  // libstdc++ and libgcc are linked statically, so the program needs only the C library at run
+  // time, whatever C++ runtime the machine it runs on has.
+  std::vector<std::string> args = {linker,
+                                   "-o",
+                                   (dir / "merge").string(),
+                                   (dir / "kernels.o").string(),
+                                   libs + "/libMergecAOTMain.a",
+                                   libs + "/libMergecRuntime.a",
+                                   "-static-libstdc++",
+                                   "-static-libgcc",
+                                   "-pthread",
+                                   "-lm"};
+  if (verbose) {
+    std::cerr << "aot: linking:";
+    for (auto &a : args)
+      std::cerr << " " << a;
+    std::cerr << "\n";
+  }
+  std::vector<char *> argv;
+  for (auto &a : args)
+    argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  if (int err = ::posix_spawnp(&pid, linker.c_str(), nullptr, nullptr, argv.data(), environ))
+    throw rt::RuntimeError("--emit=exe: cannot run the linker '" + linker +
+                           "': " + std::strerror(err) + " (set MERGEC_LINKER)");
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    throw rt::RuntimeError("--emit=exe: the linker '" + linker + "' failed (exit status " +
+                           std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) + ")");
+  return readAll(dir / "merge");
+}
+
+} // namespace mergec
