@@ -1,6 +1,7 @@
 //===- Options.cpp - mergec's command line --------------------------------===//
 #include "Options.h"
 #include "mergec/Runtime/Size.h"
+#include <cctype>
 #include <charconv>
 #include <cstring>
 #include <iostream>
@@ -130,10 +131,14 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       cl.dtype = parseOutputDType(v);
       cl.run.dtype = cl.dtype;
     } else if (arg == "--threads") {
+      // A plain decimal integer, all of it: from_chars alone would read "2x" as 2.
       unsigned n = 0;
-      if (!next(v) || std::from_chars(v.data(), v.data() + v.size(), n).ec != std::errc() ||
-          n == 0 || n > 1024)
+      if (!next(v))
         return usageError("--threads needs a number from 1 to 1024");
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0])) || ec != std::errc() ||
+          end != v.data() + v.size() || n == 0 || n > 1024)
+        return usageError("--threads: '" + v + "' is not a number from 1 to 1024");
       cl.run.threads = n;
     } else if (arg == "--shard-size") {
       std::optional<uint64_t> size;

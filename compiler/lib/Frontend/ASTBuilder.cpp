@@ -7,7 +7,6 @@
 #include "antlr4-runtime.h"
 
 #include <cstdio>
-#include <cstdlib>
 #include <optional>
 
 using namespace mergec;
@@ -106,8 +105,7 @@ public:
 
   ExprPtr primary(MergeParser::PrimaryContext *ctx) {
     if (auto *num = dynamic_cast<MergeParser::NumberLitContext *>(ctx))
-      return std::make_unique<NumberExpr>(at(num),
-                                          std::strtod(num->NUMBER()->getText().c_str(), nullptr));
+      return std::make_unique<NumberExpr>(at(num), number(num->NUMBER()));
     if (auto *str = dynamic_cast<MergeParser::StringLitContext *>(ctx))
       return std::make_unique<StringExpr>(at(str), unquote(str->STRING()->getText()));
     if (auto *name = dynamic_cast<MergeParser::NameRefContext *>(ctx))
@@ -141,7 +139,7 @@ public:
       recipe.models.push_back({at(m), m->IDENT()->getText(), unquote(m->STRING()->getText()),
                                at(m->STRING()->getSymbol())});
     } else if (auto *p = ctx->paramDecl()) {
-      double value = std::strtod(p->signedNumber()->NUMBER()->getText().c_str(), nullptr);
+      double value = number(p->signedNumber()->NUMBER());
       if (p->signedNumber()->getStart()->getText() == "-")
         value = -value;
       recipe.params.push_back({at(p), p->IDENT()->getText(), value, at(p->signedNumber())});
@@ -157,6 +155,11 @@ public:
     } else {
       recipe.merges.push_back(merge(ctx->mergeDecl()));
     }
+  }
+
+  /// A NUMBER token's value (the lexer only makes tokens parseNumber accepts).
+  static double number(antlr4::tree::TerminalNode *token) {
+    return parseNumber(token->getText()).value_or(0);
   }
 
   SourceLoc at(antlr4::Token *token) const { return locOf(token, file_); }

@@ -7,9 +7,7 @@
 #include "llvm/Support/Casting.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <map>
@@ -1083,17 +1081,6 @@ private:
   std::set<std::string> libraryDefs_;
 };
 
-std::optional<double> parseNumber(const std::string &text) {
-  if (text.empty())
-    return std::nullopt;
-  errno = 0;
-  char *end = nullptr;
-  double v = std::strtod(text.c_str(), &end);
-  if (*end != '\0' || errno == ERANGE || !std::isfinite(v))
-    return std::nullopt;
-  return v;
-}
-
 bool applyOverrides(const ast::Recipe &recipe, const Overrides &overrides,
                     std::map<std::string, double> &params, Program &program,
                     DiagnosticEngine &diags) {
@@ -1102,9 +1089,16 @@ bool applyOverrides(const ast::Recipe &recipe, const Overrides &overrides,
       diags.error({}, "--set " + name + "=" + text + ": the recipe has no param '" + name + "'");
       return false;
     }
-    auto v = parseNumber(text);
+    // The recipe's own number grammar and conversion: what `param NAME = TEXT` would accept.
+    auto v = ast::parseNumber(text);
     if (!v) {
-      diags.error({}, "--set " + name + "=" + text + ": '" + text + "' is not a number");
+      diags.error({}, "--set " + name + "=" + text + ": '" + text +
+                          "' is not a number (write it as in a recipe: 0.5, -2, 1e-3)");
+      return false;
+    }
+    if (!std::isfinite(*v)) {
+      diags.error({}, "--set " + name + "=" + text +
+                          ": number out of range (larger than a double can hold)");
       return false;
     }
     params[name] = *v;
