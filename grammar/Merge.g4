@@ -7,7 +7,8 @@ modelDecl   : 'model' IDENT '=' STRING ;
 paramDecl   : 'param' IDENT '=' signedNumber ;
 signedNumber: '-'? NUMBER ;
 defDecl     : 'def' IDENT '(' (defParam (',' defParam)*)? ')' '=' expr ;
-defParam    : IDENT ('=' expr)? ;
+// `name: kind` declares what the parameter accepts (a density, a seed, ...; Sema's ParamKind).
+defParam    : name=IDENT (':' kind=IDENT)? ('=' expr)? ;
 mergeDecl   : 'merge' '{' mergeRule* '}'      # ruleBlock
             | 'merge' expr               # singleRule
             ;

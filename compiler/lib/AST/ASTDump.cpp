@@ -68,7 +68,8 @@ std::string mergec::ast::dump(const Recipe &recipe) {
   for (auto &def : recipe.defs) {
     std::string params;
     for (auto &p : def.params)
-      params += (params.empty() ? "" : ", ") + p.name + (p.defaultValue ? " = ..." : "");
+      params += (params.empty() ? "" : ", ") + p.name + (p.kind.empty() ? "" : ": " + p.kind) +
+                (p.defaultValue ? " = ..." : "");
     d.line(1, "Def " + def.name + "(" + params + ")" + at(def.loc));
     for (auto &p : def.params)
       if (p.defaultValue) {

@@ -147,9 +147,15 @@ public:
       DefDecl def;
       def.loc = at(d);
       def.name = d->IDENT()->getText();
-      for (auto *param : d->defParam())
-        def.params.push_back({at(param), param->IDENT()->getText(),
-                              param->expr() ? expr(param->expr()) : nullptr});
+      for (auto *param : d->defParam()) {
+        DefParam p{at(param), param->name->getText(),
+                   param->expr() ? expr(param->expr()) : nullptr};
+        if (param->kind) {
+          p.kind = param->kind->getText();
+          p.kindLoc = at(param->kind);
+        }
+        def.params.push_back(std::move(p));
+      }
       def.body = expr(d->expr());
       recipe.defs.push_back(std::move(def));
     } else {

@@ -7,6 +7,7 @@
 #include "llvm/Support/Casting.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <limits>
@@ -79,6 +80,54 @@ const std::map<std::string, std::string> kComparisons = {
     {"<", "lt"}, {">", "gt"}, {"<=", "le"}, {">=", "ge"}, {"==", "eq"}, {"!=", "ne"}};
 const std::set<std::string> kContextNames = {"layer", "num_layers", "cols", "numel",
                                              "true", "false", "inf"};
+
+/// What a checked parameter accepts. A def declares one as `name: kind` (every numeric option
+/// of the stdlib methods does), and the builtins check their settings with the same kinds, so
+/// each range is stated once and every check is applied and worded the same way. Every range
+/// is an interval of finite numbers: NaN and inf pass none.
+struct ParamKind {
+  const char *name;
+  const char *rule; ///< what "must be" is followed by in the error
+  double lo, hi;
+  bool loOpen, hiOpen;
+  bool integer;
+  bool compileTime; ///< must be known while compiling (it shapes the program, e.g. a loop)
+
+  bool accepts(double v) const {
+    return std::isfinite(v) && (loOpen ? v > lo : v >= lo) && (hiOpen ? v < hi : v <= hi) &&
+           (!integer || std::floor(v) == v);
+  }
+};
+enum class Check { Density, Fraction, Finite, NonNegative, Positive, Seed, Iterations, Flag };
+constexpr double kInf = std::numeric_limits<double>::infinity();
+/// Indexed by Check.
+const ParamKind kParamKinds[] = {
+    {"density", "in (0, 1]", 0, 1, true, false, false, false},
+    {"fraction", "in [0, 1]", 0, 1, false, false, false, false},
+    {"finite", "a finite number", -kInf, kInf, true, true, false, false},
+    {"nonnegative", "a finite number >= 0", 0, kInf, false, true, false, false},
+    {"positive", "a finite number > 0", 0, kInf, true, true, false, false},
+    {"seed", "an integer in [0, 2^32)", 0, 4294967296.0, false, true, true, true},
+    {"iterations", "an integer in [0, 100000]", 0, 100000, false, false, true, true},
+    {"flag", "true or false", 0, 1, false, false, true, false},
+};
+const ParamKind &paramKind(Check check) { return kParamKinds[static_cast<int>(check)]; }
+const ParamKind *findParamKind(const std::string &name) {
+  for (const ParamKind &k : kParamKinds)
+    if (name == k.name)
+      return &k;
+  return nullptr;
+}
+
+/// A number as an error message shows it: the shortest text that reads back as the same
+/// double ("-1", "0.1", "1e-05", "nan", "inf").
+std::string formatNumber(double v) {
+  if (std::isnan(v))
+    return "nan"; // 0 / 0 is a negative NaN on x86; its sign means nothing
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc() ? std::string(buf, end) : std::to_string(v);
+}
 
 /// The value of a scalar expression of numbers known while compiling, in f64; nullopt when
 /// it depends on the tensor (a layer, a reduction, ...).
@@ -235,6 +284,14 @@ private:
       }
       if (!seen.insert(p.name).second) {
         diags_.error(p.loc, "duplicate parameter '" + p.name + "' in def '" + d.name + "'");
+        return false;
+      }
+      if (!p.kind.empty() && !findParamKind(p.kind)) {
+        std::string known;
+        for (const ParamKind &k : kParamKinds)
+          known += std::string(known.empty() ? "" : ", ") + k.name;
+        diags_.error(p.kindLoc, "unknown parameter kind '" + p.kind + "' (the kinds are " +
+                                    known + ")");
         return false;
       }
       if (p.defaultValue)
@@ -491,7 +548,9 @@ private:
     std::map<std::string, Value> scope;
     callStack_.push_back(def.name);
     for (size_t i = 0; i < sig.params.size(); ++i) {
-      if (!(*bound)[i]) {
+      SourceLoc at = argLoc(c, sig, i);
+      bool defaulted = !(*bound)[i];
+      if (defaulted) {
         // Defaults are evaluated at each call, in the def's scope (earlier parameters visible).
         scopes_.push_back(scope);
         auto v = eval(sig.defaults[i]);
@@ -502,6 +561,17 @@ private:
           return std::nullopt;
         }
         (*bound)[i] = *v;
+        at = sig.defaults[i]->loc();
+      }
+      // `name: kind`: checked here, where the caller wrote the argument, so a method's range
+      // error names the user's call and the method, not a line inside the library.
+      const ast::DefParam &param = def.params[i];
+      if (!param.kind.empty() &&
+          !checkArgument(def.name, param.name, at, *(*bound)[i], *findParamKind(param.kind))) {
+        callStack_.pop_back();
+        if (defaulted) // the error shows the default: say which call used it
+          diags_.note(c->loc(), "in call to '" + def.name + "'");
+        return std::nullopt;
       }
       scope[sig.params[i]] = *(*bound)[i];
     }
@@ -645,24 +715,62 @@ private:
     return c->loc();
   }
 
-  /// A number known while compiling (params and arithmetic on them), or an error.
-  std::optional<double> compileTimeNumber(const ast::CallExpr *c, const Signature &sig, size_t i,
-                                          const Node *n, const char *what) {
-    auto v = constantValue(n);
-    if (!v)
-      diags_.error(argLoc(c, sig, i), c->callee + "'s '" + sig.params[i] + "' must be " + what +
-                                          " known while compiling (a number or a param)");
-    return v;
-  }
-  /// The same for a bound argument, which may also be a list (never known while compiling).
-  std::optional<double> compileTimeNumber(const ast::CallExpr *c, const Signature &sig, size_t i,
-                                          const Value &v, const char *what) {
+  /// Checks a value bound to parameter `param` of `callee` against `kind`, a list item by item;
+  /// reports at `loc`. A number known while compiling must be in the kind's range. A value
+  /// computed while merging passes (the run counts NaN and inf in the outputs) unless the kind
+  /// needs a number known while compiling, or `known` asks for one; a ramp is checked at its
+  /// anchors, between which all of its values lie.
+  bool checkArgument(const std::string &callee, const std::string &param, SourceLoc loc,
+                     const Value &v, const ParamKind &kind, bool known = false) {
+    std::string must = callee + ": " + param + " must be " + kind.rule;
+    bool needKnown = known || kind.compileTime;
     if (v.isList()) {
-      diags_.error(argLoc(c, sig, i), c->callee + "'s '" + sig.params[i] + "' must be " + what +
-                                          " known while compiling, got a list");
-      return std::nullopt;
+      if (needKnown) {
+        diags_.error(loc, must + " known while compiling, got a list");
+        return false;
+      }
+      for (size_t i = 0; i < v.list->size(); ++i)
+        if (!checkItem(must, loc, (*v.list)[i].node, kind, false,
+                       " (list item " + std::to_string(i + 1) + ")"))
+          return false;
+      return true;
     }
-    return compileTimeNumber(c, sig, i, v.node, what);
+    return checkItem(must, loc, v.node, kind, needKnown, "");
+  }
+
+  bool checkItem(const std::string &must, SourceLoc loc, const Node *n, const ParamKind &kind,
+                 bool needKnown, const std::string &item) {
+    if (n->op == Node::Op::String) {
+      diags_.error(loc, must + ", got the string \"" + n->text + "\"" + item);
+      return false;
+    }
+    if (auto v = constantValue(n)) {
+      if (kind.accepts(*v))
+        return true;
+      diags_.error(loc, must + ", got " + formatNumber(*v) + item);
+      return false;
+    }
+    if (needKnown) {
+      diags_.error(loc, must + " known while compiling (a number or a param), got " +
+                            (n->kind == Kind::Tensor ? "a tensor" : "a scalar computed per tensor") +
+                            item);
+      return false;
+    }
+    if (n->op == Node::Op::Ramp && !kind.integer)
+      for (const Node *anchor : n->operands)
+        if (auto v = constantValue(anchor); v && !kind.accepts(*v)) {
+          diags_.error(loc, must + ", got the ramp value " + formatNumber(*v) + item);
+          return false;
+        }
+    return true;
+  }
+
+  /// A builtin's setting: a number known while compiling that `check` accepts, or an error.
+  std::optional<double> setting(const ast::CallExpr *c, const Signature &sig, size_t i,
+                                const Value &v, Check check) {
+    if (!checkArgument(c->callee, sig.params[i], argLoc(c, sig, i), v, paramKind(check), true))
+      return std::nullopt;
+    return constantValue(v.node);
   }
 
   /// A `scope` argument: tensor (the default), model (every tensor the rule merges, as one
@@ -731,25 +839,21 @@ private:
       if (f == "row_rank")
         return make(Node::Op::RowRank, Kind::Tensor, {args[0]}, c->loc());
       if (f == "quantile") {
-        auto q = compileTimeNumber(c, sig, 1, args[1], "a number in [0, 1]");
+        auto q = setting(c, sig, 1, Value{args[1]}, Check::Fraction);
         if (!q)
           return nullptr;
-        if (!(*q >= 0 && *q <= 1)) {
-          diags_.error(argLoc(c, sig, 1), "quantile's q must be in [0, 1]");
-          return nullptr;
-        }
         return node(Node::Op::Quantile, Kind::Scalar, args[0], *q);
       }
       if (f == "topk_mask") {
-        auto density = compileTimeNumber(c, sig, 1, args[1], "a number");
-        auto skip = compileTimeNumber(c, sig, 2, args[2], "a number");
-        auto nonzero = compileTimeNumber(c, sig, 3, args[3], "true or false");
-        if (!density || !skip || !nonzero)
+        auto density = setting(c, sig, 1, Value{args[1]}, Check::Fraction);
+        if (!density)
           return nullptr;
-        if (*density < 0 || *skip < 0 || *skip > 1) {
-          diags_.error(c->loc(), "topk_mask needs density >= 0 and skip in [0, 1]");
+        auto skip = setting(c, sig, 2, Value{args[2]}, Check::Fraction);
+        if (!skip)
           return nullptr;
-        }
+        auto nonzero = setting(c, sig, 3, Value{args[3]}, Check::Flag);
+        if (!nonzero)
+          return nullptr;
         if (*nonzero != 0 && *skip != 0) {
           diags_.error(c->loc(), "topk_mask takes either skip or nonzero = true, not both");
           return nullptr;
@@ -757,13 +861,14 @@ private:
         return node(Node::Op::TopK, Kind::Tensor, args[0], *density, *skip, *nonzero != 0,
                     *wholeModel);
       }
-      auto seed = compileTimeNumber(c, sig, 1, args[1], "an integer");
+      // p may be computed per element (della's rank probabilities); a p known while compiling
+      // outside [0, 1] would silently act as 0 or 1.
+      if (!checkArgument(f, sig.params[0], argLoc(c, sig, 0), Value{args[0]},
+                         paramKind(Check::Fraction)))
+        return nullptr;
+      auto seed = setting(c, sig, 1, Value{args[1]}, Check::Seed);
       if (!seed)
         return nullptr;
-      if (!(*seed >= 0 && *seed < 4294967296.0 && std::floor(*seed) == *seed)) {
-        diags_.error(argLoc(c, sig, 1), "bernoulli's seed must be an integer in [0, 2^32)");
-        return nullptr;
-      }
       return node(Node::Op::Bernoulli, Kind::Tensor, asTensor(args[0]), *seed,
                   static_cast<double>(position));
     });
@@ -829,8 +934,13 @@ private:
       }
       points.push_back((*xs.list)[i].node);
     }
-    auto settings = compileTimeSettings(c, sig, *bound, 2, {1e-8, 100, 1e-6});
-    if (!settings || !validMaxIter(c, sig, 3, (*settings)[1]))
+    // eps keeps 1 / distance finite; tol compares norms.
+    auto settings = compileTimeSettings(c, sig, *bound, 2, {1e-8, 100, 1e-6},
+                                        {Check::Positive, Check::Iterations, Check::NonNegative});
+    if (!settings)
+      return std::nullopt;
+    if ((*bound)[1] && !checkArgument(c->callee, sig.params[1], argLoc(c, sig, 1), *(*bound)[1],
+                                      paramKind(Check::Finite)))
       return std::nullopt;
     Node group = gramGroup(Node::Op::Weiszfeld, points, *wholeModel, c->loc());
     for (const Node *w : weights)
@@ -841,27 +951,20 @@ private:
     return coefficients(std::move(group), m);
   }
 
-  /// The numbers bound to sig's parameters first, first + 1, ..., each known while compiling,
-  /// or its default (`values`) when not given; nullopt after an error.
+  /// The numbers bound to sig's parameters first, first + 1, ..., each a setting of its kind
+  /// (`checks`), or its default (`values`) when not given; nullopt after an error.
   std::optional<std::vector<double>> compileTimeSettings(
       const ast::CallExpr *c, const Signature &sig,
-      const std::vector<std::optional<Value>> &bound, size_t first, std::vector<double> values) {
+      const std::vector<std::optional<Value>> &bound, size_t first, std::vector<double> values,
+      const std::vector<Check> &checks) {
     for (size_t k = 0; k < values.size(); ++k)
       if (bound[first + k]) {
-        auto v = compileTimeNumber(c, sig, first + k, *bound[first + k], "a number");
+        auto v = setting(c, sig, first + k, *bound[first + k], checks[k]);
         if (!v)
           return std::nullopt;
         values[k] = *v;
       }
     return values;
-  }
-
-  /// An iteration count for a loop built while compiling: an integer in [0, 100000].
-  bool validMaxIter(const ast::CallExpr *c, const Signature &sig, size_t i, double v) {
-    if (v >= 0 && v <= 100000 && std::floor(v) == v)
-      return true;
-    diags_.error(argLoc(c, sig, i), c->callee + "'s max_iter must be an integer in [0, 100000]");
-    return false;
   }
 
   /// karcher_coefficients(xs, max_iter = 10, tol = 1e-5, scope = tensor): the coefficients c_i of the Karcher
@@ -889,14 +992,12 @@ private:
       diags_.error(argLoc(c, sig, 0), "karcher_coefficients expects a non-empty list of tensors");
       return std::nullopt;
     }
-    auto found = compileTimeSettings(c, sig, *bound, 1, {10, 1e-5});
-    if (!found || !validMaxIter(c, sig, 1, (*found)[0]))
+    // tol is both a norm and an angle threshold.
+    auto found = compileTimeSettings(c, sig, *bound, 1, {10, 1e-5},
+                                     {Check::Iterations, Check::NonNegative});
+    if (!found)
       return std::nullopt;
     const std::vector<double> &settings = *found;
-    if (!(settings[1] >= 0 && std::isfinite(settings[1]))) {
-      diags_.error(argLoc(c, sig, 2), "karcher_coefficients's tol must be a number >= 0");
-      return std::nullopt;
-    }
     if (points.size() == 1)
       return Value{nullptr, std::make_shared<std::vector<Value>>(1, Value{constant(1, c->loc())})};
     Node group = gramGroup(Node::Op::Karcher, points, *wholeModel, c->loc());
@@ -1063,6 +1164,8 @@ private:
         diags_.error(arg.loc, std::string("ramp values must be scalars, got ") + kindName(*v));
         return std::nullopt;
       }
+      if (!checkArgument("ramp", "each value", arg.loc, *v, paramKind(Check::Finite)))
+        return std::nullopt;
       anchors.push_back(v->node);
     }
     return Value{make(Node::Op::Ramp, Kind::Scalar, std::move(anchors), c->loc())};

@@ -113,6 +113,8 @@ struct DefParam {
   SourceLoc loc;
   std::string name;
   ExprPtr defaultValue; ///< null when required
+  std::string kind;     ///< `name: kind`: what the argument must be; empty when undeclared
+  SourceLoc kindLoc;
 };
 
 struct DefDecl {
