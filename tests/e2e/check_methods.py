@@ -1,7 +1,7 @@
 """Merge methods (stdlib) and the primitives they are built on, run by mergec on generated bf16
 checkpoints and compared with the independent numpy references of lib/ref_methods.py.
 
-`--method GROUP` picks one group (one lit test each): ties, dare, breadcrumbs, della, sce,
+`--method GROUP` picks one group (one lit test each): ties, dare, breadcrumbs, della, della-rows, sce,
 slerp, nuslerp, multislerp, model-stock, model-stock-filter-wise, karcher, geomedian,
 primitives. Each group writes one
 recipe whose rules cover the variants (scalar and list weights and densities, normalize on and
@@ -673,15 +673,88 @@ def run_primitives(args):
     runner.expect(counts_ok == counts_all, "topk_mask kept counts differ")
 
 
+# ---------------------------------------------------------------------------------------------
+# della on rows of one element: shapes [n, 1], [1] and [] (0-D)
+# ---------------------------------------------------------------------------------------------
+ROW1_SHAPES = {"col": (4096, 1), "col2": (3000, 1), "one": (1,), "scalar": ()}
+
+
+def run_della_rows(args):
+    """A row of one element has no rank span ((r - 1) / (cols - 1) = 0 / 0, which kept nothing):
+    it keeps with probability density, the mean of every longer row. della and della_linear on
+    bf16 tensors of shapes [n, 1], [1] and [] against the reference, bit for bit; the keep rate
+    of one task vector's mask over the [n, 1] tensors within 4 sigma of the density."""
+    work = runner.fresh_dir(args.work)
+    mdir = os.path.join(work, "models")
+    rng = np.random.default_rng(321)
+    vals = {m: {} for m in ("base", "a", "b")}
+    # Every rule sees every shape; the tensor's name picks the rule.
+    rules = [
+        ("mask", "della_linear([tv(a)], density = 0.3, epsilon = 0.2, seed = 2)",
+         lambda c, n: R.della_linear([c["a"] - c["base"]], 1, 0.3, 0.2, seed=2, name=n)),
+        ("della", "base + della([tv(a), tv(b)], weights = [0.6, 0.4], density = [0.5, 0.7], epsilon = 0.1, seed = 5)",
+         lambda c, n: c["base"] + R.della([c["a"] - c["base"], c["b"] - c["base"]], [0.6, 0.4], [0.5, 0.7], 0.1,
+                                          seed=5, name=n)),
+        ("linear", "base + della_linear([tv(a), tv(b)], density = 0.5)",
+         lambda c, n: c["base"] + R.della_linear([c["a"] - c["base"], c["b"] - c["base"]], 1, 0.5, name=n)),
+    ]
+    tensors = {m: {} for m in vals}
+    for label, _, _ in rules:
+        for kind, shape in ROW1_SHAPES.items():
+            n = "%s.%s" % (label, kind)
+            base = st.to_f32("BF16", st.from_f32("BF16", rng.standard_normal(shape).astype(F)))
+            vals["base"][n] = base
+            for m in ("a", "b"):
+                tv = (F(0.02) * rng.standard_normal(shape)).astype(F)
+                vals[m][n] = st.to_f32("BF16", st.from_f32("BF16", (base + tv).astype(F)))
+            for m in vals:
+                tensors[m][n] = ("BF16", st.from_f32("BF16", vals[m][n]))
+    for m in vals:
+        models.write_model_dir(os.path.join(mdir, m), tensors[m], tokenizer=False)
+    recipe = runner.write_recipe(os.path.join(work, "della-rows.merge"),
+                                 "".join('model %-4s = "models/%s"\n' % (m, m) for m in vals) +
+                                 "merge {\n" + "".join('  "%s.*" => %s\n' % (l, e) for l, e, _ in rules) + "}\n")
+    out = os.path.join(work, "out")
+    runner.run_mergec(["run", recipe, "-o", out, "--quiet"])
+    got = st.read_model(out)
+    tally = Tally()
+    kept, probs, same = [], [], 0
+    for label, _, ref in rules:
+        for kind, shape in ROW1_SHAPES.items():
+            n = "%s.%s" % (label, kind)
+            expected = np.asarray(ref({m: vals[m][n] for m in vals}, n), dtype=F)
+            dtype, arr = got[n]
+            runner.expect(tuple(arr.shape) == shape, "%s: shape %s, expected %s" % (n, arr.shape, shape))
+            dist, exact = ulp_distances(dtype, arr, expected)
+            tally.add("della rows of one element (%s)" % label, n, dist, exact)
+            if label == "mask" and len(shape) == 2:
+                tv = vals["a"][n] - vals["base"][n]
+                k = st.to_f32(dtype, arr).reshape(-1) != 0
+                ref_mask = R.bernoulli(np.full(shape, F(0.3)), 2, n, 0, shape).reshape(-1) != 0
+                nz = tv.reshape(-1) != 0
+                kept.append(k[nz])
+                probs.append(np.full(int(nz.sum()), 0.3))
+                same += int(np.count_nonzero(k[nz] == ref_mask[nz]))
+    kept, probs = np.concatenate(kept), np.concatenate(probs)
+    z = (kept.sum() - probs.sum()) / math.sqrt(float((probs * (1 - probs)).sum()))
+    print("della [n, 1] keep rate %.4f, expected 0.3000 over %d elements (z = %.2f)" % (kept.mean(), kept.size, z))
+    print("della [n, 1] mask: %d/%d elements match the reference Philox mask" % (same, kept.size))
+    runner.expect(abs(z) < 4, "keep rate z = %.2f" % z)
+    runner.expect(same == kept.size, "mask differs from the reference")
+    tally.report(threshold=1.0, require_exact=tuple(tally.by_label))
+
+
 def body(args):
     if args.method == "primitives":
         run_primitives(args)
+    elif args.method == "della-rows":
+        run_della_rows(args)
     else:
         run_group(args, args.method)
 
 
 def add_args(parser):
-    parser.add_argument("--method", required=True, choices=sorted(GROUPS) + ["primitives"])
+    parser.add_argument("--method", required=True, choices=sorted(GROUPS) + ["primitives", "della-rows"])
     parser.add_argument("--reference-only", action="store_true",
                         help="run the numpy references alone (no mergec) as a sanity check")
 

@@ -303,9 +303,13 @@ def della_probs(tv, density, epsilon):
     """DELLA's MagPrune keep probabilities (Deep et al. 2024, https://arxiv.org/abs/2406.11617):
     per row (the last dimension; a 1-D tensor is one row) rank r = 1..cols of |tv| ascending
     (ties by the lowest index), p = (density - epsilon) + (r - 1) / (cols - 1) * 2 * epsilon,
-    following mergekit's della_magprune (ranks normalized by (r - min) / (max - min))."""
+    following mergekit's della_magprune (ranks normalized by (r - min) / (max - min)). The
+    probabilities are symmetric around density, every row's mean; a row of one element (shape
+    [n, 1], [1] or []) has no span (mergekit's 0 / 0) and keeps with that mean, density."""
     tv = _f32(tv)
     cols = tv.shape[-1] if tv.ndim >= 1 else 1
+    if cols == 1:
+        return np.full(tv.shape, F(density), dtype=F)
     rows = np.abs(tv).reshape(-1, cols)
     order = np.argsort(rows, axis=1, kind="stable")
     ranks = np.empty_like(order)
@@ -697,6 +701,10 @@ def _selftest():
     # della probabilities: row [0.1, -0.3, 0.2] -> ranks 1,3,2 -> p = 0.4, 0.6, 0.5 (d .5 e .1)
     p = della_probs(_f32([[0.1, -0.3, 0.2]]), 0.5, 0.1)
     _check(np.allclose(p, [[0.4, 0.6, 0.5]]), "della probabilities by hand")
+    # rows of one element keep with probability density (the mean of every longer row)
+    for shape in [(4, 1), (1,), ()]:
+        p = della_probs(np.full(shape, F(0.3)), 0.5, 0.1)
+        _check(p.shape == shape and np.all(p == F(0.5)), "della rows of one element %s" % (shape,))
     # sce with select 1: weights by mean square; a ms = 3.5625, b ms = 4.5625
     s = sce([a, b])
     wa, wb = 3.5625 / 8.125, 4.5625 / 8.125
