@@ -4,7 +4,11 @@ t = layer / (num_layers - 1), with t = 0 for tensors outside model.layers.N (whe
   --dtype bf16|f32
   --config MODE   `real`: config.json says num_hidden_layers = 12 (the real count); `none`: no
                   config.json, so num_layers = 1 + the largest layer index; `other`: config.json
-                  says 16 while only 12 layers exist (config.json wins)."""
+                  says 16 while only 12 layers exist (config.json wins, with a warning naming
+                  both, and none when no rule reads num_layers); `bad`: values of
+                  num_hidden_layers that are not a positive integer are errors naming config.json
+                  and leave no output."""
+import json
 import os
 
 import numpy as np
@@ -43,8 +47,37 @@ def ramp(anchors, layer, num_layers):
     return F(result)
 
 
+def warnings(stderr):
+    return [line for line in stderr.splitlines() if "warning:" in line]
+
+
+def check_bad_configs(work):
+    mdir = os.path.join(work, "models")
+    kw = dict(num_layers=2, hidden=32, intermediate=64, vocab=64)
+    models.make_llama(os.path.join(mdir, "base"), "bf16", seed=40, **kw)
+    recipe = runner.write_recipe(os.path.join(work, "plain.merge"), """
+        model base = "models/base"
+        merge base * 2
+        """)
+    config_path = os.path.join(mdir, "base", "config.json")
+    config = json.load(open(config_path))
+    for value in (0, -3, 12.5, "12", True, 12.0):
+        config["num_hidden_layers"] = value
+        with open(config_path, "w") as f:
+            json.dump(config, f)
+        out = os.path.join(work, "out")
+        r = runner.run_mergec(["run", recipe, "-o", out, "--quiet"], expect=1, echo=False)
+        print(r.stderr.strip())
+        runner.expect("config.json: num_hidden_layers is" in r.stderr and "positive integer" in r.stderr,
+                      "unclear error for %r:\n%s" % (value, r.stderr))
+        runner.assert_no_output(out)
+    print("bad num_hidden_layers: errors naming config.json, no output")
+
+
 def body(args):
     work = runner.fresh_dir(args.work)
+    if args.config == "bad":
+        return check_bad_configs(work)
     mdir = os.path.join(work, "models")
     config = {"real": True, "none": False,
               "other": dict(models.llama_config(16, 32, 64, 64, models.DTYPE_NAMES[args.dtype]))}[args.config]
@@ -64,7 +97,21 @@ def body(args):
         }
         """)
     out = os.path.join(work, "out")
-    runner.run_mergec(["run", recipe, "-o", out, "--quiet"])
+    r = runner.run_mergec(["run", recipe, "-o", out, "--quiet"])
+    for line in warnings(r.stderr):
+        print(line)
+    runner.expect(len(warnings(r.stderr)) == (1 if args.config == "other" else 0),
+                  "warnings:\n" + r.stderr)
+    if args.config == "other":
+        # The warning is about num_layers: a merge that never reads it has nothing to warn about.
+        plain = runner.write_recipe(os.path.join(work, "plain.merge"), """
+            model base = "models/base"
+            model a    = "models/a"
+            merge base + tv(a) * layer
+            """)
+        r = runner.run_mergec(["run", plain, "-o", os.path.join(work, "out-plain"), "--quiet"])
+        runner.expect(not warnings(r.stderr), "a warning without num_layers:\n" + r.stderr)
+        print("no warning when no rule reads num_layers")
 
     nl = F(num_layers)
     expected = {}
@@ -100,7 +147,7 @@ def body(args):
 
 def add_args(p):
     p.add_argument("--dtype", default="bf16", choices=["bf16", "f32"])
-    p.add_argument("--config", default="real", choices=["real", "none", "other"])
+    p.add_argument("--config", default="real", choices=["real", "none", "other", "bad"])
 
 
 if __name__ == "__main__":

@@ -259,6 +259,7 @@ int run(int argc, char **argv) {
     spec.patterns = r.at("patterns").get<std::vector<std::string>>();
     if (r.contains("copies") && !r.at("copies").is_null())
       spec.passthroughModel = r.at("copies").get<std::string>();
+    spec.readsNumLayers = r.value("reads_num_layers", false);
     rules.push_back(std::move(spec));
   }
 
@@ -267,6 +268,8 @@ int run(int argc, char **argv) {
   rt::MergePlan plan =
       rt::planMerge(models, program.at("output_model").get<std::string>(), rules, kernels, options);
   out.protect(rt::planInputs(plan));
+  for (const std::string &warning : plan.warnings)
+    std::cerr << programName << ": warning: " << warning << "\n";
   rt::checkMemory(plan, options.maxMemory);
   rt::executeMerge(plan, kernels, options, out);
   return 0;

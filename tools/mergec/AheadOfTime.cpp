@@ -77,7 +77,10 @@ nlohmann::json aheadOfTimeProgram(const sema::Program &program, KernelJIT &jit,
     nlohmann::json copies = nullptr;
     if (rule.result->op == sema::Node::Op::Input)
       copies = rule.result->model;
-    rules.push_back({{"patterns", patterns}, {"inputs", jit.ruleInputs(r)}, {"copies", copies}});
+    rules.push_back({{"patterns", patterns},
+                     {"inputs", jit.ruleInputs(r)},
+                     {"copies", copies},
+                     {"reads_num_layers", rule.readsNumLayers}});
   }
   return {{"mergec_version", provenance.version},
           {"recipe",

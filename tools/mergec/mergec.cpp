@@ -262,6 +262,7 @@ int runMerge(const CommandLine &cl) {
       spec.patterns.push_back(p.glob);
     if (rule.result->op == sema::Node::Op::Input)
       spec.passthroughModel = rule.result->model;
+    spec.readsNumLayers = rule.readsNumLayers;
     rules.push_back(std::move(spec));
   }
   rt::RunOptions options = cl.run;
@@ -278,6 +279,8 @@ int runMerge(const CommandLine &cl) {
   rt::MergePlan plan =
       rt::planMerge(models, program.outputModel, rules, jit, options);
   out.protect(rt::planInputs(plan));
+  for (const std::string &warning : plan.warnings)
+    std::cerr << "mergec: warning: " << warning << "\n";
   rt::checkMemory(plan, options.maxMemory);
   for (size_t r = 0; r < rules.size(); ++r)
     for (size_t p = 0; p < rules[r].patterns.size(); ++p)

@@ -1221,8 +1221,8 @@ bool applyOverrides(const ast::Recipe &recipe, const Overrides &overrides,
   return true;
 }
 
-/// A string literal the rule would compute with, if any.
-const Node *findString(const Node *root) {
+/// A node of the DAG under `root` for which `match` holds, if any.
+template <typename Match> const Node *findNode(const Node *root, Match match) {
   std::set<const Node *> seen;
   std::vector<const Node *> work{root};
   while (!work.empty()) {
@@ -1230,7 +1230,7 @@ const Node *findString(const Node *root) {
     work.pop_back();
     if (!seen.insert(n).second)
       continue;
-    if (n->op == Node::Op::String)
+    if (match(n))
       return n;
     for (const Node *o : n->operands)
       work.push_back(o);
@@ -1313,13 +1313,18 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
                                                  kindName(*value));
       continue;
     }
-    if (const Node *str = findString(value->node)) {
+    // A string literal the rule would compute with.
+    if (const Node *str = findNode(value->node,
+                                   [](const Node *n) { return n->op == Node::Op::String; })) {
       diags.error(str->loc, "the string \"" + str->text +
                                 "\" is used as a number (strings can only be compared with == or !=)");
       continue;
     }
     if (!unreachable)
-      program->rules.push_back({rule.loc, rule.patterns, value->node});
+      program->rules.push_back(
+          {rule.loc, rule.patterns, value->node, findNode(value->node, [](const Node *n) {
+             return n->op == Node::Op::NumLayers || n->op == Node::Op::Ramp;
+           }) != nullptr});
   }
   if (diags.errorCount())
     return nullptr;

@@ -79,6 +79,7 @@ struct Rule {
   ast::SourceLoc loc;
   std::vector<ast::Pattern> patterns; ///< empty: matches every tensor
   const Node *result = nullptr;       ///< a tensor
+  bool readsNumLayers = false;        ///< uses num_layers (directly or through ramp)
 };
 
 struct Program {

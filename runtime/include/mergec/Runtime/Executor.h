@@ -86,6 +86,7 @@ struct RuleSpec {
   std::vector<std::string> patterns; ///< empty: matches everything
   /// Set when the rule is a model's tensor unchanged: copied byte for byte when dtypes agree.
   std::optional<std::string> passthroughModel;
+  bool readsNumLayers = false; ///< uses num_layers (ramp): its source is then checked
 };
 
 struct ModelSpec {
@@ -129,6 +130,7 @@ struct MergePlan {
   std::vector<std::vector<size_t>> patternMatches; ///< per rule, per pattern: tensors matched
   int numLayers = 0;
   uint64_t inputBytes = 0;
+  std::vector<std::string> warnings; ///< found while planning; the caller prints them
 };
 
 /// Opens the models, assigns each output tensor its rule and checks every input it needs
