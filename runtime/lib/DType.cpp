@@ -57,4 +57,33 @@ bool isComputeDType(DType dtype) {
   return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16;
 }
 
+namespace {
+/// Values of type T whose exponent bits (`exponent`, all ones) mark them non-finite: the
+/// magnitude bits equal to it are infinities, above it NaNs. Branch-free, so it vectorizes.
+template <typename T> NonFinite countBits(const T *x, int64_t n, T exponent) {
+  const T magnitude = static_cast<T>(~(T(1) << (sizeof(T) * 8 - 1)));
+  uint64_t nan = 0, inf = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    T m = x[i] & magnitude;
+    nan += m > exponent;
+    inf += m == exponent;
+  }
+  return {nan, inf};
+}
+} // namespace
+
+NonFinite countNonFinite(DType dtype, const void *data, int64_t begin, int64_t end) {
+  int64_t n = end - begin;
+  switch (dtype) {
+  case DType::F32:
+    return countBits(static_cast<const uint32_t *>(data) + begin, n, uint32_t{0x7F800000});
+  case DType::BF16:
+    return countBits(static_cast<const uint16_t *>(data) + begin, n, uint16_t{0x7F80});
+  case DType::F16:
+    return countBits(static_cast<const uint16_t *>(data) + begin, n, uint16_t{0x7C00});
+  default:
+    return {};
+  }
+}
+
 } // namespace mergec::rt

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <chrono>
@@ -358,6 +359,58 @@ struct ItemInputs {
   }
 };
 
+/// Counts the NaNs and infinities of one tensor's output chunk by chunk, right after the kernel
+/// wrote the chunk (still in cache), so a merge that turns finite inputs into NaN or inf (weights
+/// summing to 0 under normalize, an overflow to f16, ...) does not pass silently. The inputs of a
+/// chunk are read only when its output has some: a NaN or inf among them means the data brought
+/// it in, and the tensor is not reported.
+class NonFiniteCheck {
+public:
+  NonFiniteCheck(DType dtype, const void *output, const ItemInputs &in)
+      : dtype_(dtype), output_(output), in_(in) {
+    hook_ = [this](int64_t begin, int64_t end) { chunk(begin, end); };
+  }
+  const ChunkHook *hook() const { return &hook_; }
+  /// The output's counts, or nothing when finite or when the inputs had NaN or inf too.
+  std::optional<NonFinite> introduced() const {
+    NonFinite n{nan_.load(), inf_.load()};
+    if (!n.total() || fromInputs_.load())
+      return std::nullopt;
+    return n;
+  }
+
+private:
+  void chunk(int64_t begin, int64_t end) {
+    NonFinite out = countNonFinite(dtype_, output_, begin, end);
+    if (!out.total())
+      return;
+    nan_ += out.nan;
+    inf_ += out.inf;
+    if (fromInputs_.load(std::memory_order_relaxed))
+      return;
+    for (size_t k = 0; k < in_.data.size(); ++k)
+      if (countNonFinite(in_.dtypes[k], in_.data[k], begin, end).total()) {
+        fromInputs_ = true;
+        return;
+      }
+  }
+  DType dtype_;
+  const void *output_;
+  const ItemInputs &in_;
+  ChunkHook hook_;
+  std::atomic<uint64_t> nan_{0}, inf_{0};
+  std::atomic<bool> fromInputs_{false};
+};
+
+std::string describe(const std::string &tensor, const NonFinite &n) {
+  std::string counts;
+  if (n.nan)
+    counts = std::to_string(n.nan) + " NaN";
+  if (n.inf)
+    counts += (counts.empty() ? "" : ", ") + std::to_string(n.inf) + " inf";
+  return "'" + tensor + "' (" + counts + ")";
+}
+
 /// Runs the analysis rounds of every rule with model-scope phases (a whole-model threshold or
 /// sum): each round streams the rule's tensors, in plan order, through the phases that feed the
 /// unfinished ones. Returns each such rule's finished scope, ready for the merge.
@@ -477,9 +530,17 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         job.buffer = async.recycle();
         job.buffer.resize(job.nbytes);
         auto scope = scopes.find(item.rule);
+        NonFiniteCheck check(item.outDType, job.buffer.data(), in);
         runRule(pool, compiled, in.data, job.buffer.data(), *item.base,
                 static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
-                scope == scopes.end() ? nullptr : &scope->second);
+                scope == scopes.end() ? nullptr : &scope->second, false, check.hook());
+        if (auto introduced = check.introduced()) {
+          if (options.strict)
+            throw RuntimeError("--strict: tensor " + describe(item.base->name, *introduced) +
+                               " holds NaN or inf values where its inputs are finite; nothing "
+                               "was written");
+          stats.nonFinite.emplace_back(item.base->name, *introduced);
+        }
         job.data = job.buffer.data();
         for (const TensorInfo *t : item.inputs)
           t->file->release(*t);
@@ -507,6 +568,20 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   stats.tensors = plan.items.size();
   progress.finish(stats.seconds, stats.bytesRead, stats.bytesWritten);
   return stats;
+}
+
+std::string nonFiniteWarning(const RunStats &stats) {
+  if (stats.nonFinite.empty())
+    return "";
+  constexpr size_t kShown = 5;
+  size_t n = stats.nonFinite.size();
+  std::string text = std::to_string(n) + (n == 1 ? " tensor holds" : " tensors hold") +
+                     " NaN or inf values where the inputs are finite: ";
+  for (size_t i = 0; i < std::min(n, kShown); ++i)
+    text += (i ? ", " : "") + describe(stats.nonFinite[i].first, stats.nonFinite[i].second);
+  if (n > kShown)
+    text += " and " + std::to_string(n - kShown) + " more";
+  return text + " (--strict makes this an error)";
 }
 
 } // namespace mergec::rt

@@ -27,11 +27,11 @@ struct MemRefDescriptor {
 };
 
 /// Calls `fn` on every chunk of [0, n) on the pool; `result(c)` gives chunk c's result
-/// descriptor (the output buffer, or the chunk's partials).
+/// descriptor (the output buffer, or the chunk's partials). `after` follows each chunk.
 template <typename ResultFn>
 void runPhase(ThreadPool &pool, PackedKernel fn, const std::vector<MemRefDescriptor> &inputs,
               ResultFn result, int64_t n, float layer, float numLayers,
-              const MemRefDescriptor &scalars) {
+              const MemRefDescriptor &scalars, const ChunkHook *after = nullptr) {
   pool.parallelFor(chunkCount(n), [&](size_t c) {
     int64_t begin = static_cast<int64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
     float l = layer, nl = numLayers;
@@ -54,6 +54,8 @@ void runPhase(ThreadPool &pool, PackedKernel fn, const std::vector<MemRefDescrip
     args.push_back(&nl);
     addDescriptor(descs.back());
     fn(args.data());
+    if (after)
+      (*after)(begin, end);
   });
 }
 
@@ -126,7 +128,7 @@ void ModelScope::endRound() {
 
 void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
-             ModelScope *scope, bool analysis) {
+             ModelScope *scope, bool analysis, const ChunkHook *afterMap) {
   using Kind = CompiledRule::Kind;
   int64_t n = tensor.numel();
   std::vector<MemRefDescriptor> descs;
@@ -175,7 +177,7 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
     case Kind::Map:
       runPhase(pool, phase.fn, descs,
                [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, n, layer,
-               numLayers, scalarDesc);
+               numLayers, scalarDesc, afterMap);
       break;
     case Kind::Reduce: {
       size_t m = phase.reductions.size();

@@ -92,8 +92,8 @@ private:
 void usage(std::ostream &os, const json &program) {
   os << "usage: " << programName
      << " -o OUT [--model NAME=PATH]... [--set NAME=VALUE]... [--dtype f32|bf16|f16]\n"
-        "       [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--quiet]\n"
-        "       [--verbose]\n\n"
+        "       [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--strict]\n"
+        "       [--quiet] [--verbose]\n\n"
      << "A merge compiled ahead of time by mergec " << program.at("mergec_version").get<std::string>()
      << " from " << program.at("recipe").at("path").get<std::string>() << " (sha256 "
      << program.at("recipe").at("sha256").get<std::string>().substr(0, 12) << ").\n\nmodels:\n";
@@ -223,6 +223,9 @@ int run(int argc, char **argv) {
     } else if (arg == "--quiet") {
       if (!flag(options.quiet))
         return usageError(arg + " takes no value");
+    } else if (arg == "--strict") {
+      if (!flag(options.strict))
+        return usageError(arg + " takes no value");
     } else if (arg == "--verbose") {
       if (!flag(options.verbose))
         return usageError(arg + " takes no value");
@@ -271,7 +274,9 @@ int run(int argc, char **argv) {
   for (const std::string &warning : plan.warnings)
     std::cerr << programName << ": warning: " << warning << "\n";
   rt::checkMemory(plan, options.maxMemory);
-  rt::executeMerge(plan, kernels, options, out);
+  rt::RunStats stats = rt::executeMerge(plan, kernels, options, out);
+  if (std::string warning = rt::nonFiniteWarning(stats); !warning.empty())
+    std::cerr << programName << ": warning: " << warning << "\n";
   return 0;
 }
 

@@ -12,8 +12,8 @@ namespace {
 
 const char *kUsage = R"(usage:
   mergec run RECIPE -o OUT [--set NAME=VALUE]... [--model NAME=PATH]... [--dtype f32|bf16|f16]
-                    [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--quiet]
-                    [--verbose] [--cache-dir DIR | --no-cache]
+                    [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--strict]
+                    [--quiet] [--verbose] [--cache-dir DIR | --no-cache]
   mergec compile RECIPE --emit=STAGE [-o FILE] [--set NAME=VALUE]... [--model NAME=PATH]...
                     [--dtype f32|bf16|f16] [--cache-dir DIR | --no-cache]
       STAGE: ast merge fused loops llvm-dialect llvm asm obj exe  (--emit= alone lists them)
@@ -169,10 +169,12 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       cl.run.force = true;
     } else if (arg == "--quiet" && !inlineValue) {
       cl.run.quiet = true;
+    } else if (arg == "--strict" && !inlineValue) {
+      cl.run.strict = true;
     } else if (arg == "--verbose" && !inlineValue) {
       cl.verbose = cl.run.verbose = true;
     } else if (inlineValue && (arg == "--force" || arg == "--quiet" || arg == "--verbose" ||
-                               arg == "--no-cache")) {
+                               arg == "--no-cache" || arg == "--strict")) {
       return usageError(arg + " takes no value");
     } else if (!arg.empty() && arg[0] == '-' && arg != "-") {
       return usageError("unknown option '" + arg + "'");

@@ -288,7 +288,9 @@ int runMerge(const CommandLine &cl) {
         c.diags->warning(program.rules[r].patterns[p].loc,
                          "pattern \"" + rules[r].patterns[p] + "\" matches no tensor of model '" +
                              program.outputModel + "'");
-  rt::executeMerge(plan, jit, options, out);
+  rt::RunStats stats = rt::executeMerge(plan, jit, options, out);
+  if (std::string warning = rt::nonFiniteWarning(stats); !warning.empty())
+    std::cerr << "mergec: warning: " << warning << "\n";
   if (cl.verbose)
     std::cerr << "jit: " << jit.compiledCount() << " kernel(s) compiled, " << jit.cachedCount()
               << " loaded from the cache, in " << jit.totalCompileMs() << " ms\n";

@@ -1,6 +1,7 @@
 //===- DType.h - safetensors element types ----------------------*- C++ -*-===//
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string_view>
 
@@ -18,5 +19,19 @@ const char *dtypeName(DType dtype);
 size_t dtypeSize(DType dtype);
 /// True for the dtypes a kernel can load and store (F32, F16, BF16).
 bool isComputeDType(DType dtype);
+
+/// How many NaNs and infinities some stored values hold.
+struct NonFinite {
+  uint64_t nan = 0, inf = 0;
+  uint64_t total() const { return nan + inf; }
+  NonFinite &operator+=(const NonFinite &o) {
+    nan += o.nan;
+    inf += o.inf;
+    return *this;
+  }
+};
+/// Counts NaNs and infinities among elements [begin, end) of `data`, stored as a compute
+/// dtype, from their bits (no conversion): one vectorizable pass.
+NonFinite countNonFinite(DType dtype, const void *data, int64_t begin, int64_t end);
 
 } // namespace mergec::rt

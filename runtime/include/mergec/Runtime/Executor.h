@@ -101,6 +101,9 @@ struct RunOptions {
   uint64_t shardSize = 5'000'000'000ull;
   bool quiet = false;
   bool verbose = false;
+  /// A tensor whose output became NaN or inf where its inputs were finite is an error (the
+  /// merge stops and writes nothing), not a warning.
+  bool strict = false;
   uint64_t maxMemory = 0;     ///< 0: half of the physical memory
   /// Recorded in mergec-manifest.json so a merge can be audited and rerun.
   struct Provenance {
@@ -153,7 +156,13 @@ struct RunStats {
   double seconds = 0;
   uint64_t bytesRead = 0, bytesWritten = 0;
   size_t tensors = 0;
+  /// The tensors whose outputs hold NaN or inf that their inputs did not bring, in plan order.
+  std::vector<std::pair<std::string, NonFinite>> nonFinite;
 };
+
+/// The warning for stats.nonFinite (the first few tensors by name, then a count); empty when
+/// there is none.
+std::string nonFiniteWarning(const RunStats &stats);
 
 /// Every file the plan reads (model directories, indexes, shards, resolved through links), for
 /// OutputDirectory::protect.

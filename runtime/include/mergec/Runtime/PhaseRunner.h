@@ -4,12 +4,17 @@
 #pragma once
 #include "mergec/Runtime/Executor.h"
 #include "mergec/Runtime/Selection.h"
+#include <functional>
 #include <memory>
 #include <vector>
 
 namespace mergec::rt {
 
 class ThreadPool;
+
+/// Called on a worker thread for each chunk [begin, end) of the output right after the map
+/// phase wrote it (while it is in cache); chunks run concurrently.
+using ChunkHook = std::function<void(int64_t begin, int64_t end)>;
 
 /// What one rule's model-scope phases know about the whole model. Before the merge, the
 /// executor streams every tensor of the rule through `runRule` in analysis rounds until
@@ -32,7 +37,8 @@ public:
 
 private:
   friend void runRule(ThreadPool &, const CompiledRule &, const std::vector<const void *> &,
-                      void *, const TensorInfo &, float, float, ModelScope *, bool);
+                      void *, const TensorInfo &, float, float, ModelScope *, bool,
+                      const ChunkHook *);
   struct PhaseState {
     bool final = false, touched = false, needed = false;
     std::vector<double> totals;        ///< Reduce: per reduction, over the tensors so far
@@ -45,9 +51,10 @@ private:
 /// Runs a rule's phases over one tensor of `tensor.numel()` elements: each reduction over every
 /// chunk (partials combined in chunk order), each selection or ranking over a key buffer, then
 /// the map phase into `output`. With `analysis`, runs only what `scope`'s unfinished phases
-/// need and adds this tensor to them; no output is written.
+/// need and adds this tensor to them; no output is written. `afterMap` sees each output chunk.
 void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
-             ModelScope *scope = nullptr, bool analysis = false);
+             ModelScope *scope = nullptr, bool analysis = false,
+             const ChunkHook *afterMap = nullptr);
 
 } // namespace mergec::rt
