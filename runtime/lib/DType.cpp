@@ -1,6 +1,7 @@
 //===- DType.cpp - safetensors element types ------------------------------===//
 #include "mergec/Runtime/DType.h"
 
+#include <algorithm>
 #include <array>
 
 namespace mergec::rt {
@@ -59,16 +60,29 @@ bool isComputeDType(DType dtype) {
 
 namespace {
 /// Values of type T whose exponent bits (`exponent`, all ones) mark them non-finite: the
-/// magnitude bits equal to it are infinities, above it NaNs. Branch-free, so it vectorizes.
+/// magnitude bits equal to it are infinities, above it NaNs. The counters have the values'
+/// width and blocks fit them, so the compares accumulate lane by lane without widening; a
+/// block is split into NaN and inf only when it has any (rarely), so the usual cost is one
+/// compare per element.
 template <typename T> NonFinite countBits(const T *x, int64_t n, T exponent) {
+  constexpr int64_t kBlock = 1 << 15;
   const T magnitude = static_cast<T>(~(T(1) << (sizeof(T) * 8 - 1)));
-  uint64_t nan = 0, inf = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    T m = x[i] & magnitude;
-    nan += m > exponent;
-    inf += m == exponent;
+  NonFinite total;
+  for (int64_t start = 0; start < n; start += kBlock) {
+    const T *b = x + start;
+    int64_t len = std::min(kBlock, n - start);
+    T any = 0;
+    for (int64_t i = 0; i < len; ++i)
+      any += (b[i] & magnitude) >= exponent;
+    if (!any)
+      continue;
+    T inf = 0;
+    for (int64_t i = 0; i < len; ++i)
+      inf += (b[i] & magnitude) == exponent;
+    total.inf += inf;
+    total.nan += static_cast<T>(any - inf);
   }
-  return {nan, inf};
+  return total;
 }
 } // namespace
 
