@@ -28,6 +28,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <unistd.h>
 
 namespace mergec::rt {
 
@@ -218,9 +219,37 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
   return plan;
 }
 
-uint64_t checkMemory(const MergePlan &plan, uint64_t limit) {
-  uint64_t largestOut = 0, largestIn = 0;
-  const MergePlan::Item *largest = nullptr;
+namespace {
+
+/// The pages this process has resident now (/proc/self/statm), or 0 where that is unknown.
+uint64_t residentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t size = 0, resident = 0;
+  if (!(statm >> size >> resident))
+    return 0;
+  return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+}
+
+/// What runRule allocates for one tensor besides the output: one f32 key buffer when a phase
+/// selects or ranks, one f32 buffer per row phase, and for row ranks the (key, index) pairs
+/// rowRanks sorts in, twice (16 bytes a column) on each thread, kept between tensors.
+uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t threads) {
+  uint64_t n = static_cast<uint64_t>(t.numel());
+  uint64_t cols = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
+  bool keys = false, ranks = false;
+  for (const CompiledRule::Phase &p : rule.phases) {
+    keys = keys || (p.kind != CompiledRule::Kind::Reduce && p.kind != CompiledRule::Kind::Map);
+    ranks = ranks || (p.kind == CompiledRule::Kind::Row && p.row == CompiledRule::RowOp::Rank);
+  }
+  return (keys + rule.rowBuffers()) * n * sizeof(float) + (ranks ? 16 * cols * threads : 0);
+}
+
+} // namespace
+
+uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOptions &options) {
+  uint64_t largestOut = 0, largestIn = 0, largestScratch = 0;
+  const MergePlan::Item *largest = nullptr, *scratchItem = nullptr;
+  uint64_t threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   for (const auto &item : plan.items) {
     uint64_t out = static_cast<uint64_t>(item.base->numel()) * dtypeSize(item.outDType);
     uint64_t in = 0;
@@ -231,14 +260,38 @@ uint64_t checkMemory(const MergePlan &plan, uint64_t limit) {
       largest = &item;
     }
     largestIn = std::max(largestIn, in);
+    if (!item.copy) {
+      std::vector<DType> dtypes;
+      for (const TensorInfo *t : item.inputs)
+        dtypes.push_back(t->dtype);
+      uint64_t scratch = scratchBytes(kernels.kernel(item.rule, dtypes, item.outDType), *item.base,
+                                      threads);
+      if (scratch > largestScratch) {
+        largestScratch = scratch;
+        scratchItem = &item;
+      }
+    }
   }
-  uint64_t need = 3 * largestOut + 2 * largestIn;
-  if (limit && need > limit)
-    throw RuntimeError("this merge needs about " + formatSize(need) + " of memory (3 output buffers of " +
-                       formatSize(largestOut) + " for the largest tensor '" + largest->base->name +
-                       "', plus " + formatSize(2 * largestIn) +
-                       " of input pages for it and the next), more than --max-memory " +
-                       formatSize(limit));
+  // Measured after the kernels above are compiled: the binary, the MLIR and LLVM libraries, the
+  // JIT's code and what the allocator keeps of compiling it.
+  uint64_t baseline = residentBytes();
+  uint64_t need = baseline + 3 * largestOut + 2 * largestIn + largestScratch;
+  if (!largest)
+    return need;
+  std::string parts = "mergec itself " + formatSize(baseline) + " with its kernels compiled, 3 " +
+                      "output buffers of " + formatSize(largestOut) + " for the largest tensor '" +
+                      largest->base->name + "', " + formatSize(2 * largestIn) +
+                      " of input pages for it and the next";
+  if (scratchItem)
+    parts += ", " + formatSize(largestScratch) + " of selection and row scratch for '" +
+             scratchItem->base->name + "'";
+  if (options.maxMemory && need > options.maxMemory)
+    throw RuntimeError("this merge needs about " + formatSize(need) + " of memory (" + parts +
+                       "), more than --max-memory " + formatSize(options.maxMemory));
+  if (options.verbose)
+    std::fprintf(stderr, "memory: about %s (%llu bytes: %s), --max-memory %s\n",
+                 formatSize(need).c_str(), static_cast<unsigned long long>(need), parts.c_str(),
+                 formatSize(options.maxMemory).c_str());
   return need;
 }
 
@@ -528,6 +581,10 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         ItemInputs in(item);
         CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
         job.buffer = async.recycle();
+        // Growing a recycled buffer would hold the old one and the new one at once: one output
+        // buffer more than checkMemory counts. Drop it first.
+        if (job.buffer.capacity() < job.nbytes)
+          std::vector<uint8_t>().swap(job.buffer);
         job.buffer.resize(job.nbytes);
         auto scope = scopes.find(item.rule);
         NonFiniteCheck check(item.outDType, job.buffer.data(), in);

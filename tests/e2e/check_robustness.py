@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -141,6 +142,19 @@ def case_reproduce(work):
     print("manifest: recipe, sha256, params, %d inputs with sizes" % len(names))
 
 
+def peak_rss(args):
+    """Runs mergec ARGS under /usr/bin/time (whose own fork is tiny, so the peak is mergec's);
+    returns (Result, peak resident bytes), or (Result, None) where there is no /usr/bin/time."""
+    if not os.path.exists("/usr/bin/time"):
+        return runner.run_mergec(args, echo=False), None
+    cmd = ["/usr/bin/time", "-f", "peak-rss-kib %M", runner.mergec_path()] + [str(a) for a in args]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
+    r = runner.Result(cmd, p.returncode, p.stdout.decode(), p.stderr.decode())
+    runner.expect(r.rc == 0, "expected exit status 0\n" + r.describe())
+    kib = [int(l.split()[1]) for l in r.stderr.splitlines() if l.startswith("peak-rss-kib ")]
+    return r, kib[-1] * 1024
+
+
 def case_max_memory(work):
     recipe = make_models(work, hidden=256, intermediate=512, vocab=1024)
     out = os.path.join(work, "out")
@@ -151,8 +165,51 @@ def case_max_memory(work):
     runner.assert_no_output(out)
     print(message.splitlines()[0])
     # The same merge within a sufficient limit runs.
-    runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--max-memory", "64MiB"], echo=False)
+    runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--max-memory", "1GiB"], echo=False)
     print("max-memory: refused before starting, with the arithmetic; runs within the limit")
+
+    # The estimate holds: a merge with selection and row scratch (della ranks rows; the [n, 1]
+    # norm weights too) at --max-memory = its own estimate peaks below it. Buffers and input
+    # pages alone (the estimate before mergec itself and the scratch were counted) fall short.
+    models_dir = os.path.join(work, "big")
+    base = models.make_llama(os.path.join(models_dir, "base"), "BF16", 1, num_layers=2, hidden=512,
+                             intermediate=1408, vocab=8192)
+    for name, seed in (("a", 2), ("b", 3)):
+        models.make_llama(os.path.join(models_dir, name), "BF16", seed, num_layers=2, hidden=512,
+                          intermediate=1408, vocab=8192, base=base)
+    della = runner.write_recipe(os.path.join(work, "della.merge"), """
+        model base = "big/base"
+        model a    = "big/a"
+        model b    = "big/b"
+        merge base + della([tv(a), tv(b)], density = 0.3) + ties([tv(a), tv(b)], density = 0.5)
+        """)
+    # --no-cache: every run compiles its kernels, so mergec itself is the same size in each (a
+    # run that loads them from the cache is smaller, and its estimate says so).
+    r, peak = peak_rss(["run", della, "-o", os.path.join(work, "held"), "--quiet", "--verbose",
+                        "--no-cache", "--max-memory", "1GiB"])
+    line = [l for l in r.stderr.splitlines() if l.startswith("memory: about")][0]
+    print(line)
+    estimate = int(re.search(r"\((\d+) bytes", line).group(1))
+    runner.expect("mergec itself" in line and "of selection and row scratch" in line, line)
+    if peak is None:
+        print("peak RSS: skipped (no /usr/bin/time)")
+    else:
+        # The largest tensor (the embeddings, bf16) read from three models.
+        largest = max(v.size for v in base.values()) * 2
+        buffers_and_inputs = 3 * largest + 2 * 3 * largest
+        print("peak RSS %.1f MiB <= estimate %.1f MiB; buffers and input pages alone %.1f MiB" % (
+            peak / 2**20, estimate / 2**20, buffers_and_inputs / 2**20))
+        runner.expect(peak <= estimate, "peak RSS %d above the estimate %d" % (peak, estimate))
+        runner.expect(buffers_and_inputs < peak, "buffers and inputs alone already cover the peak")
+    # The limit is the estimate: a little above runs, well below is refused before starting.
+    mib = estimate // 2**20
+    runner.run_mergec(["run", della, "-o", os.path.join(work, "at-limit"), "--quiet", "--no-cache",
+                       "--max-memory", "%dMiB" % (mib + 4)], echo=False)
+    r = runner.run_mergec(["run", della, "-o", os.path.join(work, "refused"), "--quiet", "--no-cache",
+                           "--max-memory", "%dMiB" % (mib - 16)], expect=1, echo=False)
+    runner.expect("more than --max-memory" in r.stderr, r.stderr)
+    runner.assert_no_output(os.path.join(work, "refused"))
+    print("at the estimate + 4 MiB: runs; 16 MiB below: refused")
 
 
 CASES = {"sigkill": case_sigkill, "full-disk": case_full_disk, "reproduce": case_reproduce,

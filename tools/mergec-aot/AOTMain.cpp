@@ -273,7 +273,7 @@ int run(int argc, char **argv) {
   out.protect(rt::planInputs(plan));
   for (const std::string &warning : plan.warnings)
     std::cerr << programName << ": warning: " << warning << "\n";
-  rt::checkMemory(plan, options.maxMemory);
+  rt::checkMemory(plan, kernels, options);
   rt::RunStats stats = rt::executeMerge(plan, kernels, options, out);
   if (std::string warning = rt::nonFiniteWarning(stats); !warning.empty())
     std::cerr << programName << ": warning: " << warning << "\n";

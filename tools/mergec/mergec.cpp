@@ -281,7 +281,7 @@ int runMerge(const CommandLine &cl) {
   out.protect(rt::planInputs(plan));
   for (const std::string &warning : plan.warnings)
     std::cerr << "mergec: warning: " << warning << "\n";
-  rt::checkMemory(plan, options.maxMemory);
+  rt::checkMemory(plan, jit, options);
   for (size_t r = 0; r < rules.size(); ++r)
     for (size_t p = 0; p < rules[r].patterns.size(); ++p)
       if (plan.patternMatches[r][p] == 0)

@@ -143,11 +143,13 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
                     const std::vector<RuleSpec> &rules, KernelSource &kernels,
                     const RunOptions &options);
 
-/// The peak memory a plan needs beyond the mapped files' page cache: the output buffers (the
-/// one being computed and the two the writer may hold) of the largest tensor, plus the input
-/// pages of the current and the prefetched tensor. Throws RuntimeError with the arithmetic when
-/// it exceeds `limit`.
-uint64_t checkMemory(const MergePlan &plan, uint64_t limit);
+/// The peak resident memory a plan needs: the process itself once every kernel the plan uses is
+/// compiled (this compiles them; the merge then finds them cached), the output buffers (the one
+/// being computed and the two the writer may hold) of the largest tensor, the input pages of
+/// the current and the prefetched tensor, and the largest scratch a tensor's phases use
+/// (selection keys, row buffers, per-thread rank sort space). Throws RuntimeError with the
+/// arithmetic when it exceeds options.maxMemory (0: no limit); with options.verbose prints it.
+uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOptions &options);
 
 /// The layer index of `model.layers.N.` in a tensor name, else -1.
 int layerIndex(const std::string &tensorName);
