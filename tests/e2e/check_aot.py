@@ -118,6 +118,10 @@ def case_errors(work):
     for args, message in (
             (["--set", "lam=0.6"], "was compiled into this executable as 0.8"),
             (["--set", "lam=0.8x"], "not a number"),
+            # The recipe's number grammar, as mergec run --set reads it.
+            (["--set", "lam=0x10"], "not a number"),
+            (["--set", "lam=+0.8"], "not a number"),
+            (["--set", "lam=1e999"], "not a number"),
             (["--set", "nope=1"], "the recipe has no param 'nope'"),
             (["--model", "c=models/a"], "the recipe has no model 'c'"),
             (["--threads", "0"], "--threads needs a number from 1 to 1024")):
@@ -129,7 +133,7 @@ def case_errors(work):
                       "b=models/a"], cwd=work, expect=1)
     runner.expect("the output is model 'a'" in r.stderr, r.stderr)
     make_models(work)
-    run_exe(exe, ["-o", os.path.join(work, "out"), "--quiet", "--set", "lam=0.8"], cwd=work)
+    run_exe(exe, ["-o", os.path.join(work, "out"), "--quiet", "--set", "lam=8e-1", "--strict"], cwd=work)
     print("errors: missing signature names the tensor; overrides checked; inputs protected")
 
 

@@ -7,6 +7,7 @@
 #include "mergec/Runtime/Executor.h"
 #include "mergec/Runtime/Interrupts.h"
 #include "mergec/Runtime/KernelABI.h"
+#include "mergec/Runtime/Number.h"
 #include "mergec/Runtime/OutputDirectory.h"
 #include "mergec/Runtime/RuleDescription.h"
 #include "mergec/Runtime/Size.h"
@@ -124,15 +125,6 @@ int usageError(const std::string &message) {
   return 2;
 }
 
-/// The whole of `text` as a finite decimal number, or nullopt.
-std::optional<double> parseNumber(const std::string &text) {
-  double value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value))
-    return std::nullopt;
-  return value;
-}
-
 int run(int argc, char **argv) {
   json program = json::parse(mergec_program);
   rt::RunOptions options;
@@ -190,8 +182,9 @@ int run(int argc, char **argv) {
         auto it = params.find(name);
         if (it == params.end())
           return usageError("--set " + name + ": the recipe has no param '" + name + "'");
-        auto number = parseNumber(text);
-        if (!number)
+        // Read as `mergec run --set` and a recipe read it, so the same text gives the same value.
+        auto number = rt::parseNumber(text);
+        if (!number || !std::isfinite(*number))
           return usageError("--set " + name + "=" + text + ": not a number");
         if (*number != it->second)
           return usageError("--set " + name + "=" + text + ": param '" + name +

@@ -1,6 +1,7 @@
 //===- ASTBuilder.cpp - ANTLR parse tree to AST ---------------------------===//
 // The only file that sees ANTLR types (antlr4-runtime.h also undefines EOF, so it stays here).
 #include "mergec/Frontend/Parser.h"
+#include "mergec/Runtime/Number.h"
 
 #include "MergeLexer.h"
 #include "MergeParser.h"
@@ -165,7 +166,7 @@ public:
 
   /// A NUMBER token's value (the lexer only makes tokens parseNumber accepts).
   static double number(antlr4::tree::TerminalNode *token) {
-    return parseNumber(token->getText()).value_or(0);
+    return rt::parseNumber(token->getText()).value_or(0);
   }
 
   SourceLoc at(antlr4::Token *token) const { return locOf(token, file_); }

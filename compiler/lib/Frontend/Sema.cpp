@@ -4,6 +4,7 @@
 // (sum/mean/len consume them), so the DAG handed to MLIRGen holds only scalars and tensors.
 #include "mergec/Frontend/Sema.h"
 #include "mergec/Runtime/Glob.h"
+#include "mergec/Runtime/Number.h"
 #include "llvm/Support/Casting.h"
 
 #include <algorithm>
@@ -1193,7 +1194,7 @@ bool applyOverrides(const ast::Recipe &recipe, const Overrides &overrides,
       return false;
     }
     // The recipe's own number grammar and conversion: what `param NAME = TEXT` would accept.
-    auto v = ast::parseNumber(text);
+    auto v = rt::parseNumber(text);
     if (!v) {
       diags.error({}, "--set " + name + "=" + text + ": '" + text +
                           "' is not a number (write it as in a recipe: 0.5, -2, 1e-3)");

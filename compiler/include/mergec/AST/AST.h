@@ -2,9 +2,7 @@
 // Plain data with source locations; no ANTLR types, so every later stage can include it.
 #pragma once
 #include <memory>
-#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace mergec::ast {
@@ -150,13 +148,6 @@ struct Recipe {
   std::vector<DefDecl> defs;
   std::vector<MergeDecl> merges;
 };
-
-/// The value of a number written as the grammar's NUMBER token, optionally preceded by '-' (a
-/// `param` value): the one reading of numbers for recipes and `--set`. nullopt when `text` is
-/// anything else (hex, "inf", "nan", spaces, a '+' sign, trailing characters); +-inf when it is
-/// too large for a double (callers report it as out of range); a number too small for a double
-/// rounds to a subnormal or 0.
-std::optional<double> parseNumber(std::string_view text);
 
 /// Prints the tree in the indented form `mergec compile --emit=ast` shows.
 std::string dump(const Recipe &recipe);

@@ -1,7 +1,7 @@
 //===- Number.cpp - the recipe language's numbers -------------------------===//
 // One reading of a number for the recipe's literals and for `--set NAME=VALUE`, so the command
 // line accepts exactly what a recipe does and gives the same double.
-#include "mergec/AST/AST.h"
+#include "mergec/Runtime/Number.h"
 
 #include <cstdlib>
 #include <string>
@@ -10,7 +10,7 @@ namespace {
 bool isDigit(char c) { return c >= '0' && c <= '9'; }
 } // namespace
 
-std::optional<double> mergec::ast::parseNumber(std::string_view text) {
+std::optional<double> mergec::rt::parseNumber(std::string_view text) {
   // grammar/Merge.g4: NUMBER : DIGITS ('.' DIGITS?)? EXPONENT? | '.' DIGITS EXPONENT? ;
   // EXPONENT : [eE] [+-]? DIGITS ; a param's value may start with '-'.
   size_t i = 0;
