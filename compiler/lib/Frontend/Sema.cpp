@@ -86,7 +86,9 @@ const std::set<std::string> kContextNames = {"layer", "num_layers", "cols", "num
 /// of the stdlib methods does), and the builtins check their settings with the same kinds, so
 /// each range is stated once and every check is applied and worded the same way. Every range
 /// is an interval of finite numbers: NaN and inf pass none.
+enum class Check { Density, Fraction, Finite, NonNegative, Positive, Seed, Iterations, Flag };
 struct ParamKind {
+  Check check;
   const char *name;
   const char *rule; ///< what "must be" is followed by in the error
   double lo, hi;
@@ -99,20 +101,24 @@ struct ParamKind {
            (!integer || std::floor(v) == v);
   }
 };
-enum class Check { Density, Fraction, Finite, NonNegative, Positive, Seed, Iterations, Flag };
 constexpr double kInf = std::numeric_limits<double>::infinity();
-/// Indexed by Check.
 const ParamKind kParamKinds[] = {
-    {"density", "in (0, 1]", 0, 1, true, false, false, false},
-    {"fraction", "in [0, 1]", 0, 1, false, false, false, false},
-    {"finite", "a finite number", -kInf, kInf, true, true, false, false},
-    {"nonnegative", "a finite number >= 0", 0, kInf, false, true, false, false},
-    {"positive", "a finite number > 0", 0, kInf, true, true, false, false},
-    {"seed", "an integer in [0, 2^32)", 0, 4294967296.0, false, true, true, true},
-    {"iterations", "an integer in [0, 100000]", 0, 100000, false, false, true, true},
-    {"flag", "true or false", 0, 1, false, false, true, false},
+    {Check::Density, "density", "in (0, 1]", 0, 1, true, false, false, false},
+    {Check::Fraction, "fraction", "in [0, 1]", 0, 1, false, false, false, false},
+    {Check::Finite, "finite", "a finite number", -kInf, kInf, true, true, false, false},
+    {Check::NonNegative, "nonnegative", "a finite number >= 0", 0, kInf, false, true, false, false},
+    {Check::Positive, "positive", "a finite number > 0", 0, kInf, true, true, false, false},
+    {Check::Seed, "seed", "an integer in [0, 2^32)", 0, 4294967296.0, false, true, true, true},
+    {Check::Iterations, "iterations", "an integer in [0, 100000]", 0, 100000, false, false, true,
+     true},
+    {Check::Flag, "flag", "true or false", 0, 1, false, false, true, false},
 };
-const ParamKind &paramKind(Check check) { return kParamKinds[static_cast<int>(check)]; }
+const ParamKind &paramKind(Check check) {
+  for (const ParamKind &k : kParamKinds)
+    if (k.check == check)
+      return k;
+  return kParamKinds[0]; // unreachable: every Check has a row
+}
 const ParamKind *findParamKind(const std::string &name) {
   for (const ParamKind &k : kParamKinds)
     if (name == k.name)
