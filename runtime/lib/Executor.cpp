@@ -249,7 +249,8 @@ uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t th
 uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOptions &options) {
   uint64_t largestOut = 0, largestIn = 0, largestScratch = 0;
   const MergePlan::Item *largest = nullptr, *scratchItem = nullptr;
-  uint64_t threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  uint64_t threads =
+      options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   for (const auto &item : plan.items) {
     uint64_t out = static_cast<uint64_t>(item.base->numel()) * dtypeSize(item.outDType);
     uint64_t in = 0;

@@ -745,6 +745,7 @@ private:
     return checkItem(must, loc, v.node, kind, needKnown, "");
   }
 
+  /// checkArgument for one value; `must` starts the message, `item` ends it (the list item).
   bool checkItem(const std::string &must, SourceLoc loc, const Node *n, const ParamKind &kind,
                  bool needKnown, const std::string &item) {
     if (n->op == Node::Op::String) {
@@ -758,9 +759,8 @@ private:
       return false;
     }
     if (needKnown) {
-      diags_.error(loc, must + " known while compiling (a number or a param), got " +
-                            (n->kind == Kind::Tensor ? "a tensor" : "a scalar computed per tensor") +
-                            item);
+      const char *got = n->kind == Kind::Tensor ? "a tensor" : "a scalar computed per tensor";
+      diags_.error(loc, must + " known while compiling (a number or a param), got " + got + item);
       return false;
     }
     if (n->op == Node::Op::Ramp && !kind.integer)
