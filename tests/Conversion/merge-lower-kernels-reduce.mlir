@@ -6,7 +6,7 @@
 
 // CHECK-LABEL: func.func @rule_0_phase0(
 // CHECK-SAME:    %[[A:[^:]*]]: memref<?xf32>, %[[RES:[^:]*]]: memref<?xf64>,
-// CHECK-SAME:    merge.reduce = ["sum", "max"]
+// CHECK-SAME:    merge.reduce = #merge<reductions[sum, max]>
 // CHECK:       %[[ACC:.*]]:2 = scf.for %{{.*}} = %{{.*}} to %{{.*}} step %{{.*}} iter_args(%[[P:.*]] = %{{.*}}, %[[Q:.*]] = %{{.*}}) -> (f64, f64) {
 // CHECK:         %[[SQ:.*]] = arith.mulf
 // CHECK-DAG:     %[[W:.*]] = arith.extf %[[SQ]] : f32 to f64
@@ -29,7 +29,7 @@
 // CHECK:         arith.mulf %{{.*}}, %[[R]] : f32
 func.func @rule_0() -> !merge.tensor attributes {merge.store = f32} {
   %a = merge.input "a" stored f32
-  %n, %m = merge.reduce_kernel ["sum", "max"] ins(%a) : f32, f32 {
+  %n, %m = merge.reduce_kernel [sum, max] ins(%a) : f32, f32 {
   ^bb0(%x: f32):
     %sq = arith.mulf %x, %x : f32
     merge.yield %sq, %x : f32, f32

@@ -6,11 +6,11 @@
 
 func.func @rule_0() -> !merge.tensor attributes {merge.store = bf16} {
   %a = merge.input "a" stored bf16
-  %t0, %t1, %t2, %t3 = merge.select_kernel "topk" ins(%a) {
+  %t0, %t1, %t2, %t3 = merge.select_kernel <topk> ins(%a) {
   ^bb0(%x: f32):
     merge.yield %x : f32
   } {nonzero = false, param = 5.000000e-01 : f64, skip = 0.000000e+00 : f64}
-  %r = merge.row_kernel "rank" ins(%a) {
+  %r = merge.row_kernel <rank> ins(%a) {
   ^bb0(%x: f32):
     merge.yield %x : f32
   }
@@ -28,10 +28,10 @@ func.func @rule_0() -> !merge.tensor attributes {merge.store = bf16} {
 
 // CHECK-LABEL: func.func @rule_0_phase0(
 // CHECK-SAME:    %[[A:[^:]*]]: memref<?xi16>, %{{[^:]*}}: memref<?xf32>, %[[KEYS:[^:]*]]: memref<?xf32>,
-// CHECK-SAME:    merge.select = "topk"
+// CHECK-SAME:    merge.select = #merge.select<topk>
 // CHECK:         memref.store %{{.*}}, %[[KEYS]][%{{.*}}] : memref<?xf32>
 // CHECK-LABEL: func.func @rule_0_phase1(
-// CHECK-SAME:    merge.row = "rank"
+// CHECK-SAME:    merge.row = #merge.row<rank>
 // CHECK-LABEL: func.func @rule_0(
 // CHECK-SAME:    %[[A2:[^:]*]]: memref<?xi16>, %[[RANKS:[^:]*]]: memref<?xf32>, %[[OUT:[^:]*]]: memref<?xi16>,
 // CHECK-SAME:    %[[SC:[^:]*]]: memref<?xf64>)

@@ -86,6 +86,17 @@ Value lowerRamp(OpBuilder &b, Location loc, ValueRange anchors, Value layer, Val
   return result;
 }
 
+/// Whether a reduction adds (else it takes the maximum).
+bool isSumKind(ReductionKind kind) {
+  switch (kind) {
+  case ReductionKind::Sum:
+    return true;
+  case ReductionKind::Max:
+    return false;
+  }
+  llvm_unreachable("unknown reduction");
+}
+
 struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> {
   void runOnOperation() override {
     SmallVector<func::FuncOp> rules;
@@ -275,8 +286,8 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       // One f64 accumulator per reduction, all in one loop: the inputs are read once.
       SmallVector<bool> isSum;
       SmallVector<Value> inits;
-      for (Attribute kind : reduce.getKinds()) {
-        isSum.push_back(cast<StringAttr>(kind).getValue() == "sum");
+      for (ReductionKind kind : reduce.getKinds()) {
+        isSum.push_back(isSumKind(kind));
         inits.push_back(arith::ConstantFloatOp::create(
             b, loc, b.getF64Type(),
             APFloat(isSum.back() ? 0.0 : -std::numeric_limits<double>::infinity())));

@@ -83,16 +83,17 @@ private:
       break;
     case Node::Op::ReduceSum:
     case Node::Op::ReduceMax:
-      v = merge::ReduceOp::create(b_, l, b_.getF32Type(),
-                                  b_.getStringAttr(n->op == Node::Op::ReduceSum ? "sum" : "max"),
-                                  ops[0],
-                                  n->modelScope ? b_.getUnitAttr() : nullptr);
+      v = merge::ReduceOp::create(
+          b_, l, b_.getF32Type(),
+          n->op == Node::Op::ReduceSum ? merge::ReductionKind::Sum : merge::ReductionKind::Max,
+          ops[0], n->modelScope);
       break;
     case Node::Op::RowSum:
     case Node::Op::RowMax:
-      v = merge::RowReduceOp::create(b_, l, tensorType(),
-                                     b_.getStringAttr(n->op == Node::Op::RowSum ? "sum" : "max"),
-                                     ops[0]);
+      v = merge::RowReduceOp::create(
+          b_, l, tensorType(),
+          n->op == Node::Op::RowSum ? merge::ReductionKind::Sum : merge::ReductionKind::Max,
+          ops[0]);
       break;
     case Node::Op::Cols:
       v = merge::ColsOp::create(b_, l, b_.getF32Type());
@@ -135,7 +136,8 @@ private:
       break;
     default:
       v = tensor ? emitTensorOp(n, l, ops)
-                 : merge::buildElementOp(b_, l, elementOp(n->op), ops, n->predicate);
+                 : merge::buildElementOp(b_, l, elementOp(n->op), ops,
+                                          merge::symbolizeCmpPredicate(n->predicate));
       break;
     }
     return values_[n] = v;
@@ -396,7 +398,10 @@ private:
     case Node::Op::Cos: return merge::CosOp::create(b_, l, t, ops[0]);
     case Node::Op::Acos: return merge::AcosOp::create(b_, l, t, ops[0]);
     case Node::Op::Floor: return merge::FloorOp::create(b_, l, t, ops[0]);
-    case Node::Op::Cmp: return merge::CmpOp::create(b_, l, t, n->predicate, ops[0], ops[1]);
+    case Node::Op::Cmp:
+      // Sema admits only the six spellings.
+      return merge::CmpOp::create(b_, l, t, *merge::symbolizeCmpPredicate(n->predicate), ops[0],
+                                  ops[1]);
     case Node::Op::Select: return merge::SelectOp::create(b_, l, t, ops[0], ops[1], ops[2]);
     default: llvm_unreachable("not an elementwise op");
     }

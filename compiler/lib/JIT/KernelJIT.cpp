@@ -10,6 +10,7 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Transforms/RegionUtils.h"
+#include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <chrono>
@@ -70,6 +71,41 @@ std::vector<size_t> phaseDependencies(Operation *phase, ArrayRef<Operation *> ph
   return deps;
 }
 
+// The dialect's kinds in the runtime's terms: exhaustive switches, so a new kind is a
+// compile-time warning here (-Wswitch) rather than a phase silently run as another.
+
+rt::CompiledRule::Reduction runtimeReduction(merge::ReductionKind kind) {
+  switch (kind) {
+  case merge::ReductionKind::Sum:
+    return rt::CompiledRule::Reduction::Sum;
+  case merge::ReductionKind::Max:
+    return rt::CompiledRule::Reduction::Max;
+  }
+  llvm_unreachable("unknown reduction");
+}
+
+rt::CompiledRule::Kind runtimeSelection(merge::SelectKind kind) {
+  switch (kind) {
+  case merge::SelectKind::TopK:
+    return rt::CompiledRule::Kind::TopK;
+  case merge::SelectKind::Quantile:
+    return rt::CompiledRule::Kind::Quantile;
+  }
+  llvm_unreachable("unknown selection");
+}
+
+rt::CompiledRule::RowOp runtimeRowOp(merge::RowKind kind) {
+  switch (kind) {
+  case merge::RowKind::Rank:
+    return rt::CompiledRule::RowOp::Rank;
+  case merge::RowKind::Sum:
+    return rt::CompiledRule::RowOp::Sum;
+  case merge::RowKind::Max:
+    return rt::CompiledRule::RowOp::Max;
+  }
+  llvm_unreachable("unknown row phase");
+}
+
 std::string printed(ModuleOp module) {
   std::string text;
   llvm::raw_string_ostream os(text);
@@ -90,26 +126,29 @@ rt::CompiledRule mergec::describeRule(func::FuncOp func, const std::string &tag)
     phase.symbol = symbol(name + "_phase" + std::to_string(k));
     phase.firstSlot = layout.firstSlot[k];
     phase.deps = phaseDependencies(op, layout.phases);
-    if (auto reduce = dyn_cast<merge::ReduceKernelOp>(op)) {
-      phase.kind = Kind::Reduce;
-      for (Attribute kind : reduce.getKinds())
-        phase.reductions.push_back(cast<StringAttr>(kind).getValue() == "sum"
-                                       ? rt::CompiledRule::Reduction::Sum
-                                       : rt::CompiledRule::Reduction::Max);
-      phase.modelScope = reduce.getModelScope();
-    } else if (auto select = dyn_cast<merge::SelectKernelOp>(op)) {
-      phase.kind = select.getKind() == "topk" ? Kind::TopK : Kind::Quantile;
-      phase.param = select.getParam().convertToDouble();
-      phase.skip = select.getSkip().convertToDouble();
-      phase.nonzero = select.getNonzero();
-      phase.modelScope = select.getModelScope();
-    } else {
-      StringRef kind = cast<merge::RowKernelOp>(op).getKind();
-      phase.kind = Kind::Row;
-      phase.row = kind == "rank"  ? rt::CompiledRule::RowOp::Rank
-                  : kind == "sum" ? rt::CompiledRule::RowOp::Sum
-                                  : rt::CompiledRule::RowOp::Max;
-    }
+    llvm::TypeSwitch<Operation *>(op)
+        .Case<merge::ReduceKernelOp>([&](merge::ReduceKernelOp reduce) {
+          phase.kind = Kind::Reduce;
+          for (merge::ReductionKind kind : reduce.getKinds())
+            phase.reductions.push_back(runtimeReduction(kind));
+          phase.modelScope = reduce.getModelScope();
+        })
+        .Case<merge::SelectKernelOp>([&](merge::SelectKernelOp select) {
+          phase.kind = runtimeSelection(select.getKind());
+          phase.param = select.getParam().convertToDouble();
+          phase.skip = select.getSkip().convertToDouble();
+          phase.nonzero = select.getNonzero();
+          phase.modelScope = select.getModelScope();
+        })
+        .Case<merge::RowKernelOp>([&](merge::RowKernelOp row) {
+          phase.kind = Kind::Row;
+          phase.row = runtimeRowOp(row.getKind());
+        })
+        .Default([](Operation *other) {
+          // A new phase op needs a runtime kind (and its runner) before it can run.
+          throw rt::RuntimeError("jit: the runtime has no phase for " +
+                                 other->getName().getStringRef().str());
+        });
     compiled.phases.push_back(std::move(phase));
   }
   rt::CompiledRule::Phase map;

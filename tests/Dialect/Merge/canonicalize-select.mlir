@@ -20,7 +20,7 @@ func.func @picks_a() -> !merge.tensor {
 func.func @picks_b() -> !merge.tensor {
   %a = merge.input "a"
   %b = merge.input "b"
-  %s = merge.reduce "sum" %a
+  %s = merge.reduce <sum> %a
   %zero = arith.constant 0.0 : f32
   %m = merge.splat %zero
   %r = merge.select %m, %a, %b

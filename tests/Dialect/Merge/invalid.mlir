@@ -67,8 +67,9 @@ func.func @yield_outside() -> f32 {
 
 func.func @bad_predicate() -> !merge.tensor {
   %a = merge.input "a"
-  // expected-error @+1 {{predicate must be one of lt, gt, le, ge, eq, ne; got 'bigger'}}
-  %m = merge.cmp "bigger" %a, %a
+  // expected-error @+2 {{expected one of [lt, gt, le, ge, eq, ne] for an elementwise comparison, got: bigger}}
+  // expected-error @+1 {{failed to parse Merge_CmpPredicateAttr parameter 'value'}}
+  %m = merge.cmp <bigger> %a, %a
   return %m : !merge.tensor
 }
 
@@ -92,7 +93,79 @@ func.func @empty_variance() -> !merge.tensor {
 
 func.func @bad_reduce_kind() -> f32 {
   %a = merge.input "a"
-  // expected-error @+1 {{kind must be 'sum' or 'max', got 'mean'}}
-  %r = merge.reduce "mean" %a
+  // expected-error @+2 {{expected one of [sum, max] for a reduction of many values to one, got: mean}}
+  // expected-error @+1 {{failed to parse Merge_ReductionKindAttr parameter 'value'}}
+  %r = merge.reduce <mean> %a
   return %r : f32
+}
+
+// -----
+
+// The kinds are enum attributes (op properties): the generic form cannot smuggle in a string
+// or another enum's attribute either.
+func.func @string_kind() -> f32 {
+  %a = merge.input "a"
+  // expected-error @+1 {{Invalid attribute `kind` in property conversion: "sum"}}
+  %r = "merge.reduce"(%a) <{kind = "sum"}> : (!merge.tensor) -> f32
+  return %r : f32
+}
+
+// -----
+
+func.func @string_predicate() -> !merge.tensor {
+  %a = merge.input "a"
+  // expected-error @+1 {{Invalid attribute `predicate` in property conversion: #merge.reduction<sum>}}
+  %m = "merge.cmp"(%a, %a) <{predicate = #merge.reduction<sum>}> : (!merge.tensor, !merge.tensor) -> !merge.tensor
+  return %m : !merge.tensor
+}
+
+// -----
+
+func.func @bad_reduce_kernel_kind() -> f32 {
+  %a = merge.input "a"
+  // expected-error @+2 {{expected one of [sum, max] for a reduction of many values to one, got: mean}}
+  // expected-error @+1 {{failed to parse Merge_ReductionKindArrayAttr parameter 'value'}}
+  %r = merge.reduce_kernel [sum, mean] ins(%a) : f32, f32 {
+  ^bb0(%x: f32):
+    merge.yield %x, %x : f32, f32
+  }
+  return %r : f32
+}
+
+// -----
+
+func.func @reduce_kernel_arity() -> f32 {
+  %a = merge.input "a"
+  // expected-error @+1 {{has 1 kinds for 2 results}}
+  %r, %s = merge.reduce_kernel [sum] ins(%a) : f32, f32 {
+  ^bb0(%x: f32):
+    merge.yield %x, %x : f32, f32
+  }
+  return %r : f32
+}
+
+// -----
+
+func.func @bad_select_kind() -> f64 {
+  %a = merge.input "a"
+  // expected-error @+2 {{expected one of [topk, quantile] for what a selection phase finds, got: median}}
+  // expected-error @+1 {{failed to parse Merge_SelectKindAttr parameter 'value'}}
+  %t0, %t1, %t2, %t3 = merge.select_kernel <median> ins(%a) {
+  ^bb0(%x: f32):
+    merge.yield %x : f32
+  } {nonzero = false, param = 5.000000e-01 : f64, skip = 0.000000e+00 : f64}
+  return %t0 : f64
+}
+
+// -----
+
+func.func @bad_row_kind() -> !merge.tensor {
+  %a = merge.input "a"
+  // expected-error @+2 {{expected one of [rank, sum, max] for what a row phase computes per row, got: min}}
+  // expected-error @+1 {{failed to parse Merge_RowKindAttr parameter 'value'}}
+  %r = merge.row_kernel <min> ins(%a) {
+  ^bb0(%x: f32):
+    merge.yield %x : f32
+  }
+  return %r : !merge.tensor
 }

@@ -77,7 +77,7 @@ func.func @select() -> !merge.tensor {
   %a = merge.input "a"
   %b = merge.input "b"
   %abs = merge.abs %a
-  %mask = merge.cmp "gt" %abs, %b
+  %mask = merge.cmp <gt> %abs, %b
   %s = merge.sign %a
   %q = merge.sqrt %b
   %r = merge.select %mask, %s, %q

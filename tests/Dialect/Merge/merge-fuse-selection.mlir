@@ -23,12 +23,12 @@ func.func @rule_0() -> !merge.tensor {
 // CHECK-LABEL: func.func @rule_0
 // CHECK:       %[[B:.*]] = merge.input "base"
 // CHECK:       %[[A:.*]] = merge.input "a"
-// CHECK:       %[[T0:[^,]*]], %[[T1:[^,]*]], %[[T2:[^,]*]], %[[T3:[^ ]*]] = merge.select_kernel "topk" ins(%[[B]], %[[A]])
+// CHECK:       %[[T0:[^,]*]], %[[T1:[^,]*]], %[[T2:[^,]*]], %[[T3:[^ ]*]] = merge.select_kernel <topk> ins(%[[B]], %[[A]])
 // CHECK:         arith.subf
 // CHECK:       } {nonzero = false, param = 2.000000e-01 : f64, skip = 0.000000e+00 : f64}
-// CHECK:       %[[R:.*]] = merge.row_kernel "rank" ins(%[[B]], %[[A]])
+// CHECK:       %[[R:.*]] = merge.row_kernel <rank> ins(%[[B]], %[[A]])
 // CHECK:       %[[H:.*]] = merge.name_hash
-// CHECK:       %[[Q0:[^,]*]], {{.*}} = merge.select_kernel "quantile" ins(%[[A]])
+// CHECK:       %[[Q0:[^,]*]], {{.*}} = merge.select_kernel <quantile> ins(%[[A]])
 // CHECK:       } {nonzero = false, param = 9.000000e-01 : f64, skip = 0.000000e+00 : f64}
 // CHECK:       %[[Q:.*]] = arith.truncf %[[Q0]] : f64 to f32
 // CHECK:       merge.kernel ins(%[[B]], %[[A]], %[[R]])

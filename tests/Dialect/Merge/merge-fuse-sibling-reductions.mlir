@@ -8,37 +8,37 @@
 // CHECK-LABEL: func.func @rule_0
 // CHECK:       %[[A:.*]] = merge.input "a"
 // CHECK:       %[[B:.*]] = merge.input "b"
-// CHECK:       %[[R:.*]]:2 = merge.reduce_kernel ["sum", "sum"] ins(%[[A]], %[[B]]) : f32, f32 {
+// CHECK:       %[[R:.*]]:2 = merge.reduce_kernel [sum, sum] ins(%[[A]], %[[B]]) : f32, f32 {
 // CHECK-NEXT:  ^bb0(%[[X:.*]]: f32, %[[Y:.*]]: f32):
 // CHECK-NEXT:    %[[XX:.*]] = arith.mulf %[[X]], %[[X]] : f32
 // CHECK-NEXT:    %[[YY:.*]] = arith.mulf %[[Y]], %[[Y]] : f32
 // CHECK-NEXT:    merge.yield %[[XX]], %[[YY]] : f32, f32
-// CHECK:       %[[G:.*]] = merge.reduce_kernel ["max"] ins(%[[B]]) : f32 {
+// CHECK:       %[[G:.*]] = merge.reduce_kernel [max] ins(%[[B]]) : f32 {
 // CHECK:       } {model_scope}
-// CHECK:       %[[D:.*]] = merge.reduce_kernel ["sum"] ins(%[[A]], %[[B]]) : f32 {
+// CHECK:       %[[D:.*]] = merge.reduce_kernel [sum] ins(%[[A]], %[[B]]) : f32 {
 // CHECK:         arith.mulf %{{.*}}, %[[R]]#0 : f32
 // CHECK:       arith.divf %[[D]], %[[R]]#1 : f32
 // CHECK:       merge.kernel
 func.func @rule_0() -> !merge.tensor {
   %a = merge.input "a"
   %b = merge.input "b"
-  %na = merge.reduce_kernel ["sum"] ins(%a) : f32 {
+  %na = merge.reduce_kernel [sum] ins(%a) : f32 {
   ^bb0(%x: f32):
     %sq = arith.mulf %x, %x : f32
     merge.yield %sq : f32
   }
-  %d = merge.reduce_kernel ["sum"] ins(%a, %b) : f32 {
+  %d = merge.reduce_kernel [sum] ins(%a, %b) : f32 {
   ^bb0(%x: f32, %y: f32):
     %xy = arith.mulf %x, %y : f32
     %s = arith.mulf %xy, %na : f32
     merge.yield %s : f32
   }
-  %nb = merge.reduce_kernel ["sum"] ins(%b) : f32 {
+  %nb = merge.reduce_kernel [sum] ins(%b) : f32 {
   ^bb0(%y: f32):
     %sq = arith.mulf %y, %y : f32
     merge.yield %sq : f32
   }
-  %g = merge.reduce_kernel ["max"] ins(%b) : f32 {
+  %g = merge.reduce_kernel [max] ins(%b) : f32 {
   ^bb0(%y: f32):
     merge.yield %y : f32
   } {model_scope}

@@ -19,8 +19,8 @@ func.func @rule_0() -> !merge.tensor {
   %5 = merge.min %4, %a, %b
   // CHECK: merge.median %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}
   %6 = merge.median %5, %a, %b, %4
-  // CHECK: merge.cmp "ge" %{{.*}}, %{{.*}}
-  %7 = merge.cmp "ge" %6, %a
+  // CHECK: merge.cmp <ge> %{{.*}}, %{{.*}}
+  %7 = merge.cmp <ge> %6, %a
   // CHECK: merge.select %{{.*}}, %{{.*}}, %{{.*}}
   %8 = merge.select %7, %a, %b
   // CHECK: merge.variance %{{.*}}, %{{.*}}, %{{.*}}
@@ -31,12 +31,12 @@ func.func @rule_0() -> !merge.tensor {
 // CHECK-LABEL: func.func @reductions
 func.func @reductions() -> f32 {
   %a = merge.input "a"
-  // CHECK: merge.reduce "sum" %{{.*}}
-  %s = merge.reduce "sum" %a
-  // CHECK: merge.reduce_kernel ["max", "sum"] ins(%{{.*}}) : f32, f32 {
+  // CHECK: merge.reduce <sum> %{{.*}}
+  %s = merge.reduce <sum> %a
+  // CHECK: merge.reduce_kernel [max, sum] ins(%{{.*}}) : f32, f32 {
   // CHECK:   merge.yield %{{.*}}, %{{.*}} : f32, f32
   // CHECK: } {model_scope}
-  %m, %q = merge.reduce_kernel ["max", "sum"] ins(%a) : f32, f32 {
+  %m, %q = merge.reduce_kernel [max, sum] ins(%a) : f32, f32 {
   ^bb0(%x: f32):
     %sq = arith.mulf %x, %x : f32
     merge.yield %x, %sq : f32, f32

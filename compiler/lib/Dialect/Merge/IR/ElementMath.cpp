@@ -35,18 +35,95 @@ SmallVector<Value> sortNetwork(OpBuilder &b, Location loc, ValueRange xs) {
   return v;
 }
 
-arith::CmpFPredicate predicateOf(StringRef p) {
-  if (p == "lt") return arith::CmpFPredicate::OLT;
-  if (p == "gt") return arith::CmpFPredicate::OGT;
-  if (p == "le") return arith::CmpFPredicate::OLE;
-  if (p == "ge") return arith::CmpFPredicate::OGE;
-  if (p == "eq") return arith::CmpFPredicate::OEQ;
-  return arith::CmpFPredicate::UNE;
+/// The language's comparisons are ordered (false with a NaN), except `!=`, which holds.
+arith::CmpFPredicate predicateOf(CmpPredicate p) {
+  switch (p) {
+  case CmpPredicate::LT:
+    return arith::CmpFPredicate::OLT;
+  case CmpPredicate::GT:
+    return arith::CmpFPredicate::OGT;
+  case CmpPredicate::LE:
+    return arith::CmpFPredicate::OLE;
+  case CmpPredicate::GE:
+    return arith::CmpFPredicate::OGE;
+  case CmpPredicate::EQ:
+    return arith::CmpFPredicate::OEQ;
+  case CmpPredicate::NE:
+    return arith::CmpFPredicate::UNE;
+  }
+  llvm_unreachable("unknown comparison");
 }
+
+/// 1.0 where a Philox4x32-10 draw keyed by (seed, nameHash) at counter (index, stream) is
+/// below `p` (f32), else 0.0. `nameHash` and `index` are i64.
+Value buildBernoulli(OpBuilder &b, Location loc, Value p, Value nameHash, Value index,
+                     uint64_t seed, uint64_t stream) {
+  Type i32 = b.getI32Type(), i64 = b.getI64Type();
+  auto c32 = [&](uint32_t v) {
+    return arith::ConstantIntOp::create(b, loc, i32, static_cast<int32_t>(v));
+  };
+  auto c64 = [&](int64_t v) { return arith::ConstantIntOp::create(b, loc, i64, v); };
+  // Counter (index low, index high, stream, 0); key (seed, name hash).
+  Value c0 = arith::TruncIOp::create(b, loc, i32, index);
+  Value c1 = arith::TruncIOp::create(b, loc, i32, arith::ShRUIOp::create(b, loc, index, c64(32)));
+  Value c2 = c32(static_cast<uint32_t>(stream));
+  Value c3 = c32(0);
+  Value k0 = c32(static_cast<uint32_t>(seed));
+  Value k1 = arith::TruncIOp::create(b, loc, i32, nameHash);
+  // Ten rounds; the key bumps between rounds (Random123's philox4x32_R).
+  for (int round = 0; round < 10; ++round) {
+    if (round > 0) {
+      k0 = arith::AddIOp::create(b, loc, k0, c32(0x9E3779B9u));
+      k1 = arith::AddIOp::create(b, loc, k1, c32(0xBB67AE85u));
+    }
+    auto mulhilo = arith::MulUIExtendedOp::create(b, loc, c32(0xD2511F53u), c0);
+    auto mulhilo2 = arith::MulUIExtendedOp::create(b, loc, c32(0xCD9E8D57u), c2);
+    Value hi0 = mulhilo.getHigh(), lo0 = mulhilo.getLow();
+    Value hi1 = mulhilo2.getHigh(), lo1 = mulhilo2.getLow();
+    Value n0 = arith::XOrIOp::create(b, loc, arith::XOrIOp::create(b, loc, hi1, c1), k0);
+    Value n2 = arith::XOrIOp::create(b, loc, arith::XOrIOp::create(b, loc, hi0, c3), k1);
+    c0 = n0;
+    c1 = lo1;
+    c2 = n2;
+    c3 = lo0;
+  }
+  // u = (x0 >> 8) * 2^-24: 24 random bits, exact in f32, in [0, 1).
+  Value top = arith::ShRUIOp::create(b, loc, c0, c32(8));
+  Value u = arith::MulFOp::create(b, loc, arith::UIToFPOp::create(b, loc, b.getF32Type(), top),
+                                  f32(b, loc, 1.0 / 16777216.0));
+  Value keep = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, u, p);
+  return arith::SelectOp::create(b, loc, keep, f32(b, loc, 1), f32(b, loc, 0));
+}
+
+/// 1.0 where |x|'s rank lies in the band between two boundaries found by a select phase:
+/// (bits, flat index) pairs in f64; `index` is the element's flat index (i64).
+Value buildRankBand(OpBuilder &b, Location loc, Value x, Value hiBits, Value hiIndex,
+                    Value loBits, Value loIndex, Value index) {
+  Type i32 = b.getI32Type(), i64 = b.getI64Type();
+  // |x| as its bits: for non-negative floats (NaN included) the integer order is the float order.
+  Value bits = arith::BitcastOp::create(b, loc, i32, x);
+  bits = arith::AndIOp::create(b, loc, bits, arith::ConstantIntOp::create(b, loc, i32, 0x7FFFFFFF));
+  Value key = arith::ExtUIOp::create(b, loc, i64, bits);
+  auto below = [&](Value tBits, Value tIndex) {
+    Value t = arith::FPToSIOp::create(b, loc, i64, tBits);
+    Value c = arith::FPToSIOp::create(b, loc, i64, tIndex);
+    Value greater = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, t);
+    Value equal = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, key, t);
+    Value early = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sle, index, c);
+    return arith::OrIOp::create(b, loc, greater, arith::AndIOp::create(b, loc, equal, early));
+  };
+  Value inBand = arith::AndIOp::create(
+      b, loc, below(loBits, loIndex),
+      arith::XOrIOp::create(b, loc, below(hiBits, hiIndex),
+                            arith::ConstantOp::create(b, loc, b.getBoolAttr(true))));
+  return arith::SelectOp::create(b, loc, inBand, f32(b, loc, 1), f32(b, loc, 0));
+}
+
 
 } // namespace
 
-Value buildElementOp(OpBuilder &b, Location loc, ElementOp op, ValueRange xs, StringRef predicate) {
+Value buildElementOp(OpBuilder &b, Location loc, ElementOp op, ValueRange xs,
+                     std::optional<CmpPredicate> predicate) {
   switch (op) {
   case ElementOp::Add:
     return arith::AddFOp::create(b, loc, xs[0], xs[1]);
@@ -123,7 +200,7 @@ Value buildElementOp(OpBuilder &b, Location loc, ElementOp op, ValueRange xs, St
   case ElementOp::Floor:
     return math::FloorOp::create(b, loc, xs[0]);
   case ElementOp::Cmp: {
-    Value holds = arith::CmpFOp::create(b, loc, predicateOf(predicate), xs[0], xs[1]);
+    Value holds = arith::CmpFOp::create(b, loc, predicateOf(*predicate), xs[0], xs[1]);
     return arith::SelectOp::create(b, loc, holds, f32(b, loc, 1), f32(b, loc, 0));
   }
   case ElementOp::Select: {

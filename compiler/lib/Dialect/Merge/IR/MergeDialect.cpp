@@ -10,6 +10,11 @@ using namespace mergec::merge;
 
 #include "mergec/Dialect/Merge/IR/MergeDialect.cpp.inc"
 
+#include "mergec/Dialect/Merge/IR/MergeEnums.cpp.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "mergec/Dialect/Merge/IR/MergeAttrs.cpp.inc"
+
 #define GET_TYPEDEF_CLASSES
 #include "mergec/Dialect/Merge/IR/MergeTypes.cpp.inc"
 
@@ -17,6 +22,10 @@ using namespace mergec::merge;
 #include "mergec/Dialect/Merge/IR/MergeOps.cpp.inc"
 
 void MergeDialect::initialize() {
+  addAttributes<
+#define GET_ATTRDEF_LIST
+#include "mergec/Dialect/Merge/IR/MergeAttrs.cpp.inc"
+      >();
   addTypes<
 #define GET_TYPEDEF_LIST
 #include "mergec/Dialect/Merge/IR/MergeTypes.cpp.inc"
@@ -56,13 +65,6 @@ LogicalResult MinOp::verify() { return verifyListReduction(*this); }
 LogicalResult MedianOp::verify() { return verifyListReduction(*this); }
 LogicalResult VarianceOp::verify() { return verifyListReduction(*this); }
 
-LogicalResult CmpOp::verify() {
-  StringRef p = getPredicate();
-  if (p != "lt" && p != "gt" && p != "le" && p != "ge" && p != "eq" && p != "ne")
-    return emitOpError("predicate must be one of lt, gt, le, ge, eq, ne; got '") << p << "'";
-  return success();
-}
-
 /// Kernels of every kind: one f32 block argument per input, ending in merge.yield of
 /// `numYields` values.
 static LogicalResult verifyKernelBody(Operation *op, Region &region, size_t numInputs,
@@ -83,12 +85,6 @@ static LogicalResult verifyKernelBody(Operation *op, Region &region, size_t numI
   return success();
 }
 
-static LogicalResult verifyReduceKind(Operation *op, StringRef kind) {
-  if (kind != "sum" && kind != "max")
-    return op->emitOpError("kind must be 'sum' or 'max', got '") << kind << "'";
-  return success();
-}
-
 LogicalResult KernelOp::verify() {
   return verifyKernelBody(*this, getBody(), getInputs().size());
 }
@@ -99,27 +95,16 @@ LogicalResult ReduceKernelOp::verify() {
   if (getKinds().size() != getResults().size())
     return emitOpError("has ") << getKinds().size() << " kinds for " << getResults().size()
                                << " results";
-  for (Attribute kind : getKinds())
-    if (failed(verifyReduceKind(*this, cast<StringAttr>(kind).getValue())))
-      return failure();
   return verifyKernelBody(*this, getBody(), getInputs().size(), getKinds().size());
 }
 
-LogicalResult ReduceOp::verify() { return verifyReduceKind(*this, getKind()); }
-
 LogicalResult SelectKernelOp::verify() {
-  if (getKind() != "topk" && getKind() != "quantile")
-    return emitOpError("kind must be 'topk' or 'quantile', got '") << getKind() << "'";
   return verifyKernelBody(*this, getBody(), getInputs().size());
 }
 
 LogicalResult RowKernelOp::verify() {
-  if (getKind() != "rank" && getKind() != "sum" && getKind() != "max")
-    return emitOpError("kind must be 'rank', 'sum' or 'max', got '") << getKind() << "'";
   return verifyKernelBody(*this, getBody(), getInputs().size());
 }
-
-LogicalResult RowReduceOp::verify() { return verifyReduceKind(*this, getKind()); }
 
 OpFoldResult SelectOp::fold(FoldAdaptor) {
   auto splat = getMask().getDefiningOp<SplatOp>();

@@ -106,7 +106,8 @@ public:
                              elementIndex(loc));
     } else if (auto op = elementOpOf(def)) {
       auto cmp = dyn_cast<CmpOp>(def);
-      result = buildElementOp(b_, loc, *op, args, cmp ? cmp.getPredicate() : "");
+      result = buildElementOp(b_, loc, *op, args,
+                              cmp ? std::optional(cmp.getPredicate()) : std::nullopt);
     } else {
       def->emitOpError("cannot be fused into an elementwise kernel");
       return failure();
@@ -129,6 +130,17 @@ private:
   DenseMap<Value, Value> &map_;
   Value index_;
 };
+
+/// The row phase that reduces each row the way `kind` reduces a tensor.
+RowKind rowKindOf(ReductionKind kind) {
+  switch (kind) {
+  case ReductionKind::Sum:
+    return RowKind::Sum;
+  case ReductionKind::Max:
+    return RowKind::Max;
+  }
+  llvm_unreachable("unknown reduction");
+}
 
 /// Erases tensor ops left without users after fusion (inputs feed the kernel and stay).
 void eraseDeadTensorOps(func::FuncOp func) {
@@ -167,18 +179,18 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
     // Reductions first, in program order: each becomes a phase of its own, and a later
     // reduction or the final kernel uses its scalar result.
     // Selections and ranks likewise become phases of their own.
-    SmallVector<Operation *> phases;
-    func.walk([&](Operation *op) {
-      if (isa<ReduceOp, TopKMaskOp, QuantileOp, RowRankOp, RowReduceOp>(op))
-        phases.push_back(op);
-    });
-    for (Operation *op : phases) {
-      LogicalResult done = llvm::TypeSwitch<Operation *, LogicalResult>(op)
-                               .Case<ReduceOp>([&](auto r) { return fuseReduction(r); })
-                               .Case<TopKMaskOp>([&](auto t) { return fuseTopK(t); })
-                               .Case<QuantileOp>([&](auto q) { return fuseQuantile(q); })
-                               .Case<RowRankOp>([&](auto r) { return fuseRow(r, "rank"); })
-                               .Case<RowReduceOp>([&](auto r) { return fuseRow(r, r.getKind()); });
+    // Each fusion erases only the op it rewrites, so the ops collected up front stay valid.
+    SmallVector<Operation *> ops;
+    func.walk([&](Operation *op) { ops.push_back(op); });
+    for (Operation *op : ops) {
+      LogicalResult done =
+          llvm::TypeSwitch<Operation *, LogicalResult>(op)
+              .Case<ReduceOp>([&](auto r) { return fuseReduction(r); })
+              .Case<TopKMaskOp>([&](auto t) { return fuseTopK(t); })
+              .Case<QuantileOp>([&](auto q) { return fuseQuantile(q); })
+              .Case<RowRankOp>([&](auto r) { return fuseRow(r, RowKind::Rank); })
+              .Case<RowReduceOp>([&](auto r) { return fuseRow(r, rowKindOf(r.getKind())); })
+              .Default([](Operation *) { return success(); });
       if (failed(done))
         return signalPassFailure();
     }
@@ -206,11 +218,12 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
     return kernel;
   }
 
-  /// merge.reduce kind(DAG) => merge.reduce_kernel kind ins(inputs) { DAG on one element }
+  /// merge.reduce kind(DAG) => merge.reduce_kernel [kind] ins(inputs) { DAG on one element }
   LogicalResult fuseReduction(ReduceOp op) {
     auto kernel = buildPhase<ReduceKernelOp>(op, op.getOperand(), [&](OpBuilder &b, ValueRange in) {
       return ReduceKernelOp::create(b, op.getLoc(), TypeRange{b.getF32Type()},
-                                    b.getStrArrayAttr({op.getKind()}), in);
+                                    ReductionKindArrayAttr::get(b.getContext(), op.getKind()),
+                                    in);
     });
     if (failed(kernel))
       return failure();
@@ -221,21 +234,23 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
   }
 
   /// A selection phase over the DAG `root`: its four boundary scalars.
-  FailureOr<SelectKernelOp> selectPhase(Operation *op, Value root, StringRef kind, double param,
+  FailureOr<SelectKernelOp> selectPhase(Operation *op, Value root, SelectKind kind, double param,
                                         double skip, bool nonzero, bool modelScope = false) {
     return buildPhase<SelectKernelOp>(op, root, [&](OpBuilder &b, ValueRange in) {
       Type f64 = b.getF64Type();
       auto kernel = SelectKernelOp::create(b, op->getLoc(), TypeRange{f64, f64, f64, f64},
-                                           b.getStringAttr(kind), in, b.getF64FloatAttr(param),
+                                           SelectKindAttr::get(b.getContext(), kind), in,
+                                           b.getF64FloatAttr(param),
                                            b.getF64FloatAttr(skip), b.getBoolAttr(nonzero));
       kernel.setModelScope(modelScope);
       return kernel;
     });
   }
 
-  /// merge.topk_mask x => select_kernel "topk" { x } and merge.rank_band x, boundaries
+  /// merge.topk_mask x => merge.select_kernel <topk> { x } and merge.rank_band x, boundaries
   LogicalResult fuseTopK(TopKMaskOp op) {
-    auto kernel = selectPhase(op, op.getOperand(), "topk", op.getDensity().convertToDouble(),
+    auto kernel = selectPhase(op, op.getOperand(), SelectKind::TopK,
+                              op.getDensity().convertToDouble(),
                               op.getSkip().convertToDouble(), op.getNonzero(),
                               op.getModelScope());
     if (failed(kernel))
@@ -248,10 +263,10 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
     return success();
   }
 
-  /// merge.quantile x => select_kernel "quantile" { x }, its first result in f32
+  /// merge.quantile x => merge.select_kernel <quantile> { x }, its first result in f32
   LogicalResult fuseQuantile(QuantileOp op) {
-    auto kernel = selectPhase(op, op.getOperand(), "quantile", op.getQ().convertToDouble(), 0,
-                              false);
+    auto kernel = selectPhase(op, op.getOperand(), SelectKind::Quantile,
+                              op.getQ().convertToDouble(), 0, false);
     if (failed(kernel))
       return failure();
     OpBuilder b(op);
@@ -261,13 +276,13 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
     return success();
   }
 
-  /// merge.row_rank x => merge.row_kernel "rank" { x }, merge.row_reduce "sum" x =>
-  /// merge.row_kernel "sum" { x }: a buffer later kernels read like an input.
-  LogicalResult fuseRow(Operation *op, StringRef kind) {
+  /// merge.row_rank x => merge.row_kernel <rank> { x }, merge.row_reduce <sum> x =>
+  /// merge.row_kernel <sum> { x }: a buffer later kernels read like an input.
+  LogicalResult fuseRow(Operation *op, RowKind kind) {
     Value x = op->getOperand(0);
     auto kernel = buildPhase<RowKernelOp>(op, x, [&](OpBuilder &b, ValueRange in) {
       return RowKernelOp::create(b, op->getLoc(), op->getResult(0).getType(),
-                                 b.getStringAttr(kind), in);
+                                 RowKindAttr::get(b.getContext(), kind), in);
     });
     if (failed(kernel))
       return failure();

@@ -24,17 +24,18 @@ void mergeGroup(ArrayRef<ReduceKernelOp> group) {
   ReduceKernelOp first = group.front();
   OpBuilder b(first);
   SetVector<Value> inputSet;
-  SmallVector<Attribute> kinds;
+  SmallVector<ReductionKind> kinds;
   for (ReduceKernelOp k : group) {
     inputSet.insert(k.getInputs().begin(), k.getInputs().end());
-    kinds.append(k.getKinds().begin(), k.getKinds().end());
+    llvm::append_range(kinds, k.getKinds());
   }
   SmallVector<Value> inputs(inputSet.begin(), inputSet.end());
   llvm::sort(inputs, [](Value a, Value c) {
     return a.getDefiningOp()->isBeforeInBlock(c.getDefiningOp());
   });
   SmallVector<Type> types(kinds.size(), b.getF32Type());
-  auto merged = ReduceKernelOp::create(b, first.getLoc(), types, b.getArrayAttr(kinds), inputs);
+  auto merged = ReduceKernelOp::create(b, first.getLoc(), types,
+                                       ReductionKindArrayAttr::get(b.getContext(), kinds), inputs);
   if (first.getModelScope())
     merged.setModelScope(true);
   Block *body = b.createBlock(&merged.getBody());

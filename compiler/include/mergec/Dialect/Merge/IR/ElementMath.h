@@ -3,17 +3,19 @@
 // scalar expressions and merge-fuse-elementwise for kernel bodies, so a scalar and a tensor
 // computation of the same formula round identically.
 #pragma once
+#include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mlir/IR/Builders.h"
-#include "llvm/ADT/StringRef.h"
+#include <optional>
 
 namespace mergec::merge {
 
 enum class ElementOp { Add, Sub, Mul, Div, Neg, Sum, Mean, Max, Min, Median, Variance, Abs, Sign,
                        Sqrt, Exp, Log, Sin, Cos, Acos, Floor, Cmp, Select };
 
-/// Builds `op` on f32 operands. `predicate` is for Cmp (lt, gt, le, ge, eq, ne).
+/// Builds `op` on f32 operands. `predicate` is for Cmp.
 mlir::Value buildElementOp(mlir::OpBuilder &b, mlir::Location loc, ElementOp op,
-                           mlir::ValueRange operands, llvm::StringRef predicate = "");
+                           mlir::ValueRange operands,
+                           std::optional<CmpPredicate> predicate = std::nullopt);
 
 /// 1.0 where a Philox4x32-10 draw keyed by (seed, nameHash) at counter (index, stream) is
 /// below `p` (f32), else 0.0. `nameHash` and `index` are i64.

@@ -9,6 +9,11 @@
 
 #include "mergec/Dialect/Merge/IR/MergeDialect.h.inc"
 
+#include "mergec/Dialect/Merge/IR/MergeEnums.h.inc"
+
+#define GET_ATTRDEF_CLASSES
+#include "mergec/Dialect/Merge/IR/MergeAttrs.h.inc"
+
 #define GET_TYPEDEF_CLASSES
 #include "mergec/Dialect/Merge/IR/MergeTypes.h.inc"
 

@@ -17,6 +17,9 @@ def Merge_Dialect : Dialect {
     turns each rule into a single `merge.kernel`, whose body computes one element in f32.
   }];
   let useDefaultTypePrinterParser = 1;
+  // The kind attributes (MergeAttrs.td) print as `#merge.reduction<sum>` on their own and as
+  // `<sum>` inside an op's assembly.
+  let useDefaultAttributePrinterParser = 1;
 }
 
 class Merge_Type<string name, string typeMnemonic> : TypeDef<Merge_Dialect, name> {

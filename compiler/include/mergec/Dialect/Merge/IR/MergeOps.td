@@ -2,6 +2,7 @@
 #ifndef MERGEC_MERGE_OPS
 #define MERGEC_MERGE_OPS
 
+include "mergec/Dialect/Merge/IR/MergeAttrs.td"
 include "mergec/Dialect/Merge/IR/MergeDialect.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/IR/BuiltinAttributes.td"
@@ -212,13 +213,13 @@ def Merge_CmpOp : Merge_Op<"cmp", [Pure]> {
     A mask as numbers, so it multiplies and sums like any tensor. Predicates are ordered
     comparisons (false with a NaN), except `ne`, which is true with a NaN.
     ```mlir
-    %m = merge.cmp "gt" %a, %b
+    %m = merge.cmp <gt> %a, %b
     ```
   }];
-  let arguments = (ins StrAttr:$predicate, Merge_TensorType:$lhs, Merge_TensorType:$rhs);
+  let arguments = (ins Merge_CmpPredicateAttr:$predicate, Merge_TensorType:$lhs,
+                       Merge_TensorType:$rhs);
   let results = (outs Merge_TensorType:$result);
   let assemblyFormat = "$predicate $lhs `,` $rhs attr-dict";
-  let hasVerifier = 1;
 }
 
 def Merge_SelectOp : Merge_Op<"select", [Pure]> {
@@ -295,13 +296,12 @@ def Merge_RowReduceOp : Merge_Op<"row_reduce", [Pure]> {
     once; `max` is NaN if the row holds a NaN. The per-row form of `merge.reduce`
     (`dot(x, y, scope = row)`); the fusion pass turns it into a `merge.row_kernel` phase.
     ```mlir
-    %s = merge.row_reduce "sum" %sq
+    %s = merge.row_reduce <sum> %sq
     ```
   }];
-  let arguments = (ins StrAttr:$kind, Merge_TensorType:$operand);
+  let arguments = (ins Merge_ReductionKindAttr:$kind, Merge_TensorType:$operand);
   let results = (outs Merge_TensorType:$result);
   let assemblyFormat = "$kind $operand attr-dict";
-  let hasVerifier = 1;
 }
 
 def Merge_BernoulliOp : Merge_Op<"bernoulli", [Pure]> {
@@ -387,13 +387,13 @@ def Merge_ReduceOp : Merge_Op<"reduce", [Pure]> {
     maximizes) it over the whole model in a streaming pass before merging any tensor.
     ```mlir
     %sq = merge.mul %a, %a
-    %s = merge.reduce "sum" %sq
+    %s = merge.reduce <sum> %sq
     ```
   }];
-  let arguments = (ins StrAttr:$kind, Merge_TensorType:$operand, UnitAttr:$model_scope);
+  let arguments = (ins Merge_ReductionKindAttr:$kind, Merge_TensorType:$operand,
+                       UnitAttr:$model_scope);
   let results = (outs F32:$result);
   let assemblyFormat = "$kind $operand attr-dict";
-  let hasVerifier = 1;
 }
 
 def Merge_ReduceKernelOp : Merge_Op<"reduce_kernel", [RecursiveMemoryEffects]> {
@@ -405,7 +405,7 @@ def Merge_ReduceKernelOp : Merge_Op<"reduce_kernel", [RecursiveMemoryEffects]> {
     the phases that use its results. `merge-fuse-sibling-reductions` merges reductions that do
     not depend on each other into one such phase, so their inputs are read once.
     ```mlir
-    %n, %d = merge.reduce_kernel ["sum", "sum"] ins(%a, %b) : f32, f32 {
+    %n, %d = merge.reduce_kernel [sum, sum] ins(%a, %b) : f32, f32 {
     ^bb0(%x: f32, %y: f32):
       %sq = arith.mulf %x, %x : f32
       %xy = arith.mulf %x, %y : f32
@@ -413,7 +413,7 @@ def Merge_ReduceKernelOp : Merge_Op<"reduce_kernel", [RecursiveMemoryEffects]> {
     }
     ```
   }];
-  let arguments = (ins StrArrayAttr:$kinds, Variadic<Merge_TensorType>:$inputs,
+  let arguments = (ins Merge_ReductionKindArrayAttr:$kinds, Variadic<Merge_TensorType>:$inputs,
                        UnitAttr:$model_scope);
   let results = (outs Variadic<F32>:$results);
   let regions = (region SizedRegion<1>:$body);
@@ -429,14 +429,14 @@ def Merge_SelectKernelOp : Merge_Op<"select_kernel", [RecursiveMemoryEffects]> {
     lo bits, lo index), `quantile` the q-quantile (result 0; the others are 0). Radix select:
     O(n), no sort.
     ```mlir
-    %hb, %hi, %lb, %li = merge.select_kernel "topk" ins(%a) {
+    %hb, %hi, %lb, %li = merge.select_kernel <topk> ins(%a) {
     ^bb0(%x: f32):
       merge.yield %x : f32
     } {density = 2.000000e-01 : f64, skip = 0.0 : f64, nonzero = false}
     ```
   }];
-  let arguments = (ins StrAttr:$kind, Variadic<Merge_TensorType>:$inputs, F64Attr:$param,
-                       F64Attr:$skip, BoolAttr:$nonzero, UnitAttr:$model_scope);
+  let arguments = (ins Merge_SelectKindAttr:$kind, Variadic<Merge_TensorType>:$inputs,
+                       F64Attr:$param, F64Attr:$skip, BoolAttr:$nonzero, UnitAttr:$model_scope);
   let results = (outs F64:$r0, F64:$r1, F64:$r2, F64:$r3);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$kind `ins` `(` $inputs `)` $body attr-dict";
@@ -451,13 +451,13 @@ def Merge_RowKernelOp : Merge_Op<"row_kernel", [RecursiveMemoryEffects]> {
     gets its row's sum (in f64, rounded once) or maximum. The result is an f32 buffer that later
     phases read as one more input.
     ```mlir
-    %r = merge.row_kernel "rank" ins(%a) {
+    %r = merge.row_kernel <rank> ins(%a) {
     ^bb0(%x: f32):
       merge.yield %x : f32
     }
     ```
   }];
-  let arguments = (ins StrAttr:$kind, Variadic<Merge_TensorType>:$inputs);
+  let arguments = (ins Merge_RowKindAttr:$kind, Variadic<Merge_TensorType>:$inputs);
   let results = (outs Merge_TensorType:$result);
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$kind `ins` `(` $inputs `)` $body attr-dict";
