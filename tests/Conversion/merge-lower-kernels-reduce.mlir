@@ -6,7 +6,7 @@
 
 // CHECK-LABEL: func.func @rule_0_phase0(
 // CHECK-SAME:    %[[A:[^:]*]]: memref<?xf32>, %[[RES:[^:]*]]: memref<?xf64>,
-// CHECK-SAME:    merge.reduce = #merge<reductions[sum, max]>
+// CHECK-SAME:    merge.kinds = #merge<reductions[sum, max]>
 // CHECK:       %[[ACC:.*]]:2 = scf.for %{{.*}} = %{{.*}} to %{{.*}} step %{{.*}} iter_args(%[[P:.*]] = %{{.*}}, %[[Q:.*]] = %{{.*}}) -> (f64, f64) {
 // CHECK:         %[[SQ:.*]] = arith.mulf
 // CHECK-DAG:     %[[W:.*]] = arith.extf %[[SQ]] : f32 to f64

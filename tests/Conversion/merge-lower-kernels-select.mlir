@@ -28,10 +28,10 @@ func.func @rule_0() -> !merge.tensor attributes {merge.store = bf16} {
 
 // CHECK-LABEL: func.func @rule_0_phase0(
 // CHECK-SAME:    %[[A:[^:]*]]: memref<?xi16>, %{{[^:]*}}: memref<?xf32>, %[[KEYS:[^:]*]]: memref<?xf32>,
-// CHECK-SAME:    merge.select = #merge.select<topk>
+// CHECK-SAME:    merge.kind = #merge.select<topk>
 // CHECK:         memref.store %{{.*}}, %[[KEYS]][%{{.*}}] : memref<?xf32>
 // CHECK-LABEL: func.func @rule_0_phase1(
-// CHECK-SAME:    merge.row = #merge.row<rank>
+// CHECK-SAME:    merge.kind = #merge.row<rank>
 // CHECK-LABEL: func.func @rule_0(
 // CHECK-SAME:    %[[A2:[^:]*]]: memref<?xi16>, %[[RANKS:[^:]*]]: memref<?xf32>, %[[OUT:[^:]*]]: memref<?xi16>,
 // CHECK-SAME:    %[[SC:[^:]*]]: memref<?xf64>)

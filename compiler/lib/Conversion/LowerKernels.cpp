@@ -5,7 +5,6 @@
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
 #include "mergec/Runtime/KernelABI.h"
 #include "mlir/IR/IRMapping.h"
-#include "llvm/ADT/TypeSwitch.h"
 #include <limits>
 
 namespace mergec {
@@ -120,34 +119,35 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       return rule.emitError("rule has no output dtype (run merge-specialize-dtypes)");
 
     // Every phase function takes every buffer of the rule, in program order (the model tensors,
-    // then the ranks phases materialize), so the runtime passes the same descriptors to each.
+    // then the buffers phases materialize), so the runtime passes the same descriptors to each.
     SmallVector<InputOp> inputs;
-    SmallVector<RowKernelOp> ranks;
+    SmallVector<Value> buffers;
     for (Operation &op : rule.getBody().front()) {
       if (auto in = dyn_cast<InputOp>(op)) {
         if (!in.getStorage())
           return in.emitError("kernel inputs must be merge.input ops with a storage dtype");
         inputs.push_back(in);
-      } else if (auto r = dyn_cast<RowKernelOp>(op)) {
-        ranks.push_back(r);
+      } else if (auto phase = dyn_cast<PhaseOpInterface>(op)) {
+        if (Value buffer = phase.getBufferResult())
+          buffers.push_back(buffer);
       }
     }
     PhaseLayout layout = phaseLayout(rule);
     SmallVector<Operation *> phases = layout.phases;
     phases.push_back(kernel);
     for (size_t k = 0; k < phases.size(); ++k)
-      if (failed(emitPhase(rule, phases, layout, k, inputs, ranks, storeAttr.getValue())))
+      if (failed(emitPhase(rule, phases, layout, k, inputs, buffers, storeAttr.getValue())))
         return failure();
     rule.erase();
     return success();
   }
 
   /// One function per phase: `rule_N_phaseK` for reductions (their chunk's partial results in
-  /// `result[0..]`, one per reduction), selections and ranks (their keys, one f32 per element),
-  /// `rule_N` for the final kernel (the output).
+  /// `result[0..]`, one per reduction), selections and row phases (their keys, one f32 per
+  /// element), `rule_N` for the final kernel (the output).
   LogicalResult emitPhase(func::FuncOp rule, ArrayRef<Operation *> phases,
                           const PhaseLayout &layout, size_t k,
-                          ArrayRef<InputOp> inputs, ArrayRef<RowKernelOp> ranks,
+                          ArrayRef<InputOp> inputs, ArrayRef<Value> buffers,
                           Type outStorage) {
     Operation *phase = phases[k];
     auto reduce = dyn_cast<ReduceKernelOp>(phase);
@@ -160,7 +160,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, memrefElementType(*in.getStorage())));
       models.push_back(in.getModelAttr());
     }
-    for (size_t r = 0; r < ranks.size(); ++r)
+    for (size_t r = 0; r < buffers.size(); ++r)
       argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, b.getF32Type()));
     Type resultElement = reduce ? Type(b.getF64Type())
                          : final ? memrefElementType(outStorage)
@@ -176,17 +176,15 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     for (NamedAttribute attr : rule->getAttrs())
       if (attr.getName().getValue().starts_with("merge.") && attr.getName() != kInputsAttr)
         lowered->setAttr(attr.getName(), attr.getValue());
-    if (reduce)
-      lowered->setAttr("merge.reduce", reduce.getKindsAttr());
-    else if (auto select = dyn_cast<SelectKernelOp>(phase))
-      lowered->setAttr("merge.select", select.getKindAttr());
-    else if (auto row = dyn_cast<RowKernelOp>(phase))
-      lowered->setAttr("merge.row", row.getKindAttr());
-    else
+    // For the reader of the lowered module: what the phase computes (its kind and settings).
+    if (final)
       lowered->setAttr("merge.phases", b.getI64IntegerAttr(static_cast<int64_t>(phases.size())));
+    else
+      for (NamedAttribute attr : phase->getAttrs())
+        lowered->setAttr("merge." + attr.getName().str(), attr.getValue());
 
     Block *entry = lowered.addEntryBlock();
-    size_t n = inputs.size() + ranks.size();
+    size_t n = inputs.size() + buffers.size();
     Value result = entry->getArgument(n), begin = entry->getArgument(n + 1),
           end = entry->getArgument(n + 2), layer = entry->getArgument(n + 3),
           numLayers = entry->getArgument(n + 4), scalars = entry->getArgument(n + 5);
@@ -203,22 +201,26 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     for (Operation &op : rule.getBody().front()) {
       if (&op == phase)
         break;
-      if (isa<InputOp, RowKernelOp>(op))
+      if (isa<InputOp>(op))
         continue;
-      if (isa<ReduceKernelOp>(op)) {
-        for (unsigned r = 0; r < op.getNumResults(); ++r) {
+      if (auto earlier = dyn_cast<PhaseOpInterface>(op)) {
+        // Its scalar results, from their slots: f64 as the runtime keeps them, f32 ones rounded.
+        // (A buffer it materializes is read per element, as an input.)
+        for (unsigned r = 0; r < earlier.getNumScalarResults(); ++r) {
+          Value result = op.getResult(r);
           Value wide = slot(op.getLoc(), layout.slotOf(&op, r));
-          map.map(op.getResult(r), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
-          wideResults[op.getResult(r)] = wide;
+          if (!result.getType().isF32()) {
+            map.map(result, wide);
+            continue;
+          }
+          map.map(result, arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
+          wideResults[result] = wide;
         }
       } else if (auto ext = dyn_cast<arith::ExtFOp>(op);
                  ext && ext.getType().isF64() && wideResults.count(ext.getIn())) {
         // A reduction's result widened to f64 reads the f64 total the runtime kept, not its
         // f32 rounding (Gram matrices for iterative methods need the digits).
         map.map(ext.getResult(), wideResults[ext.getIn()]);
-      } else if (isa<SelectKernelOp>(op)) {
-        for (unsigned r = 0; r < 4; ++r)
-          map.map(op.getResult(r), slot(op.getLoc(), layout.slotOf(&op, r)));
       } else if (auto l = dyn_cast<LayerOp>(op)) {
         map.map(l.getResult(), layer);
       } else if (auto nl = dyn_cast<NumLayersOp>(op)) {
@@ -245,20 +247,22 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     }
 
     // The loop: widen each input element, the kernel body, then store (final: rounded to the
-    // output dtype; selections and ranks: the f32 key) or accumulate in f64 (reduction).
-    Region &bodyRegion = phase->getRegion(0);
+    // output dtype; selections and row phases: the f32 key) or accumulate in f64 (reduction).
+    auto asPhase = dyn_cast<PhaseOpInterface>(phase);
+    OperandRange phaseInputs =
+        asPhase ? asPhase.getPhaseInputs() : cast<KernelOp>(phase).getInputs();
+    Region &bodyRegion = asPhase ? asPhase.getPhaseBody() : cast<KernelOp>(phase).getBody();
     Block &body = bodyRegion.front();
     Value one = arith::ConstantIndexOp::create(b, loc, 1);
     auto loadElements = [&](OpBuilder &lb, Value i) {
-      for (auto [k2, operand] : llvm::enumerate(phase->getOperands())) {
+      for (auto [k2, operand] : llvm::enumerate(phaseInputs)) {
         Value raw, element;
         if (auto in = operand.getDefiningOp<InputOp>()) {
           size_t index = std::find(inputs.begin(), inputs.end(), in) - inputs.begin();
           raw = memref::LoadOp::create(lb, loc, entry->getArgument(index), ValueRange{i});
           element = widen(lb, loc, raw, *in.getStorage());
         } else {
-          auto rank = operand.getDefiningOp<RowKernelOp>();
-          size_t index = inputs.size() + (std::find(ranks.begin(), ranks.end(), rank) - ranks.begin());
+          size_t index = inputs.size() + (llvm::find(buffers, operand) - buffers.begin());
           element = memref::LoadOp::create(lb, loc, entry->getArgument(index), ValueRange{i});
         }
         map.map(body.getArgument(k2), element);

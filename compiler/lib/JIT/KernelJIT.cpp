@@ -126,19 +126,18 @@ rt::CompiledRule mergec::describeRule(func::FuncOp func, const std::string &tag)
     phase.symbol = symbol(name + "_phase" + std::to_string(k));
     phase.firstSlot = layout.firstSlot[k];
     phase.deps = phaseDependencies(op, layout.phases);
+    phase.modelScope = cast<merge::PhaseOpInterface>(op).isModelScope();
     llvm::TypeSwitch<Operation *>(op)
         .Case<merge::ReduceKernelOp>([&](merge::ReduceKernelOp reduce) {
           phase.kind = Kind::Reduce;
           for (merge::ReductionKind kind : reduce.getKinds())
             phase.reductions.push_back(runtimeReduction(kind));
-          phase.modelScope = reduce.getModelScope();
         })
         .Case<merge::SelectKernelOp>([&](merge::SelectKernelOp select) {
           phase.kind = runtimeSelection(select.getKind());
           phase.param = select.getParam().convertToDouble();
           phase.skip = select.getSkip().convertToDouble();
           phase.nonzero = select.getNonzero();
-          phase.modelScope = select.getModelScope();
         })
         .Case<merge::RowKernelOp>([&](merge::RowKernelOp row) {
           phase.kind = Kind::Row;

@@ -59,7 +59,7 @@ func.func @kernel_arg_type() -> !merge.tensor {
 
 func.func @yield_outside() -> f32 {
   %c = arith.constant 1.0 : f32
-  // expected-error @+1 {{expects parent op to be one of 'merge.kernel, merge.reduce_kernel, merge.select_kernel, merge.row_kernel'}}
+  // expected-error @+1 {{must end the body of a merge.kernel or of a phase}}
   merge.yield %c : f32
 }
 

@@ -15,6 +15,8 @@ using namespace mergec::merge;
 #define GET_ATTRDEF_CLASSES
 #include "mergec/Dialect/Merge/IR/MergeAttrs.cpp.inc"
 
+#include "mergec/Dialect/Merge/IR/MergeInterfaces.cpp.inc"
+
 #define GET_TYPEDEF_CLASSES
 #include "mergec/Dialect/Merge/IR/MergeTypes.cpp.inc"
 
@@ -85,6 +87,9 @@ static LogicalResult verifyKernelBody(Operation *op, Region &region, size_t numI
   return success();
 }
 
+/// Kernel bodies are the final merge.kernel's and the phases'.
+static bool isKernel(Operation *op) { return isa_and_nonnull<KernelOp, PhaseOpInterface>(op); }
+
 LogicalResult KernelOp::verify() {
   return verifyKernelBody(*this, getBody(), getInputs().size());
 }
@@ -104,6 +109,12 @@ LogicalResult SelectKernelOp::verify() {
 
 LogicalResult RowKernelOp::verify() {
   return verifyKernelBody(*this, getBody(), getInputs().size());
+}
+
+LogicalResult YieldOp::verify() {
+  if (!isKernel((*this)->getParentOp()))
+    return emitOpError("must end the body of a merge.kernel or of a phase");
+  return success();
 }
 
 OpFoldResult SelectOp::fold(FoldAdaptor) {
@@ -133,7 +144,7 @@ LogicalResult QuantileOp::verify() {
 }
 
 LogicalResult ElementIndexOp::verify() {
-  if (!isa_and_nonnull<KernelOp, ReduceKernelOp, SelectKernelOp, RowKernelOp>((*this)->getParentOp()))
+  if (!isKernel((*this)->getParentOp()))
     return emitOpError("is only valid inside a kernel body");
   return success();
 }

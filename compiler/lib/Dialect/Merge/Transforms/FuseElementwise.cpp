@@ -21,7 +21,7 @@ namespace {
 bool isTensor(Value v) { return isa<mergec::merge::TensorType>(v.getType()); }
 
 /// Collects the tensors a kernel over the DAG rooted at `root` reads from memory, in program
-/// order: model tensors (merge.input) and the ranks an earlier phase materialized.
+/// order: model tensors (merge.input) and the buffers earlier phases materialized.
 SmallVector<Value> collectInputs(Value root) {
   SetVector<Operation *> seen;
   SmallVector<Value> work{root};
@@ -31,7 +31,8 @@ SmallVector<Value> collectInputs(Value root) {
     Operation *def = v.getDefiningOp();
     if (!def || !seen.insert(def))
       continue;
-    if (isa<InputOp, RowKernelOp>(def)) {
+    auto phase = dyn_cast<PhaseOpInterface>(def);
+    if (isa<InputOp>(def) || (phase && phase.getBufferResult() == v)) {
       inputs.push_back(v);
       continue;
     }
@@ -147,7 +148,7 @@ void eraseDeadTensorOps(func::FuncOp func) {
   SmallVector<Operation *> ops;
   func.walk([&](Operation *op) {
     if (op->getDialect() && isa<MergeDialect>(op->getDialect()) &&
-        !isa<KernelOp, ReduceKernelOp, SelectKernelOp, RowKernelOp, YieldOp>(op) &&
+        !isa<KernelOp, PhaseOpInterface, YieldOp>(op) &&
         op->getParentOp() == func)
       ops.push_back(op);
   });

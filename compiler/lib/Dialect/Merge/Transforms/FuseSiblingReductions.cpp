@@ -16,8 +16,6 @@ using namespace mergec::merge;
 
 namespace {
 
-bool isPhase(Operation *op) { return isa<ReduceKernelOp, SelectKernelOp, RowKernelOp>(op); }
-
 /// One reduce_kernel computing every reduction of `group` (same depth and scope, so none reads
 /// another's result) over the union of their inputs, in program order.
 void mergeGroup(ArrayRef<ReduceKernelOp> group) {
@@ -85,7 +83,7 @@ struct FuseSiblingReductionsPass
         for (Value v : above)
           see(v);
       }
-      bool phase = isPhase(&op);
+      bool phase = isa<PhaseOpInterface>(op);
       for (Value r : op.getResults())
         depth[r] = ready + phase;
       order.push_back({2 * ready + phase, &op});

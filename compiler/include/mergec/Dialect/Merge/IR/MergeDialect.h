@@ -17,5 +17,7 @@
 #define GET_TYPEDEF_CLASSES
 #include "mergec/Dialect/Merge/IR/MergeTypes.h.inc"
 
+#include "mergec/Dialect/Merge/IR/MergeInterfaces.h.inc"
+
 #define GET_OP_CLASSES
 #include "mergec/Dialect/Merge/IR/MergeOps.h.inc"

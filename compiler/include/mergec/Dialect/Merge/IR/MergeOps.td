@@ -4,6 +4,7 @@
 
 include "mergec/Dialect/Merge/IR/MergeAttrs.td"
 include "mergec/Dialect/Merge/IR/MergeDialect.td"
+include "mergec/Dialect/Merge/IR/MergeInterfaces.td"
 include "mlir/Interfaces/SideEffectInterfaces.td"
 include "mlir/IR/BuiltinAttributes.td"
 
@@ -396,7 +397,8 @@ def Merge_ReduceOp : Merge_Op<"reduce", [Pure]> {
   let assemblyFormat = "$kind $operand attr-dict";
 }
 
-def Merge_ReduceKernelOp : Merge_Op<"reduce_kernel", [RecursiveMemoryEffects]> {
+def Merge_ReduceKernelOp : Merge_Op<"reduce_kernel", [RecursiveMemoryEffects,
+    DeclareOpInterfaceMethods<Merge_PhaseOpInterface>]> {
   let summary = "one fused reduction phase: computes values per element, reduces each of them";
   let description = [{
     Like `merge.kernel`, the body computes from one element of each input, but it yields one
@@ -419,9 +421,14 @@ def Merge_ReduceKernelOp : Merge_Op<"reduce_kernel", [RecursiveMemoryEffects]> {
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$kinds `ins` `(` $inputs `)` `:` type($results) $body attr-dict";
   let hasVerifier = 1;
+  // One scalar slot per reduction.
+  let extraClassDefinition = [{
+    unsigned $cppClass::getNumScalarResults() { return getNumResults(); }
+  }];
 }
 
-def Merge_SelectKernelOp : Merge_Op<"select_kernel", [RecursiveMemoryEffects]> {
+def Merge_SelectKernelOp : Merge_Op<"select_kernel", [RecursiveMemoryEffects,
+    DeclareOpInterfaceMethods<Merge_PhaseOpInterface>]> {
   let summary = "a selection phase: materializes one value per element, then selects";
   let description = [{
     The body computes one f32 key per element; the runtime writes them to a buffer and selects:
@@ -441,9 +448,14 @@ def Merge_SelectKernelOp : Merge_Op<"select_kernel", [RecursiveMemoryEffects]> {
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$kind `ins` `(` $inputs `)` $body attr-dict";
   let hasVerifier = 1;
+  // Four scalar slots, whatever the kind, so the layout does not depend on it.
+  let extraClassDefinition = [{
+    unsigned $cppClass::getNumScalarResults() { return 4; }
+  }];
 }
 
-def Merge_RowKernelOp : Merge_Op<"row_kernel", [RecursiveMemoryEffects]> {
+def Merge_RowKernelOp : Merge_Op<"row_kernel", [RecursiveMemoryEffects,
+    DeclareOpInterfaceMethods<Merge_PhaseOpInterface, ["isModelScope", "getBufferResult"]>]> {
   let summary = "a per-row phase: materializes one key per element, then works row by row";
   let description = [{
     Rows are the last dimension (a 1-D tensor is one row). `rank`: the runtime ranks the keys'
@@ -462,19 +474,25 @@ def Merge_RowKernelOp : Merge_Op<"row_kernel", [RecursiveMemoryEffects]> {
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$kind `ins` `(` $inputs `)` $body attr-dict";
   let hasVerifier = 1;
+  // No scalars: its result is a buffer, per tensor (rows never span tensors).
+  let extraClassDefinition = [{
+    unsigned $cppClass::getNumScalarResults() { return 0; }
+    bool $cppClass::isModelScope() { return false; }
+    ::mlir::Value $cppClass::getBufferResult() { return getResult(); }
+  }];
 }
 
-def Merge_YieldOp : Merge_Op<"yield", [Pure, Terminator,
-                                       ParentOneOf<["KernelOp", "ReduceKernelOp",
-                                                    "SelectKernelOp", "RowKernelOp"]>]> {
+def Merge_YieldOp : Merge_Op<"yield", [Pure, Terminator]> {
   let summary = "the value of one output element (one per reduction of a reduce_kernel)";
   let description = [{
+    Ends the body of a `merge.kernel` or of a phase (an op with the PhaseOpInterface).
     ```mlir
     merge.yield %r : f32
     ```
   }];
   let arguments = (ins Variadic<F32>:$values);
   let assemblyFormat = "$values attr-dict `:` type($values)";
+  let hasVerifier = 1;
 }
 
 #endif // MERGEC_MERGE_OPS

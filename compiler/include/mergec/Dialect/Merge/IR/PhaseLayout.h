@@ -19,19 +19,17 @@ struct PhaseLayout {
   }
 };
 
-/// Reduction phases have one scalar per reduction, selections four, rankings none (their
-/// result is a buffer).
+/// Each phase takes as many slots as it says (PhaseOpInterface::getNumScalarResults): one per
+/// reduction, four for a selection, none for a row phase (its result is a buffer).
 inline PhaseLayout phaseLayout(mlir::func::FuncOp rule) {
   PhaseLayout layout;
   std::vector<int64_t> counts;
   for (mlir::Operation &op : rule.getBody().front()) {
-    if (!mlir::isa<ReduceKernelOp, SelectKernelOp, RowKernelOp>(op))
+    auto phase = mlir::dyn_cast<PhaseOpInterface>(op);
+    if (!phase)
       continue;
     layout.phases.push_back(&op);
-    int64_t scalars = 0;
-    for (mlir::Type t : op.getResultTypes())
-      scalars += !mlir::isa<TensorType>(t);
-    counts.push_back(scalars);
+    counts.push_back(phase.getNumScalarResults());
   }
   layout.firstSlot = rt::abi::firstPhaseSlots(counts);
   return layout;

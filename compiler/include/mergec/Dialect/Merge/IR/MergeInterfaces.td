@@ -1,0 +1,46 @@
+//===- MergeInterfaces.td - what passes ask the merge ops -------*- tablegen -*-===//
+// Passes ask an op through these interfaces (as Toy's shape inference does) instead of
+// keeping their own lists of op names: a new phase answers for itself.
+#ifndef MERGEC_MERGE_INTERFACES
+#define MERGEC_MERGE_INTERFACES
+
+include "mlir/IR/OpBase.td"
+
+def Merge_PhaseOpInterface : OpInterface<"PhaseOpInterface"> {
+  let cppNamespace = "::mergec::merge";
+  let description = [{
+    A phase of a fused rule: a kernel whose body computes values from one element of each of
+    its inputs, which the runtime runs over the whole tensor (or, at model scope, the whole
+    model) before the phases that use its results. Its first `getNumScalarResults()` results
+    are scalars the runtime writes to consecutive slots of the `scalars` array (f64; an f32
+    result is that slot rounded); a phase may instead materialize a buffer that later phases
+    read as one more input (`getBufferResult()`).
+  }];
+  let methods = [
+    InterfaceMethod<"The tensors whose elements the body reads, in block argument order.",
+      "::mlir::OperandRange", "getPhaseInputs", (ins), "",
+      [{ return $_op.getInputs(); }]>,
+    InterfaceMethod<"The body: one element of each input in, merge.yield of its values out.",
+      "::mlir::Region &", "getPhaseBody", (ins), "",
+      [{ return $_op.getBody(); }]>,
+    InterfaceMethod<[{
+        How many scalar slots the phase's results take: its first that many results, in
+        slot order.
+      }],
+      "unsigned", "getNumScalarResults">,
+    InterfaceMethod<[{
+        Whether the phase covers every tensor the rule merges (the runtime accumulates it
+        over the model in analysis rounds before merging any tensor).
+      }],
+      "bool", "isModelScope", (ins), "",
+      [{ return $_op.getModelScope(); }]>,
+    InterfaceMethod<[{
+        The tensor the phase materializes for later phases to read per element, or null
+        when its results are scalars only.
+      }],
+      "::mlir::Value", "getBufferResult", (ins), "",
+      [{ return {}; }]>,
+  ];
+}
+
+#endif // MERGEC_MERGE_INTERFACES
