@@ -1,6 +1,5 @@
 //===- MLIRGen.cpp - Sema's rule DAGs to the merge dialect ----------------===//
 #include "mergec/Frontend/MLIRGen.h"
-#include "mergec/Dialect/Merge/IR/ElementMath.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -63,7 +62,6 @@ private:
     for (const Node *operand : n->operands)
       ops.push_back(emit(operand));
     Location l = loc(n->loc);
-    bool tensor = n->kind == Kind::Tensor;
     Value v;
     switch (n->op) {
     case Node::Op::Constant:
@@ -135,40 +133,10 @@ private:
       v = merge::SplatOp::create(b_, l, tensorType(), ops[0]);
       break;
     default:
-      v = tensor ? emitTensorOp(n, l, ops)
-                 : merge::buildElementOp(b_, l, elementOp(n->op), ops,
-                                          merge::symbolizeCmpPredicate(n->predicate));
+      v = emitElementwise(n, l, ops);
       break;
     }
     return values_[n] = v;
-  }
-
-  static merge::ElementOp elementOp(Node::Op op) {
-    switch (op) {
-    case Node::Op::Add: return merge::ElementOp::Add;
-    case Node::Op::Sub: return merge::ElementOp::Sub;
-    case Node::Op::Mul: return merge::ElementOp::Mul;
-    case Node::Op::Div: return merge::ElementOp::Div;
-    case Node::Op::Neg: return merge::ElementOp::Neg;
-    case Node::Op::Sum: return merge::ElementOp::Sum;
-    case Node::Op::Mean: return merge::ElementOp::Mean;
-    case Node::Op::Max: return merge::ElementOp::Max;
-    case Node::Op::Min: return merge::ElementOp::Min;
-    case Node::Op::Median: return merge::ElementOp::Median;
-    case Node::Op::Variance: return merge::ElementOp::Variance;
-    case Node::Op::Abs: return merge::ElementOp::Abs;
-    case Node::Op::Sign: return merge::ElementOp::Sign;
-    case Node::Op::Sqrt: return merge::ElementOp::Sqrt;
-    case Node::Op::Exp: return merge::ElementOp::Exp;
-    case Node::Op::Log: return merge::ElementOp::Log;
-    case Node::Op::Sin: return merge::ElementOp::Sin;
-    case Node::Op::Cos: return merge::ElementOp::Cos;
-    case Node::Op::Acos: return merge::ElementOp::Acos;
-    case Node::Op::Floor: return merge::ElementOp::Floor;
-    case Node::Op::Cmp: return merge::ElementOp::Cmp;
-    case Node::Op::Select: return merge::ElementOp::Select;
-    default: llvm_unreachable("not an elementwise op");
-    }
   }
 
   /// f64 arithmetic on the coefficients c of the combinations y = sum_i c_i x_i that the
@@ -374,35 +342,44 @@ private:
     return result;
   }
 
-  /// The merge dialect op for an elementwise operation on tensors.
-  Value emitTensorOp(const Node *n, Location l, ValueRange ops) {
-    Type t = tensorType();
+  /// An elementwise operation: on tensors its merge op, on scalars the same op's formula
+  /// (`buildScalar`, ElementMath.cpp), so both round alike.
+  template <typename OpT> Value elementwise(const Node *n, Location l, ValueRange ops) {
+    if (n->kind != Kind::Tensor)
+      return OpT::buildScalar(b_, l, ops);
+    return OpT::create(b_, l, TypeRange{tensorType()}, ops, ArrayRef<NamedAttribute>{});
+  }
+
+  Value emitElementwise(const Node *n, Location l, ValueRange ops) {
     switch (n->op) {
-    case Node::Op::Add: return merge::AddOp::create(b_, l, t, ops[0], ops[1]);
-    case Node::Op::Sub: return merge::SubOp::create(b_, l, t, ops[0], ops[1]);
-    case Node::Op::Mul: return merge::MulOp::create(b_, l, t, ops[0], ops[1]);
-    case Node::Op::Div: return merge::DivOp::create(b_, l, t, ops[0], ops[1]);
-    case Node::Op::Neg: return merge::NegOp::create(b_, l, t, ops[0]);
-    case Node::Op::Sum: return merge::SumOp::create(b_, l, t, ops);
-    case Node::Op::Mean: return merge::MeanOp::create(b_, l, t, ops);
-    case Node::Op::Max: return merge::MaxOp::create(b_, l, t, ops);
-    case Node::Op::Min: return merge::MinOp::create(b_, l, t, ops);
-    case Node::Op::Median: return merge::MedianOp::create(b_, l, t, ops);
-    case Node::Op::Variance: return merge::VarianceOp::create(b_, l, t, ops);
-    case Node::Op::Abs: return merge::AbsOp::create(b_, l, t, ops[0]);
-    case Node::Op::Sign: return merge::SignOp::create(b_, l, t, ops[0]);
-    case Node::Op::Sqrt: return merge::SqrtOp::create(b_, l, t, ops[0]);
-    case Node::Op::Exp: return merge::ExpOp::create(b_, l, t, ops[0]);
-    case Node::Op::Log: return merge::LogOp::create(b_, l, t, ops[0]);
-    case Node::Op::Sin: return merge::SinOp::create(b_, l, t, ops[0]);
-    case Node::Op::Cos: return merge::CosOp::create(b_, l, t, ops[0]);
-    case Node::Op::Acos: return merge::AcosOp::create(b_, l, t, ops[0]);
-    case Node::Op::Floor: return merge::FloorOp::create(b_, l, t, ops[0]);
-    case Node::Op::Cmp:
+    case Node::Op::Add: return elementwise<merge::AddOp>(n, l, ops);
+    case Node::Op::Sub: return elementwise<merge::SubOp>(n, l, ops);
+    case Node::Op::Mul: return elementwise<merge::MulOp>(n, l, ops);
+    case Node::Op::Div: return elementwise<merge::DivOp>(n, l, ops);
+    case Node::Op::Neg: return elementwise<merge::NegOp>(n, l, ops);
+    case Node::Op::Sum: return elementwise<merge::SumOp>(n, l, ops);
+    case Node::Op::Mean: return elementwise<merge::MeanOp>(n, l, ops);
+    case Node::Op::Max: return elementwise<merge::MaxOp>(n, l, ops);
+    case Node::Op::Min: return elementwise<merge::MinOp>(n, l, ops);
+    case Node::Op::Median: return elementwise<merge::MedianOp>(n, l, ops);
+    case Node::Op::Variance: return elementwise<merge::VarianceOp>(n, l, ops);
+    case Node::Op::Abs: return elementwise<merge::AbsOp>(n, l, ops);
+    case Node::Op::Sign: return elementwise<merge::SignOp>(n, l, ops);
+    case Node::Op::Sqrt: return elementwise<merge::SqrtOp>(n, l, ops);
+    case Node::Op::Exp: return elementwise<merge::ExpOp>(n, l, ops);
+    case Node::Op::Log: return elementwise<merge::LogOp>(n, l, ops);
+    case Node::Op::Sin: return elementwise<merge::SinOp>(n, l, ops);
+    case Node::Op::Cos: return elementwise<merge::CosOp>(n, l, ops);
+    case Node::Op::Acos: return elementwise<merge::AcosOp>(n, l, ops);
+    case Node::Op::Floor: return elementwise<merge::FloorOp>(n, l, ops);
+    case Node::Op::Select: return elementwise<merge::SelectOp>(n, l, ops);
+    case Node::Op::Cmp: {
       // Sema admits only the six spellings.
-      return merge::CmpOp::create(b_, l, t, *merge::symbolizeCmpPredicate(n->predicate), ops[0],
-                                  ops[1]);
-    case Node::Op::Select: return merge::SelectOp::create(b_, l, t, ops[0], ops[1], ops[2]);
+      merge::CmpPredicate p = *merge::symbolizeCmpPredicate(n->predicate);
+      if (n->kind != Kind::Tensor)
+        return merge::CmpOp::buildScalar(b_, l, p, ops);
+      return merge::CmpOp::create(b_, l, tensorType(), p, ops[0], ops[1]);
+    }
     default: llvm_unreachable("not an elementwise op");
     }
   }

@@ -1,11 +1,15 @@
 //===- ElementMath.cpp - one element of each merge op, in arith/math ------===//
-#include "mergec/Dialect/Merge/IR/ElementMath.h"
+// The per-element meaning of every elementwise merge op, written once: `buildScalar` is the
+// op's formula on f32 values and `buildElement` (ElementwiseOpInterface) its computation
+// inside a kernel body. merge-fuse-elementwise builds kernel bodies through the interface and
+// MLIRGen calls `buildScalar` for scalar expressions, so a scalar and a tensor computation of
+// the same formula round identically.
+#include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 
 using namespace mlir;
-
-namespace mergec::merge {
+using namespace mergec::merge;
 
 namespace {
 
@@ -119,157 +123,150 @@ Value buildRankBand(OpBuilder &b, Location loc, Value x, Value hiBits, Value hiI
   return arith::SelectOp::create(b, loc, inBand, f32(b, loc, 1), f32(b, loc, 0));
 }
 
-
 } // namespace
 
-Value buildElementOp(OpBuilder &b, Location loc, ElementOp op, ValueRange xs,
-                     std::optional<CmpPredicate> predicate) {
-  switch (op) {
-  case ElementOp::Add:
-    return arith::AddFOp::create(b, loc, xs[0], xs[1]);
-  case ElementOp::Sub:
-    return arith::SubFOp::create(b, loc, xs[0], xs[1]);
-  case ElementOp::Mul:
-    return arith::MulFOp::create(b, loc, xs[0], xs[1]);
-  case ElementOp::Div:
-    return arith::DivFOp::create(b, loc, xs[0], xs[1]);
-  case ElementOp::Neg:
-    return arith::NegFOp::create(b, loc, xs[0]);
-  case ElementOp::Sum:
-    return sum(b, loc, xs);
-  case ElementOp::Mean:
-    return arith::DivFOp::create(b, loc, sum(b, loc, xs), f32(b, loc, xs.size()));
-  case ElementOp::Max: {
-    Value acc = xs[0];
-    for (Value x : xs.drop_front())
-      acc = arith::MaximumFOp::create(b, loc, acc, x);
-    return acc;
-  }
-  case ElementOp::Min: {
-    Value acc = xs[0];
-    for (Value x : xs.drop_front())
-      acc = arith::MinimumFOp::create(b, loc, acc, x);
-    return acc;
-  }
-  case ElementOp::Median: {
-    SmallVector<Value> sorted = sortNetwork(b, loc, xs);
-    size_t k = sorted.size();
-    if (k % 2)
-      return sorted[k / 2];
-    Value pair = arith::AddFOp::create(b, loc, sorted[k / 2 - 1], sorted[k / 2]);
-    return arith::MulFOp::create(b, loc, pair, f32(b, loc, 0.5));
-  }
-  case ElementOp::Variance: {
-    // Welford in f64, in list order, as torch.var's CPU kernel: bit-identical to
-    // torch.var(xs, dim=0, unbiased=False) on f32 inputs. Widening f32 to f64 is exact.
-    Type f64 = b.getF64Type();
-    auto c64 = [&](double v) { return arith::ConstantOp::create(b, loc, b.getF64FloatAttr(v)); };
-    Value mean = c64(0), m2 = c64(0);
-    for (auto [k, x] : llvm::enumerate(xs)) {
-      Value wide = arith::ExtFOp::create(b, loc, f64, x);
-      Value d = arith::SubFOp::create(b, loc, wide, mean);
-      mean = arith::AddFOp::create(b, loc, mean,
-                                   arith::DivFOp::create(b, loc, d, c64(double(k + 1))));
-      Value d2 = arith::SubFOp::create(b, loc, wide, mean);
-      m2 = arith::AddFOp::create(b, loc, m2, arith::MulFOp::create(b, loc, d, d2));
-    }
-    Value var = arith::DivFOp::create(b, loc, m2, c64(double(xs.size())));
-    return arith::TruncFOp::create(b, loc, b.getF32Type(), var);
-  }
-  case ElementOp::Abs:
-    return math::AbsFOp::create(b, loc, xs[0]);
-  case ElementOp::Sign: {
-    Value zero = f32(b, loc, 0);
-    Value positive = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, xs[0], zero);
-    Value negative = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, xs[0], zero);
-    Value minusOrSelf = arith::SelectOp::create(b, loc, negative, f32(b, loc, -1), xs[0]);
-    return arith::SelectOp::create(b, loc, positive, f32(b, loc, 1), minusOrSelf);
-  }
-  case ElementOp::Sqrt:
-    return math::SqrtOp::create(b, loc, xs[0]);
-  case ElementOp::Exp:
-    return math::ExpOp::create(b, loc, xs[0]);
-  case ElementOp::Log:
-    return math::LogOp::create(b, loc, xs[0]);
-  case ElementOp::Sin:
-    return math::SinOp::create(b, loc, xs[0]);
-  case ElementOp::Cos:
-    return math::CosOp::create(b, loc, xs[0]);
-  case ElementOp::Acos:
-    return math::AcosOp::create(b, loc, xs[0]);
-  case ElementOp::Floor:
-    return math::FloorOp::create(b, loc, xs[0]);
-  case ElementOp::Cmp: {
-    Value holds = arith::CmpFOp::create(b, loc, predicateOf(*predicate), xs[0], xs[1]);
-    return arith::SelectOp::create(b, loc, holds, f32(b, loc, 1), f32(b, loc, 0));
-  }
-  case ElementOp::Select: {
-    Value set = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNE, xs[0], f32(b, loc, 0));
-    return arith::SelectOp::create(b, loc, set, xs[1], xs[2]);
-  }
-  }
-  llvm_unreachable("unknown element op");
+//===----------------------------------------------------------------------===//
+// Formulas on f32 values
+//===----------------------------------------------------------------------===//
+
+Value AddOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return arith::AddFOp::create(b, loc, xs[0], xs[1]);
 }
 
-Value buildBernoulli(OpBuilder &b, Location loc, Value p, Value nameHash, Value index,
-                     uint64_t seed, uint64_t stream) {
-  Type i32 = b.getI32Type(), i64 = b.getI64Type();
-  auto c32 = [&](uint32_t v) {
-    return arith::ConstantIntOp::create(b, loc, i32, static_cast<int32_t>(v));
-  };
-  auto c64 = [&](int64_t v) { return arith::ConstantIntOp::create(b, loc, i64, v); };
-  // Counter (index low, index high, stream, 0); key (seed, name hash).
-  Value c0 = arith::TruncIOp::create(b, loc, i32, index);
-  Value c1 = arith::TruncIOp::create(b, loc, i32, arith::ShRUIOp::create(b, loc, index, c64(32)));
-  Value c2 = c32(static_cast<uint32_t>(stream));
-  Value c3 = c32(0);
-  Value k0 = c32(static_cast<uint32_t>(seed));
-  Value k1 = arith::TruncIOp::create(b, loc, i32, nameHash);
-  // Ten rounds; the key bumps between rounds (Random123's philox4x32_R).
-  for (int round = 0; round < 10; ++round) {
-    if (round > 0) {
-      k0 = arith::AddIOp::create(b, loc, k0, c32(0x9E3779B9u));
-      k1 = arith::AddIOp::create(b, loc, k1, c32(0xBB67AE85u));
-    }
-    auto mulhilo = arith::MulUIExtendedOp::create(b, loc, c32(0xD2511F53u), c0);
-    auto mulhilo2 = arith::MulUIExtendedOp::create(b, loc, c32(0xCD9E8D57u), c2);
-    Value hi0 = mulhilo.getHigh(), lo0 = mulhilo.getLow();
-    Value hi1 = mulhilo2.getHigh(), lo1 = mulhilo2.getLow();
-    Value n0 = arith::XOrIOp::create(b, loc, arith::XOrIOp::create(b, loc, hi1, c1), k0);
-    Value n2 = arith::XOrIOp::create(b, loc, arith::XOrIOp::create(b, loc, hi0, c3), k1);
-    c0 = n0;
-    c1 = lo1;
-    c2 = n2;
-    c3 = lo0;
+Value SubOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return arith::SubFOp::create(b, loc, xs[0], xs[1]);
+}
+
+Value MulOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return arith::MulFOp::create(b, loc, xs[0], xs[1]);
+}
+
+Value DivOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return arith::DivFOp::create(b, loc, xs[0], xs[1]);
+}
+
+Value NegOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return arith::NegFOp::create(b, loc, xs[0]);
+}
+
+Value SumOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) { return sum(b, loc, xs); }
+
+Value MeanOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return arith::DivFOp::create(b, loc, sum(b, loc, xs), f32(b, loc, xs.size()));
+}
+
+Value MaxOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  Value acc = xs[0];
+  for (Value x : xs.drop_front())
+    acc = arith::MaximumFOp::create(b, loc, acc, x);
+  return acc;
+}
+
+Value MinOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  Value acc = xs[0];
+  for (Value x : xs.drop_front())
+    acc = arith::MinimumFOp::create(b, loc, acc, x);
+  return acc;
+}
+
+Value MedianOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  SmallVector<Value> sorted = sortNetwork(b, loc, xs);
+  size_t k = sorted.size();
+  if (k % 2)
+    return sorted[k / 2];
+  Value pair = arith::AddFOp::create(b, loc, sorted[k / 2 - 1], sorted[k / 2]);
+  return arith::MulFOp::create(b, loc, pair, f32(b, loc, 0.5));
+}
+
+Value VarianceOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  // Welford in f64, in list order, as torch.var's CPU kernel: bit-identical to
+  // torch.var(xs, dim=0, unbiased=False) on f32 inputs. Widening f32 to f64 is exact.
+  Type f64 = b.getF64Type();
+  auto c64 = [&](double v) { return arith::ConstantOp::create(b, loc, b.getF64FloatAttr(v)); };
+  Value mean = c64(0), m2 = c64(0);
+  for (auto [k, x] : llvm::enumerate(xs)) {
+    Value wide = arith::ExtFOp::create(b, loc, f64, x);
+    Value d = arith::SubFOp::create(b, loc, wide, mean);
+    mean = arith::AddFOp::create(b, loc, mean,
+                                 arith::DivFOp::create(b, loc, d, c64(double(k + 1))));
+    Value d2 = arith::SubFOp::create(b, loc, wide, mean);
+    m2 = arith::AddFOp::create(b, loc, m2, arith::MulFOp::create(b, loc, d, d2));
   }
-  // u = (x0 >> 8) * 2^-24: 24 random bits, exact in f32, in [0, 1).
-  Value top = arith::ShRUIOp::create(b, loc, c0, c32(8));
-  Value u = arith::MulFOp::create(b, loc, arith::UIToFPOp::create(b, loc, b.getF32Type(), top),
-                                  f32(b, loc, 1.0 / 16777216.0));
-  Value keep = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, u, p);
-  return arith::SelectOp::create(b, loc, keep, f32(b, loc, 1), f32(b, loc, 0));
+  Value var = arith::DivFOp::create(b, loc, m2, c64(double(xs.size())));
+  return arith::TruncFOp::create(b, loc, b.getF32Type(), var);
 }
 
-Value buildRankBand(OpBuilder &b, Location loc, Value x, Value hiBits, Value hiIndex,
-                    Value loBits, Value loIndex, Value index) {
-  Type i32 = b.getI32Type(), i64 = b.getI64Type();
-  // |x| as its bits: for non-negative floats (NaN included) the integer order is the float order.
-  Value bits = arith::BitcastOp::create(b, loc, i32, x);
-  bits = arith::AndIOp::create(b, loc, bits, arith::ConstantIntOp::create(b, loc, i32, 0x7FFFFFFF));
-  Value key = arith::ExtUIOp::create(b, loc, i64, bits);
-  auto below = [&](Value tBits, Value tIndex) {
-    Value t = arith::FPToSIOp::create(b, loc, i64, tBits);
-    Value c = arith::FPToSIOp::create(b, loc, i64, tIndex);
-    Value greater = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, t);
-    Value equal = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, key, t);
-    Value early = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sle, index, c);
-    return arith::OrIOp::create(b, loc, greater, arith::AndIOp::create(b, loc, equal, early));
-  };
-  Value inBand = arith::AndIOp::create(
-      b, loc, below(loBits, loIndex),
-      arith::XOrIOp::create(b, loc, below(hiBits, hiIndex),
-                            arith::ConstantOp::create(b, loc, b.getBoolAttr(true))));
-  return arith::SelectOp::create(b, loc, inBand, f32(b, loc, 1), f32(b, loc, 0));
+Value AbsOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return math::AbsFOp::create(b, loc, xs[0]);
 }
 
-} // namespace mergec::merge
+Value SignOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  Value zero = f32(b, loc, 0);
+  Value positive = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, xs[0], zero);
+  Value negative = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, xs[0], zero);
+  Value minusOrSelf = arith::SelectOp::create(b, loc, negative, f32(b, loc, -1), xs[0]);
+  return arith::SelectOp::create(b, loc, positive, f32(b, loc, 1), minusOrSelf);
+}
+
+Value SqrtOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return math::SqrtOp::create(b, loc, xs[0]);
+}
+
+Value ExpOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return math::ExpOp::create(b, loc, xs[0]);
+}
+
+Value LogOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return math::LogOp::create(b, loc, xs[0]);
+}
+
+Value SinOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return math::SinOp::create(b, loc, xs[0]);
+}
+
+Value CosOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return math::CosOp::create(b, loc, xs[0]);
+}
+
+Value AcosOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return math::AcosOp::create(b, loc, xs[0]);
+}
+
+Value FloorOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  return math::FloorOp::create(b, loc, xs[0]);
+}
+
+Value CmpOp::buildScalar(OpBuilder &b, Location loc, CmpPredicate predicate, ValueRange xs) {
+  Value holds = arith::CmpFOp::create(b, loc, predicateOf(predicate), xs[0], xs[1]);
+  return arith::SelectOp::create(b, loc, holds, f32(b, loc, 1), f32(b, loc, 0));
+}
+
+Value SelectOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
+  Value set = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UNE, xs[0], f32(b, loc, 0));
+  return arith::SelectOp::create(b, loc, set, xs[1], xs[2]);
+}
+
+//===----------------------------------------------------------------------===//
+// Element computations that are not a formula on scalars alone
+//===----------------------------------------------------------------------===//
+
+/// The predicate is an attribute of the op, not an operand.
+Value CmpOp::buildElement(OpBuilder &b, ValueRange xs, function_ref<Value()>) {
+  return buildScalar(b, getLoc(), getPredicate(), xs);
+}
+
+/// Every element is the scalar.
+Value SplatOp::buildElement(OpBuilder &, ValueRange xs, function_ref<Value()>) {
+  return xs[0];
+}
+
+/// The draw depends on where the element is: the counter is its flat index.
+Value BernoulliOp::buildElement(OpBuilder &b, ValueRange xs,
+                                function_ref<Value()> elementIndex) {
+  return buildBernoulli(b, getLoc(), xs[0], xs[1], elementIndex(), getSeed(), getStream());
+}
+
+/// Ties at a boundary are decided by the element's flat index.
+Value RankBandOp::buildElement(OpBuilder &b, ValueRange xs, function_ref<Value()> elementIndex) {
+  return buildRankBand(b, getLoc(), xs[0], xs[1], xs[2], xs[3], xs[4], elementIndex());
+}

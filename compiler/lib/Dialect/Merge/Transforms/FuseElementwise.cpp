@@ -1,12 +1,10 @@
 //===- FuseElementwise.cpp - one merge.kernel per rule --------------------===//
-#include "mergec/Dialect/Merge/IR/ElementMath.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
-#include <optional>
 
 namespace mergec::merge {
 #define GEN_PASS_DEF_MERGEFUSEELEMENTWISE
@@ -46,36 +44,9 @@ SmallVector<Value> collectInputs(Value root) {
   return inputs;
 }
 
-/// The per-element meaning of an elementwise tensor op.
-std::optional<ElementOp> elementOpOf(Operation *op) {
-  return llvm::TypeSwitch<Operation *, std::optional<ElementOp>>(op)
-      .Case<AddOp>([](auto) { return ElementOp::Add; })
-      .Case<SubOp>([](auto) { return ElementOp::Sub; })
-      .Case<MulOp>([](auto) { return ElementOp::Mul; })
-      .Case<DivOp>([](auto) { return ElementOp::Div; })
-      .Case<NegOp>([](auto) { return ElementOp::Neg; })
-      .Case<SumOp>([](auto) { return ElementOp::Sum; })
-      .Case<MeanOp>([](auto) { return ElementOp::Mean; })
-      .Case<MaxOp>([](auto) { return ElementOp::Max; })
-      .Case<MinOp>([](auto) { return ElementOp::Min; })
-      .Case<MedianOp>([](auto) { return ElementOp::Median; })
-      .Case<VarianceOp>([](auto) { return ElementOp::Variance; })
-      .Case<AbsOp>([](auto) { return ElementOp::Abs; })
-      .Case<SignOp>([](auto) { return ElementOp::Sign; })
-      .Case<SqrtOp>([](auto) { return ElementOp::Sqrt; })
-      .Case<ExpOp>([](auto) { return ElementOp::Exp; })
-      .Case<LogOp>([](auto) { return ElementOp::Log; })
-      .Case<SinOp>([](auto) { return ElementOp::Sin; })
-      .Case<CosOp>([](auto) { return ElementOp::Cos; })
-      .Case<AcosOp>([](auto) { return ElementOp::Acos; })
-      .Case<FloorOp>([](auto) { return ElementOp::Floor; })
-      .Case<CmpOp>([](auto) { return ElementOp::Cmp; })
-      .Case<SelectOp>([](auto) { return ElementOp::Select; })
-      .Default([](Operation *) { return std::nullopt; });
-}
-
 /// Rebuilds the tensor DAG on one element inside the kernel body: each tensor op becomes the
-/// arith op on f32 it means per element; scalars (defined above the kernel) are used as is.
+/// arith ops on f32 it means per element (ElementwiseOpInterface); scalars (defined above the
+/// kernel) are used as is.
 class ElementBuilder {
 public:
   ElementBuilder(OpBuilder &b, DenseMap<Value, Value> &map) : b_(b), map_(map) {}
@@ -96,24 +67,13 @@ public:
         return failure();
       args.push_back(*element);
     }
-    Value result;
-    if (isa<SplatOp>(def)) {
-      result = args[0];
-    } else if (auto bern = dyn_cast<BernoulliOp>(def)) {
-      result = buildBernoulli(b_, loc, args[0], args[1], elementIndex(loc), bern.getSeed(),
-                              bern.getStream());
-    } else if (isa<RankBandOp>(def)) {
-      result = buildRankBand(b_, loc, args[0], args[1], args[2], args[3], args[4],
-                             elementIndex(loc));
-    } else if (auto op = elementOpOf(def)) {
-      auto cmp = dyn_cast<CmpOp>(def);
-      result = buildElementOp(b_, loc, *op, args,
-                              cmp ? std::optional(cmp.getPredicate()) : std::nullopt);
-    } else {
+    auto elementwise = dyn_cast<ElementwiseOpInterface>(def);
+    if (!elementwise) {
       def->emitOpError("cannot be fused into an elementwise kernel");
       return failure();
     }
-    return map_[tensor] = result;
+    return map_[tensor] =
+               elementwise.buildElement(b_, args, [&] { return elementIndex(loc); });
   }
 
 private:

@@ -1,10 +1,39 @@
 //===- MergeInterfaces.td - what passes ask the merge ops -------*- tablegen -*-===//
 // Passes ask an op through these interfaces (as Toy's shape inference does) instead of
-// keeping their own lists of op names: a new phase answers for itself.
+// keeping their own lists of op names: a new elementwise op or phase answers for itself.
 #ifndef MERGEC_MERGE_INTERFACES
 #define MERGEC_MERGE_INTERFACES
 
 include "mlir/IR/OpBase.td"
+
+def Merge_ElementwiseOpInterface : OpInterface<"ElementwiseOpInterface"> {
+  let cppNamespace = "::mergec::merge";
+  let description = [{
+    An op on tensors that computes each element from the same element of its tensor operands
+    (and from scalars): `merge-fuse-elementwise` rebuilds a rule's DAG on one element inside a
+    kernel body by asking each op for its element computation.
+
+    Most such ops have a formula on f32 scalars, `static Value buildScalar(OpBuilder &,
+    Location, ValueRange)` (compiler/lib/Dialect/Merge/IR/ElementMath.cpp), which the default
+    `buildElement` calls; MLIRGen uses the same function for scalar expressions, so a scalar
+    and a tensor computation of one formula round identically.
+  }];
+  let methods = [
+    InterfaceMethod<[{
+        Builds the op's value for one element at the builder's insertion point. `operands`
+        are the op's operands in order, each tensor replaced by its element (f32) and each
+        scalar as it is; `elementIndex` returns the element's flat index (i64), made on
+        first use, for ops that depend on where the element is.
+      }],
+      "::mlir::Value", "buildElement",
+      (ins "::mlir::OpBuilder &":$builder, "::mlir::ValueRange":$operands,
+           "::llvm::function_ref<::mlir::Value()>":$elementIndex),
+      /*methodBody=*/"",
+      /*defaultImplementation=*/[{
+        return ConcreteOp::buildScalar(builder, $_op.getLoc(), operands);
+      }]>,
+  ];
+}
 
 def Merge_PhaseOpInterface : OpInterface<"PhaseOpInterface"> {
   let cppNamespace = "::mergec::merge";

@@ -107,7 +107,20 @@ def Merge_RampOp : Merge_Op<"ramp", [Pure]> {
 // Elementwise tensor arithmetic (fused into kernels)
 //===----------------------------------------------------------------------===//
 
-def Merge_SplatOp : Merge_Op<"splat", [Pure]> {
+// An elementwise op with a formula on f32 scalars, `buildScalar`, defined in
+// compiler/lib/Dialect/Merge/IR/ElementMath.cpp: its element computation in fused kernels
+// (ElementwiseOpInterface's default) and MLIRGen's scalar arithmetic both call it.
+class Merge_ElementwiseOp<string mnemonic>
+    : Merge_Op<mnemonic, [Pure, Merge_ElementwiseOpInterface]> {
+  let extraClassDeclaration = [{
+    /// The op on f32 values: one element of each tensor operand, or scalars.
+    static ::mlir::Value buildScalar(::mlir::OpBuilder &b, ::mlir::Location loc,
+                                     ::mlir::ValueRange operands);
+  }];
+}
+
+def Merge_SplatOp : Merge_Op<"splat", [Pure,
+    DeclareOpInterfaceMethods<Merge_ElementwiseOpInterface, ["buildElement"]>]> {
   let summary = "a tensor with every element equal to a scalar";
   let description = [{
     Broadcasts a scalar where a tensor is expected: `base + 0.5` is
@@ -122,7 +135,7 @@ def Merge_SplatOp : Merge_Op<"splat", [Pure]> {
   let assemblyFormat = "$value attr-dict";
 }
 
-class Merge_BinaryOp<string mnemonic, string formula> : Merge_Op<mnemonic, [Pure]> {
+class Merge_BinaryOp<string mnemonic, string formula> : Merge_ElementwiseOp<mnemonic> {
   let summary = "elementwise " # formula;
   let description = [{
     Elementwise on two tensors of the current shape, in f32:
@@ -140,7 +153,7 @@ def Merge_SubOp : Merge_BinaryOp<"sub", "lhs - rhs">;
 def Merge_MulOp : Merge_BinaryOp<"mul", "lhs * rhs">;
 def Merge_DivOp : Merge_BinaryOp<"div", "lhs / rhs">;
 
-def Merge_NegOp : Merge_Op<"neg", [Pure]> {
+def Merge_NegOp : Merge_ElementwiseOp<"neg"> {
   let summary = "elementwise negation";
   let description = [{
     ```mlir
@@ -152,7 +165,7 @@ def Merge_NegOp : Merge_Op<"neg", [Pure]> {
   let assemblyFormat = "$operand attr-dict";
 }
 
-class Merge_ListReductionOp<string mnemonic, string formula> : Merge_Op<mnemonic, [Pure]> {
+class Merge_ListReductionOp<string mnemonic, string formula> : Merge_ElementwiseOp<mnemonic> {
   let summary = "elementwise " # formula # " across a list of tensors";
   let description = [{
     Per element, across the operands (the unrolled list), accumulated left to right in f32:
@@ -186,7 +199,7 @@ def Merge_VarianceOp : Merge_ListReductionOp<"variance",
   }];
 }
 
-class Merge_UnaryOp<string mnemonic, string formula> : Merge_Op<mnemonic, [Pure]> {
+class Merge_UnaryOp<string mnemonic, string formula> : Merge_ElementwiseOp<mnemonic> {
   let summary = "elementwise " # formula;
   let description = [{
     ```mlir
@@ -208,7 +221,8 @@ def Merge_CosOp : Merge_UnaryOp<"cos", "cosine (radians)">;
 def Merge_AcosOp : Merge_UnaryOp<"acos", "arc cosine, in [0, pi]; NaN outside [-1, 1]">;
 def Merge_FloorOp : Merge_UnaryOp<"floor", "largest integer not above x">;
 
-def Merge_CmpOp : Merge_Op<"cmp", [Pure]> {
+def Merge_CmpOp : Merge_Op<"cmp", [Pure,
+    DeclareOpInterfaceMethods<Merge_ElementwiseOpInterface, ["buildElement"]>]> {
   let summary = "elementwise comparison: 1.0 where it holds, else 0.0";
   let description = [{
     A mask as numbers, so it multiplies and sums like any tensor. Predicates are ordered
@@ -221,9 +235,14 @@ def Merge_CmpOp : Merge_Op<"cmp", [Pure]> {
                        Merge_TensorType:$rhs);
   let results = (outs Merge_TensorType:$result);
   let assemblyFormat = "$predicate $lhs `,` $rhs attr-dict";
+  let extraClassDeclaration = [{
+    /// The comparison on f32 values: 1.0 where it holds, else 0.0.
+    static ::mlir::Value buildScalar(::mlir::OpBuilder &b, ::mlir::Location loc,
+                                     CmpPredicate predicate, ::mlir::ValueRange operands);
+  }];
 }
 
-def Merge_SelectOp : Merge_Op<"select", [Pure]> {
+def Merge_SelectOp : Merge_ElementwiseOp<"select"> {
   let summary = "elementwise choice: `a` where the mask is non-zero, else `b`";
   let description = [{
     ```mlir
@@ -305,7 +324,8 @@ def Merge_RowReduceOp : Merge_Op<"row_reduce", [Pure]> {
   let assemblyFormat = "$kind $operand attr-dict";
 }
 
-def Merge_BernoulliOp : Merge_Op<"bernoulli", [Pure]> {
+def Merge_BernoulliOp : Merge_Op<"bernoulli", [Pure,
+    DeclareOpInterfaceMethods<Merge_ElementwiseOpInterface, ["buildElement"]>]> {
   let summary = "1 with probability p, else 0, from a counter-based generator (Philox4x32-10)";
   let description = [{
     Keyed by (seed, the tensor's name hash) with the counter (flat element index, `stream`), so
@@ -321,7 +341,8 @@ def Merge_BernoulliOp : Merge_Op<"bernoulli", [Pure]> {
   let assemblyFormat = "$probability `,` $name_hash attr-dict";
 }
 
-def Merge_RankBandOp : Merge_Op<"rank_band", [Pure]> {
+def Merge_RankBandOp : Merge_Op<"rank_band", [Pure,
+    DeclareOpInterfaceMethods<Merge_ElementwiseOpInterface, ["buildElement"]>]> {
   let summary = "1 where |x|'s rank lies between two boundaries found by a select phase";
   let description = [{
     A boundary (t, c) means "rank below m": |x|'s bits > t, or equal to t at a flat index
