@@ -55,18 +55,6 @@ LogicalResult RampOp::verify() {
   return success();
 }
 
-template <typename Op> static LogicalResult verifyListReduction(Op op) {
-  if (op.getOperands().empty())
-    return op.emitOpError("needs at least one operand");
-  return success();
-}
-LogicalResult SumOp::verify() { return verifyListReduction(*this); }
-LogicalResult MeanOp::verify() { return verifyListReduction(*this); }
-LogicalResult MaxOp::verify() { return verifyListReduction(*this); }
-LogicalResult MinOp::verify() { return verifyListReduction(*this); }
-LogicalResult MedianOp::verify() { return verifyListReduction(*this); }
-LogicalResult VarianceOp::verify() { return verifyListReduction(*this); }
-
 /// Kernels of every kind: one f32 block argument per input, ending in merge.yield of
 /// `numYields` values.
 static LogicalResult verifyKernelBody(Operation *op, Region &region, size_t numInputs,

@@ -177,6 +177,14 @@ class Merge_ListReductionOp<string mnemonic, string formula> : Merge_Elementwise
   let results = (outs Merge_TensorType:$result);
   let assemblyFormat = "$operands attr-dict";
   let hasVerifier = 1;
+  // Written here once for every list reduction, so a new one needs no verifier of its own.
+  let extraClassDefinition = [{
+    ::mlir::LogicalResult $cppClass::verify() {
+      if (getOperands().empty())
+        return emitOpError("needs at least one operand");
+      return ::mlir::success();
+    }
+  }];
 }
 
 def Merge_SumOp : Merge_ListReductionOp<"sum", "sum">;
