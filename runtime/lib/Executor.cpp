@@ -469,7 +469,7 @@ std::string describe(const std::string &tensor, const NonFinite &n) {
 /// sum): each round streams the rule's tensors, in plan order, through the phases that feed the
 /// unfinished ones. Returns each such rule's finished scope, ready for the merge.
 std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &kernels,
-                                               ThreadPool &pool, bool quiet) {
+                                               Device &device, bool quiet) {
   std::map<size_t, ModelScope> scopes;
   for (const MergePlan::Item &item : plan.items) {
     if (item.copy || scopes.count(item.rule))
@@ -490,7 +490,7 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
           continue;
         ItemInputs in(item);
         CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
-        runRule(pool, compiled, in.data, nullptr, *item.base, static_cast<float>(item.layer),
+        runRule(device, compiled, in.data, nullptr, *item.base, static_cast<float>(item.layer),
                 static_cast<float>(plan.numLayers), &scope, /*analysis=*/true);
         for (const TensorInfo *t : item.inputs)
           t->file->release(*t);
@@ -561,9 +561,10 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"merged_by", "mergec"}};
   CheckpointWriter writer(outDir.tempPath(), specs, options.shardSize, metadata);
   ThreadPool pool(options.threads);
+  HostDevice device(pool);
   Progress progress(plan.items.size(), plan.inputBytes, options.quiet);
   RunStats stats;
-  std::map<size_t, ModelScope> scopes = analyzeModelScope(plan, kernels, pool, options.quiet);
+  std::map<size_t, ModelScope> scopes = analyzeModelScope(plan, kernels, device, options.quiet);
   {
     AsyncWriter async(writer, 2);
     for (auto &[rule, scope] : scopes)
@@ -589,7 +590,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         job.buffer.resize(job.nbytes);
         auto scope = scopes.find(item.rule);
         NonFiniteCheck check(item.outDType, job.buffer.data(), in);
-        runRule(pool, compiled, in.data, job.buffer.data(), *item.base,
+        runRule(device, compiled, in.data, job.buffer.data(), *item.base,
                 static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
                 scope == scopes.end() ? nullptr : &scope->second, false, check.hook());
         if (auto introduced = check.introduced()) {

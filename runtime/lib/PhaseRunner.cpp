@@ -2,7 +2,6 @@
 #include "mergec/Runtime/PhaseRunner.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/KernelABI.h"
-#include "mergec/Runtime/ThreadPool.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,53 +10,6 @@
 namespace mergec::rt {
 
 namespace {
-
-/// Elements per chunk: the unit of work for the thread pool and of reduction partials.
-constexpr int64_t kChunk = 1 << 16;
-
-size_t chunkCount(int64_t n) { return static_cast<size_t>((n + kChunk - 1) / kChunk); }
-
-/// A memref<?xT> descriptor as the lowered kernels take it.
-struct MemRefDescriptor {
-  void *allocated;
-  void *aligned;
-  int64_t offset;
-  int64_t size;
-  int64_t stride;
-};
-
-/// Calls `fn` on every chunk of [0, n) on the pool; `result(c)` gives chunk c's result
-/// descriptor (the output buffer, or the chunk's partials). `after` follows each chunk.
-template <typename ResultFn>
-void runPhase(ThreadPool &pool, PackedKernel fn, const std::vector<MemRefDescriptor> &inputs,
-              ResultFn result, int64_t n, float layer, float numLayers,
-              const MemRefDescriptor &scalars, const ChunkHook *after = nullptr) {
-  pool.parallelFor(chunkCount(n), [&](size_t c) {
-    int64_t begin = static_cast<int64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
-    float l = layer, nl = numLayers;
-    std::vector<MemRefDescriptor> descs = inputs;
-    descs.push_back(result(c));
-    descs.push_back(scalars);
-    std::vector<void *> args;
-    args.reserve(descs.size() * 5 + 4);
-    auto addDescriptor = [&](MemRefDescriptor &d) {
-      for (void *field : {static_cast<void *>(&d.allocated), static_cast<void *>(&d.aligned),
-                          static_cast<void *>(&d.offset), static_cast<void *>(&d.size),
-                          static_cast<void *>(&d.stride)})
-        args.push_back(field);
-    };
-    for (size_t i = 0; i + 1 < descs.size(); ++i)
-      addDescriptor(descs[i]);
-    args.push_back(&begin);
-    args.push_back(&end);
-    args.push_back(&l);
-    args.push_back(&nl);
-    addDescriptor(descs.back());
-    fn(args.data());
-    if (after)
-      (*after)(begin, end);
-  });
-}
 
 /// a combined with b: sums add, maxima take the larger (NaN if either is NaN).
 double combine(CompiledRule::Reduction kind, double a, double b) {
@@ -126,19 +78,20 @@ void ModelScope::endRound() {
     throw RuntimeError("internal: a model-scope pass made no progress");
 }
 
-void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const void *> &inputs,
+void runRule(Device &device, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
              ModelScope *scope, bool analysis, const ChunkHook *afterMap) {
   using Kind = CompiledRule::Kind;
   int64_t n = tensor.numel();
+  size_t count = static_cast<size_t>(n);
   std::vector<MemRefDescriptor> descs;
   for (const void *in : inputs)
     descs.push_back({const_cast<void *>(in), const_cast<void *>(in), 0, n, 1});
   // Row buffers are inputs to the phases after the one that fills them.
-  std::vector<std::vector<float>> rows(rule.rowBuffers());
-  for (auto &r : rows) {
-    r.resize(static_cast<size_t>(n));
-    descs.push_back({r.data(), r.data(), 0, n, 1});
+  std::vector<std::shared_ptr<void>> rows;
+  for (size_t r = 0; r < rule.rowBuffers(); ++r) {
+    rows.push_back(device.allocate(count * sizeof(float)));
+    descs.push_back({rows.back().get(), rows.back().get(), 0, n, 1});
   }
   std::vector<double> scalars(static_cast<size_t>(rule.scalarSlots), 0.0);
   scalars[abi::kNameHashSlot] = abi::nameHash(tensor.name);
@@ -146,16 +99,18 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
   scalars[abi::kNumelSlot] = static_cast<double>(n);
   MemRefDescriptor scalarDesc{scalars.data(), scalars.data(), 0,
                               static_cast<int64_t>(scalars.size()), 1};
-  size_t chunks = std::max<size_t>(chunkCount(n), 1);
+  size_t chunks = std::max<size_t>(Device::chunkCount(n), 1);
   std::vector<double> partials;
-  std::vector<float> keys;
+  std::shared_ptr<void> keyBuffer, partialBuffer;
+  std::vector<float> staging;
   std::vector<bool> done(rule.phases.size(), false);
   size_t nextRow = 0;
   for (size_t k = 0; k < rule.phases.size(); ++k) {
     const CompiledRule::Phase &phase = rule.phases[k];
     ModelScope::PhaseState *state =
         scope && phase.kind != Kind::Map ? &scope->phases_[k] : nullptr;
-    float *rowBuffer = phase.kind == Kind::Row ? rows[nextRow++].data() : nullptr;
+    float *rowBuffer =
+        phase.kind == Kind::Row ? static_cast<float *>(rows[nextRow++].get()) : nullptr;
     double *slot = &scalars[static_cast<size_t>(phase.firstSlot)];
     if (analysis) {
       // Only what an unfinished model-scope phase waits for, once its inputs are there.
@@ -175,22 +130,29 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
     }
     switch (phase.kind) {
     case Kind::Map:
-      runPhase(pool, phase.fn, descs,
-               [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, n, layer,
-               numLayers, scalarDesc, afterMap);
+      device.launch(
+          phase.fn, descs, [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, n,
+          layer, numLayers, scalarDesc, afterMap);
       break;
     case Kind::Reduce: {
+      // One f64 partial per reduction per chunk, combined here in chunk order: the result is
+      // the same whatever order or parallelism the device ran the chunks in.
       size_t m = phase.reductions.size();
       partials.assign(chunks * m, 0.0);
-      runPhase(pool, phase.fn, descs,
-               [&](size_t c) {
-                 double *p = &partials[c * m];
-                 return MemRefDescriptor{p, p, 0, static_cast<int64_t>(m), 1};
-               },
-               n, layer, numLayers, scalarDesc);
+      partialBuffer = device.allocate(partials.size() * sizeof(double));
+      // Every chunk writes all m of its partials, so the buffer needs no clearing.
+      auto *devicePartials = static_cast<double *>(partialBuffer.get());
+      device.launch(
+          phase.fn, descs,
+          [&](size_t c) {
+            double *p = devicePartials + c * m;
+            return MemRefDescriptor{p, p, 0, static_cast<int64_t>(m), 1};
+          },
+          n, layer, numLayers, scalarDesc);
+      device.copyToHost(partials.data(), devicePartials, partials.size() * sizeof(double));
       for (size_t j = 0; j < m; ++j) {
         double total = identity(phase.reductions[j]);
-        for (size_t c = 0; c < chunkCount(n); ++c)
+        for (size_t c = 0; c < Device::chunkCount(n); ++c)
           total = combine(phase.reductions[j], total, partials[c * m + j]);
         slot[j] = total;
         if (accumulate)
@@ -201,31 +163,32 @@ void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const
     case Kind::TopK:
     case Kind::Quantile:
     case Kind::Row: {
-      keys.resize(static_cast<size_t>(n));
-      float *target = keys.data();
-      runPhase(pool, phase.fn, descs,
-               [&](size_t) { return MemRefDescriptor{target, target, 0, n, 1}; }, n, layer,
-               numLayers, scalarDesc);
+      if (!keyBuffer)
+        keyBuffer = device.allocate(std::max<size_t>(count, 1) * sizeof(float));
+      auto *keys = static_cast<float *>(keyBuffer.get());
+      device.launch(
+          phase.fn, descs, [&](size_t) { return MemRefDescriptor{keys, keys, 0, n, 1}; }, n,
+          layer, numLayers, scalarDesc);
       if (phase.kind == Kind::TopK) {
         RankBoundary hi, lo;
         if (accumulate)
-          state->topk->count(keys.data(), n);
+          state->topk->count(device.hostView(keys, n, staging), n);
         else if (wholeModel)
-          state->topk->boundaries(keys.data(), n, hi, lo);
+          state->topk->boundaries(device.hostView(keys, n, staging), n, hi, lo);
         else
-          topkBoundaries(keys.data(), n, phase.param, phase.skip, phase.nonzero, hi, lo);
+          device.topkBoundaries(keys, n, phase.param, phase.skip, phase.nonzero, hi, lo);
         slot[0] = hi.bits;
         slot[1] = hi.index;
         slot[2] = lo.bits;
         slot[3] = lo.index;
       } else if (phase.kind == Kind::Quantile) {
-        slot[0] = quantile(keys.data(), n, phase.param);
+        slot[0] = device.quantile(keys, n, phase.param);
       } else {
         auto cols = static_cast<int64_t>(scalars[abi::kColsSlot]);
         if (phase.row == CompiledRule::RowOp::Rank)
-          rowRanks(pool, keys.data(), rowBuffer, n, cols);
+          device.rowRanks(keys, rowBuffer, n, cols);
         else
-          rowReduce(pool, keys.data(), rowBuffer, n, cols, phase.row == CompiledRule::RowOp::Sum);
+          device.rowReduce(keys, rowBuffer, n, cols, phase.row == CompiledRule::RowOp::Sum);
       }
       break;
     }

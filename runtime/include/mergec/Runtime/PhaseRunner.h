@@ -2,6 +2,7 @@
 // Between the kernels of a rule's phases the runtime combines chunk partials, selects, ranks,
 // and (for phases at model scope) carries what earlier tensors contributed.
 #pragma once
+#include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/Executor.h"
 #include "mergec/Runtime/Selection.h"
 #include <functional>
@@ -10,11 +11,6 @@
 
 namespace mergec::rt {
 
-class ThreadPool;
-
-/// Called on a worker thread for each chunk [begin, end) of the output right after the map
-/// phase wrote it (while it is in cache); chunks run concurrently.
-using ChunkHook = std::function<void(int64_t begin, int64_t end)>;
 
 /// What one rule's model-scope phases know about the whole model. Before the merge, the
 /// executor streams every tensor of the rule through `runRule` in analysis rounds until
@@ -36,7 +32,7 @@ public:
   void beginMerge() { beginRound(); }
 
 private:
-  friend void runRule(ThreadPool &, const CompiledRule &, const std::vector<const void *> &,
+  friend void runRule(Device &, const CompiledRule &, const std::vector<const void *> &,
                       void *, const TensorInfo &, float, float, ModelScope *, bool,
                       const ChunkHook *);
   struct PhaseState {
@@ -52,7 +48,7 @@ private:
 /// chunk (partials combined in chunk order), each selection or ranking over a key buffer, then
 /// the map phase into `output`. With `analysis`, runs only what `scope`'s unfinished phases
 /// need and adds this tensor to them; no output is written. `afterMap` sees each output chunk.
-void runRule(ThreadPool &pool, const CompiledRule &rule, const std::vector<const void *> &inputs,
+void runRule(Device &device, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
              ModelScope *scope = nullptr, bool analysis = false,
              const ChunkHook *afterMap = nullptr);

@@ -1,0 +1,78 @@
+//===- HostDevice.cpp - phases on the CPU's thread pool -------------------===//
+#include "mergec/Runtime/Device.h"
+#include "mergec/Runtime/ThreadPool.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace mergec::rt {
+
+std::shared_ptr<void> HostDevice::allocate(size_t bytes) {
+  // 64-byte alignment: whole cache lines and the widest vector loads.
+  void *p = std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));
+  if (!p)
+    throw std::bad_alloc();
+  return std::shared_ptr<void>(p, std::free);
+}
+
+void HostDevice::copyToHost(void *host, const void *device, size_t bytes) {
+  if (host != device)
+    std::memcpy(host, device, bytes);
+}
+
+const float *HostDevice::hostView(const float *device, int64_t, std::vector<float> &) {
+  return device;
+}
+
+void HostDevice::launch(PackedKernel fn, const std::vector<MemRefDescriptor> &inputs,
+                        const std::function<MemRefDescriptor(size_t)> &result, int64_t n,
+                        float layer, float numLayers, const MemRefDescriptor &scalars,
+                        const ChunkHook *afterChunk) {
+  pool_.parallelFor(chunkCount(n), [&](size_t c) {
+    int64_t begin = static_cast<int64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
+    float l = layer, nl = numLayers;
+    std::vector<MemRefDescriptor> descs = inputs;
+    descs.push_back(result(c));
+    descs.push_back(scalars);
+    // The packed ABI (KernelABI.h): one pointer per argument of the lowered function.
+    std::vector<void *> args;
+    args.reserve(descs.size() * 5 + 4);
+    auto addDescriptor = [&](MemRefDescriptor &d) {
+      for (void *field : {static_cast<void *>(&d.allocated), static_cast<void *>(&d.aligned),
+                          static_cast<void *>(&d.offset), static_cast<void *>(&d.size),
+                          static_cast<void *>(&d.stride)})
+        args.push_back(field);
+    };
+    for (size_t i = 0; i + 1 < descs.size(); ++i)
+      addDescriptor(descs[i]);
+    args.push_back(&begin);
+    args.push_back(&end);
+    args.push_back(&l);
+    args.push_back(&nl);
+    addDescriptor(descs.back());
+    fn(args.data());
+    if (afterChunk)
+      (*afterChunk)(begin, end);
+  });
+}
+
+void HostDevice::topkBoundaries(const float *keys, int64_t n, double density, double skip,
+                                bool nonzero, RankBoundary &hi, RankBoundary &lo) {
+  rt::topkBoundaries(keys, n, density, skip, nonzero, hi, lo);
+}
+
+double HostDevice::quantile(const float *keys, int64_t n, double q) {
+  return rt::quantile(keys, n, q);
+}
+
+void HostDevice::rowRanks(const float *keys, float *ranks, int64_t n, int64_t cols) {
+  rt::rowRanks(pool_, keys, ranks, n, cols);
+}
+
+void HostDevice::rowReduce(const float *keys, float *out, int64_t n, int64_t cols, bool sum) {
+  rt::rowReduce(pool_, keys, out, n, cols, sum);
+}
+
+} // namespace mergec::rt
