@@ -2,6 +2,7 @@
 #include "AheadOfTime.h"
 #include "Options.h"
 
+#include "mergec/Frontend/Limits.h"
 #include "mergec/Frontend/MLIRGen.h"
 #include "mergec/Frontend/Parser.h"
 #include "mergec/Frontend/Sema.h"
@@ -23,11 +24,15 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace mergec;
@@ -60,14 +65,57 @@ std::filesystem::path stdlibDirectory() {
   return MERGEC_STDLIB_DIR;
 }
 
-/// A whole file's bytes, or nullopt when it cannot be read.
-std::optional<std::string> readText(const std::filesystem::path &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
+/// A whole file's bytes, or nullopt with `why` set. Only a regular file of at most
+/// kMaxRecipeBytes is read: a FIFO or a terminal would block the open or the read forever, a
+/// device may never end. It is checked before the open (stat) and on what was opened (fstat;
+/// O_NONBLOCK keeps a FIFO swapped in between from blocking the open).
+std::optional<std::string> readText(const std::filesystem::path &path, std::string &why) {
+  auto check = [&](const struct stat &st) {
+    if (!S_ISREG(st.st_mode))
+      why = "not a regular file";
+    else if (static_cast<uint64_t>(st.st_size) > limits::kMaxRecipeBytes)
+      why = "file too large (" + std::to_string(st.st_size) + " bytes, limit " +
+            std::to_string(limits::kMaxRecipeBytes) + ")";
+    return why.empty();
+  };
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    why = std::generic_category().message(errno);
     return std::nullopt;
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  }
+  if (!check(st))
+    return std::nullopt;
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    why = std::generic_category().message(errno);
+    return std::nullopt;
+  }
+  std::string text;
+  if (::fstat(fd, &st) == 0 && check(st)) {
+    char buf[1 << 16];
+    for (;;) {
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0) {
+        why = std::generic_category().message(errno);
+        break;
+      }
+      if (n == 0)
+        break;
+      text.append(buf, static_cast<size_t>(n));
+      if (text.size() > limits::kMaxRecipeBytes) { // grew since the fstat
+        why = "file too large (limit " + std::to_string(limits::kMaxRecipeBytes) + " bytes)";
+        break;
+      }
+    }
+  } else if (why.empty()) {
+    why = std::generic_category().message(errno);
+  }
+  ::close(fd);
+  if (!why.empty())
+    return std::nullopt;
+  return text;
 }
 
 /// Parses every stdlib/*.merge (in name order), each its own source for diagnostics.
@@ -85,9 +133,11 @@ bool loadStdlib(DiagnosticEngine &diags, std::vector<std::unique_ptr<ast::Recipe
       files.push_back(entry.path());
   std::sort(files.begin(), files.end());
   for (auto &path : files) {
-    auto text = readText(path);
+    std::string why;
+    auto text = readText(path, why);
     if (!text) {
-      std::cerr << "mergec: error: cannot read library file '" << path.string() << "'\n";
+      std::cerr << "mergec: error: cannot read library file '" << path.string() << "': " << why
+                << "\n";
       return false;
     }
     int file = diags.addFile(path.string(), *text);
@@ -101,9 +151,10 @@ bool loadStdlib(DiagnosticEngine &diags, std::vector<std::unique_ptr<ast::Recipe
 
 /// Runs the stages up to `stop` (or all of them). Returns the exit status on failure.
 std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
-  auto text = readText(cl.recipe);
+  std::string why;
+  auto text = readText(cl.recipe, why);
   if (!text) {
-    std::cerr << "mergec: error: cannot read recipe '" << cl.recipe << "'\n";
+    std::cerr << "mergec: error: cannot read recipe '" << cl.recipe << "': " << why << "\n";
     return 1;
   }
   c.source = std::move(*text);

@@ -1,6 +1,7 @@
 //===- ASTBuilder.cpp - ANTLR parse tree to AST ---------------------------===//
 // The only file that sees ANTLR types (antlr4-runtime.h also undefines EOF, so it stays here).
 #include "mergec/Frontend/Parser.h"
+#include "mergec/Frontend/Limits.h"
 #include "mergec/Runtime/Number.h"
 
 #include "MergeLexer.h"
@@ -15,9 +16,13 @@ using namespace mergec::ast;
 
 namespace {
 
+/// Thrown by FirstErrorListener to stop the parse at its first error.
+struct StopParsing {};
+
 /// Keeps the first syntax error only: ANTLR's later messages are usually fallout from it.
 /// "missing X at 'y'" and errors at the end of the file are reported just after the last good
-/// token, where the user has to type the fix.
+/// token, where the user has to type the fix. The parse stops there: ANTLR's recovery would
+/// otherwise go on resynchronizing through the rest of the text, only to be ignored.
 class FirstErrorListener : public antlr4::BaseErrorListener {
 public:
   FirstErrorListener(DiagnosticEngine &diags, int file) : diags_(diags), file_(file) {}
@@ -41,6 +46,8 @@ public:
       text = "unexpected end of file" + expectation(msg);
     }
     diags_.error(loc, text);
+    // Not an antlr4::RecognitionException, so no rule of the generated parser catches it.
+    throw StopParsing{};
   }
   bool failed = false;
 
@@ -218,6 +225,98 @@ bool checkTokens(antlr4::CommonTokenStream &tokens, DiagnosticEngine &diags, int
   return true;
 }
 
+/// Bounds what the parser and the AST builder will recurse over, from the tokens alone, before
+/// ANTLR sees them: the nesting of parentheses, brackets and unary minus (ANTLR's parser
+/// recurses into each), and the length of an operator chain (parsed in a loop, but each
+/// operator nests the tree one level deeper and costs ~1 KB of parse tree).
+bool checkShape(antlr4::CommonTokenStream &tokens, DiagnosticEngine &diags, int file) {
+  const std::vector<antlr4::Token *> &all = tokens.getTokens();
+  // Open '(' and '[', and each '-' whose operand has not ended yet: `- - (a)` is three deep.
+  std::vector<char> open;
+  // Binary operators in the current expression, per open bracket (and the top level).
+  std::vector<size_t> chain{0};
+  bool afterOperand = false;
+  for (size_t i = 0; i < all.size(); ++i) {
+    antlr4::Token *token = all[i];
+    size_t type = token->getType();
+    if (type == antlr4::Token::EOF)
+      break;
+    std::string text = token->getText();
+    bool endsOperand = false;
+    if (text == "(" || text == "[" || (text == "-" && !afterOperand)) {
+      open.push_back(text[0]);
+      if (open.back() != '-')
+        chain.push_back(0);
+      if (open.size() > limits::kMaxNesting) {
+        diags.error(locOf(token, file), "expression nested too deeply (limit " +
+                                            std::to_string(limits::kMaxNesting) +
+                                            " levels of parentheses, brackets and unary '-')");
+        return false;
+      }
+    } else if (text == ")" || text == "]") {
+      while (!open.empty() && open.back() == '-')
+        open.pop_back();
+      if (!open.empty()) { // an unbalanced one is the parser's to report
+        open.pop_back();
+        chain.pop_back();
+      }
+      endsOperand = true;
+    } else if (text == "-" || text == "+" || text == "*" || text == "/" || text == "<" ||
+               text == ">" || text == "<=" || text == ">=" || text == "==" || text == "!=") {
+      if (++chain.back() > limits::kMaxOperatorChain) {
+        diags.error(locOf(token, file),
+                    "operator chain too long (limit " +
+                        std::to_string(limits::kMaxOperatorChain) +
+                        " binary operators in one expression; write a long sum as sum([...]))");
+        return false;
+      }
+    } else if (type == MergeLexer::IDENT || type == MergeLexer::NUMBER ||
+               type == MergeLexer::STRING || text == "model") {
+      // A call's operand ends at its ')'.
+      endsOperand = i + 1 >= all.size() || all[i + 1]->getText() != "(";
+    } else {
+      chain.back() = 0; // ',', '=', '=>', '{', a keyword: another expression starts
+    }
+    if (endsOperand)
+      while (!open.empty() && open.back() == '-')
+        open.pop_back();
+    afterOperand = endsOperand;
+  }
+  return true;
+}
+
+/// An operator, call or list: a node of the AST with operands below it (parentheses are not;
+/// they are bounded by kMaxNesting alone).
+bool isExpressionLevel(antlr4::tree::ParseTree *node) {
+  return dynamic_cast<MergeParser::NegExprContext *>(node) ||
+         dynamic_cast<MergeParser::MulExprContext *>(node) ||
+         dynamic_cast<MergeParser::AddExprContext *>(node) ||
+         dynamic_cast<MergeParser::CmpExprContext *>(node) ||
+         dynamic_cast<MergeParser::CallExprContext *>(node) ||
+         dynamic_cast<MergeParser::ListExprContext *>(node);
+}
+
+/// Reports an expression whose syntax tree would be deeper than the AST builder and Sema may
+/// recurse: calls, lists and operator chains can each stay under their own limit and still nest
+/// inside each other. Walks the parse tree with an explicit stack.
+bool checkDepth(antlr4::tree::ParseTree *root, DiagnosticEngine &diags, int file) {
+  std::vector<std::pair<antlr4::tree::ParseTree *, size_t>> work{{root, 0}};
+  while (!work.empty()) {
+    auto [node, depth] = work.back();
+    work.pop_back();
+    if (isExpressionLevel(node) && ++depth > limits::kMaxExpressionDepth) {
+      diags.error(locOf(static_cast<antlr4::ParserRuleContext *>(node)->getStart(), file),
+                  "expression nested too deeply (limit " +
+                      std::to_string(limits::kMaxExpressionDepth) +
+                      " levels of operators, calls and lists)");
+      return false;
+    }
+    for (auto it = node->children.rbegin(); it != node->children.rend(); ++it)
+      work.push_back({*it, depth});
+  }
+  return true;
+}
+
 /// Finds the first byte that is not part of well-formed UTF-8 (ANTLR's decoder throws on it).
 std::optional<SourceLoc> firstInvalidUtf8(const std::string &text, int file, unsigned char &bad) {
   int line = 1, col = 1;
@@ -266,13 +365,18 @@ std::unique_ptr<Recipe> mergec::parseRecipe(DiagnosticEngine &diags, int file) {
   lexer.removeErrorListeners();
   lexer.addErrorListener(&listener);
   antlr4::CommonTokenStream tokens(&lexer);
-  if (!checkTokens(tokens, diags, file))
-    return nullptr;
   MergeParser parser(&tokens);
   parser.removeErrorListeners();
   parser.addErrorListener(&listener);
-  MergeParser::RecipeContext *tree = parser.recipe();
-  if (listener.failed)
+  MergeParser::RecipeContext *tree = nullptr;
+  try {
+    if (!checkTokens(tokens, diags, file) || !checkShape(tokens, diags, file))
+      return nullptr;
+    tree = parser.recipe();
+  } catch (const StopParsing &) {
+    return nullptr;
+  }
+  if (listener.failed || !checkDepth(tree, diags, file))
     return nullptr;
   auto recipe = std::make_unique<Recipe>();
   recipe->fileName = diags.fileName(file);

@@ -3,6 +3,7 @@
 // evaluating their bodies with the arguments bound, and lists exist only during evaluation
 // (sum/mean/len consume them), so the DAG handed to MLIRGen holds only scalars and tensors.
 #include "mergec/Frontend/Sema.h"
+#include "mergec/Frontend/Limits.h"
 #include "mergec/Runtime/Glob.h"
 #include "mergec/Runtime/Number.h"
 #include "llvm/Support/Casting.h"
@@ -15,6 +16,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <unordered_map>
 
 using namespace mergec;
 using namespace mergec::sema;
@@ -136,20 +138,38 @@ std::string formatNumber(double v) {
   return ec == std::errc() ? std::string(buf, end) : std::to_string(v);
 }
 
+using ConstantMemo = std::unordered_map<const Node *, std::optional<double>>;
+std::optional<double> foldConstant(const Node *n, ConstantMemo &memo);
+std::optional<double> foldOp(const Node *n, const std::vector<double> &v);
+
 /// The value of a scalar expression of numbers known while compiling, in f64; nullopt when
-/// it depends on the tensor (a layer, a reduction, ...).
+/// it depends on the tensor (a layer, a reduction, ...). Inlined defs share operands, so the
+/// DAG is walked once per node (a tree walk would be exponential in the inlining depth); the
+/// recursion is as deep as the DAG, at most kMaxInlinedDepth.
 std::optional<double> constantValue(const Node *n) {
+  ConstantMemo memo;
+  return foldConstant(n, memo);
+}
+
+std::optional<double> foldConstant(const Node *n, ConstantMemo &memo) {
   if (n->kind != Kind::Scalar)
     return std::nullopt;
   if (n->op == Node::Op::Constant)
     return n->value;
+  if (auto it = memo.find(n); it != memo.end())
+    return it->second;
   std::vector<double> v;
   for (const Node *o : n->operands) {
-    auto c = constantValue(o);
+    auto c = foldConstant(o, memo);
     if (!c)
-      return std::nullopt;
+      return memo[n] = std::nullopt;
     v.push_back(*c);
   }
+  return memo[n] = foldOp(n, v);
+}
+
+/// `n`'s operation on its operands' values `v`.
+std::optional<double> foldOp(const Node *n, const std::vector<double> &v) {
   switch (n->op) {
   case Node::Op::Add: return v[0] + v[1];
   case Node::Op::Sub: return v[0] - v[1];
@@ -213,6 +233,21 @@ public:
   std::map<std::string, double> &params() { return params_; }
 
   std::optional<Value> eval(const ast::Expr *e) {
+    // After a limit error every evaluation in progress unwinds without further messages.
+    if (limitHit_)
+      return std::nullopt;
+    if (evalDepth_ >= limits::kMaxInlinedDepth) {
+      limitError(e->loc(), "expression nested too deeply once defs are inlined (limit " +
+                               std::to_string(limits::kMaxInlinedDepth) + " levels)");
+      return std::nullopt;
+    }
+    ++evalDepth_;
+    auto value = evalExpr(e);
+    --evalDepth_;
+    return value;
+  }
+
+  std::optional<Value> evalExpr(const ast::Expr *e) {
     if (auto *n = dyn_cast<ast::NumberExpr>(e)) {
       if (!std::isfinite(n->value)) {
         diags_.error(e->loc(), "number out of range (larger than a double can hold)");
@@ -226,7 +261,7 @@ public:
       Node n{Node::Op::String, Kind::Scalar};
       n.text = str->value;
       n.loc = e->loc();
-      return Value{&program_.nodes.emplace_back(std::move(n))};
+      return Value{add(std::move(n))};
     }
     if (auto *u = dyn_cast<ast::UnaryExpr>(e)) {
       auto v = eval(u->operand.get());
@@ -239,6 +274,8 @@ public:
     if (auto *b = dyn_cast<ast::BinaryExpr>(e))
       return binary(b);
     if (auto *l = dyn_cast<ast::ListExpr>(e)) {
+      if (!checkListLength(l->elements.size(), e->loc()))
+        return std::nullopt;
       auto list = std::make_shared<std::vector<Value>>();
       for (auto &el : l->elements) {
         auto v = eval(el.get());
@@ -262,7 +299,7 @@ public:
     Node n{Node::Op::Input, Kind::Tensor};
     n.model = model;
     n.loc = loc;
-    return inputs_[model] = &program_.nodes.emplace_back(std::move(n));
+    return inputs_[model] = add(std::move(n));
   }
 
 private:
@@ -281,6 +318,13 @@ private:
   }
 
   bool checkDef(const ast::DefDecl &d) {
+    if (d.params.size() > limits::kMaxArguments) {
+      diags_.error(d.params[limits::kMaxArguments].loc,
+                   "too many parameters in def '" + d.name + "' (" +
+                       std::to_string(d.params.size()) + ", limit " +
+                       std::to_string(limits::kMaxArguments) + ")");
+      return false;
+    }
     std::set<std::string> seen;
     bool sawDefault = false;
     for (auto &p : d.params) {
@@ -312,11 +356,75 @@ private:
     return true;
   }
 
+  /// Takes ownership of a new node. Counts its depth and what it costs against the limits;
+  /// past one, reports it (once) and evaluation unwinds from the next eval().
+  const Node *add(Node n) {
+    for (const Node *o : n.operands)
+      n.depth = std::max(n.depth, o->depth + 1);
+    operations_ += operationCost(n);
+    if (n.depth > limits::kMaxInlinedDepth)
+      limitError(n.loc, "expression nested too deeply once defs are inlined (limit " +
+                            std::to_string(limits::kMaxInlinedDepth) + " levels)");
+    else if (operations_ > limits::kMaxOperations)
+      tooLarge(n.loc);
+    return &program_.nodes.emplace_back(std::move(n));
+  }
+
+  /// About how many MLIR operations a node becomes, for kMaxOperations.
+  static size_t operationCost(const Node &n) {
+    size_t k = n.operands.size();
+    switch (n.op) {
+    case Node::Op::Median: // odd-even transposition sort: k rounds of k / 2 min/max pairs
+      return std::max<size_t>(1, k * k);
+    case Node::Op::Variance: // Welford: six operations per item
+      return std::max<size_t>(1, 6 * k);
+    case Node::Op::Weiszfeld: // the loop body: ~12 m^2 operations on a Gram matrix of m^2 / 2
+    case Node::Op::Karcher:
+      return 24 * k;
+    default:
+      return std::max<size_t>(1, k);
+    }
+  }
+
+  /// Whether `cost` more operations still fit, else the error; for builders that would create
+  /// many nodes (a Gram matrix) before control returns to eval().
+  bool affordable(size_t cost, SourceLoc loc) {
+    if (operations_ + cost <= limits::kMaxOperations)
+      return true;
+    tooLarge(loc);
+    return false;
+  }
+
+  void tooLarge(SourceLoc loc) {
+    limitError(loc, "too many operations (limit " + std::to_string(limits::kMaxOperations) +
+                        " for the recipe, counted with defs inlined and lists unrolled)");
+  }
+
+  /// A limit error: reported once, at the innermost call being inlined (where the user can see
+  /// which call grows) or at `loc` outside defs, with one note at the outermost call instead of
+  /// a note per level (an inlining chain can be thousands deep).
+  void limitError(SourceLoc loc, const std::string &message) {
+    if (limitHit_)
+      return;
+    limitHit_ = true;
+    diags_.error(callSites_.empty() ? loc : callSites_.back().second, message);
+    if (callSites_.size() > 1)
+      diags_.note(callSites_.front().second, "in call to '" + callSites_.front().first + "'");
+  }
+
+  bool checkListLength(size_t length, SourceLoc loc) {
+    if (length <= limits::kMaxListLength)
+      return true;
+    diags_.error(loc, "list too long (" + std::to_string(length) + " items, limit " +
+                          std::to_string(limits::kMaxListLength) + ")");
+    return false;
+  }
+
   const Node *make(Node::Op op, Kind kind, std::vector<const Node *> operands, SourceLoc loc) {
     Node n{op, kind};
     n.operands = std::move(operands);
     n.loc = loc;
-    return &program_.nodes.emplace_back(std::move(n));
+    return add(std::move(n));
   }
 
   /// ReduceSum or ReduceMax of x over the current tensor or (wholeModel) the rule's tensors.
@@ -325,14 +433,14 @@ private:
     n.operands = {x};
     n.modelScope = wholeModel;
     n.loc = loc;
-    return &program_.nodes.emplace_back(std::move(n));
+    return add(std::move(n));
   }
 
   const Node *constant(double value, SourceLoc loc) {
     Node n{Node::Op::Constant, Kind::Scalar};
     n.value = value;
     n.loc = loc;
-    return &program_.nodes.emplace_back(std::move(n));
+    return add(std::move(n));
   }
 
   const Node *asTensor(const Node *n) {
@@ -367,7 +475,7 @@ private:
       Node s{Node::Op::String, Kind::Scalar};
       s.text = n->name;
       s.loc = n->loc();
-      return Value{&program_.nodes.emplace_back(std::move(s))};
+      return Value{add(std::move(s))};
     }
     if (defs_.count(n->name) || kBuiltins.count(n->name)) {
       diags_.error(n->loc(), "'" + n->name + "' is a function; call it as " + n->name + "(...)");
@@ -447,7 +555,7 @@ private:
     n.operands = std::move(operands);
     n.loc = loc;
     n.predicate = std::move(predicate);
-    return &program_.nodes.emplace_back(std::move(n));
+    return add(std::move(n));
   }
 
   /// Binds a call's arguments to `sig`'s parameters. Missing arguments stay empty (the caller
@@ -501,6 +609,13 @@ private:
   }
 
   std::optional<Value> call(const ast::CallExpr *c) {
+    if (c->args.size() > limits::kMaxArguments) {
+      diags_.error(c->args[limits::kMaxArguments].loc,
+                   "too many arguments in call to '" + c->callee + "' (" +
+                       std::to_string(c->args.size()) + ", limit " +
+                       std::to_string(limits::kMaxArguments) + ")");
+      return std::nullopt;
+    }
     if (!scopes_.empty() && scopes_.back().count(c->callee)) {
       diags_.error(c->loc(), "'" + c->callee + "' is a parameter, not a function");
       return std::nullopt;
@@ -554,6 +669,7 @@ private:
       return std::nullopt;
     std::map<std::string, Value> scope;
     callStack_.push_back(def.name);
+    callSites_.push_back({def.name, c->loc()});
     for (size_t i = 0; i < sig.params.size(); ++i) {
       SourceLoc at = argLoc(c, sig, i);
       bool defaulted = !(*bound)[i];
@@ -564,7 +680,9 @@ private:
         scopes_.pop_back();
         if (!v) {
           callStack_.pop_back();
-          diags_.note(c->loc(), "in call to '" + def.name + "'");
+          callSites_.pop_back();
+          if (!limitHit_)
+            diags_.note(c->loc(), "in call to '" + def.name + "'");
           return std::nullopt;
         }
         (*bound)[i] = *v;
@@ -576,6 +694,7 @@ private:
       if (!param.kind.empty() &&
           !checkArgument(def.name, param.name, at, *(*bound)[i], *findParamKind(param.kind))) {
         callStack_.pop_back();
+        callSites_.pop_back();
         if (defaulted) // the error shows the default: say which call used it
           diags_.note(c->loc(), "in call to '" + def.name + "'");
         return std::nullopt;
@@ -586,7 +705,8 @@ private:
     auto result = eval(def.body.get());
     scopes_.pop_back();
     callStack_.pop_back();
-    if (!result)
+    callSites_.pop_back();
+    if (!result && !limitHit_)
       diags_.note(c->loc(), "in call to '" + def.name + "'");
     return result;
   }
@@ -836,7 +956,7 @@ private:
       n.flag = flag;
       n.modelScope = model;
       n.loc = c->loc();
-      return &program_.nodes.emplace_back(std::move(n));
+      return add(std::move(n));
     };
     return zip(c, sig, values, [&](std::vector<const Node *> args, size_t position) -> const Node * {
       if (f != "bernoulli" && args[0]->kind != Kind::Tensor) {
@@ -895,6 +1015,9 @@ private:
                                                        : std::string(kindName(xs))));
       return std::nullopt;
     }
+    size_t n = xs.list->size();
+    if (!checkListLength(n * (n - 1) / 2, c->loc()))
+      return std::nullopt;
     auto out = std::make_shared<std::vector<Value>>();
     for (size_t i = 0; i < xs.list->size(); ++i)
       for (size_t j = i + 1; j < xs.list->size(); ++j)
@@ -948,6 +1071,8 @@ private:
       return std::nullopt;
     if ((*bound)[1] && !checkArgument(c->callee, sig.params[1], argLoc(c, sig, 1), *(*bound)[1],
                                       paramKind(Check::Finite)))
+      return std::nullopt;
+    if (!affordableGram(points.size(), c->loc()))
       return std::nullopt;
     Node group = gramGroup(Node::Op::Weiszfeld, points, *wholeModel, c->loc());
     for (const Node *w : weights)
@@ -1007,11 +1132,18 @@ private:
     const std::vector<double> &settings = *found;
     if (points.size() == 1)
       return Value{nullptr, std::make_shared<std::vector<Value>>(1, Value{constant(1, c->loc())})};
+    if (!affordableGram(points.size(), c->loc()))
+      return std::nullopt;
     Node group = gramGroup(Node::Op::Karcher, points, *wholeModel, c->loc());
     group.value = settings[1];
     group.value3 = settings[0];
     return coefficients(std::move(group), points.size());
   }
+
+  /// Whether the Gram matrix of m tensors (m (m + 1) / 2 products and sums) and the iteration
+  /// on it (~12 m^2 operations) fit in kMaxOperations: checked before building them, since a
+  /// list of thousands of tensors would otherwise build millions of nodes first.
+  bool affordableGram(size_t m, SourceLoc loc) { return affordable(13 * m * m + 2 * m, loc); }
 
   /// The node of an iteration in coefficient space over xs (every iterate is sum c_i xs[i]):
   /// its first operands are the Gram matrix's upper triangle, dot(xs[i], xs[j]) for i <= j row
@@ -1031,14 +1163,14 @@ private:
 
   /// The list of the m coefficients a coefficient-space iteration computes.
   Value coefficients(Node group, size_t m) {
-    const Node *solved = &program_.nodes.emplace_back(std::move(group));
+    const Node *solved = add(std::move(group));
     auto out = std::make_shared<std::vector<Value>>();
     for (size_t i = 0; i < m; ++i) {
       Node coef{Node::Op::Coefficient, Kind::Scalar};
       coef.operands = {solved};
       coef.value = static_cast<double>(i);
       coef.loc = solved->loc;
-      out->push_back(Value{&program_.nodes.emplace_back(std::move(coef))});
+      out->push_back(Value{add(std::move(coef))});
     }
     return Value{nullptr, out};
   }
@@ -1188,6 +1320,10 @@ private:
   std::map<std::string, const Node *> inputs_;
   std::vector<std::map<std::string, Value>> scopes_;
   std::vector<std::string> callStack_;
+  std::vector<std::pair<std::string, SourceLoc>> callSites_; ///< the defs being inlined
+  size_t evalDepth_ = 0;
+  size_t operations_ = 0; ///< operationCost of every node so far
+  bool limitHit_ = false;
   std::set<std::string> libraryDefs_;
 };
 
@@ -1302,6 +1438,20 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
     diags.error(merge.loc, "the merge block has no rules");
     return nullptr;
   }
+  if (merge.rules.size() > limits::kMaxRules) {
+    diags.error(merge.rules[limits::kMaxRules].loc,
+                "too many rules in the merge block (" + std::to_string(merge.rules.size()) +
+                    ", limit " + std::to_string(limits::kMaxRules) + ")");
+    return nullptr;
+  }
+  size_t patterns = 0;
+  for (auto &rule : merge.rules)
+    for (auto &pattern : rule.patterns)
+      if (++patterns == limits::kMaxPatterns + 1) {
+        diags.error(pattern.loc, "too many patterns in the merge block (limit " +
+                                     std::to_string(limits::kMaxPatterns) + ")");
+        return nullptr;
+      }
   bool sawDefault = false;
   for (auto &rule : merge.rules) {
     // A rule after `_` never runs, but it is still checked: it is code the user means to keep.

@@ -67,6 +67,9 @@ struct Node {
   std::string text;      ///< String only
   std::vector<const Node *> operands;
   ast::SourceLoc loc;
+  /// 1 + the deepest operand's depth: how far MLIRGen and the fusion pass recurse from here
+  /// (Sema keeps it within limits::kMaxInlinedDepth).
+  size_t depth = 1;
 };
 
 struct Model {
