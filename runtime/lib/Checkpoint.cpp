@@ -106,7 +106,9 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string &path) {
     // Like transformers, a single model.safetensors wins over an index next to it.
     std::string single = joinPath(path, kSingleFile);
     indexPath = joinPath(path, kIndexFile);
-    if (statKind(single) == Kind::File) {
+    Kind singleKind = statKind(single);
+    // A FIFO, device or socket is refused (by open) rather than passed over for the index.
+    if (singleKind == Kind::File || singleKind == Kind::Other) {
       ckpt->files_.push_back(SafetensorsFile::open(single));
     } else if (statKind(indexPath) != Kind::Missing) {
       weightMap = readWeightMap(indexPath);

@@ -1,5 +1,6 @@
 //===- Executor.cpp - plan a merge and stream it through the kernels ------===//
 #include "mergec/Runtime/Executor.h"
+#include "Support.h"
 #include "mergec/Runtime/KernelABI.h"
 #include "mergec/Runtime/PhaseRunner.h"
 #include "mergec/Runtime/CheckpointWriter.h"
@@ -20,6 +21,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -62,10 +64,11 @@ int countLayers(const Checkpoint &model, const std::string &name, bool used,
     largest = std::max(largest, layerIndex(t->name));
   int fromNames = largest + 1;
   std::string path = model.directory() + "/config.json";
-  std::ifstream in(path);
-  if (!in)
+  // Not a regular file (a FIFO would block), over 16 MB or nested too deeply: an error.
+  std::optional<std::string> text = detail::readSmallFileIfExists(path, 16u << 20);
+  if (!text)
     return fromNames;
-  auto config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  auto config = detail::parseLenientJson(*text, path, "config");
   if (!config.is_object()) {
     if (used)
       warnings.push_back(path + " is not a JSON object; num_layers = " +
@@ -80,7 +83,7 @@ int countLayers(const Checkpoint &model, const std::string &name, bool used,
     // JSON integers only: 12.5, "12" or true are no layer count.
     if (!value.is_number_unsigned() || value.get<uint64_t>() == 0 ||
         value.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int>::max()))
-      throw RuntimeError(path + ": " + key + " is " + value.dump() +
+      throw RuntimeError(path + ": " + key + " is " + detail::jsonExcerpt(value) +
                          "; it must be a positive integer (model '" + name + "')");
     int layers = value.get<int>();
     if (used && largest >= 0 && layers != fromNames)
@@ -374,8 +377,19 @@ private:
       try {
         writer_.write(job.index, job.data, job.nbytes);
       } catch (...) {
+        std::exception_ptr error = std::current_exception();
+        // A copy writes straight from an input's mapping, and write(2) fails with EFAULT where
+        // the input was truncated meanwhile: then the input is what to name.
+        if (job.buffer.empty()) {
+          try {
+            for (const TensorInfo *t : job.release)
+              t->file->checkUnchanged();
+          } catch (...) {
+            error = std::current_exception();
+          }
+        }
         std::lock_guard<std::mutex> lock(mutex_);
-        error_ = std::current_exception();
+        error_ = error;
         jobs_.clear();
         space_.notify_all();
         return;
@@ -400,6 +414,27 @@ private:
   bool closed_ = false;
   std::thread thread_;
 };
+
+/// Checks the files an item reads before its pages are touched: one truncated since it was
+/// opened would raise SIGBUS (MappedInputGuard reports that too, but cannot unwind), one
+/// rewritten in place would mix old and new bytes into the output.
+void checkInputs(const MergePlan::Item &item) {
+  for (const TensorInfo *t : item.inputs)
+    t->file->checkUnchanged();
+}
+
+/// A test hook: with MERGEC_TEST_WAIT_FOR=PATH, the merge says so on stderr and waits (up to a
+/// minute) for PATH to exist before it reads any tensor, so a test can change an input at a
+/// known point.
+void waitForTestHook() {
+  const char *path = std::getenv("MERGEC_TEST_WAIT_FOR");
+  if (!path || !*path)
+    return;
+  std::fprintf(stderr, "mergec: test hook: waiting for %s\n", path);
+  std::fflush(stderr);
+  for (int i = 0; i < 6000 && !std::filesystem::exists(path); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
 
 /// The kernel inputs and their dtypes of one plan item.
 struct ItemInputs {
@@ -488,6 +523,7 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
         const MergePlan::Item &item = plan.items[i];
         if (item.rule != rule || item.copy)
           continue;
+        checkInputs(item);
         ItemInputs in(item);
         CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
         runRule(device, compiled, in.data, nullptr, *item.base, static_cast<float>(item.layer),
@@ -564,6 +600,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   HostDevice device(pool);
   Progress progress(plan.items.size(), plan.inputBytes, options.quiet);
   RunStats stats;
+  waitForTestHook();
   std::map<size_t, ModelScope> scopes = analyzeModelScope(plan, kernels, device, options.quiet);
   {
     AsyncWriter async(writer, 2);
@@ -575,6 +612,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         for (const TensorInfo *t : plan.items[i + 1].inputs)
           t->file->prefetch(*t);
       AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
+      checkInputs(item);
       if (item.copy) {
         // Straight from the input's mapping to the file: no kernel, no copy in memory.
         job.data = item.inputs[0]->data;
@@ -611,6 +649,10 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     }
     async.close();
   }
+  // Every tensor was read: one more look catches a file changed during the last ones.
+  for (const auto &checkpoint : plan.checkpoints)
+    for (const auto &file : checkpoint->files())
+      file->checkUnchanged();
   writer.finish();
   const Checkpoint &base = *plan.checkpoints[plan.outputModel];
   for (const std::string &name : kSideFiles) {

@@ -33,7 +33,8 @@ std::string offsetsText(uint64_t begin, uint64_t end) {
 uint64_t nonNegativeInt(const json &j, const std::string &file, const std::string &context,
                         const std::string &what) {
   if (!j.is_number_integer())
-    fail(file, context + what + " must be an integer, not " + jsonTypeName(j) + " " + j.dump());
+    fail(file, context + what + " must be an integer, not " + jsonTypeName(j) + " " +
+                   detail::jsonExcerpt(j));
   if (j.is_number_unsigned()) {
     uint64_t v = j.get<uint64_t>();
     if (v > static_cast<uint64_t>(INT64_MAX))
@@ -100,7 +101,8 @@ TensorInfo parseTensorEntry(const std::string &name, const json &entry, const st
 
   const json &offsets = requireField(entry, "data_offsets", file, ctx);
   if (!offsets.is_array() || offsets.size() != 2)
-    fail(file, ctx + "data_offsets must be an array of two integers, not " + offsets.dump());
+    fail(file, ctx + "data_offsets must be an array of two integers, not " +
+                   detail::jsonExcerpt(offsets));
   uint64_t begin = nonNegativeInt(offsets[0], file, ctx, "data_offsets begin");
   uint64_t end = nonNegativeInt(offsets[1], file, ctx, "data_offsets end");
   if (begin > end)
@@ -162,15 +164,11 @@ std::string TensorInfo::shapeString() const {
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string &path) {
   std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
   f->path_ = path;
-  f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (f->fd_ < 0)
-    fail(path, "cannot open: " + detail::errnoText(errno));
   struct stat st;
-  if (::fstat(f->fd_, &st) != 0)
-    fail(path, "cannot stat: " + detail::errnoText(errno));
-  if (!S_ISREG(st.st_mode))
-    fail(path, "not a regular file");
+  f->fd_ = detail::openRegularFile(path, st);
   f->size_ = static_cast<uint64_t>(st.st_size);
+  f->mtimeSeconds_ = st.st_mtim.tv_sec;
+  f->mtimeNanoseconds_ = st.st_mtim.tv_nsec;
   if (f->size_ < 8)
     fail(path, "file is truncated (" + std::to_string(f->size_) +
                    " bytes, need at least 8 for the header length)");
@@ -178,6 +176,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string &path) 
   if (map == MAP_FAILED)
     fail(path, "cannot mmap: " + detail::errnoText(errno));
   f->map_ = static_cast<const uint8_t *>(map);
+  f->guard_ = std::make_unique<MappedInputGuard>(map, f->size_, path);
 
   // Little-endian u64, assembled byte by byte so the host's byte order does not matter.
   uint64_t headerLen = 0;
@@ -226,10 +225,24 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string &path) 
 }
 
 SafetensorsFile::~SafetensorsFile() {
+  guard_.reset(); // before the range can be mapped again for another file
   if (map_)
     ::munmap(const_cast<uint8_t *>(map_), size_);
   if (fd_ >= 0)
     ::close(fd_);
+}
+
+void SafetensorsFile::checkUnchanged() const {
+  struct stat st;
+  if (::fstat(fd_, &st) != 0)
+    fail(path_, "cannot stat: " + detail::errnoText(errno));
+  if (static_cast<uint64_t>(st.st_size) != size_)
+    fail(path_, "changed while mergec was reading it (now " + std::to_string(st.st_size) +
+                    " bytes, " + std::to_string(size_) +
+                    " when opened: truncated, or rewritten by a download?)");
+  if (st.st_mtim.tv_sec != mtimeSeconds_ || st.st_mtim.tv_nsec != mtimeNanoseconds_)
+    fail(path_, "changed while mergec was reading it (modified after it was opened: rewritten "
+                "by a download?)");
 }
 
 const TensorInfo *SafetensorsFile::find(const std::string &name) const {

@@ -6,7 +6,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
-#include <set>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
@@ -71,26 +70,95 @@ std::optional<size_t> findInvalidUtf8(std::string_view text) {
 }
 
 namespace {
-/// Tracks the keys of every open object while nlohmann parses, remembering the first key
-/// that repeats within one object.
-struct DuplicateKeyFinder {
-  std::vector<std::set<std::string>> open;
-  std::optional<std::string> duplicate;
+/// Builds the DOM from nlohmann's SAX events, as nlohmann's own builder does, but stops at the
+/// first key repeated within an object (nlohmann would keep the last one silently, hiding a
+/// corrupt header) and at containers nested deeper than kMaxJsonDepth. Linear in the text:
+/// nlohmann's parse with a callback rescans the parent object at the end of every child
+/// (O(n^2) for a header of n tensors: 50,000 took 17 s).
+class StrictDomBuilder {
+public:
+  /// `lastKeyWins`: a repeated key replaces the earlier value, as nlohmann's own parse does.
+  explicit StrictDomBuilder(nlohmann::json &root, bool lastKeyWins = false)
+      : root_(root), lastKeyWins_(lastKeyWins) {}
 
-  bool operator()(int, nlohmann::json::parse_event_t event, nlohmann::json &parsed) {
-    using E = nlohmann::json::parse_event_t;
-    if (event == E::object_start) {
-      open.emplace_back();
-    } else if (event == E::object_end) {
-      if (!open.empty())
-        open.pop_back();
-    } else if (event == E::key && !open.empty() && parsed.is_string()) {
-      const auto &key = parsed.get_ref<const std::string &>();
-      if (!open.back().insert(key).second && !duplicate)
-        duplicate = key;
-    }
+  bool null() { return add(nullptr); }
+  bool boolean(bool v) { return add(v); }
+  bool number_integer(nlohmann::json::number_integer_t v) { return add(v); }
+  bool number_unsigned(nlohmann::json::number_unsigned_t v) { return add(v); }
+  bool number_float(nlohmann::json::number_float_t v, const nlohmann::json::string_t &) {
+    return add(v);
+  }
+  bool string(nlohmann::json::string_t &v) { return add(std::move(v)); }
+  bool binary(nlohmann::json::binary_t &v) { return add(nlohmann::json::binary(v)); }
+  bool start_object(std::size_t) { return open(nlohmann::json::object()); }
+  bool key(nlohmann::json::string_t &k) {
+    key_ = std::move(k);
     return true;
   }
+  bool end_object() { return close(); }
+  bool start_array(std::size_t) { return open(nlohmann::json::array()); }
+  bool end_array() { return close(); }
+  bool parse_error(std::size_t, const std::string &, const nlohmann::json::exception &e) {
+    error_ = std::string("is not valid JSON: ") + e.what();
+    return false;
+  }
+
+  /// Why the parse stopped ("is not valid JSON: ...", "has the key 'k' twice", ...).
+  const std::string &error() const { return error_; }
+  bool tooDeep() const { return tooDeep_; }
+
+private:
+  /// Places a value in the open container (or as the root); the new value's address, or null
+  /// after a duplicate key.
+  nlohmann::json *place(nlohmann::json value) {
+    if (open_.empty()) {
+      root_ = std::move(value);
+      return &root_;
+    }
+    nlohmann::json &parent = *open_.back();
+    if (parent.is_array()) {
+      parent.push_back(std::move(value));
+      return &parent.back();
+    }
+    auto &object = parent.get_ref<nlohmann::json::object_t &>();
+    if (lastKeyWins_) {
+      nlohmann::json &slot = object[key_];
+      slot = std::move(value);
+      return &slot;
+    }
+    auto [it, inserted] = object.emplace(key_, std::move(value));
+    if (!inserted) {
+      error_ = "has the key '" + key_ + "' twice";
+      return nullptr;
+    }
+    return &it->second;
+  }
+  bool add(nlohmann::json value) { return place(std::move(value)) != nullptr; }
+  bool open(nlohmann::json container) {
+    if (open_.size() >= kMaxJsonDepth) {
+      tooDeep_ = true;
+      error_ = "is nested too deeply (more than " + std::to_string(kMaxJsonDepth) +
+               " levels of objects and arrays)";
+      return false;
+    }
+    nlohmann::json *placed = place(std::move(container));
+    if (!placed)
+      return false;
+    // Only the innermost open container grows, so this pointer stays valid while it is open.
+    open_.push_back(placed);
+    return true;
+  }
+  bool close() {
+    open_.pop_back();
+    return true;
+  }
+
+  nlohmann::json &root_;
+  std::vector<nlohmann::json *> open_;
+  std::string key_;
+  std::string error_;
+  bool lastKeyWins_;
+  bool tooDeep_ = false;
 };
 } // namespace
 
@@ -102,21 +170,31 @@ nlohmann::json parseStrictJson(std::string_view text, const std::string &file,
   // "{...}\0<anything>"; JSON allows NUL only escaped inside a string.
   if (auto nul = text.find('\0'); nul != std::string_view::npos)
     fail(file, what + " contains a NUL byte at offset " + std::to_string(nul));
-  DuplicateKeyFinder finder;
   nlohmann::json json;
-  try {
-    // The callback is copied by nlohmann, so it refers back to `finder` through a pointer.
-    DuplicateKeyFinder *f = &finder;
-    json =
-        nlohmann::json::parse(text.begin(), text.end(),
-                              [f](int depth, nlohmann::json::parse_event_t event,
-                                  nlohmann::json &parsed) { return (*f)(depth, event, parsed); });
-  } catch (const nlohmann::json::exception &e) {
-    fail(file, what + " is not valid JSON: " + e.what());
-  }
-  if (finder.duplicate)
-    fail(file, what + " has the key '" + *finder.duplicate + "' twice");
+  StrictDomBuilder builder(json);
+  if (!nlohmann::json::sax_parse(text.begin(), text.end(), &builder))
+    fail(file, what + " " + builder.error());
   return json;
+}
+
+nlohmann::json parseLenientJson(std::string_view text, const std::string &file,
+                                const std::string &what) {
+  nlohmann::json json;
+  StrictDomBuilder builder(json, /*lastKeyWins=*/true);
+  if (!nlohmann::json::sax_parse(text.begin(), text.end(), &builder)) {
+    if (builder.tooDeep())
+      fail(file, what + " " + builder.error());
+    return nlohmann::json(nlohmann::json::value_t::discarded);
+  }
+  return json;
+}
+
+std::string jsonExcerpt(const nlohmann::json &j) {
+  constexpr size_t kShown = 80;
+  std::string text = j.dump();
+  if (text.size() > kShown)
+    text = text.substr(0, kShown) + "... (" + std::to_string(text.size()) + " characters)";
+  return text;
 }
 
 void writeAll(int fd, const void *data, uint64_t n, const std::string &file,
@@ -164,17 +242,45 @@ void syncPath(const std::string &path) {
   ::close(fd);
 }
 
-std::string readSmallFile(const std::string &path, uint64_t limit) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+namespace {
+const char *fileKind(mode_t mode) {
+  if (S_ISDIR(mode))
+    return "a directory";
+  if (S_ISFIFO(mode))
+    return "a FIFO";
+  if (S_ISCHR(mode))
+    return "a character device";
+  if (S_ISBLK(mode))
+    return "a block device";
+  if (S_ISSOCK(mode))
+    return "a socket";
+  return "not a file";
+}
+} // namespace
+
+int openRegularFile(const std::string &path, struct stat &st) {
+  if (::stat(path.c_str(), &st) != 0)
+    fail(path, "cannot open: " + errnoText(errno));
+  if (!S_ISREG(st.st_mode))
+    fail(path, std::string("not a regular file (") + fileKind(st.st_mode) + ")");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     fail(path, "cannot open: " + errnoText(errno));
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    int err = errno;
+    ::close(fd);
+    fail(path, S_ISREG(st.st_mode) ? "cannot stat: " + errnoText(err)
+                                   : std::string("not a regular file (") +
+                                         fileKind(st.st_mode) + ")");
+  }
+  return fd;
+}
+
+std::string readSmallFile(const std::string &path, uint64_t limit) {
+  struct stat st;
+  int fd = openRegularFile(path, st);
   std::string text;
   try {
-    struct stat st;
-    if (::fstat(fd, &st) != 0)
-      fail(path, "cannot stat: " + errnoText(errno));
-    if (!S_ISREG(st.st_mode))
-      fail(path, "not a regular file");
     if (static_cast<uint64_t>(st.st_size) > limit)
       fail(path, "file is too large (" + std::to_string(st.st_size) + " bytes, limit " +
                      std::to_string(limit) + ")");
@@ -197,6 +303,17 @@ std::string readSmallFile(const std::string &path, uint64_t limit) {
   }
   ::close(fd);
   return text;
+}
+
+std::optional<std::string> readSmallFileIfExists(const std::string &path, uint64_t limit) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT)
+      return std::nullopt;
+  } else if (S_ISLNK(st.st_mode) && ::stat(path.c_str(), &st) != 0 && errno == ENOENT) {
+    return std::nullopt; // a dangling link is as good as no file
+  }
+  return readSmallFile(path, limit);
 }
 
 std::string joinPath(const std::string &dir, const std::string &name) {

@@ -3,10 +3,17 @@
 #include "TestUtil.h"
 #include "mergec/Runtime/Error.h"
 
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <initializer_list>
+#include <mutex>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <thread>
 #include <unistd.h>
 
 using namespace mergec::rt;
@@ -208,6 +215,64 @@ TEST_F(SafetensorsTest, DuplicateKeys) {
                        "ab", {"header has the key 'w' twice"});
   expectHeaderRejected(R"({"w":{"dtype":"U8","dtype":"I8","shape":[1],"data_offsets":[0,1]}})", "a",
                        {"header has the key 'dtype' twice"});
+}
+
+TEST_F(SafetensorsTest, NestingDeeperThanSixtyFourLevels) {
+  // A million '[' used to build a million-level DOM, and printing it in an error message
+  // recursed once per level (a stack overflow); the parse now stops at level 65.
+  std::string deep = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  expectHeaderRejected(R"({"w":{"dtype":"U8","shape":)" + deep + R"(,"data_offsets":[0,1]}})", "a",
+                       {"header is nested too deeply (more than 64 levels of objects and arrays)"});
+  // 64 levels (header, entry, shape, 61 more) parse; the shape is then wrong, and its text in
+  // the message is cut short.
+  std::string nested = std::string(61, '[') + "1" + std::string(61, ']');
+  expectHeaderRejected(R"({"w":{"dtype":"U8","shape":[)" + nested + R"(],"data_offsets":[0,1]}})",
+                       "a",
+                       {"tensor 'w': shape dimension must be an integer, not array " +
+                        std::string(61, '[') + "1" + std::string(18, ']') +
+                        "... (123 characters)"});
+}
+
+TEST_F(SafetensorsTest, LongValuesAreCutShortInMessages) {
+  std::string offsets = "[0";
+  for (int i = 0; i < 100'000; ++i)
+    offsets += ",1";
+  offsets += "]";
+  expectHeaderRejected(R"({"w":{"dtype":"U8","shape":[1],"data_offsets":)" + offsets + "}}", "a",
+                       {"tensor 'w': data_offsets must be an array of two integers, not [0,1,1,",
+                        "... (200003 characters)"});
+}
+
+TEST_F(SafetensorsTest, FiftyThousandTensorsOpenInLinearTime) {
+  // MoE checkpoints have tens of thousands of tensors. nlohmann's parse with a callback
+  // rescanned the whole header at the end of every entry: 50,000 took 17 s (a valid 100 MB
+  // header, hours); building the DOM from SAX events takes 0.2 s.
+  constexpr int kTensors = 50'000;
+  std::string header = "{";
+  for (int i = 0; i < kTensors; ++i)
+    header += (i ? ",\"" : "\"") + ("model.layers." + std::to_string(i) + ".weight") +
+              R"(":{"dtype":"F32","shape":[1],"data_offsets":[)" + std::to_string(4 * i) + "," +
+              std::to_string(4 * i + 4) + "]}";
+  header += "}";
+  std::string data(4 * kTensors, '\0');
+  for (int i = 0; i < kTensors; ++i)
+    std::memcpy(&data[4 * i], &i, 4);
+  writeFile(path(), safetensorsImage(header, data));
+  auto start = std::chrono::steady_clock::now();
+  auto f = SafetensorsFile::open(path());
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(f->tensors().size(), static_cast<size_t>(kTensors));
+  for (int i : {0, 1, 12'345, kTensors - 1}) {
+    const TensorInfo *t = f->find("model.layers." + std::to_string(i) + ".weight");
+    ASSERT_NE(t, nullptr) << i;
+    EXPECT_EQ(t->nbytes, 4u);
+    int value;
+    std::memcpy(&value, t->data, 4);
+    EXPECT_EQ(value, i);
+  }
+  // Generous for a loaded CI machine or a sanitizer build; the quadratic parse took 17 s.
+  EXPECT_LT(seconds, 5.0);
 }
 
 TEST_F(SafetensorsTest, MissingFields) {
@@ -450,6 +515,93 @@ TEST(CheckpointTest, MalformedIndex) {
                    "not a file inside the checkpoint directory");
   expectIndexError("{\"weight_map\":{\"a\":\"s\xFF\"}}", "index is not valid UTF-8");
   expectIndexError(R"({"weight_map":{"a":"s1","a":"s2"}})", "index has the key 'a' twice");
+  expectIndexError(R"({"weight_map":{"a":"s1"},"metadata":)" + std::string(100'000, '[') +
+                       std::string(100'000, ']') + "}",
+                   "index is nested too deeply (more than 64 levels of objects and arrays)");
+}
+
+namespace {
+/// Makes FIFOs and, should a reader block in open(2) on one (the bug these tests are about),
+/// opens their write end after 3 s so the reader gets through and the test fails instead of
+/// hanging.
+class Fifos {
+public:
+  ~Fifos() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    wake_.notify_all();
+    if (watchdog_.joinable())
+      watchdog_.join();
+  }
+  void make(const std::string &path) {
+    ASSERT_EQ(::mkfifo(path.c_str(), 0600), 0) << path;
+    paths_.push_back(path);
+    if (!watchdog_.joinable())
+      watchdog_ = std::thread([this] {
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (wake_.wait_for(lock, std::chrono::seconds(3), [&] { return done_; }))
+          return;
+        for (const std::string &p : paths_) {
+          int fd = ::open(p.c_str(), O_WRONLY | O_NONBLOCK); // succeeds only with a reader
+          if (fd >= 0)
+            ::close(fd);
+        }
+      });
+  }
+
+private:
+  std::vector<std::string> paths_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool done_ = false;
+  std::thread watchdog_;
+};
+} // namespace
+
+TEST(CheckpointTest, FifosDevicesAndSocketsAreRefusedWithoutBlocking) {
+  // open(2) on a FIFO waits for a writer: mergec hung forever on one in a model directory.
+  Fifos fifos;
+  auto start = std::chrono::steady_clock::now();
+  {
+    TempDir dir;
+    fifos.make(dir.file("model.safetensors"));
+    EXPECT_EQ(errorOf([&] { Checkpoint::open(dir.path()); }),
+              dir.file("model.safetensors") + ": not a regular file (a FIFO)");
+    EXPECT_EQ(errorOf([&] { SafetensorsFile::open(dir.file("model.safetensors")); }),
+              dir.file("model.safetensors") + ": not a regular file (a FIFO)");
+  }
+  {
+    TempDir dir;
+    fifos.make(dir.file("model.safetensors.index.json"));
+    EXPECT_EQ(errorOf([&] { Checkpoint::open(dir.path()); }),
+              dir.file("model.safetensors.index.json") + ": not a regular file (a FIFO)");
+  }
+  {
+    TempDir dir;
+    writeFile(dir.file("model-1.safetensors"), oneTensorImage("a", "x"));
+    fifos.make(dir.file("model-2.safetensors"));
+    writeFile(dir.file("model.safetensors.index.json"),
+              R"({"weight_map":{"a":"model-1.safetensors","b":"model-2.safetensors"}})");
+    EXPECT_EQ(errorOf([&] { Checkpoint::open(dir.path()); }),
+              dir.file("model-2.safetensors") + ": not a regular file (a FIFO)");
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+  EXPECT_EQ(errorOf([&] { SafetensorsFile::open("/dev/null"); }),
+            "/dev/null: not a regular file (a character device)");
+  TempDir dir;
+  std::string socketPath = dir.file("model.safetensors");
+  int sock = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(sock, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  ASSERT_LT(socketPath.size(), sizeof addr.sun_path);
+  std::strcpy(addr.sun_path, socketPath.c_str());
+  ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr *>(&addr), sizeof addr), 0);
+  EXPECT_EQ(errorOf([&] { Checkpoint::open(dir.path()); }),
+            socketPath + ": not a regular file (a socket)");
+  ::close(sock);
 }
 
 TEST(CheckpointTest, MissingPathAndEmptyDirectory) {

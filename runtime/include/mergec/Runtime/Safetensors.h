@@ -3,6 +3,7 @@
 // validating the header strictly before any tensor is touched.
 #pragma once
 #include "mergec/Runtime/DType.h"
+#include "mergec/Runtime/MappedInputGuard.h"
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -56,12 +57,19 @@ public:
   /// page-aligned interior of its range), so streaming a model never holds all of it.
   void release(const TensorInfo &t) const;
 
+  /// Throws RuntimeError naming the file when its size or modification time is not what it
+  /// was when opened: it was truncated or rewritten in place (a download still running), and
+  /// what was read from it may be a mix of old and new bytes. One fstat.
+  void checkUnchanged() const;
+
 private:
   SafetensorsFile() = default;
   std::string path_;
   int fd_ = -1;
   const uint8_t *map_ = nullptr;
   uint64_t size_ = 0;
+  int64_t mtimeSeconds_ = 0, mtimeNanoseconds_ = 0;
+  std::unique_ptr<MappedInputGuard> guard_; ///< reports a SIGBUS in the mapping
   std::vector<TensorInfo> tensors_;
   std::unordered_map<std::string, size_t> byName_;
   std::map<std::string, std::string> metadata_;
