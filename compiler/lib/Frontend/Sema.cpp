@@ -236,6 +236,8 @@ public:
     // After a limit error every evaluation in progress unwinds without further messages.
     if (limitHit_)
       return std::nullopt;
+    if (!work(1, e->loc()))
+      return std::nullopt;
     if (evalDepth_ >= limits::kMaxInlinedDepth) {
       limitError(e->loc(), "expression nested too deeply once defs are inlined (limit " +
                                std::to_string(limits::kMaxInlinedDepth) + " levels)");
@@ -384,6 +386,19 @@ private:
     default:
       return std::max<size_t>(1, k);
     }
+  }
+
+  /// Counts evaluation steps (an expression evaluated, a list item copied) against
+  /// kMaxEvaluationSteps: inlining can repeat work that builds no operation (a list only
+  /// measured by len) as often as it repeats work that does.
+  bool work(size_t steps, SourceLoc loc) {
+    evaluationSteps_ += steps;
+    if (evaluationSteps_ <= limits::kMaxEvaluationSteps)
+      return true;
+    limitError(loc, "too much to evaluate (limit " +
+                        std::to_string(limits::kMaxEvaluationSteps) +
+                        " steps for the recipe, counted with defs inlined and lists unrolled)");
+    return false;
   }
 
   /// Whether `cost` more operations still fit, else the error; for builders that would create
@@ -1016,7 +1031,7 @@ private:
       return std::nullopt;
     }
     size_t n = xs.list->size();
-    if (!checkListLength(n * (n - 1) / 2, c->loc()))
+    if (!checkListLength(n * (n - 1) / 2, c->loc()) || !work(n * (n - 1) / 2, c->loc()))
       return std::nullopt;
     auto out = std::make_shared<std::vector<Value>>();
     for (size_t i = 0; i < xs.list->size(); ++i)
@@ -1221,6 +1236,8 @@ private:
       }
       return w;
     }
+    if (!work(xs.list->size(), c->loc()))
+      return std::nullopt;
     return Value{nullptr, std::make_shared<std::vector<Value>>(xs.list->size(), w)};
   }
 
@@ -1323,6 +1340,7 @@ private:
   std::vector<std::pair<std::string, SourceLoc>> callSites_; ///< the defs being inlined
   size_t evalDepth_ = 0;
   size_t operations_ = 0; ///< operationCost of every node so far
+  size_t evaluationSteps_ = 0;
   bool limitHit_ = false;
   std::set<std::string> libraryDefs_;
 };

@@ -41,6 +41,11 @@ def recipe(case):
         return HEAD + "merge {\n  " + patterns + " => base\n  _ => base\n}\n"
     if case == "median":  # a median of k is a k x k sorting network: 400 items, 160,000 ops
         return HEAD + "merge median([" + ", ".join("base * %d" % i for i in range(400)) + "])\n"
+    if case == "list-bomb":  # 2^29 calls of a def that builds a 9,000-item list for len()
+        lst = "[" + ", ".join(["x"] * 9000) + "]"
+        defs = "def f0(x) = len(%s)\n" % lst + "".join(
+            "def f%d(x) = f%d(x) + f%d(x)\n" % (i, i - 1, i - 1) for i in range(1, 30))
+        return HEAD + defs + "merge base * f29(1)\n"
     if case == "huge-file":  # 2 MB of comments: refused before it is read
         return HEAD + ("# " + "x" * 97 + "\n") * 20000 + "merge base\n"
     raise SystemExit("unknown case " + case)

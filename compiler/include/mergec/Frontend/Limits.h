@@ -3,8 +3,8 @@
 // Sema inlines every def at every call, so a short recipe can ask for unbounded stack or
 // memory. Each limit below is checked where user input first reaches the structure it bounds
 // and reported at the recipe's line and column. Every one sits far above what a real merge
-// needs, and far below what breaks: with these limits the whole compiler stays within ~1 MiB
-// of stack and a few hundred MB of memory, whatever the recipe says.
+// needs, and far below what breaks: within them the compiler stays under half of the default
+// 8 MB stack and under 1 GB of memory, whatever the recipe says.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -16,7 +16,7 @@ namespace mergec::limits {
 inline constexpr uint64_t kMaxRecipeBytes = 1u << 20;
 
 /// Open parentheses, brackets and unary minus signs around a point of the text. ANTLR's
-/// parser recurses once per level (~0.4 KB of stack each); a real recipe nests fewer than 10.
+/// parser recurses once per level (under 0.5 KB of stack each); real recipes nest fewer than 10.
 inline constexpr size_t kMaxNesting = 256;
 
 /// Binary operators in one expression at one level of parentheses (`a + b * c - d` has 3).
@@ -30,16 +30,23 @@ inline constexpr size_t kMaxExpressionDepth = 1000;
 
 /// Depth of Sema's evaluation once defs are inlined (each call evaluates the def's body one
 /// level further down), and the depth of the operation DAG it builds, which MLIRGen and the
-/// fusion pass walk recursively. Stdlib methods reach ~50.
+/// fusion pass walk recursively. Stdlib methods reach ~50; 2000 levels of the deepest kinds
+/// (nested calls of defs and builtins) fit in half of the default 8 MB stack.
 inline constexpr size_t kMaxInlinedDepth = 2000;
 
 /// Operations Sema may build for the whole recipe, counted as the MLIR operations they become
 /// (a median of k values is a k x k sorting network, an iteration over the Gram matrix of m
 /// tensors ~12 m^2). Inlining doubles the size with each def that calls the one below twice, so
-/// without a cap a 1.5 KB recipe asks for 24 GB. The largest stdlib method on 16 models needs a
-/// few thousand; LLVM's optimizer already takes ~10 s on a 10,000-operation kernel and grows
-/// quadratically, so a larger program could not be compiled in reasonable time anyway.
+/// without a cap a 1.5 KB recipe asks for 24 GB. The largest stdlib methods on 16 models need
+/// ~4,000 (geomedian); a recipe at the cap (two sums of 9,900 distinct products in one rule)
+/// takes LLVM ~60 s to compile, and the compile time grows faster than the size beyond it.
 inline constexpr size_t kMaxOperations = 100'000;
+
+/// Evaluation steps Sema may take for the whole recipe (an expression evaluated, a list item
+/// copied): inlining repeats work that builds no operation, such as a long list only measured
+/// by len(), as often as work that does. ~1 s of Sema; a 1 MiB recipe without defs needs at
+/// most ~500,000, the stdlib methods a few thousand.
+inline constexpr size_t kMaxEvaluationSteps = 10'000'000;
 
 /// Items in one list. A list holds one value per model (or per pair of models, for
 /// pairs_first / pairs_second): 10,000 is every pair of 141 models.
