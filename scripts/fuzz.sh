@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang-22, ASan+UBSan) and runs each for SECONDS (default 60).
 # New inputs go to a scratch corpus; crashes are written to build-fuzz/crashes/ and fail the run.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]     targets: recipe safetensors index cli
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]     targets: recipe safetensors index config cli
 #   e.g. scripts/fuzz.sh 3600 index               (docs/reliability.md records long runs)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-60}
 shift || true
-targets=(recipe safetensors index cli)
+targets=(recipe safetensors index config cli)
 [ $# -gt 0 ] && targets=("$@")
 build=$root/build-fuzz
 mkdir -p "$build"

@@ -2,6 +2,7 @@
 #include "mergec/Runtime/Executor.h"
 #include "Support.h"
 #include "mergec/Runtime/KernelABI.h"
+#include "mergec/Runtime/ModelConfig.h"
 #include "mergec/Runtime/PhaseRunner.h"
 #include "mergec/Runtime/CheckpointWriter.h"
 #include "mergec/Runtime/Error.h"
@@ -51,49 +52,19 @@ int layerIndex(const std::string &name) {
 
 namespace {
 
-/// `num_hidden_layers` (or `n_layer`/`num_layers`) from the model's config.json, else 1 + the
-/// largest layer index among its tensor names. The config wins when both exist: it is what the
-/// model's own code reads, and names can hold extra modules (multi-token-prediction layers).
-/// But when a rule reads num_layers (`used`) a disagreement is a warning naming both, since a
-/// ramp over the other count shifts every layer's value without a sign. A value that is not a
-/// positive integer is an error (null counts as absent).
+/// The output model's layer count: from its config.json when it has one (ModelConfig.h), else
+/// 1 + the largest layer index among its tensor names.
 int countLayers(const Checkpoint &model, const std::string &name, bool used,
                 std::vector<std::string> &warnings) {
   int largest = -1;
   for (const TensorInfo *t : model.tensors())
     largest = std::max(largest, layerIndex(t->name));
-  int fromNames = largest + 1;
   std::string path = model.directory() + "/config.json";
   // Not a regular file (a FIFO would block), over 16 MB or nested too deeply: an error.
   std::optional<std::string> text = detail::readSmallFileIfExists(path, 16u << 20);
   if (!text)
-    return fromNames;
-  auto config = detail::parseLenientJson(*text, path, "config");
-  if (!config.is_object()) {
-    if (used)
-      warnings.push_back(path + " is not a JSON object; num_layers = " +
-                         std::to_string(fromNames) + " from the tensor names of model '" + name +
-                         "'");
-    return fromNames;
-  }
-  for (const char *key : {"num_hidden_layers", "n_layer", "num_layers"}) {
-    if (!config.contains(key) || config[key].is_null())
-      continue;
-    const nlohmann::json &value = config[key];
-    // JSON integers only: 12.5, "12" or true are no layer count.
-    if (!value.is_number_unsigned() || value.get<uint64_t>() == 0 ||
-        value.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int>::max()))
-      throw RuntimeError(path + ": " + key + " is " + detail::jsonExcerpt(value) +
-                         "; it must be a positive integer (model '" + name + "')");
-    int layers = value.get<int>();
-    if (used && largest >= 0 && layers != fromNames)
-      warnings.push_back(path + " says " + key + " = " + std::to_string(layers) +
-                         ", but the tensor names of model '" + name + "' have layers 0 to " +
-                         std::to_string(largest) + " (" + std::to_string(fromNames) +
-                         "); num_layers is " + std::to_string(layers) + ", from config.json");
-    return layers;
-  }
-  return fromNames;
+    return largest + 1;
+  return layersFromConfig(*text, path, name, largest, used, warnings);
 }
 
 std::string describe(const ModelSpec &model, const TensorInfo &t) {

@@ -10,7 +10,10 @@
 #include <unistd.h>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  static const std::string path = "/tmp/mergec-fuzz-" + std::to_string(getpid()) + ".safetensors";
+  // In memory when possible: the file is rewritten for every input.
+  static const std::string path =
+      std::string(access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp") + "/mergec-fuzz-" +
+      std::to_string(getpid()) + ".safetensors";
   FILE *f = std::fopen(path.c_str(), "wb");
   if (!f)
     std::abort();
