@@ -99,19 +99,33 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
   for (size_t r = 0; r < rules.size(); ++r)
     ruleInputs.push_back(kernels.ruleInputs(r));
   plan.patternMatches.resize(rules.size());
-  for (size_t r = 0; r < rules.size(); ++r)
+  std::vector<std::vector<CompiledGlob>> globs(rules.size());
+  for (size_t r = 0; r < rules.size(); ++r) {
     plan.patternMatches[r].assign(rules[r].patterns.size(), 0);
+    for (const std::string &pattern : rules[r].patterns)
+      globs[r].emplace_back(pattern);
+  }
 
   // Problems are collected over every tensor so one run lists them all (up to a limit)
   // instead of failing on the first, and nothing has been read or written yet.
   std::vector<std::string> problems;
   auto problem = [&](std::string message) { problems.push_back(std::move(message)); };
+  // Every pattern is matched against every name. The recipe bounds the patterns (4096) but
+  // not their wildcards, nor the tensors: past ~6 s of matching, the patterns are refused.
+  constexpr uint64_t kMaxGlobSteps = 1'000'000'000;
+  uint64_t globSteps = 0;
   for (const TensorInfo *t : out.tensors()) {
+    if (globSteps > kMaxGlobSteps)
+      throw RuntimeError("matching the merge block's patterns against the " +
+                         std::to_string(out.tensors().size()) + " tensors of model '" +
+                         models[plan.outputModel].name +
+                         "' takes too long (patterns with many wildcards, many times over); "
+                         "use fewer patterns or fewer wildcards in them");
     std::optional<size_t> chosen;
     for (size_t r = 0; r < rules.size(); ++r) {
       bool matched = rules[r].patterns.empty();
       for (size_t p = 0; p < rules[r].patterns.size(); ++p)
-        if (globMatch(rules[r].patterns[p], t->name)) {
+        if (globs[r][p].match(t->name, globSteps)) {
           ++plan.patternMatches[r][p];
           matched = true;
         }

@@ -4,7 +4,10 @@
 // (backtracking matchers go exponential on `a*a*a*a*b` or nested braces).
 #include "mergec/Runtime/Glob.h"
 
+#include <algorithm>
 #include <bitset>
+#include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace mergec::rt {
@@ -15,11 +18,11 @@ enum class Op { Byte, Any, Class, Split, Jmp, Match };
 struct Inst {
   Op op;
   unsigned char byte = 0; ///< Byte
-  size_t cls = 0;         ///< Class: index into Program::classes
+  size_t cls = 0;         ///< Class: index into NfaProgram::classes
   size_t x = 0, y = 0;    ///< Split: both targets; Jmp: x
 };
 
-struct Program {
+struct NfaProgram {
   std::vector<Inst> code;
   std::vector<std::bitset<256>> classes;
 };
@@ -32,7 +35,7 @@ public:
   explicit Compiler(std::string_view pattern) : p_(pattern) {}
 
   /// The program, or nullopt with error() set.
-  std::optional<Program> compile() {
+  std::optional<NfaProgram> compile() {
     parseSequence(0);
     if (!error_ && pos_ < p_.size()) // only a stray '}' stops the top-level sequence
       setError("unbalanced '}'");
@@ -181,19 +184,23 @@ private:
 
   std::string_view p_;
   size_t pos_ = 0;
-  Program prog_;
+  NfaProgram prog_;
   std::optional<std::string> error_;
 };
 
-/// Runs `prog` over `name`, keeping every live state at once.
-bool run(const Program &prog, std::string_view name) {
+/// Runs `prog` over `name`, keeping every live state at once. The state lists are reused from
+/// call to call (planning runs every pattern on every tensor name): `mark` holds generations
+/// that only ever grow, so nothing needs clearing.
+bool run(const NfaProgram &prog, std::string_view name, uint64_t &steps) {
   const auto &code = prog.code;
-  std::vector<size_t> current, next, stack;
-  // mark[pc] == generation when pc is already in the list being built.
-  std::vector<size_t> mark(code.size(), SIZE_MAX);
-  size_t generation = 0;
+  thread_local std::vector<size_t> current, next, stack, mark;
+  thread_local size_t generation = 0;
+  if (mark.size() < code.size())
+    mark.resize(code.size(), 0);
+  current.clear();
 
   auto addState = [&](std::vector<size_t> &list, size_t start) {
+    stack.clear();
     stack.push_back(start);
     while (!stack.empty()) {
       size_t pc = stack.back();
@@ -213,11 +220,13 @@ bool run(const Program &prog, std::string_view name) {
     }
   };
 
+  ++generation;
   addState(current, 0);
   for (char ch : name) {
     auto c = static_cast<unsigned char>(ch);
     ++generation;
     next.clear();
+    steps += current.size();
     for (size_t pc : current) {
       const Inst &inst = code[pc];
       bool ok = (inst.op == Op::Any) || (inst.op == Op::Byte && inst.byte == c) ||
@@ -234,13 +243,68 @@ bool run(const Program &prog, std::string_view name) {
       return true;
   return false;
 }
+
+/// The characters every name matching `pattern` starts with: up to its first wildcard, brace
+/// or escape.
+std::string_view literalPrefix(std::string_view pattern) {
+  return pattern.substr(0, std::min(pattern.size(), pattern.find_first_of("*?[{\\")));
+}
+/// The longest run of literal characters after the first wildcard of a pattern of only `*`
+/// and `?` wildcards (literalPrefix covers the text before it): every name the pattern
+/// matches contains that run. Empty for patterns with classes, braces or escapes, whose
+/// literal parts are not simply the text between wildcards.
+std::string_view requiredLiteral(std::string_view pattern) {
+  if (pattern.find_first_of("[{\\") != std::string_view::npos)
+    return {};
+  std::string_view best;
+  size_t start = pattern.find_first_of("*?");
+  if (start == std::string_view::npos)
+    return {};
+  ++start;
+  while (start <= pattern.size()) {
+    size_t end = std::min(pattern.size(), pattern.find_first_of("*?", start));
+    if (end - start > best.size())
+      best = pattern.substr(start, end - start);
+    start = end + 1;
+  }
+  return best;
+}
 } // namespace
 
-bool globMatch(std::string_view pattern, std::string_view name) {
+/// Hides the NFA's types from Glob.h.
+struct CompiledGlob::Program {
+  NfaProgram nfa;
+};
+
+CompiledGlob::CompiledGlob(std::string_view pattern)
+    : prefix_(literalPrefix(pattern)), required_(requiredLiteral(pattern)) {
+  literal_ = prefix_.size() == pattern.size();
+  if (literal_)
+    return;
   Compiler compiler(pattern);
-  auto prog = compiler.compile();
-  // A malformed pattern matches nothing; callers report it through globCheck.
-  return prog && run(*prog, name);
+  if (auto prog = compiler.compile())
+    program_ = std::make_shared<const Program>(Program{std::move(*prog)});
+}
+
+bool CompiledGlob::match(std::string_view name) const {
+  uint64_t steps = 0;
+  return match(name, steps);
+}
+
+bool CompiledGlob::match(std::string_view name, uint64_t &steps) const {
+  if (literal_)
+    return name == prefix_;
+  // Most patterns start with a literal ("model.layers."): most names fail on it, cheaply.
+  if (!program_ || name.substr(0, prefix_.size()) != prefix_)
+    return false; // a malformed pattern matches nothing; callers report it through globCheck
+  // Then a literal part in the middle ("model.*.12.*": ".12."), before the NFA runs.
+  if (!required_.empty() && name.find(required_) == std::string_view::npos)
+    return false;
+  return run(program_->nfa, name, steps);
+}
+
+bool globMatch(std::string_view pattern, std::string_view name) {
+  return CompiledGlob(pattern).match(name);
 }
 
 std::optional<std::string> globCheck(std::string_view pattern) {

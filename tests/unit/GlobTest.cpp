@@ -126,3 +126,45 @@ TEST(GlobTest, CheckReportsMalformedPatterns) {
   EXPECT_FALSE(globMatch("{a", "{a"));
   EXPECT_FALSE(globMatch("[a", "[a"));
 }
+
+TEST(GlobTest, CompiledPatternsTakeShortcutsWithoutChangingResults) {
+  using mergec::rt::CompiledGlob;
+  // No wildcard: a string comparison.
+  CompiledGlob literal("model.norm.weight");
+  EXPECT_TRUE(literal.match("model.norm.weight"));
+  EXPECT_FALSE(literal.match("model.norm.weight2"));
+  EXPECT_FALSE(literal.match("model.norm"));
+  // The literal prefix rejects first; the longest literal part after it next.
+  CompiledGlob layer12("model.*.12.*");
+  EXPECT_TRUE(layer12.match("model.layers.12.mlp.up_proj.weight"));
+  EXPECT_FALSE(layer12.match("model.layers.120.mlp.up_proj.weight"));
+  EXPECT_FALSE(layer12.match("lm_head.12.x"));
+  EXPECT_FALSE(layer12.match("model.12.x")); // ".12." must follow "model." and something
+  EXPECT_TRUE(layer12.match("model..12."));
+  // Escapes, classes and braces are not literal text: those patterns take no shortcut.
+  EXPECT_TRUE(CompiledGlob("a\\*b").match("a*b"));
+  EXPECT_FALSE(CompiledGlob("a\\*b").match("axb"));
+  EXPECT_TRUE(CompiledGlob("*.{12,13}.*").match("model.13.w"));
+  EXPECT_TRUE(CompiledGlob("*[.]12?").match("model.123"));
+  EXPECT_FALSE(CompiledGlob("*[.]12?").match("model.12"));
+  EXPECT_TRUE(CompiledGlob("*").match(""));
+  EXPECT_TRUE(CompiledGlob("x?").match("xy"));
+  EXPECT_FALSE(CompiledGlob("{a").match("{a")); // malformed: matches nothing
+}
+
+TEST(GlobTest, MatchCountsItsSteps) {
+  // Planning adds these up to refuse patterns that would take minutes on a large model.
+  using mergec::rt::CompiledGlob;
+  std::string name = "model.layers.12.self_attn.q_proj.weight";
+  uint64_t literal = 0, one = 0, many = 0;
+  CompiledGlob("model.layers.12.self_attn.q_proj.weight").match(name, literal);
+  CompiledGlob("*e*").match(name, one);
+  EXPECT_EQ(literal, 0u);
+  EXPECT_GE(one, name.size());
+  // Every '*' keeps a state alive over the rest of the name.
+  std::string e(40, 'e');
+  one = 0;
+  CompiledGlob("*e*").match(e, one);
+  CompiledGlob("*e*e*e*e*e*e*e*e*").match(e, many);
+  EXPECT_GT(many, 4 * one);
+}
