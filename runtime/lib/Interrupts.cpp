@@ -1,6 +1,8 @@
 //===- Interrupts.cpp - clean up partial outputs on SIGINT/TERM/HUP -------===//
 #include "mergec/Runtime/Interrupts.h"
+#include "mergec/Runtime/MappedInputGuard.h"
 
+#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -21,6 +23,20 @@ std::recursive_mutex &registryMutex() {
 std::set<std::string> &registry() {
   static std::set<std::string> paths;
   return paths;
+}
+
+/// Set (async-signal-safely) when another fatal signal handler hands its exit to this thread:
+/// then the cleanup runs without the "interrupted" line, and the exit status is 1.
+std::atomic<bool> fatalExit{false};
+
+/// The SIGBUS handler's cleanup (MappedInputGuard's setFatalCleanup): it has printed its error;
+/// removing trees is not async-signal-safe, so it wakes the signal thread, which can, and waits
+/// for it to end the process.
+void exitThroughCleanup() {
+  fatalExit.store(true);
+  ::kill(::getpid(), SIGTERM);
+  for (;;)
+    ::pause();
 }
 
 void writeStderr(const std::string &text) {
@@ -51,6 +67,8 @@ void writeStderr(const std::string &text) {
     if (path.find(".mergec-tmp-") != std::string::npos)
       removed += removed.empty() ? path : ", " + path;
   }
+  if (fatalExit.load())
+    ::_exit(1); // the error was printed by the handler that asked for this
   const char *name = ::sigabbrev_np(sig);
   std::string message = "mergec: interrupted by SIG" + std::string(name ? name : "?");
   if (!removed.empty())
@@ -70,6 +88,7 @@ void installInterruptCleanup() {
     sigaddset(&set, SIGHUP);
     ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::thread(waitForSignals, set).detach();
+    setFatalCleanup(exitThroughCleanup);
   });
 }
 

@@ -166,9 +166,10 @@ OutputDirectory::OutputDirectory(const std::string &finalPath, bool force,
   removeStaleTemps(parts);
 
   temp_ = parts.prefix + "." + parts.name + kTempTag + std::to_string(::getpid());
+  // Registered before it exists: a signal between the two would otherwise leave it behind.
+  tempGuard_.emplace(temp_);
   if (::mkdir(temp_.c_str(), 0755) != 0)
     fail(temp_, "cannot create the temporary output directory: " + detail::errnoText(errno));
-  tempGuard_.emplace(temp_);
 }
 
 OutputDirectory::~OutputDirectory() {

@@ -11,7 +11,8 @@ namespace mergec::rt {
 
 /// Blocks SIGINT, SIGTERM and SIGHUP and starts a thread that waits for them. Call it in main()
 /// before any other thread starts (threads inherit the blocked mask, so only that thread sees
-/// the signals). Idempotent.
+/// the signals). It also becomes MappedInputGuard's fatal cleanup, so an input truncated under a
+/// running kernel (SIGBUS) removes the unfinished output too, and exits 1. Idempotent.
 void installInterruptCleanup();
 
 /// A path removed (recursively) when a signal arrives while the registration lives.
