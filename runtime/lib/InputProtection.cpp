@@ -30,15 +30,6 @@ fs::path resolve(const std::string &path) {
   return text;
 }
 
-/// Whether `inner` is `outer` or lies below it, comparing whole components.
-bool within(const fs::path &inner, const fs::path &outer) {
-  auto i = inner.begin(), o = outer.begin();
-  for (; o != outer.end(); ++o, ++i)
-    if (i == inner.end() || *i != *o)
-      return false;
-  return true;
-}
-
 struct FileId {
   dev_t dev;
   ino_t ino;
@@ -76,6 +67,14 @@ std::vector<FileId> selfAndAncestors(fs::path path) {
 
 } // namespace
 
+bool pathWithin(const fs::path &inner, const fs::path &outer) {
+  auto i = inner.begin(), o = outer.begin();
+  for (; o != outer.end(); ++o, ++i)
+    if (i == inner.end() || *i != *o)
+      return false;
+  return true;
+}
+
 void checkOutputAgainstInputs(const std::string &output,
                               const std::vector<ProtectedInput> &inputs) {
   fs::path out = resolve(output);
@@ -85,9 +84,9 @@ void checkOutputAgainstInputs(const std::string &output,
     fs::path in = resolve(input.path);
     if (in == out)
       refuse(output, "is", input, in);
-    if (within(in, out))
+    if (pathWithin(in, out))
       refuse(output, "contains", input, in);
-    if (within(out, in))
+    if (pathWithin(out, in))
       refuse(output, "lies inside", input, in);
     std::optional<FileId> inId = idOf(in);
     if (inId && outId && *inId == *outId)

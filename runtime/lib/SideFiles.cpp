@@ -2,6 +2,7 @@
 #include "mergec/Runtime/SideFiles.h"
 #include "Support.h"
 #include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/InputProtection.h"
 
 #include <cerrno>
 #include <climits>
@@ -32,19 +33,11 @@ std::optional<std::string> realPath(const std::string &path) {
   return std::string(buf);
 }
 
-bool within(const fs::path &inner, const fs::path &outer) {
-  auto i = inner.begin(), o = outer.begin();
-  for (; o != outer.end(); ++o, ++i)
-    if (i == inner.end() || *i != *o)
-      return false;
-  return true;
-}
-
 /// Where a side file may come from: the model directory itself, and for a Hugging Face cache
 /// snapshot (`.../models--org--name/snapshots/<rev>`) that model's blob store, which is where
 /// every file of a snapshot links to.
 bool allowedSource(const fs::path &target, const fs::path &modelDir) {
-  if (within(target, modelDir))
+  if (pathWithin(target, modelDir))
     return true;
   fs::path snapshots = modelDir.parent_path();
   if (snapshots.filename() != "snapshots")

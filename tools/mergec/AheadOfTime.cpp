@@ -20,6 +20,27 @@ namespace mergec {
 
 namespace fs = std::filesystem;
 
+std::vector<rt::ModelSpec> modelSpecs(const sema::Program &program) {
+  std::vector<rt::ModelSpec> models;
+  for (auto &m : program.models)
+    models.push_back({m.name, m.path});
+  return models;
+}
+
+std::vector<rt::RuleSpec> ruleSpecs(const sema::Program &program, bool withCopies) {
+  std::vector<rt::RuleSpec> rules;
+  for (auto &rule : program.rules) {
+    rt::RuleSpec spec;
+    for (auto &p : rule.patterns)
+      spec.patterns.push_back(p.glob);
+    if (withCopies && rule.result->op == sema::Node::Op::Input)
+      spec.passthroughModel = rule.result->model;
+    spec.readsNumLayers = rule.readsNumLayers;
+    rules.push_back(std::move(spec));
+  }
+  return rules;
+}
+
 std::vector<std::vector<rt::KernelSignature>>
 aheadOfTimeSignatures(const sema::Program &program, KernelJIT &jit, bool verbose) {
   const rt::DType computable[] = {rt::DType::BF16, rt::DType::F16, rt::DType::F32};
@@ -28,20 +49,12 @@ aheadOfTimeSignatures(const sema::Program &program, KernelJIT &jit, bool verbose
     for (rt::DType d : computable)
       sets[r].insert({std::vector<rt::DType>(jit.ruleInputs(r).size(), d), d});
 
-  // The models' own signatures, read from their headers as `mergec run` would plan them.
-  std::vector<rt::ModelSpec> models;
-  for (auto &m : program.models)
-    models.push_back({m.name, m.path});
-  std::vector<rt::RuleSpec> rules;
-  for (auto &rule : program.rules) {
-    rt::RuleSpec spec;
-    for (auto &p : rule.patterns)
-      spec.patterns.push_back(p.glob);
-    rules.push_back(std::move(spec)); // no copies: every tensor's signature is collected
-  }
+  // The models' own signatures, read from their headers as `mergec run` would plan them (no
+  // copies: every tensor's signature is collected).
   try {
     rt::RunOptions options;
-    rt::MergePlan plan = rt::planMerge(models, program.outputModel, rules, jit, options);
+    rt::MergePlan plan = rt::planMerge(modelSpecs(program), program.outputModel,
+                                       ruleSpecs(program, /*withCopies=*/false), jit, options);
     for (const auto &item : plan.items) {
       std::vector<rt::DType> inputs;
       for (const rt::TensorInfo *t : item.inputs)

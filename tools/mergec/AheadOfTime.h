@@ -10,6 +10,11 @@
 
 namespace mergec {
 
+/// The runtime's view of the program: its models, and its rules as patterns (with the model a
+/// rule copies, when `withCopies`).
+std::vector<rt::ModelSpec> modelSpecs(const sema::Program &program);
+std::vector<rt::RuleSpec> ruleSpecs(const sema::Program &program, bool withCopies = true);
+
 /// The signatures each rule is compiled for: every input and the output in one of bf16, f16,
 /// f32; plus, when the models can be read now, each signature their tensors need, with each of
 /// the three output dtypes (so `--dtype` works in the executable).

@@ -305,19 +305,8 @@ int runMerge(const CommandLine &cl) {
     return *status;
   const sema::Program &program = *c.program;
 
-  std::vector<rt::ModelSpec> models;
-  for (auto &m : program.models)
-    models.push_back({m.name, m.path});
-  std::vector<rt::RuleSpec> rules;
-  for (auto &rule : program.rules) {
-    rt::RuleSpec spec;
-    for (auto &p : rule.patterns)
-      spec.patterns.push_back(p.glob);
-    if (rule.result->op == sema::Node::Op::Input)
-      spec.passthroughModel = rule.result->model;
-    spec.readsNumLayers = rule.readsNumLayers;
-    rules.push_back(std::move(spec));
-  }
+  std::vector<rt::ModelSpec> models = modelSpecs(program);
+  std::vector<rt::RuleSpec> rules = ruleSpecs(program);
   rt::RunOptions options = cl.run;
   options.provenance = provenance(cl, c);
   if (!options.maxMemory) {

@@ -4,6 +4,7 @@
 #include "mergec/Dialect/Merge/IR/PhaseLayout.h"
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
 #include "mergec/Frontend/MLIRGen.h"
+#include "mergec/Pipelines/CapturedDiagnostics.h"
 #include "mergec/Pipelines/Pipelines.h"
 #include "mergec/Runtime/Error.h"
 
@@ -33,17 +34,6 @@ Type storageType(MLIRContext *ctx, rt::DType d) {
     throw rt::RuntimeError(std::string("jit: no kernel can load or store ") + rt::dtypeName(d));
   }
 }
-
-/// Collects MLIR diagnostics so a failed pipeline reports what went wrong.
-struct CapturedDiagnostics {
-  explicit CapturedDiagnostics(MLIRContext *ctx)
-      : handler(ctx, [this](Diagnostic &d) {
-          text += d.str() + "\n";
-          return success();
-        }) {}
-  std::string text;
-  ScopedDiagnosticHandler handler;
-};
 
 /// The phases whose results `phase` reads: through its inputs (rank buffers), its operands
 /// and the scalars its body uses, back through everything but other phases.

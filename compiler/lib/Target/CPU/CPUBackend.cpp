@@ -1,5 +1,6 @@
 //===- CPUBackend.cpp - host CPU code generation --------------------------===//
 #include "mergec/Target/CPU/CPUBackend.h"
+#include "mergec/Pipelines/CapturedDiagnostics.h"
 #include "mergec/Pipelines/Pipelines.h"
 #include "mergec/Runtime/Error.h"
 
@@ -83,17 +84,6 @@ void addPackedEntryPoints(llvm::Module &module, const std::string &tag) {
     b.CreateRetVoid();
   }
 }
-
-/// Collects MLIR diagnostics so a failed pipeline reports what went wrong.
-struct CapturedDiagnostics {
-  explicit CapturedDiagnostics(MLIRContext *ctx)
-      : handler(ctx, [this](Diagnostic &d) {
-          text += d.str() + "\n";
-          return success();
-        }) {}
-  std::string text;
-  ScopedDiagnosticHandler handler;
-};
 
 void lowerToLLVMDialect(ModuleOp loops) {
   CapturedDiagnostics diags(loops.getContext());
