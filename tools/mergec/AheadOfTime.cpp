@@ -167,6 +167,10 @@ std::string linkExecutable(const std::string &object, bool verbose) {
                                    "-static-libgcc",
                                    "-pthread",
                                    "-lm"};
+  // The flags mergec itself was linked with (a sanitizer build's libraries need its runtime).
+  std::istringstream extra(MERGEC_AOT_LINK_FLAGS);
+  for (std::string flag; extra >> flag;)
+    args.push_back(flag);
   if (verbose) {
     std::cerr << "aot: linking:";
     for (auto &a : args)
