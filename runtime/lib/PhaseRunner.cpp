@@ -97,6 +97,10 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
   scalars[abi::kNameHashSlot] = abi::nameHash(tensor.name);
   scalars[abi::kColsSlot] = tensor.shape.empty() ? 1.0 : static_cast<double>(tensor.shape.back());
   scalars[abi::kNumelSlot] = static_cast<double>(n);
+  if (rule.paramValues.size() != rule.params.size())
+    throw RuntimeError("internal: the rule's params have no values bound");
+  std::copy(rule.paramValues.begin(), rule.paramValues.end(),
+            scalars.begin() + rule.firstParamSlot);
   MemRefDescriptor scalarDesc{scalars.data(), scalars.data(), 0,
                               static_cast<int64_t>(scalars.size()), 1};
   size_t chunks = std::max<size_t>(Device::chunkCount(n), 1);

@@ -2,6 +2,8 @@
 #include "mergec/Runtime/RuleDescription.h"
 #include "mergec/Runtime/Error.h"
 
+#include <algorithm>
+
 namespace mergec::rt {
 
 using nlohmann::json;
@@ -32,6 +34,19 @@ std::string KernelSignature::text() const {
   return text + " -> " + dtypeName(output);
 }
 
+std::vector<double> bindParams(const std::vector<std::string> &names,
+                               const std::vector<std::pair<std::string, double>> &values) {
+  std::vector<double> bound;
+  for (const std::string &name : names) {
+    auto it = std::find_if(values.begin(), values.end(),
+                           [&](const auto &v) { return v.first == name; });
+    if (it == values.end())
+      throw RuntimeError("internal: no value for param '" + name + "'");
+    bound.push_back(it->second);
+  }
+  return bound;
+}
+
 json describeRule(const CompiledRule &rule) {
   json phases = json::array();
   for (const CompiledRule::Phase &p : rule.phases)
@@ -45,13 +60,20 @@ json describeRule(const CompiledRule &rule) {
                       {"first_slot", p.firstSlot},
                       {"model_scope", p.modelScope},
                       {"deps", p.deps}});
-  return {{"phases", phases}, {"scalar_slots", rule.scalarSlots}};
+  return {{"phases", phases},
+          {"scalar_slots", rule.scalarSlots},
+          {"params", rule.params},
+          {"first_param_slot", rule.firstParamSlot}};
 }
 
 CompiledRule ruleFromDescription(const json &j, const std::string &what) {
   try {
     CompiledRule rule;
     rule.scalarSlots = j.at("scalar_slots").get<int64_t>();
+    rule.params = j.at("params").get<std::vector<std::string>>();
+    rule.firstParamSlot = j.at("first_param_slot").get<int64_t>();
+    if (rule.firstParamSlot + static_cast<int64_t>(rule.params.size()) > rule.scalarSlots)
+      throw RuntimeError(what + ": params past the scalars array");
     for (const json &p : j.at("phases")) {
       CompiledRule::Phase phase;
       phase.symbol = p.at("symbol").get<std::string>();

@@ -20,8 +20,9 @@ METHODS = """
     model a    = "models/a"
     model b    = "models/b"
     param lam  = 0.8
+    param d    = 0.4
     merge {
-      "*.layers.0.self_attn.q_proj.*" => base + ties([tv(a), tv(b)], density = 0.4)
+      "*.layers.0.self_attn.q_proj.*" => base + ties([tv(a), tv(b)], density = d)
       "*.layers.0.self_attn.k_proj.*" => base + dare_linear([tv(a), tv(b)], density = 0.5, seed = 3)
       "*.layers.0.self_attn.v_proj.*" => base + dare_ties([tv(a), tv(b)], density = 0.5, seed = 4)
       "*.layers.0.self_attn.o_proj.*" => base + breadcrumbs([tv(a), tv(b)], density = 0.8, gamma = 0.05)
@@ -69,6 +70,7 @@ def run_exe(exe, args, cwd, expect=0):
 def case_methods(work):
     make_models(work)
     recipe = runner.write_recipe(os.path.join(work, "r.merge"), METHODS)
+    recipe_text = open(recipe).read()
     ref = os.path.join(work, "ref")
     runner.run_mergec(["run", recipe, "-o", ref, "--quiet", "--threads", "2"], cwd=work)
     exe = os.path.join(work, "merge-all")
@@ -93,8 +95,23 @@ def case_methods(work):
     runner.expect('"build": "aot"' in manifest and moved in manifest, manifest[:400])
     print("20 rules, every stdlib method: executable output byte-identical to mergec run "
           "(--threads 1 and 3), %d file(s) compared" % len(reference))
+    # A param that only scales values is read when the kernels run: --set gives the same bytes
+    # as `mergec run --set`.
+    ref35 = os.path.join(work, "ref35")
+    with open(os.path.join(work, "r2.merge"), "w") as f:
+        f.write(recipe_text)
+    runner.run_mergec(["run", os.path.join(work, "r2.merge"), "-o", ref35, "--quiet", "--set",
+                       "lam=0.35"], cwd=work)
+    out35 = os.path.join(elsewhere, "out35")
+    run_exe(moved, ["-o", out35, "--quiet", "--set", "lam=0.35"], cwd=elsewhere)
+    runner.expect(shards(out35) == shards(ref35), "--set lam=0.35: executable output differs")
+    runner.expect(shards(out35) != reference, "--set lam=0.35 changed nothing")
+    manifest = open(os.path.join(out35, "mergec-manifest.json")).read()
+    runner.expect('"lam": 0.35' in manifest, manifest[:600])
+    print("--set lam=0.35 at run time: byte-identical to mergec run --set lam=0.35")
     help_text = run_exe(moved, ["--help"], cwd=elsewhere).stdout
-    for line in ("base = " + os.path.join(work, "models", "base"), "lam = 0.8", "rule 20:"):
+    for line in ("base = " + os.path.join(work, "models", "base"), "lam = 0.8\n", "d = 0.4   (fixed)",
+                 "rule 20:"):
         runner.expect(line in help_text, "--help lacks %r:\n%s" % (line, help_text))
     print("--help lists models, params and kernels; size %.1f MB" % (size / 1e6))
 
@@ -106,7 +123,8 @@ def case_errors(work):
         model a    = "models/a"
         model b    = "models/b"
         param lam  = 0.8
-        merge base + lam * (tv(a) + tv(b)) / 2
+        param d    = 0.5
+        merge base + lam * ties([tv(a), tv(b)], density = d)
         """)
     exe = os.path.join(work, "merge-ta")
     runner.run_mergec(["compile", recipe, "--emit=exe", "-o", exe], cwd=work)
@@ -116,7 +134,7 @@ def case_errors(work):
     runner.expect("has no kernel for inputs BF16,BF16,F16 -> BF16" in r.stderr, r.stderr)
     runner.expect(not os.path.exists(os.path.join(work, "out")), "output left")
     for args, message in (
-            (["--set", "lam=0.6"], "was compiled into this executable as 0.8"),
+            (["--set", "d=0.3"], "was compiled into this executable as 0.5"),
             (["--set", "lam=0.8x"], "not a number"),
             # The recipe's number grammar, as mergec run --set reads it.
             (["--set", "lam=0x10"], "not a number"),

@@ -114,6 +114,23 @@ def body(args):
     runner.expect(not glob.glob(os.path.join(shared, ".*")), "temporaries left in the cache")
     print("two concurrent runs, one cold cache: both succeed, identical, 4 entries")
 
+    # A param that only scales values is read when the kernels run: another --set value reuses
+    # the cached kernel (and gives another output).
+    swept = runner.write_recipe(os.path.join(work, "sweep.merge"), """
+        model base = "models/base"
+        model a    = "models/a"
+        param lam  = 0.5
+        merge base + lam * tv(a)
+        """)
+    sweep_cache = os.path.join(work, "sweep-cache")
+    first = run(swept, work, out, "--cache-dir", sweep_cache, "--set", "lam=0.25")
+    half = digest(out)
+    second = run(swept, work, out, "--cache-dir", sweep_cache, "--set", "lam=0.75")
+    runner.expect("1 kernel(s) compiled, 0 loaded" in first.stderr, first.stderr)
+    runner.expect("0 kernel(s) compiled, 1 loaded" in second.stderr, second.stderr)
+    runner.expect(digest(out) != half, "--set lam changed nothing")
+    print("param sweep: --set lam=0.75 after lam=0.25 loads the cached kernel")
+
     # A cache that cannot be created: one warning, the merge goes on.
     blocked = os.path.join(work, "not-a-dir")
     open(blocked, "w").close()

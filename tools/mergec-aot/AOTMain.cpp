@@ -37,10 +37,20 @@ std::string shortest(double value) {
   return ec == std::errc() ? std::string(buf, end) : std::to_string(value);
 }
 
+/// Whether compiling depended on param `name`'s value (it is built into the kernels).
+bool isFixed(const json &program, const std::string &name) {
+  for (const json &f : program.at("fixed_params"))
+    if (f.get<std::string>() == name)
+      return true;
+  return false;
+}
+
 /// The kernels of the object, by rule and signature, resolved through the kernel table.
 class TableKernelSource : public rt::KernelSource {
 public:
-  explicit TableKernelSource(const json &program) {
+  /// `params`: every param's value for this run (compiled in, or given with --set).
+  TableKernelSource(const json &program, std::vector<std::pair<std::string, double>> params)
+      : params_(std::move(params)) {
     std::map<std::string, rt::PackedKernel> table;
     for (uint64_t i = 0; i < mergec_kernel_count; ++i)
       table[mergec_kernel_table[i].symbol] = mergec_kernel_table[i].fn;
@@ -52,6 +62,7 @@ public:
         signature.inputs.push_back(*rt::parseDType(d.get<std::string>()));
       signature.output = *rt::parseDType(k.at("output").get<std::string>());
       rt::CompiledRule rule = rt::ruleFromDescription(k.at("description"), "embedded program");
+      rule.paramValues = rt::bindParams(rule.params, params_);
       for (auto &phase : rule.phases) {
         auto fn = table.find(phase.symbol);
         if (fn == table.end())
@@ -86,6 +97,7 @@ public:
   }
 
 private:
+  std::vector<std::pair<std::string, double>> params_;
   std::vector<std::vector<std::string>> inputs_;
   std::map<std::pair<size_t, rt::KernelSignature>, rt::CompiledRule> rules_;
 };
@@ -102,11 +114,13 @@ void usage(std::ostream &os, const json &program) {
     os << "  " << m.at("name").get<std::string>() << " = " << m.at("path").get<std::string>()
        << (m.at("name") == program.at("output_model") ? "   (the output's tensors and files)" : "")
        << "\n";
-  os << "params (compiled in; --set must repeat the value):\n";
+  os << "params (--set NAME=VALUE; those marked fixed were needed while compiling, so --set\n"
+        "must repeat their value):\n";
   if (program.at("params").empty())
     os << "  (none)\n";
   for (const json &p : program.at("params"))
-    os << "  " << p.at(0).get<std::string>() << " = " << shortest(p.at(1).get<double>()) << "\n";
+    os << "  " << p.at(0).get<std::string>() << " = " << shortest(p.at(1).get<double>())
+       << (isFixed(program, p.at(0).get<std::string>()) ? "   (fixed)" : "") << "\n";
   os << "kernels:\n";
   std::map<size_t, std::string> perRule;
   for (const json &k : program.at("kernels")) {
@@ -186,11 +200,12 @@ int run(int argc, char **argv) {
         auto number = rt::parseNumber(text);
         if (!number || !std::isfinite(*number))
           return usageError("--set " + name + "=" + text + ": not a number");
-        if (*number != it->second)
+        if (*number != it->second && isFixed(program, name))
           return usageError("--set " + name + "=" + text + ": param '" + name +
                             "' was compiled into this executable as " + shortest(it->second) +
-                            "; compile again with `mergec compile RECIPE --emit=exe --set " + name +
-                            "=" + text + "`");
+                            " (compiling depended on its value); compile again with `mergec "
+                            "compile RECIPE --emit=exe --set " + name + "=" + text + "`");
+        it->second = *number;
       }
     } else if (arg == "--dtype") {
       auto v = next();
@@ -232,8 +247,10 @@ int run(int argc, char **argv) {
   const json &recipe = program.at("recipe");
   options.provenance = {program.at("mergec_version").get<std::string>(),
                         recipe.at("path").get<std::string>(), recipe.at("text").get<std::string>(),
-                        recipe.at("sha256").get<std::string>(),
-                        program.at("params").get<std::vector<std::pair<std::string, double>>>()};
+                        recipe.at("sha256").get<std::string>(), {}};
+  for (const json &p : program.at("params")) // final values, in the recipe's order
+    options.provenance.params.emplace_back(p.at(0).get<std::string>(),
+                                           params.at(p.at(0).get<std::string>()));
   options.provenance.build = "aot";
   char self[PATH_MAX];
   if (::realpath("/proc/self/exe", self))
@@ -260,7 +277,7 @@ int run(int argc, char **argv) {
   }
 
   rt::OutputDirectory out(options.output, options.force, inputs);
-  TableKernelSource kernels(program);
+  TableKernelSource kernels(program, options.provenance.params);
   rt::MergePlan plan =
       rt::planMerge(models, program.at("output_model").get<std::string>(), rules, kernels, options);
   out.protect(rt::planInputs(plan));

@@ -226,10 +226,12 @@ rt::RunOptions::Provenance provenance(const CommandLine &cl, const Compilation &
   return {MERGEC_VERSION, cl.recipe, c.source, sha256Hex(c.source), c.program->params};
 }
 
-KernelJITOptions jitOptions(const CommandLine &cl) {
+KernelJITOptions jitOptions(const CommandLine &cl, const Compilation &c) {
   KernelJITOptions options;
   options.verbose = cl.verbose;
   options.version = MERGEC_VERSION;
+  if (c.program)
+    options.params = c.program->params;
   if (!cl.noCache)
     options.cacheDir = cl.cacheDir.empty() ? KernelCache::defaultDirectory() : cl.cacheDir;
   return options;
@@ -268,7 +270,7 @@ int runCompile(const CommandLine &cl) {
     return writeOutput(cl, c, ast::dump(*c.recipe));
   if (cl.emit == Emit::Merge || cl.emit == Emit::Fused)
     return writeOutput(cl, c, printModule(*c.module));
-  KernelJIT jit(*c.module, jitOptions(cl));
+  KernelJIT jit(*c.module, jitOptions(cl, c));
   if (cl.emit == Emit::Obj || cl.emit == Emit::Exe) {
     if (cl.outputFile.empty() || cl.outputFile == "-") {
       std::cerr << "mergec: error: --emit=" << (cl.emit == Emit::Obj ? "obj" : "exe")
@@ -317,7 +319,7 @@ int runMerge(const CommandLine &cl) {
   // Before any work: the output must not touch an input, --force replaces only mergec's own
   // output, and a second run for the same output stops here.
   rt::OutputDirectory out(options.output, options.force, protectedInputs(cl, c));
-  KernelJIT jit(*c.module, jitOptions(cl));
+  KernelJIT jit(*c.module, jitOptions(cl, c));
   rt::MergePlan plan =
       rt::planMerge(models, program.outputModel, rules, jit, options);
   out.protect(rt::planInputs(plan));

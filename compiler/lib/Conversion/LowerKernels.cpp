@@ -231,6 +231,11 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       } else if (auto c = dyn_cast<ColsOp>(op)) {
         Value wide = slot(op.getLoc(), rt::abi::kColsSlot);
         map.map(c.getResult(), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
+      } else if (auto param = dyn_cast<ParamOp>(op)) {
+        // Params follow the phases' slots (KernelABI.h); f64 there, rounded once as a constant
+        // of the same value would be.
+        Value wide = slot(op.getLoc(), layout.firstSlot.back() + param.getIndex());
+        map.map(param.getResult(), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
       } else if (auto ne = dyn_cast<NumelOp>(op)) {
         Value wide = slot(op.getLoc(), rt::abi::kNumelSlot);
         map.map(ne.getResult(), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));

@@ -1,6 +1,7 @@
 //===- MLIRGen.cpp - Sema's rule DAGs to the merge dialect ----------------===//
 #include "mergec/Frontend/MLIRGen.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
+#include "mergec/Dialect/Merge/Transforms/Passes.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -24,6 +25,13 @@ public:
   OwningOpRef<ModuleOp> run() {
     OwningOpRef<ModuleOp> module = ModuleOp::create(loc({1, 1}));
     b_.setInsertionPointToEnd(module->getBody());
+    if (!program_.params.empty()) {
+      // Every param in order: merge.param's index names one, and the run time gives values.
+      SmallVector<Attribute> params;
+      for (auto &[name, value] : program_.params)
+        params.push_back(b_.getStringAttr(name));
+      (*module)->setAttr(merge::kParamsAttr, b_.getArrayAttr(params));
+    }
     Type tensor = merge::TensorType::get(&ctx_);
     for (size_t i = 0; i < program_.rules.size(); ++i) {
       const sema::Rule &rule = program_.rules[i];
@@ -48,6 +56,14 @@ public:
 private:
   Type tensorType() { return merge::TensorType::get(&ctx_); }
 
+  /// A param's position in the program's list (and the module's `merge.params`).
+  int64_t paramIndex(const std::string &name) {
+    for (size_t i = 0; i < program_.params.size(); ++i)
+      if (program_.params[i].first == name)
+        return static_cast<int64_t>(i);
+    return -1;
+  }
+
   Location loc(ast::SourceLoc l) {
     const std::string &file = static_cast<size_t>(l.file) < program_.sourceFiles.size()
                                   ? program_.sourceFiles[l.file]
@@ -65,7 +81,10 @@ private:
     Value v;
     switch (n->op) {
     case Node::Op::Constant:
-      v = arith::ConstantOp::create(b_, l, b_.getF32FloatAttr(static_cast<float>(n->value)));
+      if (!n->param.empty() && !program_.fixedParams.count(n->param))
+        v = merge::ParamOp::create(b_, l, b_.getF32Type(), n->param, paramIndex(n->param));
+      else
+        v = arith::ConstantOp::create(b_, l, b_.getF32FloatAttr(static_cast<float>(n->value)));
       break;
     case Node::Op::Input:
       v = merge::InputOp::create(b_, l, tensorType(), n->model, TypeAttr());

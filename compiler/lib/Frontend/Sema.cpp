@@ -138,34 +138,45 @@ std::string formatNumber(double v) {
   return ec == std::errc() ? std::string(buf, end) : std::to_string(v);
 }
 
-using ConstantMemo = std::unordered_map<const Node *, std::optional<double>>;
+/// Folded values by node, and where to record the params a folded value read.
+struct ConstantMemo {
+  std::unordered_map<const Node *, std::optional<double>> values;
+  std::set<std::string> *usedParams = nullptr;
+};
 std::optional<double> foldConstant(const Node *n, ConstantMemo &memo);
+std::optional<double> constantValue(const Node *n, std::set<std::string> *usedParams);
 std::optional<double> foldOp(const Node *n, const std::vector<double> &v);
 
 /// The value of a scalar expression of numbers known while compiling, in f64; nullopt when
 /// it depends on the tensor (a layer, a reduction, ...). Inlined defs share operands, so the
 /// DAG is walked once per node (a tree walk would be exponential in the inlining depth); the
 /// recursion is as deep as the DAG, at most kMaxInlinedDepth.
-std::optional<double> constantValue(const Node *n) {
+std::optional<double> constantValue(const Node *n, std::set<std::string> *usedParams) {
   ConstantMemo memo;
+  memo.usedParams = usedParams;
   return foldConstant(n, memo);
 }
 
 std::optional<double> foldConstant(const Node *n, ConstantMemo &memo) {
   if (n->kind != Kind::Scalar)
     return std::nullopt;
-  if (n->op == Node::Op::Constant)
+  if (n->op == Node::Op::Constant) {
+    if (!n->param.empty() && memo.usedParams)
+      memo.usedParams->insert(n->param);
     return n->value;
-  if (auto it = memo.find(n); it != memo.end())
+  }
+  // A memoized node's params were recorded when it was first folded (memo lives for one
+  // constantValue call).
+  if (auto it = memo.values.find(n); it != memo.values.end())
     return it->second;
   std::vector<double> v;
   for (const Node *o : n->operands) {
     auto c = foldConstant(o, memo);
     if (!c)
-      return memo[n] = std::nullopt;
+      return memo.values[n] = std::nullopt;
     v.push_back(*c);
   }
-  return memo[n] = foldOp(n, v);
+  return memo.values[n] = foldOp(n, v);
 }
 
 /// `n`'s operation on its operands' values `v`.
@@ -363,6 +374,11 @@ private:
   const Node *add(Node n) {
     for (const Node *o : n.operands)
       n.depth = std::max(n.depth, o->depth + 1);
+    // A param compared, or choosing between values, decides what is compiled (a where() on a
+    // flag keeps only the side it picks): its value is built in, not read at run time.
+    if (n.op == Node::Op::Cmp || n.op == Node::Op::Select)
+      for (const Node *o : n.operands)
+        (void)constantValue(o, &program_.fixedParams);
     operations_ += operationCost(n);
     if (n.depth > limits::kMaxInlinedDepth)
       limitError(n.loc, "expression nested too deeply once defs are inlined (limit " +
@@ -471,8 +487,13 @@ private:
     }
     if (models_.count(n->name))
       return Value{input(n->name, n->loc())};
-    if (auto it = params_.find(n->name); it != params_.end())
-      return Value{constant(it->second, n->loc())};
+    if (auto it = params_.find(n->name); it != params_.end()) {
+      Node p{Node::Op::Constant, Kind::Scalar};
+      p.value = it->second;
+      p.param = n->name;
+      p.loc = n->loc();
+      return Value{add(std::move(p))};
+    }
     if (n->name == "inf")
       return Value{constant(std::numeric_limits<double>::infinity(), n->loc())};
     if (n->name == "true" || n->name == "false")
@@ -887,7 +908,7 @@ private:
       diags_.error(loc, must + ", got the string \"" + n->text + "\"" + item);
       return false;
     }
-    if (auto v = constantValue(n)) {
+    if (auto v = constantValue(n, &program_.fixedParams)) {
       if (kind.accepts(*v))
         return true;
       diags_.error(loc, must + ", got " + formatNumber(*v) + item);
@@ -900,7 +921,7 @@ private:
     }
     if (n->op == Node::Op::Ramp && !kind.integer)
       for (const Node *anchor : n->operands)
-        if (auto v = constantValue(anchor); v && !kind.accepts(*v)) {
+        if (auto v = constantValue(anchor, &program_.fixedParams); v && !kind.accepts(*v)) {
           diags_.error(loc, must + ", got the ramp value " + formatNumber(*v) + item);
           return false;
         }
@@ -912,7 +933,7 @@ private:
                                 const Value &v, Check check) {
     if (!checkArgument(c->callee, sig.params[i], argLoc(c, sig, i), v, paramKind(check), true))
       return std::nullopt;
-    return constantValue(v.node);
+    return constantValue(v.node, &program_.fixedParams);
   }
 
   /// A `scope` argument: tensor (the default), model (every tensor the rule merges, as one
@@ -1203,7 +1224,7 @@ private:
       diags_.error(argLoc(c, sig, 1), "require's message must be a string");
       return std::nullopt;
     }
-    auto holds = cond.isList() ? std::nullopt : constantValue(cond.node);
+    auto holds = cond.isList() ? std::nullopt : constantValue(cond.node, &program_.fixedParams);
     if (!holds) {
       diags_.error(argLoc(c, sig, 0), "require's condition must be known while compiling");
       return std::nullopt;
@@ -1262,7 +1283,8 @@ private:
     double p = 2;
     if (c->callee == "norm" && (*bound)[1]) {
       const Value &pv = *(*bound)[1];
-      std::optional<double> known = pv.isList() ? std::nullopt : constantValue(pv.node);
+      std::optional<double> known =
+          pv.isList() ? std::nullopt : constantValue(pv.node, &program_.fixedParams);
       if (!known || (*known != 1 && *known != 2 && !(std::isinf(*known) && *known > 0))) {
         diags_.error(argLoc(c, sig, 1), "norm's p must be 1, 2 or inf");
         return std::nullopt;

@@ -147,7 +147,13 @@ rt::CompiledRule mergec::describeRule(func::FuncOp func, const std::string &tag)
   map.deps = phaseDependencies(
       func.getBody().front().getTerminator()->getOperand(0).getDefiningOp(), layout.phases);
   compiled.phases.push_back(std::move(map));
-  compiled.scalarSlots = layout.firstSlot.back();
+  // The params the kernels read follow the phases' slots (LowerKernels loads them there).
+  compiled.firstParamSlot = layout.firstSlot.back();
+  if (auto module = func->getParentOfType<ModuleOp>())
+    if (auto params = module->getAttrOfType<ArrayAttr>(merge::kParamsAttr))
+      for (Attribute p : params)
+        compiled.params.push_back(cast<StringAttr>(p).getValue().str());
+  compiled.scalarSlots = compiled.firstParamSlot + static_cast<int64_t>(compiled.params.size());
   return compiled;
 }
 
@@ -264,5 +270,6 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
   }
   for (size_t k = 0; k < entries.size(); ++k)
     compiled.phases[k].fn = entries[k];
+  compiled.paramValues = rt::bindParams(compiled.params, options_.params);
   return compiled_[memo] = compiled;
 }

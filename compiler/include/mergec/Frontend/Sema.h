@@ -7,6 +7,7 @@
 #include "mergec/Frontend/Diagnostics.h"
 #include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -63,6 +64,10 @@ struct Node {
   double value3 = 0;
   bool flag = false;
   bool modelScope = false; ///< ReduceSum, ReduceMax, TopK: over every tensor the rule merges
+  /// Constant only: the recipe param this value is (`lam`), when it is one. Unless Sema needed
+  /// its value while compiling (Program::fixedParams), it stays a run-time input of the kernels,
+  /// so a merge executable can take another value and a new `--set` reuses cached kernels.
+  std::string param;
   std::string predicate; ///< Cmp only
   std::string text;      ///< String only
   std::vector<const Node *> operands;
@@ -92,6 +97,9 @@ struct Program {
   /// The model whose names, shapes, order and dtype the output takes: `base`, else the first.
   std::string outputModel;
   std::vector<std::pair<std::string, double>> params; ///< final values, overrides applied
+  /// The params whose value compiling depended on (a density, an iteration count, a condition
+  /// known while compiling, a checked range): their value is built into the kernels.
+  std::set<std::string> fixedParams;
   std::vector<Rule> rules;
   std::deque<Node> nodes; ///< owns every Node (a deque keeps their addresses stable)
 

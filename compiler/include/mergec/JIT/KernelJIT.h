@@ -24,6 +24,9 @@ struct KernelJITOptions {
   bool verbose = false;      ///< print, per kernel, whether it was compiled (ms) or loaded
   std::string cacheDir;      ///< the kernel cache; empty: no cache
   std::string version;       ///< mergec's version, part of every cache key
+  /// The params' values this run (final, --set applied): kernels read them at run time, so
+  /// they are not part of the cache key.
+  std::vector<std::pair<std::string, double>> params;
 };
 
 /// Compiles the rules of a fused module (one func per rule) on demand, once per (rule, input

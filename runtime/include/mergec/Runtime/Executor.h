@@ -48,6 +48,11 @@ struct CompiledRule {
   };
   std::vector<Phase> phases;
   int64_t scalarSlots = 4; ///< the size of the scalars array
+  /// The recipe's params the kernels read at run time (merge.param), in slot order from
+  /// `firstParamSlot`; `paramValues` are their values for this run (the KernelSource binds them).
+  std::vector<std::string> params;
+  int64_t firstParamSlot = 4;
+  std::vector<double> paramValues;
   size_t rowBuffers() const {
     size_t r = 0;
     for (auto &p : phases)

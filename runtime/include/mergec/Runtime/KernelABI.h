@@ -1,7 +1,8 @@
 //===- KernelABI.h - what compiled phases and the runtime agree on -*- C++ -*-===//
 // The scalars array every phase function receives (f64): per-tensor context first, then the
 // scalar results of the rule's phases back to back, in phase order (a reduction phase has one
-// per reduction it computes, a selection four, a ranking none). Shared by the lowering (which
+// per reduction it computes, a selection four, a ranking none), then the values of the recipe's
+// run-time params (merge.param, in the module's `merge.params` order; CompiledRule::params). Shared by the lowering (which
 // loads from it) and the executor (which fills it); both lay it out with firstPhaseSlots.
 #pragma once
 #include <cstdint>

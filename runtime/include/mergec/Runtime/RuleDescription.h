@@ -31,6 +31,10 @@ struct KernelSignature {
 };
 
 nlohmann::json describeRule(const CompiledRule &rule);
+/// The values of `names` from `values` (name, value pairs), in order. Throws RuntimeError for a
+/// name without a value.
+std::vector<double> bindParams(const std::vector<std::string> &names,
+                               const std::vector<std::pair<std::string, double>> &values);
 /// The rule `json` describes, with every `fn` null. Throws RuntimeError naming `what` when the
 /// JSON is not such a description.
 CompiledRule ruleFromDescription(const nlohmann::json &json, const std::string &what);

@@ -77,6 +77,24 @@ def Merge_ColsOp : Merge_Op<"cols", [Pure]> {
   let assemblyFormat = "attr-dict";
 }
 
+def Merge_ParamOp : Merge_Op<"param", [Pure]> {
+  let summary = "a recipe param's value, read when the kernel runs";
+  let description = [{
+    A `param` of the recipe whose value compiling did not depend on (one that only scales or
+    shifts values): the kernels read it from the scalars array (after the phases' slots, at
+    `index` in the module's `merge.params` list) instead of folding it in, so a merge executable
+    can take another value with `--set` and a new value reuses cached kernels. Params that
+    decide something while compiling (a density, an iteration count, a checked range) stay
+    constants.
+    ```mlir
+    %lam = merge.param "lam" at 0
+    ```
+  }];
+  let arguments = (ins StrAttr:$name, I64Attr:$index);
+  let results = (outs F32:$result);
+  let assemblyFormat = "$name `at` $index attr-dict";
+}
+
 def Merge_NumelOp : Merge_Op<"numel", [Pure]> {
   let summary = "the number of elements of the current tensor";
   let description = [{

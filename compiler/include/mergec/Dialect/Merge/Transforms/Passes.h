@@ -14,6 +14,8 @@ namespace mergec::merge {
 
 /// The attribute on a rule's func.func naming the dtype its result is stored in.
 inline constexpr const char *kStoreAttr = "merge.store";
+/// On the module: the recipe's params in order (merge.param's `index` names one).
+inline constexpr const char *kParamsAttr = "merge.params";
 
 /// "bf16" -> the bf16 type; null for anything but f32, f16, bf16.
 mlir::Type parseStorageType(mlir::MLIRContext *ctx, const std::string &name);
