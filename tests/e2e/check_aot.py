@@ -158,14 +158,5 @@ def case_errors(work):
 CASES = {"methods": case_methods, "errors": case_errors}
 
 
-def body(args):
-    work = os.path.realpath(runner.fresh_dir(args.work))
-    CASES[args.case](work)
-
-
-def add_args(p):
-    p.add_argument("--case", required=True, choices=sorted(CASES))
-
-
 if __name__ == "__main__":
-    runner.main(body, add_args)
+    runner.main_cases(CASES)

@@ -272,14 +272,5 @@ CASES = {"overlap": case_overlap, "force": case_force, "compile": case_compile,
          "side-files": case_side_files, "signals": case_signals, "concurrent": case_concurrent}
 
 
-def body(args):
-    work = os.path.realpath(runner.fresh_dir(args.work))
-    CASES[args.case](work)
-
-
-def add_args(p):
-    p.add_argument("--case", required=True, choices=sorted(CASES))
-
-
 if __name__ == "__main__":
-    runner.main(body, add_args)
+    runner.main_cases(CASES)

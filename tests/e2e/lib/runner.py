@@ -138,3 +138,15 @@ def main(body, add_args=None):
         traceback.print_exc()
         sys.exit(1)
     print("PASS")
+
+
+def main_cases(cases):
+    """main() for a script of `--case NAME` functions: runs cases[NAME](work), `work` the
+    recreated --work directory with its links resolved."""
+    def body(args):
+        cases[args.case](os.path.realpath(fresh_dir(args.work)))
+
+    def add_args(p):
+        p.add_argument("--case", required=True, choices=sorted(cases))
+
+    main(body, add_args)

@@ -208,33 +208,8 @@ Value SignOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
   return arith::SelectOp::create(b, loc, positive, f32(b, loc, 1), minusOrSelf);
 }
 
-Value SqrtOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
-  return math::SqrtOp::create(b, loc, xs[0]);
-}
-
-Value ExpOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
-  return math::ExpOp::create(b, loc, xs[0]);
-}
-
-Value LogOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
-  return math::LogOp::create(b, loc, xs[0]);
-}
-
-Value SinOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
-  return math::SinOp::create(b, loc, xs[0]);
-}
-
-Value CosOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
-  return math::CosOp::create(b, loc, xs[0]);
-}
-
-Value AcosOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
-  return math::AcosOp::create(b, loc, xs[0]);
-}
-
-Value FloorOp::buildScalar(OpBuilder &b, Location loc, ValueRange xs) {
-  return math::FloorOp::create(b, loc, xs[0]);
-}
+// sqrt, exp, log, sin, cos, acos and floor are one math op each: their buildScalar is generated
+// from MergeOps.td (Merge_MathUnaryOp).
 
 Value CmpOp::buildScalar(OpBuilder &b, Location loc, CmpPredicate predicate, ValueRange xs) {
   Value holds = arith::CmpFOp::create(b, loc, predicateOf(predicate), xs[0], xs[1]);

@@ -1,5 +1,6 @@
 //===- MergeDialect.cpp - merge dialect registration and verifiers --------===//
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/DialectImplementation.h"
 #include "mlir/IR/Matchers.h"
 #include "llvm/ADT/TypeSwitch.h"

@@ -237,15 +237,28 @@ class Merge_UnaryOp<string mnemonic, string formula> : Merge_ElementwiseOp<mnemo
   let assemblyFormat = "$operand attr-dict";
 }
 
+/// A unary op that is one op of MLIR's math dialect on each element: its buildScalar is
+/// generated here, so adding one is this line and its tests.
+class Merge_MathUnaryOp<string mnemonic, string formula, string mathOp>
+    : Merge_UnaryOp<mnemonic, formula> {
+  let extraClassDefinition = [{
+    ::mlir::Value $cppClass::buildScalar(::mlir::OpBuilder &b, ::mlir::Location loc,
+                                         ::mlir::ValueRange operands) {
+      return ::mlir::math::}] # mathOp # [{::create(b, loc, operands[0]);
+    }
+  }];
+}
+
 def Merge_AbsOp : Merge_UnaryOp<"abs", "|x|">;
 def Merge_SignOp : Merge_UnaryOp<"sign", "sign: 1, -1, or x itself for zeros and NaN">;
-def Merge_SqrtOp : Merge_UnaryOp<"sqrt", "square root">;
-def Merge_ExpOp : Merge_UnaryOp<"exp", "e^x">;
-def Merge_LogOp : Merge_UnaryOp<"log", "natural logarithm">;
-def Merge_SinOp : Merge_UnaryOp<"sin", "sine (radians)">;
-def Merge_CosOp : Merge_UnaryOp<"cos", "cosine (radians)">;
-def Merge_AcosOp : Merge_UnaryOp<"acos", "arc cosine, in [0, pi]; NaN outside [-1, 1]">;
-def Merge_FloorOp : Merge_UnaryOp<"floor", "largest integer not above x">;
+def Merge_SqrtOp : Merge_MathUnaryOp<"sqrt", "square root", "SqrtOp">;
+def Merge_ExpOp : Merge_MathUnaryOp<"exp", "e^x", "ExpOp">;
+def Merge_LogOp : Merge_MathUnaryOp<"log", "natural logarithm", "LogOp">;
+def Merge_SinOp : Merge_MathUnaryOp<"sin", "sine (radians)", "SinOp">;
+def Merge_CosOp : Merge_MathUnaryOp<"cos", "cosine (radians)", "CosOp">;
+def Merge_AcosOp : Merge_MathUnaryOp<"acos", "arc cosine, in [0, pi]; NaN outside [-1, 1]",
+                                     "AcosOp">;
+def Merge_FloorOp : Merge_MathUnaryOp<"floor", "largest integer not above x", "FloorOp">;
 
 def Merge_CmpOp : Merge_Op<"cmp", [Pure,
     DeclareOpInterfaceMethods<Merge_ElementwiseOpInterface, ["buildElement"]>]> {
