@@ -1,5 +1,6 @@
 //===- HostDevice.cpp - phases on the CPU's thread pool -------------------===//
 #include "mergec/Runtime/Device.h"
+#include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/ThreadPool.h"
 
 #include <algorithm>
@@ -26,10 +27,14 @@ const float *HostDevice::hostView(const float *device, int64_t, std::vector<floa
   return device;
 }
 
-void HostDevice::launch(PackedKernel fn, const std::vector<MemRefDescriptor> &inputs,
+void HostDevice::launch(const CompiledRule &rule, size_t phase,
+                        const std::vector<MemRefDescriptor> &inputs,
                         const std::function<MemRefDescriptor(size_t)> &result, int64_t n,
                         float layer, float numLayers, const MemRefDescriptor &scalars,
                         const ChunkHook *afterChunk) {
+  PackedKernel fn = rule.phases[phase].fn;
+  if (!fn)
+    throw RuntimeError("internal: phase " + rule.phases[phase].symbol + " has no host code");
   pool_.parallelFor(chunkCount(n), [&](size_t c) {
     int64_t begin = static_cast<int64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
     float l = layer, nl = numLayers;

@@ -135,7 +135,7 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
     switch (phase.kind) {
     case Kind::Map:
       device.launch(
-          phase.fn, descs, [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, n,
+          rule, k, descs, [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, n,
           layer, numLayers, scalarDesc, afterMap);
       break;
     case Kind::Reduce: {
@@ -147,7 +147,7 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
       // Every chunk writes all m of its partials, so the buffer needs no clearing.
       auto *devicePartials = static_cast<double *>(partialBuffer.get());
       device.launch(
-          phase.fn, descs,
+          rule, k, descs,
           [&](size_t c) {
             double *p = devicePartials + c * m;
             return MemRefDescriptor{p, p, 0, static_cast<int64_t>(m), 1};
@@ -171,7 +171,7 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
         keyBuffer = device.allocate(std::max<size_t>(count, 1) * sizeof(float));
       auto *keys = static_cast<float *>(keyBuffer.get());
       device.launch(
-          phase.fn, descs, [&](size_t) { return MemRefDescriptor{keys, keys, 0, n, 1}; }, n,
+          rule, k, descs, [&](size_t) { return MemRefDescriptor{keys, keys, 0, n, 1}; }, n,
           layer, numLayers, scalarDesc);
       if (phase.kind == Kind::TopK) {
         RankBoundary hi, lo;

@@ -47,11 +47,18 @@ public:
   /// copies into `staging` (model-scope top-k counts keys on the host).
   virtual const float *hostView(const float *device, int64_t n, std::vector<float> &staging) = 0;
 
-  /// Runs phase `fn` on every chunk of [0, n): chunk c reads `inputs` (device memory; on the
-  /// host the inputs' mappings) and `scalars` (host memory, read when the phase starts: earlier
-  /// phases' results) and writes `result(c)` (device memory: the output, the chunk's partials,
-  /// or keys). `afterChunk` follows each chunk.
-  virtual void launch(PackedKernel fn, const std::vector<MemRefDescriptor> &inputs,
+  /// Whether phases read the tensors where the host has them (the CPU: the inputs' mappings and
+  /// the output buffer) or need them copied into device memory first (a GPU).
+  virtual bool hostResident() const { return true; }
+
+  /// Runs phase `phase` of `rule` on every chunk of [0, n): chunk c reads `inputs` (device
+  /// memory; on the host the inputs' mappings) and `scalars` (host memory, read when the phase
+  /// starts: earlier phases' results) and writes `result(c)` (device memory: the output, the
+  /// chunk's partials, or keys). `afterChunk` follows each chunk (host devices only). The CPU
+  /// calls the phase's packed function per chunk; a GPU launches the kernel named by its
+  /// symbol from the rule's device image.
+  virtual void launch(const CompiledRule &rule, size_t phase,
+                      const std::vector<MemRefDescriptor> &inputs,
                       const std::function<MemRefDescriptor(size_t chunk)> &result, int64_t n,
                       float layer, float numLayers, const MemRefDescriptor &scalars,
                       const ChunkHook *afterChunk = nullptr) = 0;
@@ -71,7 +78,7 @@ public:
   std::shared_ptr<void> allocate(size_t bytes) override;
   void copyToHost(void *host, const void *device, size_t bytes) override;
   const float *hostView(const float *device, int64_t n, std::vector<float> &staging) override;
-  void launch(PackedKernel fn, const std::vector<MemRefDescriptor> &inputs,
+  void launch(const CompiledRule &rule, size_t phase, const std::vector<MemRefDescriptor> &inputs,
               const std::function<MemRefDescriptor(size_t chunk)> &result, int64_t n, float layer,
               float numLayers, const MemRefDescriptor &scalars,
               const ChunkHook *afterChunk) override;

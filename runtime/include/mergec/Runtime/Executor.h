@@ -47,6 +47,9 @@ struct CompiledRule {
     std::vector<size_t> deps; ///< the earlier phases whose results (scalars or ranks) it reads
   };
   std::vector<Phase> phases;
+  /// A GPU's code for every phase (the CUDA target: one PTX module; entry points named by each
+  /// phase's symbol); null for the CPU, whose phases carry `fn`.
+  std::shared_ptr<const std::string> deviceImage;
   int64_t scalarSlots = 4; ///< the size of the scalars array
   /// The recipe's params the kernels read at run time (merge.param), in slot order from
   /// `firstParamSlot`; `paramValues` are their values for this run (the KernelSource binds them).
@@ -110,6 +113,10 @@ struct RunOptions {
   /// merge stops and writes nothing), not a warning.
   bool strict = false;
   uint64_t maxMemory = 0;     ///< 0: half of the physical memory
+  /// Where the kernels run: "cpu" (the thread pool) or "cuda" (the first GPU; the kernels'
+  /// CompiledRule::deviceImage).
+  std::string device = "cpu";
+  uint64_t maxGpuMemory = 0;  ///< --max-gpu-memory; 0: what the GPU has free
   /// Recorded in mergec-manifest.json so a merge can be audited and rerun.
   struct Provenance {
     std::string version, recipePath, recipeText, recipeSha256;

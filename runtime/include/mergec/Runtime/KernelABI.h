@@ -16,6 +16,13 @@ constexpr int64_t kColsSlot = 1;     ///< the length of the last dimension (1 fo
 constexpr int64_t kNumelSlot = 2;    ///< the number of elements
 constexpr int64_t kFirstPhaseSlot = 4;
 
+/// GPU kernels (the CUDA target) run in blocks of kGpuBlock threads. A reduction phase runs one
+/// block per Device::kChunk elements and writes that chunk's partials at result[block * m + j]
+/// (m reductions), so partials and their combination are the CPU's; the block adds its elements
+/// in a fixed tree (no atomics), so results are the same run to run. Every other phase walks
+/// [begin, end) with a grid-stride loop: any grid size computes the same elements.
+constexpr int64_t kGpuBlock = 256;
+
 /// The first slot of each phase given how many scalars each produces; the last entry is the
 /// size of the whole array.
 inline std::vector<int64_t> firstPhaseSlots(const std::vector<int64_t> &scalarsPerPhase) {
