@@ -27,3 +27,19 @@ config.substitutions.append(("%stdlib", os.path.join(config.mergec_src_root, "st
 # mergec, merge-opt, FileCheck, not, ... by their plain names.
 config.environment["PATH"] = os.pathsep.join(
     [config.mergec_tools_dir, config.llvm_tools_dir, config.environment.get("PATH", os.environ["PATH"])])
+
+# The CUDA target: `cuda-target` when mergec was built with it (PTX generation needs no GPU);
+# `cuda` when this machine can also run kernels (a driver that loads and a device). GPU
+# execution tests say REQUIRES: cuda and show as UNSUPPORTED, with this reason, elsewhere.
+if getattr(config, "mergec_cuda", False):
+    config.available_features.add("cuda-target")
+    import ctypes
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        if driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0:
+            config.available_features.add("cuda")
+        else:
+            lit_config.note("GPU execution tests skipped: no CUDA device")
+    except OSError as e:
+        lit_config.note("GPU execution tests skipped: no CUDA driver (%s)" % e)

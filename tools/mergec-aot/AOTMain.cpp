@@ -45,6 +45,14 @@ bool isFixed(const json &program, const std::string &name) {
   return false;
 }
 
+/// Whether the program was compiled with --device cuda (its kernels carry PTX).
+bool hasDeviceKernels(const json &program) {
+  for (const json &k : program.at("kernels"))
+    if (!k.contains("ptx"))
+      return false;
+  return !program.at("kernels").empty();
+}
+
 /// The kernels of the object, by rule and signature, resolved through the kernel table.
 class TableKernelSource : public rt::KernelSource {
 public:
@@ -63,6 +71,9 @@ public:
       signature.output = *rt::parseDType(k.at("output").get<std::string>());
       rt::CompiledRule rule = rt::ruleFromDescription(k.at("description"), "embedded program");
       rule.paramValues = rt::bindParams(rule.params, params_);
+      // Built with --device cuda: the PTX of the rule's phases, for a run with --device cuda.
+      if (auto ptx = k.find("ptx"); ptx != k.end())
+        rule.deviceImage = std::make_shared<const std::string>(ptx->get<std::string>());
       for (auto &phase : rule.phases) {
         auto fn = table.find(phase.symbol);
         if (fn == table.end())
@@ -106,7 +117,7 @@ void usage(std::ostream &os, const json &program) {
   os << "usage: " << programName
      << " -o OUT [--model NAME=PATH]... [--set NAME=VALUE]... [--dtype f32|bf16|f16]\n"
         "       [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--strict]\n"
-        "       [--quiet] [--verbose]\n\n"
+        "       [--quiet] [--verbose] [--device cpu|cuda] [--max-gpu-memory SIZE]\n\n"
      << "A merge compiled ahead of time by mergec " << program.at("mergec_version").get<std::string>()
      << " from " << program.at("recipe").at("path").get<std::string>() << " (sha256 "
      << program.at("recipe").at("sha256").get<std::string>().substr(0, 12) << ").\n\nmodels:\n";
@@ -219,12 +230,22 @@ int run(int argc, char **argv) {
           v->empty() || n == 0 || n > 1024)
         return usageError("--threads needs a number from 1 to 1024");
       options.threads = n;
-    } else if (arg == "--shard-size" || arg == "--max-memory") {
+    } else if (arg == "--shard-size" || arg == "--max-memory" || arg == "--max-gpu-memory") {
       auto v = next();
       std::optional<uint64_t> size;
       if (!v || !(size = rt::parseSize(*v)) || *size == 0)
         return usageError(arg + ": '" + v.value_or("") + "' is not a size (e.g. 5GB, 500MiB)");
-      (arg == "--shard-size" ? options.shardSize : options.maxMemory) = *size;
+      (arg == "--shard-size"   ? options.shardSize
+       : arg == "--max-memory" ? options.maxMemory
+                               : options.maxGpuMemory) = *size;
+    } else if (arg == "--device") {
+      auto v = next();
+      if (!v || (*v != "cpu" && *v != "cuda"))
+        return usageError("--device must be cpu or cuda");
+      if (*v == "cuda" && !hasDeviceKernels(program))
+        return usageError("--device cuda: this executable has no GPU kernels (compile it with "
+                          "`mergec compile RECIPE --emit=exe --device cuda`)");
+      options.device = *v;
     } else if (arg == "--force") {
       if (!flag(options.force))
         return usageError(arg + " takes no value");

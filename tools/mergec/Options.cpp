@@ -14,9 +14,12 @@ const char *kUsage = R"(usage:
   mergec run RECIPE -o OUT [--set NAME=VALUE]... [--model NAME=PATH]... [--dtype f32|bf16|f16]
                     [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--strict]
                     [--quiet] [--verbose] [--cache-dir DIR | --no-cache]
+                    [--device cpu|cuda] [--gpu-arch sm_NN] [--max-gpu-memory SIZE]
   mergec compile RECIPE --emit=STAGE [-o FILE] [--set NAME=VALUE]... [--model NAME=PATH]...
                     [--dtype f32|bf16|f16] [--cache-dir DIR | --no-cache]
-      STAGE: ast merge fused loops llvm-dialect llvm asm obj exe  (--emit= alone lists them)
+                    [--device cpu|cuda] [--gpu-arch sm_NN]
+      STAGE: ast merge fused loops llvm-dialect llvm asm obj exe gpu nvvm ptx
+             (--emit= alone lists them)
   mergec --version
 )";
 
@@ -32,6 +35,11 @@ const char *kStages = R"(stages of `mergec compile --emit=STAGE` (target cpu), i
   obj           one object file: every rule and signature, the kernel table and the program
                 description (C entry points in runtime/include/mergec/Runtime/KernelABI.h)
   exe           a standalone merge executable: the object linked with mergec's runtime
+                (with --device cuda: the PTX of every kernel too; it runs on either device)
+stages of the cuda target (after loops; --gpu-arch, default sm_90):
+  gpu           each phase as a gpu.func kernel in one gpu.module
+  nvvm          the kernels in the NVVM dialect
+  ptx           PTX assembly of every phase kernel of every rule
 )";
 
 int usageError(const std::string &message) {
@@ -56,6 +64,9 @@ std::optional<Emit> parseEmit(const std::string &s) {
   if (s == "asm") return Emit::Asm;
   if (s == "obj") return Emit::Obj;
   if (s == "exe") return Emit::Exe;
+  if (s == "gpu") return Emit::GPU;
+  if (s == "nvvm") return Emit::NVVM;
+  if (s == "ptx") return Emit::PTX;
   return std::nullopt;
 }
 
@@ -150,13 +161,27 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       if (!next(v) || !(size = rt::parseSize(v)) || *size == 0)
         return usageError("--max-memory: '" + v + "' is not a size (e.g. 16GB)");
       cl.run.maxMemory = *size;
+    } else if (arg == "--device") {
+      if (!next(v) || (v != "cpu" && v != "cuda"))
+        return usageError("--device must be cpu or cuda");
+      cl.run.device = v;
+    } else if (arg == "--gpu-arch") {
+      if (!next(v) || v.rfind("sm_", 0) != 0)
+        return usageError("--gpu-arch needs an NVIDIA architecture such as sm_90");
+      cl.gpuArch = v;
+    } else if (arg == "--max-gpu-memory") {
+      std::optional<uint64_t> size;
+      if (!next(v) || !(size = rt::parseSize(v)) || *size == 0)
+        return usageError("--max-gpu-memory: '" + v + "' is not a size (e.g. 8GB)");
+      cl.run.maxGpuMemory = *size;
     } else if (arg == "--emit") {
       if (inlineValue && value.empty()) {
         std::cout << kStages;
         return 0;
       }
       if (!next(v) || !parseEmit(v))
-        return usageError("--emit must be one of: ast merge fused loops llvm-dialect llvm asm obj exe");
+        return usageError("--emit must be one of: ast merge fused loops llvm-dialect llvm asm obj "
+                          "exe gpu nvvm ptx");
       cl.emit = *parseEmit(v);
       sawEmit = true;
     } else if (arg == "--cache-dir") {

@@ -10,7 +10,7 @@ namespace mergec {
 
 enum class Command { Run, Compile, Version };
 /// The stages of `mergec compile --emit=`, in pipeline order.
-enum class Emit { AST, Merge, Fused, Loops, LLVMDialect, LLVM, Asm, Obj, Exe };
+enum class Emit { AST, Merge, Fused, Loops, LLVMDialect, LLVM, Asm, Obj, Exe, GPU, NVVM, PTX };
 
 struct CommandLine {
   Command command = Command::Run;
@@ -22,6 +22,7 @@ struct CommandLine {
   bool verbose = false;
   std::string cacheDir;       ///< --cache-dir; empty: $MERGEC_CACHE_DIR or the XDG default
   bool noCache = false;       ///< --no-cache
+  std::string gpuArch;        ///< --gpu-arch; empty: the CUDA target's default (sm_90)
   rt::RunOptions run;
 };
 

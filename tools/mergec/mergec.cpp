@@ -234,6 +234,8 @@ KernelJITOptions jitOptions(const CommandLine &cl, const Compilation &c) {
     options.params = c.program->params;
   if (!cl.noCache)
     options.cacheDir = cl.cacheDir.empty() ? KernelCache::defaultDirectory() : cl.cacheDir;
+  options.device = cl.run.device;
+  options.gpuArch = cl.gpuArch;
   return options;
 }
 
@@ -245,6 +247,12 @@ const char *stageName(Emit emit) {
     return "llvm";
   case Emit::Asm:
     return "asm";
+  case Emit::GPU:
+    return "gpu";
+  case Emit::NVVM:
+    return "nvvm";
+  case Emit::PTX:
+    return "ptx";
   default:
     return "obj";
   }
@@ -270,7 +278,11 @@ int runCompile(const CommandLine &cl) {
     return writeOutput(cl, c, ast::dump(*c.recipe));
   if (cl.emit == Emit::Merge || cl.emit == Emit::Fused)
     return writeOutput(cl, c, printModule(*c.module));
-  KernelJIT jit(*c.module, jitOptions(cl, c));
+  // compile's --device says what an executable carries, not where compiling happens: the
+  // JIT itself makes host objects for --emit=obj|exe.
+  KernelJITOptions compileOptions = jitOptions(cl, c);
+  compileOptions.device = "cpu";
+  KernelJIT jit(*c.module, compileOptions);
   if (cl.emit == Emit::Obj || cl.emit == Emit::Exe) {
     if (cl.outputFile.empty() || cl.outputFile == "-") {
       std::cerr << "mergec: error: --emit=" << (cl.emit == Emit::Obj ? "obj" : "exe")
@@ -278,8 +290,9 @@ int runCompile(const CommandLine &cl) {
       return 2;
     }
     auto signatures = aheadOfTimeSignatures(*c.program, jit, cl.verbose);
-    std::string object = cpu::buildMergeObject(
-        jit, signatures, aheadOfTimeProgram(*c.program, jit, provenance(cl, c)));
+    std::string object =
+        cpu::buildMergeObject(jit, signatures, aheadOfTimeProgram(*c.program, jit, provenance(cl, c)),
+                              /*withDeviceKernels=*/cl.run.device == "cuda");
     if (cl.emit == Emit::Obj) {
       rt::writeFileAtomically(cl.outputFile, object, protectedInputs(cl, c));
       return 0;
@@ -291,6 +304,12 @@ int runCompile(const CommandLine &cl) {
   // Later stages are per dtype signature: every input and the output in --dtype (default f32).
   rt::DType dtype = cl.dtype.value_or(rt::DType::F32);
   std::string text;
+  if (cl.emit == Emit::GPU || cl.emit == Emit::NVVM || cl.emit == Emit::PTX) {
+    std::vector<rt::KernelSignature> signatures;
+    for (size_t r = 0; r < c.program->rules.size(); ++r)
+      signatures.push_back({std::vector<rt::DType>(jit.ruleInputs(r).size(), dtype), dtype});
+    return writeOutput(cl, c, jit.emitAll(signatures, stageName(cl.emit)));
+  }
   for (size_t r = 0; r < c.program->rules.size(); ++r) {
     rt::KernelSignature signature{std::vector<rt::DType>(jit.ruleInputs(r).size(), dtype), dtype};
     if (cl.emit == Emit::Loops)

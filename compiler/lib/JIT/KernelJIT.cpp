@@ -7,6 +7,9 @@
 #include "mergec/Pipelines/CapturedDiagnostics.h"
 #include "mergec/Pipelines/Pipelines.h"
 #include "mergec/Runtime/Error.h"
+#ifdef MERGEC_HAVE_CUDA
+#include "mergec/Target/CUDA/CUDABackend.h"
+#endif
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
@@ -207,11 +210,61 @@ OwningOpRef<ModuleOp> KernelJIT::lower(size_t rule, const rt::KernelSignature &s
   return module;
 }
 
+TargetBackend &KernelJIT::gpuBackend() {
+#ifdef MERGEC_HAVE_CUDA
+  if (!gpuBackend_) {
+    std::string arch = options_.gpuArch.empty() ? cuda::kDefaultGpuArch : options_.gpuArch;
+    if (!cuda::isKnownGpuArch(arch))
+      throw rt::RuntimeError("--gpu-arch " + arch +
+                             ": not an NVIDIA architecture mergec can compile for (sm_60 to "
+                             "sm_121, e.g. sm_80, sm_90)");
+    gpuBackend_ = std::make_unique<cuda::CUDABackend>(arch);
+  }
+  return *gpuBackend_;
+#else
+  throw rt::RuntimeError("this mergec was built without the CUDA target (configure with the "
+                         "CUDA toolkit present, MERGEC_CUDA=ON)");
+#endif
+}
+
 std::string KernelJIT::emit(size_t rule, const rt::KernelSignature &signature,
                             llvm::StringRef stage) {
+  TargetBackend *backend = backend_.get();
+  if (!llvm::any_of(backend->stages(), [&](const EmitStage &s) { return stage == s.name; }))
+    backend = &gpuBackend();
   OwningOpRef<ModuleOp> loops = lower(rule, signature);
-  return backend_->emit(*loops, stage, signature.tag());
+  return backend->emit(*loops, stage, signature.tag());
 }
+
+std::string KernelJIT::emitAll(const std::vector<rt::KernelSignature> &signatures,
+                               llvm::StringRef stage) {
+  MLIRContext *ctx = fused_.getContext();
+  OwningOpRef<ModuleOp> all = ModuleOp::create(fused_.getLoc());
+  OpBuilder b(ctx);
+  for (size_t r = 0; r < signatures.size(); ++r) {
+    OwningOpRef<ModuleOp> loops = lower(r, signatures[r]);
+    for (auto f : llvm::make_early_inc_range(loops->getOps<func::FuncOp>())) {
+      f.setSymName("mergec_" + f.getSymName().str() + "__" + signatures[r].tag());
+      f->moveBefore(all->getBody(), all->getBody()->end());
+    }
+  }
+  return gpuBackend().emit(*all, stage, "");
+}
+
+namespace {
+
+/// Why a cached PTX module cannot serve `symbols` (empty when it can): the entry points must
+/// all be there; a truncated or foreign entry fails this, and the driver checks the rest.
+std::string ptxDamage(const std::string &ptx, const std::vector<std::string> &symbols) {
+  if (ptx.find(".version") == std::string::npos || ptx.find(".target") == std::string::npos)
+    return "not PTX";
+  for (const std::string &symbol : symbols)
+    if (ptx.find(".entry " + symbol + "(") == std::string::npos)
+      return "no entry point " + symbol;
+  return "";
+}
+
+} // namespace
 
 rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &inputs,
                                    rt::DType output) {
@@ -226,12 +279,51 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
   std::vector<std::string> symbols;
   for (auto &phase : compiled.phases)
     symbols.push_back(phase.symbol);
-  if (!loader_)
+  if (!loader_ && options_.device != "cuda")
     loader_ = std::make_unique<ObjectLoader>();
 
   // The key covers everything the object's bytes depend on: the lowered loops (which carry the
   // rule's math, constants and dtypes), the entry points' tag, the backend and the version.
   OwningOpRef<ModuleOp> loops = lower(rule, signature);
+  if (options_.device == "cuda") {
+    // The GPU's kernels: one PTX module for the rule's phases, through the same cache.
+    TargetBackend &gpu = gpuBackend();
+    std::string key =
+        KernelCache::key(options_.version, gpu.identity(), signature.tag() + "\n" + printed(*loops));
+    std::string damage, how, ptx;
+    if (auto cached = cache_.load(key, damage)) {
+      damage = ptxDamage(*cached, symbols);
+      if (damage.empty()) {
+        ptx = std::move(*cached);
+        how = "loaded from the cache";
+        ++cachedCount_;
+      }
+    }
+    if (!damage.empty() && options_.verbose)
+      std::cerr << "jit: " << name << " (" << signature.text() << "): cache entry "
+                << cache_.entryPath(key) << " is damaged (" << damage << "); recompiling\n";
+    if (ptx.empty()) {
+      ptx = gpu.emit(*loops, gpu.binaryStage(), signature.tag());
+      if (auto warning = cache_.store(key, ptx); warning && !warnedCache_) {
+        std::cerr << "mergec: warning: " << *warning << " (kernels are compiled every run)\n";
+        warnedCache_ = true;
+      }
+      how = "compiled to PTX";
+      ++compiledCount_;
+    }
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    totalMs_ += ms;
+    if (options_.verbose) {
+      char text[32];
+      std::snprintf(text, sizeof(text), "%.1f", ms);
+      std::cerr << "jit: " << name << " (" << signature.text() << "): " << how << " in " << text
+                << " ms\n";
+    }
+    compiled.deviceImage = std::make_shared<const std::string>(std::move(ptx));
+    compiled.paramValues = rt::bindParams(compiled.params, options_.params);
+    return compiled_[memo] = compiled;
+  }
   std::string key = KernelCache::key(options_.version, backend_->identity(),
                                      signature.tag() + "\n" + printed(*loops));
   std::vector<rt::PackedKernel> entries;

@@ -2,6 +2,7 @@
 #pragma once
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -14,6 +15,8 @@ namespace mergec {
 
 /// The attribute on a lowered rule listing the model of each input memref, in order.
 inline constexpr const char *kInputsAttr = "merge.inputs";
+/// The gpu.module merge-convert-kernels-to-gpu puts every kernel in.
+inline constexpr const char *kGpuModuleName = "mergec_kernels";
 
 #define GEN_PASS_REGISTRATION
 #include "mergec/Conversion/Passes.h.inc"

@@ -23,4 +23,26 @@ def MergeLowerKernels : Pass<"merge-lower-kernels", "mlir::ModuleOp"> {
                            "mlir::memref::MemRefDialect", "mlir::func::FuncDialect"];
 }
 
+def MergeConvertKernelsToGPU : Pass<"merge-convert-kernels-to-gpu", "mlir::ModuleOp"> {
+  let summary = "Turn each lowered phase function into a GPU kernel in one gpu.module";
+  let description = [{
+    The CUDA target's first step after the shared lowering (merge-lower-kernels): every
+    `func.func` phase of the module becomes a `gpu.func ... kernel` with the same arguments
+    (so the runtime passes the same flattened descriptors as to the CPU's packed functions)
+    inside `gpu.module @mergec_kernels`, with a known block size of abi::kGpuBlock threads.
+    Its loop over [begin, end) is redistributed over the threads:
+
+    - a loop without results (map, select and row-key phases) becomes a grid-stride loop:
+      thread t of block b starts at begin + b * blockDim + t and steps by gridDim * blockDim, so
+      any grid computes every element once;
+    - a reduction loop (f64 accumulators) runs one block per Device::kChunk elements: each
+      thread accumulates its elements of the block's chunk in order, the block combines the
+      threads' partials in a fixed tree in workgroup memory (no atomics: the same bits every
+      run), and thread 0 writes the chunk's partial j at result[block * m + j]; the runtime
+      combines the chunks in chunk order exactly as for the CPU.
+  }];
+  let dependentDialects = ["mlir::gpu::GPUDialect", "mlir::arith::ArithDialect",
+                           "mlir::scf::SCFDialect", "mlir::memref::MemRefDialect"];
+}
+
 #endif // MERGEC_CONVERSION_PASSES

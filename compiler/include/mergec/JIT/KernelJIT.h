@@ -27,6 +27,10 @@ struct KernelJITOptions {
   /// The params' values this run (final, --set applied): kernels read them at run time, so
   /// they are not part of the cache key.
   std::vector<std::pair<std::string, double>> params;
+  /// Where kernel() compiles for: "cpu" (object files, linked into the process) or "cuda"
+  /// (PTX for CompiledRule::deviceImage, for --gpu-arch).
+  std::string device = "cpu";
+  std::string gpuArch; ///< empty: the CUDA target's default
 };
 
 /// Compiles the rules of a fused module (one func per rule) on demand, once per (rule, input
@@ -44,10 +48,16 @@ public:
 
   /// The specialized module of `rule` lowered to loops over memrefs (the last shared stage).
   mlir::OwningOpRef<mlir::ModuleOp> lower(size_t rule, const rt::KernelSignature &signature);
-  /// A backend stage of `rule` (llvm-dialect, llvm, asm, obj) for `signature`.
+  /// A backend stage of `rule` (the cpu target's llvm-dialect, llvm, asm, obj; the cuda
+  /// target's gpu, nvvm, ptx) for `signature`.
   std::string emit(size_t rule, const rt::KernelSignature &signature, llvm::StringRef stage);
+  /// A stage of the cuda target for every rule at once (rule r for signatures[r]): one
+  /// module, so `--emit=ptx` is one PTX file with every phase kernel of every rule.
+  std::string emitAll(const std::vector<rt::KernelSignature> &signatures, llvm::StringRef stage);
   mlir::func::FuncOp ruleFunction(size_t rule);
   TargetBackend &backend() { return *backend_; }
+  /// The CUDA target (--gpu-arch); throws when this mergec was built without it.
+  TargetBackend &gpuBackend();
 
   double totalCompileMs() const { return totalMs_; }
   size_t compiledCount() const { return compiledCount_; }
@@ -56,7 +66,7 @@ public:
 private:
   mlir::ModuleOp fused_;
   KernelJITOptions options_;
-  std::unique_ptr<TargetBackend> backend_;
+  std::unique_ptr<TargetBackend> backend_, gpuBackend_;
   KernelCache cache_;
   std::unique_ptr<ObjectLoader> loader_;
   /// The phases' entry points per signature, so tensors after the first look up nothing.

@@ -29,7 +29,7 @@ llvm::Constant *cString(llvm::Module &module, const std::string &text, const std
 
 std::string buildMergeObject(KernelJIT &jit,
                              const std::vector<std::vector<rt::KernelSignature>> &signatures,
-                             nlohmann::json program) {
+                             nlohmann::json program, bool withDeviceKernels) {
   auto tm = hostTargetMachine();
   llvm::LLVMContext ctx;
   auto composite = std::make_unique<llvm::Module>("merge", ctx);
@@ -57,6 +57,11 @@ std::string buildMergeObject(KernelJIT &jit,
                          {"inputs", inputs},
                          {"output", rt::dtypeName(signature.output)},
                          {"description", rt::describeRule(description)}});
+      if (withDeviceKernels) {
+        TargetBackend &gpu = jit.gpuBackend();
+        mlir::OwningOpRef<mlir::ModuleOp> gpuLoops = jit.lower(rule, signature);
+        kernels.back()["ptx"] = gpu.emit(*gpuLoops, gpu.binaryStage(), signature.tag());
+      }
     }
   }
   program["kernels"] = kernels;

@@ -7,6 +7,7 @@
 // buffers, kernel launches and GPU selection, and PhaseRunner does not change.
 #pragma once
 #include "mergec/Runtime/Executor.h"
+#include "mergec/Runtime/KernelABI.h"
 #include "mergec/Runtime/Selection.h"
 #include <cstddef>
 #include <cstdint>
@@ -37,7 +38,7 @@ public:
 
   /// Elements per chunk: the unit of parallel work and of reduction partials. Partials are
   /// combined in chunk order by the caller, so results never depend on the device's parallelism.
-  static constexpr int64_t kChunk = 1 << 16;
+  static constexpr int64_t kChunk = abi::kChunkElements;
   static size_t chunkCount(int64_t n) { return static_cast<size_t>((n + kChunk - 1) / kChunk); }
 
   /// `bytes` of device memory, freed when the last handle goes.

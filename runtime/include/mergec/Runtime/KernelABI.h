@@ -22,6 +22,8 @@ constexpr int64_t kFirstPhaseSlot = 4;
 /// in a fixed tree (no atomics), so results are the same run to run. Every other phase walks
 /// [begin, end) with a grid-stride loop: any grid size computes the same elements.
 constexpr int64_t kGpuBlock = 256;
+/// Elements per chunk (Device::kChunk): the unit of parallel work and of reduction partials.
+constexpr int64_t kChunkElements = 1 << 16;
 
 /// The first slot of each phase given how many scalars each produces; the last entry is the
 /// size of the whole array.

@@ -14,9 +14,11 @@
 namespace mergec::cpu {
 
 /// `program` is completed with each rule's kernels ("kernels": [{rule, inputs, output,
-/// description}]) and embedded. Returns the object's bytes.
+/// description}]) and embedded. With `withDeviceKernels` (--device cuda), each kernel entry
+/// also carries "ptx": the GPU's module for those phases (the jit's gpuBackend), so the
+/// program runs on either device. Returns the object's bytes.
 std::string buildMergeObject(KernelJIT &jit,
                              const std::vector<std::vector<rt::KernelSignature>> &signatures,
-                             nlohmann::json program);
+                             nlohmann::json program, bool withDeviceKernels = false);
 
 } // namespace mergec::cpu

@@ -1,0 +1,187 @@
+//===- KernelsToGPU.cpp - lowered phases to GPU kernels -------------------===//
+// The CUDA target reuses everything up to merge-lower-kernels: a phase is a function with one
+// loop over [begin, end). Here the loop is spread over GPU threads (Passes.td says how) and
+// the function becomes a gpu.func kernel with the same arguments, so the runtime passes the
+// CPU's packed argument array to cuLaunchKernel unchanged.
+#include "mergec/Conversion/Passes.h"
+#include "mergec/Runtime/KernelABI.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/SymbolTable.h"
+
+namespace mergec {
+#define GEN_PASS_DEF_MERGECONVERTKERNELSTOGPU
+#include "mergec/Conversion/Passes.h.inc"
+} // namespace mergec
+
+using namespace mlir;
+
+namespace {
+
+constexpr int64_t kBlock = mergec::rt::abi::kGpuBlock;
+
+/// The phase's loop over [begin, end): the one scf.for directly in the function body from the
+/// begin to the end argument (scalar loops before it, e.g. Weiszfeld's iterations, stay as they
+/// are: every thread computes them alike).
+scf::ForOp phaseLoop(func::FuncOp f) {
+  unsigned n = f.getNumArguments();
+  if (n < 5)
+    return nullptr;
+  scf::ForOp loop;
+  for (Operation &op : f.getBody().front())
+    if (auto l = dyn_cast<scf::ForOp>(op);
+        l && l.getLowerBound() == f.getArgument(n - 5) && l.getUpperBound() == f.getArgument(n - 4)) {
+      if (loop)
+        return nullptr;
+      loop = l;
+    }
+  return loop;
+}
+
+struct ConvertKernelsToGPUPass
+    : mergec::impl::MergeConvertKernelsToGPUBase<ConvertKernelsToGPUPass> {
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<func::FuncOp> phases(module.getOps<func::FuncOp>());
+    if (phases.empty())
+      return;
+    OpBuilder b(module.getContext());
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), b.getUnitAttr());
+    b.setInsertionPointToEnd(module.getBody());
+    auto gpuModule = gpu::GPUModuleOp::create(b, module.getLoc(), mergec::kGpuModuleName);
+    for (func::FuncOp f : phases)
+      if (failed(convert(f, gpuModule)))
+        return signalPassFailure();
+  }
+
+  LogicalResult convert(func::FuncOp f, gpu::GPUModuleOp gpuModule) {
+    scf::ForOp loop = phaseLoop(f);
+    unsigned numArgs = f.getNumArguments();
+    if (!loop)
+      return f.emitError("a phase function must hold one loop from its begin to its end "
+                         "argument (run merge-lower-kernels first)");
+    // Arguments (KernelABI.h): ..., result, begin, end, layer, num_layers, scalars.
+    Value result = f.getArgument(numArgs - 6), begin = f.getArgument(numArgs - 5),
+          end = f.getArgument(numArgs - 4);
+    (void)result;
+    bool reduction = loop.getNumResults() > 0;
+    size_t m = loop.getNumResults();
+
+    OpBuilder b(gpuModule.getBodyRegion());
+    b.setInsertionPointToEnd(gpuModule.getBody());
+    auto f64 = b.getF64Type();
+    auto workgroup = gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
+    SmallVector<Type> shared(m, MemRefType::get({kBlock}, f64, MemRefLayoutAttrInterface{},
+                                                workgroup));
+    auto kernel = gpu::GPUFuncOp::create(b, f.getLoc(), f.getSymName(), f.getFunctionType(), shared);
+    kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+    kernel.setKnownBlockSize(ArrayRef<int32_t>{static_cast<int32_t>(kBlock), 1, 1});
+    for (NamedAttribute attr : f->getAttrs())
+      if (attr.getName().getValue().starts_with("merge."))
+        kernel->setAttr(attr.getName(), attr.getValue());
+
+    // Move the body over: the kernel's entry block has the same arguments, then the
+    // workgroup buffers.
+    Block &dst = kernel.getBody().front();
+    Block &src = f.getBody().front();
+    for (unsigned i = 0; i < numArgs; ++i)
+      src.getArgument(i).replaceAllUsesWith(dst.getArgument(i));
+    dst.getOperations().splice(dst.end(), src.getOperations());
+    auto ret = cast<func::ReturnOp>(dst.getTerminator());
+    b.setInsertionPoint(ret);
+    gpu::ReturnOp::create(b, ret.getLoc());
+    ret.erase();
+    begin = dst.getArgument(numArgs - 5);
+    end = dst.getArgument(numArgs - 4);
+    f.erase();
+
+    Location loc = loop.getLoc();
+    b.setInsertionPoint(loop);
+    Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    Value bid = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+    Value block = arith::ConstantIndexOp::create(b, loc, kBlock);
+    if (!reduction) {
+      // Grid-stride: every element once, whatever grid the runtime launched.
+      Value grid = gpu::GridDimOp::create(b, loc, gpu::Dimension::x);
+      Value first = arith::AddIOp::create(
+          b, loc, begin,
+          arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, bid, block), tid));
+      loop.getLowerBoundMutable().assign(first);
+      loop.getStepMutable().assign(arith::MulIOp::create(b, loc, grid, block));
+      return success();
+    }
+
+    // A reduction: block `bid` owns chunk [begin + bid * kChunk, min(end, ... + kChunk)); its
+    // thread t adds elements t, t + kBlock, ... of it in order.
+    Value chunk = arith::ConstantIndexOp::create(b, loc, mergec::rt::abi::kChunkElements);
+    Value chunkBegin =
+        arith::AddIOp::create(b, loc, begin, arith::MulIOp::create(b, loc, bid, chunk));
+    Value chunkEnd = arith::MinSIOp::create(b, loc, end,
+                                           arith::AddIOp::create(b, loc, chunkBegin, chunk));
+    loop.getLowerBoundMutable().assign(arith::AddIOp::create(b, loc, chunkBegin, tid));
+    loop.getUpperBoundMutable().assign(chunkEnd);
+    loop.getStepMutable().assign(block);
+
+    // How each accumulator combines: the op that updates it in the loop (addf or maximumf).
+    auto yield = cast<scf::YieldOp>(loop.getBody()->getTerminator());
+    SmallVector<bool> isSum;
+    for (size_t j = 0; j < m; ++j) {
+      Operation *update = yield.getOperand(j).getDefiningOp();
+      if (isa_and_nonnull<arith::AddFOp>(update))
+        isSum.push_back(true);
+      else if (isa_and_nonnull<arith::MaximumFOp>(update))
+        isSum.push_back(false);
+      else
+        return kernel.emitError("reduction accumulator ") << j << " is neither a sum nor a maximum";
+    }
+
+    // The stores of the loop's results into result[j] (the CPU's chunk partials) become the
+    // block's tree: each thread's partial into workgroup memory, halving strides with a
+    // barrier between levels, thread 0 writing result[bid * m + j].
+    SmallVector<memref::StoreOp> stores;
+    for (Operation *user : loop->getUsers())
+      if (auto store = dyn_cast<memref::StoreOp>(user))
+        stores.push_back(store);
+    if (stores.size() != m)
+      return kernel.emitError("reduction results must each be stored once");
+    b.setInsertionPointAfter(loop);
+    ArrayRef<BlockArgument> buffers = kernel.getWorkgroupAttributions();
+    for (size_t j = 0; j < m; ++j)
+      memref::StoreOp::create(b, loc, loop.getResult(j), buffers[j], ValueRange{tid});
+    gpu::BarrierOp::create(b, loc);
+    for (int64_t stride = kBlock / 2; stride >= 1; stride /= 2) {
+      Value s = arith::ConstantIndexOp::create(b, loc, stride);
+      Value active = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, tid, s);
+      auto level = scf::IfOp::create(b, loc, active, /*withElseRegion=*/false);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(level.thenBlock());
+        Value other = arith::AddIOp::create(b, loc, tid, s);
+        for (size_t j = 0; j < m; ++j) {
+          Value mine = memref::LoadOp::create(b, loc, buffers[j], ValueRange{tid});
+          Value theirs = memref::LoadOp::create(b, loc, buffers[j], ValueRange{other});
+          Value combined = isSum[j] ? Value(arith::AddFOp::create(b, loc, mine, theirs))
+                                    : Value(arith::MaximumFOp::create(b, loc, mine, theirs));
+          memref::StoreOp::create(b, loc, combined, buffers[j], ValueRange{tid});
+        }
+      }
+      gpu::BarrierOp::create(b, loc);
+    }
+    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+    Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, zero);
+    auto write = scf::IfOp::create(b, loc, first, /*withElseRegion=*/false);
+    b.setInsertionPointToStart(write.thenBlock());
+    Value base = arith::MulIOp::create(b, loc, bid, arith::ConstantIndexOp::create(b, loc, m));
+    for (memref::StoreOp store : stores) {
+      size_t j = llvm::find(loop.getResults(), store.getValueToStore()) - loop.getResults().begin();
+      Value total = memref::LoadOp::create(b, loc, buffers[j], ValueRange{zero});
+      Value index = arith::AddIOp::create(b, loc, base, store.getIndices()[0]);
+      memref::StoreOp::create(b, loc, total, store.getMemRef(), ValueRange{index});
+      store.erase();
+    }
+    return success();
+  }
+};
+
+} // namespace
