@@ -6,9 +6,12 @@
 // CHECK:       module attributes {gpu.container_module}
 // CHECK:       gpu.module @mergec_kernels
 
-// A map phase: its loop becomes a grid-stride loop starting at begin + block * 256 + thread.
+// A map phase: its loop becomes a grid-stride loop starting at begin + block * 256 + thread,
+// four elements (S apart, S the grid's threads) per iteration: every load and computation
+// first (copies past the end read element end - 1), then the stores (copies past the end store
+// nothing). Buffers are noalias so the loads may run ahead of the stores.
 // CHECK-LABEL: gpu.func @rule_0(
-// CHECK-SAME:    %[[IN:[^:]*]]: memref<?xf32>, %[[OUT:[^:]*]]: memref<?xf32>, %[[BEGIN:[^:]*]]: index, %[[END:[^:]*]]: index,
+// CHECK-SAME:    %[[IN:[^:]*]]: memref<?xf32> {llvm.noalias}, %[[OUT:[^:]*]]: memref<?xf32> {llvm.noalias}, %[[BEGIN:[^:]*]]: index, %[[END:[^:]*]]: index,
 // CHECK-SAME:    kernel attributes {known_block_size = array<i32: 256, 1, 1>
 // CHECK-DAG:   %[[C256:.*]] = arith.constant 256 : index
 // CHECK-DAG:   %[[TID:.*]] = gpu.thread_id x
@@ -17,10 +20,22 @@
 // CHECK:       %[[OFF:.*]] = arith.muli %[[BID]], %[[C256]] : index
 // CHECK:       %[[T:.*]] = arith.addi %[[OFF]], %[[TID]] : index
 // CHECK:       %[[FIRST:.*]] = arith.addi %[[BEGIN]], %[[T]] : index
-// CHECK:       %[[STEP:.*]] = arith.muli %[[GRID]], %[[C256]] : index
-// CHECK:       scf.for %[[I:.*]] = %[[FIRST]] to %[[END]] step %[[STEP]] {
-// CHECK:         memref.load %[[IN]][%[[I]]]
-// CHECK:         memref.store %{{.*}}, %[[OUT]][%[[I]]]
+// CHECK:       %[[S:.*]] = arith.muli %[[GRID]], %[[C256]] : index
+// CHECK:       %[[S4:.*]] = arith.muli %[[S]], %{{.*}} : index
+// CHECK:       %[[LAST:.*]] = arith.subi %[[END]], %{{.*}} : index
+// CHECK:       scf.for %[[I:.*]] = %[[FIRST]] to %[[END]] step %[[S4]] {
+// CHECK:         %[[X0:.*]] = memref.load %[[IN]][%[[I]]]
+// CHECK:         %[[Y0:.*]] = arith.mulf %[[X0]], %[[X0]]
+// CHECK:         %[[I1:.*]] = arith.addi %[[I]], %{{.*}} : index
+// CHECK:         %[[IN1:.*]] = arith.cmpi slt, %[[I1]], %[[END]] : index
+// CHECK:         %[[J1:.*]] = arith.minsi %[[I1]], %[[LAST]] : index
+// CHECK:         %[[X1:.*]] = memref.load %[[IN]][%[[J1]]]
+// CHECK-COUNT-2: memref.load %[[IN]]
+// CHECK-NOT:     memref.load
+// CHECK:         memref.store %[[Y0]], %[[OUT]][%[[I]]]
+// CHECK:         scf.if %[[IN1]] {
+// CHECK:           memref.store %{{.*}}, %[[OUT]][%[[J1]]]
+// CHECK-COUNT-2: scf.if
 // CHECK:       gpu.return
 func.func @rule_0(%in: memref<?xf32>, %out: memref<?xf32>, %begin: index, %end: index,
                   %layer: f32, %nl: f32, %scalars: memref<?xf64>) {
@@ -37,7 +52,7 @@ func.func @rule_0(%in: memref<?xf32>, %out: memref<?xf32>, %begin: index, %end: 
 // adding its elements in order, then a fixed tree in workgroup memory (strides 128 .. 1 with a
 // barrier after each level), thread 0 writing partial j of chunk b at result[b * 2 + j].
 // CHECK-LABEL: gpu.func @rule_0_phase0(
-// CHECK-SAME:    %[[A:[^:]*]]: memref<?xf32>, %[[RES:[^:]*]]: memref<?xf64>, %[[B:[^:]*]]: index, %[[E:[^:]*]]: index,
+// CHECK-SAME:    %[[A:[^:]*]]: memref<?xf32> {llvm.noalias}, %[[RES:[^:]*]]: memref<?xf64> {llvm.noalias}, %[[B:[^:]*]]: index, %[[E:[^:]*]]: index,
 // CHECK-SAME:    workgroup(%[[S0:.*]] : memref<256xf64, #gpu.address_space<workgroup>>, %[[S1:.*]] : memref<256xf64, #gpu.address_space<workgroup>>)
 // CHECK-DAG:   %[[C65536:.*]] = arith.constant 65536 : index
 // CHECK-DAG:   %[[TID2:.*]] = gpu.thread_id x
