@@ -507,9 +507,11 @@ def run_group(args, group):
         print("reference only: mergec not run")
     else:
         out = os.path.join(work, "out")
-        runner.run_mergec(["run", recipe, "-o", out, "--quiet"], timeout=300)
+        runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--device", args.device], timeout=300)
         got = st.read_model(out)
-        if opts.get("random"):
+        if args.device == "cuda":
+            compare_devices(recipe, work, out, got, opts.get("random"))
+        if opts.get("random") and args.device == "cpu":
             out1 = os.path.join(work, "out-threads1")
             runner.run_mergec(["run", recipe, "-o", out1, "--quiet", "--threads", "1"], timeout=300)
             files = runner.output_files(out)
@@ -629,7 +631,7 @@ def run_primitives(args):
         print("reference only: mergec not run")
     else:
         out = os.path.join(work, "out")
-        runner.run_mergec(["run", recipe, "-o", out, "--quiet"])
+        runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--device", args.device])
         got = st.read_model(out)
         runner.expect(set(got) == set(a_v), "output tensor set differs from the base's")
     tally = Tally()
@@ -715,7 +717,7 @@ def run_della_rows(args):
                                  "".join('model %-4s = "models/%s"\n' % (m, m) for m in vals) +
                                  "merge {\n" + "".join('  "%s.*" => %s\n' % (l, e) for l, e, _ in rules) + "}\n")
     out = os.path.join(work, "out")
-    runner.run_mergec(["run", recipe, "-o", out, "--quiet"])
+    runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--device", args.device])
     got = st.read_model(out)
     tally = Tally()
     kept, probs, same = [], [], 0
@@ -744,6 +746,35 @@ def run_della_rows(args):
     tally.report(threshold=1.0, require_exact=tuple(tally.by_label))
 
 
+def compare_devices(recipe, work, out, got, random):
+    """--device cuda: the GPU's output again (must be the same bytes: no atomics, fixed trees)
+    and against the CPU's: random methods bit-identical (the same Philox bits decide the same
+    elements), deterministic ones within 1 ulp of the output dtype (summation order of
+    reductions, libdevice's acos/exp/log against libm's)."""
+    again = os.path.join(work, "out-cuda-again")
+    runner.run_mergec(["run", recipe, "-o", again, "--quiet", "--device", "cuda"], timeout=300)
+    files = runner.output_files(out)
+    for f in files:
+        with open(os.path.join(out, f), "rb") as x, open(os.path.join(again, f), "rb") as y:
+            runner.expect(x.read() == y.read(), "%s differs between two --device cuda runs" % f)
+    print("cuda: byte-identical run to run (%d files)" % len(files))
+    cpu = os.path.join(work, "out-cpu")
+    runner.run_mergec(["run", recipe, "-o", cpu, "--quiet", "--device", "cpu"], timeout=300)
+    host = st.read_model(cpu)
+    worst, differing, total = 0, 0, 0
+    for name, (dtype, arr) in got.items():
+        hdtype, harr = host[name]
+        runner.expect(dtype == hdtype, "%s: dtype %s on cuda, %s on cpu" % (name, dtype, hdtype))
+        dist, _ = ulp_distances(dtype, arr, st.to_f32(hdtype, harr).reshape(arr.shape))
+        worst = max(worst, int(dist.max()) if dist.size else 0)
+        differing += int(np.count_nonzero(dist))
+        total += dist.size
+    print("cuda vs cpu: max ulp %d, %d of %d elements differ" % (worst, differing, total))
+    if random:
+        runner.expect(differing == 0, "a random method's GPU output differs from the CPU's")
+    runner.expect(worst <= 1, "GPU output beyond 1 ulp of the CPU's")
+
+
 def body(args):
     if args.method == "primitives":
         run_primitives(args)
@@ -755,6 +786,8 @@ def body(args):
 
 def add_args(parser):
     parser.add_argument("--method", required=True, choices=sorted(GROUPS) + ["primitives", "della-rows"])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where mergec runs the kernels; cuda also compares with the cpu")
     parser.add_argument("--reference-only", action="store_true",
                         help="run the numpy references alone (no mergec) as a sanity check")
 
