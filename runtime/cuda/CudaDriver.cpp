@@ -28,6 +28,15 @@ struct Loaded {
   std::string error;
 };
 
+/// The versioned symbols an older driver lacks whose unversioned predecessor has the same
+/// signature and is as good for mergec: cuEventElapsedTime_v2 is CUDA 12.8's (driver r570);
+/// timing with the old one beats refusing an older driver.
+void *olderSymbol(void *handle, const std::string &name) {
+  if (name == "cuEventElapsedTime_v2")
+    return ::dlsym(handle, "cuEventElapsedTime");
+  return nullptr;
+}
+
 Loaded load() {
   Loaded loaded;
   CudaDriver &d = loaded.driver;
@@ -44,6 +53,8 @@ Loaded load() {
   // the unversioned ones are the old ABIs kept for old binaries.
 #define MERGEC_CU_LOAD(fn)                                                                        \
   d.fn = reinterpret_cast<decltype(d.fn)>(::dlsym(handle, MERGEC_CU_NAME(fn)));                   \
+  if (!d.fn)                                                                                     \
+    d.fn = reinterpret_cast<decltype(d.fn)>(olderSymbol(handle, MERGEC_CU_NAME(fn)));             \
   if (!d.fn) {                                                                                   \
     loaded.error = std::string("no CUDA driver: ") + MERGEC_CU_NAME(fn) +                        \
                    " missing from libcuda.so.1 (a driver older than this mergec's CUDA headers)"; \
