@@ -51,7 +51,6 @@ CUdeviceptr dptr(const void *p) { return reinterpret_cast<CUdeviceptr>(p); }
 
 /// One PTX module (a rule's deviceImage) and the kernels looked up in it.
 struct CudaDevice::Module {
-  std::shared_ptr<const std::string> image; ///< keeps the cache key's address from being reused
   CUmodule module = nullptr;
   std::map<std::string, CUfunction> functions;
 };
@@ -128,6 +127,8 @@ void CudaDevice::shutdown() {
     if (module->module)
       driver_.cuModuleUnload(module->module);
   modules_.clear();
+  lastModule_ = nullptr;
+  lastImage_ = nullptr;
   for (CUstream &s : streams_)
     if (s) {
       driver_.cuStreamDestroy(s);
@@ -403,10 +404,15 @@ CUfunction CudaDevice::function(const CompiledRule &rule, size_t phase) {
   if (!rule.deviceImage)
     throw RuntimeError("phase " + symbol + " has no GPU code: its rule was compiled for the CPU "
                        "(the kernel source must compile for --device cuda)");
-  auto it = modules_.find(rule.deviceImage.get());
-  if (it == modules_.end()) {
+  if (rule.deviceImage != lastImage_) {
+    lastModule_ = nullptr;
+    lastImage_ = nullptr;
+  }
+  auto it = modules_.end();
+  if (!lastModule_)
+    it = modules_.find(*rule.deviceImage);
+  if (!lastModule_ && it == modules_.end()) {
     auto module = std::make_unique<Module>();
-    module->image = rule.deviceImage;
     // The PTX is compiled for this GPU here (the driver's JIT); its complaints go to the log.
     std::string log(32 << 10, '\0');
     CUjit_option options[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
@@ -420,9 +426,13 @@ CUfunction CudaDevice::function(const CompiledRule &rule, size_t phase) {
       throw RuntimeError("cuda: loading the PTX module of kernel " + symbol + ": " +
                          describe(driver_, status) + (log.empty() ? "" : "\n" + log));
     }
-    it = modules_.emplace(rule.deviceImage.get(), std::move(module)).first;
+    it = modules_.emplace(*rule.deviceImage, std::move(module)).first;
   }
-  Module &module = *it->second;
+  if (!lastModule_) {
+    lastModule_ = it->second.get();
+    lastImage_ = rule.deviceImage; // held: its address cannot be reused for another text
+  }
+  Module &module = *lastModule_;
   auto fn = module.functions.find(symbol);
   if (fn == module.functions.end()) {
     CUfunction f = nullptr;

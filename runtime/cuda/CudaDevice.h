@@ -120,7 +120,12 @@ private:
   std::shared_ptr<Pool> pool_;
   std::multimap<size_t, CUdeviceptr> free_; ///< cached blocks by size
   uint64_t cachedBytes_ = 0, budget_ = 0;
-  std::map<const std::string *, std::unique_ptr<Module>> modules_;
+  /// Modules by PTX text: a kernel source that builds a new deviceImage per call still loads
+  /// each module once. The last image used is remembered by address, so consecutive launches
+  /// of one rule skip the text comparison.
+  std::map<std::string, std::unique_ptr<Module>, std::less<>> modules_;
+  std::shared_ptr<const std::string> lastImage_;
+  Module *lastModule_ = nullptr;
   std::unique_ptr<GpuSelection> selection_;
   std::vector<CUevent> timingEvents_; ///< spare timing events
   std::vector<Timing> pendingTimings_;
