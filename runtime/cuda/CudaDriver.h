@@ -54,6 +54,7 @@ namespace mergec::rt::cuda {
   X(cuEventCreate)                                                                               \
   X(cuEventDestroy)                                                                              \
   X(cuEventRecord)                                                                               \
+  X(cuEventQuery)                                                                                \
   X(cuEventSynchronize)                                                                          \
   X(cuEventElapsedTime)
 

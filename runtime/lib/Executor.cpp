@@ -5,6 +5,7 @@
 #include "mergec/Runtime/ModelConfig.h"
 #include "mergec/Runtime/PhaseRunner.h"
 #include "mergec/Runtime/CheckpointWriter.h"
+#include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/Glob.h"
 #include "mergec/Runtime/OutputDirectory.h"
@@ -27,6 +28,7 @@
 #include <deque>
 #include <exception>
 #include <filesystem>
+#include <future>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -485,6 +487,231 @@ std::string describe(const std::string &tensor, const NonFinite &n) {
   return "'" + tensor + "' (" + counts + ")";
 }
 
+/// Moves plan items through a device with memory of its own (hostResident() false), two at a
+/// time, so that reading the model, the copies and the kernels overlap: while the device
+/// computes item k, item k+1's inputs are read from their mappings into page-locked memory (a
+/// host thread) and then uploaded (Upload queue), and item k-1's output comes back (Download
+/// queue). Each of the two slots holds, on the host and on the device, the largest item's
+/// inputs and output, so device memory is bounded by a few tensors, never the model.
+///
+/// Use, for k = 0, 1, ...: upload(k); stage(k + 1); the phases on output(k); computed(k);
+/// download(k) (with outputs); then downloaded(k - 1) on the host.
+class DevicePipeline {
+public:
+  DevicePipeline(Device &device, const MergePlan &plan, std::vector<size_t> items, bool outputs)
+      : device_(device), plan_(plan), items_(std::move(items)) {
+    uint64_t maxIn = 0, maxOut = 0;
+    for (size_t i : items_) {
+      maxIn = std::max(maxIn, inputBytes(plan_.items[i]));
+      maxOut = std::max(maxOut, outputBytes(plan_.items[i]));
+    }
+    if (items_.empty())
+      return;
+    for (Slot &s : slots_) {
+      s.hostIn = device_.allocateHost(maxIn);
+      s.deviceIn = device_.allocate(maxIn);
+      if (outputs) {
+        s.hostOut = device_.allocateHost(maxOut);
+        s.deviceOut = device_.allocate(maxOut);
+      }
+    }
+    // allocate()'s memory is ordered on Compute (it may have been a buffer of kernels still
+    // queued): the copy queues start after what Compute has now.
+    Device::Fence ready = device_.record(Device::Queue::Compute);
+    device_.wait(Device::Queue::Upload, ready);
+    device_.wait(Device::Queue::Download, ready);
+  }
+  DevicePipeline(const DevicePipeline &) = delete;
+  DevicePipeline &operator=(const DevicePipeline &) = delete;
+
+  /// Nothing may be in flight when the buffers go: the copies and kernels first (best effort:
+  /// an error is already on its way), then the staging threads (Slot's member order).
+  ~DevicePipeline() {
+    try {
+      device_.synchronize();
+    } catch (...) {
+    }
+  }
+
+  size_t size() const { return items_.size(); }
+  size_t item(size_t k) const { return items_[k]; }
+
+  /// Checks item k's files and starts reading its inputs into the slot's page-locked memory on
+  /// a thread of its own.
+  void stage(size_t k) {
+    Slot &s = slot(k);
+    if (s.staged == k)
+      return;
+    // The slot's previous item: its staging was consumed by upload(), whose copies must have
+    // read the page-locked memory before it is overwritten.
+    if (s.staging.valid())
+      s.staging.wait();
+    device_.synchronize(s.uploaded);
+    const MergePlan::Item &item = plan_.items[items_[k]];
+    checkInputs(item);
+    std::vector<std::pair<const void *, uint64_t>> parts;
+    for (const TensorInfo *t : item.inputs)
+      parts.emplace_back(t->data, t->nbytes);
+    auto *host = static_cast<uint8_t *>(s.hostIn.get());
+    s.staged = k;
+    s.staging = std::async(std::launch::async, [host, parts] {
+      uint64_t offset = 0;
+      for (auto &[data, nbytes] : parts) {
+        std::memcpy(host + offset, data, nbytes);
+        offset += align(nbytes);
+      }
+    });
+  }
+
+  /// Item k's inputs in device memory: uploads them (after their staging) on Upload; work
+  /// enqueued on Compute from now on runs after the upload.
+  std::vector<const void *> upload(size_t k) {
+    Slot &s = slot(k);
+    stage(k);
+    s.staging.get(); // rethrows what the staging thread threw
+    // The device inputs were last read by the slot's previous item's phases.
+    device_.wait(Device::Queue::Upload, s.computed);
+    const MergePlan::Item &item = plan_.items[items_[k]];
+    std::vector<const void *> inputs;
+    uint64_t offset = 0;
+    for (const TensorInfo *t : item.inputs) {
+      void *target = static_cast<uint8_t *>(s.deviceIn.get()) + offset;
+      device_.copyAsync(target, static_cast<uint8_t *>(s.hostIn.get()) + offset, t->nbytes,
+                        /*toDevice=*/true, Device::Queue::Upload);
+      inputs.push_back(target);
+      offset += align(t->nbytes);
+    }
+    s.uploaded = device_.record(Device::Queue::Upload);
+    device_.wait(Device::Queue::Compute, s.uploaded);
+    return inputs;
+  }
+
+  /// Device memory for item k's output; Compute may write it from now on.
+  void *output(size_t k) {
+    Slot &s = slot(k);
+    // The slot's previous output must have left before it is overwritten.
+    device_.wait(Device::Queue::Compute, s.downloaded);
+    return s.deviceOut.get();
+  }
+
+  /// Item k's phases are enqueued: what follows on other queues may wait for them.
+  void computed(size_t k) { slot(k).computed = device_.record(Device::Queue::Compute); }
+
+  /// Starts item k's output down, after its phases.
+  void download(size_t k) {
+    Slot &s = slot(k);
+    device_.wait(Device::Queue::Download, s.computed);
+    device_.copyAsync(s.hostOut.get(), s.deviceOut.get(), outputBytes(plan_.items[items_[k]]),
+                      /*toDevice=*/false, Device::Queue::Download);
+    s.downloaded = device_.record(Device::Queue::Download);
+  }
+
+  /// Item k's output on the host (page-locked; valid until download(k + 2)).
+  const void *downloaded(size_t k) {
+    Slot &s = slot(k);
+    device_.synchronize(s.downloaded);
+    return s.hostOut.get();
+  }
+
+  static uint64_t align(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
+  static uint64_t inputBytes(const MergePlan::Item &item) {
+    uint64_t bytes = 0;
+    for (const TensorInfo *t : item.inputs)
+      bytes += align(t->nbytes);
+    return bytes;
+  }
+  static uint64_t outputBytes(const MergePlan::Item &item) {
+    return static_cast<uint64_t>(item.base->numel()) * dtypeSize(item.outDType);
+  }
+
+private:
+  struct Slot {
+    std::shared_ptr<void> hostIn, deviceIn, hostOut, deviceOut;
+    Device::Fence uploaded, computed, downloaded;
+    size_t staged = SIZE_MAX;
+    std::future<void> staging; ///< last: destroyed (joined) before the buffers it writes
+  };
+  Slot &slot(size_t k) { return slots_[k % 2]; }
+
+  Device &device_;
+  const MergePlan &plan_;
+  std::vector<size_t> items_;
+  Slot slots_[2];
+};
+
+/// For a device with memory of its own: the device memory the merge needs at most, checked
+/// against --max-gpu-memory (0: what the device has free) before anything runs; and every
+/// computed rule must have the device's code. Throws RuntimeError with the arithmetic.
+void checkDeviceMemory(const MergePlan &plan, KernelSource &kernels, Device &device,
+                       const RunOptions &options) {
+  using Kind = CompiledRule::Kind;
+  uint64_t largestIn = 0, largestOut = 0, largestScratch = 0;
+  const MergePlan::Item *inItem = nullptr, *outItem = nullptr, *scratchItem = nullptr;
+  for (const MergePlan::Item &item : plan.items) {
+    if (item.copy)
+      continue;
+    std::vector<DType> dtypes;
+    for (const TensorInfo *t : item.inputs)
+      dtypes.push_back(t->dtype);
+    CompiledRule rule = kernels.kernel(item.rule, dtypes, item.outDType);
+    if (!rule.deviceImage)
+      throw RuntimeError("tensor '" + item.base->name + "': rule " + std::to_string(item.rule + 1) +
+                         " has no kernels for --device " + options.device +
+                         " (its kernels were compiled for the CPU)");
+    uint64_t in = DevicePipeline::inputBytes(item), out = DevicePipeline::outputBytes(item);
+    if (in > largestIn) {
+      largestIn = in;
+      inItem = &item;
+    }
+    if (out > largestOut) {
+      largestOut = out;
+      outItem = &item;
+    }
+    // What runRule allocates besides the pipeline's buffers: one key buffer, the row buffers,
+    // the largest reduction's partials, and the selections' own scratch.
+    int64_t n = item.base->numel();
+    int64_t cols = item.base->shape.empty() ? 1 : item.base->shape.back();
+    bool keys = false, selects = false;
+    uint64_t partials = 0;
+    for (const CompiledRule::Phase &p : rule.phases) {
+      keys = keys || (p.kind != Kind::Reduce && p.kind != Kind::Map);
+      selects = selects || p.kind == Kind::TopK || p.kind == Kind::Quantile || p.kind == Kind::Row;
+      if (p.kind == Kind::Reduce)
+        partials = std::max<uint64_t>(
+            partials, std::max<size_t>(Device::chunkCount(n), 1) * p.reductions.size() * 8);
+    }
+    uint64_t scratch = (keys + rule.rowBuffers()) * static_cast<uint64_t>(n) * sizeof(float) +
+                       partials + (selects ? device.selectionScratchBytes(n, cols) : 0);
+    if (scratch > largestScratch) {
+      largestScratch = scratch;
+      scratchItem = &item;
+    }
+  }
+  if (!inItem)
+    return;
+  // 1 MiB more: the scalars arrays and the allocator's rounding.
+  constexpr uint64_t kSlack = 1 << 20;
+  uint64_t need = 2 * largestIn + 2 * largestOut + largestScratch + kSlack;
+  std::string parts = "2 input buffers of " + formatSize(largestIn) + " for the largest inputs ('" +
+                      inItem->base->name + "') and the next, 2 output buffers of " +
+                      formatSize(largestOut) + " ('" + outItem->base->name + "')";
+  if (scratchItem && largestScratch)
+    parts += ", " + formatSize(largestScratch) + " of selection, row and partials scratch for '" +
+             scratchItem->base->name + "'";
+  parts += ", " + formatSize(kSlack) + " for scalars and rounding";
+  uint64_t limit = options.maxGpuMemory ? options.maxGpuMemory : device.freeMemory();
+  std::string against = options.maxGpuMemory
+                            ? "--max-gpu-memory " + formatSize(limit)
+                            : "the " + formatSize(limit) + " free on " + device.name();
+  if (need > limit)
+    throw RuntimeError("this merge needs about " + formatSize(need) + " of GPU memory (" + parts +
+                       "), more than " + against);
+  device.limitMemory(limit);
+  if (options.verbose)
+    std::fprintf(stderr, "gpu memory: about %s (%llu bytes: %s), %s\n", formatSize(need).c_str(),
+                 static_cast<unsigned long long>(need), parts.c_str(), against.c_str());
+}
+
 /// Runs the analysis rounds of every rule with model-scope phases (a whole-model threshold or
 /// sum): each round streams the rule's tensors, in plan order, through the phases that feed the
 /// unfinished ones. Returns each such rule's finished scope, ready for the merge.
@@ -504,6 +731,29 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
       if (!quiet)
         std::fprintf(stderr, "model scope: rule %zu, pass %d over its tensors\n", rule + 1, round);
       scope.beginRound();
+      if (!device.hostResident()) {
+        // The same tensors, in the same (plan) order, through device memory.
+        std::vector<size_t> items;
+        for (size_t i = 0; i < plan.items.size(); ++i)
+          if (plan.items[i].rule == rule && !plan.items[i].copy)
+            items.push_back(i);
+        DevicePipeline pipe(device, plan, items, /*outputs=*/false);
+        for (size_t k = 0; k < pipe.size(); ++k) {
+          const MergePlan::Item &item = plan.items[pipe.item(k)];
+          std::vector<const void *> inputs = pipe.upload(k);
+          if (k + 1 < pipe.size())
+            pipe.stage(k + 1);
+          ItemInputs in(item);
+          CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+          runRule(device, compiled, inputs, nullptr, *item.base, static_cast<float>(item.layer),
+                  static_cast<float>(plan.numLayers), &scope, /*analysis=*/true);
+          pipe.computed(k);
+          for (const TensorInfo *t : item.inputs)
+            t->file->release(*t);
+        }
+        scope.endRound();
+        continue;
+      }
       for (size_t i = 0; i < plan.items.size(); ++i) {
         const MergePlan::Item &item = plan.items[i];
         if (item.rule != rule || item.copy)
@@ -580,14 +830,112 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     outputBytes += specs.back().nbytes();
   }
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"merged_by", "mergec"}};
-  CheckpointWriter writer(outDir.tempPath(), specs, options.shardSize, metadata);
   ThreadPool pool(options.threads);
-  HostDevice device(pool);
+  std::unique_ptr<Device> devicePtr = createDevice(options, pool);
+  Device &device = *devicePtr;
+  // Before the first file is created: a merge that cannot fit the GPU stops here.
+  if (!device.hostResident())
+    checkDeviceMemory(plan, kernels, device, options);
+  CheckpointWriter writer(outDir.tempPath(), specs, options.shardSize, metadata);
   Progress progress(plan.items.size(), plan.inputBytes, options.quiet);
   RunStats stats;
   waitForTestHook();
   std::map<size_t, ModelScope> scopes = analyzeModelScope(plan, kernels, device, options.quiet);
-  {
+  size_t computedTensors = 0;
+  // A computed tensor's output was checked: NaN or inf its inputs did not bring is an error
+  // under --strict, else remembered for the warning.
+  auto reportNonFinite = [&](const MergePlan::Item &item, const NonFiniteCheck &check) {
+    if (auto introduced = check.introduced()) {
+      if (options.strict)
+        throw RuntimeError("--strict: tensor " + describe(item.base->name, *introduced) +
+                           " holds NaN or inf values where its inputs are finite; nothing "
+                           "was written");
+      stats.nonFinite.emplace_back(item.base->name, *introduced);
+    }
+  };
+  if (!device.hostResident()) {
+    AsyncWriter async(writer, 2);
+    for (auto &[rule, scope] : scopes)
+      scope.beginMerge();
+    std::vector<size_t> computed;
+    for (size_t i = 0; i < plan.items.size(); ++i)
+      if (!plan.items[i].copy)
+        computed.push_back(i);
+    DevicePipeline pipe(device, plan, computed, /*outputs=*/true);
+    // The item whose output is on its way down while the next one computes.
+    std::optional<size_t> pending;
+    auto finishPending = [&] {
+      if (!pending)
+        return;
+      size_t k = *pending, i = pipe.item(k);
+      pending.reset();
+      const MergePlan::Item &item = plan.items[i];
+      AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
+      const void *host = pipe.downloaded(k);
+      job.buffer = async.recycle();
+      if (job.buffer.capacity() < job.nbytes)
+        std::vector<uint8_t>().swap(job.buffer);
+      job.buffer.resize(job.nbytes);
+      std::memcpy(job.buffer.data(), host, job.nbytes);
+      // The check the CPU runs after each chunk's kernel, over the downloaded output; the
+      // inputs it looks at (only where the output is not finite) are still mapped.
+      ItemInputs in(item);
+      NonFiniteCheck check(item.outDType, job.buffer.data(), in);
+      int64_t n = item.base->numel();
+      pool.parallelFor(Device::chunkCount(n), [&](size_t c) {
+        int64_t begin = static_cast<int64_t>(c) * Device::kChunk;
+        (*check.hook())(begin, std::min(n, begin + Device::kChunk));
+      });
+      reportNonFinite(item, check);
+      job.data = job.buffer.data();
+      for (const TensorInfo *t : item.inputs)
+        t->file->release(*t);
+      for (const TensorInfo *t : item.inputs)
+        stats.bytesRead += t->nbytes;
+      async.push(std::move(job));
+      progress.update(i + 1, stats.bytesRead);
+    };
+    if (pipe.size())
+      pipe.stage(0);
+    size_t k = 0;
+    for (size_t i = 0; i < plan.items.size(); ++i) {
+      MergePlan::Item &item = plan.items[i];
+      if (i + 1 < plan.items.size() && plan.items[i + 1].copy)
+        for (const TensorInfo *t : plan.items[i + 1].inputs)
+          t->file->prefetch(*t);
+      if (item.copy) {
+        // Written in plan order: the computed tensor before it first.
+        finishPending();
+        checkInputs(item);
+        AsyncWriter::Job job{i, item.inputs[0]->data, specs[i].nbytes()};
+        job.release = item.inputs;
+        for (const TensorInfo *t : item.inputs)
+          stats.bytesRead += t->nbytes;
+        async.push(std::move(job));
+        progress.update(i + 1, stats.bytesRead);
+        continue;
+      }
+      std::vector<const void *> inputs = pipe.upload(k);
+      if (k + 1 < pipe.size())
+        pipe.stage(k + 1);
+      if (k + 2 < pipe.size())
+        for (const TensorInfo *t : plan.items[pipe.item(k + 2)].inputs)
+          t->file->prefetch(*t);
+      ItemInputs in(item);
+      CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+      auto scope = scopes.find(item.rule);
+      runRule(device, compiled, inputs, pipe.output(k), *item.base,
+              static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
+              scope == scopes.end() ? nullptr : &scope->second, false, nullptr);
+      pipe.computed(k);
+      pipe.download(k);
+      finishPending();
+      pending = k++;
+      ++computedTensors;
+    }
+    finishPending();
+    async.close();
+  } else {
     AsyncWriter async(writer, 2);
     for (auto &[rule, scope] : scopes)
       scope.beginMerge();
@@ -616,13 +964,8 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         runRule(device, compiled, in.data, job.buffer.data(), *item.base,
                 static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
                 scope == scopes.end() ? nullptr : &scope->second, false, check.hook());
-        if (auto introduced = check.introduced()) {
-          if (options.strict)
-            throw RuntimeError("--strict: tensor " + describe(item.base->name, *introduced) +
-                               " holds NaN or inf values where its inputs are finite; nothing "
-                               "was written");
-          stats.nonFinite.emplace_back(item.base->name, *introduced);
-        }
+        reportNonFinite(item, check);
+        ++computedTensors;
         job.data = job.buffer.data();
         for (const TensorInfo *t : item.inputs)
           t->file->release(*t);
@@ -653,6 +996,9 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   stats.bytesWritten = outputBytes;
   stats.tensors = plan.items.size();
   progress.finish(stats.seconds, stats.bytesRead, stats.bytesWritten);
+  if (options.verbose)
+    if (std::string line = device.summary(computedTensors); !line.empty())
+      std::fprintf(stderr, "%s\n", line.c_str());
   return stats;
 }
 

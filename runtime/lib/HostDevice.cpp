@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <string>
 
 namespace mergec::rt {
 
@@ -79,5 +80,21 @@ void HostDevice::rowRanks(const float *keys, float *ranks, int64_t n, int64_t co
 void HostDevice::rowReduce(const float *keys, float *out, int64_t n, int64_t cols, bool sum) {
   rt::rowReduce(pool_, keys, out, n, cols, sum);
 }
+
+// The transfer interface is for devices with memory of their own; the executor never calls it
+// on the host (hostResident() is true), so reaching it is a bug.
+namespace {
+[[noreturn]] void hostHasNoQueues(const char *what) {
+  throw RuntimeError(std::string("internal: Device::") + what +
+                     " called on a host-resident device");
+}
+} // namespace
+
+std::shared_ptr<void> Device::allocateHost(size_t) { hostHasNoQueues("allocateHost"); }
+void Device::copyAsync(void *, const void *, size_t, bool, Queue) { hostHasNoQueues("copyAsync"); }
+Device::Fence Device::record(Queue) { hostHasNoQueues("record"); }
+void Device::wait(Queue, const Fence &) { hostHasNoQueues("wait"); }
+void Device::synchronize(const Fence &) {}
+uint64_t Device::freeMemory() { return 0; }
 
 } // namespace mergec::rt

@@ -2,9 +2,23 @@
 #include "mergec/Runtime/Progress.h"
 #include "mergec/Runtime/Size.h"
 #include <cstdio>
+#include <string>
 #include <unistd.h>
 
 namespace mergec::rt {
+
+namespace {
+/// A transfer rate in the unit that reads best: GB/s from 1 GB/s up (a GPU merge from the page
+/// cache), MB/s below (a merge reading from disk).
+std::string formatRate(double bytesPerSecond) {
+  char text[32];
+  if (bytesPerSecond >= 1e9)
+    std::snprintf(text, sizeof text, "%.2f GB/s", bytesPerSecond / 1e9);
+  else
+    std::snprintf(text, sizeof text, "%.1f MB/s", bytesPerSecond / 1e6);
+  return text;
+}
+} // namespace
 
 Progress::Progress(size_t totalTensors, uint64_t totalBytes, bool quiet)
     : totalTensors_(totalTensors), totalBytes_(totalBytes), quiet_(quiet),
@@ -22,19 +36,19 @@ void Progress::update(size_t tensorsDone, uint64_t bytesDone) {
   double rate = elapsed > 0 ? bytesDone / elapsed : 0;
   double fraction = totalBytes_ ? static_cast<double>(bytesDone) / totalBytes_ : 1.0;
   double eta = fraction > 0 && fraction < 1 ? elapsed * (1 - fraction) / fraction : 0;
-  std::fprintf(stderr, "%s[%zu/%zu tensors] %s read, %.1f MB/s, ETA %.0f s%s",
+  std::fprintf(stderr, "%s[%zu/%zu tensors] %s read, %s, ETA %.0f s%s",
                tty_ ? "\r" : "", tensorsDone, totalTensors_, formatSize(bytesDone).c_str(),
-               rate / 1e6, eta, tty_ ? "   " : "\n");
+               formatRate(rate).c_str(), eta, tty_ ? "   " : "\n");
   std::fflush(stderr);
 }
 
 void Progress::finish(double seconds, uint64_t bytesRead, uint64_t bytesWritten) {
   if (quiet_)
     return;
-  std::fprintf(stderr, "%smerged %zu tensors: %s read, %s written in %.2f s (%.1f MB/s)\n",
+  std::fprintf(stderr, "%smerged %zu tensors: %s read, %s written in %.2f s (%s)\n",
                tty_ ? "\r" : "", totalTensors_, formatSize(bytesRead).c_str(),
                formatSize(bytesWritten).c_str(), seconds,
-               seconds > 0 ? bytesRead / seconds / 1e6 : 0.0);
+               formatRate(seconds > 0 ? bytesRead / seconds : 0.0).c_str());
 }
 
 } // namespace mergec::rt

@@ -3,6 +3,7 @@
 // MergeObject.cpp) and the runtime: a program that merges without LLVM, MLIR, ANTLR, the
 // standard library or the recipe file. Everything it knows about the recipe is the object's
 // `mergec_program` JSON and its kernel table (KernelABI.h).
+#include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/Executor.h"
 #include "mergec/Runtime/Interrupts.h"
@@ -297,6 +298,7 @@ int run(int argc, char **argv) {
     rules.push_back(std::move(spec));
   }
 
+  rt::checkDevice(options); // no GPU: stop before the output directory exists
   rt::OutputDirectory out(options.output, options.force, inputs);
   TableKernelSource kernels(program, options.provenance.params);
   rt::MergePlan plan =

@@ -11,6 +11,7 @@
 #include "mergec/MergeInitAll.h"
 #include "mergec/Pipelines/Pipelines.h"
 #include "mergec/Runtime/AtomicFile.h"
+#include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/Executor.h"
 
@@ -337,6 +338,7 @@ int runMerge(const CommandLine &cl) {
 
   // Before any work: the output must not touch an input, --force replaces only mergec's own
   // output, and a second run for the same output stops here.
+  rt::checkDevice(options); // no GPU: stop before the output directory exists
   rt::OutputDirectory out(options.output, options.force, protectedInputs(cl, c));
   KernelJIT jit(*c.module, jitOptions(cl, c));
   rt::MergePlan plan =

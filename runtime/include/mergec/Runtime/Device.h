@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace mergec::rt {
@@ -41,7 +42,9 @@ public:
   static constexpr int64_t kChunk = abi::kChunkElements;
   static size_t chunkCount(int64_t n) { return static_cast<size_t>((n + kChunk - 1) / kChunk); }
 
-  /// `bytes` of device memory, freed when the last handle goes.
+  /// `bytes` of device memory, freed when the last handle goes. On a device with queues the
+  /// memory is ordered on Compute: it may have been another buffer of Compute work still queued,
+  /// so Upload or Download must wait for a record(Compute) before they touch it.
   virtual std::shared_ptr<void> allocate(size_t bytes) = 0;
   virtual void copyToHost(void *host, const void *device, size_t bytes) = 0;
   /// `n` floats of device memory readable on the host: the host returns `device` itself, a GPU
@@ -70,6 +73,40 @@ public:
   virtual double quantile(const float *keys, int64_t n, double q) = 0;
   virtual void rowRanks(const float *keys, float *ranks, int64_t n, int64_t cols) = 0;
   virtual void rowReduce(const float *keys, float *out, int64_t n, int64_t cols, bool sum) = 0;
+
+  // --- Devices with memory of their own (hostResident() false). The executor moves every
+  // tensor through them: inputs read into page-locked host memory and uploaded on the Upload
+  // queue while the Compute queue runs the previous tensor's phases, outputs downloaded on the
+  // Download queue. Queues run in order; fences order one queue after another's work. launch,
+  // the selections, allocate's stream order and copyToHost are on the Compute queue. The host
+  // implements none of this (the executor never calls it there).
+  enum class Queue { Compute, Upload, Download };
+  /// A point in a queue: the work enqueued on it before record() returned.
+  using Fence = std::shared_ptr<void>;
+  /// `bytes` of page-locked host memory (the source and target of asynchronous copies).
+  /// Released on a thread where the device is usable, after the copies using it completed.
+  virtual std::shared_ptr<void> allocateHost(size_t bytes);
+  /// Enqueues a copy on `queue`: host -> device when `toDevice`, else device -> host. `host`
+  /// should be allocateHost memory (else the copy is synchronous).
+  virtual void copyAsync(void *dst, const void *src, size_t bytes, bool toDevice, Queue queue);
+  virtual Fence record(Queue queue);
+  /// Work enqueued on `queue` from now on starts after `fence`.
+  virtual void wait(Queue queue, const Fence &fence);
+  /// The host waits for `fence` (or, without one, for every queue).
+  virtual void synchronize(const Fence &fence = nullptr);
+  /// Device memory free now (what --max-gpu-memory 0 allows).
+  virtual uint64_t freeMemory();
+  /// Caps the device memory the device keeps (cached blocks are returned before it is passed).
+  virtual void limitMemory(uint64_t bytes) { (void)bytes; }
+  /// Device scratch the selections need for a tensor of `n` elements in rows of `cols`.
+  virtual uint64_t selectionScratchBytes(int64_t n, int64_t cols) const {
+    (void)n, (void)cols;
+    return 0;
+  }
+  /// The device's name ("NVIDIA H200"); the host's is "cpu".
+  virtual std::string name() const { return "cpu"; }
+  /// One line for --verbose after a run that computed `tensors` tensors (empty: nothing to say).
+  virtual std::string summary(size_t tensors) { (void)tensors; return ""; }
 };
 
 /// The CPU: host memory, chunks on a thread pool, Selection.h's radix selects and row sorts.
@@ -92,5 +129,15 @@ public:
 private:
   ThreadPool &pool_;
 };
+
+/// The device options.device names: "cpu" (a HostDevice on `pool`) or "cuda" (the first GPU;
+/// throws "this mergec was built without CUDA support ..." when it is not compiled in, or the
+/// errors of checkDevice). Throws RuntimeError for any other name, listing the valid ones.
+std::unique_ptr<Device> createDevice(const RunOptions &options, ThreadPool &pool);
+
+/// Opens the driver and the device options.device names without creating it, so a run can fail
+/// before it creates anything: "no CUDA driver (...)", "no CUDA device", or the errors of
+/// createDevice. Nothing to check for "cpu".
+void checkDevice(const RunOptions &options);
 
 } // namespace mergec::rt

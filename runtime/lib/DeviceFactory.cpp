@@ -1,0 +1,54 @@
+//===- DeviceFactory.cpp - the Device a run's --device names --------------===//
+// Always compiled: a mergec without CUDA still knows the name "cuda" and says why it cannot
+// use it, instead of calling it an unknown device.
+#include "mergec/Runtime/Device.h"
+#include "mergec/Runtime/Error.h"
+#if MERGEC_HAVE_CUDA
+#include "CudaDevice.h"
+#include "CudaDriver.h"
+#endif
+
+namespace mergec::rt {
+
+namespace {
+
+[[noreturn]] void unknownDevice(const std::string &name) {
+  throw RuntimeError("unknown device '" + name + "' (expected one of: cpu, cuda)");
+}
+
+#if !MERGEC_HAVE_CUDA
+[[noreturn]] void noCudaSupport() {
+  throw RuntimeError("this mergec was built without CUDA support (configure with the CUDA "
+                     "toolkit present)");
+}
+#endif
+
+} // namespace
+
+void checkDevice(const RunOptions &options) {
+  if (options.device == "cpu")
+    return;
+  if (options.device != "cuda")
+    unknownDevice(options.device);
+#if MERGEC_HAVE_CUDA
+  // Loads libcuda, cuInit and counts the devices: the errors a run without a GPU must stop at
+  // before it writes anything. Creating the context is left to createDevice.
+  (void)cuda::CudaDriver::get();
+#else
+  noCudaSupport();
+#endif
+}
+
+std::unique_ptr<Device> createDevice(const RunOptions &options, ThreadPool &pool) {
+  if (options.device == "cpu")
+    return std::make_unique<HostDevice>(pool);
+  if (options.device != "cuda")
+    unknownDevice(options.device);
+#if MERGEC_HAVE_CUDA
+  return std::make_unique<cuda::CudaDevice>();
+#else
+  noCudaSupport();
+#endif
+}
+
+} // namespace mergec::rt
