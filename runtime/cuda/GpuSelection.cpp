@@ -22,6 +22,7 @@ namespace {
 constexpr unsigned kThreads = 256;               // histogram, count and find blocks
 constexpr uint64_t kTile = kThreads * 8;         // keys a histogram block reads per step
 constexpr unsigned kMaxBlocks = 4096;            // histogram / count blocks at most
+// (one wave: 8 blocks of 256 threads per multiprocessor, see SelectionKernels.cu)
 constexpr unsigned kKindMagnitude = 0, kKindOrdered = 1;
 // Digits: bits 31..21 (2048 bins), 20..10 (2048), 9..0 (1024).
 constexpr unsigned kHighShift = 21, kMidShift = 10, kHighBins = 2048, kMidBins = 2048,
@@ -147,7 +148,7 @@ uint64_t GpuSelection::scratchBytes(int64_t n, int64_t cols) {
 
 GpuSelection::Grid GpuSelection::gridFor(int64_t n) const {
   uint64_t tiles = (static_cast<uint64_t>(n) + kTile - 1) / kTile;
-  uint64_t target = std::min<uint64_t>(kMaxBlocks, static_cast<uint64_t>(multiprocessors_) * 16);
+  uint64_t target = std::min<uint64_t>(kMaxBlocks, static_cast<uint64_t>(multiprocessors_) * 8);
   uint64_t perBlock = (tiles + target - 1) / target;
   return {perBlock * kTile, static_cast<unsigned>((tiles + perBlock - 1) / perBlock)};
 }

@@ -18,7 +18,9 @@ namespace {
 
 constexpr unsigned kFull = 0xFFFFFFFFu;
 
-// Histogram / count kernels: 256 threads, 8 keys per thread per tile.
+// Histogram / count kernels: 256 threads, 8 keys per thread per tile, at most 32 registers
+// (__launch_bounds__(256, 8)) so that 8 blocks fill an SM: GpuSelection launches one wave of
+// 8 blocks per SM, each over an equal contiguous chunk.
 constexpr unsigned kThreads = 256;
 constexpr unsigned kItems = 8;
 constexpr unsigned kTile = kThreads * kItems;
@@ -41,7 +43,7 @@ __device__ __forceinline__ unsigned lanesBelow() { return (1u << laneId()) - 1u;
 /// Histogram of digit (key >> shift) & (bins - 1) over the keys whose (key & prefMask) equals
 /// pref0 (target 0) or pref1 (target 1, when nt == 2), added into hist[t * bins + digit].
 /// Block b covers keys [b * chunk, (b + 1) * chunk). With `zeros`, also counts key == 0.
-extern "C" __global__ void __launch_bounds__(kThreads)
+extern "C" __global__ void __launch_bounds__(kThreads, 8)
 mergec_sel_hist(const float *__restrict__ keys, unsigned long long n, unsigned long long chunk,
                 unsigned kind, unsigned shift, unsigned bins, unsigned nt, unsigned prefMask,
                 unsigned pref0, unsigned pref1, unsigned long long *__restrict__ hist,
@@ -102,7 +104,7 @@ mergec_sel_hist(const float *__restrict__ keys, unsigned long long n, unsigned l
 }
 
 /// counts[t * gridDim.x + b] = how many keys of block b's chunk equal v0 (t = 0) / v1 (t = 1).
-extern "C" __global__ void __launch_bounds__(kThreads)
+extern "C" __global__ void __launch_bounds__(kThreads, 8)
 mergec_sel_count(const float *__restrict__ keys, unsigned long long n, unsigned long long chunk,
                  unsigned kind, unsigned nt, unsigned v0, unsigned v1,
                  unsigned *__restrict__ counts) {
