@@ -29,6 +29,7 @@ namespace mergec::rt::cuda {
   X(cuDevicePrimaryCtxRelease)                                                                   \
   X(cuCtxSetCurrent)                                                                             \
   X(cuCtxSynchronize)                                                                            \
+  X(cuCtxGetDevice)                                                                              \
   X(cuMemGetInfo)                                                                                \
   X(cuMemAlloc)                                                                                  \
   X(cuMemFree)                                                                                   \
@@ -46,6 +47,7 @@ namespace mergec::rt::cuda {
   X(cuModuleLoadDataEx)                                                                          \
   X(cuModuleUnload)                                                                              \
   X(cuModuleGetFunction)                                                                         \
+  X(cuFuncSetAttribute)                                                                          \
   X(cuLaunchKernel)                                                                              \
   X(cuStreamCreate)                                                                              \
   X(cuStreamDestroy)                                                                             \

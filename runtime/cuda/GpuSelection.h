@@ -1,7 +1,9 @@
-//===- GpuSelection.h - order statistics on the GPU -------------*- C++ -*-===//
-// TEMPORARY: the interface of the GPU selection, written on another branch (which brings the
-// real header and GpuSelection.cpp; its file replaces this one when the branches merge). Until
-// then runtime/cuda/CMakeLists.txt compiles GpuSelectionStub.cpp, which throws when used.
+//===- GpuSelection.h - Selection.h's order statistics on a GPU -*- C++ -*-===//
+// topkBoundaries, quantile, rowRanks and rowReduce over keys already in device memory, with the
+// results of runtime/lib/Selection.cpp bit for bit (row sums: up to f64 reassociation, see
+// SelectionKernels.cu). The keys never leave the device: the host reads histograms and counts.
+// All work is queued on the stream given at construction; each call returns when its results
+// are ready (rowRanks and rowReduce: when they are queued).
 #pragma once
 #include "CudaDriver.h"
 #include "mergec/Runtime/Selection.h"
@@ -11,13 +13,53 @@ namespace mergec::rt::cuda {
 
 class GpuSelection {
 public:
-  GpuSelection(const CudaDriver &driver, CUstream stream); // in the current context; loads its own PTX
+  /// Called with the context current; loads mergec_selection_ptx with cuModuleLoadDataEx.
+  GpuSelection(const CudaDriver &driver, CUstream stream);
+  ~GpuSelection();
+  GpuSelection(const GpuSelection &) = delete;
+  GpuSelection &operator=(const GpuSelection &) = delete;
+
+  /// rt::topkBoundaries over n f32 keys at `keys`.
   void topkBoundaries(CUdeviceptr keys, int64_t n, double density, double skip, bool nonzero,
                       RankBoundary &hi, RankBoundary &lo);
+  /// rt::quantile.
   double quantile(CUdeviceptr keys, int64_t n, double q);
+  /// rt::rowRanks: n f32 ranks at `ranks` (elements past the last whole row are not written).
   void rowRanks(CUdeviceptr keys, CUdeviceptr ranks, int64_t n, int64_t cols);
+  /// rt::rowReduce: n f32 results at `out`, each its row's sum or maximum.
   void rowReduce(CUdeviceptr keys, CUdeviceptr out, int64_t n, int64_t cols, bool sum);
-  static uint64_t scratchBytes(int64_t n, int64_t cols); // device scratch it needs, for --max-gpu-memory
+  /// Device scratch the calls need for these sizes, at most (for a memory limit).
+  static uint64_t scratchBytes(int64_t n, int64_t cols);
+
+private:
+  struct Grid;
+  Grid gridFor(int64_t n) const;
+  void launch(CUfunction fn, unsigned grid, unsigned block, unsigned sharedBytes, void **args);
+  void ensureScratch(uint64_t bytes);
+  void toHost(void *host, CUdeviceptr device, size_t bytes);
+  void sync();
+  /// One histogram pass (see mergec_sel_hist); returns nt * bins counts in host_.
+  const uint64_t *histogram(CUdeviceptr keys, int64_t n, unsigned kind, unsigned shift,
+                            unsigned bins, unsigned nt, unsigned prefMask, const uint32_t *pref,
+                            uint64_t *zeros);
+  /// The m[t]-th largest keys (1 <= m[t] <= n) given the first pass's histogram: their values
+  /// and how many keys are strictly greater.
+  void kthLargest(CUdeviceptr keys, int64_t n, unsigned kind, unsigned nt, const int64_t *m,
+                  const uint64_t *firstPass, uint32_t *value, int64_t *above);
+  /// The flat index of the ties[t]-th magnitude key equal to value[t], in index order.
+  void tieIndex(CUdeviceptr keys, int64_t n, unsigned nt, const uint32_t *value,
+                const int64_t *ties, int64_t *index);
+
+  const CudaDriver &driver_;
+  CUstream stream_;
+  CUmodule module_ = nullptr;
+  CUfunction hist_ = nullptr, count_ = nullptr, find_ = nullptr, rankShared_ = nullptr,
+             rankGlobal_ = nullptr, reduce_ = nullptr;
+  int multiprocessors_ = 0;
+  int sharedOptin_ = 0; ///< the most dynamic shared memory a block may use
+  CUdeviceptr scratch_ = 0;
+  uint64_t scratchSize_ = 0;
+  void *host_ = nullptr; ///< pinned staging for histograms and counts
 };
 
 } // namespace mergec::rt::cuda
