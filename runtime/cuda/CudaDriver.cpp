@@ -45,8 +45,9 @@ Loaded load() {
   void *handle = ::dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
     const char *why = ::dlerror();
-    loaded.error = std::string("no CUDA driver (libcuda.so.1: ") +
-                   (why ? why : "cannot be loaded") + ")";
+    // dlerror names the library itself ("libcuda.so.1: cannot open shared object file: ...").
+    loaded.error = std::string("no CUDA driver (") +
+                   (why ? why : "libcuda.so.1 cannot be loaded") + ")";
     return loaded;
   }
   // MERGEC_CU_NAME gives the versioned symbol cuda.h maps each name to (cuMemAlloc_v2, ...):
