@@ -17,7 +17,7 @@ const char *kUsage = R"(usage:
                     [--device cpu|cuda] [--gpu-arch sm_NN] [--max-gpu-memory SIZE]
   mergec compile RECIPE --emit=STAGE [-o FILE] [--set NAME=VALUE]... [--model NAME=PATH]...
                     [--dtype f32|bf16|f16] [--cache-dir DIR | --no-cache]
-                    [--device cpu|cuda] [--gpu-arch sm_NN]
+                    [--device cpu|cuda] [--gpu-arch sm_NN] [--cpu NAME]
       STAGE: ast merge fused loops llvm-dialect llvm asm obj exe gpu nvvm ptx
              (--emit= alone lists them)
   mergec --version
@@ -165,6 +165,10 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       if (!next(v) || (v != "cpu" && v != "cuda"))
         return usageError("--device must be cpu or cuda");
       cl.run.device = v;
+    } else if (arg == "--cpu" && cl.command == Command::Compile) {
+      if (!next(v) || v.empty())
+        return usageError("--cpu needs an x86-64 CPU name such as x86-64-v3 (default: this one)");
+      cl.cpu = v;
     } else if (arg == "--gpu-arch") {
       if (!next(v) || v.rfind("sm_", 0) != 0)
         return usageError("--gpu-arch needs an NVIDIA architecture such as sm_90");

@@ -23,6 +23,7 @@ struct CommandLine {
   std::string cacheDir;       ///< --cache-dir; empty: $MERGEC_CACHE_DIR or the XDG default
   bool noCache = false;       ///< --no-cache
   std::string gpuArch;        ///< --gpu-arch; empty: the CUDA target's default (sm_90)
+  std::string cpu;            ///< compile --cpu: the x86-64 CPU executables are built for
   rt::RunOptions run;
 };
 

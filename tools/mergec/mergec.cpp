@@ -284,6 +284,11 @@ int runCompile(const CommandLine &cl) {
   KernelJITOptions compileOptions = jitOptions(cl, c);
   compileOptions.device = "cpu";
   KernelJIT jit(*c.module, compileOptions);
+  if (!cl.cpu.empty() && cl.emit != Emit::Obj && cl.emit != Emit::Exe) {
+    std::cerr << "mergec: error: --cpu applies to --emit=obj and --emit=exe (the JIT compiles "
+                 "for the CPU it runs on)\n";
+    return 2;
+  }
   if (cl.emit == Emit::Obj || cl.emit == Emit::Exe) {
     if (cl.outputFile.empty() || cl.outputFile == "-") {
       std::cerr << "mergec: error: --emit=" << (cl.emit == Emit::Obj ? "obj" : "exe")
@@ -293,7 +298,7 @@ int runCompile(const CommandLine &cl) {
     auto signatures = aheadOfTimeSignatures(*c.program, jit, cl.verbose);
     std::string object =
         cpu::buildMergeObject(jit, signatures, aheadOfTimeProgram(*c.program, jit, provenance(cl, c)),
-                              /*withDeviceKernels=*/cl.run.device == "cuda");
+                              /*withDeviceKernels=*/cl.run.device == "cuda", cl.cpu);
     if (cl.emit == Emit::Obj) {
       rt::writeFileAtomically(cl.outputFile, object, protectedInputs(cl, c));
       return 0;

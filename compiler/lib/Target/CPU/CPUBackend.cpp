@@ -14,7 +14,9 @@
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
 #include "llvm/IR/Verifier.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 #include "llvm/MC/TargetRegistry.h"
+#include "llvm/TargetParser/SubtargetFeature.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
@@ -95,12 +97,31 @@ void lowerToLLVMDialect(ModuleOp loops) {
 
 } // namespace
 
-std::unique_ptr<llvm::TargetMachine> hostTargetMachine() {
+bool isKnownCPU(const std::string &cpu) {
+  initializeNativeTarget();
+  std::string error;
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(llvm::Triple(llvm::sys::getProcessTriple()), error);
+  if (!target)
+    return false;
+  std::unique_ptr<llvm::MCSubtargetInfo> info(target->createMCSubtargetInfo(
+      llvm::Triple(llvm::sys::getProcessTriple()), "", ""));
+  return info && info->isCPUStringValid(cpu);
+}
+
+std::unique_ptr<llvm::TargetMachine> hostTargetMachine(const std::string &cpu) {
   initializeNativeTarget();
   auto builder = llvm::orc::JITTargetMachineBuilder::detectHost();
   if (!builder)
     throw rt::RuntimeError("codegen: cannot detect the host: " +
                            llvm::toString(builder.takeError()));
+  if (!cpu.empty()) {
+    if (!isKnownCPU(cpu))
+      throw rt::RuntimeError("--cpu " + cpu + ": not an x86-64 CPU LLVM knows (e.g. x86-64-v2, "
+                             "x86-64-v3, x86-64-v4, znver4, sapphirerapids)");
+    builder->setCPU(cpu);
+    builder->getFeatures() = llvm::SubtargetFeatures();
+  }
   builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
   builder->setRelocationModel(llvm::Reloc::PIC_);
   auto tm = builder->createTargetMachine();

@@ -29,8 +29,9 @@ llvm::Constant *cString(llvm::Module &module, const std::string &text, const std
 
 std::string buildMergeObject(KernelJIT &jit,
                              const std::vector<std::vector<rt::KernelSignature>> &signatures,
-                             nlohmann::json program, bool withDeviceKernels) {
-  auto tm = hostTargetMachine();
+                             nlohmann::json program, bool withDeviceKernels,
+                             const std::string &cpu) {
+  auto tm = hostTargetMachine(cpu);
   llvm::LLVMContext ctx;
   auto composite = std::make_unique<llvm::Module>("merge", ctx);
   composite->setDataLayout(tm->createDataLayout());

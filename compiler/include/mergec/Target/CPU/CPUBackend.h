@@ -13,7 +13,12 @@ namespace mergec::cpu {
 
 /// The host CPU: its target machine (-O3, PIC so that the same object is loaded by the JIT and
 /// linked into executables) and description.
-std::unique_ptr<llvm::TargetMachine> hostTargetMachine();
+/// `cpu` names another x86-64 CPU to compile for instead (e.g. x86-64-v3, sapphirerapids;
+/// LLVM's names): its features replace the host's, so executables run on machines that lack
+/// some of this one's instructions.
+std::unique_ptr<llvm::TargetMachine> hostTargetMachine(const std::string &cpu = "");
+/// Whether LLVM's x86 backend knows `cpu`.
+bool isKnownCPU(const std::string &cpu);
 
 /// `loops` through the LLVM dialect into an optimized LLVM module for `tm` with mergec's packed
 /// entry points (KernelABI.h): every function the lowering defined gets a wrapper

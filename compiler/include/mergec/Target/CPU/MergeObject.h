@@ -16,9 +16,11 @@ namespace mergec::cpu {
 /// `program` is completed with each rule's kernels ("kernels": [{rule, inputs, output,
 /// description}]) and embedded. With `withDeviceKernels` (--device cuda), each kernel entry
 /// also carries "ptx": the GPU's module for those phases (the jit's gpuBackend), so the
-/// program runs on either device. Returns the object's bytes.
+/// program runs on either device. `cpu`: compile for that CPU instead of the host
+/// (hostTargetMachine). Returns the object's bytes.
 std::string buildMergeObject(KernelJIT &jit,
                              const std::vector<std::vector<rt::KernelSignature>> &signatures,
-                             nlohmann::json program, bool withDeviceKernels = false);
+                             nlohmann::json program, bool withDeviceKernels = false,
+                             const std::string &cpu = "");
 
 } // namespace mergec::cpu
