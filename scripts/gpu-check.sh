@@ -38,6 +38,10 @@ done
 echo "$exes]" > "$BUNDLE/exes.json"
 if [ -x "$BUILD/bin/mergec-cuda-tests" ]; then
   cp "$BUILD/bin/mergec-cuda-tests" "$BUNDLE/"
+  echo "gpu-check: mergec-cuda-tests links:" $(ldd "$BUNDLE/mergec-cuda-tests" | awk '{print $1}' | grep -v vdso)
+  glibcxx=$(objdump -T "$BUNDLE/mergec-cuda-tests" 2>/dev/null | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1 || true)
+  [ -n "$glibcxx" ] && echo "gpu-check: WARNING: mergec-cuda-tests needs the system's libstdc++ ($glibcxx);" \
+    "link it with -static-libstdc++ -static-libgcc to run anywhere" >&2
 else
   echo "gpu-check: no $BUILD/bin/mergec-cuda-tests: the gtest step will be skipped" >&2
 fi

@@ -147,14 +147,14 @@ def step(ctx, name, fn, min_time=10):
 
 
 # --- models --------------------------------------------------------------------------------
-def make_models(ctx, size, timeout, extra=()):
-    d = os.path.join(ctx.work, size)
+def make_models(ctx, size, timeout, extra=(), subdir=None):
+    d = os.path.join(ctx.work, subdir or size)
     cmd = [sys.executable, os.path.join(HERE, "make_models.py"), "--size", size, "--out", d,
            "--jobs", str(ctx.ncpu)] + list(extra)
     r = run(ctx, cmd, timeout, label="generate " + size)
     if not ok(r):
         raise RuntimeError("make_models --size %s failed: %s" % (size, r["hint"]))
-    ctx.results.setdefault("generate", {})[size] = {"seconds": r["wall"], "line": tail(r["out"], 1)}
+    ctx.results.setdefault("generate", {})[subdir or size] = {"seconds": r["wall"], "line": tail(r["out"], 1)}
     return d
 
 
@@ -282,8 +282,9 @@ def step_env(ctx):
         env["cpu_flags_missing"] = missing
     # workdir: /dev/shm when it has room for the 1b step, else the temp directory
     need = ctx.args.need_gb * 1e9
+    # never inside OUT: what is there comes back from the GPU machine
     cands = ([ctx.args.workdir] if ctx.args.workdir else []) + ["/dev/shm", os.environ.get("TMPDIR", "/tmp"),
-                                                               ctx.out]
+                                                               os.getcwd()]
     for c in cands:
         try:
             if c and os.path.isdir(c) and os.access(c, os.W_OK) and shutil.disk_usage(c).free >= need:
@@ -345,6 +346,9 @@ def step_gtest(ctx):
 
 def step_correctness(ctx):
     models = make_models(ctx, "small", 120)
+    models32 = None
+    if not ctx.args.no_f32 and not cuda_wanted(ctx):
+        models32 = make_models(ctx, "small", 120, ["--dtype", "f32"], subdir="small-f32")
     outs = os.path.join(ctx.work, "out-small")
     rows, failures = [], []
     for exe in ctx.exes:
@@ -389,11 +393,11 @@ def step_correctness(ctx):
                     if ok(c2) else {"identical": False, "errors": ["second cuda run: " + c2["hint"]]}
                 if not row["cuda_run2_vs_run1"]["identical"]:
                     failures.append("%s: two cuda runs differ" % exe["name"])
-                if exe["kind"] != "bench" and not ctx.args.no_f32:
-                    f1 = run(ctx, exe_cmd(exe, models, o("cpu-f32"), "cpu", ["--dtype", "f32"]), t,
-                             label=exe["name"] + " cpu f32")
-                    f2 = run(ctx, exe_cmd(exe, models, o("cuda-f32"), "cuda", ["--dtype", "f32"]), t,
-                             label=exe["name"] + " cuda f32")
+                if exe["kind"] != "bench" and models32:
+                    # f32 models: the F32 kernels (an executable compiled without the models at hand
+                    # has uniform signatures only, so --dtype f32 on bf16 inputs is not compiled)
+                    f1 = run(ctx, exe_cmd(exe, models32, o("cpu-f32"), "cpu"), t, label=exe["name"] + " cpu f32")
+                    f2 = run(ctx, exe_cmd(exe, models32, o("cuda-f32"), "cuda"), t, label=exe["name"] + " cuda f32")
                     if ok(f1) and ok(f2):
                         row["f32_cuda_vs_cpu"] = do_compare(ctx, o("cpu-f32"), o("cuda-f32"),
                                                             exe["name"] + " f32 cuda vs cpu",
@@ -466,6 +470,7 @@ def step_kernel_bench(ctx):
         rows.append(row)
         rm(o("cpu"))
         rm(o("cuda"))
+    rm(models)  # room for the 1b models
     ctx.results["kernel_bench"] = {"rows": rows, "shape": [4096, 14336], "inputs": 4}
     errors = [r["exe"] + ": " + r["error"] for r in rows if r.get("error")]
     got = [r for r in rows if "kernel_ms" in r]
@@ -540,6 +545,7 @@ def step_e2e(ctx):
                                                  detail_key=exe["name"] + " 1b cuda vs cpu")
         rm(o("cuda"))
         rm(o("cpu"))
+    rm(models)
     ctx.results["e2e"] = {"rows": rows, "size": ctx.args.e2e_size, "layers": ctx.args.e2e_layers,
                           "input_bytes": size}
     errors = ["%s %s: %s" % (r["exe"], r["device"], r["error"]) for r in rows if r.get("error")]
@@ -595,8 +601,8 @@ def write_report(ctx):
             L += ["```", g["tail"], "```"]
     c = R.get("correctness")
     if c:
-        L += ["", "## Correctness (small models: 6 layers, odd shapes, bf16; base + 3 fine-tunes)", "",
-              "| exe | cpu s | cuda s | --threads 1 vs cpu | cuda run 2 vs run 1 | cuda vs cpu (bf16) | cuda vs cpu (--dtype f32) |",
+        L += ["", "## Correctness (small models: 6 layers, odd shapes, base + 3 fine-tunes; bf16, and f32 for the last column)", "",
+              "| exe | cpu s | cuda s | --threads 1 vs cpu | cuda run 2 vs run 1 | cuda vs cpu (bf16) | cuda vs cpu (f32 models) |",
               "| --- | ---: | ---: | --- | --- | --- | --- |"]
         for r in c["rows"]:
             if "error" in r and "cpu_s" not in r:
