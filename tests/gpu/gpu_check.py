@@ -45,6 +45,7 @@ class Ctx:
         self.exes = []           # [{name, path, kind, device_flag}]
         self.work = None
         self.ncpu = os.cpu_count() or 1
+        self.cuda_hangs = 0
 
     def remaining(self):
         return self.args.budget - (time.time() - self.t0)
@@ -77,7 +78,12 @@ SIGNAL_HINTS = {
 
 def run(ctx, cmd, timeout, env=None, label=None, quiet_ok=False):
     """Runs cmd (a list) with a timeout (its process group is killed at the end). Returns a
-    dict: rc, wall, timed_out, out, err, hint; logs the command and the tail of its output."""
+    dict: rc, wall, timed_out, out, err, hint; logs the command and the tail of its output.
+    After two cuda runs timed out, later cuda runs get at most 15 s (a hanging device must not
+    eat the budget)."""
+    is_cuda = "cuda" in cmd and "--device" in cmd
+    if is_cuda and ctx.cuda_hangs >= 2:
+        timeout = min(timeout, 15)
     timeout = max(1.0, min(timeout, ctx.remaining() - 5))
     t = time.time()
     res = {"cmd": " ".join(cmd), "rc": None, "timed_out": False, "out": "", "err": "", "hint": ""}
@@ -101,6 +107,8 @@ def run(ctx, cmd, timeout, env=None, label=None, quiet_ok=False):
     res.update(rc=p.returncode, out=out or "", err=err or "")
     if res["timed_out"]:
         res["hint"] = "timed out after %.0f s" % timeout
+        if is_cuda:
+            ctx.cuda_hangs += 1
     elif p.returncode is not None and p.returncode < 0:
         sig = -p.returncode
         try:
@@ -166,8 +174,10 @@ def model_args(models_dir):
 
 
 def exe_cmd(exe, models_dir, out_dir, device, extra=()):
+    """--verbose in extra drops --quiet (so that nothing can hide the `cuda:` line)."""
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    cmd = [exe["path"], "-o", out_dir, "--force", "--quiet"] + model_args(models_dir)
+    quiet = [] if "--verbose" in extra else ["--quiet"]
+    cmd = [exe["path"], "-o", out_dir, "--force"] + quiet + model_args(models_dir)
     if exe["device_flag"]:
         cmd += ["--device", device]
     return cmd + list(extra)
@@ -182,18 +192,23 @@ def cuda_wanted(ctx, exe=None):
     return None
 
 
-CUDA_LINE = re.compile(r"^cuda: .*$", re.M)
+MERGED_LINE = re.compile(r"merged \d+ tensors?: .*? in ([\d.]+) s")
+
+
+def parse_merged(text):
+    """The merge's own time from `merged N tensors: ... in X s` (without process start-up)."""
+    m = MERGED_LINE.findall(text or "")
+    return float(m[-1]) if m else None
 
 
 def parse_cuda_line(text):
     """The `cuda: GPU: kernels X ms over N tensors, host->device A GB/s, device->host B GB/s,
     peak device memory M MiB` line of --verbose (fields optional)."""
-    m = None
-    for m in CUDA_LINE.finditer(text or ""):
-        pass
-    if m is None:
+    lines = [l[l.index("cuda: "):].strip() for l in (text or "").replace("\r", "\n").splitlines()
+             if "cuda: " in l and "kernels" in l]
+    if not lines:
         return None
-    line = m.group(0)
+    line = lines[-1]
     res = {"line": line}
     for key, pat in (("gpu", r"^cuda: ([^:]+):"), ("kernel_ms", r"kernels ([\d.]+) ms"),
                      ("tensors", r"over (\d+) tensors?"), ("h2d_GBps", r"host->device ([\d.]+) GB/s"),
@@ -534,6 +549,7 @@ def step_e2e(ctx):
                     label="%s e2e %s" % (exe["name"], device))
             if ok(r):
                 row["wall_s"] = r["wall"]
+                row["merged_s"] = parse_merged(r["err"] + r["out"])
                 row["input_GBps"] = round(size / 1e9 / r["wall"], 2)
                 if device == "cuda":
                     row["cuda_line"] = parse_cuda_line(r["err"] + r["out"])
@@ -680,11 +696,12 @@ def write_report(ctx):
             e["size"], e["layers"], e["input_bytes"] / 4e9), "",
               "Input GB/s = the 4 inputs' bytes / wall time; `of H2D` divides by torch's pinned host->device "
               "bandwidth%s." % ((" (%s GB/s)" % h2d) if h2d else " (not measured)"), "",
-              "| exe | device | wall s | input GB/s | of H2D | cuda line | cuda vs cpu |",
-              "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+              "| exe | device | wall s | merge s (its own line) | input GB/s | of H2D | cuda line | cuda vs cpu |",
+              "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
         for r in e["rows"]:
-            L.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 r["exe"], r["device"], fmt(r.get("wall_s")) if "wall_s" in r else (r.get("skipped") or r.get("error")),
+                fmt(r.get("merged_s")),
                 fmt(r.get("input_GBps")), fmt(r["input_GBps"] / h2d, "%.2f") if h2d and r.get("input_GBps") else "-",
                 ("`%s`" % r["cuda_line"]["line"]) if r.get("cuda_line") else "", verdict(r.get("cuda_vs_cpu"))))
     gen = R.get("generate")
@@ -710,7 +727,7 @@ def main(argv=None):
     ap.add_argument("--steps", default="env,gtest,correctness,kernel_bench,torch,e2e")
     ap.add_argument("--workdir", help="where models and outputs go (default: /dev/shm when it has room)")
     ap.add_argument("--need-gb", type=float, default=16, help="free space wanted in the workdir")
-    ap.add_argument("--run-timeout", type=float, default=60)
+    ap.add_argument("--run-timeout", type=float, default=45)
     ap.add_argument("--gtest-timeout", type=float, default=90)
     ap.add_argument("--bench-tensors", type=int, default=4)
     ap.add_argument("--bench-reps", type=int, default=2)

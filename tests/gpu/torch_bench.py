@@ -88,7 +88,7 @@ def main(argv=None):
         pageable = torch.ones(nbytes, dtype=torch.uint8)
         ms, _ = timed(lambda: dst.copy_(pageable), reps=3, warmup=1)
         bw["h2d_pageable_GBps"] = round(nbytes / ms / 1e6, 1)
-        del src, dst, pinned, pageable
+        src = dst = pinned = pageable = None  # free them (the lambdas above are done)
     except Exception as e:  # noqa: BLE001
         bw["error"] = repr(e)
     out["bandwidth"] = bw
