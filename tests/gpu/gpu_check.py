@@ -466,7 +466,7 @@ def step_kernel_bench(ctx):
                 if line:
                     lines.append(line)
                 else:
-                    row["error"] = "no `cuda:` line in --verbose output"
+                    row["problem"] = "no `cuda: ... kernels X ms` line in the --verbose output"
             row["cuda_lines"] = lines
             kms = [l["kernel_ms"] for l in lines if "kernel_ms" in l]
             if kms:
@@ -487,10 +487,11 @@ def step_kernel_bench(ctx):
         rm(o("cuda"))
     rm(models)  # room for the 1b models
     ctx.results["kernel_bench"] = {"rows": rows, "shape": [4096, 14336], "inputs": 4}
-    errors = [r["exe"] + ": " + r["error"] for r in rows if r.get("error")]
+    errors = [r["exe"] + ": " + (r.get("error") or r.get("problem")) for r in rows
+              if r.get("error") or r.get("problem")]
     got = [r for r in rows if "kernel_ms" in r]
     note = ", ".join("%s %.2f ms/tensor" % (r["exe"], r["kernel_ms_per_tensor"]) for r in got) or \
-        "no kernel times (%s)" % (rows[0].get("cuda") if rows else "")
+        "no kernel times%s" % ((" (%s)" % rows[0]["cuda"]) if rows and rows[0].get("cuda") else "")
     if errors:
         note += "; ERRORS: " + "; ".join(errors)
     return ("fail" if errors else ("ok" if got else "skipped")), note
