@@ -56,9 +56,9 @@ cp "$ROOT"/tests/gpu/*.py "$ROOT/tests/gpu/run.sh" "$ROOT/tests/gpu/README.md" "
 first=$(ls "$BUNDLE"/bench-ta)
 glibc=$(objdump -T "$first" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 || true)
 python3 - "$BUNDLE" "$glibc" "${#device_flag[@]}" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)" \
-  "$("$MERGEC" --version 2>&1 | head -1)" <<'PY'
+  "$("$MERGEC" --version 2>&1 | head -1)" "$(realpath "$BUILD")" <<'PY'
 import json, sys
-bundle, glibc, cuda, rev, version = sys.argv[1:]
+bundle, glibc, cuda, rev, version, bundle_build = sys.argv[1:]
 flags = []
 with open("/proc/cpuinfo") as f:
     for line in f:
@@ -66,7 +66,7 @@ with open("/proc/cpuinfo") as f:
             flags = line.split(":", 1)[1].split()
             break
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-json.dump({"git": rev, "mergec": version, "cuda_compiled": cuda != "0", "glibc_needed": glibc,
+json.dump({"harness_git": rev, "build_dir": bundle_build, "mergec": version, "cuda_compiled": cuda != "0", "glibc_needed": glibc,
            "build_cpu": model, "cpu_flags": flags}, open(bundle + "/build-info.json", "w"), indent=1)
 PY
 echo "gpu-check: ldd $BUNDLE/bench-ta:"

@@ -350,12 +350,17 @@ def step_gtest(ctx):
     text = r["out"] + r["err"]
     passed = re.search(r"\[  PASSED  \] (\d+) test", text)
     failed = re.search(r"\[  FAILED  \] (\d+) test", text)
+    skipped = re.search(r"\[  SKIPPED \] (\d+) test", text)
     failing = re.findall(r"^\[  FAILED  \] (\S+)", text, re.M)
     res = {"rc": r["rc"], "wall": r["wall"], "passed": int(passed.group(1)) if passed else None,
            "failed": int(failed.group(1)) if failed else 0, "failing": sorted(set(failing))[:30],
+           "skipped": int(skipped.group(1)) if skipped else 0,
            "hint": r["hint"], "tail": tail(text, 15)}
     ctx.results["gtest"] = res
-    note = "%s passed, %s failed%s" % (res["passed"], res["failed"], (" (" + r["hint"] + ")") if r["hint"] else "")
+    note = "%s passed, %s failed, %s skipped%s" % (res["passed"], res["failed"], res["skipped"],
+                                                   (" (" + r["hint"] + ")") if r["hint"] else "")
+    if ok(r) and not res["passed"] and res["skipped"]:
+        return "warn", note + ": every test skipped (no CUDA driver or device?)"
     return ("ok" if ok(r) else "fail"), note
 
 
@@ -610,11 +615,11 @@ def write_report(ctx):
                                                for e in env.get("exes", [])))
     g = R.get("gtest")
     if g:
-        L += ["", "## mergec-cuda-tests", "", "rc %s, %s s: %s passed, %s failed%s" % (
-            g["rc"], g["wall"], g["passed"], g["failed"], (", " + g["hint"]) if g["hint"] else "")]
+        L += ["", "## mergec-cuda-tests", "", "rc %s, %s s: %s passed, %s failed, %s skipped%s" % (
+            g["rc"], g["wall"], g["passed"], g["failed"], g["skipped"], (", " + g["hint"]) if g["hint"] else "")]
         if g["failing"]:
             L.append("failing: " + ", ".join(g["failing"]))
-        if g["rc"] != 0:
+        if g["rc"] != 0 or not g["passed"]:
             L += ["```", g["tail"], "```"]
     c = R.get("correctness")
     if c:
