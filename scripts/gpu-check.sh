@@ -1,0 +1,88 @@
+#!/bin/bash
+# Prepares the GPU check bundle: every tests/gpu/recipes/*.merge compiled into a merge
+# executable (with --device cuda where the compiler has it), mergec-cuda-tests when built, the
+# scripts and run.sh. Then prints the one command to run on the GPU machine.
+#   scripts/gpu-check.sh [BUILD_DIR (default build)] [BUNDLE_DIR (default gpu-bundle)]
+# Environment: MERGEC (the compiler, default BUILD/bin/mergec), MAX_MIB (default 60).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build}
+BUNDLE=${2:-$ROOT/gpu-bundle}
+MERGEC=${MERGEC:-$BUILD/bin/mergec}
+MAX_MIB=${MAX_MIB:-60}
+[ -x "$MERGEC" ] || { echo "gpu-check: no compiler at $MERGEC (build first, or set MERGEC)" >&2; exit 1; }
+# every public stdlib method must be exercised by some recipe
+for m in $(grep -ho '^def [a-z][a-z_0-9]*' "$ROOT"/stdlib/*.merge | awk '{print $2}'); do
+  grep -q "\b$m(" "$ROOT"/tests/gpu/recipes/*.merge ||
+    echo "gpu-check: WARNING: stdlib method $m is used by no tests/gpu/recipes/*.merge" >&2
+done
+rm -rf "$BUNDLE"
+mkdir -p "$BUNDLE/recipes"
+device_flag=(--device cuda)
+probe=$("$MERGEC" compile "$ROOT/tests/gpu/recipes/bench-ta.merge" --emit=exe --device cuda \
+          -o "$BUNDLE/.probe" 2>&1) || true
+rm -f "$BUNDLE/.probe"
+if grep -q "unknown option '--device'" <<<"$probe"; then
+  echo "gpu-check: WARNING: $MERGEC has no --device option: compiling CPU-only executables" \
+       "(the cuda steps will be reported as skipped)" >&2
+  device_flag=()
+fi
+exes="["
+sep=""
+for r in "$ROOT"/tests/gpu/recipes/*.merge; do
+  name=$(basename "$r" .merge)
+  t0=$(date +%s.%N)
+  "$MERGEC" compile "$r" --emit=exe "${device_flag[@]}" -o "$BUNDLE/$name"
+  kind=check; case $name in bench-*) kind=bench;; esac
+  awk -v n="$name" -v b="$(stat -c %s "$BUNDLE/$name")" -v t0="$t0" -v t1="$(date +%s.%N)" \
+    'BEGIN { printf "gpu-check: %-18s %6.1f MB  (%.1f s)\n", n, b / 1e6, t1 - t0 }'
+  exes+="$sep{\"name\": \"$name\", \"kind\": \"$kind\"}"
+  sep=", "
+  cp "$r" "$BUNDLE/recipes/"
+done
+echo "$exes]" > "$BUNDLE/exes.json"
+if [ -x "$BUILD/bin/mergec-cuda-tests" ]; then
+  cp "$BUILD/bin/mergec-cuda-tests" "$BUNDLE/"
+  echo "gpu-check: mergec-cuda-tests links:" $(ldd "$BUNDLE/mergec-cuda-tests" | awk '{print $1}' | grep -v vdso)
+  glibcxx=$(objdump -T "$BUNDLE/mergec-cuda-tests" 2>/dev/null | grep -o 'GLIBCXX_[0-9.]*' | sort -uV | tail -1 || true)
+  [ -n "$glibcxx" ] && echo "gpu-check: WARNING: mergec-cuda-tests needs the system's libstdc++ ($glibcxx);" \
+    "link it with -static-libstdc++ -static-libgcc to run anywhere" >&2
+else
+  echo "gpu-check: no $BUILD/bin/mergec-cuda-tests: the gtest step will be skipped" >&2
+fi
+cp "$ROOT"/tests/gpu/*.py "$ROOT/tests/gpu/run.sh" "$ROOT/tests/gpu/README.md" "$BUNDLE/"
+# what the GPU machine needs to know about this build: the CPU features the kernels were compiled
+# for, the newest glibc symbol version the executables need
+first=$(ls "$BUNDLE"/bench-ta)
+glibc=$(objdump -T "$first" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 || true)
+python3 - "$BUNDLE" "$glibc" "${#device_flag[@]}" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)" \
+  "$("$MERGEC" --version 2>&1 | head -1)" "$(realpath "$BUILD")" <<'PY'
+import json, sys
+bundle, glibc, cuda, rev, version, bundle_build = sys.argv[1:]
+flags = []
+with open("/proc/cpuinfo") as f:
+    for line in f:
+        if line.startswith("flags"):
+            flags = line.split(":", 1)[1].split()
+            break
+model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+json.dump({"harness_git": rev, "build_dir": bundle_build, "mergec": version, "cuda_compiled": cuda != "0", "glibc_needed": glibc,
+           "build_cpu": model, "cpu_flags": flags}, open(bundle + "/build-info.json", "w"), indent=1)
+PY
+echo "gpu-check: ldd $BUNDLE/bench-ta:"
+ldd "$BUNDLE/bench-ta" | sed 's/^/    /'
+if ldd "$BUNDLE/bench-ta" | grep -qiE 'stdc\+\+|llvm|mlir|not found'; then
+  echo "gpu-check: the executables link libraries the GPU machine may not have" >&2
+  exit 1
+fi
+echo "gpu-check: the executables need glibc >= ${glibc#GLIBC_} (this machine: $(ldd --version | head -1 | grep -o '[0-9.]*$'))"
+bytes=$(du -sb "$BUNDLE" | cut -f1)
+mib=$(( (bytes + 1048575) / 1048576 ))
+echo "gpu-check: bundle $BUNDLE: $(ls "$BUNDLE" | wc -l) entries, $mib MiB (limit $MAX_MIB MiB)"
+if [ "$mib" -ge "$MAX_MIB" ]; then
+  echo "gpu-check: the bundle is too large" >&2
+  exit 1
+fi
+rel=$(realpath --relative-to="$ROOT" "$BUNDLE" 2>/dev/null || echo "$BUNDLE")
+echo "gpu-check: on the GPU machine, from the repository root:"
+echo "    bash $rel/run.sh $rel"
