@@ -3,13 +3,16 @@
 # executable (with --device cuda where the compiler has it), mergec-cuda-tests when built, the
 # scripts and run.sh. Then prints the one command to run on the GPU machine.
 #   scripts/gpu-check.sh [BUILD_DIR (default build)] [BUNDLE_DIR (default gpu-bundle)]
-# Environment: MERGEC (the compiler, default BUILD/bin/mergec), MAX_MIB (default 60).
+# Environment: MERGEC (the compiler, default BUILD/bin/mergec), MAX_MIB (default 60), CPU (the
+# x86-64 CPU the executables' host kernels are built for, default x86-64-v3: the GPU machine's
+# processor is not this one, and kernels tuned for this one's features could stop it with SIGILL).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${1:-$ROOT/build}
 BUNDLE=${2:-$ROOT/gpu-bundle}
 MERGEC=${MERGEC:-$BUILD/bin/mergec}
 MAX_MIB=${MAX_MIB:-60}
+CPU=${CPU:-x86-64-v3}
 [ -x "$MERGEC" ] || { echo "gpu-check: no compiler at $MERGEC (build first, or set MERGEC)" >&2; exit 1; }
 # every public stdlib method must be exercised by some recipe
 for m in $(grep -ho '^def [a-z][a-z_0-9]*' "$ROOT"/stdlib/*.merge | awk '{print $2}'); do
@@ -32,7 +35,7 @@ sep=""
 for r in "$ROOT"/tests/gpu/recipes/*.merge; do
   name=$(basename "$r" .merge)
   t0=$(date +%s.%N)
-  "$MERGEC" compile "$r" --emit=exe "${device_flag[@]}" -o "$BUNDLE/$name"
+  "$MERGEC" compile "$r" --emit=exe "${device_flag[@]}" --cpu "$CPU" -o "$BUNDLE/$name"
   kind=check; case $name in bench-*) kind=bench;; esac
   awk -v n="$name" -v b="$(stat -c %s "$BUNDLE/$name")" -v t0="$t0" -v t1="$(date +%s.%N)" \
     'BEGIN { printf "gpu-check: %-18s %6.1f MB  (%.1f s)\n", n, b / 1e6, t1 - t0 }'

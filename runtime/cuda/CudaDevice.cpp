@@ -360,7 +360,7 @@ std::string CudaDevice::summary(size_t tensors) {
   auto rate = [](uint64_t bytes, double ms) { return ms > 0 ? bytes / (ms / 1e3) / 1e9 : 0.0; };
   char line[512];
   std::snprintf(line, sizeof line,
-                "cuda: %s: kernels %.1f ms over %zu tensors, host->device %.2f GB/s, "
+                "cuda: %s: kernels %.3f ms over %zu tensors, host->device %.2f GB/s, "
                 "device->host %.2f GB/s, peak device memory %.0f MiB",
                 s.device.c_str(), s.kernelMs, tensors,
                 rate(s.hostToDeviceBytes, s.hostToDeviceMs),
