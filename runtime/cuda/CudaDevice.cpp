@@ -524,15 +524,9 @@ void CudaDevice::launch(const CompiledRule &rule, size_t phase,
   args.push_back(&nl);
   addDescriptor(descs.back());
 
-  // A reduction: one block per chunk (its partials are the CPU's). Anything else walks the
-  // elements with a grid-stride loop: enough blocks to fill the GPU a few times over.
-  int64_t blocks;
-  if (p.kind == CompiledRule::Kind::Reduce)
-    blocks = static_cast<int64_t>(chunkCount(n));
-  else
-    blocks = std::min<int64_t>((n + abi::kGpuBlock - 1) / abi::kGpuBlock,
-                               8 * static_cast<int64_t>(multiprocessors_));
-  blocks = std::max<int64_t>(blocks, 1);
+  // Every phase kernel runs one block per chunk of the loop nest (KernelABI.h): a reduction's
+  // partials are then the CPU's, chunk by chunk.
+  int64_t blocks = std::max<int64_t>(static_cast<int64_t>(chunkCount(n)), 1);
   CUevent start;
   beginTiming(Queue::Compute, start);
   CUresult status =

@@ -1,13 +1,21 @@
 // RUN: merge-opt %s -merge-lower-kernels -canonicalize | FileCheck %s
-// A fused, specialized rule becomes a chunk function: memref arguments per input and for the
-// output, [begin, end), the layer context, one scf.for reading each input once.
+// A fused, specialized rule becomes a phase function: memref arguments per input and for the
+// output, [begin, end), the layer context, and the target-neutral loop nest: an scf.parallel
+// over chunks of 65536 elements around one scf.for reading each input once.
 
 // CHECK-LABEL: func.func @rule_0(
 // CHECK-SAME:    %[[BASE:[^:]*]]: memref<?xi16>, %[[A:[^:]*]]: memref<?xf16>, %[[OUT:[^:]*]]: memref<?xi16>,
 // CHECK-SAME:    %[[BEGIN:[^:]*]]: index, %[[END:[^:]*]]: index, %[[LAYER:[^:]*]]: f32, %[[NL:[^:]*]]: f32,
 // CHECK-SAME:    %[[SCALARS:[^:]*]]: memref<?xf64>)
 // CHECK-SAME:    merge.inputs = ["base", "a"]
-// CHECK:       scf.for %[[I:.*]] = %[[BEGIN]] to %[[END]] step
+// CHECK:       %[[SPAN:.*]] = arith.subi %[[END]], %[[BEGIN]] : index
+// CHECK:       %[[CHUNKS:.*]] = arith.ceildivsi %[[SPAN]], %[[K:c65536[_0-9]*]] : index
+// CHECK:       scf.parallel (%[[C:.*]]) = (%{{.*}}) to (%[[CHUNKS]]) step
+// CHECK:         %[[OFF:.*]] = arith.muli %[[C]], %[[K]] : index
+// CHECK:         %[[CB:.*]] = arith.addi %[[BEGIN]], %[[OFF]] : index
+// CHECK:         %[[CE0:.*]] = arith.addi %[[CB]], %[[K]] : index
+// CHECK:         %[[CE:.*]] = arith.minsi %[[END]], %[[CE0]] : index
+// CHECK:         scf.for %[[I:.*]] = %[[CB]] to %[[CE]] step
 // bf16 load: the bits become the top half of an f32.
 // CHECK:         %[[RB:.*]] = memref.load %[[BASE]][%[[I]]] : memref<?xi16>
 // CHECK-NEXT:    %[[WB:.*]] = arith.extui %[[RB]] : i16 to i32

@@ -21,8 +21,8 @@ using namespace mlir;
 namespace {
 
 constexpr int64_t kBlock = mergec::rt::abi::kGpuBlock;
-/// Elements each thread of a grid-stride loop has in flight per iteration: the body runs for
-/// i, i + S, ..., i + (kUnroll - 1) S (S: the grid's threads) with every load and computation
+/// Elements each thread of a map's chunk loop has in flight per iteration: the body runs for
+/// i, i + S, ..., i + (kUnroll - 1) S (S: the block's threads) with every load and computation
 /// first and the stores after, so a thread issues kUnroll independent loads per input before it
 /// waits on any. One element per iteration leaves HBM bandwidth unused (too few bytes in flight
 /// per SM). Copies past `end` read element end - 1 instead (always there, as i < end) and store
@@ -30,7 +30,7 @@ constexpr int64_t kBlock = mergec::rt::abi::kGpuBlock;
 constexpr int64_t kUnroll = 4;
 
 /// `loop` (over [first, end) by `stride`, no results) with kUnroll elements per iteration.
-void unrollGridStride(scf::ForOp loop, Value stride) {
+void unrollStrided(scf::ForOp loop, Value stride) {
   OpBuilder b(loop);
   Location loc = loop.getLoc();
   Value end = loop.getUpperBound();
@@ -68,22 +68,33 @@ void unrollGridStride(scf::ForOp loop, Value stride) {
   loop.erase();
 }
 
-/// The phase's loop over [begin, end): the one scf.for directly in the function body from the
-/// begin to the end argument (scalar loops before it, e.g. Weiszfeld's iterations, stay as they
-/// are: every thread computes them alike).
-scf::ForOp phaseLoop(func::FuncOp f) {
-  unsigned n = f.getNumArguments();
-  if (n < 5)
-    return nullptr;
-  scf::ForOp loop;
+/// The phase's loop nest (merge-lower-kernels): the scf.parallel over chunks directly in the
+/// function body, holding the scf.for over one chunk's elements. Scalar loops before it (e.g.
+/// Weiszfeld's iterations) stay as they are: every thread computes them alike.
+struct PhaseLoops {
+  scf::ParallelOp chunks;
+  scf::ForOp elements;
+};
+
+FailureOr<PhaseLoops> phaseLoops(func::FuncOp f) {
+  PhaseLoops loops;
   for (Operation &op : f.getBody().front())
-    if (auto l = dyn_cast<scf::ForOp>(op);
-        l && l.getLowerBound() == f.getArgument(n - 5) && l.getUpperBound() == f.getArgument(n - 4)) {
-      if (loop)
-        return nullptr;
-      loop = l;
+    if (auto p = dyn_cast<scf::ParallelOp>(op)) {
+      if (loops.chunks || p.getNumLoops() != 1)
+        return failure();
+      loops.chunks = p;
     }
-  return loop;
+  if (!loops.chunks)
+    return failure();
+  for (Operation &op : loops.chunks.getBody()->without_terminator())
+    if (auto l = dyn_cast<scf::ForOp>(op)) {
+      if (loops.elements)
+        return failure();
+      loops.elements = l;
+    }
+  if (!loops.elements || loops.chunks.getNumResults() != 0)
+    return failure();
+  return loops;
 }
 
 struct ConvertKernelsToGPUPass
@@ -103,15 +114,13 @@ struct ConvertKernelsToGPUPass
   }
 
   LogicalResult convert(func::FuncOp f, gpu::GPUModuleOp gpuModule) {
-    scf::ForOp loop = phaseLoop(f);
+    FailureOr<PhaseLoops> found = phaseLoops(f);
     unsigned numArgs = f.getNumArguments();
-    if (!loop)
-      return f.emitError("a phase function must hold one loop from its begin to its end "
-                         "argument (run merge-lower-kernels first)");
-    // Arguments (KernelABI.h): ..., result, begin, end, layer, num_layers, scalars.
-    Value result = f.getArgument(numArgs - 6), begin = f.getArgument(numArgs - 5),
-          end = f.getArgument(numArgs - 4);
-    (void)result;
+    if (failed(found) || numArgs < 5)
+      return f.emitError("a phase function must hold one scf.parallel over chunks around one "
+                         "scf.for over their elements (run merge-lower-kernels first)");
+    scf::ParallelOp chunks = found->chunks;
+    scf::ForOp loop = found->elements;
     bool reduction = loop.getNumResults() > 0;
     size_t m = loop.getNumResults();
 
@@ -144,38 +153,32 @@ struct ConvertKernelsToGPUPass
     b.setInsertionPoint(ret);
     gpu::ReturnOp::create(b, ret.getLoc());
     ret.erase();
-    begin = dst.getArgument(numArgs - 5);
-    end = dst.getArgument(numArgs - 4);
+    // Arguments (KernelABI.h): ..., result, begin, end, layer, num_layers, scalars.
+    Value begin = dst.getArgument(numArgs - 5), end = dst.getArgument(numArgs - 4);
     f.erase();
 
     Location loc = loop.getLoc();
-    b.setInsertionPoint(loop);
+    b.setInsertionPoint(chunks);
     Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
     Value bid = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
     Value block = arith::ConstantIndexOp::create(b, loc, kBlock);
+    // Block `bid` is chunk `bid` (the runtime launches one block per chunk): the body of the
+    // scf.parallel moves out with its induction variable bound to the block index, and the
+    // chunk's loop runs over the block's threads, thread t taking elements t, t + kBlock, ...
+    // in order.
+    Block *chunkBody = chunks.getBody();
+    chunkBody->getArgument(0).replaceAllUsesWith(bid);
+    chunkBody->getTerminator()->erase();
+    chunks->getBlock()->getOperations().splice(Block::iterator(chunks), chunkBody->getOperations());
+    chunks.erase();
+    b.setInsertionPoint(loop);
+    loop.getLowerBoundMutable().assign(
+        arith::AddIOp::create(b, loc, loop.getLowerBound(), tid).getResult());
+    loop.getStepMutable().assign(block);
     if (!reduction) {
-      // Grid-stride: every element once, whatever grid the runtime launched.
-      Value grid = gpu::GridDimOp::create(b, loc, gpu::Dimension::x);
-      Value first = arith::AddIOp::create(
-          b, loc, begin,
-          arith::AddIOp::create(b, loc, arith::MulIOp::create(b, loc, bid, block), tid));
-      Value stride = arith::MulIOp::create(b, loc, grid, block);
-      loop.getLowerBoundMutable().assign(first);
-      loop.getStepMutable().assign(stride);
-      unrollGridStride(loop, stride);
+      unrollStrided(loop, block);
       return success();
     }
-
-    // A reduction: block `bid` owns chunk [begin + bid * kChunk, min(end, ... + kChunk)); its
-    // thread t adds elements t, t + kBlock, ... of it in order.
-    Value chunk = arith::ConstantIndexOp::create(b, loc, mergec::rt::abi::kChunkElements);
-    Value chunkBegin =
-        arith::AddIOp::create(b, loc, begin, arith::MulIOp::create(b, loc, bid, chunk));
-    Value chunkEnd = arith::MinSIOp::create(b, loc, end,
-                                           arith::AddIOp::create(b, loc, chunkBegin, chunk));
-    loop.getLowerBoundMutable().assign(arith::AddIOp::create(b, loc, chunkBegin, tid));
-    loop.getUpperBoundMutable().assign(chunkEnd);
-    loop.getStepMutable().assign(block);
 
     // How each accumulator combines: the op that updates it in the loop (addf or maximumf).
     auto yield = cast<scf::YieldOp>(loop.getBody()->getTerminator());
@@ -199,7 +202,12 @@ struct ConvertKernelsToGPUPass
         stores.push_back(store);
     if (stores.size() != m)
       return kernel.emitError("reduction results must each be stored once");
-    b.setInsertionPointAfter(loop);
+    // After the last of them: the indices they store at are all computed by then.
+    Operation *lastStore = stores.front();
+    for (memref::StoreOp store : stores)
+      if (lastStore->isBeforeInBlock(store))
+        lastStore = store;
+    b.setInsertionPointAfter(lastStore);
     ArrayRef<BlockArgument> buffers = kernel.getWorkgroupAttributions();
     for (size_t j = 0; j < m; ++j)
       memref::StoreOp::create(b, loc, loop.getResult(j), buffers[j], ValueRange{tid});
@@ -226,12 +234,11 @@ struct ConvertKernelsToGPUPass
     Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, zero);
     auto write = scf::IfOp::create(b, loc, first, /*withElseRegion=*/false);
     b.setInsertionPointToStart(write.thenBlock());
-    Value base = arith::MulIOp::create(b, loc, bid, arith::ConstantIndexOp::create(b, loc, m));
     for (memref::StoreOp store : stores) {
       size_t j = llvm::find(loop.getResults(), store.getValueToStore()) - loop.getResults().begin();
       Value total = memref::LoadOp::create(b, loc, buffers[j], ValueRange{zero});
-      Value index = arith::AddIOp::create(b, loc, base, store.getIndices()[0]);
-      memref::StoreOp::create(b, loc, total, store.getMemRef(), ValueRange{index});
+      // result[bid * m + j]: the index merge-lower-kernels computed for chunk bid.
+      memref::StoreOp::create(b, loc, total, store.getMemRef(), store.getIndices());
       store.erase();
     }
     return success();

@@ -284,8 +284,26 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
         values.push_back(map.lookupOrDefault(v));
       return values;
     };
+    // The target-neutral loop nest: [begin, end) in chunks of kChunkElements, the chunks
+    // independent (scf.parallel), each chunk's elements in order (scf.for). A reduction's
+    // chunk c writes its partials at result[c * m + j], so how a target spreads the chunks
+    // (a CPU thread pool calling one chunk at a time, one GPU block each) never changes which
+    // elements a partial holds or in which order they were added; the runtime combines the
+    // partials in chunk order.
+    Value chunkSize = arith::ConstantIndexOp::create(b, loc, rt::abi::kChunkElements);
+    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+    Value chunks = arith::CeilDivSIOp::create(b, loc, arith::SubIOp::create(b, loc, end, begin),
+                                              chunkSize);
+    auto overChunks = scf::ParallelOp::create(b, loc, ValueRange{zero}, ValueRange{chunks},
+                                              ValueRange{one});
+    b.setInsertionPoint(overChunks.getBody()->getTerminator());
+    Value c = overChunks.getInductionVars()[0];
+    Value chunkBegin =
+        arith::AddIOp::create(b, loc, begin, arith::MulIOp::create(b, loc, c, chunkSize));
+    Value chunkEnd = arith::MinSIOp::create(b, loc, end,
+                                           arith::AddIOp::create(b, loc, chunkBegin, chunkSize));
     if (!reduce) {
-      auto loop = scf::ForOp::create(b, loc, begin, end, one);
+      auto loop = scf::ForOp::create(b, loc, chunkBegin, chunkEnd, one);
       b.setInsertionPointToStart(loop.getBody());
       Value value = loadElements(b, loop.getInductionVar())[0];
       if (final)
@@ -301,7 +319,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
             b, loc, b.getF64Type(),
             APFloat(isSum.back() ? 0.0 : -std::numeric_limits<double>::infinity())));
       }
-      auto loop = scf::ForOp::create(b, loc, begin, end, one, inits);
+      auto loop = scf::ForOp::create(b, loc, chunkBegin, chunkEnd, one, inits);
       b.setInsertionPointToStart(loop.getBody());
       SmallVector<Value> values = loadElements(b, loop.getInductionVar());
       SmallVector<Value> next;
@@ -313,9 +331,12 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       }
       scf::YieldOp::create(b, loc, next);
       b.setInsertionPointAfter(loop);
-      for (unsigned j = 0; j < values.size(); ++j)
-        memref::StoreOp::create(b, loc, loop.getResult(j), result,
-                                ValueRange{arith::ConstantIndexOp::create(b, loc, j)});
+      Value m = arith::ConstantIndexOp::create(b, loc, static_cast<int64_t>(values.size()));
+      Value first = arith::MulIOp::create(b, loc, c, m);
+      for (unsigned j = 0; j < values.size(); ++j) {
+        Value slot = arith::AddIOp::create(b, loc, first, arith::ConstantIndexOp::create(b, loc, j));
+        memref::StoreOp::create(b, loc, loop.getResult(j), result, ValueRange{slot});
+      }
     }
     b.setInsertionPointToEnd(entry);
     func::ReturnOp::create(b, loc);

@@ -5,17 +5,27 @@
 include "mlir/Pass/PassBase.td"
 
 def MergeLowerKernels : Pass<"merge-lower-kernels", "mlir::ModuleOp"> {
-  let summary = "Lower each fused rule to a chunk function: a loop over memrefs";
+  let summary = "Lower each fused rule to phase functions: a target-neutral loop nest over memrefs";
   let description = [{
     A specialized rule (its inputs and result have storage dtypes) becomes
 
       `func @rule(%in0: memref<?xS0>, ..., %out: memref<?xSo>, %begin: index, %end: index,
-                  %layer: f32, %num_layers: f32)`
+                  %layer: f32, %num_layers: f32, %scalars: memref<?xf64>)`
 
-    whose body computes the scalars once and then runs `scf.for %i = %begin to %end` over the
-    kernel body: `load(in_k[i])` widened to f32 (bf16 as `bitcast(zext(bits) << 16)`),
-    the kernel's arith ops, and a store rounded to So (bf16: round to nearest even on the
-    bits, NaN kept quiet). The runtime calls it on chunks from its thread pool. bf16 storage is
+    (one function per phase: `rule_N_phaseK` for reductions, selections and row phases, the
+    rule's name for the map phase) whose body computes the scalars once and then runs the
+    target-neutral loop nest over [begin, end):
+
+      scf.parallel (%c) = (0) to (ceildiv(end - begin, 65536)) {   // independent chunks
+        scf.for %i = begin + c * 65536 to min(end, ...) { ... }    // a chunk's elements, in order
+      }
+
+    with the kernel body inside: `load(in_k[i])` widened to f32 (bf16 as
+    `bitcast(zext(bits) << 16)`), the kernel's arith ops, and a store rounded to So (bf16:
+    round to nearest even on the bits, NaN kept quiet). A reduction phase carries f64
+    accumulators through the chunk's loop and stores chunk c's partials at
+    result[c * m + j]: which elements a partial holds, and their order, is fixed by the IR,
+    whichever target runs the chunks (KernelABI.h). bf16 storage is
     carried as i16 memrefs so the rounding is explicit integer code that vectorizes, not a
     libcall. The func keeps `merge.inputs`, the model of each memref argument.
   }];
@@ -30,16 +40,18 @@ def MergeConvertKernelsToGPU : Pass<"merge-convert-kernels-to-gpu", "mlir::Modul
     `func.func` phase of the module becomes a `gpu.func ... kernel` with the same arguments
     (so the runtime passes the same flattened descriptors as to the CPU's packed functions)
     inside `gpu.module @mergec_kernels`, with a known block size of abi::kGpuBlock threads.
-    Its loop over [begin, end) is redistributed over the threads:
+    The loop nest merge-lower-kernels made (an scf.parallel over chunks, an scf.for over each
+    chunk's elements) maps onto the grid: block b is chunk b (the runtime launches one block
+    per chunk) and the chunk's loop is spread over its threads, thread t taking elements
+    t, t + blockDim, ... of the chunk in order.
 
-    - a loop without results (map, select and row-key phases) becomes a grid-stride loop:
-      thread t of block b starts at begin + b * blockDim + t and steps by gridDim * blockDim, so
-      any grid computes every element once;
-    - a reduction loop (f64 accumulators) runs one block per Device::kChunk elements: each
-      thread accumulates its elements of the block's chunk in order, the block combines the
-      threads' partials in a fixed tree in workgroup memory (no atomics: the same bits every
-      run), and thread 0 writes the chunk's partial j at result[block * m + j]; the runtime
-      combines the chunks in chunk order exactly as for the CPU.
+    - a loop without results (map, select and row-key phases) handles four elements per
+      iteration, all loads first and the stores after, so each thread has four loads per input
+      in flight;
+    - a reduction loop (f64 accumulators): the block combines its threads' partials in a fixed
+      tree in workgroup memory (no atomics: the same bits every run), and thread 0 stores chunk
+      b's partial j where the loop nest put it, result[b * m + j]; the runtime combines the
+      chunks in chunk order exactly as for the CPU.
   }];
   let dependentDialects = ["mlir::gpu::GPUDialect", "mlir::arith::ArithDialect",
                            "mlir::scf::SCFDialect", "mlir::memref::MemRefDialect"];

@@ -16,11 +16,13 @@ constexpr int64_t kColsSlot = 1;     ///< the length of the last dimension (1 fo
 constexpr int64_t kNumelSlot = 2;    ///< the number of elements
 constexpr int64_t kFirstPhaseSlot = 4;
 
-/// GPU kernels (the CUDA target) run in blocks of kGpuBlock threads. A reduction phase runs one
-/// block per Device::kChunk elements and writes that chunk's partials at result[block * m + j]
-/// (m reductions), so partials and their combination are the CPU's; the block adds its elements
-/// in a fixed tree (no atomics), so results are the same run to run. Every other phase walks
-/// [begin, end) with a grid-stride loop: any grid size computes the same elements.
+/// Every phase function is a loop nest over [begin, end) in chunks of kChunkElements: chunk c
+/// (of this call) is [begin + c * kChunkElements, min(end, begin + (c + 1) * kChunkElements)),
+/// its elements in order; a reduction phase writes chunk c's m partials at result[c * m + j].
+/// The CPU calls a phase once per chunk (begin, end: that chunk; result: its partials), so c
+/// is 0; a GPU launches it once over [0, n) with one block of kGpuBlock threads per chunk,
+/// the block adding its elements in a fixed tree (no atomics: the same bits every run).
+/// Either way the partials and their combination in chunk order are the same.
 constexpr int64_t kGpuBlock = 256;
 /// Elements per chunk (Device::kChunk): the unit of parallel work and of reduction partials.
 constexpr int64_t kChunkElements = 1 << 16;
