@@ -7,14 +7,20 @@
 // CHECK-LABEL: func.func @rule_0_phase0(
 // CHECK-SAME:    %[[A:[^:]*]]: memref<?xf32>, %[[RES:[^:]*]]: memref<?xf64>,
 // CHECK-SAME:    merge.kinds = #merge<reductions[sum, max]>
+// The loop nest: chunk c of the call (an scf.parallel over chunks) accumulates its elements in
+// order and stores its two partials at result[c * 2 + j].
+// CHECK:       scf.parallel (%[[C:.*]]) = (%{{.*}}) to (%{{.*}}) step
 // CHECK:       %[[ACC:.*]]:2 = scf.for %{{.*}} = %{{.*}} to %{{.*}} step %{{.*}} iter_args(%[[P:.*]] = %{{.*}}, %[[Q:.*]] = %{{.*}}) -> (f64, f64) {
 // CHECK:         %[[SQ:.*]] = arith.mulf
 // CHECK-DAG:     %[[W:.*]] = arith.extf %[[SQ]] : f32 to f64
 // CHECK-DAG:     %[[N:.*]] = arith.addf %[[P]], %[[W]] : f64
 // CHECK-DAG:     %[[M:.*]] = arith.maximumf %[[Q]], %{{.*}} : f64
 // CHECK:         scf.yield %[[N]], %[[M]] : f64, f64
-// CHECK-DAG:   memref.store %[[ACC]]#0, %[[RES]][%{{.*}}] : memref<?xf64>
-// CHECK-DAG:   memref.store %[[ACC]]#1, %[[RES]][%{{.*}}] : memref<?xf64>
+// CHECK:       %[[FIRST:.*]] = arith.muli %[[C]], %[[M:c2[_0-9]*]] : index
+// CHECK-DAG:   memref.store %[[ACC]]#0, %[[RES]][%[[FIRST]]] : memref<?xf64>
+// CHECK-DAG:   %[[SECOND:.*]] = arith.addi %[[FIRST]], %{{c1[_0-9]*}} : index
+// CHECK-DAG:   memref.store %[[ACC]]#1, %[[RES]][%[[SECOND]]] : memref<?xf64>
+// CHECK:       scf.reduce
 
 // CHECK-LABEL: func.func @rule_0(
 // CHECK-SAME:    %[[SC:[^:]*]]: memref<?xf64>)

@@ -29,14 +29,24 @@ func.func @rule_0() -> !merge.tensor attributes {merge.store = bf16} {
 // CHECK-LABEL: func.func @rule_0_phase0(
 // CHECK-SAME:    %[[A:[^:]*]]: memref<?xi16>, %{{[^:]*}}: memref<?xf32>, %[[KEYS:[^:]*]]: memref<?xf32>,
 // CHECK-SAME:    merge.kind = #merge.select<topk>
-// CHECK:         memref.store %{{.*}}, %[[KEYS]][%{{.*}}] : memref<?xf32>
+// A selection phase writes one key per element, in the same loop nest as every phase: chunks
+// in an scf.parallel, a chunk's elements in order.
+// CHECK:         scf.parallel (%[[C:.*]]) = (%{{.*}}) to (%{{.*}}) step
+// CHECK:           scf.for %[[J:.*]] = %{{.*}} to %{{.*}} step
+// CHECK:             memref.store %{{.*}}, %[[KEYS]][%[[J]]] : memref<?xf32>
+// CHECK:           scf.reduce
 // CHECK-LABEL: func.func @rule_0_phase1(
+// CHECK-SAME:    %{{[^:]*}}: memref<?xi16>, %{{[^:]*}}: memref<?xf32>, %[[RKEYS:[^:]*]]: memref<?xf32>,
 // CHECK-SAME:    merge.kind = #merge.row<rank>
+// CHECK:         scf.parallel
+// CHECK:           scf.for %[[K:.*]] = %{{.*}} to %{{.*}} step
+// CHECK:             memref.store %{{.*}}, %[[RKEYS]][%[[K]]] : memref<?xf32>
 // CHECK-LABEL: func.func @rule_0(
 // CHECK-SAME:    %[[A2:[^:]*]]: memref<?xi16>, %[[RANKS:[^:]*]]: memref<?xf32>, %[[OUT:[^:]*]]: memref<?xi16>,
 // CHECK-SAME:    %[[SC:[^:]*]]: memref<?xf64>)
 // CHECK:         %[[C5:.*]] = arith.constant 5 : index
 // CHECK:         %[[T1:.*]] = memref.load %[[SC]][%[[C5]]] : memref<?xf64>
+// CHECK:         scf.parallel
 // CHECK:         scf.for %[[I:.*]] = %{{.*}} to %{{.*}} step
 // CHECK:           %[[RANK:.*]] = memref.load %[[RANKS]][%[[I]]] : memref<?xf32>
 // CHECK:           %[[IDX:.*]] = arith.index_cast %[[I]] : index to i64
