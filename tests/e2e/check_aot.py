@@ -142,7 +142,7 @@ def case_errors(work):
             (["--set", "lam=1e999"], "not a number"),
             (["--set", "nope=1"], "the recipe has no param 'nope'"),
             (["--model", "c=models/a"], "the recipe has no model 'c'"),
-            (["--threads", "0"], "--threads needs a number from 1 to 1024")):
+            (["--threads", "0"], "--threads: '0' is not a number from 1 to 1024")):
         r = run_exe(exe, ["-o", os.path.join(work, "out")] + args, cwd=work, expect=2)
         runner.expect(message in r.stderr, r.stderr)
         print(r.stderr.strip())

@@ -11,6 +11,7 @@
 #include "mergec/Runtime/Number.h"
 #include "mergec/Runtime/OutputDirectory.h"
 #include "mergec/Runtime/RuleDescription.h"
+#include "mergec/Runtime/RunOptionsParser.h"
 #include "mergec/Runtime/Size.h"
 
 #include <nlohmann/json.hpp>
@@ -176,12 +177,6 @@ int run(int argc, char **argv) {
         return std::nullopt;
       return std::string(argv[++i]);
     };
-    auto flag = [&](bool &target) {
-      if (inlineValue)
-        return false;
-      target = true;
-      return true;
-    };
     if (arg == "--help" || arg == "-h") {
       usage(std::cout, program);
       return 0;
@@ -219,46 +214,17 @@ int run(int argc, char **argv) {
                             "compile RECIPE --emit=exe --set " + name + "=" + text + "`");
         it->second = *number;
       }
-    } else if (arg == "--dtype") {
-      auto v = next();
-      if (!v || (*v != "f32" && *v != "bf16" && *v != "f16"))
-        return usageError("--dtype must be f32, bf16 or f16");
-      options.dtype = *v == "f32" ? rt::DType::F32 : *v == "bf16" ? rt::DType::BF16 : rt::DType::F16;
-    } else if (arg == "--threads") {
-      auto v = next();
-      unsigned n = 0;
-      if (!v || std::from_chars(v->data(), v->data() + v->size(), n).ptr != v->data() + v->size() ||
-          v->empty() || n == 0 || n > 1024)
-        return usageError("--threads needs a number from 1 to 1024");
-      options.threads = n;
-    } else if (arg == "--shard-size" || arg == "--max-memory" || arg == "--max-gpu-memory") {
-      auto v = next();
-      std::optional<uint64_t> size;
-      if (!v || !(size = rt::parseSize(*v)) || *size == 0)
-        return usageError(arg + ": '" + v.value_or("") + "' is not a size (e.g. 5GB, 500MiB)");
-      (arg == "--shard-size"   ? options.shardSize
-       : arg == "--max-memory" ? options.maxMemory
-                               : options.maxGpuMemory) = *size;
-    } else if (arg == "--device") {
-      auto v = next();
-      if (!v || (*v != "cpu" && *v != "cuda"))
-        return usageError("--device must be cpu or cuda");
-      if (*v == "cuda" && !hasDeviceKernels(program))
+    } else if (rt::RunOptionArity arity = rt::runOptionArity(arg);
+               arity != rt::RunOptionArity::NotARunOption) {
+      // The options merge executables share with `mergec run` (one parser, one set of messages).
+      std::optional<std::string> optionValue =
+          arity == rt::RunOptionArity::Value ? next() : inlineValue ? std::optional(value)
+                                                                     : std::nullopt;
+      if (std::string error = rt::applyRunOption(arg, optionValue, options); !error.empty())
+        return usageError(error);
+      if (arg == "--device" && options.device == "cuda" && !hasDeviceKernels(program))
         return usageError("--device cuda: this executable has no GPU kernels (compile it with "
                           "`mergec compile RECIPE --emit=exe --device cuda`)");
-      options.device = *v;
-    } else if (arg == "--force") {
-      if (!flag(options.force))
-        return usageError(arg + " takes no value");
-    } else if (arg == "--quiet") {
-      if (!flag(options.quiet))
-        return usageError(arg + " takes no value");
-    } else if (arg == "--strict") {
-      if (!flag(options.strict))
-        return usageError(arg + " takes no value");
-    } else if (arg == "--verbose") {
-      if (!flag(options.verbose))
-        return usageError(arg + " takes no value");
     } else {
       return usageError("unexpected argument '" + arg + "'");
     }

@@ -1,5 +1,6 @@
 //===- Options.cpp - mergec's command line --------------------------------===//
 #include "Options.h"
+#include "mergec/Runtime/RunOptionsParser.h"
 #include "mergec/Runtime/Size.h"
 #include <cctype>
 #include <charconv>
@@ -136,35 +137,14 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
           return usageError(arg + " " + name + " given twice ('" + previous + "' and '" +
                             kv->second + "')");
       list.push_back(*kv);
-    } else if (arg == "--dtype") {
-      if (!next(v) || !parseOutputDType(v))
-        return usageError("--dtype must be f32, bf16 or f16");
-      cl.dtype = parseOutputDType(v);
-      cl.run.dtype = cl.dtype;
-    } else if (arg == "--threads") {
-      // A plain decimal integer, all of it: from_chars alone would read "2x" as 2.
-      unsigned n = 0;
-      if (!next(v))
-        return usageError("--threads needs a number from 1 to 1024");
-      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-      if (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0])) || ec != std::errc() ||
-          end != v.data() + v.size() || n == 0 || n > 1024)
-        return usageError("--threads: '" + v + "' is not a number from 1 to 1024");
-      cl.run.threads = n;
-    } else if (arg == "--shard-size") {
-      std::optional<uint64_t> size;
-      if (!next(v) || !(size = rt::parseSize(v)) || *size == 0)
-        return usageError("--shard-size: '" + v + "' is not a size (e.g. 5GB, 500MiB)");
-      cl.run.shardSize = *size;
-    } else if (arg == "--max-memory") {
-      std::optional<uint64_t> size;
-      if (!next(v) || !(size = rt::parseSize(v)) || *size == 0)
-        return usageError("--max-memory: '" + v + "' is not a size (e.g. 16GB)");
-      cl.run.maxMemory = *size;
-    } else if (arg == "--device") {
-      if (!next(v) || (v != "cpu" && v != "cuda"))
-        return usageError("--device must be cpu or cuda");
-      cl.run.device = v;
+    } else if (rt::RunOptionArity arity = rt::runOptionArity(arg);
+               arity != rt::RunOptionArity::NotARunOption) {
+      // The options `mergec run` shares with merge executables (one parser, one set of messages).
+      std::optional<std::string> optionValue;
+      if (arity == rt::RunOptionArity::Value ? next(v) : inlineValue)
+        optionValue = arity == rt::RunOptionArity::Value ? v : value;
+      if (std::string error = rt::applyRunOption(arg, optionValue, cl.run); !error.empty())
+        return usageError(error);
     } else if (arg == "--cpu" && cl.command == Command::Compile) {
       if (!next(v) || v.empty())
         return usageError("--cpu needs an x86-64 CPU name such as x86-64-v3 (default: this one)");
@@ -173,11 +153,6 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       if (!next(v) || v.rfind("sm_", 0) != 0)
         return usageError("--gpu-arch needs an NVIDIA architecture such as sm_90");
       cl.gpuArch = v;
-    } else if (arg == "--max-gpu-memory") {
-      std::optional<uint64_t> size;
-      if (!next(v) || !(size = rt::parseSize(v)) || *size == 0)
-        return usageError("--max-gpu-memory: '" + v + "' is not a size (e.g. 8GB)");
-      cl.run.maxGpuMemory = *size;
     } else if (arg == "--emit") {
       if (inlineValue && value.empty()) {
         std::cout << kStages;
@@ -192,19 +167,10 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       if (!next(v) || v.empty())
         return usageError("--cache-dir needs a directory");
       cl.cacheDir = v;
-    } else if (arg == "--no-cache" && !inlineValue) {
+    } else if (arg == "--no-cache") {
+      if (inlineValue)
+        return usageError(arg + " takes no value");
       cl.noCache = true;
-    } else if (arg == "--force" && !inlineValue) {
-      cl.run.force = true;
-    } else if (arg == "--quiet" && !inlineValue) {
-      cl.run.quiet = true;
-    } else if (arg == "--strict" && !inlineValue) {
-      cl.run.strict = true;
-    } else if (arg == "--verbose" && !inlineValue) {
-      cl.verbose = cl.run.verbose = true;
-    } else if (inlineValue && (arg == "--force" || arg == "--quiet" || arg == "--verbose" ||
-                               arg == "--no-cache" || arg == "--strict")) {
-      return usageError(arg + " takes no value");
     } else if (!arg.empty() && arg[0] == '-' && arg != "-") {
       return usageError("unknown option '" + arg + "'");
     } else if (cl.recipe.empty()) {
@@ -213,6 +179,8 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       return usageError("unexpected argument '" + arg + "'");
     }
   }
+  cl.dtype = cl.run.dtype;
+  cl.verbose = cl.run.verbose;
   if (cl.recipe.empty())
     return usageError("no recipe given");
   if (cl.command == Command::Run && cl.run.output.empty())

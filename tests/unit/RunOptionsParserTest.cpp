@@ -1,0 +1,47 @@
+//===- RunOptionsParserTest.cpp - the run options mergec and executables share -===//
+#include "mergec/Runtime/RunOptionsParser.h"
+#include <gtest/gtest.h>
+
+using namespace mergec::rt;
+
+TEST(RunOptionsParser, KnowsEachOptionAndItsArity) {
+  for (const char *flag : {"--force", "--quiet", "--strict", "--verbose"})
+    EXPECT_EQ(runOptionArity(flag), RunOptionArity::Flag) << flag;
+  for (const char *option : {"--dtype", "--threads", "--shard-size", "--max-memory",
+                             "--max-gpu-memory", "--device"})
+    EXPECT_EQ(runOptionArity(option), RunOptionArity::Value) << option;
+  for (const char *other : {"-o", "--model", "--set", "--emit", "--help", "--thread"})
+    EXPECT_EQ(runOptionArity(other), RunOptionArity::NotARunOption) << other;
+}
+
+TEST(RunOptionsParser, AppliesValues) {
+  RunOptions o;
+  EXPECT_EQ(applyRunOption("--dtype", "bf16", o), "");
+  EXPECT_EQ(o.dtype, DType::BF16);
+  EXPECT_EQ(applyRunOption("--threads", "12", o), "");
+  EXPECT_EQ(o.threads, 12u);
+  EXPECT_EQ(applyRunOption("--shard-size", "500MiB", o), "");
+  EXPECT_EQ(o.shardSize, 500ull << 20);
+  EXPECT_EQ(applyRunOption("--max-gpu-memory", "8GB", o), "");
+  EXPECT_EQ(o.maxGpuMemory, 8'000'000'000ull);
+  EXPECT_EQ(applyRunOption("--device", "cuda", o), "");
+  EXPECT_EQ(o.device, "cuda");
+  EXPECT_EQ(applyRunOption("--strict", std::nullopt, o), "");
+  EXPECT_TRUE(o.strict);
+}
+
+TEST(RunOptionsParser, RefusesWithOneMessageEach) {
+  RunOptions o;
+  EXPECT_EQ(applyRunOption("--dtype", "f64", o), "--dtype must be f32, bf16 or f16");
+  EXPECT_EQ(applyRunOption("--dtype", std::nullopt, o), "--dtype must be f32, bf16 or f16");
+  EXPECT_EQ(applyRunOption("--threads", "2x", o), "--threads: '2x' is not a number from 1 to 1024");
+  EXPECT_EQ(applyRunOption("--threads", "0", o), "--threads: '0' is not a number from 1 to 1024");
+  EXPECT_EQ(applyRunOption("--threads", std::nullopt, o), "--threads needs a number from 1 to 1024");
+  EXPECT_EQ(applyRunOption("--max-memory", "lots", o),
+            "--max-memory: 'lots' is not a size (e.g. 16GB)");
+  EXPECT_EQ(applyRunOption("--shard-size", "0", o),
+            "--shard-size: '0' is not a size (e.g. 5GB, 500MiB)");
+  EXPECT_EQ(applyRunOption("--device", "tpu", o), "--device must be cpu or cuda");
+  EXPECT_EQ(applyRunOption("--force", "yes", o), "--force takes no value");
+  EXPECT_FALSE(o.force);
+}
