@@ -1,5 +1,6 @@
 //===- Executor.cpp - plan a merge and stream it through the kernels ------===//
 #include "mergec/Runtime/Executor.h"
+#include "mergec/Runtime/ModelCard.h"
 #include "Support.h"
 #include "mergec/Runtime/KernelABI.h"
 #include "mergec/Runtime/ModelConfig.h"
@@ -990,6 +991,14 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
       std::fprintf(stderr, "mergec: warning: %s\n", warning.c_str());
   }
   writeManifest(plan, options, outDir.tempPath());
+  if (options.modelCard) {
+    std::string path = outDir.tempPath() + "/README.md";
+    std::ofstream card(path, std::ios::binary);
+    card << modelCard(plan, options);
+    card.close();
+    if (!card)
+      throw RuntimeError("cannot write " + path);
+  }
   outDir.commit();
   stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

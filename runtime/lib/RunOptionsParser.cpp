@@ -32,6 +32,8 @@ constexpr FlagOption kFlags[] = {
 } // namespace
 
 RunOptionArity runOptionArity(std::string_view name) {
+  if (name == "--no-model-card")
+    return RunOptionArity::Flag;
   for (const FlagOption &f : kFlags)
     if (name == f.name)
       return RunOptionArity::Flag;
@@ -46,6 +48,12 @@ RunOptionArity runOptionArity(std::string_view name) {
 std::string applyRunOption(std::string_view name, const std::optional<std::string> &value,
                            RunOptions &options) {
   std::string arg(name);
+  if (name == "--no-model-card") {
+    if (value)
+      return arg + " takes no value";
+    options.modelCard = false;
+    return "";
+  }
   for (const FlagOption &f : kFlags)
     if (name == f.name) {
       if (value)

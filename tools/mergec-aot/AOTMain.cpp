@@ -119,7 +119,8 @@ void usage(std::ostream &os, const json &program) {
   os << "usage: " << programName
      << " -o OUT [--model NAME=PATH]... [--set NAME=VALUE]... [--dtype f32|bf16|f16]\n"
         "       [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--strict]\n"
-        "       [--quiet] [--verbose] [--device cpu|cuda] [--max-gpu-memory SIZE]\n\n"
+        "       [--quiet] [--verbose] [--device cpu|cuda] [--max-gpu-memory SIZE]\n"
+        "       [--no-model-card]\n\n"
      << "A merge compiled ahead of time by mergec " << program.at("mergec_version").get<std::string>()
      << " from " << program.at("recipe").at("path").get<std::string>() << " (sha256 "
      << program.at("recipe").at("sha256").get<std::string>().substr(0, 12) << ").\n\nmodels:\n";
@@ -240,6 +241,8 @@ int run(int argc, char **argv) {
     options.provenance.params.emplace_back(p.at(0).get<std::string>(),
                                            params.at(p.at(0).get<std::string>()));
   options.provenance.build = "aot";
+  if (auto methods = program.find("methods"); methods != program.end())
+    options.provenance.methods = methods->get<std::vector<std::string>>();
   char self[PATH_MAX];
   if (::realpath("/proc/self/exe", self))
     options.provenance.executable = self;

@@ -103,6 +103,7 @@ nlohmann::json aheadOfTimeProgram(const sema::Program &program, KernelJIT &jit,
           {"models", models},
           {"output_model", program.outputModel},
           {"params", provenance.params},
+          {"methods", provenance.methods},
           {"fixed_params", program.fixedParams},
           {"rules", rules}};
 }

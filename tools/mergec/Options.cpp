@@ -16,6 +16,7 @@ const char *kUsage = R"(usage:
                     [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--strict]
                     [--quiet] [--verbose] [--cache-dir DIR | --no-cache]
                     [--device cpu|cuda] [--gpu-arch sm_NN] [--max-gpu-memory SIZE]
+                    [--no-model-card]
   mergec compile RECIPE --emit=STAGE [-o FILE] [--set NAME=VALUE]... [--model NAME=PATH]...
                     [--dtype f32|bf16|f16] [--cache-dir DIR | --no-cache]
                     [--device cpu|cuda] [--gpu-arch sm_NN] [--cpu NAME]

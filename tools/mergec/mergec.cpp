@@ -35,6 +35,7 @@
 #include <sstream>
 #include <sys/stat.h>
 #include <functional>
+#include <set>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -222,9 +223,50 @@ std::vector<rt::ProtectedInput> protectedInputs(const CommandLine &cl, const Com
   return inputs;
 }
 
+/// The standard library's public methods the recipe calls, in the order they first appear (in
+/// its rules, then in its own defs), for the model card.
+std::vector<std::string> methodsUsed(const Compilation &c) {
+  std::set<std::string> library;
+  for (const auto &lib : c.libraries)
+    for (const ast::DefDecl &def : lib->defs)
+      if (!def.name.empty() && def.name[0] != '_')
+        library.insert(def.name);
+  for (const ast::DefDecl &def : c.recipe->defs)
+    library.erase(def.name); // the recipe's own def shadows the library's
+  std::vector<std::string> used;
+  std::function<void(const ast::Expr *)> walk = [&](const ast::Expr *e) {
+    if (!e)
+      return;
+    if (auto *call = llvm::dyn_cast<ast::CallExpr>(e)) {
+      if (library.count(call->callee) &&
+          std::find(used.begin(), used.end(), call->callee) == used.end())
+        used.push_back(call->callee);
+      for (const ast::Argument &a : call->args)
+        walk(a.value.get());
+    } else if (auto *u = llvm::dyn_cast<ast::UnaryExpr>(e)) {
+      walk(u->operand.get());
+    } else if (auto *b = llvm::dyn_cast<ast::BinaryExpr>(e)) {
+      walk(b->lhs.get());
+      walk(b->rhs.get());
+    } else if (auto *l = llvm::dyn_cast<ast::ListExpr>(e)) {
+      for (const ast::ExprPtr &x : l->elements)
+        walk(x.get());
+    }
+  };
+  for (const ast::MergeDecl &m : c.recipe->merges)
+    for (const ast::Rule &r : m.rules)
+      walk(r.body.get());
+  for (const ast::DefDecl &def : c.recipe->defs)
+    walk(def.body.get());
+  return used;
+}
+
 /// What a merge records about its recipe (mergec-manifest.json; embedded in executables).
 rt::RunOptions::Provenance provenance(const CommandLine &cl, const Compilation &c) {
-  return {MERGEC_VERSION, cl.recipe, c.source, sha256Hex(c.source), c.program->params};
+  rt::RunOptions::Provenance p{MERGEC_VERSION, cl.recipe, c.source, sha256Hex(c.source),
+                               c.program->params};
+  p.methods = methodsUsed(c);
+  return p;
 }
 
 KernelJITOptions jitOptions(const CommandLine &cl, const Compilation &c) {

@@ -87,9 +87,16 @@ OPTIONAL_OUTPUT_FILES = ("mergec-manifest.json",)
 
 def output_files(out):
     """The sorted file names of an output directory, less OPTIONAL_OUTPUT_FILES (each of which,
-    when present, must be valid JSON)."""
+    when present, must be valid JSON) and the model card README.md (which, when present, must
+    start with its YAML front matter and name mergec; tests/e2e/model-card.test checks it)."""
     import json
     files = sorted(os.listdir(out))
+    if "README.md" in files:
+        with open(os.path.join(out, "README.md")) as x:
+            card = x.read()
+        if not card.startswith("---\nbase_model:\n") or "mergec" not in card:
+            raise TestFailure("README.md is not mergec's model card")
+        files.remove("README.md")
     for f in OPTIONAL_OUTPUT_FILES:
         if f in files:
             with open(os.path.join(out, f)) as x:

@@ -124,7 +124,12 @@ struct RunOptions {
     /// How the kernels were built: "jit" (mergec run) or "aot" (an executable; `executable`
     /// names it).
     std::string build = "jit", executable;
+    /// The standard library's methods the recipe calls (ties, slerp, ...), for the model card.
+    std::vector<std::string> methods;
   } provenance;
+  /// Writes README.md, a model card naming mergec, the methods, the models and the recipe, as
+  /// the Hugging Face hub shows it (--no-model-card: none).
+  bool modelCard = true;
 };
 
 /// A validated merge: every output tensor, the rule it uses and the input tensors it reads.
