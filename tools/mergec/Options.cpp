@@ -22,6 +22,8 @@ const char *kUsage = R"(usage:
                     [--device cpu|cuda] [--gpu-arch sm_NN] [--cpu NAME]
       STAGE: ast merge fused loops llvm-dialect llvm asm obj exe gpu nvvm ptx
              (--emit= alone lists them)
+  mergec import CONFIG.yml [-o FILE] [--model NAME=PATH]...
+      a mergekit configuration as a recipe; run and compile take CONFIG.yml too
   mergec --version
 )";
 
@@ -97,6 +99,8 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
     cl.command = Command::Run;
   else if (command == "compile")
     cl.command = Command::Compile;
+  else if (command == "import")
+    cl.command = Command::Import;
   else
     return usageError("unknown command '" + command + "'");
 
@@ -126,6 +130,9 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       if (!next(v))
         return usageError(arg + " needs a path");
       (cl.command == Command::Run ? cl.run.output : cl.outputFile) = v;
+    } else if (cl.command == Command::Import && arg != "--model" && arg != "--set" &&
+               !arg.empty() && arg[0] == '-' && arg != "-") {
+      return usageError("import takes -o FILE and --model NAME=PATH, not '" + arg + "'");
     } else if (arg == "--set" || arg == "--model") {
       if (!next(v))
         return usageError(arg + " needs NAME=VALUE");
@@ -183,7 +190,9 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
   cl.dtype = cl.run.dtype;
   cl.verbose = cl.run.verbose;
   if (cl.recipe.empty())
-    return usageError("no recipe given");
+    return usageError(cl.command == Command::Import ? "no configuration given" : "no recipe given");
+  if (cl.command == Command::Import && !cl.overrides.params.empty())
+    return usageError("import takes no --set (a mergekit configuration has no params)");
   if (cl.command == Command::Run && cl.run.output.empty())
     return usageError("run needs -o OUT");
   if (cl.command == Command::Compile && !sawEmit)

@@ -8,7 +8,7 @@
 
 namespace mergec {
 
-enum class Command { Run, Compile, Version };
+enum class Command { Run, Compile, Import, Version };
 /// The stages of `mergec compile --emit=`, in pipeline order.
 enum class Emit { AST, Merge, Fused, Loops, LLVMDialect, LLVM, Asm, Obj, Exe, GPU, NVVM, PTX };
 

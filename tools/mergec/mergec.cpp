@@ -6,6 +6,7 @@
 #include "mergec/Frontend/MLIRGen.h"
 #include "mergec/Frontend/Parser.h"
 #include "mergec/Frontend/Sema.h"
+#include "mergec/Import/MergekitConfig.h"
 #include "mergec/JIT/KernelJIT.h"
 #include "mergec/Target/CPU/MergeObject.h"
 #include "mergec/MergeInitAll.h"
@@ -52,6 +53,7 @@ struct Compilation {
   std::unique_ptr<sema::Program> program;
   mlir::MLIRContext context;
   mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::optional<rt::DType> importedDType; ///< a mergekit configuration's out_dtype (or dtype)
 };
 
 /// The standard library's directory: $MERGEC_STDLIB, else ../share/mergec/stdlib beside the
@@ -153,6 +155,35 @@ bool loadStdlib(DiagnosticEngine &diags, std::vector<std::unique_ptr<ast::Recipe
   return true;
 }
 
+/// `cl.recipe` (a mergekit configuration, already read into `diags` as file 0) translated to
+/// recipe text; nullopt after an error. Its out_dtype (or dtype) is the output dtype unless
+/// --dtype says otherwise.
+std::optional<import::ImportResult> importConfig(const CommandLine &cl, DiagnosticEngine &diags) {
+  import::ImportOptions options;
+  options.models = cl.overrides.models;
+  return import::importMergekitConfig(cl.recipe, 0, options, diags);
+}
+
+/// mergec import CONFIG: prints (or writes -o FILE) the recipe `mergec run CONFIG` runs.
+int runImport(const CommandLine &cl) {
+  std::string why;
+  auto text = readText(cl.recipe, why);
+  if (!text) {
+    std::cerr << "mergec: error: cannot read configuration '" << cl.recipe << "': " << why << "\n";
+    return 1;
+  }
+  DiagnosticEngine diags(cl.recipe, *text, std::cerr);
+  auto imported = importConfig(cl, diags);
+  if (!imported)
+    return 1;
+  if (cl.outputFile.empty() || cl.outputFile == "-") {
+    std::cout << imported->recipe;
+    return 0;
+  }
+  rt::writeFileAtomically(cl.outputFile, imported->recipe, {{"the configuration", cl.recipe}});
+  return 0;
+}
+
 /// Runs the stages up to `stop` (or all of them). Returns the exit status on failure.
 std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
   std::string why;
@@ -163,6 +194,22 @@ std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
   }
   c.source = std::move(*text);
   c.diags = std::make_unique<DiagnosticEngine>(cl.recipe, c.source, std::cerr);
+  sema::Overrides overrides = cl.overrides;
+  if (import::isMergekitConfigPath(cl.recipe)) {
+    // A mergekit configuration: its translation is the recipe (file 0 stays the YAML, so the
+    // translation's errors point into it; the recipe's own errors name CONFIG.merge, the text
+    // `mergec import CONFIG` prints).
+    auto imported = importConfig(cl, *c.diags);
+    if (!imported)
+      return 1;
+    c.source = imported->recipe;
+    if (imported->dtype)
+      c.importedDType = *imported->dtype == "f32"  ? rt::DType::F32
+                        : *imported->dtype == "f16" ? rt::DType::F16
+                                                    : rt::DType::BF16;
+    c.diags = std::make_unique<DiagnosticEngine>(cl.recipe + ".merge", c.source, std::cerr);
+    overrides.models.clear(); // --model named the configuration's models
+  }
   c.recipe = parseRecipe(*c.diags);
   if (!c.recipe)
     return 1;
@@ -173,7 +220,7 @@ std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
   std::vector<const ast::Recipe *> libraries;
   for (auto &l : c.libraries)
     libraries.push_back(l.get());
-  c.program = sema::analyze(*c.recipe, cl.overrides, *c.diags, libraries);
+  c.program = sema::analyze(*c.recipe, overrides, *c.diags, libraries);
   if (!c.program)
     return 1;
 
@@ -350,7 +397,7 @@ int runCompile(const CommandLine &cl) {
     return 0;
   }
   // Later stages are per dtype signature: every input and the output in --dtype (default f32).
-  rt::DType dtype = cl.dtype.value_or(rt::DType::F32);
+  rt::DType dtype = cl.dtype ? *cl.dtype : c.importedDType.value_or(rt::DType::F32);
   std::string text;
   if (cl.emit == Emit::GPU || cl.emit == Emit::NVVM || cl.emit == Emit::PTX) {
     std::vector<rt::KernelSignature> signatures;
@@ -378,6 +425,8 @@ int runMerge(const CommandLine &cl) {
   std::vector<rt::RuleSpec> rules = ruleSpecs(program);
   rt::RunOptions options = cl.run;
   options.provenance = provenance(cl, c);
+  if (!options.dtype) // --dtype wins over a configuration's out_dtype
+    options.dtype = c.importedDType;
   if (!options.maxMemory) {
     // Default: half of physical memory, leaving the rest to the page cache.
     options.maxMemory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE) / 2;
@@ -456,6 +505,8 @@ int main(int argc, char **argv) {
       return onLargeStack([&] { return runCompile(cl); });
     case Command::Run:
       return onLargeStack([&] { return runMerge(cl); });
+    case Command::Import:
+      return runImport(cl);
     }
   } catch (const rt::RuntimeError &e) {
     std::cerr << "mergec: error: " << e.what() << "\n";
