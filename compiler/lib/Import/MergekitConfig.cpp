@@ -200,6 +200,7 @@ std::shared_ptr<Setting> parseSetting(const YAML::Node &n, const std::string &wh
         Setting::Branch b;
         b.loc = locOf(n[i]);
         YAML::Node value;
+        bool hasValue = false; // a default Node counts as defined
         for (auto &[k, v] : entries(n[i], where + "[" + std::to_string(i) + "]")) {
           if (k.Scalar() == "filter") {
             std::string f = asString(v, where + "[" + std::to_string(i) + "].filter");
@@ -207,12 +208,13 @@ std::shared_ptr<Setting> parseSetting(const YAML::Node &n, const std::string &wh
               b.filter = f;
           } else if (k.Scalar() == "value") {
             value = v;
+            hasValue = true;
           } else {
             fail(locOf(k), "unknown key '" + k.Scalar() + "' in " + where + "[" +
                                std::to_string(i) + "] (a filter/value list takes filter and value)");
           }
         }
-        if (!value)
+        if (!hasValue)
           fail(b.loc, where + "[" + std::to_string(i) + "] has no value");
         b.value = parseSetting(value, where + "[" + std::to_string(i) + "].value", true);
         s->branches.push_back(std::move(b));
@@ -913,6 +915,7 @@ ImportResult Translator::run(const YAML::Node &root) {
 
   // Models: `models`, or one slice whose sources all span every layer.
   YAML::Node list;
+  bool hasList = false;
   std::string listWhere = "models";
   std::optional<std::pair<int, Loc>> sliceLayers; // [0, N] that must be every layer
   if (keys.count("models") && keys.count("slices"))
@@ -923,9 +926,10 @@ ImportResult Translator::run(const YAML::Node &root) {
     if (!slices.IsSequence() || slices.size() != 1)
       fail(locOf(slices), "slices: more than one slice (layer stacking) is not supported yet");
     for (auto &[k, v] : entries(slices[0], "slices[0]")) {
-      if (k.Scalar() == "sources")
+      if (k.Scalar() == "sources") {
         list = v;
-      else if (k.Scalar() == "parameters") {
+        hasList = true;
+      } else if (k.Scalar() == "parameters") {
         for (auto &[pk, pv] : entries(v, "slices[0].parameters")) {
           slice_[pk.Scalar()] = parseSetting(pv, "slices[0].parameters." + pk.Scalar());
           sliceParamLocs[pk.Scalar()] = locOf(pk);
@@ -933,7 +937,7 @@ ImportResult Translator::run(const YAML::Node &root) {
       } else
         fail(locOf(k), "slices[0]." + k.Scalar() + " is not supported yet");
     }
-    if (!list)
+    if (!hasList)
       fail(locOf(slices[0]), "slices[0] has no sources");
     listWhere = "slices[0].sources";
   } else if (keys.count("models")) {
@@ -953,21 +957,22 @@ ImportResult Translator::run(const YAML::Node &root) {
   for (size_t i = 0; i < list.size(); ++i) {
     std::string where = listWhere + "[" + std::to_string(i) + "]";
     YAML::Node modelNode, params, range;
+    bool hasModel = false, hasParams = false, hasRange = false;
     for (auto &[k, v] : entries(list[i], where)) {
       if (k.Scalar() == "model")
-        modelNode = v;
+        modelNode = v, hasModel = true;
       else if (k.Scalar() == "parameters")
-        params = v;
+        params = v, hasParams = true;
       else if (k.Scalar() == "layer_range" && listWhere != "models")
-        range = v;
+        range = v, hasRange = true;
       else
         fail(locOf(k), "unknown key '" + k.Scalar() + "' in " + where);
     }
-    if (!modelNode)
+    if (!hasModel)
       fail(locOf(list[i]), where + " has no model");
     if (listWhere != "models") {
-      if (!range || !range.IsSequence() || range.size() != 2 || !asNumber(range[0]) || !asNumber(range[1]))
-        fail(locOf(range ? range : list[i]), where + ".layer_range must be [first, end]");
+      if (!hasRange || !range.IsSequence() || range.size() != 2 || !asNumber(range[0]) || !asNumber(range[1]))
+        fail(locOf(hasRange ? range : list[i]), where + ".layer_range must be [first, end]");
       int a = int(*asNumber(range[0])), b = int(*asNumber(range[1]));
       if (a != 0 || (sliceLayers && sliceLayers->first != b))
         fail(locOf(range), where + ".layer_range: slices that take some layers of a model (layer "
@@ -982,7 +987,7 @@ ImportResult Translator::run(const YAML::Node &root) {
     ModelEntry e = resolveModel(modelNode, where + ".model", isBase);
     e.where = where;
     std::map<std::string, Loc> locs;
-    if (params)
+    if (hasParams)
       for (auto &[pk, pv] : entries(params, where + ".parameters")) {
         e.params[pk.Scalar()] = parseSetting(pv, where + ".parameters." + pk.Scalar());
         locs[pk.Scalar()] = locOf(pk);
@@ -1094,7 +1099,9 @@ ImportResult Translator::run(const YAML::Node &root) {
         }
     }
   for (const Setting *s : gradients_)
-    note(s->where + ": " + s->yaml + " is a gradient over the layers (mergekit interpolates it at "
+    note(s->where + ": " + (s->kind == Setting::Kind::Conditional ? std::string("its values hold gradients")
+                                                                     : s->yaml + " is a gradient") +
+         " over the layers (mergekit interpolates at "
          "t = layer / (layers - 1), t = 0 outside the layers): " +
          (proto.layerExpanded ? std::string("its value at each layer's rule") : std::string("ramp(...)")));
   if (sliceLayers) {
