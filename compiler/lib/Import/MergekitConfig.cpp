@@ -870,7 +870,9 @@ void Translator::checkParams(const std::map<std::string, std::shared_ptr<Setting
       for (const auto &b : setting->branches)
         f += (f.empty() ? "" : ", ") + (b.filter ? "\"*" + *b.filter + "*\"" : std::string("_"));
       note(where + "." + name + ": a filter/value list (mergekit: the first filter that is a "
-                               "substring of the tensor name wins): rules " + f + ", in order");
+                               "substring of the tensor name wins): rules " + f + ", in order" +
+           (f.size() >= 1 && f.substr(f.size() - 1) == "_" ? std::string()
+                                                           : "; the others take the next level's value"));
     }
   }
 }
