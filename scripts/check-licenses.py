@@ -37,6 +37,7 @@ KNOWN = {
     "libmd": ("BSD-2-Clause, ISC, public domain", "permissive"),
     "libicu": ("Unicode-DFS-2016 / ICU", "permissive"),
     "liblzma": ("0BSD / public domain", "permissive (xz-utils' liblzma)"),
+    "libyaml-cpp": ("MIT (X11)", "permissive (mergekit configurations: mergec import)"),
 }
 # Statically linked into merge executables (AheadOfTime.cpp links them with -static-*).
 STATIC = {"libstdc++": "libstdc++", "libgcc": "libgcc"}
