@@ -49,26 +49,6 @@ uint64_t rankSharedBytes(int64_t cols) {
   return rankHeaderBytes(rankWarps(cols)) + static_cast<uint64_t>(cols) * 8;
 }
 
-/// Selection.cpp's band(), verbatim: the band [s, s + k) of merge.topk_mask.
-std::pair<int64_t, int64_t> band(int64_t n, int64_t population, double density, double skip) {
-  int64_t k = density >= 1 ? population
-                           : static_cast<int64_t>(density * static_cast<double>(population));
-  k = std::clamp<int64_t>(k, 0, population);
-  int64_t s = static_cast<int64_t>(skip * static_cast<double>(n));
-  if (s + k > n)
-    s = n - k;
-  s = std::max<int64_t>(s, 0);
-  return {s, s + k};
-}
-
-/// Selection.cpp's fromOrderedKey.
-float fromOrderedKey(uint32_t k) {
-  uint32_t u = (k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
 /// The bucket, from the top, holding the m-th largest; `above` gains the buckets above it.
 unsigned bucketOf(const uint64_t *hist, unsigned bins, int64_t m, int64_t &above) {
   for (unsigned b = bins; b-- > 0;) {
@@ -280,7 +260,7 @@ void GpuSelection::topkBoundaries(CUdeviceptr keys, int64_t n, double density, d
       histogram(keys, n, kKindMagnitude, kHighShift, kHighBins, 1, 0, none, &zeros);
   std::vector<uint64_t> firstPass(h, h + kHighBins);
   int64_t population = nonzero ? n - static_cast<int64_t>(zeros) : n;
-  auto [s, e] = band(n, population, density, skip);
+  auto [s, e] = topkBand(n, population, density, skip);
   int64_t m[2];
   RankBoundary *result[2];
   unsigned nt = 0;

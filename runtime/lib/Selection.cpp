@@ -11,6 +11,31 @@
 
 namespace mergec::rt {
 
+uint32_t orderedKey(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+float fromOrderedKey(uint32_t k) {
+  uint32_t u = (k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+std::pair<int64_t, int64_t> topkBand(int64_t n, int64_t population, double density, double skip) {
+  // Python's int(density * n): the product in f64, truncated.
+  int64_t k = density >= 1 ? population
+                           : static_cast<int64_t>(density * static_cast<double>(population));
+  k = std::clamp<int64_t>(k, 0, population);
+  int64_t s = static_cast<int64_t>(skip * static_cast<double>(n));
+  if (s + k > n)
+    s = n - k;
+  s = std::max<int64_t>(s, 0);
+  return {s, s + k};
+}
+
 namespace {
 
 uint32_t bitsOf(float f) {
@@ -22,19 +47,6 @@ uint32_t bitsOf(float f) {
 /// |x| as bits: integer order is magnitude order, NaN above inf.
 uint32_t magnitudeKey(float f) { return bitsOf(f) & 0x7FFFFFFFu; }
 
-/// A float's bits mapped so that unsigned order is numeric order (NaN with the sign bit clear
-/// above +inf).
-uint32_t orderedKey(float f) {
-  uint32_t u = bitsOf(f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-float fromOrderedKey(uint32_t k) {
-  uint32_t u = (k & 0x80000000u) ? (k & 0x7FFFFFFFu) : ~k;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 /// The key of rank m (1-based) in descending order: two histogram passes over 16-bit digits.
 /// Returns the key and how many keys are strictly greater.
@@ -81,19 +93,6 @@ RankBoundary boundary(const float *keys, int64_t n, int64_t m) {
   return b;
 }
 
-/// The band [s, s + k) of merge.topk_mask over n elements, `population` of them counted.
-std::pair<int64_t, int64_t> band(int64_t n, int64_t population, double density, double skip) {
-  // Python's int(density * n): the product in f64, truncated.
-  int64_t k = density >= 1 ? population
-                           : static_cast<int64_t>(density * static_cast<double>(population));
-  k = std::clamp<int64_t>(k, 0, population);
-  int64_t s = static_cast<int64_t>(skip * static_cast<double>(n));
-  if (s + k > n)
-    s = n - k;
-  s = std::max<int64_t>(s, 0);
-  return {s, s + k};
-}
-
 int64_t countNonzero(const float *keys, int64_t n) {
   int64_t population = 0;
   for (int64_t i = 0; i < n; ++i)
@@ -114,7 +113,7 @@ uint32_t bucketOf(const std::vector<int64_t> &hist, int64_t m, int64_t &above) {
 
 void topkBoundaries(const float *keys, int64_t n, double density, double skip, bool nonzero,
                     RankBoundary &hi, RankBoundary &lo) {
-  auto [s, e] = band(n, nonzero ? countNonzero(keys, n) : n, density, skip);
+  auto [s, e] = topkBand(n, nonzero ? countNonzero(keys, n) : n, density, skip);
   hi = boundary(keys, n, s);
   lo = boundary(keys, n, e);
 }
@@ -144,7 +143,7 @@ void ModelTopK::count(const float *keys, int64_t n) {
 
 bool ModelTopK::finishPass() {
   if (pass_ == 0) {
-    auto [s, e] = band(total_, nonzero_ ? nonzeros_ : total_, density_, skip_);
+    auto [s, e] = topkBand(total_, nonzero_ ? nonzeros_ : total_, density_, skip_);
     hi_.rank = s;
     lo_.rank = e;
     for (Cut *cut : {&hi_, &lo_})

@@ -266,6 +266,43 @@ std::string ptxDamage(const std::string &ptx, const std::vector<std::string> &sy
 
 } // namespace
 
+void KernelJIT::throughCache(const std::string &key, const std::string &label,
+                             std::chrono::steady_clock::time_point start,
+                             const std::function<std::string(const std::string &)> &accept,
+                             const std::function<std::string()> &compile,
+                             const char *compiledHow) {
+  std::string how, damage;
+  if (auto cached = cache_.load(key, damage)) {
+    damage = accept(*cached);
+    if (damage.empty()) {
+      how = "loaded from the cache";
+      ++cachedCount_;
+    }
+  }
+  if (!damage.empty() && options_.verbose)
+    std::cerr << "jit: " << label << ": cache entry " << cache_.entryPath(key) << " is damaged ("
+              << damage << "); recompiling\n";
+  if (how.empty()) {
+    std::string bytes = compile();
+    if (std::string why = accept(bytes); !why.empty())
+      throw rt::RuntimeError("jit: " + label + ": " + why);
+    if (auto warning = cache_.store(key, bytes); warning && !warnedCache_) {
+      std::cerr << "mergec: warning: " << *warning << " (kernels are compiled every run)\n";
+      warnedCache_ = true;
+    }
+    how = compiledHow;
+    ++compiledCount_;
+  }
+  double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  totalMs_ += ms;
+  if (options_.verbose) {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.1f", ms);
+    std::cerr << "jit: " << label << ": " << how << " in " << text << " ms\n";
+  }
+}
+
 rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &inputs,
                                    rt::DType output) {
   rt::KernelSignature signature{inputs, output};
@@ -282,84 +319,42 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
   if (!loader_ && options_.device != "cuda")
     loader_ = std::make_unique<ObjectLoader>();
 
-  // The key covers everything the object's bytes depend on: the lowered loops (which carry the
-  // rule's math, constants and dtypes), the entry points' tag, the backend and the version.
   OwningOpRef<ModuleOp> loops = lower(rule, signature);
+  std::string label = name + " (" + signature.text() + ")";
   if (options_.device == "cuda") {
     // The GPU's kernels: one PTX module for the rule's phases, through the same cache.
     TargetBackend &gpu = gpuBackend();
-    std::string key =
-        KernelCache::key(options_.version, gpu.identity(), signature.tag() + "\n" + printed(*loops));
-    std::string damage, how, ptx;
-    if (auto cached = cache_.load(key, damage)) {
-      damage = ptxDamage(*cached, symbols);
-      if (damage.empty()) {
-        ptx = std::move(*cached);
-        how = "loaded from the cache";
-        ++cachedCount_;
-      }
-    }
-    if (!damage.empty() && options_.verbose)
-      std::cerr << "jit: " << name << " (" << signature.text() << "): cache entry "
-                << cache_.entryPath(key) << " is damaged (" << damage << "); recompiling\n";
-    if (ptx.empty()) {
-      ptx = gpu.emit(*loops, gpu.binaryStage(), signature.tag());
-      if (auto warning = cache_.store(key, ptx); warning && !warnedCache_) {
-        std::cerr << "mergec: warning: " << *warning << " (kernels are compiled every run)\n";
-        warnedCache_ = true;
-      }
-      how = "compiled to PTX";
-      ++compiledCount_;
-    }
-    double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    totalMs_ += ms;
-    if (options_.verbose) {
-      char text[32];
-      std::snprintf(text, sizeof(text), "%.1f", ms);
-      std::cerr << "jit: " << name << " (" << signature.text() << "): " << how << " in " << text
-                << " ms\n";
-    }
+    std::string ptx;
+    throughCache(
+        KernelCache::key(options_.version, gpu.identity(), signature.tag() + "\n" + printed(*loops)),
+        label, start,
+        [&](const std::string &bytes) {
+          std::string damage = ptxDamage(bytes, symbols);
+          if (damage.empty())
+            ptx = bytes;
+          return damage;
+        },
+        [&] { return gpu.emit(*loops, gpu.binaryStage(), signature.tag()); }, "compiled to PTX");
     compiled.deviceImage = std::make_shared<const std::string>(std::move(ptx));
     compiled.paramValues = rt::bindParams(compiled.params, options_.params);
     return compiled_[memo] = compiled;
   }
-  std::string key = KernelCache::key(options_.version, backend_->identity(),
-                                     signature.tag() + "\n" + printed(*loops));
+  // The key covers everything the object's bytes depend on: the lowered loops (which carry the
+  // rule's math, constants and dtypes), the entry points' tag, the backend and the version.
   std::vector<rt::PackedKernel> entries;
-  std::string how;
-  std::string damage;
-  if (auto object = cache_.load(key, damage)) {
-    try {
-      entries = loader_->load(*object, symbols);
-      how = "loaded from the cache";
-      ++cachedCount_;
-    } catch (const rt::RuntimeError &e) {
-      damage = e.what();
-    }
-  }
-  if (!damage.empty() && options_.verbose)
-    std::cerr << "jit: " << name << " (" << signature.text() << "): cache entry "
-              << cache_.entryPath(key) << " is damaged (" << damage << "); recompiling\n";
-  if (entries.empty()) {
-    std::string object = backend_->emit(*loops, backend_->binaryStage(), signature.tag());
-    entries = loader_->load(object, symbols);
-    if (auto warning = cache_.store(key, object); warning && !warnedCache_) {
-      std::cerr << "mergec: warning: " << *warning << " (kernels are compiled every run)\n";
-      warnedCache_ = true;
-    }
-    how = "compiled";
-    ++compiledCount_;
-  }
-  double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  totalMs_ += ms;
-  if (options_.verbose) {
-    char text[32];
-    std::snprintf(text, sizeof(text), "%.1f", ms);
-    std::cerr << "jit: " << name << " (" << signature.text() << "): " << how << " in " << text
-              << " ms\n";
-  }
+  throughCache(
+      KernelCache::key(options_.version, backend_->identity(), signature.tag() + "\n" + printed(*loops)),
+      label, start,
+      [&](const std::string &object) -> std::string {
+        try {
+          entries = loader_->load(object, symbols);
+          return "";
+        } catch (const rt::RuntimeError &e) {
+          return e.what();
+        }
+      },
+      [&] { return backend_->emit(*loops, backend_->binaryStage(), signature.tag()); },
+      "compiled");
   for (size_t k = 0; k < entries.size(); ++k)
     compiled.phases[k].fn = entries[k];
   compiled.paramValues = rt::bindParams(compiled.params, options_.params);

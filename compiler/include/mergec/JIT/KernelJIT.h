@@ -8,6 +8,8 @@
 #include "mergec/Target/TargetBackend.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -64,6 +66,14 @@ public:
   size_t cachedCount() const { return cachedCount_; }
 
 private:
+  /// The kernel binary for `key`: from the cache when `accept` takes it (it returns why not,
+  /// "" when it takes it), else `compile()`d (which `accept` must take) and stored. Counts and,
+  /// under --verbose, reports it as `label`, timed from `start`.
+  void throughCache(const std::string &key, const std::string &label,
+                    std::chrono::steady_clock::time_point start,
+                    const std::function<std::string(const std::string &)> &accept,
+                    const std::function<std::string()> &compile, const char *compiledHow);
+
   mlir::ModuleOp fused_;
   KernelJITOptions options_;
   std::unique_ptr<TargetBackend> backend_, gpuBackend_;

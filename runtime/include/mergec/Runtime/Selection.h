@@ -3,6 +3,7 @@
 // histogram passes, never a sort) for top-k boundaries and quantiles, and per-row ranks.
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace mergec::rt {
@@ -16,6 +17,16 @@ struct RankBoundary {
   double bits = 4294967295.0;
   double index = -1;
 };
+
+/// The band [s, s + k) of merge.topk_mask over n elements, `population` of them counted (all,
+/// or the non-zero ones): k = int(density * population) as Python computes it, s = int(skip * n)
+/// lowered to n - k when s + k > n. One definition for every device.
+std::pair<int64_t, int64_t> topkBand(int64_t n, int64_t population, double density, double skip);
+
+/// A float's bits mapped so that unsigned order is numeric order (NaN with the sign bit clear
+/// above +inf), and back.
+uint32_t orderedKey(float f);
+float fromOrderedKey(uint32_t k);
 
 /// The boundaries of merge.topk_mask's band [s, s + k): k = int(density * N), N = n or (with
 /// `nonzero`) the non-zero keys; s = int(skip * n), lowered to n - k when s + k > n.
