@@ -259,6 +259,8 @@ TEST_F(GpuSelectionTest, RowRanksMatchTheCpu) {
       for (Style style : {Style::Ties, Style::Gauss, Style::Bits, Style::Constant}) {
         if (n < 65536 && style != Style::Gauss && style != Style::Ties)
           continue;
+        if (mockDriver() && n >= 65536 && style != Style::Ties)
+          continue; // emulated thread by thread: one style of the large size is enough
         auto x = makeKeys(n, style, seed++);
         auto keys = upload(x);
         // Elements past the last whole row are not written: both keep the sentinel.
