@@ -23,6 +23,9 @@
 //    what is uploaded: outputs differ and the test catches it. Asynchronous copies from or to
 //    pageable (not page-locked) memory are staged at the call (host-to-device) or done at the
 //    call after the stream before it (device-to-host), as the real driver does;
+//  - page-locked buffers of pending copies: hashed at the call and at the run; a change in
+//    between (the host refilling an upload's source, or a download's destination reused before
+//    the copy ran) is reported;
 //  - races: when an operation runs while an operation enqueued earlier on another stream is
 //    still pending and they touch the same memory (one of them writing), nothing ordered them
 //    (no event wait, no host synchronisation): reported as an error;
@@ -220,6 +223,8 @@ struct Op {
   uintptr_t dst = 0, src = 0;
   size_t bytes = 0;
   std::vector<char> staged; // pageable host-to-device source, read at the call
+  uintptr_t hostSide = 0;   // page-locked host memory of a copy, and its hash at the call:
+  uint64_t hostHash = 0;    // the host must not write it until the stream ran the copy
   // Memset
   uint32_t value = 0;
   unsigned width = 0;
@@ -446,6 +451,21 @@ std::string runKernel(Op &op) {
 
 // --- Running streams ---------------------------------------------------------------------------
 
+uint64_t hashBytes(uintptr_t p, size_t bytes) {
+  const auto *c = reinterpret_cast<const unsigned char *>(p);
+  uint64_t h = 1469598103934665603ull;
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, c + i, 8);
+    h = (h ^ w) * 1099511628211ull;
+    h ^= h >> 29;
+  }
+  for (; i < bytes; ++i)
+    h = (h ^ c[i]) * 1099511628211ull;
+  return h;
+}
+
 bool overlaps(const std::vector<Region> &a, const std::vector<Region> &b) {
   for (const Region &x : a)
     for (const Region &y : b)
@@ -522,6 +542,13 @@ CUresult execute(Stream *s, Op &op) {
       report("%s on %s: %s", op.what.c_str(), s->name.c_str(), why.c_str());
       return sticky = CUDA_ERROR_ILLEGAL_ADDRESS;
     }
+  }
+  if (op.hostSide && hashBytes(op.hostSide, op.bytes) != op.hostHash) {
+    report("%s on %s: its page-locked %s changed between the call and the stream running the "
+           "copy (the host, or another copy, wrote it without waiting for this one: an event "
+           "after the copy must be waited for before the buffer is reused)",
+           op.what.c_str(), s->name.c_str(), op.hostSide == op.src ? "source" : "destination");
+    return sticky = CUDA_ERROR_LAUNCH_FAILED;
   }
   auto t0 = std::chrono::steady_clock::now();
   switch (op.kind) {
@@ -860,6 +887,10 @@ CUresult copyAsync(const char *api, uintptr_t dst, uintptr_t src, size_t bytes, 
     op.regions.push_back({dst, dst + bytes, true});
   if (direction == 2 || pinned)
     op.regions.push_back({src, src + bytes, false});
+  if (pinned) {
+    op.hostSide = host;
+    op.hostHash = hashBytes(host, bytes);
+  }
   if (direction == 0 && !pinned) // pageable: staged now, as the driver does
     op.staged.assign(reinterpret_cast<const char *>(src), reinterpret_cast<const char *>(src) + bytes);
   if (direction == 1 && !pinned) { // pageable: the copy is done when the call returns
