@@ -43,3 +43,13 @@ if getattr(config, "mergec_cuda", False):
             lit_config.note("GPU execution tests skipped: no CUDA device")
     except OSError as e:
         lit_config.note("GPU execution tests skipped: no CUDA driver (%s)" % e)
+
+# The mock CUDA driver (tests/cuda/mock, built with MERGEC_CUDA): `%mock-cuda CMD` runs CMD with
+# the mock's libcuda.so.1 first on LD_LIBRARY_PATH, so the CUDA device's host code runs on a
+# machine without a GPU (the cuda-mock-*.test files; UNSUPPORTED where a real GPU is there).
+if getattr(config, "mergec_cuda", False):
+    mock_dir = getattr(config, "mergec_mock_cuda_dir", os.path.join(config.mergec_obj_root, "mock-cuda"))
+    config.substitutions.append(("%mock-cuda-dir", mock_dir))
+    config.substitutions.append(("%mergec-cuda-tests", os.path.join(config.mergec_tools_dir, "mergec-cuda-tests")))
+    config.substitutions.append(("%mock-cuda", "env LD_LIBRARY_PATH=%s MERGEC_MOCK_CUDA=1" % mock_dir))
+    config.substitutions.append(("%gpu-tests", os.path.join(config.test_source_root, "gpu")))

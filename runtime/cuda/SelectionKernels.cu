@@ -14,6 +14,12 @@
 //    indices by magnitude bits: equal magnitudes keep index order, as on the CPU.
 #include <cstdint>
 
+// Dynamic shared memory. tests/cuda/mock compiles this file for the CPU (CudaEmulation.h) and
+// defines the macro as a pointer into the block's emulated shared memory.
+#ifndef MERGEC_DYNAMIC_SHARED
+#define MERGEC_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
+
 namespace {
 
 constexpr unsigned kFull = 0xFFFFFFFFu;
@@ -322,7 +328,7 @@ __device__ Idx *sortRow(const unsigned *bits, Idx *a, Idx *b, unsigned cols, uns
 extern "C" __global__ void __launch_bounds__(1024)
 mergec_rank_shared(const float *__restrict__ keys, float *__restrict__ ranks,
                    unsigned long long rows, unsigned cols) {
-  extern __shared__ unsigned smem[];
+  MERGEC_DYNAMIC_SHARED(unsigned, smem);
   const unsigned warps = blockDim.x / 32;
   unsigned *bits = smem + rankHeaderWords(warps);
   unsigned short *a = reinterpret_cast<unsigned short *>(bits + cols);
@@ -350,7 +356,7 @@ mergec_rank_shared(const float *__restrict__ keys, float *__restrict__ ranks,
 extern "C" __global__ void __launch_bounds__(1024)
 mergec_rank_global(const float *__restrict__ keys, float *__restrict__ ranks,
                    unsigned long long rows, unsigned cols, unsigned *__restrict__ scratch) {
-  extern __shared__ unsigned smem[];
+  MERGEC_DYNAMIC_SHARED(unsigned, smem);
   unsigned *a = scratch + blockIdx.x * 2ull * cols;
   unsigned *b = a + cols;
   const unsigned *in = reinterpret_cast<const unsigned *>(keys);

@@ -168,7 +168,12 @@ std::string linkExecutable(const std::string &object, bool verbose) {
                                    "-static-libstdc++",
                                    "-static-libgcc",
                                    "-pthread",
-                                   "-lm"};
+                                   "-lm",
+                                   // The kernel table in the dynamic symbol table: the mock
+                                   // CUDA driver (tests/cuda/mock) finds the phases' CPU
+                                   // twins there with dlsym (two symbols, nothing else).
+                                   "-Wl,--export-dynamic-symbol=mergec_kernel_table",
+                                   "-Wl,--export-dynamic-symbol=mergec_kernel_count"};
   // The flags mergec itself was linked with (a sanitizer build's libraries need its runtime).
   std::istringstream extra(MERGEC_AOT_LINK_FLAGS);
   for (std::string flag; extra >> flag;)
