@@ -131,6 +131,57 @@ CheckpointWriter::CheckpointWriter(std::string directory, std::vector<OutputTens
     shard->header = buildHeader(tensors_, shard->tensors, metadata_, directory_);
     shards_.push_back(std::move(shard));
   }
+  fileOffset_.resize(tensors_.size());
+  for (const auto &shard : shards_) {
+    uint64_t offset = shard->header.size();
+    for (size_t i : shard->tensors) {
+      fileOffset_[i] = offset;
+      offset += tensors_[i].nbytes();
+    }
+  }
+}
+
+const std::string &CheckpointWriter::shardFileName(size_t shard) const {
+  return shards_[shard]->fileName;
+}
+
+const std::string &CheckpointWriter::shardHeader(size_t shard) const {
+  return shards_[shard]->header;
+}
+
+uint64_t CheckpointWriter::shardFileBytes(size_t shard) const {
+  return shards_[shard]->header.size() + shards_[shard]->dataBytes;
+}
+
+bool CheckpointWriter::lastInShard(size_t index) const {
+  return shards_[shardOf_[index]]->tensors.back() == index;
+}
+
+void CheckpointWriter::resumeAt(size_t index) {
+  if (next_ != 0 || fd_ >= 0)
+    fail(directory_, "internal: resumeAt() after the first write");
+  if (index > tensors_.size())
+    fail(directory_, "internal: resumeAt() past the last tensor");
+  if (tensors_.empty() || index == 0)
+    return; // nothing to keep: written from the start as usual
+  size_t shard = index < tensors_.size() ? shardOf_[index] : shards_.size() - 1;
+  uint64_t offset = index < tensors_.size() ? fileOffset_[index] : shardFileBytes(shard);
+  std::string path = detail::joinPath(directory_, shards_[shard]->fileName);
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd_ < 0)
+    fail(path, "cannot open: " + detail::errnoText(errno));
+  openShard_ = shard;
+  const std::string &header = shards_[shard]->header;
+  if (::pwrite(fd_, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size()) ||
+      ::ftruncate(fd_, static_cast<off_t>(offset)) != 0 ||
+      ::lseek(fd_, static_cast<off_t>(offset), SEEK_SET) < 0)
+    fail(path, "cannot continue the interrupted shard: " + detail::errnoText(errno));
+  next_ = index;
+}
+
+void CheckpointWriter::syncCurrent() {
+  if (fd_ >= 0)
+    detail::syncFd(fd_, detail::joinPath(directory_, shards_[openShard_]->fileName));
 }
 
 CheckpointWriter::~CheckpointWriter() {

@@ -9,6 +9,7 @@
 #include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/Glob.h"
+#include "mergec/Runtime/Journal.h"
 #include "mergec/Runtime/OutputDirectory.h"
 #include "mergec/Runtime/Progress.h"
 #include "mergec/Runtime/SideFiles.h"
@@ -289,6 +290,18 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
 
 namespace {
 
+/// A test hook: with MERGEC_TEST_DELAY_US=N, the writer sleeps N microseconds after each
+/// tensor it journals and the model-scope analysis after each tensor it reads, so a test can
+/// kill a run at a chosen point (tests/e2e/check_resume.py).
+void testDelay() {
+  static const long delay = [] {
+    const char *text = std::getenv("MERGEC_TEST_DELAY_US");
+    return text ? std::atol(text) : 0L;
+  }();
+  if (delay > 0)
+    std::this_thread::sleep_for(std::chrono::microseconds(delay));
+}
+
 /// Writes finished tensors on a thread of its own, so disk writes overlap the next kernels.
 /// At most `depth` tensors wait, which bounds the memory held in output buffers.
 class AsyncWriter {
@@ -299,10 +312,14 @@ public:
     uint64_t nbytes;
     std::vector<uint8_t> buffer; ///< owns `data` when the tensor was computed
     std::vector<const TensorInfo *> release;
+    NonFinite nonFinite{};        ///< what the tensor introduced, for the journal
+    std::vector<int64_t> scope;   ///< its rule's model-scope state after it (journalled)
   };
 
-  AsyncWriter(CheckpointWriter &writer, size_t depth)
-      : writer_(writer), depth_(depth), thread_([this] { loop(); }) {}
+  /// After each tensor is written, `journal` gets its entry; the shard and then the journal
+  /// are synced every kSyncBytes and at each shard's end.
+  AsyncWriter(CheckpointWriter &writer, size_t depth, JournalWriter *journal = nullptr)
+      : writer_(writer), depth_(depth), journal_(journal), thread_([this] { loop(); }) {}
   /// Never throws: an error still pending here is already being superseded by another.
   ~AsyncWriter() {
     {
@@ -363,7 +380,25 @@ private:
         job = std::move(jobs_.front());
       }
       try {
+        uint64_t checksum = journal_ ? checksum64(job.data, job.nbytes) : 0;
         writer_.write(job.index, job.data, job.nbytes);
+        if (journal_) {
+          JournalEntry entry;
+          entry.index = job.index;
+          entry.name = writer_.tensors()[job.index].name;
+          entry.checksum = checksum;
+          entry.nan = job.nonFinite.nan;
+          entry.inf = job.nonFinite.inf;
+          entry.scope = std::move(job.scope);
+          journal_->append(entry);
+          unsynced_ += job.nbytes;
+          if (unsynced_ >= kSyncBytes || writer_.lastInShard(job.index)) {
+            writer_.syncCurrent();
+            journal_->sync();
+            unsynced_ = 0;
+          }
+          testDelay();
+        }
       } catch (...) {
         std::exception_ptr error = std::current_exception();
         // A copy writes straight from an input's mapping, and write(2) fails with EFAULT where
@@ -392,8 +427,12 @@ private:
     }
   }
 
+  /// A crash loses at most this much written output (the resume redoes it).
+  static constexpr uint64_t kSyncBytes = 1ull << 30;
   CheckpointWriter &writer_;
   size_t depth_;
+  JournalWriter *journal_;
+  uint64_t unsynced_ = 0;
   std::mutex mutex_;
   std::condition_variable ready_, space_;
   std::deque<Job> jobs_;
@@ -766,6 +805,7 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
                 static_cast<float>(plan.numLayers), &scope, /*analysis=*/true);
         for (const TensorInfo *t : item.inputs)
           t->file->release(*t);
+        testDelay();
       }
       scope.endRound();
     }
@@ -774,7 +814,8 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
 }
 
 /// The manifest: what was merged from what, by which recipe and version.
-void writeManifest(const MergePlan &plan, const RunOptions &options, const std::string &dir) {
+void writeManifest(const MergePlan &plan, const RunOptions &options, const std::string &dir,
+                   std::optional<size_t> reused) {
   nlohmann::ordered_json manifest;
   const auto &p = options.provenance;
   manifest["mergec_version"] = p.version;
@@ -800,12 +841,77 @@ void writeManifest(const MergePlan &plan, const RunOptions &options, const std::
   }
   manifest["inputs"] = inputs;
   manifest["tensors"] = plan.items.size();
+  if (reused) {
+    // Only a resumed run says so: an uninterrupted run's manifest is as it always was.
+    manifest["resumed"] = true;
+    manifest["resumed_tensors_reused"] = *reused;
+  }
   std::string path = dir + "/" + kManifestName;
   std::ofstream out(path);
   out << manifest.dump(2) << "\n";
   out.close();
   if (!out)
     throw RuntimeError("cannot write " + path);
+}
+
+/// What the output depends on besides the code: the journal's header (Journal.h). A resume
+/// whose header differs is refused with journalMismatch()'s reason.
+nlohmann::json journalHeader(const MergePlan &plan, const std::vector<OutputTensorSpec> &specs,
+                             const RunOptions &options) {
+  const auto &p = options.provenance;
+  nlohmann::json header = nlohmann::json::object();
+  header["version"] = p.version;
+  header["recipe_sha256"] = p.recipeSha256;
+  nlohmann::json params = nlohmann::json::object();
+  for (auto &[name, value] : p.params)
+    params[name] = value;
+  header["params"] = params;
+  header["output_dtype"] = options.dtype ? dtypeName(*options.dtype) : "as base";
+  header["shard_size"] = options.shardSize;
+  header["device"] = options.device;
+  header["num_layers"] = plan.numLayers;
+  nlohmann::json inputs = nlohmann::json::array();
+  for (const auto &checkpoint : plan.checkpoints)
+    for (const auto &f : checkpoint->files())
+      inputs.push_back({{"path", std::filesystem::absolute(f->path()).lexically_normal().string()},
+                        {"bytes", f->fileSize()},
+                        {"mtime_ns", f->mtimeNanoseconds()}});
+  header["inputs"] = inputs;
+  // The layout of every shard follows from the tensors' names, dtypes and shapes in order
+  // (and the shard size); the rule and copy flag of each say how it is made.
+  std::string layout;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    layout += specs[i].name;
+    layout += '\0';
+    layout += dtypeName(specs[i].dtype);
+    for (int64_t d : specs[i].shape)
+      layout += "," + std::to_string(d);
+    layout += ";" + std::to_string(plan.items[i].rule) + (plan.items[i].copy ? "c" : "k") + "\n";
+  }
+  char hash[32];
+  std::snprintf(hash, sizeof hash, "%016llx",
+                static_cast<unsigned long long>(checksum64(layout.data(), layout.size())));
+  header["plan"] = std::to_string(specs.size()) + " tensors, " + hash;
+  return header;
+}
+
+/// Removes from an adopted temporary directory what the run writes after the tensors (side
+/// files, index, manifest, model card): a run killed during those left some; they are written
+/// anew. Shards and the journal stay.
+void removeAllBut(const std::string &dir, const std::vector<std::string> &keep) {
+  std::error_code ec;
+  std::vector<std::filesystem::path> remove;
+  for (const auto &entry : std::filesystem::directory_iterator(dir, ec)) {
+    std::string name = entry.path().filename().string();
+    if (std::find(keep.begin(), keep.end(), name) == keep.end())
+      remove.push_back(entry.path());
+  }
+  for (const auto &path : remove) {
+    std::filesystem::remove_all(path, ec);
+    if (ec)
+      throw RuntimeError(path.string() + ": cannot remove it from the unfinished output: " +
+                         ec.message());
+  }
 }
 
 } // namespace
@@ -838,13 +944,98 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   if (!device.hostResident())
     checkDeviceMemory(plan, kernels, device, options);
   CheckpointWriter writer(outDir.tempPath(), specs, options.shardSize, metadata);
-  Progress progress(plan.items.size(), plan.inputBytes, options.quiet);
   RunStats stats;
+
+  // The journal (Journal.h): a new one, or with --resume the interrupted run's, continued
+  // after the last tensor whose bytes verify. Nothing before `resumeFrom` is computed again.
+  std::string journalPath = detail::joinPath(outDir.tempPath(), kJournalName);
+  nlohmann::json header = journalHeader(plan, specs, options);
+  size_t resumeFrom = 0;
+  JournalContents previous;
+  std::unique_ptr<JournalWriter> journal;
+  if (!options.resume && outDir.removedProgress() > 0)
+    std::fprintf(stderr,
+                 "mergec: note: removed the unfinished output of an earlier run (%zu tensors "
+                 "done); --resume would have continued it\n",
+                 outDir.removedProgress());
+  if (options.resume && outDir.resumable().empty())
+    std::fprintf(stderr, "mergec: note: --resume: no unfinished output of an earlier run for %s; "
+                         "merging from the start\n",
+                 outDir.finalPath().c_str());
+  if (options.resume && !outDir.resumable().empty()) {
+    previous = readJournal(detail::joinPath(outDir.resumable(), kJournalName));
+    if (std::string why = journalMismatch(previous.header, header); !why.empty())
+      throw RuntimeError("--resume: " + why + "; run without --resume to start over");
+    auto verifyStart = std::chrono::steady_clock::now();
+    outDir.adopt();
+    ResumePoint point = verifyJournal(writer, outDir.tempPath(), previous);
+    resumeFrom = point.index;
+    std::string reason = point.reason;
+    if (reason.empty() && !previous.stoppedAt.empty() && resumeFrom < plan.items.size())
+      reason = "the journal's " + previous.stoppedAt;
+    // The model-scope state journalled for the tensors kept must fit this run's rules.
+    for (size_t j = 0; j < resumeFrom; ++j) {
+      const JournalEntry &e = previous.entries[j];
+      if (!plan.items[j].copy && !e.scope.empty() && e.scope.size() % 2) {
+        resumeFrom = j;
+        reason = "journal entry " + std::to_string(j + 1) + " has a malformed scope";
+      }
+    }
+    std::vector<std::string> keep = writer.shardFileNames();
+    keep.push_back(kJournalName);
+    removeAllBut(outDir.tempPath(), keep);
+    writer.resumeAt(resumeFrom);
+    journal = std::make_unique<JournalWriter>(
+        journalPath, resumeFrom ? previous.ends[resumeFrom - 1] : previous.headerEnd);
+    for (size_t j = 0; j < resumeFrom; ++j)
+      if (previous.entries[j].nan || previous.entries[j].inf)
+        stats.nonFinite.emplace_back(specs[j].name,
+                                     NonFinite{previous.entries[j].nan, previous.entries[j].inf});
+    stats.resumedTensors = resumeFrom;
+    if (!options.quiet) {
+      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                     verifyStart).count();
+      std::string line = "mergec: resuming: " + std::to_string(resumeFrom) + " of " +
+                         std::to_string(plan.items.size()) +
+                         " tensors verified in the unfinished output and reused (" +
+                         formatSize(point.bytesRead) + " re-read in " +
+                         std::to_string(static_cast<int>(seconds * 1000)) + " ms)";
+      if (resumeFrom < plan.items.size())
+        line += "; merging on from tensor '" + specs[resumeFrom].name + "'";
+      if (!reason.empty())
+        line += " (" + reason + ")";
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+  }
+  if (!journal)
+    journal = std::make_unique<JournalWriter>(journalPath, header);
+
+  Progress progress(plan.items.size(), plan.inputBytes, options.quiet);
   waitForTestHook();
   std::map<size_t, ModelScope> scopes = analyzeModelScope(plan, kernels, device, options.quiet);
+  // The merge starts each scope afresh; a resumed one continues from the state the journal
+  // recorded after the last tensor of the rule that it keeps.
+  auto beginMerge = [&] {
+    for (auto &[rule, scope] : scopes) {
+      scope.beginMerge();
+      const JournalEntry *last = nullptr;
+      for (size_t j = 0; j < resumeFrom; ++j)
+        if (plan.items[j].rule == rule && !plan.items[j].copy)
+          last = &previous.entries[j];
+      if (last && !scope.mergeState().empty()) {
+        if (last->scope.size() != scope.mergeState().size())
+          throw RuntimeError("--resume: the journal's model-scope state for tensor '" +
+                             last->name + "' does not fit rule " + std::to_string(rule + 1) +
+                             "; run without --resume to start over");
+        scope.restoreMergeState(last->scope);
+      }
+    }
+  };
+  if (resumeFrom)
+    progress.update(resumeFrom, 0);
   size_t computedTensors = 0;
   // A computed tensor's output was checked: NaN or inf its inputs did not bring is an error
-  // under --strict, else remembered for the warning.
+  // under --strict, else remembered for the warning (and the journal).
   auto reportNonFinite = [&](const MergePlan::Item &item, const NonFiniteCheck &check) {
     if (auto introduced = check.introduced()) {
       if (options.strict)
@@ -852,19 +1043,26 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
                            " holds NaN or inf values where its inputs are finite; nothing "
                            "was written");
       stats.nonFinite.emplace_back(item.base->name, *introduced);
+      return *introduced;
     }
+    return NonFinite{};
+  };
+  auto scopeState = [&](const MergePlan::Item &item) {
+    auto scope = scopes.find(item.rule);
+    return scope == scopes.end() ? std::vector<int64_t>() : scope->second.mergeState();
   };
   if (!device.hostResident()) {
-    AsyncWriter async(writer, 2);
-    for (auto &[rule, scope] : scopes)
-      scope.beginMerge();
+    AsyncWriter async(writer, 2, journal.get());
+    beginMerge();
     std::vector<size_t> computed;
-    for (size_t i = 0; i < plan.items.size(); ++i)
+    for (size_t i = resumeFrom; i < plan.items.size(); ++i)
       if (!plan.items[i].copy)
         computed.push_back(i);
     DevicePipeline pipe(device, plan, computed, /*outputs=*/true);
-    // The item whose output is on its way down while the next one computes.
+    // The item whose output is on its way down while the next one computes, and its rule's
+    // model-scope state after it (the next item's kernels have moved the scope on since).
     std::optional<size_t> pending;
+    std::vector<int64_t> pendingScope;
     auto finishPending = [&] {
       if (!pending)
         return;
@@ -887,7 +1085,8 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         int64_t begin = static_cast<int64_t>(c) * Device::kChunk;
         (*check.hook())(begin, std::min(n, begin + Device::kChunk));
       });
-      reportNonFinite(item, check);
+      job.nonFinite = reportNonFinite(item, check);
+      job.scope = std::move(pendingScope);
       job.data = job.buffer.data();
       for (const TensorInfo *t : item.inputs)
         t->file->release(*t);
@@ -899,7 +1098,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     if (pipe.size())
       pipe.stage(0);
     size_t k = 0;
-    for (size_t i = 0; i < plan.items.size(); ++i) {
+    for (size_t i = resumeFrom; i < plan.items.size(); ++i) {
       MergePlan::Item &item = plan.items[i];
       if (i + 1 < plan.items.size() && plan.items[i + 1].copy)
         for (const TensorInfo *t : plan.items[i + 1].inputs)
@@ -928,19 +1127,20 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
       runRule(device, compiled, inputs, pipe.output(k), *item.base,
               static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
               scope == scopes.end() ? nullptr : &scope->second, false, nullptr);
+      std::vector<int64_t> state = scopeState(item);
       pipe.computed(k);
       pipe.download(k);
       finishPending();
       pending = k++;
+      pendingScope = std::move(state);
       ++computedTensors;
     }
     finishPending();
     async.close();
   } else {
-    AsyncWriter async(writer, 2);
-    for (auto &[rule, scope] : scopes)
-      scope.beginMerge();
-    for (size_t i = 0; i < plan.items.size(); ++i) {
+    AsyncWriter async(writer, 2, journal.get());
+    beginMerge();
+    for (size_t i = resumeFrom; i < plan.items.size(); ++i) {
       MergePlan::Item &item = plan.items[i];
       if (i + 1 < plan.items.size())
         for (const TensorInfo *t : plan.items[i + 1].inputs)
@@ -965,7 +1165,8 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         runRule(device, compiled, in.data, job.buffer.data(), *item.base,
                 static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
                 scope == scopes.end() ? nullptr : &scope->second, false, check.hook());
-        reportNonFinite(item, check);
+        job.nonFinite = reportNonFinite(item, check);
+        job.scope = scopeState(item);
         ++computedTensors;
         job.data = job.buffer.data();
         for (const TensorInfo *t : item.inputs)
@@ -982,6 +1183,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   for (const auto &checkpoint : plan.checkpoints)
     for (const auto &file : checkpoint->files())
       file->checkUnchanged();
+  journal->close();
   writer.finish();
   const Checkpoint &base = *plan.checkpoints[plan.outputModel];
   for (const std::string &name : kSideFiles) {
@@ -990,7 +1192,9 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         SideFileResult::Skipped)
       std::fprintf(stderr, "mergec: warning: %s\n", warning.c_str());
   }
-  writeManifest(plan, options, outDir.tempPath());
+  writeManifest(plan, options, outDir.tempPath(),
+                options.resume && !previous.header.is_null() ? std::optional(resumeFrom)
+                                                              : std::nullopt);
   if (options.modelCard) {
     std::string path = outDir.tempPath() + "/README.md";
     std::ofstream card(path, std::ios::binary);
@@ -999,6 +1203,10 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     if (!card)
       throw RuntimeError("cannot write " + path);
   }
+  // The journal is not part of the output. Killed between here and the rename, a run leaves
+  // no journal: --resume then starts over.
+  if (::unlink(journalPath.c_str()) != 0)
+    throw RuntimeError(journalPath + ": cannot remove the journal: " + detail::errnoText(errno));
   outDir.commit();
   stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -2,6 +2,7 @@
 #include "mergec/Runtime/OutputDirectory.h"
 #include "Support.h"
 #include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/Journal.h"
 
 #include <nlohmann/json.hpp>
 
@@ -10,6 +11,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <filesystem>
+#include <map>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -64,10 +66,12 @@ PathParts splitPath(const std::string &path) {
 /// process does not own. Called with the output's lock held, so no other live mergec run can
 /// own one: whatever is there was left by a run that died (SIGKILL, power loss), whether or
 /// not its pid has been reused since.
-void removeStaleTemps(const PathParts &parts) {
+/// With `keep`, the temporary with the newest journal is not removed but returned (its tensors
+/// are not counted in `removedProgress`).
+std::string removeStaleTemps(const PathParts &parts, bool keep, size_t &removedProgress) {
   DIR *dir = ::opendir(parts.parent.c_str());
   if (!dir)
-    return;
+    return "";
   std::vector<std::string> stale;
   std::string prefixes[] = {"." + parts.name + kTempTag, "." + parts.name + kOldTag};
   while (dirent *e = ::readdir(dir)) {
@@ -81,8 +85,32 @@ void removeStaleTemps(const PathParts &parts) {
     }
   }
   ::closedir(dir);
-  for (const std::string &path : stale)
+  std::string kept;
+  struct timespec newest = {};
+  std::map<std::string, size_t> progress;
+  for (const std::string &path : stale) {
+    if (path.find(kTempTag) == std::string::npos)
+      continue;
+    std::string journal = detail::joinPath(path, kJournalName);
+    JournalContents c = readJournal(journal);
+    if (c.header.is_null())
+      continue;
+    progress[path] = c.entries.size();
+    struct stat st;
+    if (keep && ::lstat(journal.c_str(), &st) == 0 &&
+        (kept.empty() || st.st_mtim.tv_sec > newest.tv_sec ||
+         (st.st_mtim.tv_sec == newest.tv_sec && st.st_mtim.tv_nsec > newest.tv_nsec))) {
+      kept = path;
+      newest = st.st_mtim;
+    }
+  }
+  for (const std::string &path : stale) {
+    if (path == kept)
+      continue;
+    removedProgress = std::max(removedProgress, progress[path]);
     removeTree(path);
+  }
+  return kept;
 }
 
 void checkParent(const std::string &finalPath, const std::string &parent) {
@@ -153,7 +181,7 @@ bool isMergecOutput(const std::string &dir, std::string *why) {
 }
 
 OutputDirectory::OutputDirectory(const std::string &finalPath, bool force,
-                                 const std::vector<ProtectedInput> &inputs)
+                                 const std::vector<ProtectedInput> &inputs, bool resume)
     : force_(force) {
   PathParts parts = splitPath(finalPath);
   if (parts.name.empty() || parts.name == "." || parts.name == "..")
@@ -163,7 +191,7 @@ OutputDirectory::OutputDirectory(const std::string &finalPath, bool force,
   checkOutputAgainstInputs(final_, inputs);
   acquireLock(parts.prefix + "." + parts.name + kLockTag);
   checkReplaceable();
-  removeStaleTemps(parts);
+  resumable_ = removeStaleTemps(parts, resume, removedProgress_);
 
   temp_ = parts.prefix + "." + parts.name + kTempTag + std::to_string(::getpid());
   // Registered before it exists: a signal between the two would otherwise leave it behind.
@@ -229,6 +257,16 @@ void OutputDirectory::checkReplaceable() const {
     fail(final_, "--force replaces only a directory that mergec wrote (one holding its " +
                      std::string(kManifestName) + "), and " + why + "; remove it yourself or "
                      "choose another -o");
+}
+
+void OutputDirectory::adopt() {
+  if (resumable_.empty())
+    fail(final_, "internal: nothing to resume");
+  // rename(2) replaces an empty directory atomically; a signal after it removes the adopted
+  // directory as it would have removed this run's own.
+  if (::rename(resumable_.c_str(), temp_.c_str()) != 0)
+    fail(resumable_, "cannot take over the unfinished output: " + detail::errnoText(errno));
+  resumable_.clear();
 }
 
 void OutputDirectory::protect(const std::vector<ProtectedInput> &inputs) const {

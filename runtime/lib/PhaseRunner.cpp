@@ -63,6 +63,29 @@ void ModelScope::beginRound() {
         phases_[d].needed = true;
 }
 
+std::vector<int64_t> ModelScope::mergeState() const {
+  std::vector<int64_t> state;
+  for (const PhaseState &p : phases_)
+    if (p.topk) {
+      auto [hi, lo] = p.topk->handedOut();
+      state.push_back(hi);
+      state.push_back(lo);
+    }
+  return state;
+}
+
+void ModelScope::restoreMergeState(const std::vector<int64_t> &state) {
+  if (state.size() != mergeState().size())
+    throw RuntimeError("internal: a model-scope state of " + std::to_string(state.size()) +
+                       " numbers, expected " + std::to_string(mergeState().size()));
+  size_t k = 0;
+  for (PhaseState &p : phases_)
+    if (p.topk) {
+      p.topk->setHandedOut(state[k], state[k + 1]);
+      k += 2;
+    }
+}
+
 void ModelScope::endRound() {
   bool progress = false;
   for (PhaseState &p : phases_) {

@@ -25,6 +25,7 @@ struct FlagOption {
 constexpr FlagOption kFlags[] = {
     {"--force", &RunOptions::force},
     {"--quiet", &RunOptions::quiet},
+    {"--resume", &RunOptions::resume},
     {"--strict", &RunOptions::strict},
     {"--verbose", &RunOptions::verbose},
 };

@@ -118,7 +118,7 @@ private:
 void usage(std::ostream &os, const json &program) {
   os << "usage: " << programName
      << " -o OUT [--model NAME=PATH]... [--set NAME=VALUE]... [--dtype f32|bf16|f16]\n"
-        "       [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--strict]\n"
+        "       [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--resume] [--strict]\n"
         "       [--quiet] [--verbose] [--device cpu|cuda] [--max-gpu-memory SIZE]\n"
         "       [--no-model-card]\n\n"
      << "A merge compiled ahead of time by mergec " << program.at("mergec_version").get<std::string>()
@@ -268,7 +268,7 @@ int run(int argc, char **argv) {
   }
 
   rt::checkDevice(options); // no GPU: stop before the output directory exists
-  rt::OutputDirectory out(options.output, options.force, inputs);
+  rt::OutputDirectory out(options.output, options.force, inputs, options.resume);
   TableKernelSource kernels(program, options.provenance.params);
   rt::MergePlan plan =
       rt::planMerge(models, program.at("output_model").get<std::string>(), rules, kernels, options);

@@ -13,8 +13,8 @@ namespace {
 
 const char *kUsage = R"(usage:
   mergec run RECIPE -o OUT [--set NAME=VALUE]... [--model NAME=PATH]... [--dtype f32|bf16|f16]
-                    [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--strict]
-                    [--quiet] [--verbose] [--cache-dir DIR | --no-cache]
+                    [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--resume]
+                    [--strict] [--quiet] [--verbose] [--cache-dir DIR | --no-cache]
                     [--device cpu|cuda] [--gpu-arch sm_NN] [--max-gpu-memory SIZE]
                     [--no-model-card]
   mergec compile RECIPE --emit=STAGE [-o FILE] [--set NAME=VALUE]... [--model NAME=PATH]...

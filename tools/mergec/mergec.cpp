@@ -435,7 +435,7 @@ int runMerge(const CommandLine &cl) {
   // Before any work: the output must not touch an input, --force replaces only mergec's own
   // output, and a second run for the same output stops here.
   rt::checkDevice(options); // no GPU: stop before the output directory exists
-  rt::OutputDirectory out(options.output, options.force, protectedInputs(cl, c));
+  rt::OutputDirectory out(options.output, options.force, protectedInputs(cl, c), options.resume);
   KernelJIT jit(*c.module, jitOptions(cl, c));
   rt::MergePlan plan =
       rt::planMerge(models, program.outputModel, rules, jit, options);

@@ -39,6 +39,25 @@ public:
   /// Shard file names, in order (known from construction).
   std::vector<std::string> shardFileNames() const;
 
+  // The planned layout, for --resume (Journal.h) to verify what an interrupted run wrote.
+  size_t shardCount() const { return shards_.size(); }
+  size_t shardOf(size_t index) const { return shardOf_[index]; }
+  const std::string &shardFileName(size_t shard) const;
+  /// The shard's header bytes (length prefix and padded JSON), as written.
+  const std::string &shardHeader(size_t shard) const;
+  /// The shard file's size once complete.
+  uint64_t shardFileBytes(size_t shard) const;
+  /// Where tensor `index`'s bytes start in its shard file.
+  uint64_t fileOffset(size_t index) const { return fileOffset_[index]; }
+  bool lastInShard(size_t index) const;
+  /// Continues an interrupted output whose tensors before `index` are in place (verified):
+  /// reopens the shard of `index` (the last shard when every tensor is in place), rewrites its
+  /// header, cuts the file at `index`'s offset and writes on from there; later shards are
+  /// created anew when reached. Call before the first write().
+  void resumeAt(size_t index);
+  /// fdatasyncs the shard being written (the journal is synced after it).
+  void syncCurrent();
+
 private:
   struct Shard;
   void openShard(size_t shard);
@@ -47,6 +66,7 @@ private:
   std::map<std::string, std::string> metadata_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<size_t> shardOf_;
+  std::vector<uint64_t> fileOffset_;
   size_t next_ = 0;
   int fd_ = -1;
   size_t openShard_ = SIZE_MAX;

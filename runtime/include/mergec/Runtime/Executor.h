@@ -104,6 +104,9 @@ struct ModelSpec {
 struct RunOptions {
   std::string output;
   bool force = false; ///< replace an existing output that mergec wrote
+  /// Continue the unfinished output an interrupted run (SIGKILL, power loss) left for the same
+  /// output, after verifying it against its journal (Journal.h).
+  bool resume = false;
   std::optional<DType> dtype; ///< output dtype override
   unsigned threads = 0;       ///< 0: all cores
   uint64_t shardSize = 5'000'000'000ull;
@@ -175,6 +178,8 @@ struct RunStats {
   double seconds = 0;
   uint64_t bytesRead = 0, bytesWritten = 0;
   size_t tensors = 0;
+  /// With --resume: the tensors the interrupted run wrote that were verified and kept.
+  size_t resumedTensors = 0;
   /// The tensors whose outputs hold NaN or inf that their inputs did not bring, in plan order.
   std::vector<std::pair<std::string, NonFinite>> nonFinite;
 };

@@ -16,7 +16,9 @@ inline constexpr const char *kManifestName = "mergec-manifest.json";
 /// destructor removes that directory unless commit() succeeded, and so does a SIGINT, SIGTERM
 /// or SIGHUP (Interrupts.h). `<parent>/.<name>.mergec-lock` is held (flock) from construction
 /// to destruction, so a second run for the same output refuses at its start. Leftover
-/// temporaries of earlier runs for the same output are removed on construction.
+/// temporaries of earlier runs for the same output are removed on construction, except, with
+/// `resume`, the one holding a journal (Journal.h): it is kept as resumable() until adopt()
+/// takes it over or the run ends (it then stays for a later --resume).
 class OutputDirectory {
 public:
   /// Everything is checked here, before any work: `finalPath` must not be, contain or lie
@@ -25,13 +27,21 @@ public:
   /// directory; another run must not hold the output's lock; the parent must be writable.
   /// Throws RuntimeError with the reason.
   OutputDirectory(const std::string &finalPath, bool force,
-                  const std::vector<ProtectedInput> &inputs = {});
+                  const std::vector<ProtectedInput> &inputs = {}, bool resume = false);
   ~OutputDirectory();
   OutputDirectory(const OutputDirectory &) = delete;
   OutputDirectory &operator=(const OutputDirectory &) = delete;
 
   const std::string &tempPath() const { return temp_; }
   const std::string &finalPath() const { return final_; }
+  /// With `resume`: the temporary directory an earlier run left, holding a journal with a
+  /// header ("" when there is none).
+  const std::string &resumable() const { return resumable_; }
+  /// How many tensors the journals of the removed temporaries recorded (for the note saying
+  /// that --resume would have continued them).
+  size_t removedProgress() const { return removedProgress_; }
+  /// Makes resumable() this run's temporary directory (an atomic rename over the empty one).
+  void adopt();
   /// Checks more inputs found after construction (the files a checkpoint's index names, which
   /// may be links into other directories) the same way as the constructor's.
   void protect(const std::vector<ProtectedInput> &inputs) const;
@@ -56,7 +66,8 @@ private:
   void acquireLock(const std::string &lockPath);
   void checkReplaceable() const;
 
-  std::string final_, temp_;
+  std::string final_, temp_, resumable_;
+  size_t removedProgress_ = 0;
   std::optional<Lock> lock_;
   std::optional<TemporaryPath> tempGuard_;
   bool force_ = false, committed_ = false;

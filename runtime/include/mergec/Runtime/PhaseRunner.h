@@ -30,6 +30,13 @@ public:
   void endRound();
   /// Starts the merge itself (top-k boundaries from the first tensor again).
   void beginMerge() { beginRound(); }
+  /// What the merge so far changed in the scope (the top-k tie quotas handed out, two numbers
+  /// per model-scope top-k phase; empty when it has none), and its restoration: a resumed merge
+  /// that skips tensors continues with the state the interrupted run journalled for the last
+  /// tensor it kept.
+  std::vector<int64_t> mergeState() const;
+  /// Throws RuntimeError when `state` is not the size mergeState() gives.
+  void restoreMergeState(const std::vector<int64_t> &state);
 
 private:
   friend void runRule(Device &, const CompiledRule &, const std::vector<const void *> &,

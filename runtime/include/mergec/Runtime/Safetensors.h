@@ -50,6 +50,8 @@ public:
   const TensorInfo *find(const std::string &name) const;
   const std::map<std::string, std::string> &metadata() const { return metadata_; }
   uint64_t fileSize() const { return size_; }
+  /// The modification time when opened, in nanoseconds since the epoch.
+  int64_t mtimeNanoseconds() const { return mtimeSeconds_ * 1'000'000'000 + mtimeNanoseconds_; }
 
   /// Hints that a tensor's pages will be read soon (madvise WILLNEED).
   void prefetch(const TensorInfo &t) const;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <utility>
 #include <vector>
+#include <utility>
 
 namespace mergec::rt {
 
@@ -50,6 +51,13 @@ public:
   void rewind();
   /// The boundaries for the next tensor in plan order.
   void boundaries(const float *keys, int64_t n, RankBoundary &hi, RankBoundary &lo);
+  /// The tie quotas handed out so far (the only state boundaries() changes), for --resume to
+  /// journal and restore.
+  std::pair<int64_t, int64_t> handedOut() const { return {hi_.given, lo_.given}; }
+  void setHandedOut(int64_t hi, int64_t lo) {
+    hi_.given = hi;
+    lo_.given = lo;
+  }
 
 private:
   struct Cut {
