@@ -1205,6 +1205,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   }
   // The journal is not part of the output. Killed between here and the rename, a run leaves
   // no journal: --resume then starts over.
+  testDelay();
   if (::unlink(journalPath.c_str()) != 0)
     throw RuntimeError(journalPath + ": cannot remove the journal: " + detail::errnoText(errno));
   outDir.commit();

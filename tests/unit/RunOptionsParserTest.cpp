@@ -28,6 +28,10 @@ TEST(RunOptionsParser, AppliesValues) {
   EXPECT_EQ(o.device, "cuda");
   EXPECT_EQ(applyRunOption("--strict", std::nullopt, o), "");
   EXPECT_TRUE(o.strict);
+  EXPECT_EQ(runOptionArity("--resume"), RunOptionArity::Flag);
+  EXPECT_EQ(applyRunOption("--resume", std::nullopt, o), "");
+  EXPECT_TRUE(o.resume);
+  EXPECT_EQ(applyRunOption("--resume", "yes", o), "--resume takes no value");
 }
 
 TEST(RunOptionsParser, RefusesWithOneMessageEach) {
