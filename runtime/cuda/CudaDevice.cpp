@@ -502,27 +502,9 @@ void CudaDevice::launch(const CompiledRule &rule, size_t phase,
   // The kernel's parameters are the packed ABI's arguments (KernelABI.h), so kernelParams is
   // the same array of pointers HostDevice passes to the packed function, over device pointers.
   // A reduction writes chunk c's partials at result[c * m + j]: its result is the base, chunk 0.
-  std::vector<MemRefDescriptor> descs = inputs;
-  descs.push_back(result(0));
-  descs.push_back({reinterpret_cast<void *>(deviceScalars), reinterpret_cast<void *>(deviceScalars),
+  PackedArgs args(inputs, result(0), /*begin=*/0, /*end=*/n, layer, numLayers,
+                  {reinterpret_cast<void *>(deviceScalars), reinterpret_cast<void *>(deviceScalars),
                    0, scalars.size, 1});
-  int64_t begin = 0, end = n;
-  float l = layer, nl = numLayers;
-  std::vector<void *> args;
-  args.reserve(descs.size() * 5 + 4);
-  auto addDescriptor = [&](MemRefDescriptor &d) {
-    for (void *field : {static_cast<void *>(&d.allocated), static_cast<void *>(&d.aligned),
-                        static_cast<void *>(&d.offset), static_cast<void *>(&d.size),
-                        static_cast<void *>(&d.stride)})
-      args.push_back(field);
-  };
-  for (size_t i = 0; i + 1 < descs.size(); ++i)
-    addDescriptor(descs[i]);
-  args.push_back(&begin);
-  args.push_back(&end);
-  args.push_back(&l);
-  args.push_back(&nl);
-  addDescriptor(descs.back());
 
   // Every phase kernel runs one block per chunk of the loop nest (KernelABI.h): a reduction's
   // partials are then the CPU's, chunk by chunk.

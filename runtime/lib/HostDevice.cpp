@@ -38,26 +38,7 @@ void HostDevice::launch(const CompiledRule &rule, size_t phase,
     throw RuntimeError("internal: phase " + rule.phases[phase].symbol + " has no host code");
   pool_.parallelFor(chunkCount(n), [&](size_t c) {
     int64_t begin = static_cast<int64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
-    float l = layer, nl = numLayers;
-    std::vector<MemRefDescriptor> descs = inputs;
-    descs.push_back(result(c));
-    descs.push_back(scalars);
-    // The packed ABI (KernelABI.h): one pointer per argument of the lowered function.
-    std::vector<void *> args;
-    args.reserve(descs.size() * 5 + 4);
-    auto addDescriptor = [&](MemRefDescriptor &d) {
-      for (void *field : {static_cast<void *>(&d.allocated), static_cast<void *>(&d.aligned),
-                          static_cast<void *>(&d.offset), static_cast<void *>(&d.size),
-                          static_cast<void *>(&d.stride)})
-        args.push_back(field);
-    };
-    for (size_t i = 0; i + 1 < descs.size(); ++i)
-      addDescriptor(descs[i]);
-    args.push_back(&begin);
-    args.push_back(&end);
-    args.push_back(&l);
-    args.push_back(&nl);
-    addDescriptor(descs.back());
+    PackedArgs args(inputs, result(c), begin, end, layer, numLayers, scalars);
     fn(args.data());
     if (afterChunk)
       (*afterChunk)(begin, end);

@@ -29,6 +29,44 @@ struct MemRefDescriptor {
   int64_t stride;
 };
 
+/// The packed argument array of one phase call (KernelABI.h): a pointer to each argument of the
+/// lowered function, the five fields of each input's and the result's descriptor, begin, end,
+/// layer, num_layers, then the scalars' descriptor. The CPU passes data() to the packed entry
+/// point; a GPU passes it to cuLaunchKernel as kernelParams. It owns the values pointed at.
+class PackedArgs {
+public:
+  PackedArgs(const std::vector<MemRefDescriptor> &inputs, const MemRefDescriptor &result,
+             int64_t begin, int64_t end, float layer, float numLayers,
+             const MemRefDescriptor &scalars)
+      : descs_(inputs), begin_(begin), end_(end), layer_(layer), numLayers_(numLayers) {
+    descs_.push_back(result);
+    descs_.push_back(scalars);
+    pointers_.reserve(descs_.size() * 5 + 4);
+    for (size_t i = 0; i + 1 < descs_.size(); ++i)
+      addDescriptor(descs_[i]);
+    for (void *scalar : {static_cast<void *>(&begin_), static_cast<void *>(&end_),
+                         static_cast<void *>(&layer_), static_cast<void *>(&numLayers_)})
+      pointers_.push_back(scalar);
+    addDescriptor(descs_.back());
+  }
+  PackedArgs(const PackedArgs &) = delete; // the pointers point into this object
+  PackedArgs &operator=(const PackedArgs &) = delete;
+  void **data() { return pointers_.data(); }
+  size_t size() const { return pointers_.size(); }
+
+private:
+  void addDescriptor(MemRefDescriptor &d) {
+    for (void *field : {static_cast<void *>(&d.allocated), static_cast<void *>(&d.aligned),
+                        static_cast<void *>(&d.offset), static_cast<void *>(&d.size),
+                        static_cast<void *>(&d.stride)})
+      pointers_.push_back(field);
+  }
+  std::vector<MemRefDescriptor> descs_;
+  int64_t begin_, end_;
+  float layer_, numLayers_;
+  std::vector<void *> pointers_;
+};
+
 /// Called for each chunk [begin, end) of the output right after the map phase wrote it (on the
 /// host, while it is in cache); chunks may run concurrently.
 using ChunkHook = std::function<void(int64_t begin, int64_t end)>;
