@@ -574,4 +574,23 @@ void CudaDevice::rowReduce(const float *keys, float *out, int64_t n, int64_t col
   endTiming(Queue::Compute, start, Timing::Kernel, 0);
 }
 
+void CudaDevice::countModelTopK(ModelTopK &topk, const float *keys, int64_t n) {
+  GpuSelection &s = selection();
+  CUevent start;
+  beginTiming(Queue::Compute, start);
+  s.countModelTopK(topk, dptr(keys), n);
+  ++stats_.selections;
+  endTiming(Queue::Compute, start, Timing::Kernel, 0);
+}
+
+void CudaDevice::modelTopKBoundaries(ModelTopK &topk, const float *keys, int64_t n,
+                                     RankBoundary &hi, RankBoundary &lo) {
+  GpuSelection &s = selection();
+  CUevent start;
+  beginTiming(Queue::Compute, start);
+  s.modelTopKBoundaries(topk, dptr(keys), n, hi, lo);
+  ++stats_.selections;
+  endTiming(Queue::Compute, start, Timing::Kernel, 0);
+}
+
 } // namespace mergec::rt::cuda

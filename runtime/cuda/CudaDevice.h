@@ -51,7 +51,8 @@ public:
   bool hostResident() const override { return false; }
   std::shared_ptr<void> allocate(size_t bytes) override;
   void copyToHost(void *host, const void *device, size_t bytes) override;
-  const float *hostView(const float *device, int64_t n, std::vector<float> &staging) override;
+  /// `n` floats of device memory copied into `staging` (for tests and debugging).
+  const float *hostView(const float *device, int64_t n, std::vector<float> &staging);
   void launch(const CompiledRule &rule, size_t phase, const std::vector<MemRefDescriptor> &inputs,
               const std::function<MemRefDescriptor(size_t chunk)> &result, int64_t n, float layer,
               float numLayers, const MemRefDescriptor &scalars,
@@ -61,6 +62,9 @@ public:
   double quantile(const float *keys, int64_t n, double q) override;
   void rowRanks(const float *keys, float *ranks, int64_t n, int64_t cols) override;
   void rowReduce(const float *keys, float *out, int64_t n, int64_t cols, bool sum) override;
+  void countModelTopK(ModelTopK &topk, const float *keys, int64_t n) override;
+  void modelTopKBoundaries(ModelTopK &topk, const float *keys, int64_t n, RankBoundary &hi,
+                           RankBoundary &lo) override;
 
   std::shared_ptr<void> allocateHost(size_t bytes) override;
   void copyAsync(void *dst, const void *src, size_t bytes, bool toDevice, Queue queue) override;

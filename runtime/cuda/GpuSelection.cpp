@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,7 +36,10 @@ constexpr uint64_t kHistOffset = 0;                                  // u64[2 * 
 constexpr uint64_t kZerosOffset = kHistOffset + 2 * 2048 * 8;        // u64
 constexpr uint64_t kIndexOffset = kZerosOffset + 64;                 // u64[2]
 constexpr uint64_t kCountOffset = kZerosOffset + 256;                // u32[2 * kMaxBlocks]
-constexpr uint64_t kSelectionBytes = kCountOffset + 2 * kMaxBlocks * 4;
+constexpr uint64_t kHist16Offset = kCountOffset + 2 * kMaxBlocks * 4; // u64[65536]
+constexpr uint64_t kSelectionBytes = kHist16Offset + 65536 * 8;
+// mergec_sel_hist16: 65536 16-bit counters in 32768 shared words.
+constexpr unsigned kHist16Shared = 65536 * 2;
 
 // rowRanks: blocks of the global-memory kernel (each holds 2 * cols u32 of scratch).
 constexpr uint64_t kGlobalRankBlocks = 256;
@@ -76,6 +80,7 @@ GpuSelection::GpuSelection(const CudaDriver &driver, CUstream stream)
       driver_.check(driver_.cuModuleGetFunction(&fn, module_, name), name);
     };
     function(hist_, "mergec_sel_hist");
+    function(hist16_, "mergec_sel_hist16");
     function(count_, "mergec_sel_count");
     function(find_, "mergec_sel_find");
     function(rankShared_, "mergec_rank_shared");
@@ -94,6 +99,10 @@ GpuSelection::GpuSelection(const CudaDriver &driver, CUstream stream)
     driver_.check(driver_.cuFuncSetAttribute(rankShared_,
                                              CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                              sharedOptin_),
+                  "cuFuncSetAttribute");
+    driver_.check(driver_.cuFuncSetAttribute(hist16_,
+                                             CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                             static_cast<int>(kHist16Shared)),
                   "cuFuncSetAttribute");
     driver_.check(driver_.cuMemAllocHost(&host_, kSelectionBytes), "cuMemAllocHost");
     ensureScratch(kSelectionBytes);
@@ -356,6 +365,82 @@ void GpuSelection::rowReduce(CUdeviceptr keys, CUdeviceptr out, int64_t n, int64
   unsigned isSum = sum ? 1u : 0u;
   void *args[] = {&keys, &out, &rowCount, &width, &isSum};
   launch(reduce_, grid, block, 0, args);
+}
+
+// --- Model-scope top-k ------------------------------------------------------------------------
+
+const uint64_t *GpuSelection::histogram16(CUdeviceptr keys, int64_t n, unsigned shift,
+                                          bool filter, uint32_t pref, uint64_t *zeros) {
+  Grid grid = gridFor(n);
+  CUdeviceptr hist = scratch_ + kHist16Offset;
+  CUdeviceptr zeroCount = zeros ? scratch_ + kZerosOffset : 0;
+  driver_.check(driver_.cuMemsetD32Async(hist, 0, 65536 * 2, stream_), "cuMemsetD32Async");
+  if (zeros)
+    driver_.check(driver_.cuMemsetD32Async(zeroCount, 0, 2, stream_), "cuMemsetD32Async");
+  unsigned long long count = static_cast<unsigned long long>(n), chunk = grid.chunk;
+  unsigned filterArg = filter ? 1u : 0u, prefArg = pref;
+  void *args[] = {&keys, &count, &chunk, &shift, &filterArg, &prefArg, &hist, &zeroCount};
+  launch(hist16_, grid.blocks, kThreads, kHist16Shared, args);
+  auto *host = static_cast<char *>(host_);
+  toHost(host + kHist16Offset, hist, 65536 * 8);
+  if (zeros)
+    toHost(host + kZerosOffset, zeroCount, 8);
+  sync();
+  if (zeros)
+    std::memcpy(zeros, host + kZerosOffset, 8);
+  return reinterpret_cast<const uint64_t *>(host + kHist16Offset);
+}
+
+int64_t GpuSelection::equalCount(CUdeviceptr keys, int64_t n, uint32_t value) {
+  Grid grid = gridFor(n);
+  CUdeviceptr counts = scratch_ + kCountOffset;
+  unsigned long long count = static_cast<unsigned long long>(n), chunk = grid.chunk;
+  unsigned kind = kKindMagnitude, nt = 1, v0 = value, v1 = 0;
+  void *countArgs[] = {&keys, &count, &chunk, &kind, &nt, &v0, &v1, &counts};
+  launch(count_, grid.blocks, kThreads, 0, countArgs);
+  auto *host = static_cast<char *>(host_);
+  toHost(host + kCountOffset, counts, size_t{grid.blocks} * 4);
+  sync();
+  const auto *blockCounts = reinterpret_cast<const uint32_t *>(host + kCountOffset);
+  int64_t total = 0;
+  for (unsigned b = 0; b < grid.blocks; ++b)
+    total += blockCounts[b];
+  return total;
+}
+
+void GpuSelection::countModelTopK(ModelTopK &topk, CUdeviceptr keys, int64_t n) {
+  if (topk.pass() == 0) {
+    uint64_t zeros = 0;
+    if (n <= 0) {
+      std::vector<uint64_t> none(65536, 0);
+      topk.addHighHistogram(none.data(), 0, 0);
+      return;
+    }
+    const uint64_t *high = histogram16(keys, n, 16, false, 0, &zeros);
+    topk.addHighHistogram(high, n, n - static_cast<int64_t>(zeros));
+    return;
+  }
+  for (int cut = 0; cut < 2; ++cut)
+    if (std::optional<uint32_t> high = topk.cutHigh(cut); high && n > 0)
+      topk.addLowHistogram(cut, histogram16(keys, n, 0, true, *high, nullptr));
+}
+
+void GpuSelection::modelTopKBoundaries(ModelTopK &topk, CUdeviceptr keys, int64_t n,
+                                       RankBoundary &hi, RankBoundary &lo) {
+  for (int cut = 0; cut < 2; ++cut) {
+    RankBoundary &b = cut == 0 ? hi : lo;
+    std::optional<uint32_t> value = topk.cutValue(cut);
+    if (!value) {
+      b = topk.applyCounted(cut, 0, [](int64_t) -> int64_t { return -1; });
+      continue;
+    }
+    int64_t equal = n > 0 ? equalCount(keys, n, *value) : 0;
+    b = topk.applyCounted(cut, equal, [&](int64_t r) {
+      int64_t index = -1;
+      tieIndex(keys, n, 1, &*value, &r, &index);
+      return index;
+    });
+  }
 }
 
 } // namespace mergec::rt::cuda

@@ -28,6 +28,12 @@ public:
   void rowRanks(CUdeviceptr keys, CUdeviceptr ranks, int64_t n, int64_t cols);
   /// rt::rowReduce: n f32 results at `out`, each its row's sum or maximum.
   void rowReduce(CUdeviceptr keys, CUdeviceptr out, int64_t n, int64_t cols, bool sum);
+  /// Model-scope top-k: ModelTopK's counting pass over this tensor's keys (16-bit histograms
+  /// counted on the device and added on the host), and its boundaries for this tensor (the
+  /// count of keys equal to each cut and the index of the tie that ends it, on the device).
+  void countModelTopK(ModelTopK &topk, CUdeviceptr keys, int64_t n);
+  void modelTopKBoundaries(ModelTopK &topk, CUdeviceptr keys, int64_t n, RankBoundary &hi,
+                           RankBoundary &lo);
   /// Device scratch the calls need for these sizes, at most (for a memory limit).
   static uint64_t scratchBytes(int64_t n, int64_t cols);
 
@@ -46,6 +52,12 @@ private:
   /// and how many keys are strictly greater.
   void kthLargest(CUdeviceptr keys, int64_t n, unsigned kind, unsigned nt, const int64_t *m,
                   const uint64_t *firstPass, uint32_t *value, int64_t *above);
+  /// A 65536-bin histogram of magnitude bits [shift, shift + 16) over the keys whose bits
+  /// 31..16 equal `pref` (with `filter`), in host_; with `zeros`, the count of zero keys.
+  const uint64_t *histogram16(CUdeviceptr keys, int64_t n, unsigned shift, bool filter,
+                              uint32_t pref, uint64_t *zeros);
+  /// How many magnitude keys equal `value`.
+  int64_t equalCount(CUdeviceptr keys, int64_t n, uint32_t value);
   /// The flat index of the ties[t]-th magnitude key equal to value[t], in index order.
   void tieIndex(CUdeviceptr keys, int64_t n, unsigned nt, const uint32_t *value,
                 const int64_t *ties, int64_t *index);
@@ -53,6 +65,7 @@ private:
   const CudaDriver &driver_;
   CUstream stream_;
   CUmodule module_ = nullptr;
+  CUfunction hist16_ = nullptr;
   CUfunction hist_ = nullptr, count_ = nullptr, find_ = nullptr, rankShared_ = nullptr,
              rankGlobal_ = nullptr, reduce_ = nullptr;
   int multiprocessors_ = 0;

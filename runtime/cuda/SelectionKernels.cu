@@ -445,3 +445,58 @@ mergec_row_reduce(const float *__restrict__ keys, float *__restrict__ out,
     __syncthreads();
   }
 }
+
+/// Model-scope top-k (Selection.h's ModelTopK counts 16-bit digits): a 65536-bin histogram of
+/// magnitude bits [shift, shift + 16) over the keys whose bits 31..16 equal `pref` (when
+/// `filter`), added into hist; with `zeros`, also counts zero keys (of all keys). The block
+/// keeps its counters as 16-bit halves of 32768 shared words (128 KiB of dynamic shared
+/// memory) and adds them into hist every kFlush keys, before a half could overflow; integer
+/// atomics only, so the counts are exact.
+extern "C" __global__ void __launch_bounds__(kThreads)
+mergec_sel_hist16(const float *__restrict__ keys, unsigned long long n, unsigned long long chunk,
+                  unsigned shift, unsigned filter, unsigned pref,
+                  unsigned long long *__restrict__ hist, unsigned long long *__restrict__ zeros) {
+  MERGEC_DYNAMIC_SHARED(unsigned, sh);
+  __shared__ unsigned shZeros;
+  constexpr unsigned kWords = 32768;
+  constexpr unsigned long long kFlush = 65535ull / kThreads * kThreads;
+  const unsigned tid = threadIdx.x;
+  for (unsigned w = tid; w < kWords; w += kThreads)
+    sh[w] = 0;
+  if (tid == 0)
+    shZeros = 0;
+  __syncthreads();
+  unsigned long long start = blockIdx.x * chunk;
+  unsigned long long end = start + chunk < n ? start + chunk : n;
+  for (unsigned long long segment = start; segment < end; segment += kFlush) {
+    unsigned long long segmentEnd = segment + kFlush < end ? segment + kFlush : end;
+    unsigned myZeros = 0;
+    for (unsigned long long i = segment + tid; i < segmentEnd; i += kThreads) {
+      unsigned k = keyOf(keys[i], 0);
+      myZeros += k == 0;
+      if (filter && (k >> 16) != pref)
+        continue;
+      unsigned digit = (k >> shift) & 0xFFFFu;
+      atomicAdd(&sh[digit >> 1], 1u << ((digit & 1u) * 16));
+    }
+    if (zeros) {
+      myZeros = __reduce_add_sync(kFull, myZeros);
+      if (laneId() == 0 && myZeros)
+        atomicAdd(&shZeros, myZeros);
+    }
+    __syncthreads();
+    for (unsigned w = tid; w < kWords; w += kThreads) {
+      unsigned v = sh[w];
+      if (v) {
+        if (v & 0xFFFFu)
+          atomicAdd(&hist[2 * w], (unsigned long long)(v & 0xFFFFu));
+        if (v >> 16)
+          atomicAdd(&hist[2 * w + 1], (unsigned long long)(v >> 16));
+        sh[w] = 0;
+      }
+    }
+    __syncthreads();
+  }
+  if (zeros && tid == 0 && shZeros)
+    atomicAdd(zeros, (unsigned long long)shZeros);
+}

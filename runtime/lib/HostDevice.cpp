@@ -24,9 +24,6 @@ void HostDevice::copyToHost(void *host, const void *device, size_t bytes) {
     std::memcpy(host, device, bytes);
 }
 
-const float *HostDevice::hostView(const float *device, int64_t, std::vector<float> &) {
-  return device;
-}
 
 void HostDevice::launch(const CompiledRule &rule, size_t phase,
                         const std::vector<MemRefDescriptor> &inputs,

@@ -129,7 +129,6 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
   size_t chunks = std::max<size_t>(Device::chunkCount(n), 1);
   std::vector<double> partials;
   std::shared_ptr<void> keyBuffer, partialBuffer;
-  std::vector<float> staging;
   std::vector<bool> done(rule.phases.size(), false);
   size_t nextRow = 0;
   for (size_t k = 0; k < rule.phases.size(); ++k) {
@@ -199,9 +198,9 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
       if (phase.kind == Kind::TopK) {
         RankBoundary hi, lo;
         if (accumulate)
-          state->topk->count(device.hostView(keys, n, staging), n);
+          device.countModelTopK(*state->topk, keys, n);
         else if (wholeModel)
-          state->topk->boundaries(device.hostView(keys, n, staging), n, hi, lo);
+          device.modelTopKBoundaries(*state->topk, keys, n, hi, lo);
         else
           device.topkBoundaries(keys, n, phase.param, phase.skip, phase.nonzero, hi, lo);
         slot[0] = hi.bits;

@@ -168,20 +168,68 @@ void ModelTopK::rewind() {
 }
 
 RankBoundary ModelTopK::apply(Cut &cut, const float *keys, int64_t n) {
+  if (cut.rank == 0)
+    return RankBoundary{};
+  int64_t equal = 0;
+  for (int64_t i = 0; i < n; ++i)
+    equal += magnitudeKey(keys[i]) == cut.value;
+  return applyCounted(cut, equal, [&](int64_t r) {
+    for (int64_t i = 0; i < n; ++i)
+      if (magnitudeKey(keys[i]) == cut.value && --r == 0)
+        return i;
+    throw RuntimeError("internal: model-scope top-k tie not found");
+  });
+}
+
+RankBoundary ModelTopK::applyCounted(Cut &cut, int64_t equal,
+                                     const std::function<int64_t(int64_t)> &indexOf) {
   RankBoundary b;
   if (cut.rank == 0)
     return b;
   // Of the elements equal to the boundary, the first (rank - above) over the model are below
-  // it: those of earlier tensors first.
+  // it: those of earlier tensors first. This tensor's last one below is the min(quota, equal)-th.
   int64_t quota = cut.rank - cut.above - cut.given;
   b.bits = static_cast<double>(cut.value);
-  for (int64_t i = 0; i < n; ++i)
-    if (magnitudeKey(keys[i]) == cut.value) {
-      ++cut.given;
-      if (quota-- > 0)
-        b.index = static_cast<double>(i);
-    }
+  if (int64_t last = std::min(quota, equal); last > 0)
+    b.index = static_cast<double>(indexOf(last));
+  cut.given += equal;
   return b;
+}
+
+void ModelTopK::addHighHistogram(const uint64_t *hist, int64_t n, int64_t nonzeros) {
+  if (pass_ != 0)
+    throw RuntimeError("internal: a model-scope top-k high histogram after its first pass");
+  total_ += n;
+  nonzeros_ += nonzeros;
+  for (size_t b = 0; b < high_.size(); ++b)
+    high_[b] += static_cast<int64_t>(hist[b]);
+}
+
+std::optional<uint32_t> ModelTopK::cutHigh(int cut) const {
+  const Cut &c = cutAt(cut);
+  if (pass_ != 1 || c.rank == 0)
+    return std::nullopt;
+  return c.high;
+}
+
+void ModelTopK::addLowHistogram(int cut, const uint64_t *hist) {
+  Cut &c = cutAt(cut);
+  if (pass_ != 1 || c.rank == 0)
+    throw RuntimeError("internal: a model-scope top-k low histogram out of turn");
+  for (size_t b = 0; b < c.hist.size(); ++b)
+    c.hist[b] += static_cast<int64_t>(hist[b]);
+}
+
+std::optional<uint32_t> ModelTopK::cutValue(int cut) const {
+  const Cut &c = cutAt(cut);
+  if (!known() || c.rank == 0)
+    return std::nullopt;
+  return c.value;
+}
+
+RankBoundary ModelTopK::applyCounted(int cut, int64_t equal,
+                                     const std::function<int64_t(int64_t)> &indexOf) {
+  return applyCounted(cutAt(cut), equal, indexOf);
 }
 
 void ModelTopK::boundaries(const float *keys, int64_t n, RankBoundary &hi, RankBoundary &lo) {

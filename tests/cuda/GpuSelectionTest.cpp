@@ -235,6 +235,47 @@ TEST_F(GpuSelectionTest, TopKBoundariesMatchTheCpu) {
     }
 }
 
+// Model-scope top-k: the same ModelTopK fed by the GPU's 16-bit histograms and tie counts (the
+// keys stay on the device) gives every tensor the boundaries the host's ModelTopK gives it,
+// over a "model" of tensors of several sizes and styles (ties across tensors included).
+TEST_F(GpuSelectionTest, ModelScopeTopKMatchesTheCpu) {
+  std::vector<std::vector<float>> model;
+  uint64_t seed = 500;
+  for (size_t n : {size_t{1000}, size_t{65536 * 2 + 5}, size_t{1}, size_t{70001}})
+    for (Style style : {Style::Ties, Style::Gauss, Style::Sparse})
+      model.push_back(makeKeys(n, style, seed++));
+  std::vector<std::unique_ptr<Buffer>> onDevice;
+  for (auto &x : model)
+    onDevice.push_back(upload(x));
+  for (double density : {0.0, 0.01, 0.2, 0.97})
+    for (double skip : {0.0, 0.5})
+      for (bool nonzero : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "density " << density << " skip " << skip
+                                          << " nonzero " << nonzero);
+        ModelTopK cpu(density, skip, nonzero), gpu(density, skip, nonzero);
+        for (bool done = false; !done;) {
+          for (size_t t = 0; t < model.size(); ++t) {
+            cpu.count(model[t].data(), static_cast<int64_t>(model[t].size()));
+            selection->countModelTopK(gpu, onDevice[t]->ptr, static_cast<int64_t>(model[t].size()));
+          }
+          done = cpu.finishPass();
+          ASSERT_EQ(gpu.finishPass(), done);
+        }
+        for (size_t t = 0; t < model.size(); ++t) {
+          RankBoundary hi, lo, gpuHi, gpuLo;
+          cpu.boundaries(model[t].data(), static_cast<int64_t>(model[t].size()), hi, lo);
+          selection->modelTopKBoundaries(gpu, onDevice[t]->ptr,
+                                         static_cast<int64_t>(model[t].size()), gpuHi, gpuLo);
+          SCOPED_TRACE(::testing::Message() << "tensor " << t);
+          EXPECT_EQ(gpuHi.bits, hi.bits);
+          EXPECT_EQ(gpuHi.index, hi.index);
+          EXPECT_EQ(gpuLo.bits, lo.bits);
+          EXPECT_EQ(gpuLo.index, lo.index);
+        }
+        EXPECT_EQ(gpu.handedOut(), cpu.handedOut());
+      }
+}
+
 TEST_F(GpuSelectionTest, QuantileMatchesTheCpu) {
   uint64_t seed = 100;
   for (size_t n : sizes())

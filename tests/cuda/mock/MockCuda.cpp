@@ -88,6 +88,8 @@ void mergec_sel_hist(const float *, unsigned long long, unsigned long long, unsi
                      unsigned long long *);
 void mergec_sel_count(const float *, unsigned long long, unsigned long long, unsigned, unsigned,
                       unsigned, unsigned, unsigned *);
+void mergec_sel_hist16(const float *, unsigned long long, unsigned long long, unsigned, unsigned,
+                       unsigned, unsigned long long *, unsigned long long *);
 void mergec_sel_find(const float *, unsigned long long, unsigned long long, unsigned, unsigned,
                      unsigned long long, unsigned long long *);
 void mergec_rank_shared(const float *, float *, unsigned long long, unsigned);
@@ -292,7 +294,8 @@ void (*findCpuKernel(const std::string &name))(void **) {
 }
 
 const std::set<std::string> &selectionKernels() {
-  static const std::set<std::string> names = {"mergec_sel_hist",    "mergec_sel_count",
+  static const std::set<std::string> names = {"mergec_sel_hist",    "mergec_sel_hist16",
+                                              "mergec_sel_count",
                                               "mergec_sel_find",    "mergec_rank_shared",
                                               "mergec_rank_global", "mergec_row_reduce"};
   return names;
@@ -379,6 +382,13 @@ std::string runKernel(Op &op) {
                         param<unsigned>(a, 5), param<unsigned>(a, 6), param<unsigned>(a, 7),
                         param<unsigned>(a, 8), param<unsigned>(a, 9),
                         param<unsigned long long *>(a, 10), param<unsigned long long *>(a, 11));
+      };
+    else if (name == "mergec_sel_hist16")
+      body = [&] {
+        mergec_sel_hist16(param<const float *>(a, 0), param<unsigned long long>(a, 1),
+                          param<unsigned long long>(a, 2), param<unsigned>(a, 3),
+                          param<unsigned>(a, 4), param<unsigned>(a, 5),
+                          param<unsigned long long *>(a, 6), param<unsigned long long *>(a, 7));
       };
     else if (name == "mergec_sel_count")
       body = [&] {

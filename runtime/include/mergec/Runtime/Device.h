@@ -87,7 +87,6 @@ public:
   virtual void copyToHost(void *host, const void *device, size_t bytes) = 0;
   /// `n` floats of device memory readable on the host: the host returns `device` itself, a GPU
   /// copies into `staging` (model-scope top-k counts keys on the host).
-  virtual const float *hostView(const float *device, int64_t n, std::vector<float> &staging) = 0;
 
   /// Whether phases read the tensors where the host has them (the CPU: the inputs' mappings and
   /// the output buffer) or need them copied into device memory first (a GPU).
@@ -111,6 +110,16 @@ public:
   virtual double quantile(const float *keys, int64_t n, double q) = 0;
   virtual void rowRanks(const float *keys, float *ranks, int64_t n, int64_t cols) = 0;
   virtual void rowReduce(const float *keys, float *out, int64_t n, int64_t cols, bool sum) = 0;
+  /// Model-scope top-k (Selection.h's ModelTopK) over `keys` (n floats in device memory): a
+  /// counting pass sees this tensor, or, once the boundaries are known, the boundaries for it.
+  /// The host gives ModelTopK the keys; a GPU counts where they are and gives it histograms.
+  virtual void countModelTopK(ModelTopK &topk, const float *keys, int64_t n) {
+    topk.count(keys, n);
+  }
+  virtual void modelTopKBoundaries(ModelTopK &topk, const float *keys, int64_t n,
+                                   RankBoundary &hi, RankBoundary &lo) {
+    topk.boundaries(keys, n, hi, lo);
+  }
 
   // --- Devices with memory of their own (hostResident() false). The executor moves every
   // tensor through them: inputs read into page-locked host memory and uploaded on the Upload
@@ -153,7 +162,6 @@ public:
   explicit HostDevice(ThreadPool &pool) : pool_(pool) {}
   std::shared_ptr<void> allocate(size_t bytes) override;
   void copyToHost(void *host, const void *device, size_t bytes) override;
-  const float *hostView(const float *device, int64_t n, std::vector<float> &staging) override;
   void launch(const CompiledRule &rule, size_t phase, const std::vector<MemRefDescriptor> &inputs,
               const std::function<MemRefDescriptor(size_t chunk)> &result, int64_t n, float layer,
               float numLayers, const MemRefDescriptor &scalars,

@@ -3,6 +3,8 @@
 // histogram passes, never a sort) for top-k boundaries and quantiles, and per-row ranks.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <utility>
 #include <vector>
 #include <utility>
@@ -51,6 +53,24 @@ public:
   void rewind();
   /// The boundaries for the next tensor in plan order.
   void boundaries(const float *keys, int64_t n, RankBoundary &hi, RankBoundary &lo);
+
+  /// The same passes for a device that counts where its keys are (a GPU: the keys never come
+  /// to the host). Pass 0 wants a histogram of every key's magnitude bits 31..16 (65536 bins)
+  /// and, when countsNonzero(), how many keys are not 0; pass 1, for each cut that cutHigh()
+  /// names, a histogram of magnitude bits 15..0 over the keys whose bits 31..16 equal it.
+  int pass() const { return pass_; }
+  bool countsNonzero() const { return nonzero_; }
+  void addHighHistogram(const uint64_t *hist, int64_t n, int64_t nonzeros);
+  /// Cut 0 is the band's start (hi), cut 1 its end (lo); nullopt when the cut is empty.
+  std::optional<uint32_t> cutHigh(int cut) const;
+  void addLowHistogram(int cut, const uint64_t *hist);
+  /// Merge time: the cut's boundary magnitude (nullopt: an empty cut), then its boundary for
+  /// the next tensor from that tensor's count of keys equal to it and the flat index of the
+  /// r-th of them (1-based), which is asked for only when the boundary falls in this tensor.
+  std::optional<uint32_t> cutValue(int cut) const;
+  RankBoundary applyCounted(int cut, int64_t equal,
+                            const std::function<int64_t(int64_t)> &indexOf);
+
   /// The tie quotas handed out so far (the only state boundaries() changes), for --resume to
   /// journal and restore.
   std::pair<int64_t, int64_t> handedOut() const { return {hi_.given, lo_.given}; }
@@ -69,6 +89,9 @@ private:
     std::vector<int64_t> hist;
   };
   RankBoundary apply(Cut &cut, const float *keys, int64_t n);
+  RankBoundary applyCounted(Cut &cut, int64_t equal, const std::function<int64_t(int64_t)> &indexOf);
+  Cut &cutAt(int cut) { return cut == 0 ? hi_ : lo_; }
+  const Cut &cutAt(int cut) const { return cut == 0 ? hi_ : lo_; }
   double density_, skip_;
   bool nonzero_;
   int pass_ = 0;
