@@ -147,7 +147,6 @@ def case_run(work):
           (len(evs), len(of(evs, "progress"))))
     expect(len(of(evs, "progress")) >= 3, "expected several progress events")
     print("progress: at least 0.2 s apart, the last one complete; escaped output path")
-    print("PASS")
 
 
 def case_quiet(work):
@@ -156,7 +155,6 @@ def case_quiet(work):
     p = run([runner.mergec_path(), "run", recipe, "-o", out, "--quiet", "--json"], work, 0)
     check_success(events(p), out, quiet=True)
     print("--quiet --json: warning, plan, done; no progress")
-    print("PASS")
 
 
 def check_errors(prefix, work, recipe, quiet_exe=None):
@@ -202,7 +200,6 @@ def case_errors(work):
     check_errors([mergec, "run", os.path.join(work, "r.merge")], work, "r.merge")
     p = run([mergec, "run", "--json"], work, 2)
     check_error(p, 2, {"message": "no recipe given"})
-    print("PASS")
 
 
 def case_exe(work):
@@ -221,7 +218,6 @@ def case_exe(work):
                   quiet=True, positions=False)
     print("executable --quiet --json: no progress")
     check_errors([exe], work, recipe)
-    print("PASS")
 
 
 if __name__ == "__main__":
