@@ -97,6 +97,28 @@ std::string buildHeader(const std::vector<OutputTensorSpec> &tensors,
 }
 } // namespace
 
+std::vector<size_t> planShards(const std::vector<OutputTensorSpec> &tensors, uint64_t shardSize) {
+  // Greedy packing in the given order; an oversized tensor simply fills a shard alone.
+  std::vector<size_t> shardOf;
+  size_t shard = 0;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    uint64_t n = tensors[i].nbytes();
+    if (i > 0 && bytes + n > shardSize) {
+      ++shard;
+      bytes = 0;
+    }
+    bytes += n;
+    shardOf.push_back(shard);
+  }
+  return shardOf;
+}
+
+size_t shardCount(const std::vector<OutputTensorSpec> &tensors, uint64_t shardSize) {
+  std::vector<size_t> shardOf = planShards(tensors, shardSize);
+  return shardOf.empty() ? 1 : shardOf.back() + 1;
+}
+
 CheckpointWriter::CheckpointWriter(std::string directory, std::vector<OutputTensorSpec> tensors,
                                    uint64_t shardSize, std::map<std::string, std::string> metadata)
     : directory_(std::move(directory)), tensors_(std::move(tensors)),
@@ -110,18 +132,12 @@ CheckpointWriter::CheckpointWriter(std::string directory, std::vector<OutputTens
       fail(directory_, "cannot write tensor '" + spec.name + "' twice");
   }
 
-  // Greedy packing in the given order; an oversized tensor simply fills a shard alone.
-  std::vector<std::vector<size_t>> plan(1);
-  std::vector<uint64_t> planBytes(1, 0);
+  shardOf_ = planShards(tensors_, shardSize);
+  std::vector<std::vector<size_t>> plan(rt::shardCount(tensors_, shardSize));
+  std::vector<uint64_t> planBytes(plan.size(), 0);
   for (size_t i = 0; i < tensors_.size(); ++i) {
-    uint64_t n = tensors_[i].nbytes();
-    if (!plan.back().empty() && planBytes.back() + n > shardSize) {
-      plan.emplace_back();
-      planBytes.push_back(0);
-    }
-    plan.back().push_back(i);
-    planBytes.back() += n;
-    shardOf_.push_back(plan.size() - 1);
+    plan[shardOf_[i]].push_back(i);
+    planBytes[shardOf_[i]] += tensors_[i].nbytes();
   }
   for (size_t s = 0; s < plan.size(); ++s) {
     auto shard = std::make_unique<Shard>();

@@ -8,6 +8,7 @@
 #include "mergec/Runtime/CheckpointWriter.h"
 #include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/Events.h"
 #include "mergec/Runtime/Glob.h"
 #include "mergec/Runtime/Journal.h"
 #include "mergec/Runtime/OutputDirectory.h"
@@ -88,7 +89,8 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     try {
       plan.checkpoints.push_back(Checkpoint::open(models[i].path));
     } catch (const RuntimeError &e) {
-      throw RuntimeError("model '" + models[i].name + "': " + e.what());
+      throw RuntimeError("model '" + models[i].name + "': " + e.what(),
+                         e.file().empty() ? models[i].path : e.file(), e.tensor());
     }
     plan.inputBytes += plan.checkpoints.back()->totalBytes();
   }
@@ -113,12 +115,19 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
   // Problems are collected over every tensor so one run lists them all (up to a limit)
   // instead of failing on the first, and nothing has been read or written yet.
   std::vector<std::string> problems;
-  auto problem = [&](std::string message) { problems.push_back(std::move(message)); };
+  std::string firstTensor; // the tensor of the first problem, for the error's tensor()
+  const TensorInfo *current = nullptr;
+  auto problem = [&](std::string message) {
+    if (problems.empty())
+      firstTensor = current->name;
+    problems.push_back(std::move(message));
+  };
   // Every pattern is matched against every name. The recipe bounds the patterns (4096) but
   // not their wildcards, nor the tensors: past ~6 s of matching, the patterns are refused.
   constexpr uint64_t kMaxGlobSteps = 1'000'000'000;
   uint64_t globSteps = 0;
   for (const TensorInfo *t : out.tensors()) {
+    current = t;
     if (globSteps > kMaxGlobSteps)
       throw RuntimeError("matching the merge block's patterns against the " +
                          std::to_string(out.tensors().size()) + " tensors of model '" +
@@ -206,7 +215,7 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
       message += "\n  " + problems[i];
     if (problems.size() > kShown)
       message += "\n  ... and " + std::to_string(problems.size() - kShown) + " more problem(s)";
-    throw RuntimeError(message);
+    throw RuntimeError(message, "", firstTensor);
   }
   return plan;
 }
@@ -282,9 +291,8 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
     throw RuntimeError("this merge needs about " + formatSize(need) + " of memory (" + parts +
                        "), more than --max-memory " + formatSize(options.maxMemory));
   if (options.verbose)
-    std::fprintf(stderr, "memory: about %s (%llu bytes: %s), --max-memory %s\n",
-                 formatSize(need).c_str(), static_cast<unsigned long long>(need), parts.c_str(),
-                 formatSize(options.maxMemory).c_str());
+    events().info("memory: about " + formatSize(need) + " (" + std::to_string(need) +
+                  " bytes: " + parts + "), --max-memory " + formatSize(options.maxMemory));
   return need;
 }
 
@@ -457,8 +465,7 @@ void waitForTestHook() {
   const char *path = std::getenv("MERGEC_TEST_WAIT_FOR");
   if (!path || !*path)
     return;
-  std::fprintf(stderr, "mergec: test hook: waiting for %s\n", path);
-  std::fflush(stderr);
+  events().info(events().program() + ": test hook: waiting for " + path);
   for (int i = 0; i < 6000 && !std::filesystem::exists(path); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
@@ -748,8 +755,8 @@ void checkDeviceMemory(const MergePlan &plan, KernelSource &kernels, Device &dev
                        "), more than " + against);
   device.limitMemory(limit);
   if (options.verbose)
-    std::fprintf(stderr, "gpu memory: about %s (%llu bytes: %s), %s\n", formatSize(need).c_str(),
-                 static_cast<unsigned long long>(need), parts.c_str(), against.c_str());
+    events().info("gpu memory: about " + formatSize(need) + " (" + std::to_string(need) +
+                  " bytes: " + parts + "), " + against);
 }
 
 /// Runs the analysis rounds of every rule with model-scope phases (a whole-model threshold or
@@ -769,7 +776,8 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
   for (auto &[rule, scope] : scopes) {
     for (int round = 1; !scope.complete(); ++round) {
       if (!quiet)
-        std::fprintf(stderr, "model scope: rule %zu, pass %d over its tensors\n", rule + 1, round);
+        events().info("model scope: rule " + std::to_string(rule + 1) + ", pass " +
+                      std::to_string(round) + " over its tensors");
       scope.beginRound();
       if (!device.hostResident()) {
         // The same tensors, in the same (plan) order, through device memory.
@@ -954,14 +962,12 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   JournalContents previous;
   std::unique_ptr<JournalWriter> journal;
   if (!options.resume && outDir.removedProgress() > 0)
-    std::fprintf(stderr,
-                 "mergec: note: removed the unfinished output of an earlier run (%zu tensors "
-                 "done); --resume would have continued it\n",
-                 outDir.removedProgress());
+    events().note("removed the unfinished output of an earlier run (" +
+                  std::to_string(outDir.removedProgress()) +
+                  " tensors done); --resume would have continued it");
   if (options.resume && outDir.resumable().empty())
-    std::fprintf(stderr, "mergec: note: --resume: no unfinished output of an earlier run for %s; "
-                         "merging from the start\n",
-                 outDir.finalPath().c_str());
+    events().note("--resume: no unfinished output of an earlier run for " + outDir.finalPath() +
+                  "; merging from the start");
   if (options.resume && !outDir.resumable().empty()) {
     previous = readJournal(detail::joinPath(outDir.resumable(), kJournalName));
     if (std::string why = journalMismatch(previous.header, header); !why.empty())
@@ -995,7 +1001,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     if (!options.quiet) {
       double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                                      verifyStart).count();
-      std::string line = "mergec: resuming: " + std::to_string(resumeFrom) + " of " +
+      std::string line = events().program() + ": resuming: " + std::to_string(resumeFrom) + " of " +
                          std::to_string(plan.items.size()) +
                          " tensors verified in the unfinished output and reused (" +
                          formatSize(point.bytesRead) + " re-read in " +
@@ -1004,7 +1010,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         line += "; merging on from tensor '" + specs[resumeFrom].name + "'";
       if (!reason.empty())
         line += " (" + reason + ")";
-      std::fprintf(stderr, "%s\n", line.c_str());
+      events().info(line);
     }
   }
   if (!journal)
@@ -1040,8 +1046,9 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     if (auto introduced = check.introduced()) {
       if (options.strict)
         throw RuntimeError("--strict: tensor " + describe(item.base->name, *introduced) +
-                           " holds NaN or inf values where its inputs are finite; nothing "
-                           "was written");
+                               " holds NaN or inf values where its inputs are finite; nothing "
+                               "was written",
+                           "", item.base->name);
       stats.nonFinite.emplace_back(item.base->name, *introduced);
       return *introduced;
     }
@@ -1190,7 +1197,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     std::string warning;
     if (copySideFile(base.directory(), outDir.tempPath(), name, warning) ==
         SideFileResult::Skipped)
-      std::fprintf(stderr, "mergec: warning: %s\n", warning.c_str());
+      events().warning(warning);
   }
   writeManifest(plan, options, outDir.tempPath(),
                 options.resume && !previous.header.is_null() ? std::optional(resumeFrom)
@@ -1216,8 +1223,12 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   progress.finish(stats.seconds, stats.bytesRead, stats.bytesWritten);
   if (options.verbose)
     if (std::string line = device.summary(computedTensors); !line.empty())
-      std::fprintf(stderr, "%s\n", line.c_str());
+      events().info(line);
   return stats;
+}
+
+std::string unmatchedPatternWarning(const std::string &pattern, const std::string &outputModel) {
+  return "pattern \"" + pattern + "\" matches no tensor of model '" + outputModel + "'";
 }
 
 std::string nonFiniteWarning(const RunStats &stats) {

@@ -1,5 +1,6 @@
 //===- Interrupts.cpp - clean up partial outputs on SIGINT/TERM/HUP -------===//
 #include "mergec/Runtime/Interrupts.h"
+#include "mergec/Runtime/Events.h"
 #include "mergec/Runtime/MappedInputGuard.h"
 
 #include <atomic>
@@ -73,7 +74,10 @@ void writeStderr(const std::string &text) {
   std::string message = "mergec: interrupted by SIG" + std::string(name ? name : "?");
   if (!removed.empty())
     message += "; removed the unfinished output " + removed;
-  writeStderr(message + "\n");
+  if (events().json()) // an ordinary thread: the event stream's lock is fine here
+    events().error(message.substr(message.find(": ") + 2));
+  else
+    writeStderr(message + "\n");
   ::_exit(128 + sig);
 }
 } // namespace

@@ -1,5 +1,6 @@
 //===- MappedInputGuard.cpp - a clear error when a mapped input shrinks ---===//
 #include "mergec/Runtime/MappedInputGuard.h"
+#include "mergec/Runtime/Events.h"
 
 #include <algorithm>
 #include <atomic>
@@ -38,6 +39,59 @@ void writeAll(const char *text, size_t n) {
 }
 void writeText(const char *text) { writeAll(text, std::strlen(text)); }
 
+/// `text` as the inside of a JSON string, written piecewise (no allocation: a signal handler).
+void writeJsonString(const char *text) {
+  for (; *text; ++text) {
+    unsigned char c = static_cast<unsigned char>(*text);
+    if (c == '"' || c == '\\') {
+      char escaped[2] = {'\\', static_cast<char>(c)};
+      writeAll(escaped, 2);
+    } else if (c < 0x20) {
+      const char *hex = "0123456789abcdef";
+      char escaped[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+      writeAll(escaped, 6);
+    } else {
+      writeAll(text, 1);
+    }
+  }
+}
+
+/// A non-negative integer in decimal, without the C library's formatting.
+void writeNumber(uint64_t n) {
+  char digits[24];
+  size_t i = sizeof digits;
+  do
+    digits[--i] = static_cast<char>('0' + n % 10);
+  while (n /= 10);
+  writeAll(digits + i, sizeof digits - i);
+}
+
+const char *const kChanged = ": changed while mergec was reading it (the file is now shorter than "
+                             "when it was opened: truncated, or rewritten by a download?)";
+
+/// The error, as text or (--json) as an error event; only async-signal-safe calls.
+void reportChanged(const char *path) {
+  if (!events().json()) {
+    writeText("mergec: error: ");
+    writeText(path);
+    writeText(kChanged);
+    writeText("\n");
+    return;
+  }
+  uint64_t ms = static_cast<uint64_t>(events().seconds() * 1000); // clock_gettime
+  writeText("{\"event\":\"error\",\"t\":");
+  writeNumber(ms / 1000);
+  char fraction[4] = {'.', static_cast<char>('0' + ms / 100 % 10),
+                      static_cast<char>('0' + ms / 10 % 10), static_cast<char>('0' + ms % 10)};
+  writeAll(fraction, 4);
+  writeText(",\"message\":\"");
+  writeJsonString(path);
+  writeJsonString(kChanged);
+  writeText("\",\"file\":\"");
+  writeJsonString(path);
+  writeText("\"}\n");
+}
+
 void onSigbus(int sig, siginfo_t *info, void *context) {
   auto address = reinterpret_cast<uintptr_t>(info->si_addr);
   for (Slot *s = slots.load(std::memory_order_acquire); s;
@@ -45,10 +99,7 @@ void onSigbus(int sig, siginfo_t *info, void *context) {
     uintptr_t begin = s->begin.load(std::memory_order_acquire);
     if (begin == 0 || address < begin || address >= s->end.load(std::memory_order_acquire))
       continue;
-    writeText("mergec: error: ");
-    writeText(s->path);
-    writeText(": changed while mergec was reading it (the file is now shorter than when it was "
-              "opened: truncated, or rewritten by a download?)\n");
+    reportChanged(s->path);
     if (auto cleanup = fatalCleanup.load())
       cleanup();
     ::_exit(1);

@@ -1,5 +1,6 @@
 //===- Progress.cpp - tensors done, rate and ETA on stderr ----------------===//
 #include "mergec/Runtime/Progress.h"
+#include "mergec/Runtime/Events.h"
 #include "mergec/Runtime/Size.h"
 #include <cstdio>
 #include <string>
@@ -29,11 +30,21 @@ void Progress::update(size_t tensorsDone, uint64_t bytesDone) {
     return;
   auto now = std::chrono::steady_clock::now();
   double sinceLast = std::chrono::duration<double>(now - last_).count();
-  if (sinceLast < (tty_ ? 0.25 : 10.0) && tensorsDone < totalTensors_)
+  bool json = events().json();
+  // --json: a "progress" event at most every 0.2 s, and one for the last tensor.
+  if (sinceLast < (json ? 0.2 : tty_ ? 0.25 : 10.0) && tensorsDone < totalTensors_)
     return;
   last_ = now;
   double elapsed = std::chrono::duration<double>(now - start_).count();
   double rate = elapsed > 0 ? bytesDone / elapsed : 0;
+  if (json) {
+    events().emit("progress", {{"tensors_done", tensorsDone},
+                               {"tensors", totalTensors_},
+                               {"bytes_read", bytesDone},
+                               {"seconds", elapsed},
+                               {"rate_bytes_per_s", rate}});
+    return;
+  }
   double fraction = totalBytes_ ? static_cast<double>(bytesDone) / totalBytes_ : 1.0;
   double eta = fraction > 0 && fraction < 1 ? elapsed * (1 - fraction) / fraction : 0;
   std::fprintf(stderr, "%s[%zu/%zu tensors] %s read, %s, ETA %.0f s%s",
@@ -43,7 +54,7 @@ void Progress::update(size_t tensorsDone, uint64_t bytesDone) {
 }
 
 void Progress::finish(double seconds, uint64_t bytesRead, uint64_t bytesWritten) {
-  if (quiet_)
+  if (quiet_ || events().json()) // --json: the "done" event says it
     return;
   std::fprintf(stderr, "%smerged %zu tensors: %s read, %s written in %.2f s (%s)\n",
                tty_ ? "\r" : "", totalTensors_, formatSize(bytesRead).c_str(),

@@ -24,6 +24,7 @@ struct FlagOption {
 };
 constexpr FlagOption kFlags[] = {
     {"--force", &RunOptions::force},
+    {"--json", &RunOptions::json},
     {"--quiet", &RunOptions::quiet},
     {"--resume", &RunOptions::resume},
     {"--strict", &RunOptions::strict},

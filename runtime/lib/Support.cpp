@@ -13,7 +13,7 @@
 namespace mergec::rt::detail {
 
 void fail(const std::string &file, const std::string &message) {
-  throw RuntimeError(file + ": " + message);
+  throw RuntimeError(file + ": " + message, file, "");
 }
 
 namespace {

@@ -1,5 +1,6 @@
 //===- MappedInputGuardTest.cpp - inputs changed while they are read -------===//
 #include "mergec/Runtime/MappedInputGuard.h"
+#include "mergec/Runtime/Events.h"
 #include "TestUtil.h"
 #include "mergec/Runtime/Safetensors.h"
 
@@ -85,6 +86,27 @@ TEST(MappedInputGuardDeathTest, SigbusInAMappedInputNamesTheFileAndExitsOne) {
       ::testing::ExitedWithCode(1),
       "mergec: error: .*/model.safetensors: changed while mergec was reading it \\(the file "
       "is now shorter than when it was opened: truncated, or rewritten by a download\\?\\)\n"
+      "fatal cleanup ran");
+}
+
+TEST(MappedInputGuardDeathTest, SigbusWithJsonIsAnErrorEvent) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  TempDir dir;
+  std::string path = writeModel(dir, 4);
+  EXPECT_EXIT(
+      {
+        events().configure("mergec", true);
+        auto f = SafetensorsFile::open(path);
+        setFatalCleanup(reportCleanup);
+        if (::truncate(path.c_str(), 64) != 0)
+          std::abort();
+        std::thread([&] { touch(f->tensors()[0]); }).join();
+      },
+      ::testing::ExitedWithCode(1),
+      "^\\{\"event\":\"error\",\"t\":[0-9]+\\.[0-9][0-9][0-9],\"message\":\".*/"
+      "model.safetensors: changed while mergec was reading it \\(the file is now shorter than "
+      "when it was opened: truncated, or rewritten by a download\\?\\)\",\"file\":\".*/"
+      "model.safetensors\"\\}\n"
       "fatal cleanup ran");
 }
 

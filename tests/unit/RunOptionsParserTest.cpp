@@ -5,7 +5,7 @@
 using namespace mergec::rt;
 
 TEST(RunOptionsParser, KnowsEachOptionAndItsArity) {
-  for (const char *flag : {"--force", "--quiet", "--strict", "--verbose"})
+  for (const char *flag : {"--force", "--quiet", "--strict", "--verbose", "--json"})
     EXPECT_EQ(runOptionArity(flag), RunOptionArity::Flag) << flag;
   for (const char *option : {"--dtype", "--threads", "--shard-size", "--max-memory",
                              "--max-gpu-memory", "--device"})
@@ -32,6 +32,10 @@ TEST(RunOptionsParser, AppliesValues) {
   EXPECT_EQ(applyRunOption("--resume", std::nullopt, o), "");
   EXPECT_TRUE(o.resume);
   EXPECT_EQ(applyRunOption("--resume", "yes", o), "--resume takes no value");
+  EXPECT_FALSE(o.json);
+  EXPECT_EQ(applyRunOption("--json", std::nullopt, o), "");
+  EXPECT_TRUE(o.json);
+  EXPECT_EQ(applyRunOption("--json", "yes", o), "--json takes no value");
 }
 
 TEST(RunOptionsParser, RefusesWithOneMessageEach) {

@@ -5,6 +5,7 @@
 // `mergec_program` JSON and its kernel table (KernelABI.h).
 #include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/Events.h"
 #include "mergec/Runtime/Executor.h"
 #include "mergec/Runtime/Interrupts.h"
 #include "mergec/Runtime/KernelABI.h"
@@ -119,7 +120,7 @@ void usage(std::ostream &os, const json &program) {
   os << "usage: " << programName
      << " -o OUT [--model NAME=PATH]... [--set NAME=VALUE]... [--dtype f32|bf16|f16]\n"
         "       [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--resume] [--strict]\n"
-        "       [--quiet] [--verbose] [--device cpu|cuda] [--max-gpu-memory SIZE]\n"
+        "       [--quiet] [--verbose] [--json] [--device cpu|cuda] [--max-gpu-memory SIZE]\n"
         "       [--no-model-card]\n\n"
      << "A merge compiled ahead of time by mergec " << program.at("mergec_version").get<std::string>()
      << " from " << program.at("recipe").at("path").get<std::string>() << " (sha256 "
@@ -149,7 +150,7 @@ void usage(std::ostream &os, const json &program) {
 }
 
 int usageError(const std::string &message) {
-  std::cerr << programName << ": error: " << message << " (see --help)\n";
+  rt::events().error(message + " (see --help)");
   return 2;
 }
 
@@ -232,6 +233,7 @@ int run(int argc, char **argv) {
   }
   if (options.output.empty())
     return usageError("-o OUT is required");
+  rt::events().configure(programName, options.json);
 
   const json &recipe = program.at("recipe");
   options.provenance = {program.at("mergec_version").get<std::string>(),
@@ -274,11 +276,17 @@ int run(int argc, char **argv) {
       rt::planMerge(models, program.at("output_model").get<std::string>(), rules, kernels, options);
   out.protect(rt::planInputs(plan));
   for (const std::string &warning : plan.warnings)
-    std::cerr << programName << ": warning: " << warning << "\n";
-  rt::checkMemory(plan, kernels, options);
+    rt::events().warning(warning);
+  uint64_t memory = rt::checkMemory(plan, kernels, options);
+  // No recipe to point into: the warning `mergec run` gives at the pattern, without a position.
+  for (size_t r = 0; r < rules.size(); ++r)
+    for (size_t p = 0; p < rules[r].patterns.size(); ++p)
+      if (plan.patternMatches[r][p] == 0)
+        rt::events().warning(rt::unmatchedPatternWarning(
+            rules[r].patterns[p], program.at("output_model").get<std::string>()));
+  rt::reportPlan(plan, rules, options, memory);
   rt::RunStats stats = rt::executeMerge(plan, kernels, options, out);
-  if (std::string warning = rt::nonFiniteWarning(stats); !warning.empty())
-    std::cerr << programName << ": warning: " << warning << "\n";
+  rt::reportDone(stats, options);
   return 0;
 }
 
@@ -290,16 +298,18 @@ int main(int argc, char **argv) {
     const char *slash = std::strrchr(argv[0], '/');
     programName = slash ? slash + 1 : argv[0];
   }
+  // --json anywhere: even a usage error is an event; the parsed options then decide.
+  rt::events().configure(programName, rt::jsonRequested(argc, argv));
   try {
     return run(argc, argv);
   } catch (const rt::RuntimeError &e) {
-    std::cerr << programName << ": error: " << e.what() << "\n";
+    rt::events().error(e.what(), e.file(), e.tensor());
     return 1;
   } catch (const json::exception &e) {
-    std::cerr << programName << ": error: the embedded program is damaged: " << e.what() << "\n";
+    rt::events().error(std::string("the embedded program is damaged: ") + e.what());
     return 1;
   } catch (const std::bad_alloc &) {
-    std::cerr << programName << ": error: out of memory\n";
+    rt::events().error("out of memory");
     return 1;
   }
 }

@@ -1,5 +1,6 @@
 //===- Options.cpp - mergec's command line --------------------------------===//
 #include "Options.h"
+#include "mergec/Runtime/Events.h"
 #include "mergec/Runtime/RunOptionsParser.h"
 #include "mergec/Runtime/Size.h"
 #include <cctype>
@@ -14,7 +15,7 @@ namespace {
 const char *kUsage = R"(usage:
   mergec run RECIPE -o OUT [--set NAME=VALUE]... [--model NAME=PATH]... [--dtype f32|bf16|f16]
                     [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--resume]
-                    [--strict] [--quiet] [--verbose] [--cache-dir DIR | --no-cache]
+                    [--strict] [--quiet] [--verbose] [--json] [--cache-dir DIR | --no-cache]
                     [--device cpu|cuda] [--gpu-arch sm_NN] [--max-gpu-memory SIZE]
                     [--no-model-card]
   mergec compile RECIPE --emit=STAGE [-o FILE] [--set NAME=VALUE]... [--model NAME=PATH]...
@@ -47,7 +48,9 @@ stages of the cuda target (after loops; --gpu-arch, default sm_90):
 )";
 
 int usageError(const std::string &message) {
-  std::cerr << "mergec: error: " << message << "\n" << kUsage;
+  rt::events().error(message);
+  if (!rt::events().json()) // --json: the error event alone
+    std::cerr << kUsage;
   return 2;
 }
 

@@ -14,6 +14,7 @@
 #include "mergec/Runtime/AtomicFile.h"
 #include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/Events.h"
 #include "mergec/Runtime/Executor.h"
 
 #include "mlir/IR/Diagnostics.h"
@@ -129,8 +130,8 @@ bool loadStdlib(DiagnosticEngine &diags, std::vector<std::unique_ptr<ast::Recipe
   std::filesystem::path dir = stdlibDirectory();
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec)) {
-    std::cerr << "mergec: error: standard library not found at '" << dir.string()
-              << "' (set MERGEC_STDLIB)\n";
+    rt::events().error("standard library not found at '" + dir.string() +
+                       "' (set MERGEC_STDLIB)");
     return false;
   }
   std::vector<std::filesystem::path> files;
@@ -142,8 +143,8 @@ bool loadStdlib(DiagnosticEngine &diags, std::vector<std::unique_ptr<ast::Recipe
     std::string why;
     auto text = readText(path, why);
     if (!text) {
-      std::cerr << "mergec: error: cannot read library file '" << path.string() << "': " << why
-                << "\n";
+      rt::events().error("cannot read library file '" + path.string() + "': " + why,
+                         path.string());
       return false;
     }
     int file = diags.addFile(path.string(), *text);
@@ -169,7 +170,7 @@ int runImport(const CommandLine &cl) {
   std::string why;
   auto text = readText(cl.recipe, why);
   if (!text) {
-    std::cerr << "mergec: error: cannot read configuration '" << cl.recipe << "': " << why << "\n";
+    rt::events().error("cannot read configuration '" + cl.recipe + "': " + why, cl.recipe);
     return 1;
   }
   DiagnosticEngine diags(cl.recipe, *text, std::cerr);
@@ -189,7 +190,7 @@ std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
   std::string why;
   auto text = readText(cl.recipe, why);
   if (!text) {
-    std::cerr << "mergec: error: cannot read recipe '" << cl.recipe << "': " << why << "\n";
+    rt::events().error("cannot read recipe '" + cl.recipe + "': " + why, cl.recipe);
     return 1;
   }
   c.source = std::move(*text);
@@ -230,7 +231,7 @@ std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
   c.context.loadAllAvailableDialects();
   c.module = generateMLIR(c.context, *c.program);
   if (failed(mlir::verify(*c.module))) {
-    std::cerr << "mergec: internal error: MLIRGen produced invalid IR\n";
+    rt::events().error("internal error: MLIRGen produced invalid IR");
     return 1;
   }
   mlir::PassManager pm(&c.context);
@@ -239,7 +240,7 @@ std::optional<int> compile(const CommandLine &cl, Compilation &c, Emit stop) {
   else
     buildFusionPipeline(pm);
   if (failed(pm.run(*c.module))) {
-    std::cerr << "mergec: internal error: the pass pipeline failed\n";
+    rt::events().error("internal error: the pass pipeline failed");
     return 1;
   }
   return std::nullopt;
@@ -374,14 +375,14 @@ int runCompile(const CommandLine &cl) {
   compileOptions.device = "cpu";
   KernelJIT jit(*c.module, compileOptions);
   if (!cl.cpu.empty() && cl.emit != Emit::Obj && cl.emit != Emit::Exe) {
-    std::cerr << "mergec: error: --cpu applies to --emit=obj and --emit=exe (the JIT compiles "
-                 "for the CPU it runs on)\n";
+    rt::events().error("--cpu applies to --emit=obj and --emit=exe (the JIT compiles for the "
+                       "CPU it runs on)");
     return 2;
   }
   if (cl.emit == Emit::Obj || cl.emit == Emit::Exe) {
     if (cl.outputFile.empty() || cl.outputFile == "-") {
-      std::cerr << "mergec: error: --emit=" << (cl.emit == Emit::Obj ? "obj" : "exe")
-                << " writes a binary file: give -o FILE\n";
+      rt::events().error(std::string("--emit=") + (cl.emit == Emit::Obj ? "obj" : "exe") +
+                         " writes a binary file: give -o FILE");
       return 2;
     }
     auto signatures = aheadOfTimeSignatures(*c.program, jit, cl.verbose);
@@ -441,20 +442,22 @@ int runMerge(const CommandLine &cl) {
       rt::planMerge(models, program.outputModel, rules, jit, options);
   out.protect(rt::planInputs(plan));
   for (const std::string &warning : plan.warnings)
-    std::cerr << "mergec: warning: " << warning << "\n";
-  rt::checkMemory(plan, jit, options);
+    rt::events().warning(warning);
+  uint64_t memory = rt::checkMemory(plan, jit, options);
   for (size_t r = 0; r < rules.size(); ++r)
     for (size_t p = 0; p < rules[r].patterns.size(); ++p)
       if (plan.patternMatches[r][p] == 0)
         c.diags->warning(program.rules[r].patterns[p].loc,
-                         "pattern \"" + rules[r].patterns[p] + "\" matches no tensor of model '" +
-                             program.outputModel + "'");
+                         rt::unmatchedPatternWarning(rules[r].patterns[p], program.outputModel));
+  rt::reportPlan(plan, rules, options, memory);
   rt::RunStats stats = rt::executeMerge(plan, jit, options, out);
-  if (std::string warning = rt::nonFiniteWarning(stats); !warning.empty())
-    std::cerr << "mergec: warning: " << warning << "\n";
-  if (cl.verbose)
-    std::cerr << "jit: " << jit.compiledCount() << " kernel(s) compiled, " << jit.cachedCount()
-              << " loaded from the cache, in " << jit.totalCompileMs() << " ms\n";
+  if (cl.verbose) {
+    std::ostringstream line;
+    line << "jit: " << jit.compiledCount() << " kernel(s) compiled, " << jit.cachedCount()
+         << " loaded from the cache, in " << jit.totalCompileMs() << " ms";
+    rt::events().info(line.str());
+  }
+  rt::reportDone(stats, options);
   return 0;
 }
 
@@ -493,9 +496,12 @@ int onLargeStack(const std::function<int()> &command) {
 int main(int argc, char **argv) {
   // First, before any thread exists: an interrupt removes the unfinished output.
   rt::installInterruptCleanup();
+  // --json anywhere: even a usage error is an event; the parsed options then decide.
+  rt::events().configure("mergec", rt::jsonRequested(argc, argv));
   CommandLine cl;
   if (auto status = parseCommandLine(argc, argv, cl))
     return *status;
+  rt::events().configure("mergec", cl.run.json);
   try {
     switch (cl.command) {
     case Command::Version:
@@ -509,10 +515,10 @@ int main(int argc, char **argv) {
       return runImport(cl);
     }
   } catch (const rt::RuntimeError &e) {
-    std::cerr << "mergec: error: " << e.what() << "\n";
+    rt::events().error(e.what(), e.file(), e.tensor());
     return 1;
   } catch (const std::bad_alloc &) {
-    std::cerr << "mergec: error: out of memory\n";
+    rt::events().error("out of memory");
     return 1;
   }
   return 0;

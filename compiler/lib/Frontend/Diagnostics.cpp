@@ -1,5 +1,7 @@
 //===- Diagnostics.cpp - located recipe errors ----------------------------===//
 #include "mergec/Frontend/Diagnostics.h"
+#include "mergec/Runtime/Events.h"
+#include <algorithm>
 #include <ostream>
 #include <sstream>
 
@@ -37,6 +39,11 @@ void DiagnosticEngine::note(ast::SourceLoc loc, const std::string &message) {
 
 void DiagnosticEngine::emit(const char *severity, ast::SourceLoc loc, const std::string &message) {
   const File &file = files_[loc.file];
+  if (rt::events().json()) {
+    // --json: one event with the position as fields; no source line, no caret.
+    rt::events().diagnostic(severity, {file.name, std::max(loc.line, 0), loc.col}, message);
+    return;
+  }
   if (loc.line <= 0) {
     out_ << file.name << ": " << severity << ": " << message << "\n";
     return;

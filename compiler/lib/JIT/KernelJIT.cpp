@@ -7,6 +7,7 @@
 #include "mergec/Pipelines/CapturedDiagnostics.h"
 #include "mergec/Pipelines/Pipelines.h"
 #include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/Events.h"
 #ifdef MERGEC_HAVE_CUDA
 #include "mergec/Target/CUDA/CUDABackend.h"
 #endif
@@ -280,14 +281,14 @@ void KernelJIT::throughCache(const std::string &key, const std::string &label,
     }
   }
   if (!damage.empty() && options_.verbose)
-    std::cerr << "jit: " << label << ": cache entry " << cache_.entryPath(key) << " is damaged ("
-              << damage << "); recompiling\n";
+    rt::events().info("jit: " + label + ": cache entry " + cache_.entryPath(key) +
+                      " is damaged (" + damage + "); recompiling");
   if (how.empty()) {
     std::string bytes = compile();
     if (std::string why = accept(bytes); !why.empty())
       throw rt::RuntimeError("jit: " + label + ": " + why);
     if (auto warning = cache_.store(key, bytes); warning && !warnedCache_) {
-      std::cerr << "mergec: warning: " << *warning << " (kernels are compiled every run)\n";
+      rt::events().warning(*warning + " (kernels are compiled every run)");
       warnedCache_ = true;
     }
     how = compiledHow;
@@ -299,7 +300,7 @@ void KernelJIT::throughCache(const std::string &key, const std::string &label,
   if (options_.verbose) {
     char text[32];
     std::snprintf(text, sizeof(text), "%.1f", ms);
-    std::cerr << "jit: " << label << ": " << how << " in " << text << " ms\n";
+    rt::events().info("jit: " + label + ": " + how + " in " + text + " ms");
   }
 }
 

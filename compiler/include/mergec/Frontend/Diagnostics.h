@@ -1,6 +1,7 @@
 //===- Diagnostics.h - located recipe errors --------------------*- C++ -*-===//
 // Formats `file:line:col: error: message`, then the source line and a caret, the way
-// compilers users already know do.
+// compilers users already know do. With --json (rt::events().json()) each diagnostic is an
+// event instead (Runtime/Events.h), its position as fields.
 #pragma once
 #include "mergec/AST/AST.h"
 #include <iosfwd>

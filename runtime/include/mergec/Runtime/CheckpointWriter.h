@@ -16,6 +16,12 @@ struct OutputTensorSpec {
   uint64_t nbytes() const;
 };
 
+/// The shard of each tensor, in order, as CheckpointWriter packs them (below): greedy, a new
+/// shard when the next tensor would push the current one past `shardSize` bytes.
+std::vector<size_t> planShards(const std::vector<OutputTensorSpec> &tensors, uint64_t shardSize);
+/// How many shard files the output will have (1 for no tensor).
+size_t shardCount(const std::vector<OutputTensorSpec> &tensors, uint64_t shardSize);
+
 /// Writes tensors, in the order given up front, into `directory` (which must exist):
 /// `model.safetensors` when everything fits in one shard, else
 /// `model-00001-of-0000N.safetensors`... plus `model.safetensors.index.json`

@@ -112,6 +112,8 @@ struct RunOptions {
   uint64_t shardSize = 5'000'000'000ull;
   bool quiet = false;
   bool verbose = false;
+  /// --json: stderr carries JSON Lines events only (Events.h; docs/cli.md), not text.
+  bool json = false;
   /// A tensor whose output became NaN or inf where its inputs were finite is an error (the
   /// merge stops and writes nothing), not a warning.
   bool strict = false;
@@ -183,6 +185,9 @@ struct RunStats {
   /// The tensors whose outputs hold NaN or inf that their inputs did not bring, in plan order.
   std::vector<std::pair<std::string, NonFinite>> nonFinite;
 };
+
+/// The warning for a pattern of a rule that matches no tensor of the output model.
+std::string unmatchedPatternWarning(const std::string &pattern, const std::string &outputModel);
 
 /// The warning for stats.nonFinite (the first few tensors by name, then a count); empty when
 /// there is none.

@@ -7,7 +7,8 @@
 namespace mergec::rt {
 
 /// Rewrites one status line on a terminal (at most 4 times a second); prints a line every
-/// 10 seconds when stderr is a file or pipe, so logs stay short.
+/// 10 seconds when stderr is a file or pipe, so logs stay short. With --json (events().json()):
+/// a "progress" event at most every 0.2 s and for the last tensor.
 class Progress {
 public:
   Progress(size_t totalTensors, uint64_t totalBytes, bool quiet);
