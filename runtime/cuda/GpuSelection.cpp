@@ -299,15 +299,10 @@ void GpuSelection::topkBoundaries(CUdeviceptr keys, int64_t n, double density, d
 double GpuSelection::quantile(CUdeviceptr keys, int64_t n, double q) {
   if (n == 0)
     return NAN;
-  // As Selection.cpp: numpy's virtual index q * (n - 1), linear between its neighbours.
-  double position = q * static_cast<double>(n - 1);
-  int64_t below = static_cast<int64_t>(std::floor(position));
-  below = std::clamp<int64_t>(below, 0, n - 1);
-  int64_t above = std::min<int64_t>(below + 1, n - 1);
-  double t = position - static_cast<double>(below);
+  QuantilePosition p = quantilePosition(n, q);
   // Ascending rank r (0-based) is descending rank n - r.
-  int64_t m[2] = {n - below, n - above};
-  unsigned nt = above == below ? 1 : 2;
+  int64_t m[2] = {n - p.below, n - p.above};
+  unsigned nt = p.above == p.below ? 1 : 2;
   const uint32_t none[2] = {0, 0};
   const uint64_t *h =
       histogram(keys, n, kKindOrdered, kHighShift, kHighBins, 1, 0, none, nullptr);
@@ -316,9 +311,7 @@ double GpuSelection::quantile(CUdeviceptr keys, int64_t n, double q) {
   int64_t greater[2];
   kthLargest(keys, n, kKindOrdered, nt, m, firstPass.data(), value, greater);
   double a = static_cast<double>(fromOrderedKey(value[0]));
-  double b = nt == 1 ? a : static_cast<double>(fromOrderedKey(value[1]));
-  double diff = b - a;
-  return t >= 0.5 ? b - diff * (1 - t) : a + diff * t;
+  return p.lerp(a, nt == 1 ? a : static_cast<double>(fromOrderedKey(value[1])));
 }
 
 void GpuSelection::rowRanks(CUdeviceptr keys, CUdeviceptr ranks, int64_t n, int64_t cols) {

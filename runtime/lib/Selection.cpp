@@ -237,24 +237,25 @@ void ModelTopK::boundaries(const float *keys, int64_t n, RankBoundary &hi, RankB
   lo = apply(lo_, keys, n);
 }
 
-double quantile(const float *keys, int64_t n, double q) {
-  if (n == 0)
-    return NAN;
+QuantilePosition quantilePosition(int64_t n, double q) {
   // numpy: virtual index q * (n - 1) into the ascending order, linear between its neighbours.
   double position = q * static_cast<double>(n - 1);
   int64_t below = static_cast<int64_t>(std::floor(position));
   below = std::clamp<int64_t>(below, 0, n - 1);
   int64_t above = std::min<int64_t>(below + 1, n - 1);
-  double t = position - static_cast<double>(below);
+  return {below, above, position - static_cast<double>(below)};
+}
+
+double quantile(const float *keys, int64_t n, double q) {
+  if (n == 0)
+    return NAN;
+  QuantilePosition p = quantilePosition(n, q);
   // Ascending rank r (0-based) is descending rank n - r.
   auto at = [&](int64_t r) {
     return static_cast<double>(fromOrderedKey(kthLargest(keys, n, n - r, orderedKey).first));
   };
-  double a = at(below);
-  double b = above == below ? a : at(above);
-  // numpy's _lerp: a + (b - a) t, or b - (b - a)(1 - t) from t = 0.5 on.
-  double diff = b - a;
-  return t >= 0.5 ? b - diff * (1 - t) : a + diff * t;
+  double a = at(p.below);
+  return p.lerp(a, p.above == p.below ? a : at(p.above));
 }
 
 void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int64_t cols) {

@@ -100,6 +100,20 @@ private:
   Cut hi_, lo_;
 };
 
+/// numpy.quantile's linear method over n sorted values: the virtual index q * (n - 1) falls
+/// between ascending ranks `below` and `above` (0-based), `t` of the way; `lerp` is numpy's
+/// interpolation between the values there. One definition for every device.
+struct QuantilePosition {
+  int64_t below, above;
+  double t;
+  double lerp(double a, double b) const {
+    // numpy's _lerp: a + (b - a) t, or b - (b - a)(1 - t) from t = 0.5 on.
+    double diff = b - a;
+    return t >= 0.5 ? b - diff * (1 - t) : a + diff * t;
+  }
+};
+QuantilePosition quantilePosition(int64_t n, double q);
+
 /// numpy.quantile(keys, q) with the default linear method, in f64. NaN when n == 0.
 double quantile(const float *keys, int64_t n, double q);
 
