@@ -11,6 +11,7 @@ packages=(
   nlohmann-json3-dev googletest libgtest-dev libyaml-cpp-dev
   libclang-rt-22-dev
   python3 python3-numpy time
+  libopenmpi-dev openmpi-bin
 )
 
 missing=()

@@ -53,3 +53,13 @@ if getattr(config, "mergec_cuda", False):
     config.substitutions.append(("%mergec-cuda-tests", os.path.join(config.mergec_tools_dir, "mergec-cuda-tests")))
     config.substitutions.append(("%mock-cuda", "env LD_LIBRARY_PATH=%s MERGEC_MOCK_CUDA=1" % mock_dir))
     config.substitutions.append(("%gpu-tests", os.path.join(config.test_source_root, "gpu")))
+
+# `mpi`: mergec was built with MERGEC_MPI and Open MPI's mpirun is here (tests/e2e/mpi.test runs
+# 2 and 3 processes on this machine). Elsewhere those tests show as UNSUPPORTED, with this reason.
+if not getattr(config, "mergec_mpi", False):
+    lit_config.note("MPI tests skipped: mergec was built without MPI (MERGEC_MPI=OFF; install libopenmpi-dev)")
+elif not shutil.which("mpirun"):
+    lit_config.note("MPI tests skipped: no mpirun on PATH (install openmpi-bin)")
+else:
+    config.available_features.add("mpi")
+    config.substitutions.append(("%mpirun", shutil.which("mpirun")))

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <fcntl.h>
+#include <algorithm>
 #include <set>
 #include <unistd.h>
 
@@ -257,29 +258,77 @@ void CheckpointWriter::write(size_t index, const void *data, uint64_t nbytes) {
   std::string path = detail::joinPath(directory_, shards_[openShard_]->fileName);
   detail::writeAll(fd_, data, nbytes, path, "tensor '" + spec.name + "'");
   ++next_;
+  skipNotOwned();
 }
 
-void CheckpointWriter::finish() {
+bool CheckpointWriter::ownsShard(size_t shard) const {
+  return owned_.empty() || owned_[shard];
+}
+
+void CheckpointWriter::skipNotOwned() {
+  while (next_ < tensors_.size() && !ownsShard(shardOf_[next_]))
+    ++next_;
+}
+
+void CheckpointWriter::restrictTo(std::vector<bool> shards) {
+  if (next_ != 0 || fd_ >= 0)
+    fail(directory_, "internal: restrictTo() after the first write");
+  if (shards.size() != shards_.size())
+    fail(directory_, "internal: restrictTo() with " + std::to_string(shards.size()) +
+                         " flags for " + std::to_string(shards_.size()) + " shards");
+  owned_ = std::move(shards);
+  skipNotOwned();
+}
+
+std::vector<size_t> CheckpointWriter::assignShards(size_t ranks) const {
+  // Largest first, each to the rank with the fewest bytes so far (the lower rank on a tie): the
+  // same assignment on every rank, since it depends only on the layout.
+  std::vector<size_t> order(shards_.size()), owner(shards_.size(), 0);
+  for (size_t s = 0; s < order.size(); ++s)
+    order[s] = s;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return shardFileBytes(a) > shardFileBytes(b);
+  });
+  std::vector<uint64_t> load(std::max<size_t>(ranks, 1), 0);
+  for (size_t s : order) {
+    size_t r = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    owner[s] = r;
+    load[r] += shardFileBytes(s);
+  }
+  return owner;
+}
+
+void CheckpointWriter::finish(bool index) {
   if (next_ != tensors_.size())
     fail(directory_, "output incomplete: " + std::to_string(next_) + " of " +
                          std::to_string(tensors_.size()) + " tensors written");
-  // Only an empty model reaches here without its (single) shard open.
-  if (openShard_ == SIZE_MAX)
-    openShard(0);
-  if (fd_ < 0)
+  if (finished_)
     fail(directory_, "finish() called twice");
-  std::string last = detail::joinPath(directory_, shards_.back()->fileName);
-  int fd = fd_;
-  fd_ = -1;
-  try {
-    detail::syncFd(fd, last);
-  } catch (...) {
-    ::close(fd);
-    throw;
+  finished_ = true;
+  // Only an empty model reaches here without its (single) shard open; a process that owns no
+  // shard (restrictTo) has none to close.
+  if (openShard_ == SIZE_MAX && ownsShard(0))
+    openShard(0);
+  if (fd_ >= 0) {
+    std::string last = detail::joinPath(directory_, shards_[openShard_]->fileName);
+    int fd = fd_;
+    fd_ = -1;
+    try {
+      detail::syncFd(fd, last);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    if (::close(fd) != 0)
+      fail(last, "close failed: " + detail::errnoText(errno));
   }
-  if (::close(fd) != 0)
-    fail(last, "close failed: " + detail::errnoText(errno));
+  if (index)
+    writeIndex();
+  else
+    detail::syncPath(directory_);
+}
 
+void CheckpointWriter::writeIndex() {
   if (shards_.size() > 1) {
     json weightMap = json::object();
     uint64_t total = 0;

@@ -7,6 +7,7 @@
 #include "mergec/Runtime/PhaseRunner.h"
 #include "mergec/Runtime/CheckpointWriter.h"
 #include "mergec/Runtime/Device.h"
+#include "mergec/Runtime/Distributed.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/Events.h"
 #include "mergec/Runtime/Glob.h"
@@ -291,7 +292,7 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
     throw RuntimeError("this merge needs about " + formatSize(need) + " of memory (" + parts +
                        "), more than --max-memory " + formatSize(options.maxMemory));
   if (options.verbose)
-    events().info("memory: about " + formatSize(need) + " (" + std::to_string(need) +
+    events().info(rankPrefix(options.comm) + "memory: about " + formatSize(need) + " (" + std::to_string(need) +
                   " bytes: " + parts + "), --max-memory " + formatSize(options.maxMemory));
   return need;
 }
@@ -308,6 +309,14 @@ void testDelay() {
   }();
   if (delay > 0)
     std::this_thread::sleep_for(std::chrono::microseconds(delay));
+}
+
+/// A test hook: with MERGEC_TEST_FAIL_RANK=R, rank R of a merge shared by several processes
+/// fails once it has written its shards (tests/e2e/check_mpi.py).
+void testFailRank(const Communicator *comm) {
+  const char *text = std::getenv("MERGEC_TEST_FAIL_RANK");
+  if (comm && text && *text && std::atoi(text) == comm->rank())
+    throw RuntimeError(std::string("test hook: MERGEC_TEST_FAIL_RANK=") + text);
 }
 
 /// Writes finished tensors on a thread of its own, so disk writes overlap the next kernels.
@@ -755,15 +764,61 @@ void checkDeviceMemory(const MergePlan &plan, KernelSource &kernels, Device &dev
                        "), more than " + against);
   device.limitMemory(limit);
   if (options.verbose)
-    events().info("gpu memory: about " + formatSize(need) + " (" + std::to_string(need) +
+    events().info(rankPrefix(options.comm) + "gpu memory: about " + formatSize(need) + " (" + std::to_string(need) +
                   " bytes: " + parts + "), " + against);
 }
 
+/// Streams plan `items`, in order, through `fn(i, inputs)`: the inputs of plan item i where the
+/// kernels read them (its mappings on the CPU, device memory through a DevicePipeline).
+template <typename Fn>
+void streamItems(MergePlan &plan, Device &device, const std::vector<size_t> &items, Fn fn) {
+  if (!device.hostResident()) {
+    DevicePipeline pipe(device, plan, items, /*outputs=*/false);
+    for (size_t k = 0; k < pipe.size(); ++k) {
+      const MergePlan::Item &item = plan.items[pipe.item(k)];
+      std::vector<const void *> inputs = pipe.upload(k);
+      if (k + 1 < pipe.size())
+        pipe.stage(k + 1);
+      fn(pipe.item(k), inputs);
+      pipe.computed(k);
+      for (const TensorInfo *t : item.inputs)
+        t->file->release(*t);
+    }
+    return;
+  }
+  for (size_t i : items) {
+    const MergePlan::Item &item = plan.items[i];
+    checkInputs(item);
+    ItemInputs in(item);
+    fn(i, in.data);
+    for (const TensorInfo *t : item.inputs)
+      t->file->release(*t);
+    testDelay();
+  }
+}
+
+/// Which plan items this process computes (all of them without several processes) and which
+/// rank computes each.
+struct Share {
+  std::vector<bool> mine;
+  std::vector<size_t> owner;
+  std::vector<size_t> of(const MergePlan &plan, size_t rule) const {
+    std::vector<size_t> items;
+    for (size_t i = 0; i < plan.items.size(); ++i)
+      if (plan.items[i].rule == rule && !plan.items[i].copy && mine[i])
+        items.push_back(i);
+    return items;
+  }
+};
+
 /// Runs the analysis rounds of every rule with model-scope phases (a whole-model threshold or
 /// sum): each round streams the rule's tensors, in plan order, through the phases that feed the
-/// unfinished ones. Returns each such rule's finished scope, ready for the merge.
+/// unfinished ones. Returns each such rule's finished scope, ready for the merge. With several
+/// processes each streams only its own tensors and ModelScope::combineRound() makes the result
+/// every tensor's, as one process would have it.
 std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &kernels,
-                                               Device &device, bool quiet) {
+                                               Device &device, bool quiet, Communicator *comm,
+                                               const Share &share) {
   std::map<size_t, ModelScope> scopes;
   for (const MergePlan::Item &item : plan.items) {
     if (item.copy || scopes.count(item.rule))
@@ -774,51 +829,75 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
       scopes.emplace(item.rule, ModelScope(compiled));
   }
   for (auto &[rule, scope] : scopes) {
+    Share all{std::vector<bool>(plan.items.size(), true), share.owner};
+    std::vector<size_t> every = all.of(plan, rule), mine = share.of(plan, rule);
     for (int round = 1; !scope.complete(); ++round) {
       if (!quiet)
         events().info("model scope: rule " + std::to_string(rule + 1) + ", pass " +
                       std::to_string(round) + " over its tensors");
       scope.beginRound();
-      if (!device.hostResident()) {
-        // The same tensors, in the same (plan) order, through device memory.
-        std::vector<size_t> items;
-        for (size_t i = 0; i < plan.items.size(); ++i)
-          if (plan.items[i].rule == rule && !plan.items[i].copy)
-            items.push_back(i);
-        DevicePipeline pipe(device, plan, items, /*outputs=*/false);
-        for (size_t k = 0; k < pipe.size(); ++k) {
-          const MergePlan::Item &item = plan.items[pipe.item(k)];
-          std::vector<const void *> inputs = pipe.upload(k);
-          if (k + 1 < pipe.size())
-            pipe.stage(k + 1);
-          ItemInputs in(item);
-          CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
-          runRule(device, compiled, inputs, nullptr, *item.base, static_cast<float>(item.layer),
-                  static_cast<float>(plan.numLayers), &scope, /*analysis=*/true);
-          pipe.computed(k);
-          for (const TensorInfo *t : item.inputs)
-            t->file->release(*t);
-        }
-        scope.endRound();
-        continue;
-      }
-      for (size_t i = 0; i < plan.items.size(); ++i) {
+      streamItems(plan, device, mine, [&](size_t i, const std::vector<const void *> &inputs) {
         const MergePlan::Item &item = plan.items[i];
-        if (item.rule != rule || item.copy)
-          continue;
-        checkInputs(item);
         ItemInputs in(item);
         CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
-        runRule(device, compiled, in.data, nullptr, *item.base, static_cast<float>(item.layer),
+        scope.setItem(i);
+        runRule(device, compiled, inputs, nullptr, *item.base, static_cast<float>(item.layer),
                 static_cast<float>(plan.numLayers), &scope, /*analysis=*/true);
-        for (const TensorInfo *t : item.inputs)
-          t->file->release(*t);
-        testDelay();
-      }
+      });
+      if (comm)
+        scope.combineRound(*comm, every, share.owner);
       scope.endRound();
     }
   }
   return scopes;
+}
+
+/// Several processes: a model-scope top-k hands out its tie quotas tensor by tensor in plan
+/// order, so a process needs, before each of its tensors, what every earlier tensor (of any
+/// rank) handed out. Each process runs its own tensors of such rules through every phase but
+/// the map (the keys again: one more read of them), notes what each hands out, and the counts
+/// are summed over the ranks (integers). Returns, for each of this process's tensors of such a
+/// rule, the scope's merge state before it.
+std::map<size_t, std::vector<int64_t>> tieQuotas(MergePlan &plan, KernelSource &kernels,
+                                                 Device &device, Communicator &comm,
+                                                 const Share &share,
+                                                 std::map<size_t, ModelScope> &scopes) {
+  std::map<size_t, std::vector<int64_t>> before;
+  for (auto &[rule, scope] : scopes) {
+    scope.beginMerge();
+    size_t width = scope.mergeState().size();
+    if (!width)
+      continue;
+    Share all{std::vector<bool>(plan.items.size(), true), share.owner};
+    std::vector<size_t> every = all.of(plan, rule);
+    std::map<size_t, size_t> position;
+    for (size_t t = 0; t < every.size(); ++t)
+      position[every[t]] = t;
+    std::vector<int64_t> handed(every.size() * width, 0);
+    streamItems(plan, device, share.of(plan, rule),
+                [&](size_t i, const std::vector<const void *> &inputs) {
+                  const MergePlan::Item &item = plan.items[i];
+                  ItemInputs in(item);
+                  CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+                  std::vector<int64_t> start = scope.mergeState();
+                  runRule(device, compiled, inputs, nullptr, *item.base,
+                          static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
+                          &scope, /*analysis=*/false);
+                  std::vector<int64_t> end = scope.mergeState();
+                  for (size_t w = 0; w < width; ++w)
+                    handed[position[i] * width + w] = end[w] - start[w];
+                });
+    comm.check();
+    comm.sum(handed.data(), handed.size());
+    std::vector<int64_t> state(width, 0);
+    for (size_t t = 0; t < every.size(); ++t) {
+      if (share.mine[every[t]])
+        before[every[t]] = state;
+      for (size_t w = 0; w < width; ++w)
+        state[w] += handed[t * width + w];
+    }
+  }
+  return before;
 }
 
 /// The manifest: what was merged from what, by which recipe and version.
@@ -953,6 +1032,40 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     checkDeviceMemory(plan, kernels, device, options);
   CheckpointWriter writer(outDir.tempPath(), specs, options.shardSize, metadata);
   RunStats stats;
+  // Several processes: each computes and writes the tensors of its shards (balanced by bytes),
+  // reading only their inputs; rank 0 writes what follows the tensors and commits.
+  Communicator *comm = options.comm && options.comm->size() > 1 ? options.comm : nullptr;
+  Share share{std::vector<bool>(plan.items.size(), true),
+              std::vector<size_t>(plan.items.size(), 0)};
+  if (comm) {
+    if (options.resume)
+      throw RuntimeError("--resume is not supported with several processes (mpirun); run "
+                         "without it");
+    std::vector<size_t> owner = writer.assignShards(static_cast<size_t>(comm->size()));
+    std::vector<bool> owned(owner.size());
+    for (size_t s = 0; s < owner.size(); ++s)
+      owned[s] = owner[s] == static_cast<size_t>(comm->rank());
+    writer.restrictTo(owned);
+    for (size_t i = 0; i < plan.items.size(); ++i) {
+      share.owner[i] = owner[writer.shardOf(i)];
+      share.mine[i] = owned[writer.shardOf(i)];
+    }
+    if (options.verbose) {
+      size_t shards = 0, tensors = 0;
+      uint64_t bytes = 0;
+      for (size_t s = 0; s < owned.size(); ++s)
+        if (owned[s]) {
+          ++shards;
+          bytes += writer.shardFileBytes(s);
+        }
+      for (size_t i = 0; i < plan.items.size(); ++i)
+        tensors += share.mine[i];
+      events().info(rankPrefix(comm) + "writes " + std::to_string(shards) + " of " +
+                    std::to_string(owned.size()) + " shards (" + std::to_string(tensors) +
+                    " tensors, " + formatSize(bytes) + ")");
+    }
+  }
+  bool leader = !comm || comm->rank() == 0;
 
   // The journal (Journal.h): a new one, or with --resume the interrupted run's, continued
   // after the last tensor whose bytes verify. Nothing before `resumeFrom` is computed again.
@@ -1013,12 +1126,33 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
       events().info(line);
     }
   }
-  if (!journal)
+  // Several processes write no journal (and --resume is refused): one file, many writers.
+  if (!journal && !comm)
     journal = std::make_unique<JournalWriter>(journalPath, header);
 
-  Progress progress(plan.items.size(), plan.inputBytes, options.quiet);
+  // Several processes: rank 0 shows its own share's progress; the others are quiet.
+  size_t ownItems = 0;
+  uint64_t ownBytes = 0;
+  for (size_t i = 0; i < plan.items.size(); ++i)
+    if (share.mine[i]) {
+      ++ownItems;
+      for (const TensorInfo *t : plan.items[i].inputs)
+        ownBytes += t->nbytes;
+    }
+  Progress progress(comm ? ownItems : plan.items.size(), comm ? ownBytes : plan.inputBytes,
+                    options.quiet || !leader);
+  size_t progressDone = resumeFrom;
   waitForTestHook();
-  std::map<size_t, ModelScope> scopes = analyzeModelScope(plan, kernels, device, options.quiet);
+  std::map<size_t, ModelScope> scopes =
+      analyzeModelScope(plan, kernels, device, options.quiet || !leader, comm, share);
+  std::map<size_t, std::vector<int64_t>> quotas;
+  if (comm)
+    quotas = tieQuotas(plan, kernels, device, *comm, share, scopes);
+  // Several processes: a tensor's model-scope top-k starts with the quotas of those before it.
+  auto restoreQuotas = [&](size_t i) {
+    if (auto q = quotas.find(i); q != quotas.end())
+      scopes.at(plan.items[i].rule).restoreMergeState(q->second);
+  };
   // The merge starts each scope afresh; a resumed one continues from the state the journal
   // recorded after the last tensor of the rule that it keeps.
   auto beginMerge = [&] {
@@ -1063,7 +1197,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     beginMerge();
     std::vector<size_t> computed;
     for (size_t i = resumeFrom; i < plan.items.size(); ++i)
-      if (!plan.items[i].copy)
+      if (!plan.items[i].copy && share.mine[i])
         computed.push_back(i);
     DevicePipeline pipe(device, plan, computed, /*outputs=*/true);
     // The item whose output is on its way down while the next one computes, and its rule's
@@ -1100,14 +1234,16 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
       for (const TensorInfo *t : item.inputs)
         stats.bytesRead += t->nbytes;
       async.push(std::move(job));
-      progress.update(i + 1, stats.bytesRead);
+      progress.update(++progressDone, stats.bytesRead);
     };
     if (pipe.size())
       pipe.stage(0);
     size_t k = 0;
     for (size_t i = resumeFrom; i < plan.items.size(); ++i) {
       MergePlan::Item &item = plan.items[i];
-      if (i + 1 < plan.items.size() && plan.items[i + 1].copy)
+      if (!share.mine[i])
+        continue;
+      if (i + 1 < plan.items.size() && plan.items[i + 1].copy && share.mine[i + 1])
         for (const TensorInfo *t : plan.items[i + 1].inputs)
           t->file->prefetch(*t);
       if (item.copy) {
@@ -1119,7 +1255,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         for (const TensorInfo *t : item.inputs)
           stats.bytesRead += t->nbytes;
         async.push(std::move(job));
-        progress.update(i + 1, stats.bytesRead);
+        progress.update(++progressDone, stats.bytesRead);
         continue;
       }
       std::vector<const void *> inputs = pipe.upload(k);
@@ -1131,6 +1267,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
       ItemInputs in(item);
       CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
       auto scope = scopes.find(item.rule);
+      restoreQuotas(i);
       runRule(device, compiled, inputs, pipe.output(k), *item.base,
               static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
               scope == scopes.end() ? nullptr : &scope->second, false, nullptr);
@@ -1149,7 +1286,9 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     beginMerge();
     for (size_t i = resumeFrom; i < plan.items.size(); ++i) {
       MergePlan::Item &item = plan.items[i];
-      if (i + 1 < plan.items.size())
+      if (!share.mine[i])
+        continue;
+      if (i + 1 < plan.items.size() && share.mine[i + 1])
         for (const TensorInfo *t : plan.items[i + 1].inputs)
           t->file->prefetch(*t);
       AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
@@ -1168,6 +1307,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
           std::vector<uint8_t>().swap(job.buffer);
         job.buffer.resize(job.nbytes);
         auto scope = scopes.find(item.rule);
+        restoreQuotas(i);
         NonFiniteCheck check(item.outDType, job.buffer.data(), in);
         runRule(device, compiled, in.data, job.buffer.data(), *item.base,
                 static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
@@ -1182,7 +1322,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
       for (const TensorInfo *t : item.inputs)
         stats.bytesRead += t->nbytes;
       async.push(std::move(job));
-      progress.update(i + 1, stats.bytesRead);
+      progress.update(++progressDone, stats.bytesRead);
     }
     async.close();
   }
@@ -1190,8 +1330,26 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   for (const auto &checkpoint : plan.checkpoints)
     for (const auto &file : checkpoint->files())
       file->checkUnchanged();
-  journal->close();
-  writer.finish();
+  testFailRank(comm);
+  if (journal)
+    journal->close();
+  writer.finish(/*index=*/!comm);
+  // Several processes: every shard is written before rank 0 finishes the output.
+  if (comm) {
+    comm->check();
+    if (!leader) {
+      comm->check(); // rank 0's commit
+      stats.seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      stats.bytesWritten = outputBytes;
+      stats.tensors = plan.items.size();
+      if (options.verbose)
+        if (std::string line = device.summary(computedTensors); !line.empty())
+          events().info(rankPrefix(comm) + line);
+      return stats;
+    }
+    writer.writeIndex();
+  }
   const Checkpoint &base = *plan.checkpoints[plan.outputModel];
   for (const std::string &name : kSideFiles) {
     std::string warning;
@@ -1213,9 +1371,11 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   // The journal is not part of the output. Killed between here and the rename, a run leaves
   // no journal: --resume then starts over.
   testDelay();
-  if (::unlink(journalPath.c_str()) != 0)
+  if (journal && ::unlink(journalPath.c_str()) != 0)
     throw RuntimeError(journalPath + ": cannot remove the journal: " + detail::errnoText(errno));
   outDir.commit();
+  if (comm)
+    comm->check(); // the other ranks wait for the commit
   stats.seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   stats.bytesWritten = outputBytes;
@@ -1223,7 +1383,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   progress.finish(stats.seconds, stats.bytesRead, stats.bytesWritten);
   if (options.verbose)
     if (std::string line = device.summary(computedTensors); !line.empty())
-      events().info(line);
+      events().info(rankPrefix(comm) + line);
   return stats;
 }
 

@@ -200,8 +200,16 @@ OutputDirectory::OutputDirectory(const std::string &finalPath, bool force,
     fail(temp_, "cannot create the temporary output directory: " + detail::errnoText(errno));
 }
 
+OutputDirectory::OutputDirectory(Joined, const std::string &finalPath, const std::string &tempPath)
+    : final_(splitPath(finalPath).path), temp_(tempPath), joined_(true) {
+  struct stat st;
+  if (::stat(temp_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    fail(temp_, "the temporary output directory of the first process is not here (is the "
+                "output on a filesystem every process shares?)");
+}
+
 OutputDirectory::~OutputDirectory() {
-  if (!committed_ && !temp_.empty())
+  if (!committed_ && !temp_.empty() && !joined_)
     removeTree(temp_);
 }
 
@@ -260,6 +268,8 @@ void OutputDirectory::checkReplaceable() const {
 }
 
 void OutputDirectory::adopt() {
+  if (joined_)
+    fail(final_, "internal: adopt() in a joined output");
   if (resumable_.empty())
     fail(final_, "internal: nothing to resume");
   // rename(2) replaces an empty directory atomically; a signal after it removes the adopted
@@ -276,6 +286,8 @@ void OutputDirectory::protect(const std::vector<ProtectedInput> &inputs) const {
 void OutputDirectory::commit() {
   if (committed_)
     fail(final_, "output already committed");
+  if (joined_)
+    fail(final_, "internal: commit() in a joined output");
   detail::syncPath(temp_);
   PathParts parts = splitPath(final_);
 

@@ -101,6 +101,41 @@ void ModelScope::endRound() {
     throw RuntimeError("internal: a model-scope pass made no progress");
 }
 
+void ModelScope::combineRound(Communicator &comm, const std::vector<size_t> &items,
+                              const std::vector<size_t> &owner) {
+  comm.check();
+  std::vector<int64_t> touched(phases_.size());
+  for (size_t k = 0; k < phases_.size(); ++k)
+    touched[k] = phases_[k].touched;
+  comm.sum(touched.data(), touched.size());
+  for (size_t k = 0; k < phases_.size(); ++k) {
+    PhaseState &p = phases_[k];
+    p.touched = touched[k] != 0;
+    if (!meta_[k].modelScope || p.final)
+      continue;
+    if (p.topk) {
+      p.topk->combineCounts([&](int64_t *data, size_t n) { comm.sum(data, n); });
+      continue;
+    }
+    if (!p.touched)
+      continue;
+    // Every tensor's totals from the rank that analysed it, added in plan order.
+    size_t m = meta_[k].reductions.size();
+    std::vector<double> mine(items.size() * m, 0.0);
+    for (size_t t = 0; t < items.size(); ++t)
+      if (auto it = p.perItem.find(items[t]); it != p.perItem.end() && it->second.size() == m)
+        std::copy(it->second.begin(), it->second.end(), mine.begin() + t * m);
+    std::vector<double> all = comm.allgather(mine.data(), mine.size());
+    for (size_t j = 0; j < m; ++j) {
+      double total = identity(meta_[k].reductions[j]);
+      for (size_t t = 0; t < items.size(); ++t)
+        total = combine(meta_[k].reductions[j], total, all[owner[items[t]] * mine.size() + t * m + j]);
+      p.totals[j] = total;
+    }
+    p.perItem.clear();
+  }
+}
+
 void runRule(Device &device, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
              ModelScope *scope, bool analysis, const ChunkHook *afterMap) {
@@ -145,6 +180,8 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
       if (!std::all_of(phase.deps.begin(), phase.deps.end(), [&](size_t d) { return done[d]; }))
         continue;
     }
+    if (!analysis && !output && phase.kind == Kind::Map)
+      continue;
     bool wholeModel = state && phase.modelScope;
     bool accumulate = wholeModel && !state->final;
     if (accumulate && !analysis)
@@ -181,8 +218,12 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
         for (size_t c = 0; c < Device::chunkCount(n); ++c)
           total = combine(phase.reductions[j], total, partials[c * m + j]);
         slot[j] = total;
-        if (accumulate)
+        if (accumulate) {
           state->totals[j] = combine(phase.reductions[j], state->totals[j], total);
+          std::vector<double> &mine = state->perItem[scope->item_];
+          mine.resize(m);
+          mine[j] = total;
+        }
       }
       break;
     }

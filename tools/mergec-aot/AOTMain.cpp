@@ -10,6 +10,7 @@
 #include "mergec/Runtime/Interrupts.h"
 #include "mergec/Runtime/KernelABI.h"
 #include "mergec/Runtime/Number.h"
+#include "mergec/Runtime/Distributed.h"
 #include "mergec/Runtime/OutputDirectory.h"
 #include "mergec/Runtime/RuleDescription.h"
 #include "mergec/Runtime/RunOptionsParser.h"
@@ -269,6 +270,12 @@ int run(int argc, char **argv) {
     rules.push_back(std::move(spec));
   }
 
+  // Merge executables link no MPI (they go to GPU machines without it): several processes of
+  // one would each merge the whole output on their own. `mergec run` shares a merge among them.
+  if (rt::mpiWorldSizeFromEnvironment() != 1)
+    throw rt::RuntimeError("a merge executable does not run under mpirun (it has no MPI); use "
+                           "`mpirun ... mergec run RECIPE -o OUT` to share a merge among "
+                           "processes, or run it as a single process");
   rt::checkDevice(options); // no GPU: stop before the output directory exists
   rt::OutputDirectory out(options.output, options.force, inputs, options.resume);
   TableKernelSource kernels(program, options.provenance.params);

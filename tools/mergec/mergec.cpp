@@ -1,6 +1,7 @@
 //===- mergec.cpp - the mergec command line: run, compile, --version ------===//
 #include "AheadOfTime.h"
 #include "Options.h"
+#include "Mpi.h"
 
 #include "mergec/Frontend/Limits.h"
 #include "mergec/Frontend/MLIRGen.h"
@@ -13,6 +14,7 @@
 #include "mergec/Pipelines/Pipelines.h"
 #include "mergec/Runtime/AtomicFile.h"
 #include "mergec/Runtime/Device.h"
+#include "mergec/Runtime/Distributed.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/Events.h"
 #include "mergec/Runtime/Executor.h"
@@ -37,6 +39,7 @@
 #include <sstream>
 #include <sys/stat.h>
 #include <functional>
+#include <optional>
 #include <set>
 #include <pthread.h>
 #include <unistd.h>
@@ -433,31 +436,79 @@ int runMerge(const CommandLine &cl) {
     options.maxMemory = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE) / 2;
   }
 
-  // Before any work: the output must not touch an input, --force replaces only mergec's own
-  // output, and a second run for the same output stops here.
-  rt::checkDevice(options); // no GPU: stop before the output directory exists
-  rt::OutputDirectory out(options.output, options.force, protectedInputs(cl, c), options.resume);
-  KernelJIT jit(*c.module, jitOptions(cl, c));
-  rt::MergePlan plan =
-      rt::planMerge(models, program.outputModel, rules, jit, options);
-  out.protect(rt::planInputs(plan));
-  for (const std::string &warning : plan.warnings)
-    rt::events().warning(warning);
-  uint64_t memory = rt::checkMemory(plan, jit, options);
-  for (size_t r = 0; r < rules.size(); ++r)
-    for (size_t p = 0; p < rules[r].patterns.size(); ++p)
-      if (plan.patternMatches[r][p] == 0)
-        c.diags->warning(program.rules[r].patterns[p].loc,
-                         rt::unmatchedPatternWarning(rules[r].patterns[p], program.outputModel));
-  rt::reportPlan(plan, rules, options, memory);
-  rt::RunStats stats = rt::executeMerge(plan, jit, options, out);
-  if (cl.verbose) {
-    std::ostringstream line;
-    line << "jit: " << jit.compiledCount() << " kernel(s) compiled, " << jit.cachedCount()
-         << " loaded from the cache, in " << jit.totalCompileMs() << " ms";
-    rt::events().info(line.str());
+  // Under mpirun (docs/cli.md, "Several processes and machines (MPI)"): rank 0 creates the
+  // temporary output (and holds the lock), every rank writes its share of the shards into it.
+  std::unique_ptr<rt::Communicator> mpi = startMpi();
+  rt::Communicator *comm = mpi && mpi->size() > 1 ? mpi.get() : nullptr;
+  options.comm = comm;
+  bool leader = !comm || comm->rank() == 0;
+  std::optional<rt::OutputDirectory> out;
+  try {
+    if (comm && options.resume)
+      throw rt::RuntimeError("--resume is not supported with several processes (mpirun); run "
+                             "without it");
+    // Before any work: the output must not touch an input, --force replaces only mergec's own
+    // output, and a second run for the same output stops here.
+    rt::checkDevice(options); // no GPU: stop before the output directory exists
+    if (leader)
+      out.emplace(options.output, options.force, protectedInputs(cl, c), options.resume);
+    if (comm) {
+      comm->check();
+      std::string temp = comm->broadcast(leader ? out->tempPath() : std::string());
+      if (!leader)
+        out.emplace(rt::OutputDirectory::Joined{}, options.output, temp);
+    }
+    KernelJIT jit(*c.module, jitOptions(cl, c));
+    rt::MergePlan plan =
+        rt::planMerge(models, program.outputModel, rules, jit, options);
+    out->protect(rt::planInputs(plan));
+    if (leader)
+      for (const std::string &warning : plan.warnings)
+        rt::events().warning(warning);
+    uint64_t memory = rt::checkMemory(plan, jit, options);
+    if (leader) {
+      for (size_t r = 0; r < rules.size(); ++r)
+        for (size_t p = 0; p < rules[r].patterns.size(); ++p)
+          if (plan.patternMatches[r][p] == 0)
+            c.diags->warning(program.rules[r].patterns[p].loc,
+                             rt::unmatchedPatternWarning(rules[r].patterns[p], program.outputModel));
+      rt::reportPlan(plan, rules, options, memory);
+    }
+    rt::RunStats stats = rt::executeMerge(plan, jit, options, *out);
+    if (cl.verbose) {
+      std::ostringstream line;
+      line << rt::rankPrefix(comm) << "jit: " << jit.compiledCount() << " kernel(s) compiled, "
+           << jit.cachedCount() << " loaded from the cache, in " << jit.totalCompileMs() << " ms";
+      rt::events().info(line.str());
+    }
+    if (leader)
+      rt::reportDone(stats, options);
+    else if (std::string warning = rt::nonFiniteWarning(stats); !warning.empty())
+      rt::events().warning(rt::rankPrefix(comm) + warning);
+  } catch (...) {
+    if (!comm)
+      throw;
+    // Said before the other ranks learn of it: once one exits 1, mpirun may end the others.
+    bool learned = comm->failed();
+    if (!learned || leader) {
+      // A rank that learned of another's failure says so only on rank 0.
+      std::string prefix = learned ? "" : rt::rankPrefix(comm);
+      try {
+        throw;
+      } catch (const rt::RuntimeError &e) {
+        rt::events().error(prefix + e.what(), e.file(), e.tensor());
+      } catch (const std::bad_alloc &) {
+        rt::events().error(prefix + "out of memory");
+      } catch (const std::exception &e) {
+        rt::events().error(prefix + e.what());
+      }
+    }
+    // The other ranks learn of it at their next check; then none writes into the temporary
+    // output any more, and rank 0 removes it (before MPI_Finalize, which waits for every rank).
+    comm->fail();
+    out.reset();
+    return 1;
   }
-  rt::reportDone(stats, options);
   return 0;
 }
 

@@ -40,8 +40,21 @@ public:
   const std::vector<OutputTensorSpec> &tensors() const { return tensors_; }
   /// Appends tensor `index`'s bytes (exactly its nbytes). Indices must come in order 0,1,2...
   void write(size_t index, const void *data, uint64_t nbytes);
-  /// Checks every tensor was written, writes the index when sharded, fsyncs every file.
-  void finish();
+  /// Checks every tensor was written, writes the index when sharded (with `index`), fsyncs
+  /// every file.
+  void finish(bool index = true);
+  /// Writes model.safetensors.index.json when sharded and fsyncs the directory (finish() does
+  /// this unless told not to).
+  void writeIndex();
+
+  // Several processes writing one output (Distributed.h): each writes only its shards.
+  /// Which rank (of `ranks`) writes each shard: balanced by bytes, the largest shards first,
+  /// each to the rank with the fewest bytes so far. The same on every rank.
+  std::vector<size_t> assignShards(size_t ranks) const;
+  /// This writer writes only the shards flagged (one flag per shard): write() then takes the
+  /// tensors of those shards, in order, and finish() checks only them. Before the first write.
+  void restrictTo(std::vector<bool> shards);
+  bool ownsShard(size_t shard) const;
   /// Shard file names, in order (known from construction).
   std::vector<std::string> shardFileNames() const;
 
@@ -73,7 +86,10 @@ private:
   std::vector<std::unique_ptr<Shard>> shards_;
   std::vector<size_t> shardOf_;
   std::vector<uint64_t> fileOffset_;
+  void skipNotOwned();
+  std::vector<bool> owned_; ///< restrictTo(); empty: every shard
   size_t next_ = 0;
+  bool finished_ = false;
   int fd_ = -1;
   size_t openShard_ = SIZE_MAX;
 };

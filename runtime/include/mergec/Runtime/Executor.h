@@ -13,6 +13,8 @@
 
 namespace mergec::rt {
 
+class Communicator;
+
 /// A compiled phase: `fn(args)` with args pointing at, in order: per input and then the result,
 /// a memref descriptor's five fields (allocated ptr, aligned ptr, offset, size, stride); then
 /// begin and end element indices (int64); then layer and num_layers (float); then the
@@ -135,6 +137,10 @@ struct RunOptions {
   /// Writes README.md, a model card naming mergec, the methods, the models and the recipe, as
   /// the Hugging Face hub shows it (--no-model-card: none).
   bool modelCard = true;
+  /// Several processes share this merge (Distributed.h; `mergec run` under mpirun): each writes
+  /// its share of the shards into rank 0's temporary output; null (or one rank): this process
+  /// does everything. Not owned.
+  Communicator *comm = nullptr;
 };
 
 /// A validated merge: every output tensor, the rule it uses and the input tensors it reads.

@@ -28,6 +28,11 @@ public:
   /// Throws RuntimeError with the reason.
   OutputDirectory(const std::string &finalPath, bool force,
                   const std::vector<ProtectedInput> &inputs = {}, bool resume = false);
+  /// A merge shared by several processes (Distributed.h): the temporary directory `tempPath`
+  /// that the first process's OutputDirectory created for `finalPath`. This one only writes
+  /// into it: it takes no lock, creates, removes and commits nothing.
+  struct Joined {};
+  OutputDirectory(Joined, const std::string &finalPath, const std::string &tempPath);
   ~OutputDirectory();
   OutputDirectory(const OutputDirectory &) = delete;
   OutputDirectory &operator=(const OutputDirectory &) = delete;
@@ -70,7 +75,7 @@ private:
   size_t removedProgress_ = 0;
   std::optional<Lock> lock_;
   std::optional<TemporaryPath> tempGuard_;
-  bool force_ = false, committed_ = false;
+  bool force_ = false, committed_ = false, joined_ = false;
 };
 
 /// Whether `dir` is a directory (not a link to one) holding a mergec-manifest.json that mergec

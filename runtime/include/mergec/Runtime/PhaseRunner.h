@@ -3,9 +3,11 @@
 // and (for phases at model scope) carries what earlier tensors contributed.
 #pragma once
 #include "mergec/Runtime/Device.h"
+#include "mergec/Runtime/Distributed.h"
 #include "mergec/Runtime/Executor.h"
 #include "mergec/Runtime/Selection.h"
 #include <functional>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -38,6 +40,17 @@ public:
   /// Throws RuntimeError when `state` is not the size mergeState() gives.
   void restoreMergeState(const std::vector<int64_t> &state);
 
+  // Several processes (Distributed.h): each runs a round over its own tensors only, then
+  // combineRound() gives every process the state one process reaches over all of them.
+  /// The plan item the next runRule() call is for: its model-scope totals are recorded under it.
+  void setItem(size_t item) { item_ = item; }
+  /// Ends a round's own share: the touched flags and the top-k counts are summed over the
+  /// ranks; each model-scope reduction is started afresh and combined with every tensor's total
+  /// in plan order (`items`, the rule's plan items in order; `owner`, the rank of each plan
+  /// item), as one process adds them. Call before endRound(), on every rank.
+  void combineRound(Communicator &comm, const std::vector<size_t> &items,
+                    const std::vector<size_t> &owner);
+
 private:
   friend void runRule(Device &, const CompiledRule &, const std::vector<const void *> &,
                       void *, const TensorInfo &, float, float, ModelScope *, bool,
@@ -46,7 +59,10 @@ private:
     bool final = false, touched = false, needed = false;
     std::vector<double> totals;        ///< Reduce: per reduction, over the tensors so far
     std::unique_ptr<ModelTopK> topk;   ///< TopK
+    /// Reduce, several processes: each tensor's totals this round, by plan item.
+    std::map<size_t, std::vector<double>> perItem;
   };
+  size_t item_ = 0;
   std::vector<CompiledRule::Phase> meta_; ///< kinds, parameters and dependencies
   std::vector<PhaseState> phases_;
 };
@@ -55,6 +71,8 @@ private:
 /// chunk (partials combined in chunk order), each selection or ranking over a key buffer, then
 /// the map phase into `output`. With `analysis`, runs only what `scope`'s unfinished phases
 /// need and adds this tensor to them; no output is written. `afterMap` sees each output chunk.
+/// Without `analysis` and with no `output`, runs every phase but the map: the model-scope
+/// top-k tie quotas move on as the merge of the tensor would move them, nothing is written.
 void runRule(Device &device, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
              ModelScope *scope = nullptr, bool analysis = false,

@@ -2,6 +2,7 @@
 // What selection and ranking phases do between their kernels: O(n) radix select (two 16-bit
 // histogram passes, never a sort) for top-k boundaries and quantiles, and per-row ranks.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <optional>
@@ -77,6 +78,20 @@ public:
   void setHandedOut(int64_t hi, int64_t lo) {
     hi_.given = hi;
     lo_.given = lo;
+  }
+  /// The counts of the pass under way (sizes, histograms), one array at a time, for `add` to
+  /// replace by their sums over several processes (Distributed.h): integers, so the sum is
+  /// the same in any order and equals one process's counting of every tensor.
+  template <typename AddFn> void combineCounts(AddFn add) {
+    if (pass_ == 0) {
+      add(&total_, std::size_t{1});
+      add(&nonzeros_, std::size_t{1});
+      add(high_.data(), high_.size());
+    } else if (pass_ == 1) {
+      for (Cut *cut : {&hi_, &lo_})
+        if (cut->rank > 0)
+          add(cut->hist.data(), cut->hist.size());
+    }
   }
 
 private:
