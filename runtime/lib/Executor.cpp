@@ -1335,8 +1335,12 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     journal->close();
   writer.finish(/*index=*/!comm);
   // Several processes: every shard is written before rank 0 finishes the output.
+  uint64_t allBytesRead = stats.bytesRead;
   if (comm) {
     comm->check();
+    int64_t read = static_cast<int64_t>(stats.bytesRead);
+    comm->sum(&read, 1);
+    allBytesRead = static_cast<uint64_t>(read);
     if (!leader) {
       comm->check(); // rank 0's commit
       stats.seconds =
@@ -1380,7 +1384,10 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   stats.bytesWritten = outputBytes;
   stats.tensors = plan.items.size();
-  progress.finish(stats.seconds, stats.bytesRead, stats.bytesWritten);
+  // Several processes: rank 0 reports the bytes every rank read.
+  stats.bytesRead = allBytesRead;
+  progress.finish(stats.seconds, stats.bytesRead, stats.bytesWritten,
+                  comm ? static_cast<size_t>(comm->size()) : 1, plan.items.size());
   if (options.verbose)
     if (std::string line = device.summary(computedTensors); !line.empty())
       events().info(rankPrefix(comm) + line);

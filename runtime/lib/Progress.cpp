@@ -53,9 +53,17 @@ void Progress::update(size_t tensorsDone, uint64_t bytesDone) {
   std::fflush(stderr);
 }
 
-void Progress::finish(double seconds, uint64_t bytesRead, uint64_t bytesWritten) {
+void Progress::finish(double seconds, uint64_t bytesRead, uint64_t bytesWritten,
+                      size_t processes, size_t tensors) {
   if (quiet_ || events().json()) // --json: the "done" event says it
     return;
+  if (processes > 1) {
+    // Several processes (Distributed.h): the bar was this rank's share, the line is the run's.
+    std::fprintf(stderr, "%smerged %zu tensors with %zu processes: %s read, %s written in %.2f s\n",
+                 tty_ ? "\r" : "", tensors, processes, formatSize(bytesRead).c_str(),
+                 formatSize(bytesWritten).c_str(), seconds);
+    return;
+  }
   std::fprintf(stderr, "%smerged %zu tensors: %s read, %s written in %.2f s (%s)\n",
                tty_ ? "\r" : "", totalTensors_, formatSize(bytesRead).c_str(),
                formatSize(bytesWritten).c_str(), seconds,

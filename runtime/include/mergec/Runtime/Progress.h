@@ -13,7 +13,9 @@ class Progress {
 public:
   Progress(size_t totalTensors, uint64_t totalBytes, bool quiet);
   void update(size_t tensorsDone, uint64_t bytesDone);
-  void finish(double seconds, uint64_t bytesRead, uint64_t bytesWritten);
+  /// With several `processes`: the whole run's `tensors` and bytes, not this rank's share.
+  void finish(double seconds, uint64_t bytesRead, uint64_t bytesWritten, size_t processes = 1,
+              size_t tensors = 0);
 
 private:
   size_t totalTensors_;
