@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -291,4 +292,57 @@ TEST(CheckpointWriterTest, WriteAllReportsNoSpaceWithTheTensor) {
   ::close(fd);
   EXPECT_EQ(message, "no space left on device writing /out/x.safetensors (tensor "
                      "'model.norm.weight')");
+}
+
+namespace {
+/// Seven tensors of 100 bytes, shard size 300: shards of 300, 300 and 100 bytes (and headers).
+std::vector<OutputTensorSpec> threeShards() {
+  return {u8("a", 100), u8("b", 100), u8("c", 100), u8("d", 100),
+          u8("e", 100), u8("f", 100), u8("g", 100)};
+}
+} // namespace
+
+TEST(CheckpointWriterTest, SharesOfSeveralWritersMakeTheSameFiles) {
+  // Each "rank" writes only its shards into one directory: the files are those one writer makes.
+  TempDir one, shared;
+  CheckpointWriter single(one.path(), threeShards(), 300);
+  std::vector<std::string> data = writeAllTensors(single);
+  CheckpointWriter probe(shared.path(), threeShards(), 300);
+  ASSERT_EQ(probe.shardCount(), 3u);
+  std::vector<size_t> owner = probe.assignShards(2);
+  // Largest first, each to the least loaded rank: shard 0 (300) and 1 (300) to ranks 0 and 1,
+  // shard 2 (100) to rank 0 (a tie: the lower rank).
+  EXPECT_EQ(owner, (std::vector<size_t>{0, 1, 0}));
+  for (size_t rank = 0; rank < 2; ++rank) {
+    CheckpointWriter writer(shared.path(), threeShards(), 300);
+    std::vector<bool> owned;
+    for (size_t s : owner)
+      owned.push_back(s == rank);
+    writer.restrictTo(owned);
+    for (size_t i = 0; i < writer.tensors().size(); ++i)
+      if (owned[writer.shardOf(i)])
+        writer.write(i, data[i].data(), data[i].size());
+    writer.finish(/*index=*/rank == 0);
+  }
+  for (const std::string &name : single.shardFileNames())
+    EXPECT_EQ(readFile(one.file(name)), readFile(shared.file(name))) << name;
+  EXPECT_EQ(readFile(one.file("model.safetensors.index.json")),
+            readFile(shared.file("model.safetensors.index.json")));
+}
+
+TEST(CheckpointWriterTest, ARestrictedWriterRefusesOthersTensorsAndChecksItsOwn) {
+  TempDir dir;
+  CheckpointWriter writer(dir.path(), threeShards(), 300);
+  writer.restrictTo({false, true, false});
+  std::string bytes = pattern(100, 1);
+  EXPECT_NE(errorOf([&] { writer.write(0, bytes.data(), 100); }).find("out of order"),
+            std::string::npos);
+  writer.write(3, bytes.data(), 100);
+  EXPECT_NE(errorOf([&] { writer.finish(); }).find("output incomplete"), std::string::npos);
+  // A writer that owns no shard writes nothing and finishes.
+  TempDir none;
+  CheckpointWriter idle(none.path(), threeShards(), 300);
+  idle.restrictTo({false, false, false});
+  idle.finish(/*index=*/false);
+  EXPECT_TRUE(std::filesystem::is_empty(none.path()));
 }
