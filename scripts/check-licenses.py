@@ -38,6 +38,12 @@ KNOWN = {
     "libicu": ("Unicode-DFS-2016 / ICU", "permissive"),
     "liblzma": ("0BSD / public domain", "permissive (xz-utils' liblzma)"),
     "libyaml-cpp": ("MIT (X11)", "permissive (mergekit configurations: mergec import)"),
+    # Open MPI and what it loads: mergec only (MERGEC_MPI), never merge executables.
+    "libopenmpi": ("BSD-3-Clause", "permissive (Open MPI: mergec run under mpirun)"),
+    "libhwloc": ("BSD-3-Clause", "permissive (Open MPI's hwloc)"),
+    "libevent-core-2.1": ("BSD-3-Clause", "permissive (Open MPI's libevent)"),
+    "libevent-pthreads-2.1": ("BSD-3-Clause", "permissive (Open MPI's libevent)"),
+    "libudev": ("LGPL-2.1+", "dynamically linked system library (hwloc's, through Open MPI)"),
 }
 # Statically linked into merge executables (AheadOfTime.cpp links them with -static-*).
 STATIC = {"libstdc++": "libstdc++", "libgcc": "libgcc"}
