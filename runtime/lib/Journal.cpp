@@ -154,12 +154,13 @@ uint64_t checksum64(const void *data, uint64_t n) {
     h = P5;
   }
   h += n;
-  while (p + 8 <= end) {
+  // Lengths, not p + 8 <= end: an empty tensor's data may be null, and null + 8 is undefined.
+  while (end - p >= 8) {
     h ^= round(0, read64(p));
     h = rotl(h, 27) * P1 + P4;
     p += 8;
   }
-  if (p + 4 <= end) {
+  if (end - p >= 4) {
     h ^= static_cast<uint64_t>(read32(p)) * P1;
     h = rotl(h, 23) * P2 + P3;
     p += 4;
