@@ -3,6 +3,8 @@
 // use it, instead of calling it an unknown device.
 #include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/Error.h"
+#include <optional>
+#include <string_view>
 #if MERGEC_HAVE_CUDA
 #include "CudaDevice.h"
 #include "CudaDriver.h"
@@ -11,10 +13,6 @@
 namespace mergec::rt {
 
 namespace {
-
-[[noreturn]] void unknownDevice(const std::string &name) {
-  throw RuntimeError("unknown device '" + name + "' (expected one of: cpu, cuda)");
-}
 
 #if !MERGEC_HAVE_CUDA
 [[noreturn]] void noCudaSupport() {
@@ -25,11 +23,30 @@ namespace {
 
 } // namespace
 
+const char *deviceName(DeviceKind kind) {
+  switch (kind) {
+  case DeviceKind::CPU:
+    return "cpu";
+  case DeviceKind::CUDA:
+    return "cuda";
+  }
+  return "?";
+}
+
+std::optional<DeviceKind> parseDeviceKind(std::string_view name) {
+  for (DeviceKind kind : {DeviceKind::CPU, DeviceKind::CUDA})
+    if (name == deviceName(kind))
+      return kind;
+  return std::nullopt;
+}
+
+std::string deviceNames() {
+  return std::string(deviceName(DeviceKind::CPU)) + ", " + deviceName(DeviceKind::CUDA);
+}
+
 void checkDevice(const RunOptions &options) {
-  if (options.device == "cpu")
+  if (options.device == DeviceKind::CPU)
     return;
-  if (options.device != "cuda")
-    unknownDevice(options.device);
 #if MERGEC_HAVE_CUDA
   // Loads libcuda, cuInit and counts the devices: the errors a run without a GPU must stop at
   // before it writes anything. Creating the context is left to createDevice.
@@ -40,10 +57,8 @@ void checkDevice(const RunOptions &options) {
 }
 
 std::unique_ptr<Device> createDevice(const RunOptions &options, ThreadPool &pool) {
-  if (options.device == "cpu")
+  if (options.device == DeviceKind::CPU)
     return std::make_unique<HostDevice>(pool);
-  if (options.device != "cuda")
-    unknownDevice(options.device);
 #if MERGEC_HAVE_CUDA
   return std::make_unique<cuda::CudaDevice>();
 #else

@@ -151,7 +151,7 @@ void reportPlan(const MergePlan &plan, const std::vector<RuleSpec> &rules,
                        {"output_bytes", outputBytes},
                        {"shards", shardCount(specs, options.shardSize)},
                        {"output", absolutePath(options.output)},
-                       {"device", options.device},
+                       {"device", deviceName(options.device)},
                        {"models", models},
                        {"rules", ruleList},
                        {"memory_estimate_bytes", memoryEstimate}});

@@ -712,7 +712,8 @@ void checkDeviceMemory(const MergePlan &plan, KernelSource &kernels, Device &dev
     CompiledRule rule = kernels.kernel(item.rule, dtypes, item.outDType);
     if (!rule.deviceImage)
       throw RuntimeError("tensor '" + item.base->name + "': rule " + std::to_string(item.rule + 1) +
-                         " has no kernels for --device " + options.device +
+                         " has no kernels for --device " +
+                         std::string(deviceName(options.device)) +
                          " (its kernels were compiled for the CPU)");
     uint64_t in = DevicePipeline::inputBytes(item), out = DevicePipeline::outputBytes(item);
     if (in > largestIn) {
@@ -955,7 +956,7 @@ nlohmann::json journalHeader(const MergePlan &plan, const std::vector<OutputTens
   header["params"] = params;
   header["output_dtype"] = options.dtype ? dtypeName(*options.dtype) : "as base";
   header["shard_size"] = options.shardSize;
-  header["device"] = options.device;
+  header["device"] = deviceName(options.device);
   header["num_layers"] = plan.numLayers;
   nlohmann::json inputs = nlohmann::json::array();
   for (const auto &checkpoint : plan.checkpoints)

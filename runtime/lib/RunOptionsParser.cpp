@@ -92,9 +92,10 @@ std::string applyRunOption(std::string_view name, const std::optional<std::strin
     return "";
   }
   if (name == "--device") {
-    if (!value || (*value != "cpu" && *value != "cuda"))
-      return "--device must be cpu or cuda";
-    options.device = *value;
+    std::optional<DeviceKind> kind = value ? parseDeviceKind(*value) : std::nullopt;
+    if (!kind)
+      return "--device must be one of: " + deviceNames();
+    options.device = *kind;
     return "";
   }
   return "unknown option '" + arg + "'";

@@ -25,7 +25,7 @@ TEST(RunOptionsParser, AppliesValues) {
   EXPECT_EQ(applyRunOption("--max-gpu-memory", "8GB", o), "");
   EXPECT_EQ(o.maxGpuMemory, 8'000'000'000ull);
   EXPECT_EQ(applyRunOption("--device", "cuda", o), "");
-  EXPECT_EQ(o.device, "cuda");
+  EXPECT_EQ(o.device, DeviceKind::CUDA);
   EXPECT_EQ(applyRunOption("--strict", std::nullopt, o), "");
   EXPECT_TRUE(o.strict);
   EXPECT_EQ(runOptionArity("--resume"), RunOptionArity::Flag);
@@ -49,7 +49,7 @@ TEST(RunOptionsParser, RefusesWithOneMessageEach) {
             "--max-memory: 'lots' is not a size (e.g. 16GB)");
   EXPECT_EQ(applyRunOption("--shard-size", "0", o),
             "--shard-size: '0' is not a size (e.g. 5GB, 500MiB)");
-  EXPECT_EQ(applyRunOption("--device", "tpu", o), "--device must be cpu or cuda");
+  EXPECT_EQ(applyRunOption("--device", "tpu", o), "--device must be one of: cpu, cuda");
   EXPECT_EQ(applyRunOption("--force", "yes", o), "--force takes no value");
   EXPECT_FALSE(o.force);
 }

@@ -225,7 +225,7 @@ int run(int argc, char **argv) {
                                                                      : std::nullopt;
       if (std::string error = rt::applyRunOption(arg, optionValue, options); !error.empty())
         return usageError(error);
-      if (arg == "--device" && options.device == "cuda" && !hasDeviceKernels(program))
+      if (arg == "--device" && options.device == rt::DeviceKind::CUDA && !hasDeviceKernels(program))
         return usageError("--device cuda: this executable has no GPU kernels (compile it with "
                           "`mergec compile RECIPE --emit=exe --device cuda`)");
     } else {

@@ -375,7 +375,7 @@ int runCompile(const CommandLine &cl) {
   // compile's --device says what an executable carries, not where compiling happens: the
   // JIT itself makes host objects for --emit=obj|exe.
   KernelJITOptions compileOptions = jitOptions(cl, c);
-  compileOptions.device = "cpu";
+  compileOptions.device = rt::DeviceKind::CPU;
   KernelJIT jit(*c.module, compileOptions);
   if (!cl.cpu.empty() && cl.emit != Emit::Obj && cl.emit != Emit::Exe) {
     rt::events().error("--cpu applies to --emit=obj and --emit=exe (the JIT compiles for the "
@@ -391,7 +391,7 @@ int runCompile(const CommandLine &cl) {
     auto signatures = aheadOfTimeSignatures(*c.program, jit, cl.verbose);
     std::string object =
         cpu::buildMergeObject(jit, signatures, aheadOfTimeProgram(*c.program, jit, provenance(cl, c)),
-                              /*withDeviceKernels=*/cl.run.device == "cuda", cl.cpu);
+                              /*withDeviceKernels=*/cl.run.device == rt::DeviceKind::CUDA, cl.cpu);
     if (cl.emit == Emit::Obj) {
       rt::writeFileAtomically(cl.outputFile, object, protectedInputs(cl, c));
       return 0;

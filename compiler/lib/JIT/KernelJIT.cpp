@@ -317,12 +317,12 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
   std::vector<std::string> symbols;
   for (auto &phase : compiled.phases)
     symbols.push_back(phase.symbol);
-  if (!loader_ && options_.device != "cuda")
+  if (!loader_ && options_.device == rt::DeviceKind::CPU)
     loader_ = std::make_unique<ObjectLoader>();
 
   OwningOpRef<ModuleOp> loops = lower(rule, signature);
   std::string label = name + " (" + signature.text() + ")";
-  if (options_.device == "cuda") {
+  if (options_.device == rt::DeviceKind::CUDA) {
     // The GPU's kernels: one PTX module for the rule's phases, through the same cache.
     TargetBackend &gpu = gpuBackend();
     std::string ptx;

@@ -29,9 +29,9 @@ struct KernelJITOptions {
   /// The params' values this run (final, --set applied): kernels read them at run time, so
   /// they are not part of the cache key.
   std::vector<std::pair<std::string, double>> params;
-  /// Where kernel() compiles for: "cpu" (object files, linked into the process) or "cuda"
+  /// Where kernel() compiles for: the CPU (object files, linked into the process) or CUDA
   /// (PTX for CompiledRule::deviceImage, for --gpu-arch).
-  std::string device = "cpu";
+  rt::DeviceKind device = rt::DeviceKind::CPU;
   std::string gpuArch; ///< empty: the CUDA target's default
 };
 

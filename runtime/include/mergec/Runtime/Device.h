@@ -176,14 +176,14 @@ private:
   ThreadPool &pool_;
 };
 
-/// The device options.device names: "cpu" (a HostDevice on `pool`) or "cuda" (the first GPU;
-/// throws "this mergec was built without CUDA support ..." when it is not compiled in, or the
-/// errors of checkDevice). Throws RuntimeError for any other name, listing the valid ones.
+/// The device options.device names: a HostDevice on `pool`, or the first CUDA GPU (throws "this
+/// mergec was built without CUDA support ..." when it is not compiled in, or the errors of
+/// checkDevice).
 std::unique_ptr<Device> createDevice(const RunOptions &options, ThreadPool &pool);
 
 /// Opens the driver and the device options.device names without creating it, so a run can fail
 /// before it creates anything: "no CUDA driver (...)", "no CUDA device", or the errors of
-/// createDevice. Nothing to check for "cpu".
+/// createDevice. Nothing to check for the CPU.
 void checkDevice(const RunOptions &options);
 
 } // namespace mergec::rt

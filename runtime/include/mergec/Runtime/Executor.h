@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mergec::rt {
@@ -103,6 +104,16 @@ struct ModelSpec {
   std::string name, path;
 };
 
+/// Where a merge's kernels run: the host's thread pool, or the first CUDA GPU (the kernels'
+/// CompiledRule::deviceImage). The one list of devices: names and parsing below.
+enum class DeviceKind { CPU, CUDA };
+/// "cpu", "cuda": the --device spelling.
+const char *deviceName(DeviceKind kind);
+/// The device `name` spells (as deviceName writes it), else nullopt.
+std::optional<DeviceKind> parseDeviceKind(std::string_view name);
+/// "cpu, cuda": for messages.
+std::string deviceNames();
+
 struct RunOptions {
   std::string output;
   bool force = false; ///< replace an existing output that mergec wrote
@@ -120,9 +131,7 @@ struct RunOptions {
   /// merge stops and writes nothing), not a warning.
   bool strict = false;
   uint64_t maxMemory = 0;     ///< 0: half of the physical memory
-  /// Where the kernels run: "cpu" (the thread pool) or "cuda" (the first GPU; the kernels'
-  /// CompiledRule::deviceImage).
-  std::string device = "cpu";
+  DeviceKind device = DeviceKind::CPU; ///< --device
   uint64_t maxGpuMemory = 0;  ///< --max-gpu-memory; 0: what the GPU has free
   /// Recorded in mergec-manifest.json so a merge can be audited and rerun.
   struct Provenance {
