@@ -368,12 +368,21 @@ public:
     rethrow();
   }
 
-  std::vector<uint8_t> recycle() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (spare_.empty())
-      return {};
-    auto b = std::move(spare_.back());
-    spare_.pop_back();
+  /// An output buffer of `nbytes`, reusing one the writer is done with. Growing a recycled
+  /// buffer would hold the old one and the new one at once: one output buffer more than
+  /// checkMemory counts. It is dropped first.
+  std::vector<uint8_t> recycle(size_t nbytes) {
+    std::vector<uint8_t> b;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!spare_.empty()) {
+        b = std::move(spare_.back());
+        spare_.pop_back();
+      }
+    }
+    if (b.capacity() < nbytes)
+      std::vector<uint8_t>().swap(b);
+    b.resize(nbytes);
     return b;
   }
 
@@ -1193,137 +1202,128 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     auto scope = scopes.find(item.rule);
     return scope == scopes.end() ? std::vector<int64_t>() : scope->second.mergeState();
   };
-  if (!device.hostResident()) {
+  {
+    // One writer for both paths; closed (and joined) before the final checks below.
     AsyncWriter async(writer, 2, journal.get());
     beginMerge();
-    std::vector<size_t> computed;
-    for (size_t i = resumeFrom; i < plan.items.size(); ++i)
-      if (!plan.items[i].copy && share.mine[i])
-        computed.push_back(i);
-    DevicePipeline pipe(device, plan, computed, /*outputs=*/true);
-    // The item whose output is on its way down while the next one computes, and its rule's
-    // model-scope state after it (the next item's kernels have moved the scope on since).
-    std::optional<size_t> pending;
-    std::vector<int64_t> pendingScope;
-    auto finishPending = [&] {
-      if (!pending)
-        return;
-      size_t k = *pending, i = pipe.item(k);
-      pending.reset();
-      const MergePlan::Item &item = plan.items[i];
-      AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
-      const void *host = pipe.downloaded(k);
-      job.buffer = async.recycle();
-      if (job.buffer.capacity() < job.nbytes)
-        std::vector<uint8_t>().swap(job.buffer);
-      job.buffer.resize(job.nbytes);
-      std::memcpy(job.buffer.data(), host, job.nbytes);
-      // The check the CPU runs after each chunk's kernel, over the downloaded output; the
-      // inputs it looks at (only where the output is not finite) are still mapped.
-      ItemInputs in(item);
-      NonFiniteCheck check(item.outDType, job.buffer.data(), in);
-      int64_t n = item.base->numel();
-      pool.parallelFor(Device::chunkCount(n), [&](size_t c) {
-        int64_t begin = static_cast<int64_t>(c) * Device::kChunk;
-        (*check.hook())(begin, std::min(n, begin + Device::kChunk));
-      });
-      job.nonFinite = reportNonFinite(item, check);
-      job.scope = std::move(pendingScope);
-      job.data = job.buffer.data();
-      for (const TensorInfo *t : item.inputs)
-        t->file->release(*t);
+    // Every tensor, computed or copied, ends the same way: its input bytes counted, its job to
+    // the writer (in plan order), the progress moved on.
+    auto submit = [&](const MergePlan::Item &item, AsyncWriter::Job job) {
       for (const TensorInfo *t : item.inputs)
         stats.bytesRead += t->nbytes;
       async.push(std::move(job));
       progress.update(++progressDone, stats.bytesRead);
     };
-    if (pipe.size())
-      pipe.stage(0);
-    size_t k = 0;
-    for (size_t i = resumeFrom; i < plan.items.size(); ++i) {
-      MergePlan::Item &item = plan.items[i];
-      if (!share.mine[i])
-        continue;
-      if (i + 1 < plan.items.size() && plan.items[i + 1].copy && share.mine[i + 1])
-        for (const TensorInfo *t : plan.items[i + 1].inputs)
-          t->file->prefetch(*t);
-      if (item.copy) {
-        // Written in plan order: the computed tensor before it first.
-        finishPending();
-        checkInputs(item);
-        AsyncWriter::Job job{i, item.inputs[0]->data, specs[i].nbytes()};
-        job.release = item.inputs;
-        for (const TensorInfo *t : item.inputs)
-          stats.bytesRead += t->nbytes;
-        async.push(std::move(job));
-        progress.update(++progressDone, stats.bytesRead);
-        continue;
-      }
-      std::vector<const void *> inputs = pipe.upload(k);
-      if (k + 1 < pipe.size())
-        pipe.stage(k + 1);
-      if (k + 2 < pipe.size())
-        for (const TensorInfo *t : plan.items[pipe.item(k + 2)].inputs)
-          t->file->prefetch(*t);
-      ItemInputs in(item);
-      CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
-      auto scope = scopes.find(item.rule);
-      restoreQuotas(i);
-      runRule(device, compiled, inputs, pipe.output(k), *item.base,
-              static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
-              scope == scopes.end() ? nullptr : &scope->second, false, nullptr);
-      std::vector<int64_t> state = scopeState(item);
-      pipe.computed(k);
-      pipe.download(k);
-      finishPending();
-      pending = k++;
-      pendingScope = std::move(state);
-      ++computedTensors;
-    }
-    finishPending();
-    async.close();
-  } else {
-    AsyncWriter async(writer, 2, journal.get());
-    beginMerge();
-    for (size_t i = resumeFrom; i < plan.items.size(); ++i) {
-      MergePlan::Item &item = plan.items[i];
-      if (!share.mine[i])
-        continue;
-      if (i + 1 < plan.items.size() && share.mine[i + 1])
-        for (const TensorInfo *t : plan.items[i + 1].inputs)
-          t->file->prefetch(*t);
-      AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
-      checkInputs(item);
-      if (item.copy) {
-        // Straight from the input's mapping to the file: no kernel, no copy in memory.
-        job.data = item.inputs[0]->data;
-        job.release = item.inputs;
-      } else {
+    if (!device.hostResident()) {
+      std::vector<size_t> computed;
+      for (size_t i = resumeFrom; i < plan.items.size(); ++i)
+        if (!plan.items[i].copy && share.mine[i])
+          computed.push_back(i);
+      DevicePipeline pipe(device, plan, computed, /*outputs=*/true);
+      // The item whose output is on its way down while the next one computes, and its rule's
+      // model-scope state after it (the next item's kernels have moved the scope on since).
+      std::optional<size_t> pending;
+      std::vector<int64_t> pendingScope;
+      auto finishPending = [&] {
+        if (!pending)
+          return;
+        size_t k = *pending, i = pipe.item(k);
+        pending.reset();
+        const MergePlan::Item &item = plan.items[i];
+        AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
+        const void *host = pipe.downloaded(k);
+        job.buffer = async.recycle(job.nbytes);
+        std::memcpy(job.buffer.data(), host, job.nbytes);
+        // The check the CPU runs after each chunk's kernel, over the downloaded output; the
+        // inputs it looks at (only where the output is not finite) are still mapped.
         ItemInputs in(item);
-        CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
-        job.buffer = async.recycle();
-        // Growing a recycled buffer would hold the old one and the new one at once: one output
-        // buffer more than checkMemory counts. Drop it first.
-        if (job.buffer.capacity() < job.nbytes)
-          std::vector<uint8_t>().swap(job.buffer);
-        job.buffer.resize(job.nbytes);
-        auto scope = scopes.find(item.rule);
-        restoreQuotas(i);
         NonFiniteCheck check(item.outDType, job.buffer.data(), in);
-        runRule(device, compiled, in.data, job.buffer.data(), *item.base,
-                static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
-                scope == scopes.end() ? nullptr : &scope->second, false, check.hook());
+        int64_t n = item.base->numel();
+        pool.parallelFor(Device::chunkCount(n), [&](size_t c) {
+          int64_t begin = static_cast<int64_t>(c) * Device::kChunk;
+          (*check.hook())(begin, std::min(n, begin + Device::kChunk));
+        });
         job.nonFinite = reportNonFinite(item, check);
-        job.scope = scopeState(item);
-        ++computedTensors;
+        job.scope = std::move(pendingScope);
         job.data = job.buffer.data();
         for (const TensorInfo *t : item.inputs)
           t->file->release(*t);
+        submit(item, std::move(job));
+      };
+      if (pipe.size())
+        pipe.stage(0);
+      size_t k = 0;
+      for (size_t i = resumeFrom; i < plan.items.size(); ++i) {
+        MergePlan::Item &item = plan.items[i];
+        if (!share.mine[i])
+          continue;
+        if (i + 1 < plan.items.size() && plan.items[i + 1].copy && share.mine[i + 1])
+          for (const TensorInfo *t : plan.items[i + 1].inputs)
+            t->file->prefetch(*t);
+        if (item.copy) {
+          // Written in plan order: the computed tensor before it first.
+          finishPending();
+          checkInputs(item);
+          AsyncWriter::Job job{i, item.inputs[0]->data, specs[i].nbytes()};
+          job.release = item.inputs;
+          submit(item, std::move(job));
+          continue;
+        }
+        std::vector<const void *> inputs = pipe.upload(k);
+        if (k + 1 < pipe.size())
+          pipe.stage(k + 1);
+        if (k + 2 < pipe.size())
+          for (const TensorInfo *t : plan.items[pipe.item(k + 2)].inputs)
+            t->file->prefetch(*t);
+        ItemInputs in(item);
+        CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+        auto scope = scopes.find(item.rule);
+        restoreQuotas(i);
+        runRule(device, compiled, inputs, pipe.output(k), *item.base,
+                static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
+                scope == scopes.end() ? nullptr : &scope->second, false, nullptr);
+        std::vector<int64_t> state = scopeState(item);
+        pipe.computed(k);
+        pipe.download(k);
+        finishPending();
+        pending = k++;
+        pendingScope = std::move(state);
+        ++computedTensors;
       }
-      for (const TensorInfo *t : item.inputs)
-        stats.bytesRead += t->nbytes;
-      async.push(std::move(job));
-      progress.update(++progressDone, stats.bytesRead);
+      finishPending();
+    } else {
+      for (size_t i = resumeFrom; i < plan.items.size(); ++i) {
+        MergePlan::Item &item = plan.items[i];
+        if (!share.mine[i])
+          continue;
+        if (i + 1 < plan.items.size() && share.mine[i + 1])
+          for (const TensorInfo *t : plan.items[i + 1].inputs)
+            t->file->prefetch(*t);
+        AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
+        checkInputs(item);
+        if (item.copy) {
+          // Straight from the input's mapping to the file: no kernel, no copy in memory.
+          job.data = item.inputs[0]->data;
+          job.release = item.inputs;
+        } else {
+          ItemInputs in(item);
+          CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+          job.buffer = async.recycle(job.nbytes);
+          auto scope = scopes.find(item.rule);
+          restoreQuotas(i);
+          NonFiniteCheck check(item.outDType, job.buffer.data(), in);
+          runRule(device, compiled, in.data, job.buffer.data(), *item.base,
+                  static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
+                  scope == scopes.end() ? nullptr : &scope->second, false, check.hook());
+          job.nonFinite = reportNonFinite(item, check);
+          job.scope = scopeState(item);
+          ++computedTensors;
+          job.data = job.buffer.data();
+          for (const TensorInfo *t : item.inputs)
+            t->file->release(*t);
+        }
+        submit(item, std::move(job));
+      }
     }
     async.close();
   }
