@@ -42,6 +42,27 @@ __device__ __forceinline__ unsigned keyOf(float f, unsigned kind) {
 }
 
 __device__ __forceinline__ unsigned laneId() { return threadIdx.x & 31u; }
+
+/// The keys block blockIdx.x of a histogram, count or find grid covers: [start, end), `chunk`
+/// keys each (the last block's range ends at n).
+__device__ __forceinline__ void blockRange(unsigned long long n, unsigned long long chunk,
+                                           unsigned long long &start, unsigned long long &end) {
+  start = blockIdx.x * chunk;
+  end = start + chunk < n ? start + chunk : n;
+}
+
+/// This thread's kItems keys of the tile at `base` (kThreads apart, so a warp reads
+/// consecutive keys), as `kind` keys; those at or past `end` are invalid (and 0).
+__device__ __forceinline__ void loadTile(const float *__restrict__ keys, unsigned long long base,
+                                         unsigned long long end, unsigned kind,
+                                         unsigned (&k)[kItems], bool (&valid)[kItems]) {
+#pragma unroll
+  for (unsigned j = 0; j < kItems; ++j) {
+    unsigned long long i = base + j * kThreads + threadIdx.x;
+    valid[j] = i < end;
+    k[j] = valid[j] ? keyOf(keys[i], kind) : 0u;
+  }
+}
 __device__ __forceinline__ unsigned lanesBelow() { return (1u << laneId()) - 1u; }
 
 } // namespace
@@ -63,18 +84,13 @@ mergec_sel_hist(const float *__restrict__ keys, unsigned long long n, unsigned l
     shZeros = 0;
   __syncthreads();
 
-  unsigned long long start = blockIdx.x * chunk;
-  unsigned long long end = start + chunk < n ? start + chunk : n;
+  unsigned long long start, end;
+  blockRange(n, chunk, start, end);
   unsigned myZeros = 0;
   for (unsigned long long base = start; base < end; base += kTile) {
     unsigned k[kItems];
     bool valid[kItems];
-#pragma unroll
-    for (unsigned j = 0; j < kItems; ++j) {
-      unsigned long long i = base + j * kThreads + tid;
-      valid[j] = i < end;
-      k[j] = valid[j] ? keyOf(keys[i], kind) : 0u;
-    }
+    loadTile(keys, base, end, kind, k, valid);
 #pragma unroll
     for (unsigned j = 0; j < kItems; ++j) {
       myZeros += valid[j] && k[j] == 0;
@@ -119,18 +135,13 @@ mergec_sel_count(const float *__restrict__ keys, unsigned long long n, unsigned 
   if (tid < 2)
     sc[tid] = 0;
   __syncthreads();
-  unsigned long long start = blockIdx.x * chunk;
-  unsigned long long end = start + chunk < n ? start + chunk : n;
+  unsigned long long start, end;
+  blockRange(n, chunk, start, end);
   unsigned c0 = 0, c1 = 0;
   for (unsigned long long base = start; base < end; base += kTile) {
     unsigned k[kItems];
     bool valid[kItems];
-#pragma unroll
-    for (unsigned j = 0; j < kItems; ++j) {
-      unsigned long long i = base + j * kThreads + tid;
-      valid[j] = i < end;
-      k[j] = valid[j] ? keyOf(keys[i], kind) : 0u;
-    }
+    loadTile(keys, base, end, kind, k, valid);
 #pragma unroll
     for (unsigned j = 0; j < kItems; ++j) {
       c0 += valid[j] && k[j] == v0;
@@ -466,8 +477,8 @@ mergec_sel_hist16(const float *__restrict__ keys, unsigned long long n, unsigned
   if (tid == 0)
     shZeros = 0;
   __syncthreads();
-  unsigned long long start = blockIdx.x * chunk;
-  unsigned long long end = start + chunk < n ? start + chunk : n;
+  unsigned long long start, end;
+  blockRange(n, chunk, start, end);
   for (unsigned long long segment = start; segment < end; segment += kFlush) {
     unsigned long long segmentEnd = segment + kFlush < end ? segment + kFlush : end;
     unsigned myZeros = 0;
