@@ -186,14 +186,32 @@ const uint64_t *GpuSelection::histogram(CUdeviceptr keys, int64_t n, unsigned ki
   void *args[] = {&keys, &count, &chunk, &kind, &shift, &bins, &nt,
                   &prefMask, &pref0, &pref1, &hist, &zeroCount};
   launch(hist_, grid.blocks, kThreads, 0, args);
+  return histogramToHost(kHistOffset, size_t{nt} * bins, zeros);
+}
+
+const uint64_t *GpuSelection::histogramToHost(uint64_t offset, size_t bins, uint64_t *zeros) {
   auto *host = static_cast<char *>(host_);
-  toHost(host + kHistOffset, hist, size_t{nt} * bins * 8);
+  toHost(host + offset, scratch_ + offset, bins * 8);
   if (zeros)
-    toHost(host + kZerosOffset, zeroCount, 8);
+    toHost(host + kZerosOffset, scratch_ + kZerosOffset, 8);
   sync();
   if (zeros)
     std::memcpy(zeros, host + kZerosOffset, 8);
-  return reinterpret_cast<const uint64_t *>(host + kHistOffset);
+  return reinterpret_cast<const uint64_t *>(host + offset);
+}
+
+const uint32_t *GpuSelection::blockCounts(CUdeviceptr keys, int64_t n, unsigned nt,
+                                          const uint32_t *value) {
+  Grid grid = gridFor(n);
+  CUdeviceptr counts = scratch_ + kCountOffset;
+  unsigned long long count = static_cast<unsigned long long>(n), chunk = grid.chunk;
+  unsigned kind = kKindMagnitude, v0 = value[0], v1 = nt > 1 ? value[1] : 0;
+  void *countArgs[] = {&keys, &count, &chunk, &kind, &nt, &v0, &v1, &counts};
+  launch(count_, grid.blocks, kThreads, 0, countArgs);
+  auto *host = static_cast<char *>(host_);
+  toHost(host + kCountOffset, counts, size_t{nt} * grid.blocks * 4);
+  sync();
+  return reinterpret_cast<const uint32_t *>(host + kCountOffset);
 }
 
 void GpuSelection::kthLargest(CUdeviceptr keys, int64_t n, unsigned kind, unsigned nt,
@@ -216,22 +234,18 @@ void GpuSelection::kthLargest(CUdeviceptr keys, int64_t n, unsigned kind, unsign
 void GpuSelection::tieIndex(CUdeviceptr keys, int64_t n, unsigned nt, const uint32_t *value,
                             const int64_t *ties, int64_t *index) {
   Grid grid = gridFor(n);
-  CUdeviceptr counts = scratch_ + kCountOffset, found = scratch_ + kIndexOffset;
+  CUdeviceptr found = scratch_ + kIndexOffset;
   unsigned long long count = static_cast<unsigned long long>(n), chunk = grid.chunk;
-  unsigned kind = kKindMagnitude, v0 = value[0], v1 = nt > 1 ? value[1] : 0;
-  void *countArgs[] = {&keys, &count, &chunk, &kind, &nt, &v0, &v1, &counts};
-  launch(count_, grid.blocks, kThreads, 0, countArgs);
-  auto *host = static_cast<char *>(host_);
-  toHost(host + kCountOffset, counts, size_t{nt} * grid.blocks * 4);
+  unsigned kind = kKindMagnitude;
+  const uint32_t *perBlock = blockCounts(keys, n, nt, value);
   driver_.check(driver_.cuMemsetD32Async(found, 0xFFFFFFFFu, 4, stream_), "cuMemsetD32Async");
-  sync();
-  const auto *blockCounts = reinterpret_cast<const uint32_t *>(host + kCountOffset);
+  auto *host = static_cast<char *>(host_);
   for (unsigned t = 0; t < nt; ++t) {
     // The block holding the ties[t]-th match, and its rank inside that block.
     int64_t before = 0;
     unsigned b = 0;
     for (; b < grid.blocks; ++b) {
-      int64_t c = blockCounts[t * grid.blocks + b];
+      int64_t c = perBlock[t * grid.blocks + b];
       if (before + c >= ties[t])
         break;
       before += c;
@@ -374,30 +388,14 @@ const uint64_t *GpuSelection::histogram16(CUdeviceptr keys, int64_t n, unsigned 
   unsigned filterArg = filter ? 1u : 0u, prefArg = pref;
   void *args[] = {&keys, &count, &chunk, &shift, &filterArg, &prefArg, &hist, &zeroCount};
   launch(hist16_, grid.blocks, kThreads, kHist16Shared, args);
-  auto *host = static_cast<char *>(host_);
-  toHost(host + kHist16Offset, hist, 65536 * 8);
-  if (zeros)
-    toHost(host + kZerosOffset, zeroCount, 8);
-  sync();
-  if (zeros)
-    std::memcpy(zeros, host + kZerosOffset, 8);
-  return reinterpret_cast<const uint64_t *>(host + kHist16Offset);
+  return histogramToHost(kHist16Offset, 65536, zeros);
 }
 
 int64_t GpuSelection::equalCount(CUdeviceptr keys, int64_t n, uint32_t value) {
-  Grid grid = gridFor(n);
-  CUdeviceptr counts = scratch_ + kCountOffset;
-  unsigned long long count = static_cast<unsigned long long>(n), chunk = grid.chunk;
-  unsigned kind = kKindMagnitude, nt = 1, v0 = value, v1 = 0;
-  void *countArgs[] = {&keys, &count, &chunk, &kind, &nt, &v0, &v1, &counts};
-  launch(count_, grid.blocks, kThreads, 0, countArgs);
-  auto *host = static_cast<char *>(host_);
-  toHost(host + kCountOffset, counts, size_t{grid.blocks} * 4);
-  sync();
-  const auto *blockCounts = reinterpret_cast<const uint32_t *>(host + kCountOffset);
+  const uint32_t *perBlock = blockCounts(keys, n, 1, &value);
   int64_t total = 0;
-  for (unsigned b = 0; b < grid.blocks; ++b)
-    total += blockCounts[b];
+  for (unsigned b = 0; b < gridFor(n).blocks; ++b)
+    total += perBlock[b];
   return total;
 }
 

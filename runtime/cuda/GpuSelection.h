@@ -56,6 +56,12 @@ private:
   /// 31..16 equal `pref` (with `filter`), in host_; with `zeros`, the count of zero keys.
   const uint64_t *histogram16(CUdeviceptr keys, int64_t n, unsigned shift, bool filter,
                               uint32_t pref, uint64_t *zeros);
+  /// The histogram at `offset` in the scratch (`bins` counts) and, with `zeros`, the zero
+  /// count, copied to host_ once the queued passes are done.
+  const uint64_t *histogramToHost(uint64_t offset, size_t bins, uint64_t *zeros);
+  /// Per block of gridFor(n): how many magnitude keys equal value[t] (t < nt), in host_ as
+  /// counts[t * blocks + b].
+  const uint32_t *blockCounts(CUdeviceptr keys, int64_t n, unsigned nt, const uint32_t *value);
   /// How many magnitude keys equal `value`.
   int64_t equalCount(CUdeviceptr keys, int64_t n, uint32_t value);
   /// The flat index of the ties[t]-th magnitude key equal to value[t], in index order.
