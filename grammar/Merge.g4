@@ -15,12 +15,18 @@ mergeDecl   : 'merge' '{' mergeRule* '}'      # ruleBlock
 mergeRule   : (patterns | '_') '=>' expr ;
 patterns    : STRING ('|' STRING)* ;
 
-// Alternatives listed first bind tighter: unary minus, then * /, then + -, then comparisons.
+// Alternatives listed first bind tighter: unary minus, then * / @, then + -, then
+// comparisons; `let ... in BODY` binds loosest (its body extends as far as it can).
 expr        : '-' expr                                            # negExpr
-            | expr op=('*' | '/') expr                            # mulExpr
+            | expr op=('*' | '/' | '@') expr                      # mulExpr
             | expr op=('+' | '-') expr                            # addExpr
             | expr op=('<' | '>' | '<=' | '>=' | '==' | '!=') expr # cmpExpr
             | primary                                             # primaryExpr
+            | 'let' letNames '=' value=expr 'in' body=expr        # letExpr
+            ;
+// `let y = ...` binds one name; `let (u, s, vt) = svd(x)` one per item of a list.
+letNames    : IDENT                                               # letName
+            | '(' IDENT (',' IDENT)* ')'                          # letTuple
             ;
 primary     : NUMBER                                             # numberLit
             | STRING                                             # stringLit

@@ -302,6 +302,9 @@ std::vector<std::string> methodsUsed(const Compilation &c) {
     } else if (auto *l = llvm::dyn_cast<ast::ListExpr>(e)) {
       for (const ast::ExprPtr &x : l->elements)
         walk(x.get());
+    } else if (auto *let = llvm::dyn_cast<ast::LetExpr>(e)) {
+      walk(let->value.get());
+      walk(let->body.get());
     }
   };
   for (const ast::MergeDecl &m : c.recipe->merges)

@@ -47,6 +47,15 @@ public:
         expr(el.get(), depth + 1);
       return;
     }
+    if (auto *l = dyn_cast<LetExpr>(e)) {
+      std::string names;
+      for (auto &[name, loc] : l->names)
+        names += (names.empty() ? "" : ", ") + name;
+      line(depth, "Let " + (l->tuple ? "(" + names + ")" : names) + at(e->loc()));
+      expr(l->value.get(), depth + 1);
+      line(depth + 1, "In");
+      return expr(l->body.get(), depth + 2);
+    }
     auto *c = dyn_cast<CallExpr>(e);
     line(depth, "Call " + c->callee + at(e->loc()));
     for (auto &a : c->args) {

@@ -128,8 +128,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
           return in.emitError("kernel inputs must be merge.input ops with a storage dtype");
         inputs.push_back(in);
       } else if (auto phase = dyn_cast<PhaseOpInterface>(op)) {
-        if (Value buffer = phase.getBufferResult())
-          buffers.push_back(buffer);
+        llvm::append_range(buffers, phase.getBufferResults());
       }
     }
     PhaseLayout layout = phaseLayout(rule);

@@ -103,6 +103,19 @@ public:
       return binary(add->op, add->expr(0), add->expr(1));
     if (auto *cmp = dynamic_cast<MergeParser::CmpExprContext *>(ctx))
       return binary(cmp->op, cmp->expr(0), cmp->expr(1));
+    if (auto *let = dynamic_cast<MergeParser::LetExprContext *>(ctx)) {
+      std::vector<std::pair<std::string, SourceLoc>> names;
+      bool tuple = false;
+      if (auto *one = dynamic_cast<MergeParser::LetNameContext *>(let->letNames())) {
+        names.push_back({one->IDENT()->getText(), at(one->IDENT()->getSymbol())});
+      } else {
+        tuple = true;
+        for (auto *id : dynamic_cast<MergeParser::LetTupleContext *>(let->letNames())->IDENT())
+          names.push_back({id->getText(), at(id->getSymbol())});
+      }
+      return std::make_unique<LetExpr>(at(let), std::move(names), tuple, expr(let->value),
+                                       expr(let->body));
+    }
     return primary(dynamic_cast<MergeParser::PrimaryExprContext *>(ctx)->primary());
   }
 
@@ -261,7 +274,7 @@ bool checkShape(antlr4::CommonTokenStream &tokens, DiagnosticEngine &diags, int 
         chain.pop_back();
       }
       endsOperand = true;
-    } else if (text == "-" || text == "+" || text == "*" || text == "/" || text == "<" ||
+    } else if (text == "-" || text == "+" || text == "*" || text == "/" || text == "@" || text == "<" ||
                text == ">" || text == "<=" || text == ">=" || text == "==" || text == "!=") {
       if (++chain.back() > limits::kMaxOperatorChain) {
         diags.error(locOf(token, file),
@@ -292,6 +305,7 @@ bool isExpressionLevel(antlr4::tree::ParseTree *node) {
          dynamic_cast<MergeParser::MulExprContext *>(node) ||
          dynamic_cast<MergeParser::AddExprContext *>(node) ||
          dynamic_cast<MergeParser::CmpExprContext *>(node) ||
+         dynamic_cast<MergeParser::LetExprContext *>(node) ||
          dynamic_cast<MergeParser::CallExprContext *>(node) ||
          dynamic_cast<MergeParser::ListExprContext *>(node);
 }

@@ -47,7 +47,11 @@ public:
       b_.setInsertionPointToStart(func.addEntryBlock());
       values_.clear();
       groups_.clear();
+      asMatrix_.clear();
+      asTensor_.clear();
       Value result = emit(rule.result);
+      if (rule.result->kind == Kind::Matrix)
+        result = merge::ToTensorOp::create(b_, loc(rule.loc), tensorType(), result);
       func::ReturnOp::create(b_, loc(rule.loc), result);
     }
     return module;
@@ -55,6 +59,51 @@ public:
 
 private:
   Type tensorType() { return merge::TensorType::get(&ctx_); }
+  Type matrixType() { return merge::MatrixType::get(&ctx_); }
+
+  /// Whether node `n` computes on matrices: its tensor operands are the current tensor as a
+  /// matrix (merge.to_matrix).
+  static bool takesMatrices(const Node *n) {
+    switch (n->op) {
+    case Node::Op::MatMul:
+    case Node::Op::Transpose:
+    case Node::Op::HCat:
+    case Node::Op::VCat:
+    case Node::Op::Diag:
+    case Node::Op::TakeRows:
+    case Node::Op::TakeCols:
+    case Node::Op::Orth:
+    case Node::Op::LowRank:
+    case Node::Op::RankOf:
+    case Node::Op::Svd:
+    case Node::Op::Rsvd:
+      return true;
+    default:
+      return n->kind == Kind::Matrix;
+    }
+  }
+
+  /// Operand `i` of `n` as `n` takes it: a tensor viewed as a matrix by a matrix op, a matrix
+  /// turned into the tensor (shape checked when it runs) by a tensor op.
+  Value converted(const Node *n, size_t i, Value v) {
+    const Node *operand = n->operands[i];
+    Location l = loc(operand->loc);
+    if (operand->kind == Kind::Tensor && takesMatrices(n)) {
+      Value &m = asMatrix_[operand];
+      if (!m)
+        m = merge::ToMatrixOp::create(b_, l, matrixType(), v);
+      return m;
+    }
+    bool reducesMatrix = (n->op == Node::Op::ReduceSum || n->op == Node::Op::ReduceMax);
+    if (operand->kind == Kind::Matrix && !takesMatrices(n) && !reducesMatrix &&
+        n->op != Node::Op::SvdPart) {
+      Value &t = asTensor_[operand];
+      if (!t)
+        t = merge::ToTensorOp::create(b_, l, tensorType(), v);
+      return t;
+    }
+    return v;
+  }
 
   /// A param's position in the program's list (and the module's `merge.params`).
   int64_t paramIndex(const std::string &name) {
@@ -77,6 +126,8 @@ private:
     SmallVector<Value> ops;
     for (const Node *operand : n->operands)
       ops.push_back(emit(operand));
+    for (size_t i = 0; i < ops.size(); ++i)
+      ops[i] = converted(n, i, ops[i]);
     Location l = loc(n->loc);
     Value v;
     switch (n->op) {
@@ -100,6 +151,13 @@ private:
       break;
     case Node::Op::ReduceSum:
     case Node::Op::ReduceMax:
+      if (n->operands[0]->kind == Kind::Matrix) {
+        v = merge::MatrixReduceOp::create(
+            b_, l, b_.getF32Type(),
+            n->op == Node::Op::ReduceSum ? merge::ReductionKind::Sum : merge::ReductionKind::Max,
+            ops[0]);
+        break;
+      }
       v = merge::ReduceOp::create(
           b_, l, b_.getF32Type(),
           n->op == Node::Op::ReduceSum ? merge::ReductionKind::Sum : merge::ReductionKind::Max,
@@ -151,8 +209,61 @@ private:
     case Node::Op::Splat:
       v = merge::SplatOp::create(b_, l, tensorType(), ops[0]);
       break;
+    case Node::Op::MatMul:
+      v = merge::MatMulOp::create(b_, l, matrixType(), ops[0], ops[1]);
+      break;
+    case Node::Op::Transpose:
+      v = merge::TransposeOp::create(b_, l, matrixType(), ops[0]);
+      break;
+    case Node::Op::Diag:
+      v = merge::DiagOp::create(b_, l, matrixType(), ops[0]);
+      break;
+    case Node::Op::Orth:
+      v = merge::OrthOp::create(b_, l, matrixType(), ops[0]);
+      break;
+    case Node::Op::HCat:
+      v = merge::HCatOp::create(b_, l, matrixType(), ops);
+      break;
+    case Node::Op::VCat:
+      v = merge::VCatOp::create(b_, l, matrixType(), ops);
+      break;
+    case Node::Op::TakeRows:
+      v = merge::TakeRowsOp::create(b_, l, matrixType(), ops[0], ops[1]);
+      break;
+    case Node::Op::TakeCols:
+      v = merge::TakeColsOp::create(b_, l, matrixType(), ops[0], ops[1]);
+      break;
+    case Node::Op::LowRank:
+      v = merge::LowRankOp::create(b_, l, matrixType(), ops[0], ops[1]);
+      break;
+    case Node::Op::RankOf:
+      v = merge::RankOfOp::create(b_, l, b_.getF32Type(), ops[0]);
+      break;
+    case Node::Op::Svd: {
+      Type m = matrixType();
+      auto svd = merge::SvdOp::create(b_, l, TypeRange{m, m, m}, ops[0],
+                                      n->flag ? ops[1] : Value());
+      groups_[n] = SmallVector<Value>(svd.getResults());
+      v = svd.getU();
+      break;
+    }
+    case Node::Op::Rsvd: {
+      Type m = matrixType();
+      Value hash = merge::NameHashOp::create(b_, l, b_.getI64Type());
+      auto rsvd = merge::RsvdOp::create(
+          b_, l, TypeRange{m, m, m}, ops[0], ops[1], hash,
+          b_.getI64IntegerAttr(static_cast<int64_t>(n->value)),
+          b_.getI64IntegerAttr(static_cast<int64_t>(n->value2)),
+          b_.getI64IntegerAttr(static_cast<int64_t>(n->value3)));
+      groups_[n] = SmallVector<Value>(rsvd.getResults());
+      v = rsvd.getU();
+      break;
+    }
+    case Node::Op::SvdPart:
+      v = groups_[n->operands[0]][static_cast<size_t>(n->value)];
+      break;
     default:
-      v = emitElementwise(n, l, ops);
+      v = n->kind == Kind::Matrix ? emitMatrixMap(n, l, ops) : emitElementwise(n, l, ops);
       break;
     }
     return values_[n] = v;
@@ -369,6 +480,26 @@ private:
     return OpT::create(b_, l, TypeRange{tensorType()}, ops, ArrayRef<NamedAttribute>{});
   }
 
+  /// Elementwise arithmetic on matrices (no operand is a tensor): a merge.matrix_map over the
+  /// matrix operands whose body is the op's scalar formula, scalars used from above.
+  Value emitMatrixMap(const Node *n, Location l, ArrayRef<Value> ops) {
+    SmallVector<Value> inputs;
+    for (auto [operand, v] : llvm::zip(n->operands, ops))
+      if (operand->kind == Kind::Matrix)
+        inputs.push_back(v);
+    auto map = merge::MatrixMapOp::create(b_, l, matrixType(), inputs);
+    {
+      OpBuilder::InsertionGuard guard(b_);
+      Block *body = b_.createBlock(&map.getBody());
+      SmallVector<Value> args;
+      for (auto [operand, v] : llvm::zip(n->operands, ops))
+        args.push_back(operand->kind == Kind::Matrix ? body->addArgument(b_.getF32Type(), l) : v);
+      b_.setInsertionPointToStart(body);
+      merge::YieldOp::create(b_, l, emitElementwise(n, l, args));
+    }
+    return map.getResult();
+  }
+
   Value emitElementwise(const Node *n, Location l, ValueRange ops) {
     switch (n->op) {
     case Node::Op::Add: return elementwise<merge::AddOp>(n, l, ops);
@@ -408,6 +539,8 @@ private:
   OpBuilder b_;
   llvm::DenseMap<const Node *, Value> values_;
   llvm::DenseMap<const Node *, SmallVector<Value>> groups_; ///< multi-result nodes
+  /// Each tensor node's merge.to_matrix and each matrix node's merge.to_tensor, made once.
+  llvm::DenseMap<const Node *, Value> asMatrix_, asTensor_;
 };
 
 } // namespace

@@ -42,8 +42,30 @@ struct Value {
 const char *kindName(const Value &v) {
   if (v.isList())
     return "a list";
-  return v.node->kind == Kind::Scalar ? "a scalar" : "a tensor";
+  switch (v.node->kind) {
+  case Kind::Scalar:
+    return "a scalar";
+  case Kind::Tensor:
+    return "a tensor";
+  case Kind::Matrix:
+    return "a matrix";
+  }
+  return "a value";
 }
+
+/// Whether a value holds a list inside a list (svd of a list gives [us, ss, vts]); only
+/// `let (us, ss, vts) = ...` and functions that pass lists on take those.
+bool nested(const Value &v) {
+  if (!v.isList())
+    return false;
+  for (const Value &item : *v.list)
+    if (item.isList())
+      return true;
+  return false;
+}
+const char *kNestedHint =
+    "a list of lists (svd of a list gives [u's, s's, vt's]: name them with "
+    "let (us, ss, vts) = svd(xs) in ...)";
 
 /// A callee's parameter list, for binding positional and keyword arguments the same way for
 /// defs and builtins.
@@ -69,7 +91,12 @@ const std::set<std::string> kBuiltins = {
     "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
     "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
     "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second", "weiszfeld",
-    "karcher_coefficients", "require"};
+    "karcher_coefficients", "require", "transpose", "hcat", "vcat", "diag", "cols_of", "rows_of",
+    "svd", "rsvd", "orth", "lowrank", "rank_of"};
+/// The linear algebra builtins (callMatrix).
+const std::set<std::string> kMatrixFunctions = {"transpose", "hcat", "vcat", "diag", "cols_of",
+                                                "rows_of", "svd", "rsvd", "orth", "lowrank",
+                                                "rank_of"};
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
     {"abs", Node::Op::Abs},   {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt},
@@ -280,12 +307,18 @@ public:
       auto v = eval(u->operand.get());
       if (!v)
         return std::nullopt;
+      if (nested(*v)) {
+        diags_.error(e->loc(), std::string("'-' on ") + kNestedHint);
+        return std::nullopt;
+      }
       return mapList(*v, [&](const Value &x) {
         return Value{make(Node::Op::Neg, x.node->kind, {x.node}, e->loc())};
       });
     }
     if (auto *b = dyn_cast<ast::BinaryExpr>(e))
       return binary(b);
+    if (auto *let = dyn_cast<ast::LetExpr>(e))
+      return evalLet(let);
     if (auto *l = dyn_cast<ast::ListExpr>(e)) {
       if (!checkListLength(l->elements.size(), e->loc()))
         return std::nullopt;
@@ -474,8 +507,10 @@ private:
     return add(std::move(n));
   }
 
+  /// A scalar splatted where a tensor is expected; tensors and matrices as they are (MLIRGen
+  /// turns a matrix into the tensor, checking its shape when the rule runs).
   const Node *asTensor(const Node *n) {
-    return n->kind == Kind::Tensor ? n : make(Node::Op::Splat, Kind::Tensor, {n}, n->loc);
+    return n->kind != Kind::Scalar ? n : make(Node::Op::Splat, Kind::Tensor, {n}, n->loc);
   }
 
   std::optional<Value> name(const ast::NameExpr *n) {
@@ -540,6 +575,10 @@ private:
       return Value{constant((b->op == "==") == equal ? 1 : 0, b->loc())};
     }
     // Arithmetic on lists is elementwise over the list; a scalar or tensor pairs with each item.
+    if (nested(*lhs) || nested(*rhs)) {
+      diags_.error(b->loc(), "'" + b->op + "' on " + kNestedHint);
+      return std::nullopt;
+    }
     if (lhs->isList() || rhs->isList()) {
       size_t n = lhs->isList() ? lhs->list->size() : rhs->list->size();
       if (lhs->isList() && rhs->isList() && lhs->list->size() != rhs->list->size()) {
@@ -552,11 +591,17 @@ private:
       for (size_t i = 0; i < n; ++i) {
         const Node *l = lhs->isList() ? (*lhs->list)[i].node : lhs->node;
         const Node *r = rhs->isList() ? (*rhs->list)[i].node : rhs->node;
-        out->push_back(Value{binaryNode(b, l, r)});
+        const Node *item = binaryNode(b, l, r);
+        if (!item)
+          return std::nullopt;
+        out->push_back(Value{item});
       }
       return Value{nullptr, out};
     }
-    return Value{binaryNode(b, lhs->node, rhs->node)};
+    const Node *node = binaryNode(b, lhs->node, rhs->node);
+    if (!node)
+      return std::nullopt;
+    return Value{node};
   }
 
   /// Applies `fn` to a value, or to each item of a list.
@@ -570,6 +615,14 @@ private:
   }
 
   const Node *binaryNode(const ast::BinaryExpr *b, const Node *lhs, const Node *rhs) {
+    if (b->op == "@") {
+      for (const Node *side : {lhs, rhs})
+        if (side->kind == Kind::Scalar) {
+          diags_.error(b->loc(), "'@' multiplies matrices (or tensors as matrices), got a scalar");
+          return nullptr;
+        }
+      return make(Node::Op::MatMul, Kind::Matrix, {lhs, rhs}, b->loc());
+    }
     Node::Op op = b->op == "+"   ? Node::Op::Add
                   : b->op == "-" ? Node::Op::Sub
                   : b->op == "*" ? Node::Op::Mul
@@ -578,16 +631,19 @@ private:
     return elementwise(op, {lhs, rhs}, b->loc(), op == Node::Op::Cmp ? kComparisons.at(b->op) : "");
   }
 
-  /// An elementwise node: a scalar when every operand is, else a tensor (scalars splatted).
+  /// An elementwise node: a tensor when an operand is (scalars splatted, matrices turned into
+  /// the tensor), else a matrix when an operand is (scalars used as they are), else a scalar.
   const Node *elementwise(Node::Op op, std::vector<const Node *> operands, SourceLoc loc,
                           std::string predicate = "") {
-    bool tensor = false;
-    for (const Node *n : operands)
+    bool tensor = false, matrix = false;
+    for (const Node *n : operands) {
       tensor = tensor || n->kind == Kind::Tensor;
+      matrix = matrix || n->kind == Kind::Matrix;
+    }
     if (tensor)
       for (const Node *&n : operands)
         n = asTensor(n);
-    Node n{op, tensor ? Kind::Tensor : Kind::Scalar};
+    Node n{op, tensor ? Kind::Tensor : matrix ? Kind::Matrix : Kind::Scalar};
     n.operands = std::move(operands);
     n.loc = loc;
     n.predicate = std::move(predicate);
@@ -678,6 +734,8 @@ private:
       return callReduction(c);
     if (c->callee == "ramp")
       return callRamp(c);
+    if (kMatrixFunctions.count(c->callee))
+      return callMatrix(c);
     if (c->callee == "topk_mask" || c->callee == "quantile" || c->callee == "row_rank" ||
         c->callee == "bernoulli")
       return callSelection(c);
@@ -792,6 +850,10 @@ private:
     }
     if (c->callee == "len")
       return Value{constant(static_cast<double>(xs.list->size()), c->loc())};
+    if (nested(xs)) {
+      diags_.error(c->args[0].loc, c->callee + " of " + kNestedHint);
+      return std::nullopt;
+    }
     if (xs.list->empty()) {
       diags_.error(c->args[0].loc, c->callee + " of an empty list");
       return std::nullopt;
@@ -832,6 +894,10 @@ private:
                            const std::vector<Value> &values, Fn fn) {
     std::optional<size_t> length;
     for (size_t i = 0; i < values.size(); ++i) {
+      if (nested(values[i])) {
+        diags_.error(argLoc(c, sig, i), c->callee + "'s '" + sig.params[i] + "' is " + kNestedHint);
+        return std::nullopt;
+      }
       if (!values[i].isList())
         continue;
       size_t n = values[i].list->size();
@@ -887,6 +953,10 @@ private:
                      const Value &v, const ParamKind &kind, bool known = false) {
     std::string must = callee + ": " + param + " must be " + kind.rule;
     bool needKnown = known || kind.compileTime;
+    if (nested(v)) {
+      diags_.error(loc, must + ", got " + kNestedHint);
+      return false;
+    }
     if (v.isList()) {
       if (needKnown) {
         diags_.error(loc, must + " known while compiling, got a list");
@@ -996,7 +1066,11 @@ private:
     };
     return zip(c, sig, values, [&](std::vector<const Node *> args, size_t position) -> const Node * {
       if (f != "bernoulli" && args[0]->kind != Kind::Tensor) {
-        diags_.error(argLoc(c, sig, 0), f + " expects a tensor, got a scalar");
+        diags_.error(argLoc(c, sig, 0), f + " expects a tensor, got " + kindName(Value{args[0]}));
+        return nullptr;
+      }
+      if (f == "bernoulli" && args[0]->kind == Kind::Matrix) {
+        diags_.error(argLoc(c, sig, 0), "bernoulli's p must be a scalar or a tensor, got a matrix");
         return nullptr;
       }
       if (f == "row_rank")
@@ -1094,7 +1168,8 @@ private:
     }
     std::vector<const Node *> points;
     for (size_t i = 0; i < m; ++i) {
-      if ((*xs.list)[i].node->kind != Kind::Tensor || weights[i]->kind != Kind::Scalar) {
+      if ((*xs.list)[i].isList() || (*xs.list)[i].node->kind != Kind::Tensor ||
+          !weights[i] || weights[i]->kind != Kind::Scalar) {
         diags_.error(c->loc(), "weiszfeld takes a list of tensors and scalar weights");
         return std::nullopt;
       }
@@ -1155,7 +1230,7 @@ private:
       for (const Value &x : *xs.list)
         points.push_back(x.node);
     if (points.empty() || std::any_of(points.begin(), points.end(), [](const Node *x) {
-          return x->kind != Kind::Tensor;
+          return !x || x->kind != Kind::Tensor;
         })) {
       diags_.error(argLoc(c, sig, 0), "karcher_coefficients expects a non-empty list of tensors");
       return std::nullopt;
@@ -1296,11 +1371,18 @@ private:
     for (size_t i = 0; i < arity; ++i)
       values.push_back(*(*bound)[i]);
     return zip(c, sig, values, [&](std::vector<const Node *> tensors, size_t) -> const Node * {
-      for (size_t i = 0; i < tensors.size(); ++i)
-        if (tensors[i]->kind != Kind::Tensor) {
+      for (size_t i = 0; i < tensors.size(); ++i) {
+        if (tensors[i]->kind == Kind::Scalar) {
           diags_.error(argLoc(c, sig, i), c->callee + " expects a tensor, got a scalar");
           return nullptr;
         }
+        // A matrix is reduced over its own elements, inside its matrix phase.
+        if (tensors[i]->kind == Kind::Matrix && *scope != "tensor") {
+          diags_.error(argLoc(c, sig, bound->size() - 1),
+                       c->callee + " of a matrix takes no scope (it covers the matrix)");
+          return nullptr;
+        }
+      }
       auto reduce = [&](Node::Op op, const Node *x) {
         if (*scope == "row")
           return make(op == Node::Op::ReduceSum ? Node::Op::RowSum : Node::Op::RowMax,
@@ -1322,6 +1404,164 @@ private:
       const Node *squares = elementwise(Node::Op::Mul, {tensors[0], tensors[0]}, c->loc());
       return elementwise(Node::Op::Sqrt, {reduce(Node::Op::ReduceSum, squares)}, c->loc());
     });
+  }
+
+  /// let NAME = VALUE in BODY, let (A, B, ...) = LIST in BODY: BODY evaluated with the names
+  /// bound (on top of the enclosing def's parameters); the names are visible nowhere else.
+  std::optional<Value> evalLet(const ast::LetExpr *let) {
+    auto value = eval(let->value.get());
+    if (!value)
+      return std::nullopt;
+    std::map<std::string, Value> scope;
+    if (!scopes_.empty())
+      scope = scopes_.back();
+    std::set<std::string> seen;
+    for (auto &[name, loc] : let->names) {
+      if (kBuiltins.count(name) || kContextNames.count(name)) {
+        diags_.error(loc, "let '" + name + "' redefines a built-in name");
+        return std::nullopt;
+      }
+      if (!seen.insert(name).second) {
+        diags_.error(loc, "'" + name + "' is bound twice in one let");
+        return std::nullopt;
+      }
+    }
+    if (let->tuple) {
+      size_t n = let->names.size();
+      if (!value->isList() || value->list->size() != n) {
+        diags_.error(let->value->loc(),
+                     "let (" + std::to_string(n) + " names) takes a list of " + std::to_string(n) +
+                         " items, got " +
+                         (value->isList() ? "a list of " + std::to_string(value->list->size())
+                                          : std::string(kindName(*value))));
+        return std::nullopt;
+      }
+      for (size_t i = 0; i < n; ++i)
+        scope[let->names[i].first] = (*value->list)[i];
+    } else {
+      scope[let->names[0].first] = *value;
+    }
+    scopes_.push_back(std::move(scope));
+    auto result = eval(let->body.get());
+    scopes_.pop_back();
+    return result;
+  }
+
+  /// The linear algebra builtins: transpose(x), diag(v), orth(x), rank_of(x), cols_of(x, k),
+  /// rows_of(x, k), lowrank(x, rank), svd(x, rank = all), rsvd(x, rank, oversample = 8,
+  /// iters = 2, seed = 0), hcat(xs), vcat(xs). x may be a tensor (the current tensor as a
+  /// matrix) or a matrix, and a list goes item by item; svd and rsvd give the list [u, s, vt]
+  /// (of a list: [the u's, the s's, the vt's], for let (us, ss, vts) = svd(tvs)).
+  std::optional<Value> callMatrix(const ast::CallExpr *c) {
+    const std::string &f = c->callee;
+    Signature sig =
+        f == "svd"       ? Signature::builtin(f, {"x", "rank"}, {"rank"})
+        : f == "rsvd"    ? Signature::builtin(f, {"x", "rank", "oversample", "iters", "seed"},
+                                              {"oversample", "iters", "seed"})
+        : f == "lowrank" ? Signature::builtin(f, {"x", "rank"})
+        : f == "cols_of" || f == "rows_of" ? Signature::builtin(f, {"x", "k"})
+        : f == "hcat" || f == "vcat"       ? Signature::builtin(f, {"xs"})
+                                           : Signature::builtin(f, {"x"});
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    auto isMatrix = [&](const Node *x, size_t i) {
+      if (x->kind != Kind::Scalar)
+        return true;
+      diags_.error(argLoc(c, sig, i), f + " expects a matrix or a tensor, got a scalar");
+      return false;
+    };
+    if (f == "hcat" || f == "vcat") {
+      const Value &xs = *(*bound)[0];
+      if (!xs.isList() || xs.list->empty()) {
+        diags_.error(argLoc(c, sig, 0), f + " expects a non-empty list of matrices, got " +
+                                            (xs.isList() ? "an empty list" : kindName(xs)));
+        return std::nullopt;
+      }
+      std::vector<const Node *> parts;
+      for (const Value &x : *xs.list) {
+        if (x.isList()) {
+          diags_.error(argLoc(c, sig, 0), f + " expects a list of matrices, got a list of lists");
+          return std::nullopt;
+        }
+        if (!isMatrix(x.node, 0))
+          return std::nullopt;
+        parts.push_back(x.node);
+      }
+      return Value{make(f == "hcat" ? Node::Op::HCat : Node::Op::VCat, Kind::Matrix,
+                        std::move(parts), c->loc())};
+    }
+    // rsvd's settings shape the program (the sketch's width, the loop): known while compiling.
+    std::vector<double> settings = {8, 2, 0};
+    if (f == "rsvd") {
+      auto found = compileTimeSettings(c, sig, *bound, 2, settings,
+                                       {Check::Iterations, Check::Iterations, Check::Seed});
+      if (!found)
+        return std::nullopt;
+      settings = *found;
+    }
+    bool hasCount = f == "cols_of" || f == "rows_of" || f == "lowrank" || f == "rsvd" ||
+                    (f == "svd" && (*bound)[1]);
+    std::vector<Value> values{*(*bound)[0]};
+    if (hasCount)
+      values.push_back(*(*bound)[1]);
+    std::vector<Value> groups; // svd / rsvd: the group node of each item
+    auto item = [&](std::vector<const Node *> args, size_t) -> const Node * {
+      if (!isMatrix(args[0], 0))
+        return nullptr;
+      if (hasCount && args[1]->kind != Kind::Scalar) {
+        diags_.error(argLoc(c, sig, 1), f + "'s " + sig.params[1] + " must be a scalar, got " +
+                                            kindName(Value{args[1]}));
+        return nullptr;
+      }
+      if (f == "transpose")
+        return make(Node::Op::Transpose, Kind::Matrix, {args[0]}, c->loc());
+      if (f == "diag")
+        return make(Node::Op::Diag, Kind::Matrix, {args[0]}, c->loc());
+      if (f == "orth")
+        return make(Node::Op::Orth, Kind::Matrix, {args[0]}, c->loc());
+      if (f == "rank_of")
+        return make(Node::Op::RankOf, Kind::Scalar, {args[0]}, c->loc());
+      if (f == "cols_of" || f == "rows_of")
+        return make(f == "cols_of" ? Node::Op::TakeCols : Node::Op::TakeRows, Kind::Matrix,
+                    args, c->loc());
+      if (f == "lowrank")
+        return make(Node::Op::LowRank, Kind::Matrix, args, c->loc());
+      Node group{f == "svd" ? Node::Op::Svd : Node::Op::Rsvd, Kind::Matrix};
+      group.operands = args;
+      group.flag = hasCount;
+      group.value = settings[0];
+      group.value2 = settings[1];
+      group.value3 = settings[2];
+      group.loc = c->loc();
+      return add(std::move(group));
+    };
+    auto result = zip(c, sig, values, item);
+    if (!result || (f != "svd" && f != "rsvd"))
+      return result;
+    // The factors of each decomposition; of a list, one list per factor.
+    auto parts = [&](const Node *group) {
+      auto out = std::make_shared<std::vector<Value>>();
+      for (int k = 0; k < 3; ++k) {
+        Node part{Node::Op::SvdPart, Kind::Matrix};
+        part.operands = {group};
+        part.value = k;
+        part.loc = c->loc();
+        out->push_back(Value{add(std::move(part))});
+      }
+      return out;
+    };
+    if (!result->isList())
+      return Value{nullptr, parts(result->node)};
+    auto factors = std::make_shared<std::vector<Value>>();
+    for (int k = 0; k < 3; ++k)
+      factors->push_back(Value{nullptr, std::make_shared<std::vector<Value>>()});
+    for (const Value &g : *result->list) {
+      auto three = parts(g.node);
+      for (int k = 0; k < 3; ++k)
+        (*factors)[k].list->push_back((*three)[k]);
+    }
+    return Value{nullptr, factors};
   }
 
   std::optional<Value> callRamp(const ast::CallExpr *c) {
@@ -1505,7 +1745,7 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
     auto value = evaluator.eval(rule.body.get());
     if (!value)
       continue;
-    if (value->isList() || value->node->kind != Kind::Tensor) {
+    if (value->isList() || value->node->kind == Kind::Scalar) {
       diags.error(startOf(rule.body.get()), std::string("a rule must produce a tensor, this is ") +
                                                  kindName(*value));
       continue;

@@ -17,7 +17,7 @@ struct SourceLoc {
 
 class Expr {
 public:
-  enum class Kind { Number, String, Name, Unary, Binary, List, Call };
+  enum class Kind { Number, String, Name, Unary, Binary, List, Call, Let };
   Expr(Kind kind, SourceLoc loc) : kind_(kind), loc_(loc) {}
   virtual ~Expr() = default;
   Kind kind() const { return kind_; }
@@ -66,7 +66,7 @@ public:
   BinaryExpr(SourceLoc loc, std::string op, ExprPtr lhs, ExprPtr rhs)
       : Expr(Kind::Binary, loc), op(std::move(op)), lhs(std::move(lhs)), rhs(std::move(rhs)) {}
   static bool classof(const Expr *e) { return e->kind() == Kind::Binary; }
-  std::string op; ///< one of + - * / < > <= >= == !=
+  std::string op; ///< one of + - * / @ < > <= >= == !=
   ExprPtr lhs, rhs;
 };
 
@@ -76,6 +76,20 @@ public:
       : Expr(Kind::List, loc), elements(std::move(elements)) {}
   static bool classof(const Expr *e) { return e->kind() == Kind::List; }
   std::vector<ExprPtr> elements;
+};
+
+/// `let NAME = VALUE in BODY`, or `let (A, B, ...) = VALUE in BODY` taking a list's items
+/// (svd's u, s, vt): BODY sees the names; nothing else does.
+class LetExpr : public Expr {
+public:
+  LetExpr(SourceLoc loc, std::vector<std::pair<std::string, SourceLoc>> names, bool tuple,
+          ExprPtr value, ExprPtr body)
+      : Expr(Kind::Let, loc), names(std::move(names)), tuple(tuple), value(std::move(value)),
+        body(std::move(body)) {}
+  static bool classof(const Expr *e) { return e->kind() == Kind::Let; }
+  std::vector<std::pair<std::string, SourceLoc>> names;
+  bool tuple; ///< written with parentheses: VALUE must be a list of as many items
+  ExprPtr value, body;
 };
 
 struct Argument {

@@ -14,7 +14,9 @@
 
 namespace mergec::sema {
 
-enum class Kind { Scalar, Tensor };
+/// Scalar: one f32 for the whole tensor; Tensor: one per element of the current tensor;
+/// Matrix: a 2-D value of any shape (linear algebra: svd's factors, a @ b), known at run time.
+enum class Kind { Scalar, Tensor, Matrix };
 
 /// One primitive operation. Scalars are f32 values the same for every element of a tensor;
 /// tensors are per-element values of the current tensor.
@@ -55,6 +57,23 @@ struct Node {
                ///< in coefficient space; operands: the Gram matrix (upper triangle, row by
                ///< row); `value` tol, `value3` max_iter
     Coefficient, ///< scalar: coefficient `value` of the Weiszfeld or Karcher operand
+    // Linear algebra. Matrix operands may be tensors (the current tensor as rows x cols, its
+    // last dimension the columns); elementwise ops and ReduceSum / ReduceMax also take
+    // matrices (Kind::Matrix when no operand is a tensor).
+    MatMul,    ///< matrix: operand 0 @ operand 1
+    Transpose, ///< matrix
+    HCat,      ///< matrix: the operands side by side
+    VCat,      ///< matrix: the operands one above the other
+    Diag,      ///< matrix: k x k with a vector's k values on the diagonal
+    TakeRows,  ///< matrix: the first k (operand 1) rows
+    TakeCols,  ///< matrix: the first k (operand 1) columns
+    Orth,      ///< matrix: the polar factor u @ vt of the SVD
+    LowRank,   ///< matrix: the best rank-k (operand 1) approximation
+    RankOf,    ///< scalar: min(rows, cols)
+    Svd,       ///< group: u, s, vt of operand 0; `flag`: truncated to rank operand 1
+    Rsvd,      ///< group: randomised u, s, vt of rank operand 1; `value` oversample,
+               ///< `value2` power iterations, `value3` seed
+    SvdPart,   ///< matrix: factor `value` (0 u, 1 s, 2 vt) of the Svd or Rsvd operand
   };
   Op op;
   Kind kind;
@@ -86,7 +105,7 @@ struct Model {
 struct Rule {
   ast::SourceLoc loc;
   std::vector<ast::Pattern> patterns; ///< empty: matches every tensor
-  const Node *result = nullptr;       ///< a tensor
+  const Node *result = nullptr;       ///< a tensor, or a matrix of the tensor's shape
   bool readsNumLayers = false;        ///< uses num_layers (directly or through ramp)
 };
 

@@ -101,8 +101,43 @@ LogicalResult RowKernelOp::verify() {
 }
 
 LogicalResult YieldOp::verify() {
-  if (!isKernel((*this)->getParentOp()))
-    return emitOpError("must end the body of a merge.kernel or of a phase");
+  if (!isKernel((*this)->getParentOp()) && !isa<MatrixMapOp>((*this)->getParentOp()))
+    return emitOpError("must end the body of a merge.kernel, of a phase or of a merge.matrix_map");
+  return success();
+}
+
+LogicalResult MatrixMapOp::verify() {
+  if (getInputs().empty())
+    return emitOpError("needs at least one matrix input");
+  return verifyKernelBody(*this, getBody(), getInputs().size());
+}
+
+LogicalResult MatrixPhaseOp::verify() {
+  Block &program = getProgram().front();
+  // The body yields the value of each matrix the program starts from.
+  if (failed(verifyKernelBody(*this, getBody(), getInputs().size(), program.getNumArguments())))
+    return failure();
+  for (BlockArgument arg : program.getArguments())
+    if (!isa<MatrixType>(arg.getType()))
+      return emitOpError("program arguments must be matrices, got ") << arg.getType();
+  auto yield = dyn_cast<MatrixYieldOp>(program.empty() ? nullptr : &program.back());
+  if (!yield)
+    return emitOpError("program must end with merge.matrix_yield");
+  unsigned scalars = getNumScalars();
+  if (yield.getValues().size() != getNumResults())
+    return emitOpError("program yields ") << yield.getValues().size() << " values for "
+                                          << getNumResults() << " results";
+  for (auto [i, v] : llvm::enumerate(yield.getValues())) {
+    bool scalar = i < scalars;
+    if (scalar != v.getType().isF32() || (!scalar && !isa<MatrixType>(v.getType())))
+      return emitOpError("program yield ") << i << " must be "
+                                           << (scalar ? "an f32 scalar" : "a matrix")
+                                           << " (scalars first, then matrices), got "
+                                           << v.getType();
+  }
+  for (Value r : getResults().drop_front(scalars))
+    if (!isa<TensorType>(r.getType()))
+      return emitOpError("results must be f32 scalars followed by tensors");
   return success();
 }
 

@@ -4,6 +4,7 @@
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/TypeSwitch.h"
+#include "mlir/Analysis/TopologicalSortUtils.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 
 namespace mergec::merge {
@@ -18,28 +19,35 @@ namespace {
 
 bool isTensor(Value v) { return isa<mergec::merge::TensorType>(v.getType()); }
 
-/// Collects the tensors a kernel over the DAG rooted at `root` reads from memory, in program
+/// Collects the tensors a kernel over the DAGs rooted at `roots` reads from memory, in program
 /// order: model tensors (merge.input) and the buffers earlier phases materialized.
-SmallVector<Value> collectInputs(Value root) {
+SmallVector<Value> collectInputs(ArrayRef<Value> roots) {
   SetVector<Operation *> seen;
-  SmallVector<Value> work{root};
+  SmallVector<Value> work(roots.begin(), roots.end());
   SmallVector<Value> inputs;
   while (!work.empty()) {
     Value v = work.pop_back_val();
     Operation *def = v.getDefiningOp();
-    if (!def || !seen.insert(def))
+    if (!def)
       continue;
+    // A matrix phase's buffers are results of one op: each is an input of its own.
     auto phase = dyn_cast<PhaseOpInterface>(def);
-    if (isa<InputOp>(def) || (phase && phase.getBufferResult() == v)) {
-      inputs.push_back(v);
+    if (isa<InputOp>(def) || (phase && llvm::is_contained(phase.getBufferResults(), v))) {
+      if (!llvm::is_contained(inputs, v))
+        inputs.push_back(v);
       continue;
     }
+    if (!seen.insert(def))
+      continue;
     for (Value operand : def->getOperands())
       if (isTensor(operand))
         work.push_back(operand);
   }
   llvm::sort(inputs, [](Value a, Value b) {
-    return a.getDefiningOp()->isBeforeInBlock(b.getDefiningOp());
+    Operation *x = a.getDefiningOp(), *y = b.getDefiningOp();
+    if (x == y) // two buffers of one matrix phase: in result order
+      return cast<OpResult>(a).getResultNumber() < cast<OpResult>(b).getResultNumber();
+    return x->isBeforeInBlock(y);
   });
   return inputs;
 }
@@ -117,19 +125,135 @@ void eraseDeadTensorOps(func::FuncOp func) {
       op->erase();
 }
 
-/// Builds the body of a kernel over `root`'s DAG: one f32 block argument per input, the DAG
-/// on one element, merge.yield.
-LogicalResult buildBody(OpBuilder &b, Region &region, Value root, ArrayRef<Value> inputs) {
+/// Builds the body of a kernel over the DAGs of `roots`: one f32 block argument per input,
+/// the DAGs on one element, merge.yield of each root's value.
+LogicalResult buildBody(OpBuilder &b, Region &region, ArrayRef<Value> roots,
+                        ArrayRef<Value> inputs) {
   Block *body = b.createBlock(&region);
   DenseMap<Value, Value> map;
   for (Value in : inputs)
     map[in] = body->addArgument(b.getF32Type(), in.getLoc());
   b.setInsertionPointToStart(body);
   ElementBuilder builder(b, map);
-  auto element = builder.get(root);
-  if (failed(element))
-    return failure();
-  YieldOp::create(b, root.getLoc(), *element);
+  SmallVector<Value> elements;
+  for (Value root : roots) {
+    auto element = builder.get(root);
+    if (failed(element))
+      return failure();
+    elements.push_back(*element);
+  }
+  YieldOp::create(b, roots.front().getLoc(), elements);
+  return success();
+}
+
+bool isMatrix(Value v) { return isa<MatrixType>(v.getType()); }
+
+/// The ops of a rule's linear algebra: those with a matrix operand or result.
+bool isMatrixOp(Operation *op) {
+  return llvm::any_of(op->getOperandTypes(), [](Type t) { return isa<MatrixType>(t); }) ||
+         llvm::any_of(op->getResultTypes(), [](Type t) { return isa<MatrixType>(t); });
+}
+
+/// Gathers the rule's matrix ops into one merge.matrix_phase: the operands of merge.to_matrix
+/// become its inputs (their DAGs are fused into its body later, like any phase's), the matrix
+/// ops and the scalar arithmetic they need move into its program, and what the rest of the
+/// rule uses (the tensors of merge.to_tensor, scalars) become its results. A rule has at most
+/// one matrix phase: a matrix computed from a phase that itself needs one of the rule's
+/// matrices would need two, which is reported.
+LogicalResult formMatrixPhase(func::FuncOp func) {
+  Block &block = func.getBody().front();
+  SetVector<Operation *> program; // in program order
+  for (Operation &op : block.without_terminator())
+    if (isMatrixOp(&op))
+      program.insert(&op);
+  if (program.empty())
+    return success();
+  // Scalar arithmetic (not merge ops: those are phases or leaves) computed from the program's
+  // scalars and needed by a matrix op runs inside the program too; what only the tensor side
+  // needs stays outside and reads the phase's scalar result.
+  SmallVector<Operation *> derived;
+  for (Operation &op : block.without_terminator()) {
+    if (program.contains(&op) || isa<MergeDialect>(op.getDialect()))
+      continue;
+    if (llvm::any_of(op.getOperands(), [&](Value v) {
+          Operation *def = v.getDefiningOp();
+          return def && (program.contains(def) || llvm::is_contained(derived, def));
+        }))
+      derived.push_back(&op);
+  }
+  SetVector<Operation *> needed;
+  for (Operation *op : llvm::reverse(derived))
+    if (llvm::any_of(op->getUsers(), [&](Operation *user) {
+          // A use inside a matrix_map's body counts as the matrix_map's.
+          Operation *top = block.findAncestorOpInBlock(*user);
+          return program.contains(top) || needed.contains(top);
+        }))
+      needed.insert(op);
+  SmallVector<Operation *> moved;
+  for (Operation &op : block.without_terminator())
+    if (program.contains(&op) || needed.contains(&op))
+      moved.push_back(&op);
+  auto inside = [&](Operation *op) { return llvm::is_contained(moved, op); };
+
+  SmallVector<ToMatrixOp> starts;
+  SmallVector<ToTensorOp> ends;
+  SmallVector<Value> scalars;
+  for (Operation *op : moved) {
+    if (auto in = dyn_cast<ToMatrixOp>(op))
+      starts.push_back(in);
+    else if (auto out = dyn_cast<ToTensorOp>(op))
+      ends.push_back(out);
+    else
+      for (Value r : op->getResults())
+        if (!isMatrix(r) && llvm::any_of(r.getUsers(), [&](Operation *u) {
+              return !inside(block.findAncestorOpInBlock(*u));
+            }))
+          scalars.push_back(r);
+  }
+
+  Location loc = moved.back()->getLoc();
+  OpBuilder b(moved.back()->getNextNode());
+  SmallVector<Type> types(scalars.size(), b.getF32Type());
+  types.append(ends.size(), mergec::merge::TensorType::get(b.getContext()));
+  SmallVector<Value> roots;
+  for (ToMatrixOp in : starts)
+    roots.push_back(in.getOperand());
+  for (Value v : scalars)
+    if (!v.getType().isF32())
+      return v.getDefiningOp()->emitOpError("a matrix phase can only pass f32 scalars on");
+  auto phase = MatrixPhaseOp::create(b, loc, types, roots);
+  // The body, for now: each input as it is (fuseMatrixBody rebuilds it over the DAGs).
+  Block *body = b.createBlock(&phase.getBody());
+  SmallVector<Value> args;
+  for (Value root : roots)
+    args.push_back(body->addArgument(b.getF32Type(), root.getLoc()));
+  YieldOp::create(b, loc, args);
+  Block *code = b.createBlock(&phase.getProgram());
+  for (ToMatrixOp in : starts)
+    in.getResult().replaceAllUsesWith(code->addArgument(in.getType(), in.getLoc()));
+  for (Operation *op : moved)
+    if (!isa<ToMatrixOp, ToTensorOp>(op))
+      op->moveBefore(code, code->end());
+  SmallVector<Value> yields(scalars.begin(), scalars.end());
+  for (ToTensorOp out : ends)
+    yields.push_back(out.getOperand());
+  b.setInsertionPointToEnd(code);
+  MatrixYieldOp::create(b, loc, yields);
+  for (auto [i, v] : llvm::enumerate(scalars))
+    v.replaceUsesWithIf(phase.getResult(i), [&](OpOperand &use) {
+      return !phase->isProperAncestor(use.getOwner());
+    });
+  for (auto [i, out] : llvm::enumerate(ends)) {
+    out.getResult().replaceAllUsesWith(phase.getResult(scalars.size() + i));
+    out.erase();
+  }
+  for (ToMatrixOp in : starts)
+    in.erase();
+  // The phase sits after the last matrix op; what reads its results may have come earlier.
+  if (!sortTopologically(&block))
+    return phase.emitOpError(
+        "needs a matrix that depends on this phase's own results through another phase: a "
+        "rule runs one matrix phase (compute the inner matrix in a rule of its own)");
   return success();
 }
 
@@ -141,6 +265,8 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
     // reduction or the final kernel uses its scalar result.
     // Selections and ranks likewise become phases of their own.
     // Each fusion erases only the op it rewrites, so the ops collected up front stay valid.
+    if (failed(formMatrixPhase(func)))
+      return signalPassFailure();
     SmallVector<Operation *> ops;
     func.walk([&](Operation *op) { ops.push_back(op); });
     for (Operation *op : ops) {
@@ -155,6 +281,11 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
       if (failed(done))
         return signalPassFailure();
     }
+    SmallVector<MatrixPhaseOp> matrixPhases;
+    func.walk([&](MatrixPhaseOp phase) { matrixPhases.push_back(phase); });
+    for (MatrixPhaseOp phase : matrixPhases)
+      if (failed(fuseMatrixBody(phase)))
+        return signalPassFailure();
     func.walk([&](func::ReturnOp ret) {
       for (OpOperand &operand : ret->getOpOperands()) {
         Value root = operand.get();
@@ -177,6 +308,21 @@ struct FuseElementwisePass : mergec::merge::impl::MergeFuseElementwiseBase<FuseE
     if (failed(buildBody(b, kernel.getBody(), root, inputs)))
       return failure();
     return kernel;
+  }
+
+  /// A matrix phase whose inputs are still the DAGs of its matrices: over the tensors they
+  /// read instead, each DAG computed per element in the body.
+  LogicalResult fuseMatrixBody(MatrixPhaseOp phase) {
+    SmallVector<Value> roots(phase.getInputs());
+    SmallVector<Value> inputs = collectInputs(roots);
+    OpBuilder b(phase);
+    auto fused = MatrixPhaseOp::create(b, phase.getLoc(), phase.getResultTypes(), inputs);
+    if (failed(buildBody(b, fused.getBody(), roots, inputs)))
+      return failure();
+    fused.getProgram().takeBody(phase.getProgram());
+    phase.replaceAllUsesWith(fused.getResults());
+    phase.erase();
+    return success();
   }
 
   /// merge.reduce kind(DAG) => merge.reduce_kernel [kind] ins(inputs) { DAG on one element }

@@ -35,6 +35,17 @@ def Merge_TensorType : Merge_Type<"Tensor", "tensor"> {
   }];
 }
 
+def Merge_MatrixType : Merge_Type<"Matrix", "matrix"> {
+  let summary = "a 2-D f32 matrix of any shape, known at run time";
+  let description = [{
+    A value of the linear algebra in a rule (`svd`'s factors, `a @ b`, ...): rows x cols f32,
+    row-major, its shape known only when the rule runs on a tensor. `merge.to_matrix` views the
+    current tensor as one (its last dimension the columns; a 1-D tensor is 1 x n) and
+    `merge.to_tensor` turns one back, checking it has the tensor's shape. Matrix ops run in a
+    `merge.matrix_phase`, once per tensor, on the host (BLAS and LAPACK).
+  }];
+}
+
 class Merge_Op<string mnemonic, list<Trait> traits = []> : Op<Merge_Dialect, mnemonic, traits>;
 
 #endif // MERGEC_MERGE_DIALECT

@@ -43,7 +43,7 @@ def Merge_PhaseOpInterface : OpInterface<"PhaseOpInterface"> {
     model) before the phases that use its results. Its first `getNumScalarResults()` results
     are scalars the runtime writes to consecutive slots of the `scalars` array (f64; an f32
     result is that slot rounded); a phase may instead materialize a buffer that later phases
-    read as one more input (`getBufferResult()`).
+    read as more inputs (`getBufferResults()`).
   }];
   let methods = [
     InterfaceMethod<"The tensors whose elements the body reads, in block argument order.",
@@ -64,10 +64,11 @@ def Merge_PhaseOpInterface : OpInterface<"PhaseOpInterface"> {
       "bool", "isModelScope", (ins), "",
       [{ return $_op.getModelScope(); }]>,
     InterfaceMethod<[{
-        The tensor the phase materializes for later phases to read per element, or null
-        when its results are scalars only.
+        The tensors the phase materializes for later phases to read per element (a row
+        phase's one buffer, a matrix phase's results), empty when its results are scalars
+        only.
       }],
-      "::mlir::Value", "getBufferResult", (ins), "",
+      "::llvm::SmallVector<::mlir::Value>", "getBufferResults", (ins), "",
       [{ return {}; }]>,
   ];
 }

@@ -515,7 +515,7 @@ def Merge_SelectKernelOp : Merge_Op<"select_kernel", [RecursiveMemoryEffects,
 }
 
 def Merge_RowKernelOp : Merge_Op<"row_kernel", [RecursiveMemoryEffects,
-    DeclareOpInterfaceMethods<Merge_PhaseOpInterface, ["isModelScope", "getBufferResult"]>]> {
+    DeclareOpInterfaceMethods<Merge_PhaseOpInterface, ["isModelScope", "getBufferResults"]>]> {
   let summary = "a per-row phase: materializes one key per element, then works row by row";
   let description = [{
     Rows are the last dimension (a 1-D tensor is one row). `rank`: the runtime ranks the keys'
@@ -538,8 +538,249 @@ def Merge_RowKernelOp : Merge_Op<"row_kernel", [RecursiveMemoryEffects,
   let extraClassDefinition = [{
     unsigned $cppClass::getNumScalarResults() { return 0; }
     bool $cppClass::isModelScope() { return false; }
-    ::mlir::Value $cppClass::getBufferResult() { return getResult(); }
+    ::llvm::SmallVector<::mlir::Value> $cppClass::getBufferResults() { return {getResult()}; }
   }];
+}
+
+//===----------------------------------------------------------------------===//
+// Matrices: linear algebra on whole tensors (run in a merge.matrix_phase)
+//===----------------------------------------------------------------------===//
+
+def Merge_ToMatrixOp : Merge_Op<"to_matrix", [Pure]> {
+  let summary = "the current tensor's values as a matrix (its last dimension the columns)";
+  let description = [{
+    A 1-D tensor of n is 1 x n, a scalar tensor 1 x 1, a tensor of more dimensions
+    (numel / cols) x cols. The fusion pass computes the operand per element into the matrix at
+    the start of the `merge.matrix_phase` that uses it.
+    ```mlir
+    %m = merge.to_matrix %delta
+    ```
+  }];
+  let arguments = (ins Merge_TensorType:$operand);
+  let results = (outs Merge_MatrixType:$result);
+  let assemblyFormat = "$operand attr-dict";
+}
+
+def Merge_ToTensorOp : Merge_Op<"to_tensor", [Pure]> {
+  let summary = "a matrix as the current tensor's values (its shape checked when it runs)";
+  let description = [{
+    The matrix must have the current tensor's matrix shape (as `merge.to_matrix` gives it);
+    otherwise the merge stops with an error naming the tensor and both shapes.
+    ```mlir
+    %t = merge.to_tensor %m
+    ```
+  }];
+  let arguments = (ins Merge_MatrixType:$operand);
+  let results = (outs Merge_TensorType:$result);
+  let assemblyFormat = "$operand attr-dict";
+}
+
+class Merge_MatrixUnaryOp<string mnemonic, string what> : Merge_Op<mnemonic, [Pure]> {
+  let summary = what;
+  let description = [{
+    ```mlir
+    %r = merge.}] # mnemonic # [{ %x
+    ```
+  }];
+  let arguments = (ins Merge_MatrixType:$operand);
+  let results = (outs Merge_MatrixType:$result);
+  let assemblyFormat = "$operand attr-dict";
+}
+def Merge_TransposeOp : Merge_MatrixUnaryOp<"transpose", "the transpose (cols x rows)">;
+def Merge_DiagOp : Merge_MatrixUnaryOp<"diag",
+    "the k x k matrix with the k values of a vector (1 x k or k x 1) on its diagonal">;
+def Merge_OrthOp : Merge_MatrixUnaryOp<"orth",
+    "the polar factor u @ vt of the thin SVD (the closest matrix with orthonormal rows or columns)">;
+
+def Merge_MatMulOp : Merge_Op<"matmul", [Pure]> {
+  let summary = "the matrix product (SGEMM)";
+  let description = [{
+    `lhs` m x k times `rhs` k x n; a different k is an error naming the tensor and both shapes.
+    ```mlir
+    %c = merge.matmul %a, %b
+    ```
+  }];
+  let arguments = (ins Merge_MatrixType:$lhs, Merge_MatrixType:$rhs);
+  let results = (outs Merge_MatrixType:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict";
+}
+
+class Merge_ConcatOp<string mnemonic, string what> : Merge_Op<mnemonic, [Pure]> {
+  let summary = what;
+  let description = [{
+    ```mlir
+    %r = merge.}] # mnemonic # [{ %a, %b, %c
+    ```
+  }];
+  let arguments = (ins Variadic<Merge_MatrixType>:$operands);
+  let results = (outs Merge_MatrixType:$result);
+  let assemblyFormat = "$operands attr-dict";
+  let hasVerifier = 1;
+  let extraClassDefinition = [{
+    ::mlir::LogicalResult $cppClass::verify() {
+      if (getOperands().empty())
+        return emitOpError("needs at least one operand");
+      return ::mlir::success();
+    }
+  }];
+}
+def Merge_HCatOp : Merge_ConcatOp<"hcat", "side by side (the same number of rows)">;
+def Merge_VCatOp : Merge_ConcatOp<"vcat", "one above the other (the same number of columns)">;
+
+class Merge_MatrixCountOp<string mnemonic, string what> : Merge_Op<mnemonic, [Pure]> {
+  let summary = what;
+  let description = [{
+    The count is floor(k) clamped to [1, the rows or columns there are].
+    ```mlir
+    %r = merge.}] # mnemonic # [{ %x, %k
+    ```
+  }];
+  let arguments = (ins Merge_MatrixType:$operand, F32:$count);
+  let results = (outs Merge_MatrixType:$result);
+  let assemblyFormat = "$operand `,` $count attr-dict";
+}
+def Merge_TakeRowsOp : Merge_MatrixCountOp<"take_rows", "the first k rows">;
+def Merge_TakeColsOp : Merge_MatrixCountOp<"take_cols", "the first k columns">;
+def Merge_LowRankOp : Merge_MatrixCountOp<"lowrank",
+    "the best rank-k approximation u_k @ diag(s_k) @ vt_k (Eckart-Young)">;
+
+def Merge_SvdOp : Merge_Op<"svd", [Pure]> {
+  let summary = "the thin singular value decomposition, truncated to the rank largest";
+  let description = [{
+    x (m x n) = u @ diag(s) @ vt with u m x k, s 1 x k (descending), vt k x n; k is floor(rank)
+    clamped to [1, min(m, n)], all of them without `rank`. LAPACK's sgesdd; each pair of
+    singular vectors is signed so that the largest-magnitude entry of u's column is positive.
+    ```mlir
+    %u, %s, %vt = merge.svd %x rank %k
+    ```
+  }];
+  let arguments = (ins Merge_MatrixType:$operand, Optional<F32>:$rank);
+  let results = (outs Merge_MatrixType:$u, Merge_MatrixType:$s, Merge_MatrixType:$vt);
+  let assemblyFormat = "$operand (`rank` $rank^)? attr-dict";
+}
+
+def Merge_RsvdOp : Merge_Op<"rsvd", [Pure]> {
+  let summary = "a randomised truncated SVD (Halko, Martinsson and Tropp 2011)";
+  let description = [{
+    Like `merge.svd` with a rank, from a Gaussian sketch of rank + oversample columns refined by
+    `iters` power iterations; the sketch is drawn with Philox4x32-10 keyed by (seed, the
+    tensor's name hash), so it is reproducible like `merge.bernoulli`.
+    ```mlir
+    %u, %s, %vt = merge.rsvd %x, %k, %h {oversample = 8 : i64, iters = 2 : i64, seed = 0 : i64}
+    ```
+  }];
+  let arguments = (ins Merge_MatrixType:$operand, F32:$rank, I64:$name_hash, I64Attr:$oversample,
+                       I64Attr:$iters, I64Attr:$seed);
+  let results = (outs Merge_MatrixType:$u, Merge_MatrixType:$s, Merge_MatrixType:$vt);
+  let assemblyFormat = "$operand `,` $rank `,` $name_hash attr-dict";
+}
+
+def Merge_RankOfOp : Merge_Op<"rank_of", [Pure]> {
+  let summary = "min(rows, cols): the most singular values a matrix has";
+  let description = [{
+    ```mlir
+    %r = merge.rank_of %x
+    ```
+  }];
+  let arguments = (ins Merge_MatrixType:$operand);
+  let results = (outs F32:$result);
+  let assemblyFormat = "$operand attr-dict";
+}
+
+def Merge_MatrixMapOp : Merge_Op<"matrix_map", [RecursiveMemoryEffects]> {
+  let summary = "elementwise arithmetic on matrices of one shape";
+  let description = [{
+    The body computes one element in f32 from one element of each input (its block arguments);
+    scalars defined above are used directly. Inputs of different shapes are an error naming
+    the tensor and both shapes. MLIRGen builds the body with the same formulas
+    (`buildScalar`) as tensor kernels.
+    ```mlir
+    %r = merge.matrix_map ins(%s) {
+    ^bb0(%x: f32):
+      %y = arith.mulf %x, %two : f32
+      merge.yield %y : f32
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<Merge_MatrixType>:$inputs);
+  let results = (outs Merge_MatrixType:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "`ins` `(` $inputs `)` $body attr-dict";
+  let hasVerifier = 1;
+}
+
+def Merge_MatrixReduceOp : Merge_Op<"matrix_reduce", [Pure]> {
+  let summary = "a scalar from every element of a matrix";
+  let description = [{
+    `sum` in f64, rounded once; `max` the largest (NaN if any is NaN).
+    ```mlir
+    %t = merge.matrix_reduce <sum> %s
+    ```
+  }];
+  let arguments = (ins Merge_ReductionKindAttr:$kind, Merge_MatrixType:$operand);
+  let results = (outs F32:$result);
+  let assemblyFormat = "$kind $operand attr-dict";
+}
+
+def Merge_MatrixPhaseOp : Merge_Op<"matrix_phase", [RecursiveMemoryEffects,
+    DeclareOpInterfaceMethods<Merge_PhaseOpInterface, ["isModelScope", "getBufferResults"]>]> {
+  let summary = "a phase of linear algebra, run once per tensor on the host";
+  let description = [{
+    Made by `merge-fuse-elementwise` from a rule's matrix ops. `body` computes, per element of
+    the current tensor, the value of each `merge.to_matrix` operand (one yield each) from its
+    inputs, like any phase; `program` receives those as matrices (its block arguments) and runs
+    the matrix ops in order (BLAS and LAPACK calls, loops for the rest), ending in
+    `merge.matrix_yield` of the scalar results, then the matrices that become tensors. The
+    phase's results are those scalars (f32, in slots of `scalars`), then one buffer of the
+    tensor's size per matrix (checked to have the tensor's shape), which later phases read as
+    inputs.
+    ```mlir
+    %mean, %t = merge.matrix_phase ins(%a, %b) : f32, !merge.tensor {
+    ^bb0(%x: f32, %y: f32):
+      %d = arith.subf %x, %y : f32
+      merge.yield %d : f32
+    } program {
+    ^bb0(%m: !merge.matrix):
+      %u, %s, %vt = merge.svd %m
+      ...
+      merge.matrix_yield %mean, %uvt : f32, !merge.matrix
+    }
+    ```
+  }];
+  let arguments = (ins Variadic<Merge_TensorType>:$inputs);
+  let results = (outs Variadic<AnyTypeOf<[F32, Merge_TensorType]>>:$results);
+  let regions = (region SizedRegion<1>:$body, SizedRegion<1>:$program);
+  let assemblyFormat = "`ins` `(` $inputs `)` `:` type($results) $body `program` $program attr-dict";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The scalar results: the first ones, until the first tensor.
+    unsigned getNumScalars();
+  }];
+  let extraClassDefinition = [{
+    unsigned $cppClass::getNumScalars() {
+      unsigned n = 0;
+      while (n < getNumResults() && getResult(n).getType().isF32())
+        ++n;
+      return n;
+    }
+    unsigned $cppClass::getNumScalarResults() { return getNumScalars(); }
+    bool $cppClass::isModelScope() { return false; }
+    ::llvm::SmallVector<::mlir::Value> $cppClass::getBufferResults() {
+      return ::llvm::SmallVector<::mlir::Value>(getResults().drop_front(getNumScalars()));
+    }
+  }];
+}
+
+def Merge_MatrixYieldOp : Merge_Op<"matrix_yield", [Pure, Terminator,
+    HasParent<"MatrixPhaseOp">]> {
+  let summary = "the results of a matrix phase's program: scalars, then matrices";
+  let description = [{
+    ```mlir
+    merge.matrix_yield %mean, %uvt : f32, !merge.matrix
+    ```
+  }];
+  let arguments = (ins Variadic<AnyTypeOf<[F32, Merge_MatrixType]>>:$values);
+  let assemblyFormat = "$values attr-dict `:` type($values)";
 }
 
 def Merge_YieldOp : Merge_Op<"yield", [Pure, Terminator]> {
