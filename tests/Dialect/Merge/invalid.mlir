@@ -59,7 +59,7 @@ func.func @kernel_arg_type() -> !merge.tensor {
 
 func.func @yield_outside() -> f32 {
   %c = arith.constant 1.0 : f32
-  // expected-error @+1 {{must end the body of a merge.kernel or of a phase}}
+  // expected-error @+1 {{must end the body of a merge.kernel, of a phase or of a merge.matrix_map}}
   merge.yield %c : f32
 }
 
