@@ -44,6 +44,17 @@ KNOWN = {
     "libevent-core-2.1": ("BSD-3-Clause", "permissive (Open MPI's libevent)"),
     "libevent-pthreads-2.1": ("BSD-3-Clause", "permissive (Open MPI's libevent)"),
     "libudev": ("LGPL-2.1+", "dynamically linked system library (hwloc's, through Open MPI)"),
+    # The runtime's linear algebra (runtime/lib/LinearAlgebra.cpp): mergec, and merge executables
+    # whose kernels call it (linked --as-needed).
+    "libopenblas0-pthread": ("BSD-3-Clause", "permissive (OpenBLAS; also Debian's libblas.so.3 "
+                             "and liblapack.so.3 through the alternatives)"),
+    "liblapacke": ("BSD-3-Clause", "permissive (LAPACKE, the C interface of LAPACK)"),
+    "libtmglib": ("BSD-3-Clause", "permissive (LAPACK's test matrix library, which liblapacke "
+                  "links)"),
+    "libgfortran": ("GPL-3+ WITH GCC-exception-3.1",
+                    "OpenBLAS's Fortran runtime; the GCC Runtime Library Exception allows "
+                    "linking it into programs under any license"),
+    "libquadmath": ("LGPL-2.1+", "dynamically linked (libgfortran's __float128 math)"),
 }
 # Statically linked into merge executables (AheadOfTime.cpp links them with -static-*).
 STATIC = {"libstdc++": "libstdc++", "libgcc": "libgcc"}

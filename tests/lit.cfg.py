@@ -7,7 +7,7 @@ import lit.formats
 config.name = "mergec"
 config.test_format = lit.formats.ShTest(execute_external=False)
 config.suffixes = [".merge", ".mlir", ".test"]
-config.excludes = ["Inputs", "lib", "unit", "fuzz", "gpu", "cuda", "CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py.in"]
+config.excludes = ["Inputs", "lib", "unit", "jit", "fuzz", "gpu", "cuda", "CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py.in"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.mergec_obj_root, "tests")
 config.environment["FILECHECK_OPTS"] = "--enable-var-scope"

@@ -164,16 +164,21 @@ std::string linkExecutable(const std::string &object, bool verbose) {
                                    (dir / "merge").string(),
                                    (dir / "kernels.o").string(),
                                    libs + "/libMergecAOTMain.a",
-                                   libs + "/libMergecRuntime.a",
-                                   "-static-libstdc++",
-                                   "-static-libgcc",
-                                   "-pthread",
-                                   "-lm",
-                                   // The kernel table in the dynamic symbol table: the mock
-                                   // CUDA driver (tests/cuda/mock) finds the phases' CPU
-                                   // twins there with dlsym (two symbols, nothing else).
-                                   "-Wl,--export-dynamic-symbol=mergec_kernel_table",
-                                   "-Wl,--export-dynamic-symbol=mergec_kernel_count"};
+                                   libs + "/libMergecRuntime.a"};
+  // The runtime's linear algebra (OpenBLAS, LAPACKE; shared libraries): --as-needed, so only a
+  // program whose kernels call mergec_la_* depends on them (and needs them where it runs).
+  args.push_back("-Wl,--push-state,--as-needed");
+  std::istringstream linalg(MERGEC_AOT_LINALG_FLAGS);
+  for (std::string flag; linalg >> flag;)
+    args.push_back(flag);
+  args.push_back("-Wl,--pop-state");
+  for (const char *flag : {"-static-libstdc++", "-static-libgcc", "-pthread", "-lm",
+                           // The kernel table in the dynamic symbol table: the mock CUDA driver
+                           // (tests/cuda/mock) finds the phases' CPU twins there with dlsym
+                           // (two symbols, nothing else).
+                           "-Wl,--export-dynamic-symbol=mergec_kernel_table",
+                           "-Wl,--export-dynamic-symbol=mergec_kernel_count"})
+    args.push_back(flag);
   // The flags mergec itself was linked with (a sanitizer build's libraries need its runtime).
   std::istringstream extra(MERGEC_AOT_LINK_FLAGS);
   for (std::string flag; extra >> flag;)
