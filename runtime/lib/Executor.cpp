@@ -1,5 +1,6 @@
 //===- Executor.cpp - plan a merge and stream it through the kernels ------===//
 #include "mergec/Runtime/Executor.h"
+#include "mergec/Runtime/MatrixPhase.h"
 #include "mergec/Runtime/ModelCard.h"
 #include "Support.h"
 #include "mergec/Runtime/KernelABI.h"
@@ -240,10 +241,12 @@ uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t th
   uint64_t cols = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
   bool keys = false, ranks = false;
   for (const CompiledRule::Phase &p : rule.phases) {
-    keys = keys || (p.kind != CompiledRule::Kind::Reduce && p.kind != CompiledRule::Kind::Map);
+    keys = keys || p.kind == CompiledRule::Kind::TopK || p.kind == CompiledRule::Kind::Quantile ||
+           p.kind == CompiledRule::Kind::Row;
     ranks = ranks || (p.kind == CompiledRule::Kind::Row && p.row == CompiledRule::RowOp::Rank);
   }
-  return (keys + rule.rowBuffers()) * n * sizeof(float) + (ranks ? 16 * cols * threads : 0);
+  return (keys + rule.rowBuffers()) * n * sizeof(float) + (ranks ? 16 * cols * threads : 0) +
+         matrixPhaseBytes(rule, t.numel(), static_cast<int64_t>(cols));
 }
 
 } // namespace
@@ -740,14 +743,15 @@ void checkDeviceMemory(const MergePlan &plan, KernelSource &kernels, Device &dev
     bool keys = false, selects = false;
     uint64_t partials = 0;
     for (const CompiledRule::Phase &p : rule.phases) {
-      keys = keys || (p.kind != Kind::Reduce && p.kind != Kind::Map);
+      keys = keys || p.kind == Kind::TopK || p.kind == Kind::Quantile || p.kind == Kind::Row;
       selects = selects || p.kind == Kind::TopK || p.kind == Kind::Quantile || p.kind == Kind::Row;
       if (p.kind == Kind::Reduce)
         partials = std::max<uint64_t>(
             partials, std::max<size_t>(Device::chunkCount(n), 1) * p.reductions.size() * 8);
     }
     uint64_t scratch = (keys + rule.rowBuffers()) * static_cast<uint64_t>(n) * sizeof(float) +
-                       partials + (selects ? device.selectionScratchBytes(n, cols) : 0);
+                       partials + (selects ? device.selectionScratchBytes(n, cols) : 0) +
+                       matrixPhaseBytes(rule, n, cols);
     if (scratch > largestScratch) {
       largestScratch = scratch;
       scratchItem = &item;

@@ -1,5 +1,6 @@
 //===- PhaseRunner.cpp - run a rule's compiled phases on one tensor -------===//
 #include "mergec/Runtime/PhaseRunner.h"
+#include "mergec/Runtime/MatrixPhase.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/KernelABI.h"
 
@@ -171,7 +172,8 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
     ModelScope::PhaseState *state =
         scope && phase.kind != Kind::Map ? &scope->phases_[k] : nullptr;
     float *rowBuffer =
-        phase.kind == Kind::Row ? static_cast<float *>(rows[nextRow++].get()) : nullptr;
+        phase.kind == Kind::Row ? static_cast<float *>(rows[nextRow].get()) : nullptr;
+    nextRow += phase.buffers;
     double *slot = &scalars[static_cast<size_t>(phase.firstSlot)];
     if (analysis) {
       // Only what an unfinished model-scope phase waits for, once its inputs are there.
@@ -225,6 +227,24 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
           mine[j] = total;
         }
       }
+      break;
+    }
+    case Kind::Matrix: {
+      // Once, over the whole tensor, on this thread (the BLAS/LAPACK calls have their own
+      // threads): its scalar results into its slots, its matrices into its buffers.
+      std::vector<double> results(std::max<size_t>(phase.scalars, 1), 0.0);
+      if (!phase.fn || !device.hostResident())
+        throw RuntimeError("tensor " + tensor.name +
+                           ": linear algebra (svd, @, ...) runs on the host only (--device cpu)");
+      clearMatrixError();
+      PackedArgs args(descs,
+                      MemRefDescriptor{results.data(), results.data(), 0,
+                                       static_cast<int64_t>(results.size()), 1},
+                      0, n, layer, numLayers, scalarDesc);
+      phase.fn(args.data());
+      if (auto error = takeMatrixError())
+        throw RuntimeError("tensor " + tensor.name + ": " + *error);
+      std::copy(results.begin(), results.begin() + phase.scalars, slot);
       break;
     }
     case Kind::TopK:

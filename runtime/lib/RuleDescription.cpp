@@ -16,6 +16,7 @@ NLOHMANN_JSON_SERIALIZE_ENUM(Kind, {{Kind::Reduce, "reduce"},
                                     {Kind::TopK, "topk"},
                                     {Kind::Quantile, "quantile"},
                                     {Kind::Row, "row"},
+                                    {Kind::Matrix, "matrix"},
                                     {Kind::Map, "map"}})
 NLOHMANN_JSON_SERIALIZE_ENUM(Reduction, {{Reduction::Sum, "sum"}, {Reduction::Max, "max"}})
 NLOHMANN_JSON_SERIALIZE_ENUM(RowOp, {{RowOp::Rank, "rank"}, {RowOp::Sum, "sum"}, {RowOp::Max, "max"}})
@@ -54,6 +55,9 @@ json describeRule(const CompiledRule &rule) {
                       {"kind", p.kind},
                       {"reductions", p.reductions},
                       {"row", p.row},
+                      {"scalars", p.scalars},
+                      {"buffers", p.buffers},
+                      {"matrices", p.matrices},
                       {"param", p.param},
                       {"skip", p.skip},
                       {"nonzero", p.nonzero},
@@ -80,6 +84,9 @@ CompiledRule ruleFromDescription(const json &j, const std::string &what) {
       phase.kind = p.at("kind").get<Kind>();
       phase.reductions = p.at("reductions").get<std::vector<Reduction>>();
       phase.row = p.at("row").get<RowOp>();
+      phase.scalars = p.at("scalars").get<size_t>();
+      phase.buffers = p.at("buffers").get<size_t>();
+      phase.matrices = p.at("matrices").get<size_t>();
       phase.param = p.at("param").get<double>();
       phase.skip = p.at("skip").get<double>();
       phase.nonzero = p.at("nonzero").get<bool>();

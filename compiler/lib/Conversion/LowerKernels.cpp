@@ -1,4 +1,5 @@
 //===- LowerKernels.cpp - fused rules to chunk loops over memrefs ---------===//
+#include "mergec/Conversion/LowerMatrixPhase.h"
 #include "mergec/Conversion/Passes.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mergec/Dialect/Merge/IR/PhaseLayout.h"
@@ -150,6 +151,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
                           Type outStorage) {
     Operation *phase = phases[k];
     auto reduce = dyn_cast<ReduceKernelOp>(phase);
+    auto matrix = dyn_cast<MatrixPhaseOp>(phase);
     bool final = isa<KernelOp>(phase);
     OpBuilder b(rule);
     Location loc = phase->getLoc();
@@ -161,7 +163,7 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     }
     for (size_t r = 0; r < buffers.size(); ++r)
       argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, b.getF32Type()));
-    Type resultElement = reduce ? Type(b.getF64Type())
+    Type resultElement = reduce || matrix ? Type(b.getF64Type())
                          : final ? memrefElementType(outStorage)
                                  : Type(b.getF32Type());
     argTypes.push_back(MemRefType::get({ShapedType::kDynamic}, resultElement));
@@ -289,6 +291,15 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     // (a CPU thread pool calling one chunk at a time, one GPU block each) never changes which
     // elements a partial holds or in which order they were added; the runtime combines the
     // partials in chunk order.
+    if (matrix) {
+      // Not a loop nest: a host program run once per tensor (LowerMatrixPhase.cpp).
+      lowered->setAttr(kHostAttr, b.getUnitAttr());
+      MatrixPhaseArgs args{begin, end, scalars, result, {}, loadElements};
+      for (Value buffer : matrix.getBufferResults())
+        args.buffers.push_back(
+            entry->getArgument(inputs.size() + (llvm::find(buffers, buffer) - buffers.begin())));
+      return lowerMatrixPhase(b, lowered, matrix, map, args);
+    }
     Value chunkSize = arith::ConstantIndexOp::create(b, loc, rt::abi::kChunkElements);
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
     Value chunks = arith::CeilDivSIOp::create(b, loc, arith::SubIOp::create(b, loc, end, begin),

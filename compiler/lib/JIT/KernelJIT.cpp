@@ -136,6 +136,17 @@ rt::CompiledRule mergec::describeRule(func::FuncOp func, const std::string &tag)
         .Case<merge::RowKernelOp>([&](merge::RowKernelOp row) {
           phase.kind = Kind::Row;
           phase.row = runtimeRowOp(row.getKind());
+          phase.buffers = 1;
+        })
+        .Case<merge::MatrixPhaseOp>([&](merge::MatrixPhaseOp matrix) {
+          phase.kind = Kind::Matrix;
+          phase.scalars = matrix.getNumScalars();
+          phase.buffers = matrix.getBufferResults().size();
+          matrix.getProgram().walk([&](Operation *op) {
+            for (Value r : op->getResults())
+              phase.matrices += isa<merge::MatrixType>(r.getType());
+          });
+          phase.matrices += matrix.getProgram().getNumArguments();
         })
         .Default([](Operation *other) {
           // A new phase op needs a runtime kind (and its runner) before it can run.

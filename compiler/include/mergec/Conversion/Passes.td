@@ -30,7 +30,9 @@ def MergeLowerKernels : Pass<"merge-lower-kernels", "mlir::ModuleOp"> {
     libcall. The func keeps `merge.inputs`, the model of each memref argument.
   }];
   let dependentDialects = ["mlir::arith::ArithDialect", "mlir::scf::SCFDialect",
-                           "mlir::memref::MemRefDialect", "mlir::func::FuncDialect"];
+                           "mlir::memref::MemRefDialect", "mlir::func::FuncDialect",
+                           "mlir::cf::ControlFlowDialect", "mlir::math::MathDialect",
+                           "mlir::LLVM::LLVMDialect"];
 }
 
 def MergeConvertKernelsToGPU : Pass<"merge-convert-kernels-to-gpu", "mlir::ModuleOp"> {

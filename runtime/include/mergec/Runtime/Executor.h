@@ -33,7 +33,9 @@ using PackedKernel = void (*)(void **);
 /// Everything but `fn` is the rule's description (RuleDescription.h serializes it): derived from
 /// the lowered module by the compiler, stored beside cached kernels and embedded in executables.
 struct CompiledRule {
-  enum class Kind { Reduce, TopK, Quantile, Row, Map };
+  /// Matrix: linear algebra run once per tensor on the host (BLAS, LAPACK): its scalar results
+  /// into its slots, its matrices into buffers later phases read.
+  enum class Kind { Reduce, TopK, Quantile, Row, Matrix, Map };
   enum class Reduction { Sum, Max };
   enum class RowOp { Rank, Sum, Max };
   struct Phase {
@@ -42,6 +44,11 @@ struct CompiledRule {
     std::string symbol; ///< the packed entry point's name (KernelABI.h)
     std::vector<Reduction> reductions; ///< Reduce: one per scalar result
     RowOp row = RowOp::Rank;           ///< Row: ranks, or each row's sum or maximum
+    size_t scalars = 0; ///< Matrix: its scalar results (f64, into slots from firstSlot)
+    size_t buffers = 0; ///< the buffers it fills for later phases: Row 1, Matrix its matrices
+    /// Matrix: the matrices its program makes; --max-memory counts each at the tensor's size
+    /// (an estimate: hcat of k tensors is k times that) plus one SVD's LAPACK workspace.
+    size_t matrices = 0;
     double param = 0; ///< TopK: density; Quantile: q
     double skip = 0;  ///< TopK
     bool nonzero = false;
@@ -59,11 +66,19 @@ struct CompiledRule {
   std::vector<std::string> params;
   int64_t firstParamSlot = 4;
   std::vector<double> paramValues;
+  /// The buffers the rule's phases fill (a row phase one, a matrix phase one per matrix), in
+  /// phase order: inputs of the phases after them.
   size_t rowBuffers() const {
     size_t r = 0;
     for (auto &p : phases)
-      r += p.kind == Kind::Row;
+      r += p.buffers;
     return r;
+  }
+  bool hasMatrixPhase() const {
+    for (auto &p : phases)
+      if (p.kind == Kind::Matrix)
+        return true;
+    return false;
   }
   bool hasModelScope() const {
     for (auto &p : phases)

@@ -46,6 +46,16 @@ constexpr uint32_t nameHash(std::string_view name) {
   return h;
 }
 
+/// What a matrix phase (merge.matrix_phase) checks before a step, for the error it reports
+/// through mergec_matrix_shape_error: the two shapes did not fit.
+enum class MatrixCheck : int32_t {
+  MatMul = 0,      ///< lhs cols != rhs rows
+  Elementwise = 1, ///< elementwise arithmetic on matrices of two shapes
+  HCat = 2,        ///< hcat of matrices with different row counts
+  VCat = 3,        ///< vcat of matrices with different column counts
+  Result = 4,      ///< a matrix that becomes the tensor does not have its shape
+};
+
 } // namespace mergec::rt::abi
 
 // ---------------------------------------------------------------------------------------------
@@ -62,7 +72,18 @@ constexpr uint32_t nameHash(std::string_view name) {
 // size, stride); then int64 begin and end (the chunk of elements to process), float layer and
 // num_layers; then the five fields of the f64 scalars array's descriptor (layout above). A
 // reduction phase's result is its chunk's f64 partials; a select or row phase's result is its
-// key buffer; the map phase's result is the output, in the output dtype.
+// key buffer; the map phase's result is the output, in the output dtype. A matrix phase is
+// called once per tensor over [0, numel) (on the host: it calls BLAS and LAPACK): its result is
+// its f64 scalar results, and it writes its matrices into its buffers (inputs after the row
+// buffers, as for row phases). It reports a shape that does not fit or a failed library call
+// through the two functions below and returns early; the runtime then reads the message
+// (MatrixPhase.h) and stops the merge naming the tensor.
+extern "C" {
+void mergec_matrix_shape_error(int32_t check, int64_t rows0, int64_t cols0, int64_t rows1,
+                               int64_t cols1);
+/// After a mergec_la_* call returned non-zero: keeps its mergec_la_error() message.
+void mergec_matrix_call_failed(void);
+}
 //
 // An object from --emit=obj also holds the kernels' table and the program's description:
 extern "C" {
