@@ -202,6 +202,23 @@ private:
           mats_[t.getResult()] = out;
           return success();
         })
+        .Case<CumSumOp>([&](CumSumOp c) {
+          Mat a = mats_[c.getOperand()];
+          Mat out = allocMat(a.rows, a.cols);
+          forEach(a.rows, [&](Value r) {
+            Value zero = arith::ConstantFloatOp::create(b_, loc_, b_.getF64Type(), APFloat(0.0));
+            auto loop = scf::ForOp::create(b_, loc_, index(0), a.cols, index(1), ValueRange{zero});
+            OpBuilder::InsertionGuard guard(b_);
+            b_.setInsertionPointToStart(loop.getBody());
+            Value at = add(mul(r, a.cols), loop.getInductionVar());
+            Value x = arith::ExtFOp::create(b_, loc_, b_.getF64Type(), load(a.data, at));
+            Value sum = arith::AddFOp::create(b_, loc_, loop.getRegionIterArgs()[0], x);
+            store(arith::TruncFOp::create(b_, loc_, b_.getF32Type(), sum), out.data, at);
+            scf::YieldOp::create(b_, loc_, sum);
+          });
+          mats_[c.getResult()] = out;
+          return success();
+        })
         .Case<DiagOp>([&](DiagOp d) {
           Mat v = mats_[d.getOperand()];
           Value k = mul(v.rows, v.cols);

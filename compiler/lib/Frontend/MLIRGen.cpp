@@ -73,6 +73,7 @@ private:
     case Node::Op::TakeRows:
     case Node::Op::TakeCols:
     case Node::Op::Orth:
+    case Node::Op::CumSum:
     case Node::Op::LowRank:
     case Node::Op::RankOf:
     case Node::Op::Svd:
@@ -220,6 +221,9 @@ private:
       break;
     case Node::Op::Orth:
       v = merge::OrthOp::create(b_, l, matrixType(), ops[0]);
+      break;
+    case Node::Op::CumSum:
+      v = merge::CumSumOp::create(b_, l, matrixType(), ops[0]);
       break;
     case Node::Op::HCat:
       v = merge::HCatOp::create(b_, l, matrixType(), ops);
@@ -480,12 +484,12 @@ private:
     return OpT::create(b_, l, TypeRange{tensorType()}, ops, ArrayRef<NamedAttribute>{});
   }
 
-  /// Elementwise arithmetic on matrices (no operand is a tensor): a merge.matrix_map over the
-  /// matrix operands whose body is the op's scalar formula, scalars used from above.
+  /// Elementwise arithmetic on matrices (tensors among them taken as matrices): a
+  /// merge.matrix_map over them whose body is the op's scalar formula, scalars used from above.
   Value emitMatrixMap(const Node *n, Location l, ArrayRef<Value> ops) {
     SmallVector<Value> inputs;
     for (auto [operand, v] : llvm::zip(n->operands, ops))
-      if (operand->kind == Kind::Matrix)
+      if (operand->kind != Kind::Scalar)
         inputs.push_back(v);
     auto map = merge::MatrixMapOp::create(b_, l, matrixType(), inputs);
     {
@@ -493,7 +497,7 @@ private:
       Block *body = b_.createBlock(&map.getBody());
       SmallVector<Value> args;
       for (auto [operand, v] : llvm::zip(n->operands, ops))
-        args.push_back(operand->kind == Kind::Matrix ? body->addArgument(b_.getF32Type(), l) : v);
+        args.push_back(operand->kind != Kind::Scalar ? body->addArgument(b_.getF32Type(), l) : v);
       b_.setInsertionPointToStart(body);
       merge::YieldOp::create(b_, l, emitElementwise(n, l, args));
     }

@@ -92,11 +92,11 @@ const std::set<std::string> kBuiltins = {
     "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
     "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second", "weiszfeld",
     "karcher_coefficients", "require", "transpose", "hcat", "vcat", "diag", "cols_of", "rows_of",
-    "svd", "rsvd", "orth", "lowrank", "rank_of"};
+    "svd", "rsvd", "orth", "lowrank", "rank_of", "cumsum"};
 /// The linear algebra builtins (callMatrix).
 const std::set<std::string> kMatrixFunctions = {"transpose", "hcat", "vcat", "diag", "cols_of",
                                                 "rows_of", "svd", "rsvd", "orth", "lowrank",
-                                                "rank_of"};
+                                                "rank_of", "cumsum"};
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
     {"abs", Node::Op::Abs},   {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt},
@@ -631,8 +631,9 @@ private:
     return elementwise(op, {lhs, rhs}, b->loc(), op == Node::Op::Cmp ? kComparisons.at(b->op) : "");
   }
 
-  /// An elementwise node: a tensor when an operand is (scalars splatted, matrices turned into
-  /// the tensor), else a matrix when an operand is (scalars used as they are), else a scalar.
+  /// An elementwise node: a matrix when an operand is (tensors taken as matrices, scalars used
+  /// as they are), so that linear algebra stays in one matrix phase; else a tensor when an
+  /// operand is (scalars splatted); else a scalar.
   const Node *elementwise(Node::Op op, std::vector<const Node *> operands, SourceLoc loc,
                           std::string predicate = "") {
     bool tensor = false, matrix = false;
@@ -640,10 +641,10 @@ private:
       tensor = tensor || n->kind == Kind::Tensor;
       matrix = matrix || n->kind == Kind::Matrix;
     }
-    if (tensor)
+    if (tensor && !matrix)
       for (const Node *&n : operands)
         n = asTensor(n);
-    Node n{op, tensor ? Kind::Tensor : matrix ? Kind::Matrix : Kind::Scalar};
+    Node n{op, matrix ? Kind::Matrix : tensor ? Kind::Tensor : Kind::Scalar};
     n.operands = std::move(operands);
     n.loc = loc;
     n.predicate = std::move(predicate);
@@ -1447,7 +1448,7 @@ private:
     return result;
   }
 
-  /// The linear algebra builtins: transpose(x), diag(v), orth(x), rank_of(x), cols_of(x, k),
+  /// The linear algebra builtins: transpose(x), diag(v), orth(x), cumsum(x), rank_of(x), cols_of(x, k),
   /// rows_of(x, k), lowrank(x, rank), svd(x, rank = all), rsvd(x, rank, oversample = 8,
   /// iters = 2, seed = 0), hcat(xs), vcat(xs). x may be a tensor (the current tensor as a
   /// matrix) or a matrix, and a list goes item by item; svd and rsvd give the list [u, s, vt]
@@ -1520,6 +1521,8 @@ private:
         return make(Node::Op::Diag, Kind::Matrix, {args[0]}, c->loc());
       if (f == "orth")
         return make(Node::Op::Orth, Kind::Matrix, {args[0]}, c->loc());
+      if (f == "cumsum")
+        return make(Node::Op::CumSum, Kind::Matrix, {args[0]}, c->loc());
       if (f == "rank_of")
         return make(Node::Op::RankOf, Kind::Scalar, {args[0]}, c->loc());
       if (f == "cols_of" || f == "rows_of")

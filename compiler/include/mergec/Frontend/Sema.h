@@ -68,6 +68,7 @@ struct Node {
     TakeRows,  ///< matrix: the first k (operand 1) rows
     TakeCols,  ///< matrix: the first k (operand 1) columns
     Orth,      ///< matrix: the polar factor u @ vt of the SVD
+    CumSum,    ///< matrix: each row's running sum
     LowRank,   ///< matrix: the best rank-k (operand 1) approximation
     RankOf,    ///< scalar: min(rows, cols)
     Svd,       ///< group: u, s, vt of operand 0; `flag`: truncated to rank operand 1

@@ -589,6 +589,8 @@ class Merge_MatrixUnaryOp<string mnemonic, string what> : Merge_Op<mnemonic, [Pu
 def Merge_TransposeOp : Merge_MatrixUnaryOp<"transpose", "the transpose (cols x rows)">;
 def Merge_DiagOp : Merge_MatrixUnaryOp<"diag",
     "the k x k matrix with the k values of a vector (1 x k or k x 1) on its diagonal">;
+def Merge_CumSumOp : Merge_MatrixUnaryOp<"cumsum",
+    "each row's running sum (in f64, each value rounded once)">;
 def Merge_OrthOp : Merge_MatrixUnaryOp<"orth",
     "the polar factor u @ vt of the thin SVD (the closest matrix with orthonormal rows or columns)">;
 
