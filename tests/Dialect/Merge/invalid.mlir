@@ -169,3 +169,61 @@ func.func @bad_row_kind() -> !merge.tensor {
   }
   return %r : !merge.tensor
 }
+
+// -----
+
+func.func @matrix_phase_yield_count() -> !merge.tensor {
+  %a = merge.input "a"
+  // expected-error @+1 {{program yields 2 values for 1 results}}
+  %t = merge.matrix_phase ins(%a) : !merge.tensor {
+  ^bb0(%x: f32):
+    merge.yield %x : f32
+  } program {
+  ^bb0(%m: !merge.matrix):
+    %r = merge.rank_of %m
+    merge.matrix_yield %r, %m : f32, !merge.matrix
+  }
+  return %t : !merge.tensor
+}
+
+// -----
+
+func.func @matrix_phase_order() -> !merge.tensor {
+  %a = merge.input "a"
+  // expected-error @+1 {{program yield 0 must be a matrix (scalars first, then matrices), got 'f32'}}
+  %t = merge.matrix_phase ins(%a) : !merge.tensor {
+  ^bb0(%x: f32):
+    merge.yield %x : f32
+  } program {
+  ^bb0(%m: !merge.matrix):
+    %r = merge.rank_of %m
+    merge.matrix_yield %r : f32
+  }
+  return %t : !merge.tensor
+}
+
+// -----
+
+func.func @matrix_phase_body_yields() -> !merge.tensor {
+  %a = merge.input "a"
+  // expected-error @+1 {{body yields 1 values, expected 2}}
+  %t = merge.matrix_phase ins(%a) : !merge.tensor {
+  ^bb0(%x: f32):
+    merge.yield %x : f32
+  } program {
+  ^bb0(%m: !merge.matrix, %n: !merge.matrix):
+    merge.matrix_yield %m : !merge.matrix
+  }
+  return %t : !merge.tensor
+}
+
+// -----
+
+func.func @matrix_map_without_inputs(%s: f32) {
+  // expected-error @+1 {{needs at least one matrix input}}
+  %r = merge.matrix_map ins() {
+  ^bb0:
+    merge.yield %s : f32
+  }
+  return
+}
