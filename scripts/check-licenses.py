@@ -44,8 +44,8 @@ KNOWN = {
     "libevent-core-2.1": ("BSD-3-Clause", "permissive (Open MPI's libevent)"),
     "libevent-pthreads-2.1": ("BSD-3-Clause", "permissive (Open MPI's libevent)"),
     "libudev": ("LGPL-2.1+", "dynamically linked system library (hwloc's, through Open MPI)"),
-    # The runtime's linear algebra (runtime/lib/LinearAlgebra.cpp): mergec, and merge executables
-    # whose kernels call it (linked --as-needed).
+    # The runtime's linear algebra (runtime/lib/LinearAlgebra.cpp, LoRA deltas): loaded with
+    # dlopen on first use (RUNTIME_LOADED below), by mergec and by merge executables alike.
     "libopenblas0-pthread": ("BSD-3-Clause", "permissive (OpenBLAS; also Debian's libblas.so.3 "
                              "and liblapack.so.3 through the alternatives)"),
     "liblapacke": ("BSD-3-Clause", "permissive (LAPACKE, the C interface of LAPACK)"),
@@ -56,6 +56,9 @@ KNOWN = {
                     "linking it into programs under any license"),
     "libquadmath": ("LGPL-2.1+", "dynamically linked (libgfortran's __float128 math)"),
 }
+# Opened with dlopen when a merge first needs them (runtime/lib/BlasLibrary.h), never linked:
+# checked with what they link themselves.
+RUNTIME_LOADED = ["libopenblas.so.0", "liblapacke.so.3"]
 # Statically linked into merge executables (AheadOfTime.cpp links them with -static-*).
 STATIC = {"libstdc++": "libstdc++", "libgcc": "libgcc"}
 # Build-time only, never linked: recorded for the README.
@@ -90,16 +93,30 @@ def base_name(package):
     return re.sub(r"[-.]?[0-9][0-9.a-z]*$", "", package) or package
 
 
-def check(binary):
+def soname_path(soname):
+    """Where the dynamic loader finds `soname` (ldconfig's cache), or None."""
+    r = subprocess.run(["/sbin/ldconfig", "-p"], capture_output=True, text=True)
+    for line in r.stdout.splitlines():
+        parts = line.strip().split(" => ")
+        if len(parts) == 2 and parts[0].split()[0] == soname and "x86-64" in parts[0]:
+            return parts[1]
+    return None
+
+
+def check(binary, include_self=False):
     ok = True
     r = subprocess.run(["ldd", binary], capture_output=True, text=True)
     if r.returncode != 0:
         print("%s: ldd failed: %s" % (binary, r.stderr.strip()))
         return False
-    static = os.path.basename(binary) != "mergec" and "libstdc++" not in r.stdout
+    static = (os.path.basename(binary) != "mergec" and not include_self
+              and "libstdc++" not in r.stdout)
     print("%s:" % binary)
     seen = set()
-    for line in r.stdout.splitlines():
+    lines = r.stdout.splitlines()
+    if include_self:
+        lines = ["%s => %s" % (os.path.basename(binary), binary)] + lines
+    for line in lines:
         m = re.search(r"=>\s*(/\S+)", line) or re.match(r"\s*(/\S+)", line)
         if not m:
             continue
@@ -132,6 +149,14 @@ def main():
         print(__doc__)
         return 2
     ok = all([check(b) for b in sys.argv[1:]])
+    print("loaded at run time (dlopen):")
+    for soname in RUNTIME_LOADED:
+        path = soname_path(soname)
+        if path is None:
+            print("  %s: not installed here (Debian's libopenblas0 / liblapacke)" % soname)
+            ok = False
+            continue
+        ok = check(path, include_self=True) and ok
     print("build-time only:")
     for what, lic in BUILD_ONLY.items():
         print("  %s: %s" % (what, lic))

@@ -9,8 +9,7 @@
 #include "mergec/Runtime/Philox.h"
 #include "mergec/Runtime/ThreadPool.h"
 
-#include <cblas.h>
-#include <lapacke.h>
+#include "BlasLibrary.h"
 
 #include <algorithm>
 #include <atomic>
@@ -152,10 +151,13 @@ std::mutex poolMutex;
 unsigned requestedThreads = 0; // 0: one per processor
 std::unique_ptr<mergec::rt::ThreadPool> pool;
 
-/// Makes OpenBLAS single-threaded, once per process (OPENBLAS_NUM_THREADS notwithstanding).
-void pinOpenBlas() {
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
+/// The BLAS and LAPACK functions, loaded on first use (BlasLibrary.h: OpenBLAS made
+/// single-threaded there), or the call fails saying why they are missing.
+const mergec::rt::BlasLibrary &blas() {
+  const mergec::rt::BlasLibrary &lib = mergec::rt::blasLibrary();
+  if (!lib.error.empty())
+    throw LaFailure(lib.error);
+  return lib;
 }
 
 mergec::rt::ThreadPool &threadPool() {
@@ -176,7 +178,7 @@ constexpr int64_t kBlockSpan = 256;
 void gemm(CBLAS_ORDER order, bool transA, bool transB, int64_t m, int64_t n, int64_t k,
           float alpha, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
           int64_t ldc) {
-  pinOpenBlas();
+  (void)blas();
   bool rowMajor = order == CblasRowMajor;
   bool splitRows = m >= n;
   int64_t span = splitRows ? m : n;
@@ -187,7 +189,7 @@ void gemm(CBLAS_ORDER order, bool transA, bool transB, int64_t m, int64_t n, int
   auto run = [&](int64_t begin, int64_t end) {
     const float *blockA = splitRows ? a + begin * aRow : a;
     const float *blockB = splitRows ? b : b + begin * bColumn;
-    cblas_sgemm(order, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+    blas().cblas_sgemm(order, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                 splitRows ? end - begin : m, splitRows ? n : end - begin, k, alpha, blockA, lda,
                 blockB, ldb, 0.0f, c + begin * (splitRows ? cRow : cColumn), ldc);
   };
@@ -212,7 +214,7 @@ int64_t gesddWork(const Context &ctx, int64_t rows, int64_t cols) {
   int64_t mn = std::min(rows, cols);
   float query = 0, dummy = 0;
   lapack_int iwork = 0;
-  lapack_int info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'S', rows, cols, &dummy,
+  lapack_int info = blas().LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'S', rows, cols, &dummy,
                                         std::max<int64_t>(1, rows), &dummy, &dummy,
                                         std::max<int64_t>(1, rows), &dummy,
                                         std::max<int64_t>(1, mn), &query, -1, &iwork);
@@ -224,7 +226,7 @@ int64_t gesddWork(const Context &ctx, int64_t rows, int64_t cols) {
 int64_t gesvdWork(const Context &ctx, int64_t rows, int64_t cols) {
   int64_t mn = std::min(rows, cols);
   float query = 0, dummy = 0;
-  lapack_int info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, 'S', 'S', rows, cols, &dummy,
+  lapack_int info = blas().LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, 'S', 'S', rows, cols, &dummy,
                                         std::max<int64_t>(1, rows), &dummy, &dummy,
                                         std::max<int64_t>(1, rows), &dummy,
                                         std::max<int64_t>(1, mn), &query, -1);
@@ -236,11 +238,11 @@ int64_t gesvdWork(const Context &ctx, int64_t rows, int64_t cols) {
 /// matrix, rows >= cols.
 int64_t qrWork(const Context &ctx, int64_t rows, int64_t cols) {
   float query = 0, dummy = 0;
-  lapack_int info = LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, rows, cols, &dummy,
+  lapack_int info = blas().LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, rows, cols, &dummy,
                                         std::max<int64_t>(1, rows), &dummy, &query, -1);
   checkInfo(ctx, info, "sgeqrf (workspace query)");
   int64_t work = workspaceFromQuery(ctx, query, "sgeqrf");
-  info = LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, rows, cols, cols, &dummy,
+  info = blas().LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, rows, cols, cols, &dummy,
                              std::max<int64_t>(1, rows), &dummy, &query, -1);
   checkInfo(ctx, info, "sorgqr (workspace query)");
   return std::max(work, workspaceFromQuery(ctx, query, "sorgqr"));
@@ -263,7 +265,7 @@ int64_t fullSvdBytes(const Context &ctx, int64_t m, int64_t n) {
 /// u m×mn and vt mn×n row-major, s descending. No sign convention applied.
 void fullSvd(const Context &ctx, int64_t m, int64_t n, const float *x, float *u, float *s,
              float *vt) {
-  pinOpenBlas();
+  (void)blas();
   int64_t mn = std::min(m, n);
   Floats a(ctx, m * n, "the copy of the matrix LAPACK overwrites");
   std::memcpy(a.get(), x, static_cast<size_t>(m * n) * sizeof(float));
@@ -272,7 +274,7 @@ void fullSvd(const Context &ctx, int64_t m, int64_t n, const float *x, float *u,
     Floats work(ctx, lwork, "sgesdd's workspace");
     Ints iwork(ctx, 8 * mn, "sgesdd's integer workspace");
     // Column-major Xᵀ (n×m, lda n): its U (n×mn) is our vt, its Vt (mn×m) our u.
-    lapack_int info = LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'S', n, m, a.get(), n, s, vt, n,
+    lapack_int info = blas().LAPACKE_sgesdd_work(LAPACK_COL_MAJOR, 'S', n, m, a.get(), n, s, vt, n,
                                           u, mn, work.get(), lwork, iwork.get());
     if (info <= 0) {
       checkInfo(ctx, info, "sgesdd");
@@ -285,7 +287,7 @@ void fullSvd(const Context &ctx, int64_t m, int64_t n, const float *x, float *u,
   }
   int64_t lwork = gesvdWork(ctx, n, m);
   Floats work(ctx, lwork, "sgesvd's workspace");
-  lapack_int info = LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, 'S', 'S', n, m, a.get(), n, s, vt, n,
+  lapack_int info = blas().LAPACKE_sgesvd_work(LAPACK_COL_MAJOR, 'S', 'S', n, m, a.get(), n, s, vt, n,
                                         u, mn, work.get(), lwork);
   checkInfo(ctx, info, "sgesvd (after sgesdd did not converge)");
 }
@@ -319,11 +321,11 @@ void truncatedSvd(const Context &ctx, int64_t m, int64_t n, const float *x, int6
 /// factorisation (orthonormal columns spanning the same space).
 void orthonormalize(const Context &ctx, int64_t rows, int64_t cols, float *q, float *tau,
                     float *work, int64_t lwork) {
-  pinOpenBlas();
-  checkInfo(ctx, LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, rows, cols, q, rows, tau, work, lwork),
+  (void)blas();
+  checkInfo(ctx, blas().LAPACKE_sgeqrf_work(LAPACK_COL_MAJOR, rows, cols, q, rows, tau, work, lwork),
             "sgeqrf");
   checkInfo(ctx,
-            LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, rows, cols, cols, q, rows, tau, work, lwork),
+            blas().LAPACKE_sorgqr_work(LAPACK_COL_MAJOR, rows, cols, cols, q, rows, tau, work, lwork),
             "sorgqr");
 }
 

@@ -165,13 +165,9 @@ std::string linkExecutable(const std::string &object, bool verbose) {
                                    (dir / "kernels.o").string(),
                                    libs + "/libMergecAOTMain.a",
                                    libs + "/libMergecRuntime.a"};
-  // The runtime's linear algebra (OpenBLAS, LAPACKE; shared libraries): --as-needed, so only a
-  // program whose kernels call mergec_la_* depends on them (and needs them where it runs).
-  args.push_back("-Wl,--push-state,--as-needed");
-  std::istringstream linalg(MERGEC_AOT_LINALG_FLAGS);
-  for (std::string flag; linalg >> flag;)
-    args.push_back(flag);
-  args.push_back("-Wl,--pop-state");
+  // The runtime's linear algebra loads OpenBLAS and LAPACKE itself when a kernel first calls it
+  // (runtime/lib/BlasLibrary.h), so nothing is linked for it: only an executable whose kernels
+  // use matrices needs them where it runs.
   for (const char *flag : {"-static-libstdc++", "-static-libgcc", "-pthread", "-lm",
                            // The kernel table in the dynamic symbol table: the mock CUDA driver
                            // (tests/cuda/mock) finds the phases' CPU twins there with dlsym

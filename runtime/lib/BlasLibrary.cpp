@@ -1,0 +1,59 @@
+//===- BlasLibrary.cpp - OpenBLAS and LAPACKE, loaded on first use --------===//
+#include "BlasLibrary.h"
+
+#include <dlfcn.h>
+#include <mutex>
+
+namespace mergec::rt {
+namespace {
+
+/// `name` from the process (RTLD_DEFAULT) or from `library`, opened when first needed.
+template <typename Fn>
+bool resolve(Fn &fn, const char *name, void *&library, const char *file, std::string &error) {
+  if (void *f = ::dlsym(RTLD_DEFAULT, name)) {
+    fn = reinterpret_cast<Fn>(f);
+    return true;
+  }
+  if (!library)
+    library = ::dlopen(file, RTLD_NOW | RTLD_LOCAL);
+  if (!library) {
+    const char *why = ::dlerror();
+    error = std::string("linear algebra needs OpenBLAS and LAPACKE (Debian: libopenblas0, "
+                        "liblapacke): cannot load ") +
+            file + (why ? std::string(": ") + why : std::string());
+    return false;
+  }
+  if (void *f = ::dlsym(library, name)) {
+    fn = reinterpret_cast<Fn>(f);
+    return true;
+  }
+  error = std::string("linear algebra: ") + file + " has no " + name;
+  return false;
+}
+
+} // namespace
+
+const BlasLibrary &blasLibrary() {
+  static BlasLibrary lib;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    void *openblas = nullptr, *lapacke = nullptr;
+    const char *blasFile = "libopenblas.so.0", *lapackeFile = "liblapacke.so.3";
+    bool ok = resolve(lib.cblas_sgemm, "cblas_sgemm", openblas, blasFile, lib.error) &&
+              resolve(lib.openblas_set_num_threads, "openblas_set_num_threads", openblas,
+                      blasFile, lib.error) &&
+              resolve(lib.LAPACKE_sgesdd_work, "LAPACKE_sgesdd_work", lapacke, lapackeFile,
+                      lib.error) &&
+              resolve(lib.LAPACKE_sgesvd_work, "LAPACKE_sgesvd_work", lapacke, lapackeFile,
+                      lib.error) &&
+              resolve(lib.LAPACKE_sgeqrf_work, "LAPACKE_sgeqrf_work", lapacke, lapackeFile,
+                      lib.error) &&
+              resolve(lib.LAPACKE_sorgqr_work, "LAPACKE_sorgqr_work", lapacke, lapackeFile,
+                      lib.error);
+    if (ok)
+      lib.openblas_set_num_threads(1);
+  });
+  return lib;
+}
+
+} // namespace mergec::rt
