@@ -316,8 +316,8 @@ std::unique_ptr<LoraAdapter> LoraAdapter::open(const std::string &name, const st
         fail(t.name, "a full tensor (modules_to_save) for '" + key + "', which model '" +
                          modelName + "' (" + model.path() + ") does not have");
       if (own->shape != t.shape)
-        fail(t.name, "shape " + t.shapeString() + " does not fit model '" + modelName +
-                         "''s tensor '" + key + "' of shape " + own->shapeString());
+        fail(t.name, "shape " + t.shapeString() + " does not fit the tensor '" + key +
+                         "' of model '" + modelName + "', of shape " + own->shapeString());
       if (!isComputeDType(own->dtype))
         fail(t.name, "model '" + modelName + "' stores '" + key + "' as " +
                          dtypeName(own->dtype) + "; only F32, F16 and BF16 can be computed on");
@@ -368,8 +368,8 @@ std::unique_ptr<LoraAdapter> LoraAdapter::open(const std::string &name, const st
                                            : std::vector<int64_t>{rows, cols};
     if (f.a->shape[0] != f.b->shape[1] || own->shape != want)
       fail(f.a->name, "A " + f.a->shapeString() + " and B " + f.b->shapeString() +
-                          " do not fit model '" + modelName + "''s tensor '" + tensor +
-                          "' of shape " + own->shapeString() + " (B @ A" +
+                          " do not fit the tensor '" + tensor + "' of model '" + modelName +
+                          "', of shape " + own->shapeString() + " (B @ A" +
                           (transposed ? ", transposed," : "") + " is " + shapeText(want) + ")");
     if (f.a->shape[0] != r)
       fail(f.a->name, "rank " + std::to_string(f.a->shape[0]) + ", but " + configPath +
