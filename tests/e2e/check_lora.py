@@ -259,15 +259,38 @@ def case_files(args):
     check(out2, base, d, args.dtype, "resumed with the same adapter")
 
 
+def case_make(args):
+    """Writes models/base, adapters/math and adapters/code and the recipe geo.merge (the
+    geometric median of the LoRA task vectors, with tv(base)) into --work, for the executable
+    tests (lora-aot.test)."""
+    work = runner.fresh_dir(args.work)
+    mdir, base = make_base(work, args.dtype)
+    adir = os.path.join(work, "adapters")
+    lora.write_adapter(os.path.join(adir, "math"), base, r=8, alpha=16, seed=11,
+                       embedding="model.embed_tokens")
+    lora.write_adapter(os.path.join(adir, "code"), base, r=4, alpha=8, seed=12, rslora=True,
+                       dtype="f32", targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+                       modules_to_save=("lm_head",))
+    runner.write_recipe(os.path.join(work, "geo.merge"), """
+        model base = "models/base"
+        lora math = "adapters/math" on base
+        lora code = "adapters/code" on base
+        merge {
+          "*.mlp.*" => math
+          _ => base + geomedian([tv(math), tv(code), tv(base)])
+        }
+        """)
+
+
 def add_args(p):
     p.add_argument("--case", required=True,
-                   choices=["exact", "conv1d", "geomedian", "errors", "files"])
+                   choices=["exact", "conv1d", "geomedian", "errors", "files", "make"])
     p.add_argument("--dtype", default="bf16", choices=["bf16", "f16", "f32"])
 
 
 def body(args):
     {"exact": case_exact, "conv1d": case_conv1d, "geomedian": case_geomedian,
-     "errors": case_errors, "files": case_files}[args.case](args)
+     "errors": case_errors, "files": case_files, "make": case_make}[args.case](args)
 
 
 if __name__ == "__main__":
