@@ -65,7 +65,12 @@ KeyPart classify(const std::string &key) {
   for (const Suffix &s : suffixes)
     if (endsWith(key, s.text))
       return {s.kind, key.substr(0, key.size() - s.text.size())};
-  return {KeyPart::Kind::Full, key};
+  // A targeted layer saved in full (save_embedding_layers: a resized or targeted embedding) is
+  // saved under the LoRA layer's wrapped `base_layer`: it is the model's own tensor.
+  std::string full = key;
+  if (size_t at = full.find(".base_layer."); at != std::string::npos)
+    full.erase(at, std::string_view(".base_layer").size());
+  return {KeyPart::Kind::Full, full};
 }
 
 std::string shapeText(const std::vector<int64_t> &shape) {
@@ -311,6 +316,7 @@ std::unique_ptr<LoraAdapter> LoraAdapter::open(const std::string &name, const st
       fail(t.name, "a LoRA bias (lora_bias = true) is not supported");
     case KeyPart::Kind::Full: {
       // modules_to_save: the module's own tensors, saved in full.
+      const std::string &key = part.module;
       const TensorInfo *own = model.find(key);
       if (!own)
         fail(t.name, "a full tensor (modules_to_save) for '" + key + "', which model '" +
