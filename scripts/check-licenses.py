@@ -37,8 +37,6 @@ KNOWN = {
     "libmd": ("BSD-2-Clause, ISC, public domain", "permissive"),
     "libicu": ("Unicode-DFS-2016 / ICU", "permissive"),
     "liblzma": ("0BSD / public domain", "permissive (xz-utils' liblzma)"),
-    "libopenblas": ("BSD-3-Clause", "permissive (OpenBLAS: cblas_sgemm for LoRA deltas, linked "
-                    "statically into mergec and merge executables)"),
     "libyaml-cpp": ("MIT (X11)", "permissive (mergekit configurations: mergec import)"),
     # Open MPI and what it loads: mergec only (MERGEC_MPI), never merge executables.
     "libopenmpi": ("BSD-3-Clause", "permissive (Open MPI: mergec run under mpirun)"),
@@ -59,7 +57,7 @@ KNOWN = {
     "libquadmath": ("LGPL-2.1+", "dynamically linked (libgfortran's __float128 math)"),
 }
 # Statically linked into merge executables (AheadOfTime.cpp links them with -static-*).
-STATIC = {"libstdc++": "libstdc++", "libgcc": "libgcc", "libopenblas": "libopenblas"}
+STATIC = {"libstdc++": "libstdc++", "libgcc": "libgcc"}
 # Build-time only, never linked: recorded for the README.
 BUILD_ONLY = {
     "nlohmann-json (header only)": "MIT",
