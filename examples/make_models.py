@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Writes three small bf16 Llama-shaped checkpoints for the examples (no downloads):
 examples/models/base, and two "fine-tunes" of it, examples/models/math and examples/models/code
-(base plus a different low-rank update and a little noise each). About 2 MB a model.
+(base plus a different low-rank update and a little noise each). About 2 MB a model. Beside
+them, two PEFT LoRA adapters on the base, examples/models/lora-math and lora-code
+(adapter_config.json + adapter_model.safetensors as PEFT's save_pretrained writes them: r = 8,
+lora_alpha = 16, bf16 factors on every linear layer), for examples/lora_geomedian.merge.
 
 Idempotent: models already written with the same settings are left alone.
 Usage: /usr/bin/python3 examples/make_models.py [--out DIR]   (needs only numpy)"""
@@ -73,12 +76,47 @@ def write_model(directory, tensors):
 
 
 def up_to_date(directory):
+    lora = os.path.basename(directory).startswith("lora-")
+    config, weights = (("adapter_config.json", "adapter_model.safetensors") if lora
+                       else ("config.json", "model.safetensors"))
     try:
-        with open(os.path.join(directory, "config.json")) as f:
+        with open(os.path.join(directory, config)) as f:
             ok = json.load(f).get("mergec_example") == STAMP
-        return ok and os.path.isfile(os.path.join(directory, "model.safetensors"))
+        return ok and os.path.isfile(os.path.join(directory, weights))
     except (OSError, ValueError):
         return False
+
+
+def write_adapter(directory, seed, r=8, alpha=16):
+    """A PEFT LoRA adapter on the base: keys base_model.model.<module>.lora_A.weight (r x in)
+    and .lora_B.weight (out x r) for every linear layer, B nonzero (a trained adapter)."""
+    tmp = directory + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    tensors = {}
+    for i, (name, shape) in enumerate(shapes()):
+        module = name[:-len(".weight")]
+        if len(shape) != 2 or module.split(".")[-1] not in LINEAR:
+            continue
+        rng = np.random.default_rng([seed, 100 + i])
+        a = rng.standard_normal((r, shape[1]), dtype=np.float32) / np.float32(np.sqrt(shape[1]))
+        b = 0.01 * rng.standard_normal((shape[0], r), dtype=np.float32)
+        tensors["base_model.model." + module + ".lora_A.weight"] = to_bf16(a)
+        tensors["base_model.model." + module + ".lora_B.weight"] = to_bf16(b)
+    write_safetensors(os.path.join(tmp, "adapter_model.safetensors"), tensors)
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": "base",
+              "r": r, "lora_alpha": alpha, "lora_dropout": 0.05, "target_modules": list(LINEAR),
+              "use_rslora": False, "use_dora": False, "fan_in_fan_out": False, "bias": "none",
+              "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": None,
+              "mergec_example": STAMP}
+    with open(os.path.join(tmp, "adapter_config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+
+
+LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+ADAPTERS = ((3, "lora-math"), (4, "lora-code"))
 
 
 def main():
@@ -87,8 +125,9 @@ def main():
     parser.add_argument("--out", default=os.path.join(here, "models"))
     args = parser.parse_args()
     names = ("base", "math", "code")
-    if all(up_to_date(os.path.join(args.out, n)) for n in names):
-        print("make_models: %s/{base,math,code} already there" % args.out)
+    adapters = [n for _, n in ADAPTERS]
+    if all(up_to_date(os.path.join(args.out, n)) for n in names + tuple(adapters)):
+        print("make_models: %s/{%s} already there" % (args.out, ",".join(names + tuple(adapters))))
         return
     os.makedirs(args.out, exist_ok=True)
     base = {}
@@ -112,8 +151,11 @@ def main():
                 delta += (u @ v) * np.float32(0.02 / np.sqrt(8 * shape[1]))
             tuned[name] = to_bf16(b + delta)
         write_model(os.path.join(args.out, task), tuned)
+    for seed, name in ADAPTERS:
+        write_adapter(os.path.join(args.out, name), seed)
     total = sum(os.path.getsize(os.path.join(args.out, n, "model.safetensors")) for n in names)
-    print("make_models: wrote %s/{base,math,code} (%.1f MB of bf16 weights)" % (args.out, total / 1e6))
+    print("make_models: wrote %s/{base,math,code} (%.1f MB of bf16 weights) and {%s} (PEFT LoRA "
+          "adapters, r = 8)" % (args.out, total / 1e6, ",".join(adapters)))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 grammar Merge;
 
 recipe      : decl* EOF ;
-decl        : modelDecl | paramDecl | defDecl | mergeDecl ;
+decl        : modelDecl | loraDecl | paramDecl | defDecl | mergeDecl ;
 modelDecl   : 'model' IDENT '=' STRING ;
+// `on` is a word, not a keyword (names like `on` stay usable): ASTBuilder checks it.
+loraDecl    : 'lora' name=IDENT '=' STRING onWord=IDENT target=IDENT ;
 paramDecl   : 'param' IDENT '=' signedNumber ;
 signedNumber: '-'? NUMBER ;
 defDecl     : 'def' IDENT '(' (defParam (',' defParam)*)? ')' '=' expr ;

@@ -139,8 +139,13 @@ void reportPlan(const MergePlan &plan, const std::vector<RuleSpec> &rules,
       ++perRule[item.rule];
   }
   ordered_json models = ordered_json::array();
-  for (const ModelSpec &m : plan.models)
+  for (const ModelSpec &m : plan.models) {
     models.push_back({{"name", m.name}, {"path", m.path}});
+    if (m.kind == ModelSpec::Kind::Lora) {
+      models.back()["kind"] = "lora";
+      models.back()["on"] = m.on;
+    }
+  }
   ordered_json ruleList = ordered_json::array();
   for (size_t r = 0; r < rules.size(); ++r)
     ruleList.push_back({{"patterns", rules[r].patterns}, {"tensors", perRule[r]}});

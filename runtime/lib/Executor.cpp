@@ -37,6 +37,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <sys/mman.h>
 #include <thread>
 #include <unistd.h>
 
@@ -88,6 +89,10 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < models.size(); ++i) {
     index[models[i].name] = i;
+    if (models[i].kind == ModelSpec::Kind::Lora) {
+      plan.checkpoints.push_back(nullptr); // opened below, once the models it is on are
+      continue;
+    }
     try {
       plan.checkpoints.push_back(Checkpoint::open(models[i].path));
     } catch (const RuntimeError &e) {
@@ -96,7 +101,30 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     }
     plan.inputBytes += plan.checkpoints.back()->totalBytes();
   }
+  // LoRA adapters: their headers and config, every key matched to a tensor of the model they
+  // are on (LoraAdapter::open), before any tensor is read.
+  plan.adapters.resize(models.size());
+  for (size_t i = 0; i < models.size(); ++i) {
+    if (models[i].kind != ModelSpec::Kind::Lora)
+      continue;
+    auto on = index.find(models[i].on);
+    if (on == index.end() || models[on->second].kind != ModelSpec::Kind::Model)
+      throw RuntimeError("lora '" + models[i].name + "' is on '" + models[i].on +
+                             "', which is not a model of this merge",
+                         models[i].path, "");
+    try {
+      plan.adapters[i] = LoraAdapter::open(models[i].name, models[i].path,
+                                           *plan.checkpoints[on->second], models[i].on);
+    } catch (const RuntimeError &e) {
+      throw RuntimeError("lora '" + models[i].name + "': " + e.what(),
+                         e.file().empty() ? models[i].path : e.file(), e.tensor());
+    }
+    plan.inputBytes += plan.adapters[i]->weights().fileSize();
+  }
   plan.outputModel = index.at(outputModel);
+  if (!plan.checkpoints[plan.outputModel])
+    throw RuntimeError("the output takes the tensors of '" + outputModel +
+                       "', which is a lora, not a model");
   const Checkpoint &out = *plan.checkpoints[plan.outputModel];
   bool readsNumLayers = std::any_of(rules.begin(), rules.end(),
                                     [](const RuleSpec &r) { return r.readsNumLayers; });
@@ -163,6 +191,28 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     bool complete = true;
     for (const std::string &name : ruleInputs[*chosen]) {
       size_t m = index.at(name);
+      if (models[m].kind == ModelSpec::Kind::Lora) {
+        // The delta of this tensor: f32, computed when the tensor is merged (or zeros).
+        size_t on = index.at(models[m].on);
+        const TensorInfo *own = plan.checkpoints[on]->find(t->name);
+        if (!own || own->shape != t->shape) {
+          problem("tensor '" + t->name + "': lora '" + name + "' is on model '" + models[on].name +
+                  "' (" + models[on].path + "), which " +
+                  (own ? "has it with shape " + own->shapeString() + ", not " + t->shapeString()
+                       : std::string("has no such tensor")));
+          complete = false;
+          item.inputs.push_back(nullptr);
+          continue;
+        }
+        TensorInfo &delta = plan.loraTensors.emplace_back();
+        delta.name = t->name;
+        delta.dtype = DType::F32;
+        delta.shape = t->shape;
+        delta.nbytes = static_cast<uint64_t>(t->numel()) * sizeof(float);
+        item.loras.push_back({item.inputs.size(), plan.adapters[m]->find(t->name)});
+        item.inputs.push_back(&delta);
+        continue;
+      }
       const TensorInfo *in = plan.checkpoints[m]->find(t->name);
       if (!in) {
         problem("tensor '" + t->name + "': model '" + name + "' (" + models[m].path +
@@ -179,7 +229,7 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     if (!complete)
       continue;
     const RuleSpec &rule = rules[*chosen];
-    item.copy = rule.passthroughModel && item.inputs.size() == 1 &&
+    item.copy = rule.passthroughModel && item.inputs.size() == 1 && item.loras.empty() &&
                 item.inputs[0]->dtype == item.outDType;
     if (!item.copy && isComputeDType(item.outDType)) {
       std::vector<DType> dtypes;
@@ -219,7 +269,49 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
       message += "\n  ... and " + std::to_string(problems.size() - kShown) + " more problem(s)";
     throw RuntimeError(message, "", firstTensor);
   }
+  // The tensors no adapter touches read one shared mapping of zeros: reading it maps the
+  // kernel's zero page, so it costs address space, not memory.
+  uint64_t zeroBytes = 0;
+  for (const MergePlan::Item &item : plan.items)
+    for (const MergePlan::Item::Lora &l : item.loras)
+      if (!l.target)
+        zeroBytes = std::max(zeroBytes, item.inputs[l.input]->nbytes);
+  if (zeroBytes) {
+    void *zeros = ::mmap(nullptr, zeroBytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                         -1, 0);
+    if (zeros == MAP_FAILED)
+      throw RuntimeError("cannot map " + formatSize(zeroBytes) + " of zeros for the tensors "
+                         "LoRA adapters leave unchanged: " + detail::errnoText(errno));
+    plan.zeros = std::shared_ptr<const void>(zeros, [zeroBytes](const void *p) {
+      ::munmap(const_cast<void *>(p), zeroBytes);
+    });
+    for (MergePlan::Item &item : plan.items)
+      for (const MergePlan::Item::Lora &l : item.loras)
+        if (!l.target)
+          const_cast<TensorInfo *>(item.inputs[l.input])->data =
+              static_cast<const uint8_t *>(plan.zeros.get());
+  }
   return plan;
+}
+
+std::vector<const TensorInfo *> itemFileTensors(const MergePlan::Item &item) {
+  std::vector<const TensorInfo *> tensors;
+  auto add = [&](const TensorInfo *t) {
+    if (std::find(tensors.begin(), tensors.end(), t) == tensors.end())
+      tensors.push_back(t);
+  };
+  size_t next = 0;
+  for (size_t k = 0; k < item.inputs.size(); ++k) {
+    if (next < item.loras.size() && item.loras[next].input == k) {
+      if (const LoraTarget *target = item.loras[next].target)
+        for (const TensorInfo *t : LoraAdapter::readTensors(*target))
+          add(t);
+      ++next;
+      continue;
+    }
+    add(item.inputs[k]);
+  }
+  return tensors;
 }
 
 namespace {
@@ -256,11 +348,24 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
   const MergePlan::Item *largest = nullptr, *scratchItem = nullptr;
   uint64_t threads =
       options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  // LoRA deltas: the CPU keeps one f32 buffer per LoRA input of a tensor, reused from tensor
+  // to tensor (so each as large as the largest it held), and A and B in f32 while computing.
+  std::vector<uint64_t> deltaBuffers;
+  uint64_t deltaScratch = 0;
   for (const auto &item : plan.items) {
     uint64_t out = static_cast<uint64_t>(item.base->numel()) * dtypeSize(item.outDType);
     uint64_t in = 0;
-    for (const TensorInfo *t : item.inputs)
+    for (const TensorInfo *t : itemFileTensors(item))
       in += t->nbytes;
+    size_t slot = 0;
+    for (const MergePlan::Item::Lora &l : item.loras)
+      if (l.target) {
+        if (deltaBuffers.size() <= slot)
+          deltaBuffers.push_back(0);
+        deltaBuffers[slot] = std::max(deltaBuffers[slot], item.inputs[l.input]->nbytes);
+        ++slot;
+        deltaScratch = std::max(deltaScratch, LoraAdapter::scratchBytes(*l.target));
+      }
     if (out > largestOut) {
       largestOut = out;
       largest = &item;
@@ -281,7 +386,10 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
   // Measured after the kernels above are compiled: the binary, the MLIR and LLVM libraries, the
   // JIT's code and what the allocator keeps of compiling it.
   uint64_t baseline = residentBytes();
-  uint64_t need = baseline + 3 * largestOut + 2 * largestIn + largestScratch;
+  uint64_t deltas = deltaScratch;
+  for (uint64_t b : deltaBuffers)
+    deltas += b;
+  uint64_t need = baseline + 3 * largestOut + 2 * largestIn + largestScratch + deltas;
   if (!largest)
     return need;
   std::string parts = "mergec itself " + formatSize(baseline) + " with its kernels compiled, 3 " +
@@ -291,6 +399,8 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
   if (scratchItem)
     parts += ", " + formatSize(largestScratch) + " of selection and row scratch for '" +
              scratchItem->base->name + "'";
+  if (deltas)
+    parts += ", " + formatSize(deltas) + " of LoRA delta buffers and factors in f32";
   if (options.maxMemory && need > options.maxMemory)
     throw RuntimeError("this merge needs about " + formatSize(need) + " of memory (" + parts +
                        "), more than --max-memory " + formatSize(options.maxMemory));
@@ -475,8 +585,18 @@ private:
 /// opened would raise SIGBUS (MappedInputGuard reports that too, but cannot unwind), one
 /// rewritten in place would mix old and new bytes into the output.
 void checkInputs(const MergePlan::Item &item) {
-  for (const TensorInfo *t : item.inputs)
+  for (const TensorInfo *t : itemFileTensors(item))
     t->file->checkUnchanged();
+}
+
+void prefetchInputs(const MergePlan::Item &item) {
+  for (const TensorInfo *t : itemFileTensors(item))
+    t->file->prefetch(*t);
+}
+
+void releaseInputs(const MergePlan::Item &item) {
+  for (const TensorInfo *t : itemFileTensors(item))
+    t->file->release(*t);
 }
 
 /// A test hook: with MERGEC_TEST_WAIT_FOR=PATH, the merge says so on stderr and waits (up to a
@@ -491,7 +611,8 @@ void waitForTestHook() {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
 }
 
-/// The kernel inputs and their dtypes of one plan item.
+/// The kernel inputs and their dtypes of one plan item. A LoRA input's data is null until
+/// LoraDeltas::fill computes it (or the plan's zeros where the adapter leaves the tensor).
 struct ItemInputs {
   std::vector<DType> dtypes;
   std::vector<const void *> data;
@@ -501,6 +622,34 @@ struct ItemInputs {
       data.push_back(t->data);
     }
   }
+};
+
+/// The host's LoRA deltas: one f32 buffer per LoRA input of a tensor, kept and reused from
+/// tensor to tensor (checkMemory counts them so).
+class LoraDeltas {
+public:
+  /// Computes `item`'s deltas and points `in` at them.
+  void fill(const MergePlan::Item &item, ItemInputs &in) {
+    size_t slot = 0;
+    for (const MergePlan::Item::Lora &l : item.loras) {
+      if (!l.target)
+        continue;
+      if (buffers_.size() <= slot)
+        buffers_.emplace_back();
+      std::vector<float> &buffer = buffers_[slot++];
+      size_t n = static_cast<size_t>(item.inputs[l.input]->numel());
+      if (buffer.size() < n) {
+        std::vector<float>().swap(buffer); // never the old and the new one at once
+        buffer.resize(n);
+      }
+      LoraAdapter::computeDelta(*l.target, buffer.data(), scratch_);
+      in.data[l.input] = buffer.data();
+    }
+  }
+
+private:
+  std::vector<std::vector<float>> buffers_;
+  std::vector<float> scratch_;
 };
 
 /// Counts the NaNs and infinities of one tensor's output chunk by chunk, right after the kernel
@@ -533,7 +682,8 @@ private:
     if (fromInputs_.load(std::memory_order_relaxed))
       return;
     for (size_t k = 0; k < in_.data.size(); ++k)
-      if (countNonFinite(in_.dtypes[k], in_.data[k], begin, end).total()) {
+      // A LoRA delta is not on the host after a device computed with it: not looked at.
+      if (in_.data[k] && countNonFinite(in_.dtypes[k], in_.data[k], begin, end).total()) {
         fromInputs_ = true;
         return;
       }
@@ -617,16 +767,29 @@ public:
     device_.synchronize(s.uploaded);
     const MergePlan::Item &item = plan_.items[items_[k]];
     checkInputs(item);
-    std::vector<std::pair<const void *, uint64_t>> parts;
+    // Each input's bytes, or the LoRA target whose delta is computed straight into the
+    // page-locked memory (on this thread, while the device computes the item before).
+    struct Part {
+      const void *data;
+      uint64_t nbytes;
+      const LoraTarget *delta;
+    };
+    std::vector<Part> parts;
     for (const TensorInfo *t : item.inputs)
-      parts.emplace_back(t->data, t->nbytes);
+      parts.push_back({t->data, t->nbytes, nullptr});
+    for (const MergePlan::Item::Lora &l : item.loras)
+      parts[l.input].delta = l.target;
     auto *host = static_cast<uint8_t *>(s.hostIn.get());
     s.staged = k;
     s.staging = std::async(std::launch::async, [host, parts] {
       uint64_t offset = 0;
-      for (auto &[data, nbytes] : parts) {
-        std::memcpy(host + offset, data, nbytes);
-        offset += align(nbytes);
+      std::vector<float> scratch;
+      for (const Part &p : parts) {
+        if (p.delta)
+          LoraAdapter::computeDelta(*p.delta, reinterpret_cast<float *>(host + offset), scratch);
+        else
+          std::memcpy(host + offset, p.data, p.nbytes);
+        offset += align(p.nbytes);
       }
     });
   }
@@ -785,7 +948,8 @@ void checkDeviceMemory(const MergePlan &plan, KernelSource &kernels, Device &dev
 /// Streams plan `items`, in order, through `fn(i, inputs)`: the inputs of plan item i where the
 /// kernels read them (its mappings on the CPU, device memory through a DevicePipeline).
 template <typename Fn>
-void streamItems(MergePlan &plan, Device &device, const std::vector<size_t> &items, Fn fn) {
+void streamItems(MergePlan &plan, Device &device, LoraDeltas &deltas,
+                 const std::vector<size_t> &items, Fn fn) {
   if (!device.hostResident()) {
     DevicePipeline pipe(device, plan, items, /*outputs=*/false);
     for (size_t k = 0; k < pipe.size(); ++k) {
@@ -795,8 +959,7 @@ void streamItems(MergePlan &plan, Device &device, const std::vector<size_t> &ite
         pipe.stage(k + 1);
       fn(pipe.item(k), inputs);
       pipe.computed(k);
-      for (const TensorInfo *t : item.inputs)
-        t->file->release(*t);
+      releaseInputs(item);
     }
     return;
   }
@@ -804,9 +967,9 @@ void streamItems(MergePlan &plan, Device &device, const std::vector<size_t> &ite
     const MergePlan::Item &item = plan.items[i];
     checkInputs(item);
     ItemInputs in(item);
+    deltas.fill(item, in);
     fn(i, in.data);
-    for (const TensorInfo *t : item.inputs)
-      t->file->release(*t);
+    releaseInputs(item);
     testDelay();
   }
 }
@@ -831,8 +994,8 @@ struct Share {
 /// processes each streams only its own tensors and ModelScope::combineRound() makes the result
 /// every tensor's, as one process would have it.
 std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &kernels,
-                                               Device &device, bool quiet, Communicator *comm,
-                                               const Share &share) {
+                                               Device &device, LoraDeltas &deltas, bool quiet,
+                                               Communicator *comm, const Share &share) {
   std::map<size_t, ModelScope> scopes;
   for (const MergePlan::Item &item : plan.items) {
     if (item.copy || scopes.count(item.rule))
@@ -850,7 +1013,8 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
         events().info("model scope: rule " + std::to_string(rule + 1) + ", pass " +
                       std::to_string(round) + " over its tensors");
       scope.beginRound();
-      streamItems(plan, device, mine, [&](size_t i, const std::vector<const void *> &inputs) {
+      streamItems(plan, device, deltas, mine,
+                  [&](size_t i, const std::vector<const void *> &inputs) {
         const MergePlan::Item &item = plan.items[i];
         ItemInputs in(item);
         CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
@@ -873,7 +1037,8 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
 /// are summed over the ranks (integers). Returns, for each of this process's tensors of such a
 /// rule, the scope's merge state before it.
 std::map<size_t, std::vector<int64_t>> tieQuotas(MergePlan &plan, KernelSource &kernels,
-                                                 Device &device, Communicator &comm,
+                                                 Device &device, LoraDeltas &deltas,
+                                                 Communicator &comm,
                                                  const Share &share,
                                                  std::map<size_t, ModelScope> &scopes) {
   std::map<size_t, std::vector<int64_t>> before;
@@ -888,7 +1053,7 @@ std::map<size_t, std::vector<int64_t>> tieQuotas(MergePlan &plan, KernelSource &
     for (size_t t = 0; t < every.size(); ++t)
       position[every[t]] = t;
     std::vector<int64_t> handed(every.size() * width, 0);
-    streamItems(plan, device, share.of(plan, rule),
+    streamItems(plan, device, deltas, share.of(plan, rule),
                 [&](size_t i, const std::vector<const void *> &inputs) {
                   const MergePlan::Item &item = plan.items[i];
                   ItemInputs in(item);
@@ -931,13 +1096,28 @@ void writeManifest(const MergePlan &plan, const RunOptions &options, const std::
   manifest["seed"] = 0;
   manifest["output_dtype"] = options.dtype ? dtypeName(*options.dtype) : "as base";
   nlohmann::ordered_json inputs = nlohmann::ordered_json::array();
+  auto absolute = [](const std::string &path) {
+    return std::filesystem::absolute(path).lexically_normal().string();
+  };
   for (size_t m = 0; m < plan.models.size(); ++m) {
     nlohmann::ordered_json files = nlohmann::ordered_json::array();
+    if (const LoraAdapter *adapter = plan.adapters[m].get()) {
+      std::error_code ec;
+      uint64_t configBytes = std::filesystem::file_size(adapter->configPath(), ec);
+      files.push_back({{"path", absolute(adapter->configPath())}, {"bytes", ec ? 0 : configBytes}});
+      files.push_back({{"path", absolute(adapter->weights().path())},
+                       {"bytes", adapter->weights().fileSize()}});
+      inputs.push_back({{"name", plan.models[m].name},
+                        {"kind", "lora"},
+                        {"on", plan.models[m].on},
+                        {"path", absolute(plan.models[m].path)},
+                        {"files", files}});
+      continue;
+    }
     for (auto &f : plan.checkpoints[m]->files())
-      files.push_back({{"path", std::filesystem::absolute(f->path()).lexically_normal().string()},
-                       {"bytes", f->fileSize()}});
+      files.push_back({{"path", absolute(f->path())}, {"bytes", f->fileSize()}});
     inputs.push_back({{"name", plan.models[m].name},
-                      {"path", std::filesystem::absolute(plan.models[m].path).lexically_normal().string()},
+                      {"path", absolute(plan.models[m].path)},
                       {"files", files}});
   }
   manifest["inputs"] = inputs;
@@ -973,10 +1153,26 @@ nlohmann::json journalHeader(const MergePlan &plan, const std::vector<OutputTens
   header["num_layers"] = plan.numLayers;
   nlohmann::json inputs = nlohmann::json::array();
   for (const auto &checkpoint : plan.checkpoints)
-    for (const auto &f : checkpoint->files())
-      inputs.push_back({{"path", std::filesystem::absolute(f->path()).lexically_normal().string()},
-                        {"bytes", f->fileSize()},
-                        {"mtime_ns", f->mtimeNanoseconds()}});
+    if (checkpoint)
+      for (const auto &f : checkpoint->files())
+        inputs.push_back({{"path", std::filesystem::absolute(f->path()).lexically_normal().string()},
+                          {"bytes", f->fileSize()},
+                          {"mtime_ns", f->mtimeNanoseconds()}});
+  // An adapter is small next to a model, and a changed one (retrained into the same directory,
+  // same size) must not resume: its config and every tensor's bytes are hashed.
+  for (const auto &adapter : plan.adapters)
+    if (adapter) {
+      const SafetensorsFile &w = adapter->weights();
+      uint64_t hash = adapter->configChecksum();
+      for (const TensorInfo &t : w.tensors())
+        hash = hash * 1000003u ^ checksum64(t.data, t.nbytes);
+      char text[17];
+      std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+      inputs.push_back({{"path", std::filesystem::absolute(w.path()).lexically_normal().string()},
+                        {"bytes", w.fileSize()},
+                        {"mtime_ns", w.mtimeNanoseconds()},
+                        {"lora_checksum", text}});
+    }
   header["inputs"] = inputs;
   // The layout of every shard follows from the tensors' names, dtypes and shapes in order
   // (and the shard size); the rule and copy flag of each say how it is made.
@@ -1020,6 +1216,13 @@ void removeAllBut(const std::string &dir, const std::vector<std::string> &keep) 
 std::vector<ProtectedInput> planInputs(const MergePlan &plan) {
   std::vector<ProtectedInput> inputs;
   for (size_t m = 0; m < plan.models.size(); ++m) {
+    if (const LoraAdapter *adapter = plan.adapters[m].get()) {
+      std::string what = "lora '" + plan.models[m].name + "'";
+      inputs.push_back({what, plan.models[m].path});
+      inputs.push_back({"a file of " + what, adapter->configPath()});
+      inputs.push_back({"a file of " + what, adapter->weights().path()});
+      continue;
+    }
     std::string what = "model '" + plan.models[m].name + "'";
     inputs.push_back({what, plan.models[m].path});
     for (auto &f : plan.checkpoints[m]->files())
@@ -1150,18 +1353,19 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   for (size_t i = 0; i < plan.items.size(); ++i)
     if (share.mine[i]) {
       ++ownItems;
-      for (const TensorInfo *t : plan.items[i].inputs)
+      for (const TensorInfo *t : itemFileTensors(plan.items[i]))
         ownBytes += t->nbytes;
     }
   Progress progress(comm ? ownItems : plan.items.size(), comm ? ownBytes : plan.inputBytes,
                     options.quiet || !leader);
   size_t progressDone = resumeFrom;
   waitForTestHook();
+  LoraDeltas deltas;
   std::map<size_t, ModelScope> scopes =
-      analyzeModelScope(plan, kernels, device, options.quiet || !leader, comm, share);
+      analyzeModelScope(plan, kernels, device, deltas, options.quiet || !leader, comm, share);
   std::map<size_t, std::vector<int64_t>> quotas;
   if (comm)
-    quotas = tieQuotas(plan, kernels, device, *comm, share, scopes);
+    quotas = tieQuotas(plan, kernels, device, deltas, *comm, share, scopes);
   // Several processes: a tensor's model-scope top-k starts with the quotas of those before it.
   auto restoreQuotas = [&](size_t i) {
     if (auto q = quotas.find(i); q != quotas.end())
@@ -1213,7 +1417,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
     // Every tensor, computed or copied, ends the same way: its input bytes counted, its job to
     // the writer (in plan order), the progress moved on.
     auto submit = [&](const MergePlan::Item &item, AsyncWriter::Job job) {
-      for (const TensorInfo *t : item.inputs)
+      for (const TensorInfo *t : itemFileTensors(item))
         stats.bytesRead += t->nbytes;
       async.push(std::move(job));
       progress.update(++progressDone, stats.bytesRead);
@@ -1250,8 +1454,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         job.nonFinite = reportNonFinite(item, check);
         job.scope = std::move(pendingScope);
         job.data = job.buffer.data();
-        for (const TensorInfo *t : item.inputs)
-          t->file->release(*t);
+        releaseInputs(item);
         submit(item, std::move(job));
       };
       if (pipe.size())
@@ -1262,8 +1465,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         if (!share.mine[i])
           continue;
         if (i + 1 < plan.items.size() && plan.items[i + 1].copy && share.mine[i + 1])
-          for (const TensorInfo *t : plan.items[i + 1].inputs)
-            t->file->prefetch(*t);
+          prefetchInputs(plan.items[i + 1]);
         if (item.copy) {
           // Written in plan order: the computed tensor before it first.
           finishPending();
@@ -1277,8 +1479,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         if (k + 1 < pipe.size())
           pipe.stage(k + 1);
         if (k + 2 < pipe.size())
-          for (const TensorInfo *t : plan.items[pipe.item(k + 2)].inputs)
-            t->file->prefetch(*t);
+          prefetchInputs(plan.items[pipe.item(k + 2)]);
         ItemInputs in(item);
         CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
         auto scope = scopes.find(item.rule);
@@ -1301,8 +1502,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         if (!share.mine[i])
           continue;
         if (i + 1 < plan.items.size() && share.mine[i + 1])
-          for (const TensorInfo *t : plan.items[i + 1].inputs)
-            t->file->prefetch(*t);
+          prefetchInputs(plan.items[i + 1]);
         AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
         checkInputs(item);
         if (item.copy) {
@@ -1311,6 +1511,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
           job.release = item.inputs;
         } else {
           ItemInputs in(item);
+          deltas.fill(item, in);
           CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
           job.buffer = async.recycle(job.nbytes);
           auto scope = scopes.find(item.rule);
@@ -1323,8 +1524,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
           job.scope = scopeState(item);
           ++computedTensors;
           job.data = job.buffer.data();
-          for (const TensorInfo *t : item.inputs)
-            t->file->release(*t);
+          releaseInputs(item);
         }
         submit(item, std::move(job));
       }
@@ -1333,8 +1533,12 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   }
   // Every tensor was read: one more look catches a file changed during the last ones.
   for (const auto &checkpoint : plan.checkpoints)
-    for (const auto &file : checkpoint->files())
-      file->checkUnchanged();
+    if (checkpoint)
+      for (const auto &file : checkpoint->files())
+        file->checkUnchanged();
+  for (const auto &adapter : plan.adapters)
+    if (adapter)
+      adapter->weights().checkUnchanged();
   testFailRank(comm);
   if (journal)
     journal->close();

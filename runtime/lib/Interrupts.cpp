@@ -80,6 +80,15 @@ void writeStderr(const std::string &text) {
     writeStderr(message + "\n");
   ::_exit(128 + sig);
 }
+/// The thread in waitForSignals, for forwardToSignalThread.
+pthread_t signalThread;
+
+/// Threads started before installInterruptCleanup blocked the signals (a shared library that
+/// starts workers in its constructor, before main, as OpenBLAS does: BlasLibrary.h loads it
+/// later for that reason) would still take them: a handler hands each one to the signal thread,
+/// where it is blocked and so waits for its sigwait.
+/// pthread_kill is async-signal-safe.
+void forwardToSignalThread(int sig) { ::pthread_kill(signalThread, sig); }
 } // namespace
 
 void installInterruptCleanup() {
@@ -91,7 +100,15 @@ void installInterruptCleanup() {
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     ::pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    std::thread(waitForSignals, set).detach();
+    std::thread waiter(waitForSignals, set);
+    signalThread = waiter.native_handle();
+    waiter.detach();
+    struct sigaction forward = {};
+    forward.sa_handler = forwardToSignalThread;
+    sigemptyset(&forward.sa_mask);
+    forward.sa_flags = SA_RESTART;
+    for (int sig : {SIGINT, SIGTERM, SIGHUP})
+      ::sigaction(sig, &forward, nullptr);
     setFatalCleanup(exitThroughCleanup);
   });
 }

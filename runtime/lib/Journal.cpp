@@ -118,7 +118,11 @@ std::string describeInput(const nlohmann::json &f) {
     std::snprintf(when, sizeof when, "%04d-%02d-%02d %02d:%02d:%02d.%09lld UTC", tm.tm_year + 1900,
                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                   static_cast<long long>(ns % 1'000'000'000));
-  return std::to_string(f.value("bytes", uint64_t(0))) + " bytes, modified " + when;
+  std::string text = std::to_string(f.value("bytes", uint64_t(0))) + " bytes, modified " + when;
+  // A LoRA adapter's entry also hashes its config and tensors (Executor.cpp's journalHeader).
+  if (f.contains("lora_checksum"))
+    text += ", adapter checksum " + f.value("lora_checksum", std::string("?"));
+  return text;
 }
 
 std::string paramsText(const nlohmann::json &params) {

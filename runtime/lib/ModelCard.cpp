@@ -80,7 +80,8 @@ std::string modelCard(const MergePlan &plan, const RunOptions &options) {
           absolute(base.path) + ")\n";
   card += "- Models:\n";
   for (const ModelSpec &m : plan.models)
-    card += "  - `" + m.name + "`: " + absolute(m.path) + "\n";
+    card += "  - `" + m.name + "`: " + absolute(m.path) +
+            (m.kind == ModelSpec::Kind::Lora ? " (a LoRA adapter on `" + m.on + "`)" : "") + "\n";
   if (!p.params.empty()) {
     card += "- Params:";
     for (size_t i = 0; i < p.params.size(); ++i)

@@ -1,6 +1,9 @@
 """examples/ stays runnable: make_models.py writes its three bf16 models (into the scratch
 directory, so the checkout is untouched), a second call is a no-op, and
-examples/task_arithmetic.merge, pointed at them with --model, merges to the numpy reference."""
+examples/task_arithmetic.merge, pointed at them with --model, merges to the numpy reference;
+examples/lora_geomedian.merge merges the LoRA adapters it writes to the numpy geometric median
+of their task vectors (alpha/r) B @ A and 0, added to the base."""
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +11,7 @@ import sys
 import numpy as np
 
 import compare
+import ref_methods as R
 import runner
 import st
 
@@ -37,6 +41,40 @@ def body(args):
         else:
             expected[n] = base[n] + (lam * ((math[n] - base[n]) + (code[n] - base[n]))) / F(2)
     compare.assert_model(st.read_model(out), expected, max_ulp=1, expected_dtypes="BF16", order=list(base))
+
+    # The LoRA example: geomedian of the adapters' task vectors and tv(base) = 0.
+    out = os.path.join(work, "out-lora")
+    cli = ["run", os.path.join(EXAMPLES, "lora_geomedian.merge"), "-o", out, "--quiet",
+           "--model", "base=" + os.path.join(mdir, "base")]
+    deltas = []
+    for m in ("math", "code"):
+        d = os.path.join(mdir, "lora-" + m)
+        cli += ["--model", "%s=%s" % (m, d)]
+        cfg = json.load(open(os.path.join(d, "adapter_config.json")))
+        factors = st.read_safetensors(os.path.join(d, "adapter_model.safetensors"))
+        scale = F(cfg["lora_alpha"] / cfg["r"])
+        delta = {}
+        for n in base:
+            key = "base_model.model." + n[:-len(".weight")]
+            if key + ".lora_A.weight" in factors:
+                a = st.to_f32(*factors[key + ".lora_A.weight"])
+                b = st.to_f32(*factors[key + ".lora_B.weight"])
+                delta[n] = ((b @ a) * scale).astype(F)
+            else:
+                delta[n] = np.zeros_like(base[n])
+        deltas.append(delta)
+    runner.run_mergec(cli)
+    actual = st.read_model(out)
+    worst, within2, total = 0, 0, 0
+    for n in base:
+        want = st.from_f32("BF16", (base[n] + R.geomedian([deltas[0][n], deltas[1][n],
+                                                            np.zeros_like(base[n])])).astype(F))
+        a = compare.raw_bits("BF16", actual[n][1]).reshape(-1)
+        e = compare.raw_bits("BF16", want).reshape(-1)
+        dist = np.abs(compare.ordered("BF16", a) - compare.ordered("BF16", e))
+        worst, within2, total = max(worst, int(dist.max())), within2 + int((dist <= 2).sum()), total + dist.size
+    print("lora_geomedian: %d tensors, max ulp %d, within 2 ulp %d/%d" % (len(base), worst, within2, total))
+    runner.expect(within2 >= 0.9995 * total, "too many elements beyond 2 ulp")
 
 
 if __name__ == "__main__":

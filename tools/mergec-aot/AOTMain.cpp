@@ -129,6 +129,9 @@ void usage(std::ostream &os, const json &program) {
   for (const json &m : program.at("models"))
     os << "  " << m.at("name").get<std::string>() << " = " << m.at("path").get<std::string>()
        << (m.at("name") == program.at("output_model") ? "   (the output's tensors and files)" : "")
+       << (m.value("kind", "") == "lora"
+               ? "   (a LoRA adapter on " + m.at("on").get<std::string>() + ")"
+               : std::string())
        << "\n";
   os << "params (--set NAME=VALUE; those marked fixed were needed while compiling, so --set\n"
         "must repeat their value):\n";
@@ -256,8 +259,11 @@ int run(int argc, char **argv) {
   std::vector<rt::ProtectedInput> inputs;
   for (const json &m : program.at("models")) {
     std::string name = m.at("name").get<std::string>();
-    models.push_back({name, modelPaths[name]});
-    inputs.push_back({"model '" + name + "'", modelPaths[name]});
+    bool lora = m.value("kind", "") == "lora";
+    models.push_back({name, modelPaths[name],
+                      lora ? rt::ModelSpec::Kind::Lora : rt::ModelSpec::Kind::Model,
+                      lora ? m.at("on").get<std::string>() : std::string()});
+    inputs.push_back({(lora ? "lora '" : "model '") + name + "'", modelPaths[name]});
   }
   inputs.push_back({"this executable", options.provenance.executable});
   std::vector<rt::RuleSpec> rules;

@@ -23,7 +23,8 @@ namespace fs = std::filesystem;
 std::vector<rt::ModelSpec> modelSpecs(const sema::Program &program) {
   std::vector<rt::ModelSpec> models;
   for (auto &m : program.models)
-    models.push_back({m.name, m.path});
+    models.push_back({m.name, m.path,
+                      m.lora ? rt::ModelSpec::Kind::Lora : rt::ModelSpec::Kind::Model, m.on});
   return models;
 }
 
@@ -78,9 +79,14 @@ aheadOfTimeSignatures(const sema::Program &program, KernelJIT &jit, bool verbose
 nlohmann::json aheadOfTimeProgram(const sema::Program &program, KernelJIT &jit,
                                   const rt::RunOptions::Provenance &provenance) {
   nlohmann::json models = nlohmann::json::array();
-  for (auto &m : program.models)
+  for (auto &m : program.models) {
     models.push_back({{"name", m.name},
                       {"path", fs::absolute(m.path).lexically_normal().string()}});
+    if (m.lora) { // the executable reads the adapter the same way (MergecAOTMain)
+      models.back()["kind"] = "lora";
+      models.back()["on"] = m.on;
+    }
+  }
   nlohmann::json rules = nlohmann::json::array();
   for (size_t r = 0; r < program.rules.size(); ++r) {
     const sema::Rule &rule = program.rules[r];

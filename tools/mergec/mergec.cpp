@@ -268,7 +268,7 @@ std::vector<rt::ProtectedInput> protectedInputs(const CommandLine &cl, const Com
   std::vector<rt::ProtectedInput> inputs;
   if (c.program)
     for (auto &m : c.program->models)
-      inputs.push_back({"model '" + m.name + "'", m.path});
+      inputs.push_back({(m.lora ? "lora '" : "model '") + m.name + "'", m.path});
   inputs.push_back({"the recipe", cl.recipe});
   inputs.push_back({"the standard library", stdlibDirectory().string()});
   return inputs;

@@ -72,6 +72,8 @@ std::string mergec::ast::dump(const Recipe &recipe) {
   d.line(0, "Recipe \"" + recipe.fileName + "\"");
   for (auto &m : recipe.models)
     d.line(1, "Model " + m.name + " \"" + m.path + "\"" + at(m.loc));
+  for (auto &l : recipe.loras)
+    d.line(1, "Lora " + l.name + " \"" + l.path + "\" on " + l.on + at(l.loc));
   for (auto &p : recipe.params)
     d.line(1, "Param " + p.name + " = " + number(p.value) + at(p.loc));
   for (auto &def : recipe.defs) {

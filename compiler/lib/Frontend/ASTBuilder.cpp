@@ -159,6 +159,10 @@ public:
     if (auto *m = ctx->modelDecl()) {
       recipe.models.push_back({at(m), m->IDENT()->getText(), unquote(m->STRING()->getText()),
                                at(m->STRING()->getSymbol())});
+    } else if (auto *l = ctx->loraDecl()) {
+      recipe.loras.push_back({at(l), l->name->getText(), unquote(l->STRING()->getText()),
+                              at(l->STRING()->getSymbol()), l->target->getText(),
+                              at(l->target)});
     } else if (auto *p = ctx->paramDecl()) {
       double value = number(p->signedNumber()->NUMBER());
       if (p->signedNumber()->getStart()->getText() == "-")
@@ -394,6 +398,14 @@ std::unique_ptr<Recipe> mergec::parseRecipe(DiagnosticEngine &diags, int file) {
     return nullptr;
   auto recipe = std::make_unique<Recipe>();
   recipe->fileName = diags.fileName(file);
+  // `on` is matched as a name by the grammar (so it stays usable as one elsewhere).
+  for (auto *d : tree->decl())
+    if (auto *l = d->loraDecl(); l && l->onWord->getText() != "on") {
+      diags.error(locOf(l->onWord, file), "expected 'on' after the adapter's path (lora NAME = "
+                                          "\"PATH\" on MODEL), got '" +
+                                              l->onWord->getText() + "'");
+      return nullptr;
+    }
   Builder builder(file);
   for (auto *d : tree->decl())
     builder.decl(d, *recipe);

@@ -238,6 +238,8 @@ public:
   void declareLibrary(const ast::Recipe &library) {
     for (auto &m : library.models)
       diags_.error(m.loc, "a library file may only define functions, not models");
+    for (auto &l : library.loras)
+      diags_.error(l.loc, "a library file may only define functions, not loras");
     for (auto &p : library.params)
       diags_.error(p.loc, "a library file may only define functions, not params");
     for (auto &m : library.merges)
@@ -256,6 +258,21 @@ public:
     for (auto &m : recipe_.models)
       if (claim(m.name, m.loc, "model"))
         models_[m.name] = &m;
+    for (auto &l : recipe_.loras) {
+      if (!claim(l.name, l.loc, "lora"))
+        continue;
+      if (!models_.count(l.on)) {
+        bool isLora = std::any_of(recipe_.loras.begin(), recipe_.loras.end(),
+                                  [&](const ast::LoraDecl &o) { return o.name == l.on; });
+        diags_.error(l.onLoc, isLora ? "lora '" + l.name + "' is on '" + l.on +
+                                           "', which is a lora: an adapter applies to a model "
+                                           "(declare it with `model`)"
+                                     : "lora '" + l.name + "' is on '" + l.on +
+                                           "', which is not a declared model");
+        continue;
+      }
+      loras_[l.name] = &l;
+    }
     for (auto &p : recipe_.params) {
       if (!std::isfinite(p.value))
         diags_.error(p.valueLoc, "number out of range (larger than a double can hold)");
@@ -522,6 +539,14 @@ private:
     }
     if (models_.count(n->name))
       return Value{input(n->name, n->loc())};
+    if (auto it = loras_.find(n->name); it != loras_.end()) {
+      // A lora alone is its model with the adapter applied: MODEL + tv(NAME).
+      const Node *applied = make(Node::Op::Add, Kind::Tensor,
+                                 {input(it->second->on, n->loc()), input(n->name, n->loc())},
+                                 n->loc());
+      loraViews_[applied] = n->name;
+      return Value{applied};
+    }
     if (auto it = params_.find(n->name); it != params_.end()) {
       Node p{Node::Op::Constant, Kind::Scalar};
       p.value = it->second;
@@ -815,6 +840,20 @@ private:
     if (m.isList() || m.node->kind != Kind::Tensor) {
       diags_.error(c->args[0].loc, std::string("tv expects a tensor (a model), got ") + kindName(m));
       return std::nullopt;
+    }
+    // tv(lora): the adapter's delta itself, not (MODEL + delta) - base.
+    if (auto view = loraViews_.find(m.node); view != loraViews_.end()) {
+      if ((*bound)[1]) {
+        SourceLoc at = c->loc();
+        for (auto &arg : c->args)
+          if (arg.keyword == "from")
+            at = arg.loc;
+        diags_.error(at, "tv(" + view->second + ", from = ...): '" + view->second +
+                             "' is a lora, whose task vector is its adapter's delta on the model "
+                             "it is on; write tv(" + view->second + ")");
+        return std::nullopt;
+      }
+      return Value{input(view->second, c->loc())};
     }
     const Node *from;
     if ((*bound)[1]) {
@@ -1597,6 +1636,9 @@ private:
   DiagnosticEngine &diags_;
   std::map<std::string, SourceLoc> declared_;
   std::map<std::string, const ast::ModelDecl *> models_;
+  std::map<std::string, const ast::LoraDecl *> loras_;
+  /// The values `NAME` gives for a lora (MODEL + its delta), so tv() can take the delta back.
+  std::map<const Node *, std::string> loraViews_;
   std::map<std::string, double> params_;
   std::map<std::string, const ast::DefDecl *> defs_;
   std::map<std::string, const Node *> inputs_;
@@ -1690,6 +1732,9 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
     program->sourceFiles.push_back(diags.fileName(f));
   for (auto &m : recipe.models)
     program->models.push_back({m.name, resolveModelPath(recipe.fileName, m.path), m.loc});
+  for (auto &l : recipe.loras)
+    program->models.push_back(
+        {l.name, resolveModelPath(recipe.fileName, l.path), l.loc, /*lora=*/true, l.on});
 
   Evaluator evaluator(recipe, *program, diags);
   if (!evaluator.declare())
@@ -1705,7 +1750,8 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
     diags.error({}, "the recipe declares no model");
     return nullptr;
   }
-  program->outputModel = program->findModel("base") ? "base" : recipe.models.front().name;
+  const Model *base = program->findModel("base");
+  program->outputModel = base && !base->lora ? "base" : recipe.models.front().name;
 
   if (recipe.merges.empty()) {
     diags.error({}, "the recipe has no 'merge' declaration");

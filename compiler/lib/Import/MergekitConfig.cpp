@@ -479,6 +479,15 @@ struct ModelEntry {
   std::string where; ///< "models[1]"
   std::map<std::string, std::shared_ptr<Setting>> params;
   bool listed = true; ///< false: base_model, added by mergekit as it is not among the models
+  /// `model+lora` (mergekit's LoRA reference): `path` is the model's and `name` the recipe's
+  /// `lora` on it; `loraPath` the adapter directory (absolute).
+  std::string loraPath, onRef;
+  /// The task vector mergekit takes of this entry, (model + adapter) - base: tv(name) is the
+  /// adapter's delta alone, so a lora on another model than the base is written out.
+  std::string tv() const {
+    return loraPath.empty() || onIsBase ? "tv(" + name + ")" : "(" + name + " - base)";
+  }
+  bool onIsBase = false;
 };
 
 /// Which branch each dimension takes for one rule: a layer (or none), and per filter/value
@@ -570,31 +579,43 @@ ModelEntry Translator::resolveModel(const YAML::Node &n, const std::string &wher
   e.ref = asString(n, where);
   if (e.ref.empty())
     fail(e.loc, where + ": an empty model name");
-  std::optional<std::string> mapped;
-  for (auto &[ref, path] : options_.models)
-    if (ref == e.ref)
-      mapped = path;
-  if (mapped) {
-    usedMappings_.insert(e.ref);
-    e.path = fs::absolute(*mapped).lexically_normal().string();
-    e.how = "--model";
-  } else {
-    if (e.ref.find('+') != std::string::npos)
-      fail(e.loc, where + ": '" + e.ref +
-                      "': LoRA model references (model+lora) are not supported yet; merge the "
-                      "adapter into its model first and name that directory");
-    fs::path p = e.ref;
+  // A reference: --model REF=PATH, else a directory relative to the configuration.
+  auto locate = [&](const std::string &ref, const char *what, std::string &how) {
+    for (auto &[mappedRef, path] : options_.models)
+      if (mappedRef == ref) {
+        usedMappings_.insert(ref);
+        how = "--model";
+        return fs::absolute(path).lexically_normal().string();
+      }
+    fs::path p = ref;
     if (p.is_relative())
       p = fs::path(path_).parent_path() / p;
     p = fs::absolute(p).lexically_normal();
     std::error_code ec;
     if (!fs::is_directory(p, ec))
-      fail(e.loc, where + ": model '" + e.ref + "' is neither a directory (relative to the "
-                          "configuration's directory) nor mapped: give --model " + e.ref + "=PATH");
-    e.path = p.string();
-    if (!e.path.empty() && e.path.back() == '/')
-      e.path.pop_back();
-    e.how = "a directory";
+      fail(e.loc, where + ": " + what + " '" + ref + "' is neither a directory (relative to the "
+                          "configuration's directory) nor mapped: give --model " + ref + "=PATH");
+    std::string path = p.string();
+    if (!path.empty() && path.back() == '/')
+      path.pop_back();
+    how = "a directory";
+    return path;
+  };
+  size_t plus = e.ref.find('+');
+  bool mappedWhole = std::any_of(options_.models.begin(), options_.models.end(),
+                                 [&](const auto &m) { return m.first == e.ref; });
+  if (plus != std::string::npos && !mappedWhole) {
+    // mergekit's `model+lora`: a PEFT adapter applied to the model; a `lora` on it here.
+    if (isBase)
+      fail(e.loc, where + ": '" + e.ref + "': the base model is a LoRA reference; the output "
+                          "takes its tensors from a model, so merge with the model as base_model");
+    e.onRef = e.ref.substr(0, plus);
+    std::string how;
+    e.path = locate(e.onRef, "model", how);
+    e.loraPath = locate(e.ref.substr(plus + 1), "LoRA adapter", e.how);
+    e.how = "a LoRA adapter on " + e.onRef + " (" + how + ")";
+  } else {
+    e.path = locate(e.ref, "model", e.how);
   }
   e.name = recipeName(e.ref, isBase);
   return e;
@@ -737,7 +758,7 @@ std::string Translator::expression(const RuleContext &ctx) {
   auto names = [](const std::vector<const ModelEntry *> &list, bool tv) {
     std::string s = "[";
     for (size_t i = 0; i < list.size(); ++i)
-      s += (i ? ", " : "") + (tv ? "tv(" + list[i]->name + ")" : list[i]->name);
+      s += (i ? ", " : "") + (tv ? list[i]->tv() : list[i]->name);
     return s + "]";
   };
   auto count = [&](size_t want, const char *what) {
@@ -801,7 +822,7 @@ std::string Translator::expression(const RuleContext &ctx) {
     }
     std::string flatten = g("nuslerp_flatten").expr();
     if (base)
-      return "base + nuslerp(tv(" + others[0]->name + "), tv(" + others[1]->name + "), " + t +
+      return "base + nuslerp(" + others[0]->tv() + ", " + others[1]->tv() + ", " + t +
              ", flatten = " + flatten + ")";
     return "nuslerp(" + others[0]->name + ", " + others[1]->name + ", " + t + ", flatten = " + flatten + ")";
   }
@@ -1006,6 +1027,8 @@ ImportResult Translator::run(const YAML::Node &root) {
     baseIndex_ = int(models_.size());
     models_.push_back(std::move(e));
   }
+  for (auto &e : models_)
+    e.onIsBase = !e.loraPath.empty() && baseIndex_ >= 0 && e.path == models_[baseIndex_].path;
 
   if (keys.count("parameters")) {
     std::map<std::string, Loc> locs;
@@ -1228,8 +1251,23 @@ ImportResult Translator::run(const YAML::Node &root) {
   if (baseIndex_ >= 0) // first: the output follows it (tensor names, order, dtype)
     out << "model base = " << recipeString(models_[baseIndex_].path) << "\n";
   for (const auto &e : models_)
-    if (e.name != "base")
+    if (e.name != "base" && e.loraPath.empty())
       out << "model " << e.name << " = " << recipeString(e.path) << "\n";
+  // A lora is on the model of the same directory when one is declared, else on a model of
+  // its own (named after the adapter's entry).
+  for (const auto &e : models_) {
+    if (e.loraPath.empty())
+      continue;
+    std::string on;
+    for (const auto &m : models_)
+      if (m.loraPath.empty() && m.path == e.path)
+        on = m.name;
+    if (on.empty()) {
+      on = e.name + "_model";
+      out << "model " << on << " = " << recipeString(e.path) << "\n";
+    }
+    out << "lora " << e.name << " = " << recipeString(e.loraPath) << " on " << on << "\n";
+  }
   if (merged.size() == 1) {
     out << "merge " << merged[0].expr << "\n";
   } else {

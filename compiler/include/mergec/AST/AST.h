@@ -114,6 +114,16 @@ struct ModelDecl {
   SourceLoc pathLoc;
 };
 
+/// `lora NAME = "PATH" on MODEL`: a PEFT LoRA adapter, the task vector it adds to MODEL.
+struct LoraDecl {
+  SourceLoc loc;
+  std::string name;
+  std::string path; ///< unescaped
+  SourceLoc pathLoc;
+  std::string on; ///< the model it applies to
+  SourceLoc onLoc;
+};
+
 struct ParamDecl {
   SourceLoc loc;
   std::string name;
@@ -158,6 +168,7 @@ struct MergeDecl {
 struct Recipe {
   std::string fileName;
   std::vector<ModelDecl> models;
+  std::vector<LoraDecl> loras;
   std::vector<ParamDecl> params;
   std::vector<DefDecl> defs;
   std::vector<MergeDecl> merges;

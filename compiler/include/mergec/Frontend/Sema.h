@@ -101,6 +101,10 @@ struct Model {
   std::string name;
   std::string path; ///< as resolved (override applied; relative to the recipe or the cwd)
   ast::SourceLoc loc;
+  /// `lora NAME = "PATH" on MODEL`: `path` is a PEFT adapter directory and its Input nodes
+  /// read the adapter's delta on model `on` (0 where it changes nothing), not a checkpoint.
+  bool lora = false;
+  std::string on;
 };
 
 struct Rule {

@@ -3,9 +3,11 @@
 // read), kernels to call on chunks, and checkpoints to stream.
 #pragma once
 #include "mergec/Runtime/DType.h"
+#include "mergec/Runtime/LoraAdapter.h"
 #include "mergec/Runtime/OutputDirectory.h"
 #include "mergec/Runtime/Safetensors.h"
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -115,8 +117,14 @@ struct RuleSpec {
   bool readsNumLayers = false; ///< uses num_layers (ramp): its source is then checked
 };
 
+/// An input of the merge: a checkpoint, or a LoRA adapter (`lora NAME = "PATH" on MODEL`)
+/// whose tensors are its task vector on model `on` (LoraAdapter.h): the kernels read, for
+/// input NAME, the delta scale * B @ A in f32, or 0 where the adapter does not touch a tensor.
 struct ModelSpec {
-  std::string name, path;
+  enum class Kind { Model, Lora };
+  std::string name, path; ///< path: the checkpoint, or the adapter directory
+  Kind kind = Kind::Model;
+  std::string on; ///< Lora: the model the adapter applies to
 };
 
 /// Where a merge's kernels run: the host's thread pool, or the first CUDA GPU (the kernels'
@@ -177,8 +185,22 @@ struct MergePlan {
     int layer = -1;
     /// The rule is one model's tensor in the output dtype: copied byte for byte, no kernel.
     bool copy = false;
+    /// The inputs that are LoRA deltas: inputs[input] is then an f32 TensorInfo of the plan's
+    /// (no file; data null until computed, or the plan's zeros where `target` is null).
+    struct Lora {
+      size_t input;
+      const LoraTarget *target;
+    };
+    std::vector<Lora> loras;
   };
-  std::vector<std::unique_ptr<Checkpoint>> checkpoints; ///< parallel to the models
+  /// Parallel to the models: a checkpoint for a model (null for a lora), an adapter for a lora.
+  std::vector<std::unique_ptr<Checkpoint>> checkpoints;
+  std::vector<std::unique_ptr<LoraAdapter>> adapters;
+  /// The f32 tensors the kernels read for LoRA inputs (Item::loras), and a read-only mapping
+  /// of zeros as large as the largest tensor no adapter touches (the kernel page faults it to
+  /// the kernel's shared zero page: no memory per tensor).
+  std::deque<TensorInfo> loraTensors;
+  std::shared_ptr<const void> zeros;
   std::vector<ModelSpec> models;
   size_t outputModel = 0;
   std::vector<Item> items;
@@ -223,8 +245,12 @@ std::string unmatchedPatternWarning(const std::string &pattern, const std::strin
 /// there is none.
 std::string nonFiniteWarning(const RunStats &stats);
 
-/// Every file the plan reads (model directories, indexes, shards, resolved through links), for
-/// OutputDirectory::protect.
+/// The tensors of files that item `item` reads: its models' tensors and, for its LoRA inputs,
+/// the adapters' factors (and saved tensors with MODEL's), each once.
+std::vector<const TensorInfo *> itemFileTensors(const MergePlan::Item &item);
+
+/// Every file the plan reads (model directories, indexes, shards, adapter files, resolved
+/// through links), for OutputDirectory::protect.
 std::vector<ProtectedInput> planInputs(const MergePlan &plan);
 
 /// Streams every tensor through its kernel into `out` (atomic: its temporary directory is
