@@ -158,6 +158,23 @@ void pinOpenBlas() {
   std::call_once(once, [] { openblas_set_num_threads(1); });
 }
 
+} // namespace
+
+// OpenBLAS starts its worker threads when it is loaded, before main(), with no signal blocked:
+// a SIGINT could then land on one of them instead of mergec's sigwait thread (Interrupts.cpp),
+// and the interrupted merge would not clean up (tests/e2e/output-safety.test). The library never
+// uses them (see above), so stop them as soon as OpenBLAS is initialised, as OpenBLAS's own
+// fork handler does. Constructors of a program's objects run after those of the libraries it
+// links, so this runs after OpenBLAS's.
+extern "C" void blas_thread_shutdown_(void);
+
+namespace {
+
+[[gnu::constructor]] void stopOpenBlasThreads() {
+  pinOpenBlas();
+  blas_thread_shutdown_();
+}
+
 mergec::rt::ThreadPool &threadPool() {
   std::lock_guard<std::mutex> lock(poolMutex);
   if (!pool)
