@@ -86,17 +86,20 @@ struct Signature {
   }
 };
 
-const std::set<std::string> kBuiltins = {
-    "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median", "variance",
-    "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
-    "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
-    "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second", "weiszfeld",
-    "karcher_coefficients", "require", "transpose", "hcat", "vcat", "diag", "cols_of", "rows_of",
-    "svd", "rsvd", "orth", "lowrank", "rank_of", "cumsum"};
 /// The linear algebra builtins (callMatrix).
 const std::set<std::string> kMatrixFunctions = {"transpose", "hcat", "vcat", "diag", "cols_of",
                                                 "rows_of", "svd", "rsvd", "orth", "lowrank",
                                                 "rank_of", "cumsum"};
+const std::set<std::string> kBuiltins = [] {
+  std::set<std::string> names = {
+      "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median", "variance",
+      "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
+      "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
+      "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second",
+      "weiszfeld", "karcher_coefficients", "require"};
+  names.insert(kMatrixFunctions.begin(), kMatrixFunctions.end());
+  return names;
+}();
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
     {"abs", Node::Op::Abs},   {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt},
