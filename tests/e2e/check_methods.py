@@ -485,11 +485,41 @@ def g_geomedian():
     ], {}
 
 
+def g_ram():
+    """Sparse task vectors (each keeps its top 30-60 %), so parameters are changed by one model
+    (kept whole), by several (averaged) or by none."""
+    sp = lambda c, m, d: R._f32(c.tv(m) * R.topk_mask(c.tv(m), d))
+    expr = lambda m, d: "tv(%s) * topk_mask(tv(%s), %s)" % (m, m, d)
+    three = "[%s, %s, %s]" % (expr("a", 0.3), expr("b", 0.5), expr("c", 0.6))
+    tv3 = lambda c: [sp(c, "a", 0.3), sp(c, "b", 0.5), sp(c, "c", 0.6)]
+    return ["a", "b", "c"], 512, [
+        Rule("*.q_proj.weight", "base + ram(%s)" % three, "ram", lambda c: c.base + R.ram(tv3(c))),
+        Rule("*.k_proj.weight", "base + ram(%s)" % THREE, "ram", lambda c: c.base + R.ram(c.tvs("a", "b", "c"))),
+        Rule("*.v_proj.weight", "base + ram(%s, epsilon = 0.01)" % THREE, "ram",
+             lambda c: c.base + R.ram(c.tvs("a", "b", "c"), epsilon=0.01)),
+        Rule("*.o_proj.weight", "base + ramplus_tl(%s)" % three, "ramplus_tl",
+             lambda c: c.base + R.ramplus_tl(tv3(c))),
+        Rule("*.mlp.*", "base + ramplus_tl(%s, r = 0.5, alpha = 1, epsilon = 0.005)" % three, "ramplus_tl",
+             lambda c: c.base + R.ramplus_tl(tv3(c), r=0.5, alpha=1, epsilon=0.005)),
+        Rule("_", "base + ramplus_tl(%s)" % THREE, "ramplus_tl",
+             lambda c: c.base + R.ramplus_tl(c.tvs("a", "b", "c"))),
+    ], {}
+
+
+def g_arcee_fusion():
+    af = R.arcee_fusion
+    return ["a", "b"], 512, [
+        Rule("*.q_proj.weight", "arcee_fusion(base, a)", "arcee_fusion", lambda c: af(c.base, c.a)),
+        Rule("*norm.weight", "arcee_fusion(base, b)", "arcee_fusion", lambda c: af(c.base, c.b)),
+        Rule("_", "arcee_fusion(a, b)", "arcee_fusion", lambda c: af(c.a, c.b)),
+    ], {}
+
+
 GROUPS = {
     "ties": g_ties, "dare": g_dare, "breadcrumbs": g_breadcrumbs, "della": g_della, "sce": g_sce,
     "slerp": g_slerp, "nuslerp": g_nuslerp, "multislerp": g_multislerp, "model-stock": g_model_stock,
     "model-stock-filter-wise": g_model_stock_filter_wise,
-    "karcher": g_karcher, "geomedian": g_geomedian,
+    "karcher": g_karcher, "geomedian": g_geomedian, "ram": g_ram, "arcee-fusion": g_arcee_fusion,
 }
 
 

@@ -455,6 +455,16 @@ std::vector<Method> methods() {
   Method near{"nearswap", {num("t", std::nullopt)}, {}};
   near.needsBase = true;
   m.push_back(near);
+  // mergekit's easy_define methods: their keyword arguments are settings of the whole merge.
+  Method ram{"ram", {num("epsilon", 1e-5)}, {}};
+  ram.needsBase = true;
+  m.push_back(ram);
+  Method ramplus{"ramplus_tl", {num("r", 0.1), num("alpha", 0.2), num("epsilon", 1e-5)}, {}};
+  ramplus.needsBase = true;
+  m.push_back(ramplus);
+  Method fusion{"arcee_fusion", {}, {}};
+  fusion.needsBase = true;
+  m.push_back(fusion);
   ParamDef scale = num("scale", std::nullopt);
   scale.defaultValue = Value{Value::Kind::String}; // none: no scaling
   m.push_back({"passthrough", {}, {scale}});
@@ -562,7 +572,10 @@ std::string Translator::recipeName(const std::string &ref, bool isBase) {
       "bernoulli", "pairs_first", "pairs_second", "weiszfeld", "karcher_coefficients", "require",
       "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs",
       "breadcrumbs_ties", "della", "della_linear", "sce", "slerp", "nuslerp", "multislerp",
-      "model_stock", "karcher", "nearswap", "geomedian", "gta"};
+      "model_stock", "karcher", "nearswap", "geomedian", "gta", "ram", "ramplus_tl",
+      "arcee_fusion", "iso_c", "iso_cts", "tsv_merge", "cart", "star", "lora", "let", "in", "layers",
+      "svd", "rsvd", "orth", "lowrank", "transpose", "diag", "hcat", "vcat", "cols_of", "rows_of",
+      "rank_of", "cumsum"};
   if (reserved.count(name))
     name += "_model";
   std::string unique = name;
@@ -844,6 +857,18 @@ std::string Translator::expression(const RuleContext &ctx) {
     if (others.size() < 2)
       fail(methodLoc_, "model_stock needs at least two models besides the base model");
     return "model_stock(base, " + names(others, false) + ", filter_wise = " + g("filter_wise").expr() + ")";
+  }
+  if (mn == "ram" || mn == "ramplus_tl") {
+    if (others.empty())
+      return "base";
+    std::string call = mn + "(" + names(others, true);
+    for (const ParamDef &p : m.global)
+      call += ", " + p.name + " = " + g(p.name).expr();
+    return "base + " + call + ")";
+  }
+  if (mn == "arcee_fusion") {
+    count(1, "takes the base model and one other");
+    return "arcee_fusion(base, " + others[0]->name + ")";
   }
   if (mn == "karcher") {
     return "karcher(" + names(inputs, false) + ", max_iter = " + g("max_iter").expr() +

@@ -754,3 +754,56 @@ def _selftest():
 
 if __name__ == "__main__":
     _selftest()
+
+
+# --- RAM / RAM+ (mergekit ram.py), Arcee Fusion (mergekit arcee_fusion.py) -------------------
+def _ram_masks(tvs, epsilon):
+    changed = [np.abs(t) > F(epsilon) for t in tvs]
+    counts = np.zeros(tvs[0].shape, dtype=np.int64)
+    for m in changed:
+        counts += m
+    return changed, counts
+
+
+def ram(tvs, epsilon=1e-5):
+    """mergekit's ram_merge: sum over models of tv*changed*unique + tv*changed*overlap/count."""
+    changed, counts = _ram_masks(tvs, epsilon)
+    divisor = np.maximum(counts, 1).astype(F)
+    out = np.zeros(tvs[0].shape, dtype=F)
+    for t, m in zip(tvs, changed):
+        z = _f32(t * m)
+        out = _f32(out + _f32(_f32(z * (counts == 1)) + _f32(_f32(z * (counts > 1)) / divisor)))
+    return out
+
+
+def ramplus_tl(tvs, r=0.1, alpha=0.2, epsilon=1e-5):
+    """mergekit's ramplus_tl_merge: unique changes scaled by 1 + r * clamp(shared/unique, 0, alpha)."""
+    changed, counts = _ram_masks(tvs, epsilon)
+    divisor = np.maximum(counts, 1).astype(F)
+    out = np.zeros(tvs[0].shape, dtype=F)
+    for t, m in zip(tvs, changed):
+        shared = F(np.count_nonzero(m & (counts > 1)))
+        unique = F(np.count_nonzero(m & (counts == 1)))
+        rho = F(shared / max(unique, F(epsilon)))
+        lam = F(F(1) + F(F(r) * F(min(max(rho, F(0)), F(alpha)))))
+        z = _f32(t * m)
+        out = _f32(out + _f32(_f32(_f32(z * (counts == 1)) * lam) + _f32(_f32(z * (counts > 1)) / divisor)))
+    return out
+
+
+def arcee_fusion(base, tuned):
+    """mergekit's arcee_fusion with exact quartiles (numpy's linear quantile over the whole
+    tensor, where mergekit samples large tensors and indexes floor(q * (n - 1))): importance =
+    |tuned - base| * KL(softmax rows of tuned + 1e-8 || of base + 1e-8), kept where it reaches
+    median + 1.5 * IQR. Softmax and KL in f64 (mergec computes them in f32: a few elements at
+    the threshold may land on the other side)."""
+    def softmax(x):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+    b64, t64 = base.astype(np.float64), tuned.astype(np.float64)
+    p, q = softmax(t64) + 1e-8, softmax(b64) + 1e-8
+    kl = np.sum(p * np.log(p / q), axis=-1)
+    importance = (np.abs(t64 - b64) * kl[..., None]).astype(F)
+    threshold = F(np.quantile(importance, 0.5)) + F(1.5) * (F(np.quantile(importance, 0.75)) -
+                                                           F(np.quantile(importance, 0.25)))
+    return _f32(base + _f32(tuned - base) * (importance >= threshold))
