@@ -189,6 +189,11 @@ def method_table():
         params={"max_iter": 10, "tol": 1e-5})
     add("nearswap", "nearswap", "nearswap(base, a, 0.0005)", "nearswap, base_model=base, t=5e-4",
         models=["base", "a"], params={"t": 0.0005})
+    add("ram", "ram", f"base + ram({TVS})", "ram, base_model=base, epsilon=1e-5")
+    add("ramplus_tl", "ramplus_tl", f"base + ramplus_tl({TVS}, r = 0.3, alpha = 0.5)",
+        "ramplus_tl, r=.3, alpha=.5", params={"r": 0.3, "alpha": 0.5})
+    add("arcee_fusion", "arcee_fusion", "arcee_fusion(base, a)", "arcee_fusion, base_model=base",
+        models=["base", "a"])
 
     # Random methods: the 3-model run plus single-model runs (one per fine-tune) for statistics.
     def rnd(name, extra_mk, extra_mc, desc, **kw):
