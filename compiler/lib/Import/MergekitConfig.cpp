@@ -118,6 +118,10 @@ std::string asString(const YAML::Node &n, const std::string &what) {
 
 /// A mapping's entries in order; a repeated key is an error (PyYAML keeps the last silently).
 std::vector<std::pair<YAML::Node, YAML::Node>> entries(const YAML::Node &map, const std::string &what) {
+  // `parameters:` with nothing after it is YAML's null, which mergekit (pydantic) reads as no
+  // parameters: mergekit's own examples/ties.yml has one.
+  if (map.IsNull())
+    return {};
   if (!map.IsMap())
     fail(locOf(map), what + " must be a mapping, got " + describeNode(map));
   std::vector<std::pair<YAML::Node, YAML::Node>> out;
