@@ -1,5 +1,6 @@
 //===- Executor.cpp - plan a merge and stream it through the kernels ------===//
 #include "mergec/Runtime/Executor.h"
+#include "mergec/Runtime/LinearAlgebra.h"
 #include "mergec/Runtime/MatrixPhase.h"
 #include "mergec/Runtime/ModelCard.h"
 #include "Support.h"
@@ -1242,6 +1243,9 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   }
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"merged_by", "mergec"}};
   ThreadPool pool(options.threads);
+  // Matrix phases' GEMMs run on the linear algebra's own threads (a matrix phase runs while
+  // the pool waits): as many as --threads.
+  mergec_la_set_threads(static_cast<int32_t>(options.threads));
   std::unique_ptr<Device> devicePtr = createDevice(options, pool);
   Device &device = *devicePtr;
   // Before the first file is created: a merge that cannot fit the GPU stops here.
