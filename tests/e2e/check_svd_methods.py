@@ -25,6 +25,7 @@ Task vectors are built with a geometric singular spectrum (ratio 0.9) plus a sha
 component, so that singular values are separated well beyond f32 rounding and the
 truncating methods (iso_cts, tsv_merge, cart, star) make the same choices as the f64
 reference; the script prints STAR's margin from its threshold."""
+import fnmatch
 import hashlib
 import os
 
@@ -100,7 +101,6 @@ def run(work, name, recipe, extra=()):
 
 
 def rule_for(rules, tensor):
-    import fnmatch
     for pattern, expr, ref in rules:
         if pattern == "_" or fnmatch.fnmatchcase(tensor, pattern):
             return expr, ref
