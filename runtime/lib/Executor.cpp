@@ -376,8 +376,17 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
       std::vector<DType> dtypes;
       for (const TensorInfo *t : item.inputs)
         dtypes.push_back(t->dtype);
-      uint64_t scratch = scratchBytes(kernels.kernel(item.rule, dtypes, item.outDType), *item.base,
-                                      threads);
+      const CompiledRule &rule = kernels.kernel(item.rule, dtypes, item.outDType);
+      // The matrix view is rows x last dimension of 1-D and 2-D tensors; what a tensor of more
+      // dimensions should be as a matrix is a choice its merge method has to make.
+      if (rule.hasMatrixPhase() && item.base->shape.size() > 2)
+        throw RuntimeError("tensor '" + item.base->name + "' has " +
+                               std::to_string(item.base->shape.size()) + " dimensions (" +
+                               item.base->shapeString() +
+                               "): its rule uses matrices (svd, @, ...), which take 1-D and 2-D "
+                               "tensors; give it a rule without them",
+                           "", item.base->name);
+      uint64_t scratch = scratchBytes(rule, *item.base, threads);
       if (scratch > largestScratch) {
         largestScratch = scratch;
         scratchItem = &item;

@@ -230,8 +230,9 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
       break;
     }
     case Kind::Matrix: {
-      // Once, over the whole tensor, on this thread (the BLAS/LAPACK calls have their own
-      // threads): its scalar results into its slots, its matrices into its buffers.
+      // Once, over the whole tensor, on this thread (GEMMs use the linear algebra's threads,
+      // LAPACK runs on this one): its scalar results into its slots, its matrices into its
+      // buffers.
       std::vector<double> results(std::max<size_t>(phase.scalars, 1), 0.0);
       if (!phase.fn || !device.hostResident())
         throw RuntimeError("tensor " + tensor.name +
