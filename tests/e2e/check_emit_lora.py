@@ -230,7 +230,8 @@ def case_errors(work):
             (["--emit-lora", 4, "--lora-targets", "*.nothing"], 1)):
         r = runner.run_mergec(["run", recipe, "-o", out] + args, expect=status, cwd="/", echo=False)
         runner.assert_no_output(out)
-        print("%s: %s" % (" ".join(str(a) for a in args), r.stderr.strip().splitlines()[-1]))
+        error = [l for l in r.stderr.splitlines() if "error:" in l][0]
+        print("%s: %s" % (" ".join(str(a) for a in args), error))
     for name, text in (
             ("unchanged", 'model base = "models/base"\nmodel ft = "models/ft"\n'
                           'merge base + 0 * tv(ft)\n'),
