@@ -1379,6 +1379,9 @@ RunStats extractAdapter(MergePlan &plan, KernelSource &kernels, const RunOptions
 RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
                       OutputDirectory &outDir) {
   auto start = std::chrono::steady_clock::now();
+  // Matrix phases' GEMMs (and --emit-lora's SVDs) run on the linear algebra's own threads (a
+  // matrix phase runs while the pool waits): as many as --threads.
+  mergec_la_set_threads(static_cast<int32_t>(options.threads));
   if (options.emitLora.rank)
     return extractAdapter(plan, kernels, options, outDir);
   std::vector<OutputTensorSpec> specs;
@@ -1389,9 +1392,6 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   }
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"merged_by", "mergec"}};
   ThreadPool pool(options.threads);
-  // Matrix phases' GEMMs run on the linear algebra's own threads (a matrix phase runs while
-  // the pool waits): as many as --threads.
-  mergec_la_set_threads(static_cast<int32_t>(options.threads));
   std::unique_ptr<Device> devicePtr = createDevice(options, pool);
   Device &device = *devicePtr;
   // Before the first file is created: a merge that cannot fit the GPU stops here.
