@@ -1,5 +1,6 @@
 //===- Executor.cpp - plan a merge and stream it through the kernels ------===//
 #include "mergec/Runtime/Executor.h"
+#include "mergec/Runtime/AdapterExtraction.h"
 #include "mergec/Runtime/LinearAlgebra.h"
 #include "mergec/Runtime/MatrixPhase.h"
 #include "mergec/Runtime/ModelCard.h"
@@ -24,6 +25,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <limits>
 #include <chrono>
@@ -127,6 +129,16 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     throw RuntimeError("the output takes the tensors of '" + outputModel +
                        "', which is a lora, not a model");
   const Checkpoint &out = *plan.checkpoints[plan.outputModel];
+  // --emit-lora writes an adapter PEFT applies to the output model: an input adapter on another
+  // model makes the recipe's task vectors relative to a model the written adapter is not for.
+  if (options.emitLora.rank)
+    for (const ModelSpec &m : models)
+      if (m.kind == ModelSpec::Kind::Lora && m.on != outputModel)
+        throw RuntimeError("--emit-lora writes an adapter on the output model '" + outputModel +
+                               "', but lora '" + m.name + "' is on '" + m.on +
+                               "': the recipe's task vectors are not taken against the model "
+                               "the adapter would be loaded on",
+                           m.path, "");
   bool readsNumLayers = std::any_of(rules.begin(), rules.end(),
                                     [](const RuleSpec &r) { return r.readsNumLayers; });
   plan.numLayers =
@@ -189,6 +201,9 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     item.outDType = t->dtype;
     if (options.dtype && isComputeDType(t->dtype))
       item.outDType = *options.dtype;
+    // --emit-lora: the kernels' f32 result, before any rounding (AdapterExtraction.h).
+    if (options.emitLora.rank && isComputeDType(t->dtype))
+      item.outDType = DType::F32;
     bool complete = true;
     for (const std::string &name : ruleInputs[*chosen]) {
       size_t m = index.at(name);
@@ -230,8 +245,10 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     if (!complete)
       continue;
     const RuleSpec &rule = rules[*chosen];
+    // --emit-lora reads a copied tensor itself (in f32, or its bytes): no kernel converts it.
     item.copy = rule.passthroughModel && item.inputs.size() == 1 && item.loras.empty() &&
-                item.inputs[0]->dtype == item.outDType;
+                (item.inputs[0]->dtype == item.outDType ||
+                 (options.emitLora.rank && isComputeDType(item.inputs[0]->dtype)));
     if (!item.copy && isComputeDType(item.outDType)) {
       std::vector<DType> dtypes;
       for (const TensorInfo *in : item.inputs)
@@ -399,7 +416,16 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
   uint64_t deltas = deltaScratch;
   for (uint64_t b : deltaBuffers)
     deltas += b;
-  uint64_t need = baseline + 3 * largestOut + 2 * largestIn + largestScratch + deltas;
+  // --emit-lora: one SVD at a time on the f32 merge (counted as the output buffers).
+  uint64_t svd = 0;
+  const MergePlan::Item *svdItem = nullptr;
+  if (options.emitLora.rank)
+    for (const auto &item : plan.items)
+      if (uint64_t b = AdapterExtractor::scratchBytes(*item.base, options.emitLora.rank); b > svd) {
+        svd = b;
+        svdItem = &item;
+      }
+  uint64_t need = baseline + 3 * largestOut + 2 * largestIn + largestScratch + deltas + svd;
   if (!largest)
     return need;
   std::string parts = "mergec itself " + formatSize(baseline) + " with its kernels compiled, 3 " +
@@ -411,6 +437,9 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
              scratchItem->base->name + "'";
   if (deltas)
     parts += ", " + formatSize(deltas) + " of LoRA delta buffers and factors in f32";
+  if (svdItem)
+    parts += ", " + formatSize(svd) + " for --emit-lora's SVD of '" + svdItem->base->name +
+             "' (LAPACK workspace, U, S, Vt)";
   if (options.maxMemory && need > options.maxMemory)
     throw RuntimeError("this merge needs about " + formatSize(need) + " of memory (" + parts +
                        "), more than --max-memory " + formatSize(options.maxMemory));
@@ -1091,7 +1120,8 @@ std::map<size_t, std::vector<int64_t>> tieQuotas(MergePlan &plan, KernelSource &
 
 /// The manifest: what was merged from what, by which recipe and version.
 void writeManifest(const MergePlan &plan, const RunOptions &options, const std::string &dir,
-                   std::optional<size_t> reused) {
+                   std::optional<size_t> reused,
+                   const nlohmann::ordered_json &output = nlohmann::ordered_json()) {
   nlohmann::ordered_json manifest;
   const auto &p = options.provenance;
   manifest["mergec_version"] = p.version;
@@ -1132,6 +1162,8 @@ void writeManifest(const MergePlan &plan, const RunOptions &options, const std::
   }
   manifest["inputs"] = inputs;
   manifest["tensors"] = plan.items.size();
+  if (!output.is_null())
+    manifest["output"] = output; // what the output is when it is not the merged model
   if (reused) {
     // Only a resumed run says so: an uninterrupted run's manifest is as it always was.
     manifest["resumed"] = true;
@@ -1241,9 +1273,126 @@ std::vector<ProtectedInput> planInputs(const MergePlan &plan) {
   return inputs;
 }
 
+namespace {
+
+/// --emit-lora: every tensor's merge in f32 (the kernels as for a model, on the host, with the
+/// model-scope analysis first), handed to an AdapterExtractor instead of a CheckpointWriter; then
+/// the adapter, the manifest and the card, committed like a model. No journal and no shards:
+/// the adapter's header waits for the last SVD (checkRunOptions refuses --resume).
+RunStats extractAdapter(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
+                        OutputDirectory &outDir) {
+  auto start = std::chrono::steady_clock::now();
+  if (options.comm && options.comm->size() > 1)
+    throw RuntimeError("--emit-lora is not supported with several processes (mpirun): the "
+                       "adapter is one file written at the end; run it as one process");
+  ThreadPool pool(options.threads);
+  std::unique_ptr<Device> devicePtr = createDevice(options, pool);
+  Device &device = *devicePtr;
+  std::vector<const TensorInfo *> tensors;
+  for (const MergePlan::Item &item : plan.items)
+    tensors.push_back(item.base);
+  AdapterExtractor extractor(outDir.tempPath(), options.emitLora, tensors);
+  for (const std::string &glob : extractor.unmatchedTargets())
+    events().warning("--lora-targets: '" + glob + "' matches no tensor of model '" +
+                     plan.models[plan.outputModel].name + "'");
+  RunStats stats;
+  Progress progress(plan.items.size(), plan.inputBytes, options.quiet);
+  Share all{std::vector<bool>(plan.items.size(), true), std::vector<size_t>(plan.items.size(), 0)};
+  LoraDeltas deltas;
+  waitForTestHook();
+  std::map<size_t, ModelScope> scopes =
+      analyzeModelScope(plan, kernels, device, deltas, options.quiet, nullptr, all);
+  for (auto &[rule, scope] : scopes)
+    scope.beginMerge();
+  std::vector<float> merged;
+  for (size_t i = 0; i < plan.items.size(); ++i) {
+    MergePlan::Item &item = plan.items[i];
+    if (i + 1 < plan.items.size())
+      prefetchInputs(plan.items[i + 1]);
+    checkInputs(item);
+    const TensorInfo &base = *item.base;
+    // The adapter's tensors take the output's dtype (--dtype, else the output model's).
+    DType dtype = options.dtype && isComputeDType(base.dtype) ? *options.dtype : base.dtype;
+    if (item.copy && !isComputeDType(base.dtype)) {
+      extractor.addRaw(base, item.inputs[0]->data);
+    } else if (!(item.copy && item.inputs[0] == item.base)) { // the output model's own: 0
+      size_t n = static_cast<size_t>(base.numel());
+      if (merged.size() < n) {
+        std::vector<float>().swap(merged); // never the old and the new one at once
+        merged.resize(n);
+      }
+      if (item.copy) {
+        const TensorInfo &in = *item.inputs[0];
+        for (size_t e = 0; e < n; ++e)
+          merged[e] = in.dtype == DType::F32 ? reinterpret_cast<const float *>(in.data)[e]
+                      : in.dtype == DType::BF16
+                          ? std::bit_cast<float>(static_cast<uint32_t>(
+                                reinterpret_cast<const uint16_t *>(in.data)[e]) << 16)
+                          : static_cast<float>(reinterpret_cast<const _Float16 *>(in.data)[e]);
+      } else {
+        ItemInputs in(item);
+        deltas.fill(item, in);
+        CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+        auto scope = scopes.find(item.rule);
+        NonFiniteCheck check(item.outDType, merged.data(), in);
+        runRule(device, compiled, in.data, merged.data(), base, static_cast<float>(item.layer),
+                static_cast<float>(plan.numLayers),
+                scope == scopes.end() ? nullptr : &scope->second, false, check.hook());
+        // An SVD cannot take NaN or inf, and an adapter could not carry them anyway.
+        if (auto introduced = check.introduced())
+          throw RuntimeError("--emit-lora: tensor " + describe(base.name, *introduced) +
+                                 " holds NaN or inf values where its inputs are finite; an "
+                                 "adapter cannot carry them, and nothing was written",
+                             "", base.name);
+      }
+      extractor.add(base, merged.data(), dtype);
+    }
+    releaseInputs(item);
+    for (const TensorInfo *t : itemFileTensors(item))
+      stats.bytesRead += t->nbytes;
+    progress.update(i + 1, stats.bytesRead);
+  }
+  for (const auto &checkpoint : plan.checkpoints)
+    if (checkpoint)
+      for (const auto &file : checkpoint->files())
+        file->checkUnchanged();
+  for (const auto &adapter : plan.adapters)
+    if (adapter)
+      adapter->weights().checkUnchanged();
+  const ModelSpec &outputModel = plan.models[plan.outputModel];
+  extractor.finish(std::filesystem::absolute(outputModel.path).lexically_normal().string());
+  for (const std::string &warning : extractor.warnings())
+    events().warning(warning);
+  writeManifest(plan, options, outDir.tempPath(), std::nullopt, extractor.summary());
+  if (options.modelCard) {
+    std::string path = outDir.tempPath() + "/README.md";
+    std::ofstream card(path, std::ios::binary);
+    card << modelCard(plan, options);
+    card.close();
+    if (!card)
+      throw RuntimeError("cannot write " + path);
+  }
+  testDelay();
+  outDir.commit();
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stats.bytesWritten = extractor.bytesWritten();
+  stats.tensors = plan.items.size();
+  progress.finish(stats.seconds, stats.bytesRead, stats.bytesWritten, 1, plan.items.size());
+  if (!options.quiet)
+    events().info(events().program() + ": adapter: " + extractor.summaryLine());
+  return stats;
+}
+
+} // namespace
+
 RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
                       OutputDirectory &outDir) {
   auto start = std::chrono::steady_clock::now();
+  // Matrix phases' GEMMs (and --emit-lora's SVDs) run on the linear algebra's own threads (a
+  // matrix phase runs while the pool waits): as many as --threads.
+  mergec_la_set_threads(static_cast<int32_t>(options.threads));
+  if (options.emitLora.rank)
+    return extractAdapter(plan, kernels, options, outDir);
   std::vector<OutputTensorSpec> specs;
   uint64_t outputBytes = 0;
   for (auto &item : plan.items) {
@@ -1252,9 +1401,6 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   }
   std::map<std::string, std::string> metadata = {{"format", "pt"}, {"merged_by", "mergec"}};
   ThreadPool pool(options.threads);
-  // Matrix phases' GEMMs run on the linear algebra's own threads (a matrix phase runs while
-  // the pool waits): as many as --threads.
-  mergec_la_set_threads(static_cast<int32_t>(options.threads));
   std::unique_ptr<Device> devicePtr = createDevice(options, pool);
   Device &device = *devicePtr;
   // Before the first file is created: a merge that cannot fit the GPU stops here.

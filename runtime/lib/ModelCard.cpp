@@ -53,20 +53,35 @@ std::string fenceFor(const std::string &text) {
 std::string modelCard(const MergePlan &plan, const RunOptions &options) {
   const auto &p = options.provenance;
   const ModelSpec &base = plan.models[plan.outputModel];
+  // --emit-lora: an adapter's card, whose base_model is the one model it applies to (the
+  // hub lists adapters by it); the other inputs are listed in the text below.
+  bool adapter = options.emitLora.rank > 0;
   std::string card = "---\nbase_model:\n";
   card += "- " + quoted(absolute(base.path)) + "\n";
-  for (size_t m = 0; m < plan.models.size(); ++m)
+  for (size_t m = 0; m < plan.models.size() && !adapter; ++m)
     if (m != plan.outputModel)
       card += "- " + quoted(absolute(plan.models[m].path)) + "\n";
-  card += "library_name: transformers\ntags:\n- mergec\n- merge\n";
+  card += adapter ? "library_name: peft\ntags:\n- mergec\n- merge\n- lora\n"
+                  : "library_name: transformers\ntags:\n- mergec\n- merge\n";
   for (const std::string &method : p.methods)
     card += "- " + quoted(method) + "\n";
   card += "---\n\n";
   // No output path or time in it: the same recipe and inputs give the same card.
-  card += "# Merged model\n\n";
-  card += "This model was merged with mergec " + p.version +
-          ", a compiler for model-merging recipes: the recipe below was compiled into fused "
-          "kernels and the checkpoints were streamed through them tensor by tensor.\n\n";
+  if (adapter) {
+    card += "# LoRA adapter of a merge\n\n";
+    card += "This PEFT LoRA adapter was extracted by mergec " + p.version +
+            " (`--emit-lora " + std::to_string(options.emitLora.rank) +
+            "`) from the merge of the recipe below: for each targeted weight, the truncated SVD "
+            "of the merged task vector (the merge computed in f32, minus `" + base.name +
+            "`), split as B = U·√S, A = √S·Vᵀ with lora_alpha = r (scale 1); other tensors that "
+            "changed are saved in full (modules_to_save). Load it on `" + base.name +
+            "` with PEFT; `adapter_config.json` gives each module's rank.\n\n";
+  } else {
+    card += "# Merged model\n\n";
+    card += "This model was merged with mergec " + p.version +
+            ", a compiler for model-merging recipes: the recipe below was compiled into fused "
+            "kernels and the checkpoints were streamed through them tensor by tensor.\n\n";
+  }
   card += "## Merge details\n\n";
   if (p.methods.empty()) {
     card += "- Method: the recipe's own expressions (no method of mergec's standard library)\n";
@@ -89,8 +104,12 @@ std::string modelCard(const MergePlan &plan, const RunOptions &options) {
               number(p.params[i].second) + "`";
     card += "\n";
   }
-  card += "- Output dtype: " + std::string(options.dtype ? dtypeName(*options.dtype) : "the base's") +
-          "\n\n";
+  card += "- Output dtype" + std::string(adapter ? " (the adapter's tensors)" : "") + ": " +
+          std::string(options.dtype ? dtypeName(*options.dtype) : "the base's") + "\n";
+  if (adapter && options.emitLora.svEpsilon > 0)
+    card += "- Singular values kept: above " + number(options.emitLora.svEpsilon) +
+            " (--sv-epsilon)\n";
+  card += "\n";
   card += "## Recipe\n\n";
   if (!p.recipePath.empty())
     card += "`" + absolute(p.recipePath) + "`, sha256 " + p.recipeSha256 + ":\n\n";

@@ -53,3 +53,38 @@ TEST(RunOptionsParser, RefusesWithOneMessageEach) {
   EXPECT_EQ(applyRunOption("--force", "yes", o), "--force takes no value");
   EXPECT_FALSE(o.force);
 }
+
+TEST(RunOptionsParser, EmitLoraAndItsOptions) {
+  for (const char *option : {"--emit-lora", "--sv-epsilon", "--lora-targets"})
+    EXPECT_EQ(runOptionArity(option), RunOptionArity::Value) << option;
+  RunOptions o;
+  EXPECT_EQ(checkRunOptions(o), "");
+  EXPECT_EQ(applyRunOption("--sv-epsilon", "1e-3", o), "");
+  EXPECT_EQ(o.emitLora.svEpsilon, 1e-3);
+  EXPECT_EQ(checkRunOptions(o), "--sv-epsilon applies to --emit-lora RANK");
+  EXPECT_EQ(applyRunOption("--emit-lora", "16", o), "");
+  EXPECT_EQ(o.emitLora.rank, 16);
+  EXPECT_EQ(checkRunOptions(o), "");
+  // Commas inside braces belong to the glob's alternatives.
+  EXPECT_EQ(applyRunOption("--lora-targets", "*.{q,v}_proj.weight,lm_head.weight", o), "");
+  EXPECT_EQ(o.emitLora.targets,
+            (std::vector<std::string>{"*.{q,v}_proj.weight", "lm_head.weight"}));
+  EXPECT_EQ(applyRunOption("--emit-lora", "0", o),
+            "--emit-lora: '0' is not a rank (a whole number from 1 to 65536)");
+  EXPECT_EQ(applyRunOption("--emit-lora", "65537", o),
+            "--emit-lora: '65537' is not a rank (a whole number from 1 to 65536)");
+  EXPECT_EQ(applyRunOption("--emit-lora", "8x", o),
+            "--emit-lora: '8x' is not a rank (a whole number from 1 to 65536)");
+  EXPECT_EQ(o.emitLora.rank, 16);
+  EXPECT_EQ(applyRunOption("--sv-epsilon", "-0.5", o),
+            "--sv-epsilon: '-0.5' is not a number >= 0 (singular values at or below it are "
+            "dropped)");
+  EXPECT_EQ(applyRunOption("--lora-targets", "a,", o), "--lora-targets: 'a,' has an empty glob");
+  o.resume = true;
+  EXPECT_EQ(checkRunOptions(o),
+            "--emit-lora cannot --resume (an adapter is written in one piece at the end)");
+  o.resume = false;
+  o.device = DeviceKind::CUDA;
+  EXPECT_EQ(checkRunOptions(o),
+            "--emit-lora runs on the CPU (its SVDs are LAPACK's), not --device cuda");
+}

@@ -122,7 +122,7 @@ void usage(std::ostream &os, const json &program) {
      << " -o OUT [--model NAME=PATH]... [--set NAME=VALUE]... [--dtype f32|bf16|f16]\n"
         "       [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--resume] [--strict]\n"
         "       [--quiet] [--verbose] [--json] [--device cpu|cuda] [--max-gpu-memory SIZE]\n"
-        "       [--no-model-card]\n\n"
+        "       [--no-model-card] [--emit-lora RANK [--sv-epsilon E] [--lora-targets GLOB,...]]\n\n"
      << "A merge compiled ahead of time by mergec " << program.at("mergec_version").get<std::string>()
      << " from " << program.at("recipe").at("path").get<std::string>() << " (sha256 "
      << program.at("recipe").at("sha256").get<std::string>().substr(0, 12) << ").\n\nmodels:\n";
@@ -237,6 +237,8 @@ int run(int argc, char **argv) {
   }
   if (options.output.empty())
     return usageError("-o OUT is required");
+  if (std::string error = rt::checkRunOptions(options); !error.empty())
+    return usageError(error);
   rt::events().configure(programName, options.json);
 
   const json &recipe = program.at("recipe");

@@ -17,7 +17,7 @@ const char *kUsage = R"(usage:
                     [--threads N] [--shard-size SIZE] [--max-memory SIZE] [--force] [--resume]
                     [--strict] [--quiet] [--verbose] [--json] [--cache-dir DIR | --no-cache]
                     [--device cpu|cuda] [--gpu-arch sm_NN] [--max-gpu-memory SIZE]
-                    [--no-model-card]
+                    [--no-model-card] [--emit-lora RANK [--sv-epsilon E] [--lora-targets GLOB,...]]
   mergec compile RECIPE --emit=STAGE [-o FILE] [--set NAME=VALUE]... [--model NAME=PATH]...
                     [--dtype f32|bf16|f16] [--cache-dir DIR | --no-cache]
                     [--device cpu|cuda] [--gpu-arch sm_NN] [--cpu NAME]
@@ -198,6 +198,10 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
     return usageError("import takes no --set (a mergekit configuration has no params)");
   if (cl.command == Command::Run && cl.run.output.empty())
     return usageError("run needs -o OUT");
+  if (cl.command != Command::Run && cl.run.emitLora.rank)
+    return usageError("--emit-lora applies to run (and to merge executables)");
+  if (std::string error = rt::checkRunOptions(cl.run); !error.empty())
+    return usageError(error);
   if (cl.command == Command::Compile && !sawEmit)
     return usageError("compile needs --emit=STAGE");
   return std::nullopt;

@@ -169,6 +169,18 @@ struct RunOptions {
   /// Writes README.md, a model card naming mergec, the methods, the models and the recipe, as
   /// the Hugging Face hub shows it (--no-model-card: none).
   bool modelCard = true;
+  /// --emit-lora RANK: the output is a PEFT LoRA adapter of the merged task vector (merged -
+  /// the output model's tensor) instead of a model (AdapterExtraction.h). rank 0: a model.
+  struct EmitLora {
+    int64_t rank = 0;
+    /// --sv-epsilon: singular values s <= svEpsilon are dropped (absolute, as
+    /// mergekit-extract-lora's); 0 keeps RANK of them.
+    double svEpsilon = 0;
+    bool svEpsilonGiven = false;
+    /// --lora-targets: globs over tensor names; empty: every 2-D `.weight` tensor but the
+    /// embeddings and lm_head (kDefaultLoraExclusions).
+    std::vector<std::string> targets;
+  } emitLora;
   /// Several processes share this merge (Distributed.h; `mergec run` under mpirun): each writes
   /// its share of the shards into rank 0's temporary output; null (or one rank): this process
   /// does everything. Not owned.

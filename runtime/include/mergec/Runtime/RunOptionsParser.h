@@ -22,4 +22,11 @@ RunOptionArity runOptionArity(std::string_view name);
 std::string applyRunOption(std::string_view name, const std::optional<std::string> &value,
                            RunOptions &options);
 
+/// The largest --emit-lora RANK (a rank is clamped to each tensor's min(rows, cols) anyway).
+inline constexpr unsigned kMaxEmitLoraRank = 65536;
+
+/// The checks between options, once all are parsed (--sv-epsilon without --emit-lora, ...).
+/// Returns the usage error, or "".
+std::string checkRunOptions(const RunOptions &options);
+
 } // namespace mergec::rt
