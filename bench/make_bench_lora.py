@@ -21,13 +21,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="bench/data")
     ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=16)
+    ap.add_argument("--name", default=None, help="the adapter's directory (default lora<RANK>)")
     args = ap.parse_args()
     with open(os.path.join(args.data, "base", "model.safetensors"), "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
-    out = os.path.join(args.data, "lora%d" % args.rank)
+    out = os.path.join(args.data, args.name or "lora%d" % args.rank)
     os.makedirs(out, exist_ok=True)
-    rng = np.random.default_rng(16)
+    rng = np.random.default_rng(args.seed)
     tensors = {}
     for name, info in header.items():
         if name == "__metadata__" or not name.endswith(".weight") or len(info["shape"]) != 2:
