@@ -24,7 +24,7 @@
 // CHECK:       call @mergec_la_spectral_filter(%{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %[[LOW]], %{{.*}})
 // CHECK-LABEL: func.func @rule_0(
 func.func @rule_0() -> !merge.tensor attributes {merge.store = f32} {
-  %a = merge.input "a"
+  %a = merge.input "a" stored f32
   %r = arith.constant 0.4 : f32
   %hp, %lp = merge.matrix_phase ins(%a) : !merge.tensor, !merge.tensor {
   ^bb0(%x: f32):
