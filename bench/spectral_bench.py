@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--threads", default="0")
     args = ap.parse_args()
     scratch = args.scratch or tempfile.mkdtemp(prefix="mergec-spectral-bench-")
+    os.makedirs(scratch, exist_ok=True)
     print("| matrix | ratio | mergec s | numpy s | mergec / numpy | rel. error |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for shape in args.shapes.split(","):
