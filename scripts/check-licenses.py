@@ -55,10 +55,14 @@ KNOWN = {
                     "OpenBLAS's Fortran runtime; the GCC Runtime Library Exception allows "
                     "linking it into programs under any license"),
     "libquadmath": ("LGPL-2.1+", "dynamically linked (libgfortran's __float128 math)"),
+    # highpass/lowpass (mergec_la_spectral_filter): loaded with dlopen on first use like OpenBLAS
+    # (runtime/lib/FftLibrary.h). /usr/share/doc/libkissfft-float131/copyright: BSD-3-clause.
+    "libkissfft-float": ("BSD-3-Clause", "permissive (kissfft, the f32 FFT behind highpass "
+                         "and lowpass)"),
 }
-# Opened with dlopen when a merge first needs them (runtime/lib/BlasLibrary.h), never linked:
-# checked with what they link themselves.
-RUNTIME_LOADED = ["libopenblas.so.0", "liblapacke.so.3"]
+# Opened with dlopen when a merge first needs them (runtime/lib/BlasLibrary.h, FftLibrary.h),
+# never linked: checked with what they link themselves.
+RUNTIME_LOADED = ["libopenblas.so.0", "liblapacke.so.3", "libkissfft-float.so.131"]
 # Statically linked into merge executables (AheadOfTime.cpp links them with -static-*).
 STATIC = {"libstdc++": "libstdc++", "libgcc": "libgcc"}
 # Build-time only, never linked: recorded for the README.
@@ -153,7 +157,8 @@ def main():
     for soname in RUNTIME_LOADED:
         path = soname_path(soname)
         if path is None:
-            print("  %s: not installed here (Debian's libopenblas0 / liblapacke)" % soname)
+            print("  %s: not installed here (Debian's libopenblas0 / liblapacke / "
+                  "libkissfft-float131)" % soname)
             ok = False
             continue
         ok = check(path, include_self=True) and ok

@@ -1,4 +1,4 @@
-//===- LinearAlgebra.cpp - GEMM, SVD, randomised SVD on OpenBLAS/LAPACKE --===//
+//===- LinearAlgebra.cpp - GEMM, SVD, rsvd, spectral filters (OpenBLAS, LAPACKE, kissfft) ===//
 // Implements the C ABI of LinearAlgebra.h. Row-major matrices go to LAPACK without any
 // transposition: a row-major m×n matrix X is, byte for byte, the column-major n×m matrix Xᵀ,
 // and the thin SVD Xᵀ = U_A·S·Vt_A gives X = Vt_Aᵀ·S·U_Aᵀ, where Vt_A (column-major mn×m) is
@@ -10,11 +10,13 @@
 #include "mergec/Runtime/ThreadPool.h"
 
 #include "BlasLibrary.h"
+#include "FftLibrary.h"
 
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -23,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace {
 
@@ -361,6 +364,176 @@ int64_t rsvdBytes(const Context &ctx, int64_t m, int64_t n, int64_t l) {
   return sketch + small + fullSvdBytes(ctx, l, n);
 }
 
+//===----------------------------------------------------------------------===//
+// Spectral filters (highpass/lowpass) on kissfft. The 2-D transform is rows then columns:
+// each row's FFT (from the real row) into the complex spectrum, then each column's FFT, the
+// mask, the inverse column FFT, and each row's inverse FFT, of which the real part is the
+// result. The spectrum is row-major, so columns are gathered kColumnBlock at a time into
+// contiguous vectors (whole cache lines of each row). Work is cut into one contiguous range of
+// rows or column blocks per thread, each with its own transform buffers; no transform depends
+// on the cut, so the bytes do not depend on the thread count. kissfft transforms out of place
+// (in place it allocates a temporary per call), and its plans are read-only while it runs, so
+// threads share them.
+//===----------------------------------------------------------------------===//
+
+const mergec::rt::FftLibrary &fft() {
+  const mergec::rt::FftLibrary &lib = mergec::rt::fftLibrary();
+  if (!lib.error.empty())
+    throw LaFailure(lib.error);
+  return lib;
+}
+
+/// Columns of the spectrum one column task gathers and transforms at once.
+constexpr int64_t kColumnBlock = 16;
+
+/// Which frequencies a filter keeps; distances to (⌊m/2⌋, ⌊n/2⌋) of the unshifted spectrum.
+struct SpectralMask {
+  int64_t m, n;
+  double radius;
+  bool keepLow;
+  bool keeps(int64_t u, int64_t v) const {
+    int64_t du = u - m / 2, dv = v - n / 2;
+    bool inside = std::sqrt(static_cast<double>(du * du + dv * dv)) <= radius;
+    return inside != keepLow;
+  }
+};
+
+/// The threads the filter's work is cut for (the library's pool).
+int64_t spectralThreads() { return static_cast<int64_t>(threadPool().size()); }
+
+/// kissfft's plan size for an FFT of length `length`, from its size query (mem = NULL).
+int64_t fftPlanBytes(const Context &ctx, int64_t length) {
+  size_t bytes = 0;
+  fft().kiss_fft_alloc(static_cast<int>(length), 0, nullptr, &bytes);
+  if (bytes == 0)
+    ctx.fail("kissfft cannot plan an FFT of length " + std::to_string(length));
+  return static_cast<int64_t>(bytes);
+}
+
+/// Per thread: a row (n) or a column block with its transform (kColumnBlock + 1 columns of m).
+int64_t spectralScratch(const Context &ctx, int64_t m, int64_t n) {
+  return std::max(n, product(ctx, kColumnBlock + 1, m));
+}
+
+/// Peak bytes mergec_la_spectral_filter allocates: the spectrum, every thread's buffers and the
+/// four plans (forward and inverse for rows and columns).
+int64_t spectralBytes(const Context &ctx, int64_t m, int64_t n) {
+  if (m <= 1 || n == 0)
+    return 0;
+  int64_t cpx = static_cast<int64_t>(sizeof(kiss_fft_cpx));
+  int64_t spectrum = product(ctx, product(ctx, m, n), cpx);
+  int64_t scratch = product(ctx, product(ctx, spectralThreads(), spectralScratch(ctx, m, n)), cpx);
+  return spectrum + scratch + 2 * (fftPlanBytes(ctx, n) + fftPlanBytes(ctx, m));
+}
+
+/// A kissfft plan in a Buffer (so it counts in the workspace like everything else).
+class FftPlan {
+public:
+  FftPlan(const Context &ctx, int64_t length, bool inverse)
+      : memory_(ctx, fftPlanBytes(ctx, length), "an FFT plan") {
+    size_t bytes = static_cast<size_t>(fftPlanBytes(ctx, length));
+    plan_ = fft().kiss_fft_alloc(static_cast<int>(length), inverse ? 1 : 0, memory_.get(), &bytes);
+    if (!plan_)
+      ctx.fail("kissfft cannot plan an FFT of length " + std::to_string(length));
+  }
+  void run(const kiss_fft_cpx *in, kiss_fft_cpx *out) const { fft().kiss_fft(plan_, in, out); }
+
+private:
+  Buffer<char> memory_;
+  kiss_fft_cfg plan_ = nullptr;
+};
+
+/// Splits [0, count) into `parts` contiguous ranges and runs body(part, begin, end) for each.
+void forRanges(int64_t count, int64_t parts, const std::function<void(int64_t, int64_t, int64_t)> &body) {
+  parts = std::max<int64_t>(1, std::min(parts, count));
+  threadPool().parallelFor(static_cast<size_t>(parts), [&](size_t part) {
+    int64_t p = static_cast<int64_t>(part);
+    body(p, count * p / parts, count * (p + 1) / parts);
+  });
+}
+
+void spectralFilter(const Context &ctx, int64_t m, int64_t n, const float *x,
+                    const SpectralMask &mask, float *out) {
+  // Columns whose frequencies are all kept need no column transforms (the inverse undoes the
+  // forward exactly in exact arithmetic); columns with none kept become zero.
+  std::vector<int64_t> partial;
+  std::vector<char> none(static_cast<size_t>(n), 0);
+  int64_t allKept = 0;
+  for (int64_t v = 0; v < n; ++v) {
+    int64_t kept = 0;
+    for (int64_t u = 0; u < m; ++u)
+      kept += mask.keeps(u, v);
+    if (kept == m)
+      ++allKept;
+    else if (kept == 0)
+      none[static_cast<size_t>(v)] = 1;
+    else
+      partial.push_back(v);
+  }
+  if (allKept == n) {
+    std::memcpy(out, x, static_cast<size_t>(m * n) * sizeof(float));
+    return;
+  }
+  if (partial.empty() && allKept == 0) {
+    std::fill(out, out + m * n, 0.0f);
+    return;
+  }
+  int64_t threads = spectralThreads(), scratchEach = spectralScratch(ctx, m, n);
+  Buffer<kiss_fft_cpx> spectrum(ctx, m * n, "the spectrum");
+  Buffer<kiss_fft_cpx> scratch(ctx, product(ctx, threads, scratchEach), "the FFT buffers");
+  FftPlan rowForward(ctx, n, false), rowInverse(ctx, n, true);
+  FftPlan columnForward(ctx, m, false), columnInverse(ctx, m, true);
+  kiss_fft_cpx *s = spectrum.get();
+
+  forRanges(m, threads, [&](int64_t part, int64_t begin, int64_t end) {
+    kiss_fft_cpx *row = scratch.get() + part * scratchEach;
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t j = 0; j < n; ++j)
+        row[j] = {x[r * n + j], 0.0f};
+      rowForward.run(row, s + r * n);
+    }
+  });
+  int64_t blocks = (static_cast<int64_t>(partial.size()) + kColumnBlock - 1) / kColumnBlock;
+  // The inverse column FFT is unnormalised (a factor m); the skipped columns have none.
+  float columnScale = static_cast<float>(1.0 / static_cast<double>(m));
+  forRanges(blocks, threads, [&](int64_t part, int64_t begin, int64_t end) {
+    kiss_fft_cpx *gathered = scratch.get() + part * scratchEach;
+    kiss_fft_cpx *freq = gathered + kColumnBlock * m;
+    for (int64_t blk = begin; blk < end; ++blk) {
+      int64_t first = blk * kColumnBlock;
+      int64_t count = std::min<int64_t>(kColumnBlock, static_cast<int64_t>(partial.size()) - first);
+      for (int64_t u = 0; u < m; ++u)
+        for (int64_t k = 0; k < count; ++k)
+          gathered[k * m + u] = s[u * n + partial[static_cast<size_t>(first + k)]];
+      for (int64_t k = 0; k < count; ++k) {
+        int64_t v = partial[static_cast<size_t>(first + k)];
+        columnForward.run(gathered + k * m, freq);
+        for (int64_t u = 0; u < m; ++u)
+          if (!mask.keeps(u, v))
+            freq[u] = {0.0f, 0.0f};
+        columnInverse.run(freq, gathered + k * m);
+      }
+      for (int64_t u = 0; u < m; ++u)
+        for (int64_t k = 0; k < count; ++k) {
+          kiss_fft_cpx c = gathered[k * m + u];
+          s[u * n + partial[static_cast<size_t>(first + k)]] = {c.r * columnScale, c.i * columnScale};
+        }
+    }
+  });
+  double rowScale = 1.0 / static_cast<double>(n);
+  forRanges(m, threads, [&](int64_t part, int64_t begin, int64_t end) {
+    kiss_fft_cpx *row = scratch.get() + part * scratchEach;
+    for (int64_t r = begin; r < end; ++r) {
+      for (int64_t v = 0; v < n; ++v)
+        if (none[static_cast<size_t>(v)])
+          s[r * n + v] = {0.0f, 0.0f};
+      rowInverse.run(s + r * n, row);
+      for (int64_t j = 0; j < n; ++j)
+        out[r * n + j] = static_cast<float>(static_cast<double>(row[j].r) * rowScale);
+    }
+  });
+}
+
 /// Runs `body` at the ABI boundary: a failure becomes 1 and the thread's message.
 template <typename Body> int32_t guarded(Body &&body) {
   try {
@@ -553,6 +726,31 @@ int32_t mergec_la_lowrank(int64_t m, int64_t n, const float *x, int64_t k, float
   });
 }
 
+int32_t mergec_la_spectral_filter(int64_t m, int64_t n, const float *x, float ratio,
+                                  int32_t keep_low, float *out) {
+  Context ctx(std::string(keep_low ? "lowpass" : "highpass") + " of a " + shape(m, n) +
+              " matrix");
+  return guarded([&] {
+    checkDim(ctx, "rows", m);
+    checkDim(ctx, "columns", n);
+    product(ctx, product(ctx, m, n), static_cast<int64_t>(sizeof(kiss_fft_cpx)));
+    if (!(ratio > 0.0f && ratio <= 1.0f))
+      ctx.fail("ratio must be in (0, 1], got " + std::to_string(ratio));
+    if (m == 0 || n == 0)
+      return;
+    checkPointer(ctx, "x", x, m * n);
+    checkPointer(ctx, "out", out, m * n);
+    if (m == 1) {
+      // A 1-D tensor: FR-Merging filters matrices only.
+      std::memcpy(out, x, static_cast<size_t>(n) * sizeof(float));
+      return;
+    }
+    SpectralMask mask{m, n, static_cast<double>(ratio) * static_cast<double>(std::min(m, n)),
+                      keep_low != 0};
+    spectralFilter(ctx, m, n, x, mask, out);
+  });
+}
+
 void mergec_la_set_threads(int32_t threads) {
   std::lock_guard<std::mutex> lock(poolMutex);
   unsigned wanted = threads > 0 ? static_cast<unsigned>(threads) : 0;
@@ -595,8 +793,11 @@ int64_t mergec_la_workspace_bytes(int32_t op, int64_t m, int64_t n, int64_t k) {
     case MERGEC_LA_ORTH:
       bytes = mn == 0 ? 0 : (product(ctx, m + n, mn) + mn) * 4 + fullSvdBytes(ctx, m, n);
       return;
+    case MERGEC_LA_SPECTRAL:
+      bytes = spectralBytes(ctx, m, n);
+      return;
     }
-    ctx.fail("unknown operation (0 gemm, 1 svd, 2 rsvd, 3 orth, 4 lowrank)");
+    ctx.fail("unknown operation (0 gemm, 1 svd, 2 rsvd, 3 orth, 4 lowrank, 5 spectral)");
   });
   return status == 0 ? bytes : -1;
 }

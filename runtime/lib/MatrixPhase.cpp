@@ -34,7 +34,9 @@ uint64_t matrixPhaseBytes(const CompiledRule &rule, int64_t n, int64_t cols) {
   for (const CompiledRule::Phase &p : rule.phases) {
     if (p.kind != CompiledRule::Kind::Matrix)
       continue;
-    int64_t workspace = mergec_la_workspace_bytes(1, rows, cols, std::min(rows, cols));
+    int64_t workspace = mergec_la_workspace_bytes(MERGEC_LA_SVD, rows, cols, std::min(rows, cols));
+    if (p.spectral)
+      workspace = std::max(workspace, mergec_la_workspace_bytes(MERGEC_LA_SPECTRAL, rows, cols, 0));
     uint64_t bytes = p.matrices * static_cast<uint64_t>(n) * sizeof(float) +
                      static_cast<uint64_t>(std::max<int64_t>(workspace, 0));
     most = std::max(most, bytes);

@@ -58,6 +58,7 @@ json describeRule(const CompiledRule &rule) {
                       {"scalars", p.scalars},
                       {"buffers", p.buffers},
                       {"matrices", p.matrices},
+                      {"spectral", p.spectral},
                       {"param", p.param},
                       {"skip", p.skip},
                       {"nonzero", p.nonzero},
@@ -87,6 +88,7 @@ CompiledRule ruleFromDescription(const json &j, const std::string &what) {
       phase.scalars = p.at("scalars").get<size_t>();
       phase.buffers = p.at("buffers").get<size_t>();
       phase.matrices = p.at("matrices").get<size_t>();
+      phase.spectral = p.at("spectral").get<bool>();
       phase.param = p.at("param").get<double>();
       phase.skip = p.at("skip").get<double>();
       phase.nonzero = p.at("nonzero").get<bool>();

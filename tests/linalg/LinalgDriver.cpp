@@ -1,7 +1,8 @@
 //===- LinalgDriver.cpp - one linear algebra call on a matrix file --------===//
 // mergec-linalg-driver OP M N IN OUTDIR [K [OVERSAMPLE ITERS SEED]] [--threads T]
-//   OP: svd (K), rsvd (K OVERSAMPLE ITERS SEED), orth, lowrank (K). IN holds M·N row-major f32.
-//   Writes OUTDIR/u.f32, s.f32, vt.f32 (svd, rsvd) or OUTDIR/out.f32 (orth, lowrank) and prints
+//   OP: svd (K), rsvd (K OVERSAMPLE ITERS SEED), orth, lowrank (K), highpass or lowpass (K is
+//   the ratio in thousandths). IN holds M·N row-major f32.
+//   Writes OUTDIR/u.f32, s.f32, vt.f32 (svd, rsvd) or OUTDIR/out.f32 (the others) and prints
 //   the call's wall time as "seconds: S". Exit 1 with the library's message on failure.
 #include "mergec/Runtime/LinearAlgebra.h"
 
@@ -67,6 +68,10 @@ int main(int argc, char **argv) {
     out.resize(m * n);
     status = op == "orth" ? mergec_la_orth(m, n, x.data(), out.data())
                           : mergec_la_lowrank(m, n, x.data(), k, out.data());
+  } else if (op == "highpass" || op == "lowpass") {
+    out.resize(m * n);
+    status = mergec_la_spectral_filter(m, n, x.data(), static_cast<float>(k) / 1000.0f,
+                                       op == "lowpass" ? 1 : 0, out.data());
   } else {
     std::cerr << "linalg-driver: unknown op " << op << "\n";
     return 1;

@@ -544,3 +544,97 @@ TEST(LinearAlgebraTest, OneByNAndNByOneMatrices) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// mergec_la_spectral_filter (highpass/lowpass)
+//===----------------------------------------------------------------------===//
+
+Matrix filter(const Matrix &x, int64_t m, int64_t n, float ratio, bool keepLow) {
+  Matrix out(m * n, -7.0f);
+  EXPECT_EQ(mergec_la_spectral_filter(m, n, x.data(), ratio, keepLow ? 1 : 0, out.data()), 0)
+      << mergec_la_error();
+  return out;
+}
+
+TEST(LinearAlgebraTest, SpectralFilterWorkedExample) {
+  // docs/language.md's 4x4 example: at ratio 0.5 the radius is 2 around (2, 2) of the unshifted
+  // spectrum, which drops the mean (0, 0) and the four lowest frequencies (0, ±1), (±1, 0). A
+  // constant goes with the mean; the checkerboard (-1)^(u+v) is frequency (2, 2), kept.
+  Matrix x(16), board(16);
+  for (int u = 0; u < 4; ++u)
+    for (int v = 0; v < 4; ++v) {
+      board[u * 4 + v] = ((u + v) % 2 == 0) ? 1.0f : -1.0f;
+      x[u * 4 + v] = 3.0f + board[u * 4 + v];
+    }
+  Matrix high = filter(x, 4, 4, 0.5f, false), low = filter(x, 4, 4, 0.5f, true);
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_NEAR(high[i], board[i], 1e-6) << i;
+    EXPECT_NEAR(low[i], 3.0f, 1e-6) << i;
+  }
+  // ratio 0.9: a radius of 3.6, beyond the farthest corner (2.83): every frequency is kept and
+  // the all-kept shortcut copies x exactly.
+  EXPECT_EQ(filter(x, 4, 4, 0.9f, false), x);
+  Matrix zeros(16, 0.0f);
+  EXPECT_EQ(filter(x, 4, 4, 0.9f, true), zeros);
+}
+
+TEST(LinearAlgebraTest, SpectralFilterKeepsEveryFrequencyOnce) {
+  // highpass + lowpass = x on odd and even, square and non-square shapes, a column, and the
+  // exact boundary ring (ratio 0.5 of 64: radius 32 = the distance of (0, 32) and (32, 0)).
+  struct Case {
+    int64_t m, n;
+    float ratio;
+  };
+  for (Case c : {Case{64, 64, 0.5f}, Case{45, 77, 0.3f}, Case{33, 64, 0.7f}, Case{64, 31, 0.2f},
+                 Case{40, 1, 0.5f}}) {
+    Matrix x = randomMatrix(c.m, c.n, unsigned(c.m * 7 + c.n));
+    Matrix high = filter(x, c.m, c.n, c.ratio, false), low = filter(x, c.m, c.n, c.ratio, true);
+    double err = 0, norm = 0, part = 0;
+    for (int64_t i = 0; i < c.m * c.n; ++i) {
+      err += std::pow(double(high[i]) + low[i] - x[i], 2);
+      norm += double(x[i]) * x[i];
+      part += double(high[i]) * high[i];
+    }
+    EXPECT_LT(std::sqrt(err / norm), 1e-6) << c.m << "x" << c.n;
+    EXPECT_GT(part, 0.0) << c.m << "x" << c.n;
+  }
+}
+
+TEST(LinearAlgebraTest, SpectralFilterOneRowAndErrors) {
+  Matrix row = randomMatrix(1, 9, 5);
+  EXPECT_EQ(filter(row, 1, 9, 0.3f, false), row);
+  EXPECT_EQ(filter(row, 1, 9, 0.3f, true), row);
+  Matrix out(16);
+  EXPECT_LA_ERROR(mergec_la_spectral_filter(4, 4, row.data(), 0.0f, 0, out.data()),
+                  "highpass of a 4x4 matrix: ratio must be in (0, 1], got 0.000000");
+  EXPECT_LA_ERROR(mergec_la_spectral_filter(4, 4, row.data(), 1.5f, 1, out.data()),
+                  "lowpass of a 4x4 matrix: ratio must be in (0, 1], got 1.500000");
+  EXPECT_LA_ERROR(mergec_la_spectral_filter(4, 4, row.data(), std::nanf(""), 1, out.data()),
+                  "ratio must be in (0, 1]");
+  EXPECT_LA_ERROR(mergec_la_spectral_filter(-1, 4, row.data(), 0.5f, 0, out.data()),
+                  "rows = -1 is negative");
+  EXPECT_LA_ERROR(mergec_la_spectral_filter(4, 4, nullptr, 0.5f, 0, out.data()),
+                  "x is a null pointer");
+  EXPECT_EQ(mergec_la_spectral_filter(0, 4, nullptr, 0.5f, 0, nullptr), 0);
+}
+
+TEST(LinearAlgebraTest, SpectralFilterSameBytesForAnyThreadCountAndWorkspace) {
+  Matrix x = randomMatrix(96, 200, 21);
+  std::vector<Matrix> results;
+  for (int32_t threads : {1, 2, 3}) {
+    mergec_la_set_threads(threads);
+    linalg::takePeakBytesForTesting();
+    results.push_back(filter(x, 96, 200, 0.35f, false));
+    // A filter that transforms columns allocates exactly what --max-memory counts.
+    EXPECT_EQ(linalg::takePeakBytesForTesting(),
+              mergec_la_workspace_bytes(MERGEC_LA_SPECTRAL, 96, 200, 0))
+        << threads << " threads";
+  }
+  mergec_la_set_threads(0);
+  for (size_t i = 1; i < results.size(); ++i)
+    EXPECT_EQ(std::memcmp(results[0].data(), results[i].data(), results[0].size() * 4), 0);
+  EXPECT_EQ(mergec_la_workspace_bytes(MERGEC_LA_SPECTRAL, 1, 500, 0), 0);
+  // The spectrum alone is 8 bytes per element.
+  EXPECT_GT(mergec_la_workspace_bytes(MERGEC_LA_SPECTRAL, 4096, 14336, 0),
+            int64_t{4096} * 14336 * 8);
+}

@@ -219,6 +219,16 @@ private:
           mats_[c.getResult()] = out;
           return success();
         })
+        .Case<HighpassOp, LowpassOp>([&](auto f) {
+          Mat a = mats_[f.getOperand()];
+          Mat out = allocMat(a.rows, a.cols);
+          bool keepLow = isa<LowpassOp>(f.getOperation());
+          library("mergec_la_spectral_filter",
+                  {i64(a.rows), i64(a.cols), ptr(a.data), map_.lookupOrDefault(f.getRatio()),
+                   i32(keepLow ? 1 : 0), ptr(out.data)});
+          mats_[f.getResult()] = out;
+          return success();
+        })
         .Case<DiagOp>([&](DiagOp d) {
           Mat v = mats_[d.getOperand()];
           Value k = mul(v.rows, v.cols);

@@ -74,6 +74,8 @@ private:
     case Node::Op::TakeCols:
     case Node::Op::Orth:
     case Node::Op::CumSum:
+    case Node::Op::Highpass:
+    case Node::Op::Lowpass:
     case Node::Op::LowRank:
     case Node::Op::RankOf:
     case Node::Op::Svd:
@@ -224,6 +226,15 @@ private:
       break;
     case Node::Op::CumSum:
       v = merge::CumSumOp::create(b_, l, matrixType(), ops[0]);
+      break;
+    case Node::Op::Highpass:
+    case Node::Op::Lowpass:
+      v = n->op == Node::Op::Highpass
+              ? Value(merge::HighpassOp::create(b_, l, matrixType(), ops[0], ops[1]))
+              : Value(merge::LowpassOp::create(b_, l, matrixType(), ops[0], ops[1]));
+      // The filter of a tensor is that tensor's shape: Sema made it a tensor.
+      if (n->kind == Kind::Tensor)
+        v = merge::ToTensorOp::create(b_, l, tensorType(), v);
       break;
     case Node::Op::HCat:
       v = merge::HCatOp::create(b_, l, matrixType(), ops);

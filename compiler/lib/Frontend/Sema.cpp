@@ -89,14 +89,14 @@ struct Signature {
 /// The linear algebra builtins (callMatrix).
 const std::set<std::string> kMatrixFunctions = {"transpose", "hcat", "vcat", "diag", "cols_of",
                                                 "rows_of", "svd", "rsvd", "orth", "lowrank",
-                                                "rank_of", "cumsum"};
+                                                "rank_of", "cumsum", "highpass", "lowpass"};
 const std::set<std::string> kBuiltins = [] {
   std::set<std::string> names = {
       "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median", "variance",
       "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
       "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
       "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second",
-      "weiszfeld", "karcher_coefficients", "require"};
+      "weiszfeld", "karcher_coefficients", "require", "pick"};
   names.insert(kMatrixFunctions.begin(), kMatrixFunctions.end());
   return names;
 }();
@@ -753,6 +753,8 @@ private:
       return callBroadcast(c);
     if (c->callee == "pairs_first" || c->callee == "pairs_second")
       return callPairs(c);
+    if (c->callee == "pick")
+      return callPick(c);
     if (c->callee == "weiszfeld")
       return callWeiszfeld(c);
     if (c->callee == "karcher_coefficients")
@@ -1178,6 +1180,37 @@ private:
     return Value{nullptr, out};
   }
 
+  /// pick(xs, i): item i (from 0) of a list. There is no list indexing in the language; a
+  /// builtin with i known while compiling (a literal, or a param that `--set` changes, which
+  /// then recompiles) keeps lists a compile-time construct. free_merge picks the task whose
+  /// expert it adds.
+  std::optional<Value> callPick(const ast::CallExpr *c) {
+    Signature sig = Signature::builtin(c->callee, {"xs", "i"});
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    const Value &xs = *(*bound)[0];
+    if (!xs.isList() || xs.list->empty()) {
+      diags_.error(argLoc(c, sig, 0), "pick expects a non-empty list, got " +
+                                          (xs.isList() ? std::string("an empty list")
+                                                       : std::string(kindName(xs))));
+      return std::nullopt;
+    }
+    const Value &index = *(*bound)[1];
+    std::optional<double> i;
+    if (!index.isList())
+      i = constantValue(index.node, &program_.fixedParams);
+    double n = static_cast<double>(xs.list->size());
+    if (!i || !(*i >= 0 && *i < n) || *i != std::floor(*i)) {
+      diags_.error(argLoc(c, sig, 1),
+                   "pick: i must be an integer in [0, " + std::to_string(xs.list->size()) +
+                       ") known while compiling" +
+                       (i ? ", got " + formatNumber(*i) : std::string()));
+      return std::nullopt;
+    }
+    return (*xs.list)[static_cast<size_t>(*i)];
+  }
+
   /// weiszfeld(xs, weights = 1, eps = 1e-8, max_iter = 100, tol = 1e-6): the coefficients c_i
   /// of the weighted geometric median sum(c_i * xs[i]) by Weiszfeld's iteration. Every iterate
   /// is a combination of the xs, so the iteration runs on their Gram matrix (one fused pass of
@@ -1504,6 +1537,7 @@ private:
         : f == "lowrank" ? Signature::builtin(f, {"x", "rank"})
         : f == "cols_of" || f == "rows_of" ? Signature::builtin(f, {"x", "k"})
         : f == "hcat" || f == "vcat"       ? Signature::builtin(f, {"xs"})
+        : f == "highpass" || f == "lowpass" ? Signature::builtin(f, {"x", "ratio"}, {"ratio"})
                                            : Signature::builtin(f, {"x"});
     auto bound = bind(c, sig);
     if (!bound)
@@ -1543,8 +1577,18 @@ private:
         return std::nullopt;
       settings = *found;
     }
+    bool spectral = f == "highpass" || f == "lowpass";
+    if (spectral) {
+      // ratio: 0.9 by default (FR-Merging's); in (0, 1] where known while compiling, else the
+      // runtime checks it for each tensor.
+      if (!(*bound)[1])
+        (*bound)[1] = Value{constant(0.9, c->loc())};
+      else if (!checkArgument(f, sig.params[1], argLoc(c, sig, 1), *(*bound)[1],
+                              paramKind(Check::Density)))
+        return std::nullopt;
+    }
     bool hasCount = f == "cols_of" || f == "rows_of" || f == "lowrank" || f == "rsvd" ||
-                    (f == "svd" && (*bound)[1]);
+                    (f == "svd" && (*bound)[1]) || spectral;
     std::vector<Value> values{*(*bound)[0]};
     if (hasCount)
       values.push_back(*(*bound)[1]);
@@ -1565,6 +1609,11 @@ private:
         return make(Node::Op::Orth, Kind::Matrix, {args[0]}, c->loc());
       if (f == "cumsum")
         return make(Node::Op::CumSum, Kind::Matrix, {args[0]}, c->loc());
+      // A filter keeps its operand's shape: of a tensor it is a tensor, so tensor-only
+      // operations (topk_mask in ties, ...) take it, after the matrix phase that computes it.
+      if (spectral)
+        return make(f == "highpass" ? Node::Op::Highpass : Node::Op::Lowpass,
+                    args[0]->kind == Kind::Tensor ? Kind::Tensor : Kind::Matrix, args, c->loc());
       if (f == "rank_of")
         return make(Node::Op::RankOf, Kind::Scalar, {args[0]}, c->loc());
       if (f == "cols_of" || f == "rows_of")

@@ -579,7 +579,7 @@ std::string Translator::recipeName(const std::string &ref, bool isBase) {
       "model_stock", "karcher", "nearswap", "geomedian", "gta", "ram", "ramplus_tl",
       "arcee_fusion", "iso_c", "iso_cts", "tsv_merge", "cart", "star", "lora", "let", "in", "layers",
       "svd", "rsvd", "orth", "lowrank", "transpose", "diag", "hcat", "vcat", "cols_of", "rows_of",
-      "rank_of", "cumsum"};
+      "rank_of", "cumsum", "highpass", "lowpass", "pick", "fr_merge", "free_merge"};
   if (reserved.count(name))
     name += "_model";
   std::string unique = name;

@@ -145,6 +145,7 @@ rt::CompiledRule mergec::describeRule(func::FuncOp func, const std::string &tag)
           matrix.getProgram().walk([&](Operation *op) {
             for (Value r : op->getResults())
               phase.matrices += isa<merge::MatrixType>(r.getType());
+            phase.spectral = phase.spectral || isa<merge::HighpassOp, merge::LowpassOp>(op);
           });
           phase.matrices += matrix.getProgram().getNumArguments();
         })

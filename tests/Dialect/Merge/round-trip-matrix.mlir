@@ -10,6 +10,8 @@
 // CHECK: merge.transpose
 // CHECK: merge.diag %[[S]]
 // CHECK: merge.cumsum %[[S]]
+// CHECK: merge.highpass %[[M]], %{{.*}}
+// CHECK: merge.lowpass %[[M]], %{{.*}}
 // CHECK: merge.orth
 // CHECK: merge.hcat %[[U]], %[[U]]
 // CHECK: merge.vcat %[[VT]], %[[VT]]
@@ -32,6 +34,9 @@ func.func @matrix_ops() -> !merge.tensor {
   %t = merge.transpose %p
   %d = merge.diag %s
   %c = merge.cumsum %s
+  %ratio = arith.constant 0.9 : f32
+  %hp = merge.highpass %m, %ratio
+  %lp = merge.lowpass %m, %ratio
   %o = merge.orth %t
   %hc = merge.hcat %u, %u
   %vc = merge.vcat %vt, %vt

@@ -69,6 +69,9 @@ struct Node {
     TakeCols,  ///< matrix: the first k (operand 1) columns
     Orth,      ///< matrix: the polar factor u @ vt of the SVD
     CumSum,    ///< matrix: each row's running sum
+    Highpass,  ///< FR-Merging's filter of operand 0's 2-D spectrum, ratio operand 1; a tensor
+               ///< when operand 0 is (same shape), else a matrix
+    Lowpass,   ///< the complement of Highpass (same operands)
     LowRank,   ///< matrix: the best rank-k (operand 1) approximation
     RankOf,    ///< scalar: min(rows, cols)
     Svd,       ///< group: u, s, vt of operand 0; `flag`: truncated to rank operand 1

@@ -51,6 +51,9 @@ struct CompiledRule {
     /// Matrix: the matrices its program makes; --max-memory counts each at the tensor's size
     /// (an estimate: hcat of k tensors is k times that) plus one SVD's LAPACK workspace.
     size_t matrices = 0;
+    /// Matrix: its program filters a spectrum (highpass/lowpass): --max-memory counts the
+    /// FFT's workspace too.
+    bool spectral = false;
     double param = 0; ///< TopK: density; Quantile: q
     double skip = 0;  ///< TopK
     bool nonzero = false;

@@ -1,8 +1,8 @@
 //===- LinearAlgebra.h - the matrix operations compiled kernels call --*- C++ -*-===//
-// The C ABI behind the language's matrix operations (`@`, svd, rsvd, orth, lowrank): compiled
-// kernels (JIT-linked into mergec, or linked into merge executables with MergecRuntime) call
-// these by symbol. Backed by OpenBLAS (GEMM) and LAPACKE (SVD, QR); no hand-written
-// factorisation.
+// The C ABI behind the language's matrix operations (`@`, svd, rsvd, orth, lowrank, highpass,
+// lowpass): compiled kernels (JIT-linked into mergec, or linked into merge executables with
+// MergecRuntime) call these by symbol. Backed by OpenBLAS (GEMM), LAPACKE (SVD, QR) and kissfft
+// (FFT); no hand-written factorisation or transform.
 //
 // Conventions shared by every function:
 // - Matrices are dense row-major f32; dimensions are int64_t. Outputs are preallocated by the
@@ -59,6 +59,21 @@ int32_t mergec_la_orth(int64_t m, int64_t n, const float *x, float *out);
 /// k >= min(m, n) copies x.
 int32_t mergec_la_lowrank(int64_t m, int64_t n, const float *x, int64_t k, float *out);
 
+/// The spectral filters of FR-Merging (Zheng & Wang, "FREE-Merging: Fourier Transform for
+/// Efficient Model Merging", ICCV 2025, arXiv 2411.16815): out (m×n) = Re(ifft2(M ∘ fft2(x))),
+/// where M keeps the frequency (u, v), 0 <= u < m, 0 <= v < n, when
+/// d = √((u − ⌊m/2⌋)² + (v − ⌊n/2⌋)²) <= ratio · min(m, n) (d and the product in f64, ratio as
+/// given), or, with keep_low nonzero, when d is larger. Distances are measured on the unshifted
+/// spectrum, as the FREE-Merging reference code does: the kept disc is centred on the highest
+/// frequency, so the "high pass" removes the lowest frequencies, at the corners. Every frequency
+/// is counted once, so keep_low 0 and 1 add up to x. A matrix of one row (a 1-D tensor) is
+/// copied unchanged; ratio must be in (0, 1]. The transforms are kissfft's, in f32 (twiddles in
+/// f64); a column whose frequencies are all kept (or all removed) skips its column transforms,
+/// which is the same in exact arithmetic. Rows and columns are transformed independently, so
+/// the result is the same bytes for any thread count. NaN/inf propagate through the transform.
+int32_t mergec_la_spectral_filter(int64_t m, int64_t n, const float *x, float ratio,
+                                  int32_t keep_low, float *out);
+
 /// OpenBLAS's thread count for every later call (mergec --threads); threads <= 0 means one
 /// per processor. Process-wide.
 void mergec_la_set_threads(int32_t threads);
@@ -69,14 +84,17 @@ enum MergecLaOp {
   MERGEC_LA_SVD = 1,
   MERGEC_LA_RSVD = 2,
   MERGEC_LA_ORTH = 3,
-  MERGEC_LA_LOWRANK = 4
+  MERGEC_LA_LOWRANK = 4,
+  MERGEC_LA_SPECTRAL = 5
 };
 
 /// The peak bytes one call of `op` on an m×n matrix with rank k allocates beyond its inputs
 /// and outputs (copies, LAPACK's workspace from its size query), for --max-memory. For gemm,
 /// (m, n, k) are its dimensions (0: OpenBLAS packs into its own buffers, allocated once per
 /// process); for rsvd, k is k + oversample (clipped to min(m, n) here, as the call does). -1
-/// (with a message) for an unknown op or invalid dimensions.
+/// (with a message) for an unknown op or invalid dimensions. For the spectral filter k is
+/// ignored: the spectrum (complex f32, m·n), each thread's transform buffers (the thread count
+/// of mergec_la_set_threads) and kissfft's plans.
 int64_t mergec_la_workspace_bytes(int32_t op, int64_t m, int64_t n, int64_t k);
 
 #ifdef __cplusplus

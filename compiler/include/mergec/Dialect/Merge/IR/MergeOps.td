@@ -646,6 +646,32 @@ def Merge_TakeColsOp : Merge_MatrixCountOp<"take_cols", "the first k columns">;
 def Merge_LowRankOp : Merge_MatrixCountOp<"lowrank",
     "the best rank-k approximation u_k @ diag(s_k) @ vt_k (Eckart-Young)">;
 
+class Merge_SpectralOp<string mnemonic, string what, string keeps>
+    : Merge_Op<mnemonic, [Pure]> {
+  let summary = what;
+  let description = [{
+    FR-Merging's frequency filter (Zheng & Wang, "FREE-Merging: Fourier Transform for Efficient
+    Model Merging", ICCV 2025, https://arxiv.org/abs/2411.16815): with F = fft2(x) (H x W),
+    keeps F[u, v] where }] # keeps # [{ ratio * min(H, W), d = sqrt((u - H//2)^2 + (v - W//2)^2)
+    measured on the unshifted spectrum as the reference code does, zeroes the rest, and returns
+    the real part of ifft2. A matrix of one row (a 1-D tensor) is returned unchanged; ratio
+    outside (0, 1] is an error naming the tensor. kissfft in f32, through
+    mergec_la_spectral_filter; the result has x's shape.
+    ```mlir
+    %r = merge.}] # mnemonic # [{ %x, %ratio
+    ```
+  }];
+  let arguments = (ins Merge_MatrixType:$operand, F32:$ratio);
+  let results = (outs Merge_MatrixType:$result);
+  let assemblyFormat = "$operand `,` $ratio attr-dict";
+}
+def Merge_HighpassOp : Merge_SpectralOp<"highpass",
+    "FR-Merging's high pass: the frequencies within ratio * min(H, W) of the spectrum's centre",
+    "d <=">;
+def Merge_LowpassOp : Merge_SpectralOp<"lowpass",
+    "the complement of merge.highpass: the frequencies farther than ratio * min(H, W)",
+    "d >">;
+
 def Merge_SvdOp : Merge_Op<"svd", [Pure]> {
   let summary = "the thin singular value decomposition, truncated to the rank largest";
   let description = [{
