@@ -14,6 +14,11 @@ using nlohmann::ordered_json;
 EventStream::EventStream(Sink sink)
     : sink_(std::move(sink)), start_(std::chrono::steady_clock::now()) {}
 
+void EventStream::setSink(Sink sink) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  sink_ = std::move(sink);
+}
+
 void EventStream::configure(std::string program, bool json) {
   std::lock_guard<std::mutex> lock(mutex_);
   program_ = std::move(program);

@@ -1516,7 +1516,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         ownBytes += t->nbytes;
     }
   Progress progress(comm ? ownItems : plan.items.size(), comm ? ownBytes : plan.inputBytes,
-                    options.quiet || !leader);
+                    options.quiet || !leader, options.onProgress);
   size_t progressDone = resumeFrom;
   waitForTestHook();
   LoraDeltas deltas;
@@ -1778,6 +1778,29 @@ std::string nonFiniteWarning(const RunStats &stats) {
   if (n > kShown)
     text += " and " + std::to_string(n - kShown) + " more";
   return text + " (--strict makes this an error)";
+}
+
+void analyzeTensors(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
+                    const std::function<void(size_t, const std::vector<double> &)> &onTensor) {
+  ThreadPool pool(options.threads);
+  std::unique_ptr<Device> device = createDevice(options, pool);
+  std::vector<size_t> computed;
+  for (size_t i = 0; i < plan.items.size(); ++i)
+    if (!plan.items[i].copy)
+      computed.push_back(i);
+  std::vector<double> scalars;
+  // The same streaming as a model-scope pass (prefetch, release, the GPU's staging): one read
+  // of every input, no output.
+  streamItems(plan, *device, computed, [&](size_t i, const std::vector<const void *> &inputs) {
+    const MergePlan::Item &item = plan.items[i];
+    ItemInputs in(item);
+    CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+    if (compiled.hasModelScope())
+      throw RuntimeError("internal: an analysis run of a rule with model-scope phases");
+    runRule(*device, compiled, inputs, nullptr, *item.base, static_cast<float>(item.layer),
+            static_cast<float>(plan.numLayers), nullptr, /*analysis=*/false, nullptr, &scalars);
+    onTensor(i, scalars);
+  });
 }
 
 } // namespace mergec::rt

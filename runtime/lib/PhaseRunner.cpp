@@ -139,7 +139,8 @@ void ModelScope::combineRound(Communicator &comm, const std::vector<size_t> &ite
 
 void runRule(Device &device, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
-             ModelScope *scope, bool analysis, const ChunkHook *afterMap) {
+             ModelScope *scope, bool analysis, const ChunkHook *afterMap,
+             std::vector<double> *scalarsOut) {
   using Kind = CompiledRule::Kind;
   int64_t n = tensor.numel();
   size_t count = static_cast<size_t>(n);
@@ -286,6 +287,8 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
     else
       done[k] = true;
   }
+  if (scalarsOut)
+    *scalarsOut = std::move(scalars);
 }
 
 } // namespace mergec::rt

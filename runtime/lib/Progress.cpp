@@ -21,11 +21,14 @@ std::string formatRate(double bytesPerSecond) {
 }
 } // namespace
 
-Progress::Progress(size_t totalTensors, uint64_t totalBytes, bool quiet)
+Progress::Progress(size_t totalTensors, uint64_t totalBytes, bool quiet, Observer observer)
     : totalTensors_(totalTensors), totalBytes_(totalBytes), quiet_(quiet),
-      tty_(isatty(STDERR_FILENO)), start_(std::chrono::steady_clock::now()), last_(start_) {}
+      tty_(isatty(STDERR_FILENO)), observer_(std::move(observer)),
+      start_(std::chrono::steady_clock::now()), last_(start_) {}
 
 void Progress::update(size_t tensorsDone, uint64_t bytesDone) {
+  if (observer_)
+    observer_(tensorsDone, totalTensors_, bytesDone);
   if (quiet_)
     return;
   auto now = std::chrono::steady_clock::now();

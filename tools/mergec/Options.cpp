@@ -4,6 +4,7 @@
 #include "mergec/Runtime/RunOptionsParser.h"
 #include "mergec/Runtime/Size.h"
 #include <cctype>
+#include <cstdlib>
 #include <charconv>
 #include <cstring>
 #include <iostream>
@@ -25,6 +26,9 @@ const char *kUsage = R"(usage:
              (--emit= alone lists them)
   mergec import CONFIG.yml [-o FILE] [--model NAME=PATH]...
       a mergekit configuration as a recipe; run and compile take CONFIG.yml too
+  mergec inspect BASE MODEL... [--png FILE] [--json] [--density D] [--threads N]
+                    [--cache-dir DIR | --no-cache]
+      per layer and tensor kind, how the models' task vectors (MODEL - BASE) compare
   mergec --version
 )";
 
@@ -104,6 +108,8 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
     cl.command = Command::Compile;
   else if (command == "import")
     cl.command = Command::Import;
+  else if (command == "inspect")
+    cl.command = Command::Inspect;
   else
     return usageError("unknown command '" + command + "'");
 
@@ -129,6 +135,46 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       return true;
     };
     std::string v;
+    if (cl.command == Command::Inspect) {
+      // inspect's own options; of the run options only those that apply to reading models.
+      if (arg == "--png") {
+        if (!next(v) || v.empty())
+          return usageError("--png needs a file");
+        cl.pngFile = v;
+      } else if (arg == "--json") {
+        if (inlineValue)
+          return usageError(arg + " takes no value");
+        cl.inspectJson = true;
+      } else if (arg == "--density") {
+        char *end = nullptr;
+        if (!next(v) || v.empty())
+          return usageError("--density needs a number in (0, 1]");
+        double d = std::strtod(v.c_str(), &end);
+        if (*end != '\0' || !(d > 0 && d <= 1))
+          return usageError("--density needs a number in (0, 1], not '" + v + "'");
+        cl.inspectDensity = d;
+      } else if (arg == "--threads" || arg == "--quiet" || arg == "--verbose") {
+        std::optional<std::string> optionValue;
+        if (arg == "--threads" ? next(v) : inlineValue)
+          optionValue = arg == "--threads" ? v : value;
+        if (std::string error = rt::applyRunOption(arg, optionValue, cl.run); !error.empty())
+          return usageError(error);
+      } else if (arg == "--cache-dir") {
+        if (!next(v) || v.empty())
+          return usageError("--cache-dir needs a directory");
+        cl.cacheDir = v;
+      } else if (arg == "--no-cache") {
+        cl.noCache = true;
+      } else if (!arg.empty() && arg[0] == '-') {
+        return usageError("inspect takes --png FILE, --json, --density D, --threads N, "
+                          "--cache-dir DIR and --no-cache, not '" + arg + "'");
+      } else if (cl.recipe.empty()) {
+        cl.recipe = arg;
+      } else {
+        cl.inspectModels.push_back(arg);
+      }
+      continue;
+    }
     if (arg == "-o" || arg == "--output") {
       if (!next(v))
         return usageError(arg + " needs a path");
@@ -192,6 +238,10 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
   }
   cl.dtype = cl.run.dtype;
   cl.verbose = cl.run.verbose;
+  if (cl.command == Command::Inspect && cl.inspectModels.empty())
+    return usageError(cl.recipe.empty() ? "inspect needs a base model and at least one fine-tune"
+                                        : "inspect needs at least one fine-tune besides the base "
+                                          "model '" + cl.recipe + "'");
   if (cl.recipe.empty())
     return usageError(cl.command == Command::Import ? "no configuration given" : "no recipe given");
   if (cl.command == Command::Import && !cl.overrides.params.empty())

@@ -39,6 +39,8 @@ void DiagnosticEngine::note(ast::SourceLoc loc, const std::string &message) {
 
 void DiagnosticEngine::emit(const char *severity, ast::SourceLoc loc, const std::string &message) {
   const File &file = files_[loc.file];
+  records_.push_back({severity, file.name, std::max(loc.line, 0), loc.line > 0 ? loc.col : 0,
+                      message});
   if (rt::events().json()) {
     // --json: one event with the position as fields; no source line, no caret.
     rt::events().diagnostic(severity, {file.name, std::max(loc.line, 0), loc.col}, message);

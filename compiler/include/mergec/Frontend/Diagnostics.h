@@ -12,6 +12,14 @@ namespace mergec {
 
 class DiagnosticEngine {
 public:
+  /// One diagnostic as reported, kept for library callers (the Python module's RecipeError).
+  struct Record {
+    std::string severity; ///< "error", "warning" or "note"
+    std::string file;
+    int line = 0, column = 0; ///< from 1; 0: the file as a whole
+    std::string message;
+  };
+
   /// Registers the recipe as file 0.
   DiagnosticEngine(std::string fileName, std::string source, std::ostream &out);
   /// Registers another source (a stdlib file); returns its index for SourceLoc::file.
@@ -24,6 +32,8 @@ public:
   const std::string &fileName(int file = 0) const { return files_[file].name; }
   int fileCount() const { return static_cast<int>(files_.size()); }
   const std::string &source(int file = 0) const { return files_[file].source; }
+  /// Every diagnostic reported so far, in order.
+  const std::vector<Record> &records() const { return records_; }
 
 private:
   struct File {
@@ -34,6 +44,7 @@ private:
   std::vector<File> files_;
   std::ostream &out_;
   unsigned errors_ = 0;
+  std::vector<Record> records_;
 };
 
 } // namespace mergec

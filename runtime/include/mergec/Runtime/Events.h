@@ -34,6 +34,8 @@ public:
   using Sink = std::function<void(const std::string &)>;
   explicit EventStream(Sink sink = {});
 
+  /// Where lines go from now on (a library caller collecting them); empty: stderr.
+  void setSink(Sink sink);
   /// `program` prefixes human messages ("mergec: warning: ..."); `json` selects JSON Lines.
   void configure(std::string program, bool json);
   bool json() const { return json_; }

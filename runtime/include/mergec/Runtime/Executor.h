@@ -8,6 +8,7 @@
 #include "mergec/Runtime/Safetensors.h"
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -188,6 +189,9 @@ struct RunOptions {
   /// its share of the shards into rank 0's temporary output; null (or one rank): this process
   /// does everything. Not owned.
   Communicator *comm = nullptr;
+  /// Told each tensor done (tensors done, total, bytes read), in order, on the thread running
+  /// the merge; may throw to stop it (the unfinished output is then removed).
+  std::function<void(size_t, size_t, uint64_t)> onProgress;
 };
 
 /// A validated merge: every output tensor, the rule it uses and the input tensors it reads.
@@ -267,6 +271,13 @@ std::vector<const TensorInfo *> itemFileTensors(const MergePlan::Item &item);
 /// Every file the plan reads (model directories, indexes, shards, adapter files, resolved
 /// through links), for OutputDirectory::protect.
 std::vector<ProtectedInput> planInputs(const MergePlan &plan);
+
+/// An analysis run: streams every computed tensor of the plan (in plan order) through its rule's
+/// phases but the map phase, on options.device with options.threads, and hands `onTensor` the
+/// plan item's index and its scalars array (KernelABI.h: context slots, then each phase's
+/// results). Writes nothing. Rules with model-scope phases are refused (RuntimeError).
+void analyzeTensors(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
+                    const std::function<void(size_t, const std::vector<double> &)> &onTensor);
 
 /// Streams every tensor through its kernel into `out` (atomic: its temporary directory is
 /// renamed into place when complete), with the base model's side files and the manifest.

@@ -54,7 +54,7 @@ public:
 private:
   friend void runRule(Device &, const CompiledRule &, const std::vector<const void *> &,
                       void *, const TensorInfo &, float, float, ModelScope *, bool,
-                      const ChunkHook *);
+                      const ChunkHook *, std::vector<double> *);
   struct PhaseState {
     bool final = false, touched = false, needed = false;
     std::vector<double> totals;        ///< Reduce: per reduction, over the tensors so far
@@ -73,9 +73,11 @@ private:
 /// need and adds this tensor to them; no output is written. `afterMap` sees each output chunk.
 /// Without `analysis` and with no `output`, runs every phase but the map: the model-scope
 /// top-k tie quotas move on as the merge of the tensor would move them, nothing is written.
+/// `scalars`, when given, receives the tensor's scalars array once the phases ran (KernelABI.h:
+/// the context slots, then each phase's results): what an analysis run reads.
 void runRule(Device &device, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
              ModelScope *scope = nullptr, bool analysis = false,
-             const ChunkHook *afterMap = nullptr);
+             const ChunkHook *afterMap = nullptr, std::vector<double> *scalars = nullptr);
 
 } // namespace mergec::rt
