@@ -250,8 +250,23 @@ ordered_json mergec::inspectModels(const CommandLine &cl, const std::vector<std:
   KernelJIT jit(*c.module, jitOptions);
   rt::RunOptions options = cl.run;
   options.dtype = rt::DType::F32; // no output is written; f32 keeps every input's dtype computable
-  rt::MergePlan plan = rt::planMerge(modelSpecs(*c.program), c.program->outputModel,
-                                     ruleSpecs(*c.program), jit, options);
+  // The runtime's messages name the recipe's models (m1, m2, ...): name them as the user does.
+  auto withUserNames = [&](const rt::RuntimeError &e) {
+    std::string message = e.what();
+    for (size_t m = models; m > 0; --m) {
+      std::string internal = "'m" + std::to_string(m) + "'";
+      for (size_t at; (at = message.find(internal)) != std::string::npos;)
+        message.replace(at, internal.size(), "'" + names[m - 1] + "'");
+    }
+    return rt::RuntimeError(message, e.file(), e.tensor());
+  };
+  rt::MergePlan plan;
+  try {
+    plan = rt::planMerge(modelSpecs(*c.program), c.program->outputModel, ruleSpecs(*c.program),
+                         jit, options);
+  } catch (const rt::RuntimeError &e) {
+    throw withUserNames(e);
+  }
   // planMerge checks each fine-tune has every base tensor in its shape; a tensor only a
   // fine-tune has would be left out of the comparison silently.
   const rt::Checkpoint &base = *plan.checkpoints[0];
@@ -265,13 +280,17 @@ ordered_json mergec::inspectModels(const CommandLine &cl, const std::vector<std:
                                t->file ? t->file->path() : "", t->name);
 
   std::vector<Sums> perTensor(plan.items.size());
-  rt::analyzeTensors(plan, jit, options, [&](size_t i, const std::vector<double> &scalars) {
-    Sums &sums = perTensor[i];
-    for (int64_t slot : slots)
-      sums.values.push_back(scalars.at(static_cast<size_t>(slot)));
-    sums.numel = static_cast<uint64_t>(plan.items[i].base->numel());
-    sums.tensors = 1;
-  });
+  try {
+    rt::analyzeTensors(plan, jit, options, [&](size_t i, const std::vector<double> &scalars) {
+      Sums &sums = perTensor[i];
+      for (int64_t slot : slots)
+        sums.values.push_back(scalars.at(static_cast<size_t>(slot)));
+      sums.numel = static_cast<uint64_t>(plan.items[i].base->numel());
+      sums.tensors = 1;
+    });
+  } catch (const rt::RuntimeError &e) {
+    throw withUserNames(e);
+  }
 
   ordered_json report = ordered_json::object();
   report["base"] = cl.recipe;
