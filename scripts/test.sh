@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: GoogleTest (runtime) and lit (frontend, dialect, passes, lowering, end to end).
+# Runs every test: GoogleTest (runtime), lit (frontend, dialect, passes, lowering, end to end)
+# and pytest (the Python module; scripts/test-python.sh).
 # Usage: scripts/test.sh [--sanitize] [lit args...]     e.g. scripts/test.sh --filter e2e
 #   --sanitize  builds build-asan/ with ASan+UBSan (clang-22) and runs the same tests with it.
 set -uo pipefail
@@ -67,6 +68,20 @@ run_suite "unit tests (GoogleTest)" \
 run_suite "lit tests (frontend, dialect, passes, lowering, end to end)" \
   's/^ *Passed *: *\([0-9]*\).*/\1/p' 's/^ *Failed *: *\([0-9]*\).*/\1/p' \
   "$lit" -sv "$build/tests" "$@"
+
+# The Python module (pip install . into a virtual environment under the build directory). Not
+# under --sanitize: pip builds the module without the sanitizers.
+if [ "$build" = "$root/build-asan" ]; then
+  echo "== Python module (pytest) =="
+  echo "python: SKIPPED: the sanitizer run does not build the Python module"
+elif [ $# -gt 0 ]; then
+  echo "== Python module (pytest) =="
+  echo "python: not run with lit arguments (scripts/test-python.sh runs it alone)"
+else
+  run_suite "Python module (pytest)" \
+    's/.* \([0-9]*\) passed.*/\1/p' 's/.* \([0-9]*\) failed.*/\1/p' \
+    "$root/scripts/test-python.sh" "$build"
+fi
 
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1789,6 +1789,8 @@ void analyzeTensors(MergePlan &plan, KernelSource &kernels, const RunOptions &op
     if (!plan.items[i].copy)
       computed.push_back(i);
   std::vector<double> scalars;
+  size_t done = 0;
+  uint64_t bytes = 0;
   // The same streaming as a model-scope pass (prefetch, release, the GPU's staging): one read
   // of every input, no output.
   streamItems(plan, *device, computed, [&](size_t i, const std::vector<const void *> &inputs) {
@@ -1800,6 +1802,10 @@ void analyzeTensors(MergePlan &plan, KernelSource &kernels, const RunOptions &op
     runRule(*device, compiled, inputs, nullptr, *item.base, static_cast<float>(item.layer),
             static_cast<float>(plan.numLayers), nullptr, /*analysis=*/false, nullptr, &scalars);
     onTensor(i, scalars);
+    for (const TensorInfo *t : item.inputs)
+      bytes += t->nbytes;
+    if (options.onProgress)
+      options.onProgress(++done, computed.size(), bytes);
   });
 }
 

@@ -275,7 +275,8 @@ std::vector<ProtectedInput> planInputs(const MergePlan &plan);
 /// An analysis run: streams every computed tensor of the plan (in plan order) through its rule's
 /// phases but the map phase, on options.device with options.threads, and hands `onTensor` the
 /// plan item's index and its scalars array (KernelABI.h: context slots, then each phase's
-/// results). Writes nothing. Rules with model-scope phases are refused (RuntimeError).
+/// results), then options.onProgress when set. Writes nothing. Rules with model-scope phases are
+/// refused (RuntimeError).
 void analyzeTensors(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
                     const std::function<void(size_t, const std::vector<double> &)> &onTensor);
 
