@@ -51,7 +51,7 @@ if [ ! -f "$stamp" ] || [ -n "$(find "${sources[@]}" -newer "$stamp" -print -qui
   fi
   log=$build/python-install.log
   if ! CMAKE_ARGS="${launcher[*]}" "${pip[@]}" install --no-build-isolation --no-deps \
-      -C "build-dir=$build/python-build" "$root" > "$log" 2>&1; then
+      --config-settings="build-dir=$build/python-build" "$root" > "$log" 2>&1; then
     tail -40 "$log"
     echo "python: FAILED: pip install . (log: $log)"
     exit 1
