@@ -19,6 +19,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <dlfcn.h>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -337,6 +338,11 @@ std::string inspect(const std::string &base, const std::vector<std::string> &pat
 
 PYBIND11_MODULE(_mergec, m) {
   m.doc() = "mergec's compiler and runtime (use the mergec package, not this module)";
+  // Python loads extensions RTLD_LOCAL; the JIT links kernels against the process's symbols
+  // (mergec_la_* for linear algebra), so this module's own symbols must be global.
+  Dl_info self;
+  if (::dladdr(reinterpret_cast<void *>(&modelNames), &self) && self.dli_fname)
+    ::dlopen(self.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL);
   m.attr("version") = MERGEC_VERSION;
   m.def("run", &run, py::arg("recipe"), py::arg("text"), py::arg("output"), py::arg("models"),
         py::arg("params"), py::arg("dtype"), py::arg("threads"), py::arg("force"),

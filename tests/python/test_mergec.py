@@ -189,3 +189,19 @@ def test_inspect_matches_numpy(checkpoints, tmp_path):
         mergec.inspect(checkpoints["base"], [])
     with pytest.raises(mergec.InputError):
         mergec.inspect(checkpoints["base"], [str(tmp_path / "missing")])
+
+
+def test_linear_algebra_links_from_the_module(checkpoints, tmp_path):
+    """A kernel with a matrix phase calls the runtime's mergec_la_* by symbol: the module must
+    make them visible to the JIT as the mergec executable does."""
+    text = ('model base = "{base}"\nmodel a = "{a}"\nmerge {{\n'
+            '  "*.mlp.up_proj.weight" => base + lowrank(tv(a), 4)\n  _ => base\n}}\n').format(**checkpoints)
+    mergec.run(text, tmp_path / "m", dtype="f32")
+    got = st.read_model(str(tmp_path / "m"))
+    v = checkpoints["values"]
+    name = "model.layers.1.mlp.up_proj.weight"
+    t = (v["a"][name] - v["base"][name]).astype(np.float64)
+    u, s, vt = np.linalg.svd(t, full_matrices=False)
+    want = v["base"][name] + (u[:, :4] * s[:4]) @ vt[:4]
+    err = np.linalg.norm(got[name][1] - want) / np.linalg.norm(want - v["base"][name])
+    assert err < 1e-4, err
