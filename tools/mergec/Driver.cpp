@@ -480,10 +480,10 @@ int mergec::runMerge(const CommandLine &cl, Compilation &c,
     }
     if (leader)
       rt::reportDone(stats, options);
-    if (statsOut)
-      *statsOut = stats;
     else if (std::string warning = rt::nonFiniteWarning(stats); !warning.empty())
       rt::events().warning(rt::rankPrefix(comm) + warning);
+    if (statsOut)
+      *statsOut = stats;
   } catch (...) {
     if (!comm)
       throw;
