@@ -1791,9 +1791,11 @@ void analyzeTensors(MergePlan &plan, KernelSource &kernels, const RunOptions &op
   std::vector<double> scalars;
   size_t done = 0;
   uint64_t bytes = 0;
-  // The same streaming as a model-scope pass (prefetch, release, the GPU's staging): one read
-  // of every input, no output.
-  streamItems(plan, *device, computed, [&](size_t i, const std::vector<const void *> &inputs) {
+  LoraDeltas deltas;
+  // The same streaming as a model-scope pass (prefetch, release, the GPU's staging, LoRA
+  // deltas): one read of every input, no output.
+  streamItems(plan, *device, deltas, computed,
+              [&](size_t i, const std::vector<const void *> &inputs) {
     const MergePlan::Item &item = plan.items[i];
     ItemInputs in(item);
     CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
