@@ -29,7 +29,14 @@ fi
 
 [ "${1:-}" = "--no-build" ] && exit 0
 
-cmake -S "$root" -B "$root/build" -G Ninja \
+# ccache when there is one (not required): paths relative to the checkout in its keys, so
+# another clone on this machine reuses what this one compiled.
+launcher=()
+if command -v ccache > /dev/null; then
+  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+  export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=true
+fi
+cmake -S "$root" -B "$root/build" -G Ninja "${launcher[@]}" \
   -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
   -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \

@@ -50,7 +50,10 @@ if [ ! -f "$stamp" ] || [ -n "$(find "${sources[@]}" -newer "$stamp" -print -qui
     launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
   fi
   log=$build/python-install.log
-  if ! CMAKE_ARGS="${launcher[*]}" "${pip[@]}" install --no-build-isolation --no-deps \
+  # Paths relative to the checkout in ccache's keys: another clone on this machine (CI's) reuses
+  # what this one compiled.
+  if ! CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=true CMAKE_ARGS="${launcher[*]}" \
+      "${pip[@]}" install --no-build-isolation --no-deps \
       --config-settings="build-dir=$build/python-build" "$root" > "$log" 2>&1; then
     tail -40 "$log"
     echo "python: FAILED: pip install . (log: $log)"

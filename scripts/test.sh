@@ -16,7 +16,12 @@ if [ "${1:-}" = "--sanitize" ]; then
   # starts a page faults on the read.
   sanitize="-fsanitize=address,undefined -fno-sanitize=function"
   if [ ! -f "$build/build.ninja" ]; then
-    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    launcher=()
+    if command -v ccache > /dev/null; then # as setup.sh: reused across clones on this machine
+      launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+      export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=true
+    fi
+    cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" \
       -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
       -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
       -DCMAKE_CXX_FLAGS="$sanitize -fno-sanitize-recover=all -fno-omit-frame-pointer" \
