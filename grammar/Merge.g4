@@ -2,7 +2,7 @@
 grammar Merge;
 
 recipe      : decl* EOF ;
-decl        : modelDecl | loraDecl | paramDecl | defDecl | mergeDecl ;
+decl        : modelDecl | loraDecl | paramDecl | defDecl | mergeDecl | layersDecl ;
 modelDecl   : 'model' IDENT '=' STRING ;
 // `on` is a word, not a keyword (names like `on` stay usable): ASTBuilder checks it.
 loraDecl    : 'lora' name=IDENT '=' STRING onWord=IDENT target=IDENT ;
@@ -15,6 +15,11 @@ mergeDecl   : 'merge' '{' mergeRule* '}'      # ruleBlock
             | 'merge' expr               # singleRule
             ;
 mergeRule   : (patterns | '_') '=>' expr ;
+// The output's layers as slices of source layers: `layers [a[0:24], b[20:40]]`; a slice in
+// parentheses names several sources of one length, which the rules merge.
+layersDecl  : 'layers' '[' layerSlice (',' layerSlice)* ']' ;
+layerSlice  : layerSource | '(' layerSource (',' layerSource)* ')' ;
+layerSource : IDENT '[' start=signedNumber ':' end=signedNumber ']' ;
 patterns    : STRING ('|' STRING)* ;
 
 // Alternatives listed first bind tighter: unary minus, then * / @, then + -, then

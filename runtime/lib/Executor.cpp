@@ -82,13 +82,99 @@ std::string describe(const ModelSpec &model, const TensorInfo &t) {
   return "model '" + model.name + "' (" + t.file->path() + ")";
 }
 
+/// One output tensor as planned: its name, shape and dtype, the model it comes from and, with
+/// `layers`, its output layer (-1 outside the layers and without them).
+struct OutputTensor {
+  const TensorInfo *tensor;
+  size_t model;
+  int layer;
+};
+
+/// The output's tensors in order. Without layers, the output model's. With them, its tensors
+/// outside the layers, and where its first layer tensor was, every output layer's: the tensors
+/// of the layer its slice's first source gives, in that model's order, renamed for the output
+/// layer (into plan.layerTensors). A source range past its model's layers is a problem.
+template <typename Problem>
+std::vector<OutputTensor> outputTensors(MergePlan &plan, const std::map<std::string, size_t> &index,
+                                        const std::vector<LayerOrigin> &origins,
+                                        Problem problem) {
+  const Checkpoint &out = *plan.checkpoints[plan.outputModel];
+  std::vector<OutputTensor> outputs;
+  if (plan.layers.empty()) {
+    for (const TensorInfo *t : out.tensors())
+      outputs.push_back({t, plan.outputModel, -1});
+    return outputs;
+  }
+  // Each source model's tensors by layer, and its layer count, once.
+  std::map<size_t, std::vector<std::vector<const TensorInfo *>>> byLayer;
+  std::map<size_t, int> counts;
+  for (const LayerSlice &slice : plan.layers)
+    for (const LayerSlice::Source &source : slice.sources) {
+      size_t m = index.at(source.model);
+      const Checkpoint &model = *plan.checkpoints[m];
+      if (!counts.count(m)) {
+        std::vector<std::string> ignored; // the range check below says what matters
+        counts[m] = countLayers(model, plan.models[m].name, false, ignored);
+        auto &layers = byLayer[m];
+        for (const TensorInfo *t : model.tensors())
+          if (int l = layerIndex(t->name); l >= 0) {
+            if (static_cast<size_t>(l) >= layers.size())
+              layers.resize(l + 1);
+            layers[l].push_back(t);
+          }
+      }
+      if (source.end > counts[m])
+        problem("layers: " + source.model + "[" + std::to_string(source.begin) + ":" +
+                    std::to_string(source.end) + "] is past the layers of model '" +
+                    source.model + "' (" + plan.models[m].path + "), which has " +
+                    std::to_string(counts[m]) + " (layers 0 to " +
+                    std::to_string(counts[m] - 1) + ")",
+                nullptr);
+    }
+  auto addLayers = [&] {
+    for (size_t L = 0; L < origins.size(); ++L) {
+      const LayerSlice::Source &first = plan.layers[origins[L].slice].sources.front();
+      size_t m = index.at(first.model);
+      int layer = first.begin + origins[L].offset;
+      const auto &layers = byLayer[m];
+      if (static_cast<size_t>(layer) >= layers.size() || layers[layer].empty()) {
+        if (layer < counts[m]) // past the count: reported above
+          problem("layers: output layer " + std::to_string(L) + " is layer " +
+                      std::to_string(layer) + " of model '" + first.model + "' (" +
+                      plan.models[m].path + "), which has no tensor of that layer",
+                  nullptr);
+        continue;
+      }
+      for (const TensorInfo *t : layers[layer]) {
+        TensorInfo &renamed = plan.layerTensors.emplace_back(*t);
+        renamed.name = *withLayerIndex(t->name, static_cast<int>(L));
+        outputs.push_back({&renamed, m, static_cast<int>(L)});
+      }
+    }
+  };
+  bool added = false;
+  for (const TensorInfo *t : out.tensors()) {
+    if (layerIndex(t->name) < 0) {
+      outputs.push_back({t, plan.outputModel, -1});
+      continue;
+    }
+    if (!added)
+      addLayers();
+    added = true;
+  }
+  if (!added) // an output model without layer tensors: the layers follow its tensors
+    addLayers();
+  return outputs;
+}
+
 } // namespace
 
 MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &outputModel,
                     const std::vector<RuleSpec> &rules, KernelSource &kernels,
-                    const RunOptions &options) {
+                    const RunOptions &options, const std::vector<LayerSlice> &layers) {
   MergePlan plan;
   plan.models = models;
+  plan.layers = layers;
   std::map<std::string, size_t> index;
   for (size_t i = 0; i < models.size(); ++i) {
     index[models[i].name] = i;
@@ -141,8 +227,11 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
                            m.path, "");
   bool readsNumLayers = std::any_of(rules.begin(), rules.end(),
                                     [](const RuleSpec &r) { return r.readsNumLayers; });
-  plan.numLayers =
-      countLayers(out, models[plan.outputModel].name, readsNumLayers, plan.warnings);
+  // With layers, num_layers is the output's count, not the output model's: no warning about
+  // the latter's config.
+  plan.outputModelLayers = countLayers(out, models[plan.outputModel].name,
+                                       readsNumLayers && layers.empty(), plan.warnings);
+  plan.numLayers = plan.outputModelLayers;
 
   std::vector<std::vector<std::string>> ruleInputs;
   for (size_t r = 0; r < rules.size(); ++r)
@@ -169,8 +258,21 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
   // not their wildcards, nor the tensors: past ~6 s of matching, the patterns are refused.
   constexpr uint64_t kMaxGlobSteps = 1'000'000'000;
   uint64_t globSteps = 0;
-  for (const TensorInfo *t : out.tensors()) {
+  std::vector<LayerOrigin> origins = layerOrigins(layers);
+  std::vector<OutputTensor> outputs =
+      outputTensors(plan, index, origins, [&](std::string message, const TensorInfo *t) {
+        if (problems.empty())
+          firstTensor = t ? t->name : "";
+        problems.push_back(std::move(message));
+      });
+  if (!layers.empty())
+    plan.numLayers = static_cast<int>(origins.size());
+  for (const OutputTensor &output : outputs) {
+    const TensorInfo *t = output.tensor;
     current = t;
+    const LayerOrigin *origin = output.layer >= 0 && !layers.empty() ? &origins[output.layer]
+                                                                     : nullptr;
+    const LayerSlice *slice = origin ? &layers[origin->slice] : nullptr;
     if (globSteps > kMaxGlobSteps)
       throw RuntimeError("matching the merge block's patterns against the " +
                          std::to_string(out.tensors().size()) + " tensors of model '" +
@@ -189,7 +291,7 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
         chosen = r;
     }
     if (!chosen) {
-      problem("tensor '" + t->name + "' of " + describe(models[plan.outputModel], *t) +
+      problem("tensor '" + t->name + "' of " + describe(models[output.model], *t) +
               " matches no rule (add `_ => " + models[plan.outputModel].name +
               "` to copy the tensors no rule names)");
       continue;
@@ -197,7 +299,7 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     MergePlan::Item item;
     item.base = t;
     item.rule = *chosen;
-    item.layer = layerIndex(t->name);
+    item.layer = origin ? output.layer : layerIndex(t->name);
     item.outDType = t->dtype;
     if (options.dtype && isComputeDType(t->dtype))
       item.outDType = *options.dtype;
@@ -205,38 +307,57 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     if (options.emitLora.rank && isComputeDType(t->dtype))
       item.outDType = DType::F32;
     bool complete = true;
+    std::vector<size_t> inputModels;
+    // Whose tensor the output's shape is checked against, for messages.
+    std::string shapeOwner = describe(models[output.model], *t);
     for (const std::string &name : ruleInputs[*chosen]) {
-      size_t m = index.at(name);
+      // `source`: the slice's first source model, outside the layers the output model.
+      size_t m = name != kSourceInput ? index.at(name)
+                 : slice              ? index.at(slice->sources.front().model)
+                                      : plan.outputModel;
+      inputModels.push_back(m);
+      // The name this model's tensor has: the output's, with the layer its range maps to.
+      std::string inName = t->name;
+      std::string mapped; // for messages: "(output layer L reads layer N)"
+      if (slice) {
+        bool lora = models[m].kind == ModelSpec::Kind::Lora;
+        int layer = origin->sourceLayer(*slice, lora ? models[m].on : models[m].name);
+        inName = *withLayerIndex(t->name, layer);
+        mapped = " (output layer " + std::to_string(output.layer) + " reads its layer " +
+                 std::to_string(layer) + ")";
+      }
       if (models[m].kind == ModelSpec::Kind::Lora) {
         // The delta of this tensor: f32, computed when the tensor is merged (or zeros).
         size_t on = index.at(models[m].on);
-        const TensorInfo *own = plan.checkpoints[on]->find(t->name);
+        const TensorInfo *own = plan.checkpoints[on]->find(inName);
         if (!own || own->shape != t->shape) {
           problem("tensor '" + t->name + "': lora '" + name + "' is on model '" + models[on].name +
-                  "' (" + models[on].path + "), which " +
-                  (own ? "has it with shape " + own->shapeString() + ", not " + t->shapeString()
-                       : std::string("has no such tensor")));
+                  "' (" + models[on].path + ")" + mapped + ", which " +
+                  (own ? "has '" + inName + "' with shape " + own->shapeString() + ", not " +
+                             t->shapeString()
+                       : "has no tensor '" + inName + "'"));
           complete = false;
           item.inputs.push_back(nullptr);
           continue;
         }
         TensorInfo &delta = plan.loraTensors.emplace_back();
-        delta.name = t->name;
+        delta.name = inName;
         delta.dtype = DType::F32;
         delta.shape = t->shape;
         delta.nbytes = static_cast<uint64_t>(t->numel()) * sizeof(float);
-        item.loras.push_back({item.inputs.size(), plan.adapters[m]->find(t->name)});
+        item.loras.push_back({item.inputs.size(), plan.adapters[m]->find(inName)});
         item.inputs.push_back(&delta);
         continue;
       }
-      const TensorInfo *in = plan.checkpoints[m]->find(t->name);
+      const TensorInfo *in = plan.checkpoints[m]->find(inName);
       if (!in) {
-        problem("tensor '" + t->name + "': model '" + name + "' (" + models[m].path +
-                ") has no such tensor");
+        problem("tensor '" + t->name + "': model '" + models[m].name + "' (" + models[m].path +
+                ")" + mapped + " has no " +
+                (slice ? "tensor '" + inName + "'" : std::string("such tensor")));
         complete = false;
       } else if (in->shape != t->shape) {
-        problem("tensor '" + t->name + "': shape mismatch: " + describe(models[m], *in) + " has " +
-                in->shapeString() + ", " + describe(models[plan.outputModel], *t) + " has " +
+        problem("tensor '" + t->name + "': shape mismatch: " + describe(models[m], *in) +
+                mapped + " has " + in->shapeString() + ", " + shapeOwner + " has " +
                 t->shapeString());
         complete = false;
       }
@@ -272,7 +393,7 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
       for (size_t k = 0; k < item.inputs.size(); ++k)
         if (!isComputeDType(item.inputs[k]->dtype))
           problem("tensor '" + t->name + "': " +
-                  describe(models[index.at(ruleInputs[*chosen][k])], *item.inputs[k]) +
+                  describe(models[inputModels[k]], *item.inputs[k]) +
                   " stores it as " + dtypeName(item.inputs[k]->dtype) +
                   "; only F32, F16 and BF16 can be computed on");
     }
@@ -1161,6 +1282,21 @@ void writeManifest(const MergePlan &plan, const RunOptions &options, const std::
                       {"files", files}});
   }
   manifest["inputs"] = inputs;
+  if (!plan.layers.empty()) {
+    // The slices as written, and as data: which model's layers make which output layers.
+    nlohmann::ordered_json slices = nlohmann::ordered_json::array();
+    int first = 0;
+    for (const LayerSlice &slice : plan.layers) {
+      nlohmann::ordered_json sources = nlohmann::ordered_json::array();
+      for (const LayerSlice::Source &source : slice.sources)
+        sources.push_back({{"model", source.model}, {"layer_range", {source.begin, source.end}}});
+      slices.push_back({{"output_layers", {first, first + slice.length()}}, {"sources", sources}});
+      first += slice.length();
+    }
+    manifest["layers"] = {{"recipe", describeLayers(plan.layers)},
+                          {"num_layers", plan.numLayers},
+                          {"slices", slices}};
+  }
   manifest["tensors"] = plan.items.size();
   if (!output.is_null())
     manifest["output"] = output; // what the output is when it is not the merged model
@@ -1175,6 +1311,40 @@ void writeManifest(const MergePlan &plan, const RunOptions &options, const std::
   out.close();
   if (!out)
     throw RuntimeError("cannot write " + path);
+}
+
+/// With layers: the output model's config.json with the output's layer count and per-layer
+/// lists (LayerStack.h), each list's entries from the config of the model a layer comes from.
+void writeStackedConfig(const MergePlan &plan, const std::string &dir) {
+  const Checkpoint &base = *plan.checkpoints[plan.outputModel];
+  std::string path = base.directory() + "/config.json";
+  std::optional<std::string> text = detail::readSmallFileIfExists(path, 16u << 20);
+  if (!text)
+    return;
+  std::vector<SourceConfig> sources;
+  for (const LayerSlice &slice : plan.layers) {
+    const std::string &model = slice.sources.front().model;
+    if (std::any_of(sources.begin(), sources.end(),
+                    [&](const SourceConfig &c) { return c.model == model; }))
+      continue;
+    for (size_t m = 0; m < plan.models.size(); ++m)
+      if (plan.models[m].name == model && plan.checkpoints[m]) {
+        std::string own = plan.checkpoints[m]->directory() + "/config.json";
+        if (auto ownText = detail::readSmallFileIfExists(own, 16u << 20))
+          sources.push_back({model, own, *ownText});
+      }
+  }
+  std::vector<std::string> warnings;
+  std::string config = stackedConfig(*text, path, plan.outputModelLayers, plan.numLayers,
+                                     layerOrigins(plan.layers), plan.layers, sources, warnings);
+  for (const std::string &warning : warnings)
+    events().warning(warning);
+  std::string to = dir + "/config.json";
+  std::ofstream out(to, std::ios::binary);
+  out << config;
+  out.close();
+  if (!out)
+    throw RuntimeError("cannot write " + to);
 }
 
 /// What the output depends on besides the code: the journal's header (Journal.h). A resume
@@ -1193,6 +1363,8 @@ nlohmann::json journalHeader(const MergePlan &plan, const std::vector<OutputTens
   header["shard_size"] = options.shardSize;
   header["device"] = deviceName(options.device);
   header["num_layers"] = plan.numLayers;
+  if (!plan.layers.empty()) // the same names can come from other layers
+    header["layers"] = describeLayers(plan.layers);
   nlohmann::json inputs = nlohmann::json::array();
   for (const auto &checkpoint : plan.checkpoints)
     if (checkpoint)
@@ -1724,6 +1896,10 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   }
   const Checkpoint &base = *plan.checkpoints[plan.outputModel];
   for (const std::string &name : kSideFiles) {
+    if (name == "config.json" && !plan.layers.empty()) {
+      writeStackedConfig(plan, outDir.tempPath());
+      continue;
+    }
     std::string warning;
     if (copySideFile(base.directory(), outDir.tempPath(), name, warning) ==
         SideFileResult::Skipped)

@@ -287,8 +287,12 @@ int run(int argc, char **argv) {
   rt::checkDevice(options); // no GPU: stop before the output directory exists
   rt::OutputDirectory out(options.output, options.force, inputs, options.resume);
   TableKernelSource kernels(program, options.provenance.params);
-  rt::MergePlan plan =
-      rt::planMerge(models, program.at("output_model").get<std::string>(), rules, kernels, options);
+  // Empty without a `layers` declaration: the output has the output model's layers.
+  std::vector<rt::LayerSlice> layers;
+  if (auto l = program.find("layers"); l != program.end())
+    layers = rt::layersFromJson(*l);
+  rt::MergePlan plan = rt::planMerge(models, program.at("output_model").get<std::string>(), rules,
+                                     kernels, options, layers);
   out.protect(rt::planInputs(plan));
   for (const std::string &warning : plan.warnings)
     rt::events().warning(warning);

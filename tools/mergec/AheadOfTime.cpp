@@ -54,8 +54,9 @@ aheadOfTimeSignatures(const sema::Program &program, KernelJIT &jit, bool verbose
   // copies: every tensor's signature is collected).
   try {
     rt::RunOptions options;
-    rt::MergePlan plan = rt::planMerge(modelSpecs(program), program.outputModel,
-                                       ruleSpecs(program, /*withCopies=*/false), jit, options);
+    rt::MergePlan plan =
+        rt::planMerge(modelSpecs(program), program.outputModel,
+                      ruleSpecs(program, /*withCopies=*/false), jit, options, program.layers);
     for (const auto &item : plan.items) {
       std::vector<rt::DType> inputs;
       for (const rt::TensorInfo *t : item.inputs)
@@ -111,6 +112,7 @@ nlohmann::json aheadOfTimeProgram(const sema::Program &program, KernelJIT &jit,
           {"params", provenance.params},
           {"methods", provenance.methods},
           {"fixed_params", program.fixedParams},
+          {"layers", rt::layersToJson(program.layers)},
           {"rules", rules}};
 }
 

@@ -457,7 +457,7 @@ int mergec::runMerge(const CommandLine &cl, Compilation &c,
     }
     KernelJIT jit(*c.module, jitOptions(cl, c));
     rt::MergePlan plan =
-        rt::planMerge(models, program.outputModel, rules, jit, options);
+        rt::planMerge(models, program.outputModel, rules, jit, options, program.layers);
     out->protect(rt::planInputs(plan));
     if (leader)
       for (const std::string &warning : plan.warnings)

@@ -90,6 +90,16 @@ std::string mergec::ast::dump(const Recipe &recipe) {
     d.line(2, "Body");
     d.expr(def.body.get(), 3);
   }
+  for (auto &l : recipe.layers) {
+    d.line(1, "Layers" + at(l.loc));
+    for (auto &slice : l.slices) {
+      std::string sources;
+      for (auto &s : slice.sources)
+        sources += (sources.empty() ? "" : ", ") + s.model + "[" + number(s.start) + ":" +
+                   number(s.end) + "]";
+      d.line(2, "Slice " + sources + at(slice.loc));
+    }
+  }
   for (auto &m : recipe.merges) {
     d.line(1, std::string(m.singleRule ? "Merge single-rule" : "Merge") + at(m.loc));
     for (auto &r : m.rules) {

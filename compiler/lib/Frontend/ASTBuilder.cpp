@@ -164,9 +164,7 @@ public:
                               at(l->STRING()->getSymbol()), l->target->getText(),
                               at(l->target)});
     } else if (auto *p = ctx->paramDecl()) {
-      double value = number(p->signedNumber()->NUMBER());
-      if (p->signedNumber()->getStart()->getText() == "-")
-        value = -value;
+      double value = signedValue(p->signedNumber());
       recipe.params.push_back({at(p), p->IDENT()->getText(), value, at(p->signedNumber())});
     } else if (auto *d = ctx->defDecl()) {
       DefDecl def;
@@ -183,9 +181,29 @@ public:
       }
       def.body = expr(d->expr());
       recipe.defs.push_back(std::move(def));
+    } else if (auto *l = ctx->layersDecl()) {
+      recipe.layers.push_back(layers(l));
     } else {
       recipe.merges.push_back(merge(ctx->mergeDecl()));
     }
+  }
+
+  LayersDecl layers(MergeParser::LayersDeclContext *ctx) {
+    LayersDecl decl{at(ctx), {}};
+    for (auto *sliceCtx : ctx->layerSlice()) {
+      LayerSlice slice{at(sliceCtx), {}};
+      for (auto *src : sliceCtx->layerSource())
+        slice.sources.push_back({at(src), src->IDENT()->getText(), at(src->IDENT()->getSymbol()),
+                                 signedValue(src->start), signedValue(src->end), at(src->start),
+                                 at(src->end)});
+      decl.slices.push_back(std::move(slice));
+    }
+    return decl;
+  }
+
+  static double signedValue(MergeParser::SignedNumberContext *ctx) {
+    double value = number(ctx->NUMBER());
+    return ctx->getStart()->getText() == "-" ? -value : value;
   }
 
   /// A NUMBER token's value (the lexer only makes tokens parseNumber accepts).

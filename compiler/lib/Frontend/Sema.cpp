@@ -111,8 +111,10 @@ const std::map<std::string, Node::Op> kListReductions = {
     {"min", Node::Op::Min}, {"median", Node::Op::Median}, {"variance", Node::Op::Variance}};
 const std::map<std::string, std::string> kComparisons = {
     {"<", "lt"}, {">", "gt"}, {"<=", "le"}, {">=", "ge"}, {"==", "eq"}, {"!=", "ne"}};
+// `source` is reserved like `layer`: stdlib's passthrough() reads it from a def body, where a
+// model of that name would otherwise shadow it.
 const std::set<std::string> kContextNames = {"layer", "num_layers", "cols", "numel",
-                                             "true", "false", "inf"};
+                                             "true", "false", "inf", "source"};
 
 /// What a checked parameter accepts. A def declares one as `name: kind` (every numeric option
 /// of the stdlib methods does), and the builtins check their settings with the same kinds, so
@@ -557,6 +559,8 @@ private:
       p.loc = n->loc();
       return Value{add(std::move(p))};
     }
+    if (n->name == "source")
+      return Value{input(std::string(rt::kSourceInput), n->loc())};
     if (n->name == "inf")
       return Value{constant(std::numeric_limits<double>::infinity(), n->loc())};
     if (n->name == "true" || n->name == "false")
@@ -1765,6 +1769,77 @@ SourceLoc startOf(const ast::Expr *e) {
   return e->loc();
 }
 
+/// The `layers` declaration: each source a declared model (not a lora) with an integer range
+/// begin < end, the sources of a slice of one length and each named once. Reports every problem.
+bool checkLayers(const ast::Recipe &recipe, Program &program, DiagnosticEngine &diags) {
+  if (recipe.layers.empty())
+    return true;
+  if (recipe.layers.size() > 1) {
+    diags.error(recipe.layers[1].loc, "only one 'layers' declaration is allowed");
+    diags.note(recipe.layers[0].loc, "the first one is here");
+    return false;
+  }
+  // Past 8 digits a layer index is no longer one layerIndex reads from a tensor name.
+  constexpr double kMaxLayer = 1e8;
+  unsigned errors = diags.errorCount();
+  auto bound = [&](double value, SourceLoc loc, const char *what) -> std::optional<int> {
+    if (value != std::floor(value) || value < 0 || value >= kMaxLayer) {
+      diags.error(loc, std::string("a layer range's ") + what +
+                           " must be an integer in [0, 100000000), got " +
+                           formatNumber(value));
+      return std::nullopt;
+    }
+    return static_cast<int>(value);
+  };
+  for (const ast::LayerSlice &slice : recipe.layers[0].slices) {
+    rt::LayerSlice checked;
+    for (const ast::LayerSource &source : slice.sources) {
+      const Model *model = program.findModel(source.model);
+      if (!model) {
+        diags.error(source.modelLoc, "unknown model '" + source.model + "' in 'layers'");
+        continue;
+      }
+      if (model->lora) {
+        diags.error(source.modelLoc, "'" + source.model + "' is a lora; a layer slice takes a "
+                                     "model's layers (the rules can apply the adapter: `" +
+                                     source.model + "` or `tv(" + source.model + ")`)");
+        continue;
+      }
+      auto begin = bound(source.start, source.startLoc, "start");
+      auto end = bound(source.end, source.endLoc, "end");
+      if (!begin || !end)
+        continue;
+      if (*begin >= *end) {
+        diags.error(source.loc, "the layer range " + source.model + "[" + std::to_string(*begin) +
+                                    ":" + std::to_string(*end) +
+                                    "] is empty (the start must be below the end)");
+        continue;
+      }
+      for (const rt::LayerSlice::Source &other : checked.sources)
+        if (other.model == source.model) {
+          diags.error(source.modelLoc, "model '" + source.model +
+                                           "' is named twice in one slice (each source of a "
+                                           "slice reads its own model's layers)");
+          break;
+        }
+      if (!checked.sources.empty() && *end - *begin != checked.length()) {
+        const auto &first = checked.sources.front();
+        diags.error(source.loc, "the sources of a slice must be of one length: " + source.model +
+                                    "[" + std::to_string(*begin) + ":" + std::to_string(*end) +
+                                    "] has " + std::to_string(*end - *begin) + " layers, " +
+                                    first.model + "[" + std::to_string(first.begin) + ":" +
+                                    std::to_string(first.end) + "] " +
+                                    std::to_string(checked.length()));
+        continue;
+      }
+      checked.sources.push_back({source.model, *begin, *end});
+    }
+    if (!checked.sources.empty())
+      program.layers.push_back(std::move(checked));
+  }
+  return diags.errorCount() == errors;
+}
+
 std::string resolveModelPath(const std::string &recipeFile, const std::string &path) {
   std::filesystem::path p(path);
   if (p.is_absolute())
@@ -1804,6 +1879,8 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
   }
   const Model *base = program->findModel("base");
   program->outputModel = base && !base->lora ? "base" : recipe.models.front().name;
+  if (!checkLayers(recipe, *program, diags))
+    return nullptr;
 
   if (recipe.merges.empty()) {
     diags.error({}, "the recipe has no 'merge' declaration");

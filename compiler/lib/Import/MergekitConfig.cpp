@@ -513,6 +513,13 @@ struct RuleContext {
   std::map<const Setting *, size_t> branch;
 };
 
+/// One source of a layer stacking slice: models_[model]'s layers [begin, end).
+struct StackSource {
+  size_t model;
+  int begin, end;
+  Loc loc; ///< of its layer_range
+};
+
 class Translator {
 public:
   Translator(std::string path, const ImportOptions &options) : path_(std::move(path)), options_(options) {}
@@ -551,6 +558,13 @@ private:
   void checkParams(const std::map<std::string, std::shared_ptr<Setting>> &params,
                    const std::map<std::string, Loc> &keyLocs, bool perModel, const std::string &where);
   int numLayers(Loc loc, const std::string &why);
+  std::pair<int, int> layerRange(const YAML::Node &range, const std::string &where);
+  void stackSlices(const YAML::Node &slices, const std::vector<StackSource> &firstSlice,
+                   bool passthrough);
+  /// Layer stacking: each slice's sources, the output model's (base) first where it is one;
+  /// empty when the configuration keeps the models' layers.
+  std::vector<std::vector<StackSource>> stack_;
+  int stackLayers_ = 0; ///< the output's layer count with stack_
 };
 
 std::string Translator::recipeName(const std::string &ref, bool isBase) {
@@ -579,7 +593,8 @@ std::string Translator::recipeName(const std::string &ref, bool isBase) {
       "model_stock", "karcher", "nearswap", "geomedian", "gta", "ram", "ramplus_tl",
       "arcee_fusion", "iso_c", "iso_cts", "tsv_merge", "cart", "star", "lora", "let", "in", "layers",
       "svd", "rsvd", "orth", "lowrank", "transpose", "diag", "hcat", "vcat", "cols_of", "rows_of",
-      "rank_of", "cumsum", "highpass", "lowpass", "pick", "fr_merge", "free_merge"};
+      "rank_of", "cumsum", "highpass", "lowpass", "pick", "fr_merge", "free_merge", "source",
+      "passthrough"};
   if (reserved.count(name))
     name += "_model";
   std::string unique = name;
@@ -657,6 +672,143 @@ int Translator::numLayers(Loc loc, const std::string &why) {
     fail(loc, why + ", which needs the number of layers: " + config.string() +
                   " has no num_hidden_layers, n_layer or num_layers");
   return layers;
+}
+
+std::pair<int, int> Translator::layerRange(const YAML::Node &range, const std::string &where) {
+  auto a = range.IsSequence() && range.size() == 2 ? asNumber(range[0]) : std::nullopt;
+  auto b = range.IsSequence() && range.size() == 2 ? asNumber(range[1]) : std::nullopt;
+  if (!a || !b || *a != std::floor(*a) || *b != std::floor(*b) || *a < 0 || *b > 1e8 || *a >= *b)
+    fail(locOf(range), where + ".layer_range must be [first, end] with integers 0 <= first < end");
+  return {int(*a), int(*b)};
+}
+
+/// Several slices, or sources taking some of the models' layers (frankenmerges, depth
+/// up-scaling): `layers [...]`. passthrough takes one source per slice, any model in each; the
+/// other methods merge the same models in every slice (those of slices[0], in its order, with
+/// the same parameters), since one expression serves every slice.
+void Translator::stackSlices(const YAML::Node &slices, const std::vector<StackSource> &firstSlice,
+                             bool passthrough) {
+  // A missing key (an invalid node from a const lookup) and a null value compare as absent.
+  auto dump = [](const YAML::Node &n) {
+    return n.IsDefined() && !n.IsNull() ? YAML::Dump(n) : std::string();
+  };
+  auto ordered = [&](std::vector<StackSource> sources) {
+    // The slice's first source gives the output layers' tensors: the base where it is one.
+    std::stable_partition(sources.begin(), sources.end(), [&](const StackSource &s) {
+      return baseIndex_ >= 0 && s.model == size_t(baseIndex_);
+    });
+    return sources;
+  };
+  for (size_t i = 1; i < firstSlice.size(); ++i)
+    if (firstSlice[i].end - firstSlice[i].begin != firstSlice[0].end - firstSlice[0].begin)
+      fail(firstSlice[i].loc,
+           "slices[0].sources[" + std::to_string(i) + "].layer_range: " +
+               std::to_string(firstSlice[i].end - firstSlice[i].begin) +
+               " layers, the slice's first source has " +
+               std::to_string(firstSlice[0].end - firstSlice[0].begin));
+  for (const StackSource &s : firstSlice)
+    if (!models_[s.model].loraPath.empty())
+      fail(models_[s.model].loc, models_[s.model].where + ": a LoRA reference in a layer "
+                                 "stacking slice is not supported (a slice takes a model's layers)");
+  if (passthrough && firstSlice.size() != 1)
+    fail(locOf(slices[0]), "slices[0]: passthrough takes one source per slice; this one has " +
+                               std::to_string(firstSlice.size()));
+  stack_.push_back(ordered(firstSlice));
+  YAML::Node firstParams = slices[0]["parameters"];
+  for (size_t k = 1; k < slices.size(); ++k) {
+    std::string where = "slices[" + std::to_string(k) + "]";
+    YAML::Node sources;
+    bool hasSources = false;
+    for (auto &[key, v] : entries(slices[k], where)) {
+      if (key.Scalar() == "sources")
+        sources = v, hasSources = true;
+      else if (key.Scalar() == "parameters") {
+        if (dump(v) != dump(firstParams))
+          fail(locOf(key), where + ".parameters differ from slices[0]'s: per-slice parameters "
+                                   "are not supported yet (one expression serves every slice)");
+      } else
+        fail(locOf(key), where + "." + key.Scalar() + " is not supported yet");
+    }
+    if (!hasSources || !sources.IsSequence() || sources.size() == 0)
+      fail(locOf(slices[k]), where + " has no sources");
+    if (passthrough && sources.size() != 1)
+      fail(locOf(sources), where + ": passthrough takes one source per slice; this one has " +
+                               std::to_string(sources.size()));
+    if (!passthrough && sources.size() != firstSlice.size())
+      fail(locOf(sources), where + ".sources: " + std::to_string(sources.size()) +
+                               " models, slices[0] has " + std::to_string(firstSlice.size()) +
+                               ": slices that merge other models than slices[0]'s are not "
+                               "supported yet");
+    std::vector<StackSource> slice;
+    for (size_t i = 0; i < sources.size(); ++i) {
+      std::string at = where + ".sources[" + std::to_string(i) + "]";
+      YAML::Node modelNode, params, range;
+      bool hasModel = false, hasParams = false, hasRange = false;
+      for (auto &[key, v] : entries(sources[i], at)) {
+        if (key.Scalar() == "model")
+          modelNode = v, hasModel = true;
+        else if (key.Scalar() == "parameters")
+          params = v, hasParams = true;
+        else if (key.Scalar() == "layer_range")
+          range = v, hasRange = true;
+        else
+          fail(locOf(key), "unknown key '" + key.Scalar() + "' in " + at);
+      }
+      if (!hasModel)
+        fail(locOf(sources[i]), at + " has no model");
+      if (!hasRange)
+        fail(locOf(sources[i]), at + ".layer_range must be [first, end]");
+      auto [a, b] = layerRange(range, at);
+      std::string ref = asString(modelNode, at + ".model");
+      std::optional<size_t> index;
+      for (size_t m = 0; m < models_.size(); ++m)
+        if (models_[m].ref == ref)
+          index = m;
+      if (passthrough) {
+        if (!dump(params).empty())
+          fail(locOf(params), at + ".parameters: passthrough's scale in a layer stacking slice "
+                                   "is not supported yet");
+        if (!index) {
+          ModelEntry e = resolveModel(modelNode, at + ".model", false);
+          e.where = at;
+          index = models_.size();
+          models_.push_back(std::move(e));
+        }
+      } else {
+        const StackSource &same = firstSlice[i];
+        if (!index || *index != same.model)
+          fail(locOf(modelNode), at + ".model: '" + ref + "' where slices[0] has '" +
+                                     models_[same.model].ref +
+                                     "': slices that merge other models than slices[0]'s (in "
+                                     "its order) are not supported yet");
+        YAML::Node firstSourceParams = slices[0]["sources"][i]["parameters"];
+        if (dump(params) != dump(firstSourceParams))
+          fail(locOf(hasParams ? params : sources[i]),
+               at + ".parameters differ from slices[0]'s: per-slice parameters are not "
+                    "supported yet (one expression serves every slice)");
+      }
+      if (!models_[*index].loraPath.empty())
+        fail(locOf(modelNode), at + ": a LoRA reference in a layer stacking slice is not "
+                                    "supported (a slice takes a model's layers)");
+      if (!slice.empty() && b - a != slice.front().end - slice.front().begin)
+        fail(locOf(range), at + ".layer_range: " + std::to_string(b - a) + " layers, the slice's "
+                               "first source has " +
+                               std::to_string(slice.front().end - slice.front().begin));
+      slice.push_back({*index, a, b, locOf(range)});
+    }
+    stack_.push_back(ordered(slice));
+  }
+  stackLayers_ = 0;
+  for (const auto &slice : stack_)
+    stackLayers_ += slice.front().end - slice.front().begin;
+  std::string text;
+  for (size_t k = 0; k < stack_.size(); ++k)
+    text += std::string(k ? ", " : "") + std::to_string(stack_[k].front().end - stack_[k].front().begin);
+  note("slices: layer stacking: " + std::to_string(stackLayers_) + " output layers (" + text +
+       " by slice) -> `layers [...]`; config.json gets num_hidden_layers = " +
+       std::to_string(stackLayers_) +
+       (passthrough ? "; passthrough -> `merge passthrough()` (each tensor from its slice's source)"
+                    : "; each slice's layers merged by the one expression below"));
 }
 
 std::vector<const Setting *> Translator::chain(const std::string &param, const ModelEntry *model) const {
@@ -970,13 +1122,18 @@ ImportResult Translator::run(const YAML::Node &root) {
   bool hasList = false;
   std::string listWhere = "models";
   std::optional<std::pair<int, Loc>> sliceLayers; // [0, N] that must be every layer
+  // Layer stacking: slices[0]'s sources (as models_ indices, in order) with their ranges; set
+  // when a source takes some layers only (`partial`) or there are several slices.
+  std::vector<StackSource> firstSlice;
+  bool partial = false;
   if (keys.count("models") && keys.count("slices"))
     fail(keyLoc["slices"], "give either models or slices, not both");
   std::map<std::string, Loc> sliceParamLocs;
+  YAML::Node slices;
   if (keys.count("slices")) {
-    YAML::Node slices = keys["slices"];
-    if (!slices.IsSequence() || slices.size() != 1)
-      fail(locOf(slices), "slices: more than one slice (layer stacking) is not supported yet");
+    slices = keys["slices"];
+    if (!slices.IsSequence() || slices.size() == 0)
+      fail(locOf(slices), "slices must be a non-empty list");
     for (auto &[k, v] : entries(slices[0], "slices[0]")) {
       if (k.Scalar() == "sources") {
         list = v;
@@ -1025,11 +1182,12 @@ ImportResult Translator::run(const YAML::Node &root) {
     if (listWhere != "models") {
       if (!hasRange || !range.IsSequence() || range.size() != 2 || !asNumber(range[0]) || !asNumber(range[1]))
         fail(locOf(hasRange ? range : list[i]), where + ".layer_range must be [first, end]");
-      int a = int(*asNumber(range[0])), b = int(*asNumber(range[1]));
+      auto [a, b] = layerRange(range, where);
       if (a != 0 || (sliceLayers && sliceLayers->first != b))
-        fail(locOf(range), where + ".layer_range: slices that take some layers of a model (layer "
-                               "stacking) are not supported yet; every source must span all layers");
-      sliceLayers = {b, locOf(range)};
+        partial = true;
+      if (!sliceLayers)
+        sliceLayers = {b, locOf(range)};
+      firstSlice.push_back({models_.size(), a, b, locOf(range)});
     }
     std::string ref = asString(modelNode, where + ".model");
     bool isBase = baseRef && ref == *baseRef;
@@ -1058,6 +1216,9 @@ ImportResult Translator::run(const YAML::Node &root) {
   }
   for (auto &e : models_)
     e.onIsBase = !e.loraPath.empty() && baseIndex_ >= 0 && e.path == models_[baseIndex_].path;
+  bool passthrough = methodName == "passthrough";
+  if (keys.count("slices") && (slices.size() > 1 || partial))
+    stackSlices(slices, firstSlice, passthrough);
 
   if (keys.count("parameters")) {
     std::map<std::string, Loc> locs;
@@ -1144,7 +1305,8 @@ ImportResult Translator::run(const YAML::Node &root) {
       for (const Setting *s : settings)
         if (hasGradient(s) && !proto.layerExpanded) {
           proto.layerExpanded = true;
-          proto.numLayers = numLayers(s->loc, s->where + ": a gradient of " + p.name);
+          proto.numLayers = stack_.empty() ? numLayers(s->loc, s->where + ": a gradient of " + p.name)
+                                           : stackLayers_;
           note(s->where + ": " + s->yaml + ": " + methodName + " needs " + p.name +
                " known while compiling, so every layer gets its own rule with the values "
                "mergekit interpolates for it (" + std::to_string(proto.numLayers) +
@@ -1152,22 +1314,29 @@ ImportResult Translator::run(const YAML::Node &root) {
                "'); every gradient is evaluated there");
         }
     }
+  if (stack_.size() > 1 && !gradients_.empty())
+    fail(gradients_.front()->loc,
+         gradients_.front()->where + ": a gradient over the layers with several slices is not "
+         "supported yet (mergec's ramp runs over the output's layers, not within each slice)");
   for (const Setting *s : gradients_)
     note(s->where + ": " + (s->kind == Setting::Kind::Conditional ? std::string("its values hold gradients")
                                                                      : s->yaml + " is a gradient") +
          " over the layers (mergekit interpolates at "
          "t = layer / (layers - 1), t = 0 outside the layers): " +
          (proto.layerExpanded ? std::string("its value at each layer's rule") : std::string("ramp(...)")));
-  if (sliceLayers) {
+  if (sliceLayers && stack_.empty()) {
     int layers = proto.layerExpanded ? proto.numLayers
                                      : numLayers(sliceLayers->second, "slices[0]: layer_range [0, " +
                                                                           std::to_string(sliceLayers->first) + "]");
-    if (layers != sliceLayers->first)
-      fail(sliceLayers->second, "slices[0]: layer_range [0, " + std::to_string(sliceLayers->first) +
-                                    "] is not every layer of the models (" + std::to_string(layers) +
-                                    "): layer stacking is not supported yet");
-    note("slices: one slice, every source's layer_range [0, " + std::to_string(layers) +
-         "] spans all layers: the same as models:");
+    if (layers != sliceLayers->first) {
+      // Fewer layers than the models have: a stack of one slice, whose gradients run over it.
+      stackSlices(slices, firstSlice, passthrough);
+      if (proto.layerExpanded)
+        proto.numLayers = stackLayers_;
+    } else {
+      note("slices: one slice, every source's layer_range [0, " + std::to_string(layers) +
+           "] spans all layers: the same as models:");
+    }
   }
 
   // Rules: every combination of layer and filter/value branches, in lexicographic order. A
@@ -1234,7 +1403,7 @@ ImportResult Translator::run(const YAML::Node &root) {
     }
     if (possible) {
       Rule r;
-      r.expr = expression(ctx);
+      r.expr = !stack_.empty() && passthrough ? "passthrough()" : expression(ctx);
       if (auto glob = conjunctionGlob(parts))
         r.patterns.push_back(*glob);
       rules.push_back(r);
@@ -1296,6 +1465,17 @@ ImportResult Translator::run(const YAML::Node &root) {
       out << "model " << on << " = " << recipeString(e.path) << "\n";
     }
     out << "lora " << e.name << " = " << recipeString(e.loraPath) << " on " << on << "\n";
+  }
+  if (!stack_.empty()) {
+    out << "layers [";
+    for (size_t k = 0; k < stack_.size(); ++k) {
+      out << (k ? ", " : "") << (stack_[k].size() > 1 ? "(" : "");
+      for (size_t i = 0; i < stack_[k].size(); ++i)
+        out << (i ? ", " : "") << models_[stack_[k][i].model].name << "[" << stack_[k][i].begin
+            << ":" << stack_[k][i].end << "]";
+      out << (stack_[k].size() > 1 ? ")" : "");
+    }
+    out << "]\n";
   }
   if (merged.size() == 1) {
     out << "merge " << merged[0].expr << "\n";

@@ -165,6 +165,29 @@ struct MergeDecl {
   std::vector<Rule> rules;
 };
 
+/// `m[start:end]` in a `layers` declaration: model m's layers start..end-1 (Python's slice).
+/// The bounds are kept as written (Sema checks they are integers with start < end).
+struct LayerSource {
+  SourceLoc loc;
+  std::string model;
+  SourceLoc modelLoc;
+  double start = 0, end = 0;
+  SourceLoc startLoc, endLoc;
+};
+
+/// One slice of the output's layers: one source, or a parenthesised tuple of sources of one
+/// length whose layers the rules merge.
+struct LayerSlice {
+  SourceLoc loc;
+  std::vector<LayerSource> sources;
+};
+
+/// `layers [SLICE, ...]`: the output's layers, numbered consecutively over the slices.
+struct LayersDecl {
+  SourceLoc loc;
+  std::vector<LayerSlice> slices;
+};
+
 struct Recipe {
   std::string fileName;
   std::vector<ModelDecl> models;
@@ -172,6 +195,7 @@ struct Recipe {
   std::vector<ParamDecl> params;
   std::vector<DefDecl> defs;
   std::vector<MergeDecl> merges;
+  std::vector<LayersDecl> layers; ///< Sema allows at most one
 };
 
 /// Prints the tree in the indented form `mergec compile --emit=ast` shows.

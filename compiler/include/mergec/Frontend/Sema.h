@@ -5,6 +5,7 @@
 #pragma once
 #include "mergec/AST/AST.h"
 #include "mergec/Frontend/Diagnostics.h"
+#include "mergec/Runtime/LayerStack.h"
 #include <deque>
 #include <memory>
 #include <set>
@@ -23,7 +24,8 @@ enum class Kind { Scalar, Tensor, Matrix };
 struct Node {
   enum class Op {
     Constant,  ///< scalar `value`
-    Input,     ///< tensor: model `model`'s tensor with the current name
+    Input,     ///< tensor: model `model`'s tensor with the current name (rt::kSourceInput:
+               ///< the slice's first source's, mapped per tensor by the planner)
     Layer,     ///< scalar: the layer index of the current tensor, or -1
     NumLayers, ///< scalar
     Ramp,      ///< scalar: piecewise linear over the operands (the anchors) at t(layer)
@@ -128,6 +130,10 @@ struct Program {
   /// known while compiling, a checked range): their value is built into the kernels.
   std::set<std::string> fixedParams;
   std::vector<Rule> rules;
+  /// `layers [...]`: the output's layers as slices of the models' layers (checked: declared
+  /// models, integer ranges with begin < end, a slice's sources of one length); empty without
+  /// the declaration. The planner checks the ranges against the models.
+  std::vector<rt::LayerSlice> layers;
   std::deque<Node> nodes; ///< owns every Node (a deque keeps their addresses stable)
 
   const Model *findModel(const std::string &name) const;

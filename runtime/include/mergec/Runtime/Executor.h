@@ -3,6 +3,7 @@
 // read), kernels to call on chunks, and checkpoints to stream.
 #pragma once
 #include "mergec/Runtime/DType.h"
+#include "mergec/Runtime/LayerStack.h"
 #include "mergec/Runtime/LoraAdapter.h"
 #include "mergec/Runtime/OutputDirectory.h"
 #include "mergec/Runtime/Safetensors.h"
@@ -197,7 +198,9 @@ struct RunOptions {
 /// A validated merge: every output tensor, the rule it uses and the input tensors it reads.
 struct MergePlan {
   struct Item {
-    const TensorInfo *base = nullptr; ///< the output model's tensor (name, shape, dtype)
+    /// The output tensor (name, shape, dtype): the output model's, or with `layers` an output
+    /// layer's, named for it (one of layerTensors).
+    const TensorInfo *base = nullptr;
     size_t rule = 0;
     std::vector<const TensorInfo *> inputs; ///< in the kernel's argument order
     DType outDType;
@@ -222,9 +225,17 @@ struct MergePlan {
   std::shared_ptr<const void> zeros;
   std::vector<ModelSpec> models;
   size_t outputModel = 0;
+  /// `layers [...]` (LayerStack.h): empty when the output has the output model's layers.
+  std::vector<LayerSlice> layers;
+  /// With layers: the output layers' tensors, each the slice's first source's tensor renamed
+  /// `model.layers.L.` (shape and dtype as there).
+  std::deque<TensorInfo> layerTensors;
+  /// The output model's own layer count (config.json, else its tensor names): what the per-layer
+  /// lists of its config are as long as.
+  int outputModelLayers = 0;
   std::vector<Item> items;
   std::vector<std::vector<size_t>> patternMatches; ///< per rule, per pattern: tensors matched
-  int numLayers = 0;
+  int numLayers = 0; ///< the output's: with layers, the slices' total length
   uint64_t inputBytes = 0;
   std::vector<std::string> warnings; ///< found while planning; the caller prints them
 };
@@ -232,9 +243,15 @@ struct MergePlan {
 /// Opens the models, assigns each output tensor its rule and checks every input it needs
 /// exists with the output tensor's shape and a computable dtype. Reads headers only.
 /// Throws RuntimeError naming the file and tensor on the first problem.
+/// `layers` (a recipe's `layers [...]`, LayerStack.h): the output's tensors are the output
+/// model's outside the layers, and in place of its layers, for each output layer L the tensors
+/// of the layer its slice's first source gives, renamed `model.layers.L.`; each input of such a
+/// tensor reads the layer its model's range maps L to (the first source's layer for a model the
+/// slice does not name; for a lora, that of the model it is on). Every source range must lie
+/// within its model's layers (config.json, else the tensor names).
 MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &outputModel,
                     const std::vector<RuleSpec> &rules, KernelSource &kernels,
-                    const RunOptions &options);
+                    const RunOptions &options, const std::vector<LayerSlice> &layers = {});
 
 /// The peak resident memory a plan needs: the process itself once every kernel the plan uses is
 /// compiled (this compiles them; the merge then finds them cached), the output buffers (the one
