@@ -63,3 +63,27 @@ elif not shutil.which("mpirun"):
 else:
     config.available_features.add("mpi")
     config.substitutions.append(("%mpirun", shutil.which("mpirun")))
+
+# `transformers`: a Python environment with transformers and torch (the mergekit parity venv,
+# tests/parity/setup_venv.sh: $PARITY_VENV, else .venv-parity in this checkout or, from a git
+# worktree, in the main checkout). `%hf-python` runs it. Elsewhere the tests that load outputs
+# in transformers show as UNSUPPORTED, with this reason.
+def _parity_venvs():
+    if os.environ.get("PARITY_VENV"):
+        yield os.environ["PARITY_VENV"]
+    yield os.path.join(config.mergec_src_root, ".venv-parity")
+    git = os.path.join(config.mergec_src_root, ".git")
+    if os.path.isfile(git):  # a worktree: "gitdir: MAIN/.git/worktrees/NAME"
+        with open(git) as f:
+            gitdir = f.read().strip().partition("gitdir: ")[2]
+        yield os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(gitdir))), ".venv-parity")
+import glob as _glob
+for _venv in _parity_venvs():
+    if _glob.glob(os.path.join(_venv, "lib", "python*", "site-packages", "transformers")) and \
+            _glob.glob(os.path.join(_venv, "lib", "python*", "site-packages", "torch")):
+        config.available_features.add("transformers")
+        config.substitutions.append(("%hf-python", os.path.join(_venv, "bin", "python")))
+        break
+else:
+    lit_config.note("transformers load tests skipped: no .venv-parity with transformers and torch "
+                    "(tests/parity/setup_venv.sh, or PARITY_VENV=DIR)")

@@ -11,6 +11,8 @@ Cases (--case):
   config        per-layer config lists: layer_types sliced from the source models' own configs,
                 an unknown list of num_layers items kept with a warning; the manifest's slices;
                 executables (mergec compile --emit=exe) give the same bytes as mergec run.
+  import        mergekit's orcamini-platy-44layer configuration (in small, hub names mapped with
+                --model) run as YAML: the same bytes as the recipe.
   errors        plan-time errors naming the model file and tensor, nothing at the output path: a
                 range past the model's layers, a mapped layer missing a tensor, a mapped tensor of
                 another shape."""
@@ -263,6 +265,41 @@ def config_case(work):
     print("the executable's output: the same bytes")
 
 
+def import_case(work):
+    mdir = os.path.join(work, "models")
+    models.make_llama(os.path.join(mdir, "orca"), "bf16", seed=1, num_layers=6, **KW)
+    models.make_llama(os.path.join(mdir, "platypus"), "bf16", seed=2, num_layers=6, **KW)
+    config = os.path.join(work, "orcamini-platy.yml")
+    with open(config, "w") as f:
+        f.write("slices:\n"
+                "  - sources:\n"
+                "    - model: psmathur/orca_mini_v3_13b\n"
+                "      layer_range: [0, 4]\n"
+                "  - sources:\n"
+                "    - model: garage-bAInd/Platypus2-13B\n"
+                "      layer_range: [2, 6]\n"
+                "merge_method: passthrough\n")
+    maps = ["--model", "psmathur/orca_mini_v3_13b=" + os.path.join(mdir, "orca"),
+            "--model", "garage-bAInd/Platypus2-13B=" + os.path.join(mdir, "platypus")]
+    r = runner.run_mergec(["import", config] + maps)
+    print([line for line in r.stdout.splitlines() if line.startswith("layers")][0])
+    out_yaml = os.path.join(work, "out-yaml")
+    runner.run_mergec(["run", config, "-o", out_yaml, "--quiet"] + maps)
+    recipe = runner.write_recipe(os.path.join(work, "franken.merge"), """
+        model a = "models/orca"
+        model b = "models/platypus"
+        layers [a[0:4], b[2:6]]
+        merge source
+        """)
+    out = os.path.join(work, "out")
+    runner.run_mergec(["run", recipe, "-o", out, "--quiet"])
+    for f in sorted(os.listdir(out)):
+        if f.endswith(".safetensors") or f == "config.json":
+            same = open(os.path.join(out, f), "rb").read() == open(os.path.join(out_yaml, f), "rb").read()
+            runner.expect(same, "%s differs between the YAML and the recipe" % f)
+    print("the YAML's output: the same bytes as the recipe's")
+
+
 def errors(work):
     mdir = os.path.join(work, "models")
     base = models.make_llama(os.path.join(mdir, "a"), "bf16", seed=1, num_layers=6, **KW)
@@ -295,4 +332,4 @@ def errors(work):
 
 
 runner.main_cases({"frankenmerge": frankenmerge, "upscale": upscale, "merged-slice": merged_slice,
-                   "config": config_case, "errors": errors})
+                   "config": config_case, "import": import_case, "errors": errors})
