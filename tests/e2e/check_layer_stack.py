@@ -289,7 +289,10 @@ def import_case(work):
         model a = "models/orca"
         model b = "models/platypus"
         layers [a[0:4], b[2:6]]
-        merge source
+        merge {
+          "model.norm.weight" | "lm_head.weight" => b   # mergekit: after the layers, the last slice's
+          _ => source
+        }
         """)
     out = os.path.join(work, "out")
     runner.run_mergec(["run", recipe, "-o", out, "--quiet"])
@@ -297,6 +300,9 @@ def import_case(work):
         if f.endswith(".safetensors") or f == "config.json":
             same = open(os.path.join(out, f), "rb").read() == open(os.path.join(out_yaml, f), "rb").read()
             runner.expect(same, "%s differs between the YAML and the recipe" % f)
+    lm_head = st.read_model(out_yaml)["lm_head.weight"][1].tobytes()
+    runner.expect(lm_head == st.read_model(os.path.join(mdir, "platypus"))["lm_head.weight"][1].tobytes(),
+                  "lm_head.weight is not the last slice's model's")
     print("the YAML's output: the same bytes as the recipe's")
 
 

@@ -1431,6 +1431,19 @@ ImportResult Translator::run(const YAML::Node &root) {
   }
   while (merged.size() > 1 && merged[merged.size() - 2].expr == merged.back().expr)
     merged.erase(merged.end() - 2);
+  // mergekit's passthrough takes the tensors after the layers from the last slice's model (and
+  // those before them from the first slice's, the output model here): a rule for those of a
+  // Llama-style checkpoint, when that model is another.
+  if (!stack_.empty() && methodName == "passthrough") {
+    const ModelEntry &output = models_[baseIndex_ >= 0 ? baseIndex_ : 0];
+    const ModelEntry &last = models_[stack_.back().front().model];
+    if (last.name != output.name) {
+      merged.insert(merged.begin(), Rule{{"model.norm.weight", "lm_head.weight"}, last.name});
+      note("the tensors after the layers (the final norm and lm_head, by their Llama-style names) "
+           "come from the last slice's model, as in mergekit: \"model.norm.weight\" | "
+           "\"lm_head.weight\" => " + last.name);
+    }
+  }
 
   // Unused --model mappings are mistakes.
   for (auto &[ref, path] : options_.models)
