@@ -15,11 +15,6 @@ mergeDecl   : 'merge' '{' mergeRule* '}'      # ruleBlock
             | 'merge' expr               # singleRule
             ;
 mergeRule   : (patterns | '_') '=>' expr ;
-// The output's layers as slices of source layers: `layers [a[0:24], b[20:40]]`; a slice in
-// parentheses names several sources of one length, which the rules merge.
-layersDecl  : 'layers' '[' layerSlice (',' layerSlice)* ']' ;
-layerSlice  : layerSource | '(' layerSource (',' layerSource)* ')' ;
-layerSource : IDENT '[' start=signedNumber ':' end=signedNumber ']' ;
 patterns    : STRING ('|' STRING)* ;
 
 // Alternatives listed first bind tighter: unary minus, then * / @, then + -, then
@@ -44,6 +39,12 @@ primary     : NUMBER                                             # numberLit
             | '(' expr ')'                                       # parenExpr
             ;
 argument    : (IDENT '=')? expr ;
+// The output's layers as slices of source layers: `layers [a[0:24], b[20:40]]`; a slice in
+// parentheses names several sources of one length, which the rules merge. Last among the
+// rules, so its literals number after the others (the "expecting {...}" lists keep their order).
+layersDecl  : 'layers' '[' layerSlice (',' layerSlice)* ']' ;
+layerSlice  : layerSource | '(' layerSource (',' layerSource)* ')' ;
+layerSource : IDENT '[' start=signedNumber ':' end=signedNumber ']' ;
 
 NUMBER      : DIGITS ('.' DIGITS?)? EXPONENT? | '.' DIGITS EXPONENT? ;
 IDENT       : [a-zA-Z_] [a-zA-Z0-9_]* ;
