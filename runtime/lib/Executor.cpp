@@ -225,6 +225,12 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
                                "': the recipe's task vectors are not taken against the model "
                                "the adapter would be loaded on",
                            m.path, "");
+  // An adapter keeps the model's layers: a stacked output has other ones.
+  if (options.emitLora.rank && !layers.empty())
+    throw RuntimeError("--emit-lora writes an adapter on the output model '" + outputModel +
+                       "', which keeps its layers; a `layers` declaration (" +
+                       describeLayers(layers) + ") makes an output of other layers: write it "
+                       "as a model (without --emit-lora)");
   bool readsNumLayers = std::any_of(rules.begin(), rules.end(),
                                     [](const RuleSpec &r) { return r.readsNumLayers; });
   // With layers, num_layers is the output's count, not the output model's: no warning about

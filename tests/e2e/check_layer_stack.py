@@ -334,6 +334,13 @@ def errors(work):
         for want in wants:
             runner.expect(want in r.stderr, "%s: %r not in:\n%s" % (name, want, r.stderr))
         runner.assert_no_output(out)
+    # An adapter cannot hold other layers than the output model's.
+    out = os.path.join(work, "out-lora")
+    r = runner.run_mergec(["run", os.path.join(work, "past.merge"), "-o", out, "--quiet",
+                           "--emit-lora", "8"], expect=1, echo=False)
+    print(r.stderr.strip().splitlines()[0])
+    runner.expect("a `layers` declaration (a[0:4], short[2:6])" in r.stderr, r.stderr)
+    runner.assert_no_output(out)
     print("errors name the model and tensor; no output")
 
 
