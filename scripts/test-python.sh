@@ -9,6 +9,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-${MERGEC_BUILD_DIR:-$root/build}}
 shift $(( $# > 0 ? 1 : 0 ))
+build=$(cd "$build" && pwd) # absolute: the tests run from inside it
 venv=$build/python-venv
 stamp=$venv/.mergec-installed
 python=/usr/bin/python3
