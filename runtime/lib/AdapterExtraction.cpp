@@ -33,31 +33,6 @@ std::string moduleOf(const std::string &tensor) {
   return "";
 }
 
-/// Element i of a compute-dtype tensor as f32 (exact for each).
-float load(DType dtype, const uint8_t *data, int64_t i) {
-  switch (dtype) {
-  case DType::F32: {
-    float f;
-    std::memcpy(&f, data + 4 * i, 4);
-    return f;
-  }
-  case DType::BF16: {
-    uint16_t h;
-    std::memcpy(&h, data + 2 * i, 2);
-    uint32_t bits = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-  }
-  case DType::F16: {
-    _Float16 h;
-    std::memcpy(&h, data + 2 * i, 2);
-    return static_cast<float>(h);
-  }
-  default:
-    return 0; // the executor passes compute dtypes only
-  }
-}
 
 /// f32 to bf16, rounding to nearest even as the kernels do; a NaN stays a (quiet) NaN.
 uint16_t toBf16(float f) {
@@ -151,7 +126,7 @@ AdapterExtractor::Outcome AdapterExtractor::add(const TensorInfo &base, float *m
   int64_t count = base.numel();
   bool changed = false;
   for (int64_t i = 0; i < count && !changed; ++i)
-    changed = merged[i] - load(base.dtype, base.data, i) != 0.0f; // NaN counts as a change
+    changed = merged[i] - loadAsF32(base.dtype, base.data, i) != 0.0f; // NaN counts as a change
   if (!changed) {
     ++unchanged_;
     return Outcome::Unchanged;
@@ -174,7 +149,7 @@ AdapterExtractor::Outcome AdapterExtractor::add(const TensorInfo &base, float *m
     return Outcome::Saved;
   }
   for (int64_t i = 0; i < count; ++i)
-    merged[i] -= load(base.dtype, base.data, i);
+    merged[i] -= loadAsF32(base.dtype, base.data, i);
   int64_t m = base.shape[0], n = base.shape[1], k = std::min({options_.rank, m, n});
   std::vector<float> u(static_cast<size_t>(m * k)), s(static_cast<size_t>(k)),
       vt(static_cast<size_t>(k * n));

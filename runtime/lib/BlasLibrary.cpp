@@ -1,34 +1,19 @@
 //===- BlasLibrary.cpp - OpenBLAS and LAPACKE, loaded on first use --------===//
 #include "BlasLibrary.h"
 
-#include <dlfcn.h>
+#include "DynamicLibrary.h"
 #include <mutex>
 
 namespace mergec::rt {
 namespace {
 
-/// `name` from the process (RTLD_DEFAULT) or from `library`, opened when first needed.
+/// `name` from the process or from `file`.
 template <typename Fn>
 bool resolve(Fn &fn, const char *name, void *&library, const char *file, std::string &error) {
-  if (void *f = ::dlsym(RTLD_DEFAULT, name)) {
-    fn = reinterpret_cast<Fn>(f);
-    return true;
-  }
-  if (!library)
-    library = ::dlopen(file, RTLD_NOW | RTLD_LOCAL);
-  if (!library) {
-    const char *why = ::dlerror();
-    error = std::string("linear algebra needs OpenBLAS and LAPACKE (Debian: libopenblas0, "
-                        "liblapacke): cannot load ") +
-            file + (why ? std::string(": ") + why : std::string());
-    return false;
-  }
-  if (void *f = ::dlsym(library, name)) {
-    fn = reinterpret_cast<Fn>(f);
-    return true;
-  }
-  error = std::string("linear algebra: ") + file + " has no " + name;
-  return false;
+  return resolveSymbol(fn, name, library, file,
+                       "linear algebra needs OpenBLAS and LAPACKE (Debian: libopenblas0, "
+                       "liblapacke)",
+                       "linear algebra", error);
 }
 
 } // namespace

@@ -1,6 +1,8 @@
 //===- DType.cpp - safetensors element types ------------------------------===//
 #include "mergec/Runtime/DType.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <array>
 
@@ -97,6 +99,31 @@ NonFinite countNonFinite(DType dtype, const void *data, int64_t begin, int64_t e
     return countBits(static_cast<const uint16_t *>(data) + begin, n, uint16_t{0x7C00});
   default:
     return {};
+  }
+}
+
+float loadAsF32(DType dtype, const uint8_t *data, int64_t i) {
+  switch (dtype) {
+  case DType::F32: {
+    float f;
+    std::memcpy(&f, data + 4 * i, 4);
+    return f;
+  }
+  case DType::BF16: {
+    uint16_t h;
+    std::memcpy(&h, data + 2 * i, 2);
+    uint32_t bits = static_cast<uint32_t>(h) << 16; // bf16 is the top half of an f32
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+  case DType::F16: {
+    _Float16 h;
+    std::memcpy(&h, data + 2 * i, 2);
+    return static_cast<float>(h);
+  }
+  default:
+    return 0;
   }
 }
 

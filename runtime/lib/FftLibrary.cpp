@@ -1,7 +1,7 @@
 //===- FftLibrary.cpp - kissfft, loaded on first use -----------------------===//
 #include "FftLibrary.h"
 
-#include <dlfcn.h>
+#include "DynamicLibrary.h"
 #include <mutex>
 
 namespace mergec::rt {
@@ -9,27 +9,11 @@ namespace {
 
 constexpr const char *kFftFile = "libkissfft-float.so.131";
 
-/// `name` from the process (RTLD_DEFAULT) or from kissfft, opened when first needed.
+/// `name` from the process or from kissfft.
 template <typename Fn> bool resolve(Fn &fn, const char *name, void *&library, std::string &error) {
-  if (void *f = ::dlsym(RTLD_DEFAULT, name)) {
-    fn = reinterpret_cast<Fn>(f);
-    return true;
-  }
-  if (!library)
-    library = ::dlopen(kFftFile, RTLD_NOW | RTLD_LOCAL);
-  if (!library) {
-    const char *why = ::dlerror();
-    error = std::string("highpass/lowpass need kissfft (Debian: libkissfft-float131): cannot "
-                        "load ") +
-            kFftFile + (why ? std::string(": ") + why : std::string());
-    return false;
-  }
-  if (void *f = ::dlsym(library, name)) {
-    fn = reinterpret_cast<Fn>(f);
-    return true;
-  }
-  error = std::string("highpass/lowpass: ") + kFftFile + " has no " + name;
-  return false;
+  return resolveSymbol(fn, name, library, kFftFile,
+                       "highpass/lowpass need kissfft (Debian: libkissfft-float131)",
+                       "highpass/lowpass", error);
 }
 
 } // namespace

@@ -199,31 +199,6 @@ Sgemm sgemm(const std::string &forFile) {
   return blas.cblas_sgemm;
 }
 
-/// The element `i` of a compute-dtype tensor as f32 (exact for every source dtype).
-inline float load(DType dtype, const uint8_t *data, int64_t i) {
-  switch (dtype) {
-  case DType::F32: {
-    float f;
-    std::memcpy(&f, data + 4 * i, 4);
-    return f;
-  }
-  case DType::BF16: {
-    uint16_t h;
-    std::memcpy(&h, data + 2 * i, 2);
-    uint32_t bits = static_cast<uint32_t>(h) << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-  }
-  case DType::F16: {
-    _Float16 h;
-    std::memcpy(&h, data + 2 * i, 2);
-    return static_cast<float>(h);
-  }
-  default:
-    return 0; // planning admits compute dtypes only
-  }
-}
 
 void toF32(const TensorInfo &t, float *out) {
   int64_t n = t.numel();
@@ -232,7 +207,7 @@ void toF32(const TensorInfo &t, float *out) {
     return;
   }
   for (int64_t i = 0; i < n; ++i)
-    out[i] = load(t.dtype, t.data, i);
+    out[i] = loadAsF32(t.dtype, t.data, i);
 }
 
 } // namespace
@@ -443,7 +418,7 @@ void LoraAdapter::computeDelta(const LoraTarget &t, float *out, std::vector<floa
   }
   if (t.saved)
     for (int64_t i = 0; i < n; ++i)
-      out[i] += load(t.saved->dtype, t.saved->data, i) - load(t.model->dtype, t.model->data, i);
+      out[i] += loadAsF32(t.saved->dtype, t.saved->data, i) - loadAsF32(t.model->dtype, t.model->data, i);
 }
 
 } // namespace mergec::rt

@@ -20,6 +20,10 @@ size_t dtypeSize(DType dtype);
 /// True for the dtypes a kernel can load and store (F32, F16, BF16).
 bool isComputeDType(DType dtype);
 
+/// Element `i` of a tensor stored in a compute dtype (F32, BF16, F16), as f32: exact for each.
+/// Other dtypes read as 0 (callers pass compute dtypes only).
+float loadAsF32(DType dtype, const uint8_t *data, int64_t i);
+
 /// How many NaNs and infinities some stored values hold.
 struct NonFinite {
   uint64_t nan = 0, inf = 0;
