@@ -50,4 +50,4 @@ bytes=0
 for f in "${inputs[@]}"; do bytes=$((bytes + $(stat -c %s "$f"))); done
 printf '| workload | input bytes | floor s | mergec s | ratio |\n| --- | --- | --- | --- | --- |\n'
 printf '| base %s + geomedian of 4 LoRA tvs (r = 16) and tv(base) | %.2f GB | %.2f | %.2f | %.2fx |\n' \
-  "$params" "$(echo "$bytes / 1e9" | bc -l)" "$floor" "$merge" "$(echo "$merge / $floor" | bc -l)"
+  "$params" "$(echo "$bytes / 1000000000" | bc -l)" "$floor" "$merge" "$(echo "$merge / $floor" | bc -l)"
