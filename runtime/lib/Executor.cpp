@@ -46,7 +46,8 @@
 
 namespace mergec::rt {
 
-int layerIndex(const std::string &name) {
+std::optional<std::pair<size_t, size_t>> layerIndexDigits(const std::string &name) {
+  // `layers.N.` at the start of the name or after a dot, N at most 8 digits.
   static const std::string marker = "layers.";
   for (size_t pos = name.find(marker); pos != std::string::npos;
        pos = name.find(marker, pos + 1)) {
@@ -56,9 +57,26 @@ int layerIndex(const std::string &name) {
     while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])))
       ++i;
     if (i > start && i < name.size() && name[i] == '.' && i - start < 9)
-      return std::stoi(name.substr(start, i - start));
+      return std::pair{start, i};
   }
-  return -1;
+  return std::nullopt;
+}
+
+int layerIndex(const std::string &name) {
+  auto digits = layerIndexDigits(name);
+  return digits ? std::stoi(name.substr(digits->first, digits->second - digits->first)) : -1;
+}
+
+/// README.md, the model card, into the unfinished output (--no-model-card: none).
+static void writeModelCard(const MergePlan &plan, const RunOptions &options, const std::string &dir) {
+  if (!options.modelCard)
+    return;
+  std::string path = dir + "/README.md";
+  std::ofstream card(path, std::ios::binary);
+  card << modelCard(plan, options);
+  card.close();
+  if (!card)
+    throw RuntimeError("cannot write " + path);
 }
 
 namespace {
@@ -1542,14 +1560,7 @@ RunStats extractAdapter(MergePlan &plan, KernelSource &kernels, const RunOptions
   for (const std::string &warning : extractor.warnings())
     events().warning(warning);
   writeManifest(plan, options, outDir.tempPath(), std::nullopt, extractor.summary());
-  if (options.modelCard) {
-    std::string path = outDir.tempPath() + "/README.md";
-    std::ofstream card(path, std::ios::binary);
-    card << modelCard(plan, options);
-    card.close();
-    if (!card)
-      throw RuntimeError("cannot write " + path);
-  }
+  writeModelCard(plan, options, outDir.tempPath());
   testDelay();
   outDir.commit();
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -1914,14 +1925,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   writeManifest(plan, options, outDir.tempPath(),
                 options.resume && !previous.header.is_null() ? std::optional(resumeFrom)
                                                               : std::nullopt);
-  if (options.modelCard) {
-    std::string path = outDir.tempPath() + "/README.md";
-    std::ofstream card(path, std::ios::binary);
-    card << modelCard(plan, options);
-    card.close();
-    if (!card)
-      throw RuntimeError("cannot write " + path);
-  }
+  writeModelCard(plan, options, outDir.tempPath());
   // The journal is not part of the output. Killed between here and the rename, a run leaves
   // no journal: --resume then starts over.
   testDelay();

@@ -2,9 +2,9 @@
 #include "mergec/Runtime/LayerStack.h"
 #include "Support.h"
 #include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/Executor.h"
 
 #include <algorithm>
-#include <cctype>
 #include <map>
 
 namespace mergec::rt {
@@ -65,20 +65,10 @@ std::vector<LayerSlice> layersFromJson(const nlohmann::json &json) {
 }
 
 std::optional<std::string> withLayerIndex(const std::string &name, int layer) {
-  // The same occurrence layerIndex (Executor.cpp) reads: `layers.N.` at the start of the name
-  // or after a dot, N at most 8 digits.
-  static const std::string marker = "layers.";
-  for (size_t pos = name.find(marker); pos != std::string::npos;
-       pos = name.find(marker, pos + 1)) {
-    if (pos > 0 && name[pos - 1] != '.')
-      continue;
-    size_t i = pos + marker.size(), start = i;
-    while (i < name.size() && std::isdigit(static_cast<unsigned char>(name[i])))
-      ++i;
-    if (i > start && i < name.size() && name[i] == '.' && i - start < 9)
-      return name.substr(0, start) + std::to_string(layer) + name.substr(i);
-  }
-  return std::nullopt;
+  auto digits = layerIndexDigits(name);
+  if (!digits)
+    return std::nullopt;
+  return name.substr(0, digits->first) + std::to_string(layer) + name.substr(digits->second);
 }
 
 std::string stackedConfig(std::string_view text, const std::string &path, int outputModelLayers,

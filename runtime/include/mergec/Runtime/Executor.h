@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mergec::rt {
@@ -263,6 +264,8 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
 
 /// The layer index of `model.layers.N.` in a tensor name, else -1.
 int layerIndex(const std::string &tensorName);
+/// Where the digits layerIndex reads are in the name ([first, last) offsets), if it has them.
+std::optional<std::pair<size_t, size_t>> layerIndexDigits(const std::string &tensorName);
 
 struct RunStats {
   double seconds = 0;
