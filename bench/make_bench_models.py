@@ -9,6 +9,7 @@ the size. The values come from a pool of N(0, 1) samples taken at random offsets
 generator is slow on small machines); they are only there to be merged, not to be a model.
 
 Usage: /usr/bin/python3 bench/make_bench_models.py --params 100M --models 4 --out bench/data
+       /usr/bin/python3 bench/make_bench_models.py --params 1B --shape llama2-7b --out bench/data-1b
 Idempotent: OUT/stamp.json records the settings; a matching one makes this a no-op."""
 import argparse
 import json
@@ -36,9 +37,14 @@ def intermediate_of(h):
     return (8 * h // 3 + 63) // 64 * 64
 
 
-def per_layer(h):
-    kv = h // 4
-    return 2 * h * h + 2 * kv * h + 3 * h * intermediate_of(h) + 2 * h
+# Fixed tensor shapes, the layer count taken from --params: (hidden, intermediate, kv width).
+SHAPES = {"llama2-7b": (4096, 11008, 4096)}
+
+
+def per_layer(h, inter=None, kv=None):
+    inter = intermediate_of(h) if inter is None else inter
+    kv = h // 4 if kv is None else kv
+    return 2 * h * h + 2 * kv * h + 3 * h * inter + 2 * h
 
 
 def choose_shape(params):
@@ -51,8 +57,9 @@ def choose_shape(params):
     return h, max(1, int((params - 2 * VOCAB * h - h) // per_layer(h)))
 
 
-def llama_shapes(h, layers):
-    inter, kv = intermediate_of(h), h // 4
+def llama_shapes(h, layers, inter=None, kv=None):
+    inter = intermediate_of(h) if inter is None else inter
+    kv = h // 4 if kv is None else kv
     out = [("model.embed_tokens.weight", (VOCAB, h))]
     for i in range(layers):
         p = "model.layers.%d." % i
@@ -130,10 +137,10 @@ def write_model(directory, shapes, seed, base_file=None, noise=0.01):
     os.replace(path + ".tmp", path)
 
 
-def write_side_files(directory, h, layers):
+def write_side_files(directory, h, layers, inter, kv):
     config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
-              "intermediate_size": intermediate_of(h), "num_hidden_layers": layers,
-              "num_attention_heads": max(1, h // 64), "num_key_value_heads": max(1, h // 256),
+              "intermediate_size": inter, "num_hidden_layers": layers,
+              "num_attention_heads": max(1, h // 64), "num_key_value_heads": max(1, kv // 64),
               "vocab_size": VOCAB, "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16"}
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
@@ -142,9 +149,9 @@ def write_side_files(directory, h, layers):
 
 
 def _finetune(job):
-    directory, shapes, seed, base_file, h, layers = job
+    directory, shapes, seed, base_file, h, layers, inter, kv = job
     write_model(directory, shapes, seed, base_file=base_file)
-    write_side_files(directory, h, layers)
+    write_side_files(directory, h, layers, inter, kv)
     return directory
 
 
@@ -154,14 +161,24 @@ def main():
     parser.add_argument("--models", type=int, default=4, help="the base plus MODELS-1 fine-tunes")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--shape", choices=sorted(SHAPES),
+                        help="fixed tensor shapes (llama2-7b: hidden 4096, intermediate 11008, "
+                             "no GQA); the layer count comes from --params")
     args = parser.parse_args()
 
     params = parse_count(args.params)
-    h, layers = choose_shape(params)
-    shapes = llama_shapes(h, layers)
+    if args.shape:
+        h, inter, kv = SHAPES[args.shape]
+        layers = max(1, round((params - 2 * VOCAB * h - h) / per_layer(h, inter, kv)))
+    else:
+        h, layers = choose_shape(params)
+        inter, kv = intermediate_of(h), h // 4
+    shapes = llama_shapes(h, layers, inter, kv)
     total = sum(int(np.prod(s)) for _, s in shapes)
     names = ["base"] + ["ft%d" % i for i in range(1, args.models)]
     stamp = {"params": total, "hidden": h, "layers": layers, "models": names, "version": 1}
+    if args.shape:
+        stamp["shape"] = args.shape
     stamp_path = os.path.join(args.out, "stamp.json")
     if os.path.exists(stamp_path):
         with open(stamp_path) as f:
@@ -182,9 +199,9 @@ def main():
           % (len(names), total / 1e6, h, layers, VOCAB, total * 2 / 1e6), flush=True)
     base_dir = os.path.join(args.out, "base")
     write_model(base_dir, shapes, seed=1000)
-    write_side_files(base_dir, h, layers)
+    write_side_files(base_dir, h, layers, inter, kv)
     base_file = os.path.join(base_dir, "model.safetensors")
-    jobs = [(os.path.join(args.out, n), shapes, 1000 + i, base_file, h, layers) for i, n in enumerate(names) if i]
+    jobs = [(os.path.join(args.out, n), shapes, 1000 + i, base_file, h, layers, inter, kv) for i, n in enumerate(names) if i]
     if jobs:
         if args.jobs > 1 and len(jobs) > 1:
             with multiprocessing.Pool(min(args.jobs, len(jobs))) as pool:
