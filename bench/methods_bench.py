@@ -3,20 +3,26 @@
 base + 3 fine-tunes) against the I/O floor and, when a mergekit virtual environment is given,
 against `mergekit-yaml` on the same data in the same run. Prints a markdown table.
 
-Usage: /usr/bin/python3 bench/methods_bench.py [--params 100M] [--runs 2]
-           [--mergekit .venv-parity] [--methods ties,geomedian,...]
+Usage: /usr/bin/python3 bench/methods_bench.py [--params 100M | --params 1B --shape llama2-7b]
+           [--rounds 3] [--threads-compare] [--mergekit .venv-parity] [--methods ties,...]
 
-The floor is `cat` of the inputs a method reads (warm page cache) plus `cp` + fsync of one
-model: a merge that reads every input once and writes one model. mergec's phases that need the
-whole tensor first (reductions, selections) read their inputs again from the page cache, and a
-model-scope method streams the model once or twice more before merging; the `passes` column
-counts the phases per tensor of the rule (from `mergec compile --emit=fused`). mergekit's time
-is one run of the CLI (dtype float32 compute, bfloat16 out, as tests/parity uses) and includes
-its start-up (importing torch, measured separately with `mergekit-yaml --help` and shown)."""
+Rounds alternate: each round measures the floor once and runs every chosen method once (and with
+--threads-compare once more with `--threads 1`), so drift on a shared machine spreads over every
+row; the table reports medians over rounds. The floor is `cat` of the files a method reads (warm
+page cache) plus `cp` + fsync of one model: a merge that reads every input once and writes one
+model. mergec's phases that need the whole tensor first (reductions, selections) read their
+inputs again from the page cache, and a model-scope method streams the model once or twice more
+before merging; the `passes` column counts the phases per tensor of the rule (from `mergec
+compile --emit=fused`). Memory: the peak of RssAnon (sampled from /proc/PID/status every 2 ms:
+what the process itself holds) and VmHWM (which also counts the resident pages of mmapped
+inputs, i.e. page cache). mergekit's time is one run of the CLI per method (dtype float32
+compute, bfloat16 out, as tests/parity uses), shown with and without its start-up (importing
+torch, measured separately with `mergekit-yaml --help`)."""
 import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -25,26 +31,47 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FTS = ["ft1", "ft2", "ft3"]
 TVS = "[tv(ft1), tv(ft2), tv(ft3)]"
 
-# name: (mergec expression, mergekit method or None, per-model parameters, global parameters)
+# name: (mergec expression, mergekit method or None, per-model parameters, global parameters,
+#        target (x the floor, from the scale issue), models read). mergekit's slerp and nuslerp
+# take two models: base and ft1.
+ALL = ["base"] + FTS
+TWO = ["base", "ft1"]
 METHODS = {
-    "task_arithmetic": ("base + task_arithmetic(%s)" % TVS, "task_arithmetic", {"weight": 1.0}, {}),
+    "task_arithmetic": ("base + task_arithmetic(%s)" % TVS, "task_arithmetic", {"weight": 1.0}, {},
+                        1.25, ALL),
+    "linear": ("linear([base, ft1, ft2, ft3])", "linear", {"weight": 1.0}, {}, 1.25, ALL),
+    "slerp": ("slerp(base, ft1, 0.3)", "slerp", {}, {"t": 0.3}, 1.25, TWO),
+    "nuslerp": ("nuslerp(base, ft1, 0.3)", "nuslerp", {"weight": 0.5}, {}, 1.25, TWO),
+    "model_stock": ("model_stock(base, [ft1, ft2, ft3])", "model_stock", {}, {}, 1.25, ALL),
     "ties": ("base + ties(%s, density = 0.2)" % TVS, "ties", {"weight": 1.0, "density": 0.2},
-             {"normalize": True}),
-    "ties scope=model": ("base + ties(%s, density = 0.2, scope = model)" % TVS, None, {}, {}),
-    "dare_ties": ("base + dare_ties(%s, density = 0.5)" % TVS, "dare_ties",
-                  {"weight": 1.0, "density": 0.5}, {}),
-    "della": ("base + della(%s, density = 0.5, epsilon = 0.15)" % TVS, "della",
-              {"weight": 1.0, "density": 0.5, "epsilon": 0.15}, {}),
+             {"normalize": True}, 2.0, ALL),
+    "breadcrumbs": ("base + breadcrumbs(%s, density = 0.9, gamma = 0.01)" % TVS, "breadcrumbs",
+                    {"weight": 1.0, "density": 0.9, "gamma": 0.01}, {}, 2.0, ALL),
+    "breadcrumbs_ties": ("base + breadcrumbs_ties(%s, density = 0.9, gamma = 0.01)" % TVS,
+                         "breadcrumbs_ties", {"weight": 1.0, "density": 0.9, "gamma": 0.01}, {},
+                         2.0, ALL),
     "sce": ("base + sce(%s, select_topk = 0.5)" % TVS, "sce", {"weight": 1.0},
-            {"select_topk": 0.5}),
-    "multislerp": ("multislerp([ft1, ft2, ft3])", "multislerp", {"weight": 1.0}, {}),
-    "model_stock": ("model_stock(base, [ft1, ft2, ft3])", "model_stock", {}, {}),
+            {"select_topk": 0.5}, 2.0, ALL),
+    "dare_linear": ("base + dare_linear(%s, density = 0.5)" % TVS, "dare_linear",
+                    {"weight": 1.0, "density": 0.5}, {}, 2.0, ALL),
+    "dare_ties": ("base + dare_ties(%s, density = 0.5)" % TVS, "dare_ties",
+                  {"weight": 1.0, "density": 0.5}, {}, 2.0, ALL),
+    "della": ("base + della(%s, density = 0.5, epsilon = 0.15)" % TVS, "della",
+              {"weight": 1.0, "density": 0.5, "epsilon": 0.15}, {}, 2.0, ALL),
+    "della_linear": ("base + della_linear(%s, density = 0.5, epsilon = 0.15)" % TVS,
+                     "della_linear", {"weight": 1.0, "density": 0.5, "epsilon": 0.15}, {}, 2.0,
+                     ALL),
+    "geomedian": ("base + geomedian(%s)" % TVS, None, {}, {}, 2.0, ALL),
+    "karcher": ("karcher([ft1, ft2, ft3])", "karcher", {}, {}, 2.0, FTS),
+    "multislerp": ("multislerp([ft1, ft2, ft3])", "multislerp", {"weight": 1.0}, {}, 2.0, FTS),
     "model_stock filter_wise": ("model_stock(base, [ft1, ft2, ft3], filter_wise = true)",
-                                "model_stock", {}, {"filter_wise": True}),
-    "geomedian": ("base + geomedian(%s)" % TVS, None, {}, {}),
-    "geomedian scope=model": ("base + geomedian(%s, scope = model)" % TVS, None, {}, {}),
+                                "model_stock", {}, {"filter_wise": True}, 2.0, ALL),
+    "ties scope=model": ("base + ties(%s, density = 0.2, scope = model)" % TVS, None, {}, {},
+                         3.0, ALL),
+    "geomedian scope=model": ("base + geomedian(%s, scope = model)" % TVS, None, {}, {}, None,
+                              ALL),
 }
-NO_BASE = {"multislerp"}  # mergekit methods that take no base_model
+NO_BASE = {"multislerp", "karcher"}  # mergekit methods run without a base_model
 
 
 def sh(cmd, **kw):
@@ -60,24 +87,55 @@ def timed(cmd):
     return wall
 
 
-def io_floor(files, base_file, scratch, runs):
-    best_read, best_write = float("inf"), float("inf")
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        for f in files:
-            with open(f, "rb") as fh:
-                while fh.read(1 << 24):
-                    pass
-        best_read = min(best_read, time.perf_counter() - t0)
-        target = os.path.join(scratch, "floor.safetensors")
-        t0 = time.perf_counter()
-        shutil.copyfile(base_file, target)
-        fd = os.open(target, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-        best_write = min(best_write, time.perf_counter() - t0)
-        os.remove(target)
-    return best_read, best_write
+def status_kb(pid, fields):
+    """The given fields of /proc/PID/status in KB (missing once the process has exited)."""
+    out = {}
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in fields:
+                    out[key] = int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return out
+
+
+def measured(cmd):
+    """Runs cmd; returns (wall s, peak RssAnon KB, VmHWM KB), sampling /proc every 2 ms."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    anon = hwm = 0
+    while p.poll() is None:
+        got = status_kb(p.pid, ("RssAnon", "VmHWM"))
+        anon = max(anon, got.get("RssAnon", 0))
+        hwm = max(hwm, got.get("VmHWM", 0))
+        time.sleep(0.002)
+    wall = time.perf_counter() - t0
+    out, err = p.communicate()
+    if p.returncode != 0:
+        sys.exit("methods_bench: %s failed:\n%s%s" % (" ".join(cmd), out, err))
+    return wall, anon, hwm
+
+
+def read_floor(files):
+    """`cat` of the files to /dev/null: seconds."""
+    t0 = time.perf_counter()
+    subprocess.run(["cat"] + files, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t0
+
+
+def write_floor(base_file, scratch):
+    """`cp` of one model + fsync: seconds."""
+    target = os.path.join(scratch, "floor.safetensors")
+    t0 = time.perf_counter()
+    subprocess.run(["cp", base_file, target], check=True)
+    fd = os.open(target, os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
+    t = time.perf_counter() - t0
+    os.remove(target)
+    return t
 
 
 def passes(mergec, recipe):
@@ -87,12 +145,13 @@ def passes(mergec, recipe):
     return phases + 1, model
 
 
-def mergekit_yaml(method, data, params, global_params):
+def mergekit_yaml(method, data, params, global_params, models):
     lines = ["merge_method: %s" % method]
-    if method not in NO_BASE:
+    if method not in NO_BASE and "base" in models:
         lines.append("base_model: %s" % os.path.join(data, "base"))
     lines.append("models:")
-    for m in FTS:
+    # slerp's and nuslerp's two models are base and ft1; the others list the fine-tunes.
+    for m in (models if len(models) == 2 else FTS):
         lines.append("  - model: %s" % os.path.join(data, m))
         if params:
             lines.append("    parameters: {%s}" % ", ".join("%s: %s" % kv for kv in params.items()))
@@ -107,7 +166,10 @@ def mergekit_yaml(method, data, params, global_params):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--params", default="100M")
-    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--shape", help="make_bench_models.py --shape (llama2-7b)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads-compare", action="store_true",
+                    help="also run every method with --threads 1 in each round")
     ap.add_argument("--mergekit", help="a virtual environment with mergekit (tests/parity/setup_venv.sh)")
     ap.add_argument("--methods", help="comma-separated subset of: " + ", ".join(METHODS))
     ap.add_argument("--data", default=os.path.join(ROOT, "bench", "data"))
@@ -118,63 +180,108 @@ def main():
         if m not in METHODS:
             sys.exit("methods_bench: unknown method %r" % m)
 
-    subprocess.run([sys.executable, os.path.join(ROOT, "bench", "make_bench_models.py"),
-                    "--params", args.params, "--models", "4", "--out", args.data], check=True,
-                   stdout=sys.stderr)
+    gen = [sys.executable, os.path.join(ROOT, "bench", "make_bench_models.py"),
+           "--params", args.params, "--models", "4", "--out", args.data]
+    if args.shape:
+        gen += ["--shape", args.shape]
+    subprocess.run(gen, check=True, stdout=sys.stderr)
     scratch = os.path.join(args.data, "methods-out")
     shutil.rmtree(scratch, ignore_errors=True)
     os.makedirs(scratch)
-    files = [os.path.join(args.data, m, "model.safetensors") for m in ["base"] + FTS]
-    in_bytes = sum(os.path.getsize(f) for f in files)
-    read_s, write_s = io_floor(files, files[0], scratch, max(args.runs, 2))
-    floor = read_s + write_s
+    path = {m: os.path.join(args.data, m, "model.safetensors") for m in ALL}
+    in_bytes = sum(os.path.getsize(f) for f in path.values())
+    subprocess.run(["cat"] + list(path.values()), stdout=subprocess.DEVNULL, check=True)  # warm
 
-    kit = None
+    recipes, phases = {}, {}
+    for name in chosen:
+        recipe = os.path.join(scratch, re.sub(r"\W+", "_", name) + ".merge")
+        with open(recipe, "w") as f:
+            for m in METHODS[name][5]:
+                f.write('model %s = "%s"\n' % (m, os.path.join(args.data, m)))
+            f.write("merge %s\n" % METHODS[name][0])
+        recipes[name] = recipe
+        phases[name] = passes(mergec, recipe)
+        # One untimed run: compiles the kernels into the kernel cache, as a second run finds them.
+        out = os.path.join(scratch, "merged")
+        shutil.rmtree(out, ignore_errors=True)
+        timed([mergec, "run", recipe, "-o", out, "--quiet"])
+
+    reads = {}   # a tuple of models read -> [seconds per round]
+    writes = []
+    runs = {name: [] for name in chosen}
+    runs1 = {name: [] for name in chosen}
+    out = os.path.join(scratch, "merged")
+    for r in range(args.rounds):
+        writes.append(write_floor(path["base"], scratch))
+        for models in {tuple(METHODS[n][5]) for n in chosen}:
+            reads.setdefault(models, []).append(read_floor([path[m] for m in models]))
+        for name in chosen:
+            for threads, into in ((None, runs), ("1", runs1)):
+                if threads and not args.threads_compare:
+                    continue
+                shutil.rmtree(out, ignore_errors=True)
+                cmd = [mergec, "run", recipes[name], "-o", out, "--quiet"]
+                if threads:
+                    cmd += ["--threads", threads]
+                into[name].append(measured(cmd))
+        print("round %d of %d done" % (r + 1, args.rounds), file=sys.stderr)
+
+    kit, startup, kit_s = None, None, {}
     if args.mergekit:
         kit = os.path.join(args.mergekit, "bin", "mergekit-yaml")
         startup = timed([kit, "--help"])
-
-    rows = []
-    for name in chosen:
-        expr, kit_method, params, global_params = METHODS[name]
-        recipe = os.path.join(scratch, "recipe.merge")
-        with open(recipe, "w") as f:
-            for m in ["base"] + FTS:
-                f.write('model %s = "%s"\n' % (m, os.path.join(args.data, m)))
-            f.write("merge %s\n" % expr)
-        n_passes, n_model = passes(mergec, recipe)
-        out = os.path.join(scratch, "merged")
-        best = float("inf")
-        for _ in range(args.runs):
-            shutil.rmtree(out, ignore_errors=True)
-            best = min(best, timed([mergec, "run", recipe, "-o", out, "--quiet"]))
-        kit_s = None
-        if kit and kit_method:
+        for name in chosen:
+            _, kit_method, params, global_params, _, models = METHODS[name]
+            if not kit_method:
+                continue
             cfg = os.path.join(scratch, "mergekit.yml")
             with open(cfg, "w") as f:
-                f.write(mergekit_yaml(kit_method, args.data, params, global_params))
+                f.write(mergekit_yaml(kit_method, args.data, params, global_params, models))
             kout = os.path.join(scratch, "mergekit-out")
             shutil.rmtree(kout, ignore_errors=True)
-            kit_s = timed([kit, cfg, kout, "--allow-crimes", "--out-shard-size", "5B", "--quiet",
-                           "--no-copy-tokenizer", "--no-write-model-card"])
+            kit_s[name] = timed([kit, cfg, kout, "--allow-crimes", "--out-shard-size", "5B",
+                                 "--quiet", "--no-copy-tokenizer", "--no-write-model-card"])
             shutil.rmtree(kout, ignore_errors=True)
-        rows.append((name, n_passes, n_model, best, kit_s))
-        print("%s: %.3f s" % (name, best), file=sys.stderr)
+            print("mergekit %s: %.2f s" % (name, kit_s[name]), file=sys.stderr)
     shutil.rmtree(scratch, ignore_errors=True)
 
+    med = statistics.median
+    write_s = med(writes)
     print("mergec methods bench: 4 bf16 models (base + 3 fine-tunes), %.1f MB in; %d cores; "
-          "warm page cache; mergec best of %d" % (in_bytes / 1e6, os.cpu_count(), args.runs))
-    print("floor: read %.3f s + write %.3f s = %.3f s" % (read_s, write_s, floor))
+          "warm page cache; medians of %d alternating rounds" % (in_bytes / 1e6, os.cpu_count(),
+                                                                 args.rounds))
+    print("floor: write %.3f s (cp + fsync of one model); read (cat) of all four models %.3f s"
+          % (write_s, med(reads.get(tuple(ALL), [float("nan")]))))
     if kit:
-        print("mergekit-yaml start-up (--help): %.2f s, included in its column" % startup)
+        print("mergekit-yaml start-up (--help): %.2f s" % startup)
     print()
-    print("| method | phases per tensor (model-scope) | mergec s | vs floor | mergekit s | mergekit / mergec |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, n_passes, n_model, best, kit_s in rows:
-        k = "-" if kit_s is None else "%.2f" % kit_s
-        r = "-" if kit_s is None else "%.1fx" % (kit_s / best)
-        print("| %s | %d (%d) | %.3f | %.2fx | %s | %s |" % (name, n_passes, n_model, best,
-                                                            best / floor, k, r))
+    head = ["method", "target", "phases (model-scope)", "mergec s", "vs floor", "met"]
+    if args.threads_compare:
+        head += ["--threads 1 s", "2 threads / 1"]
+    head += ["peak anon MiB", "VmHWM MiB"]
+    if kit:
+        head += ["mergekit s", "mergekit / mergec", "(mergekit - start-up) / mergec"]
+    print("| " + " | ".join(head) + " |")
+    print("| --- " + "| ---: " * (len(head) - 1) + "|")
+    for name in chosen:
+        target, models = METHODS[name][4], METHODS[name][5]
+        floor = med(reads[tuple(models)]) + write_s
+        wall = med(w for w, _, _ in runs[name])
+        anon = max(a for _, a, _ in runs[name]) / 1024
+        hwm = max(h for _, _, h in runs[name]) / 1024
+        ratio = wall / floor
+        met = "-" if target is None else ("yes" if ratio <= target else "no")
+        row = [name, "-" if target is None else "%.2fx" % target,
+               "%d (%d)" % phases[name], "%.3f" % wall, "%.2fx" % ratio, met]
+        if args.threads_compare:
+            w1 = med(w for w, _, _ in runs1[name])
+            row += ["%.3f" % w1, "%.2fx" % (w1 / wall)]
+        row += ["%.0f" % anon, "%.0f" % hwm]
+        if kit:
+            k = kit_s.get(name)
+            row += ["-", "-", "-"] if k is None else [
+                "%.2f" % k, "%.1fx" % (k / wall), "%.1fx" % ((k - startup) / wall)]
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":
