@@ -200,8 +200,15 @@ private:
     case Node::Op::String:
       llvm_unreachable("Sema rejects strings used as values");
     case Node::Op::Weiszfeld:
+      groups_[n] = emitWeiszfeld(n, l, ops);
+      v = groups_[n].front();
+      break;
     case Node::Op::Karcher:
-      groups_[n] = n->op == Node::Op::Weiszfeld ? emitWeiszfeld(n, l, ops) : emitKarcher(n, l, ops);
+      groups_[n] = emitKarcher(n, l, ops);
+      v = groups_[n].front();
+      break;
+    case Node::Op::Multislerp:
+      groups_[n] = emitMultislerp(n, l, ops);
       v = groups_[n].front();
       break;
     case Node::Op::Coefficient:
@@ -484,6 +491,55 @@ private:
     SmallVector<Value> result;
     for (size_t i = 0; i < m; ++i)
       result.push_back(select(anyValid, mul(scale, mean[i]), zero));
+    return result;
+  }
+
+  /// mergekit's multislerp on coefficients (result = sum_i c_i x_i) in f64, weights w as given.
+  /// Norms n_i = sqrt(G_ii); units u_i = x_i / (n_i + eps), so the weighted mean of the units is
+  /// sum a_i x_i with a_i = w_i / (n_i + eps). When its norm |a| is below eps the result is the
+  /// weighted sum (c = w). Else dir = a / |a|; d_i = u_i . dir = (G dir)_i / (n_i + eps); the
+  /// weighted tangent sum w_i (u_i - d_i dir) has coefficients a - (sum w_i d_i) dir (zero in
+  /// exact arithmetic; mergekit's f32 leaves rounding there); tn = |tangent| + eps; the result
+  /// (dir cos tn + tangent sin(tn) / tn) * sum(w_i n_i).
+  SmallVector<Value> emitMultislerp(const Node *n, Location l, ValueRange ops) {
+    size_t m = 0;
+    while (m * (m + 1) / 2 + m < ops.size())
+      ++m;
+    Gram g = readGram(l, ops, m);
+    auto c = [&](double v) { return g.constant(v); };
+    auto add = [&](Value x, Value y) { return arith::AddFOp::create(b_, l, x, y).getResult(); };
+    auto sub = [&](Value x, Value y) { return arith::SubFOp::create(b_, l, x, y).getResult(); };
+    auto mul = [&](Value x, Value y) { return arith::MulFOp::create(b_, l, x, y).getResult(); };
+    auto div = [&](Value x, Value y) { return arith::DivFOp::create(b_, l, x, y).getResult(); };
+    Value eps = c(n->value);
+    SmallVector<Value> w, norms, shifted, a;
+    for (size_t i = 0; i < m; ++i) {
+      w.push_back(arith::ExtFOp::create(b_, l, b_.getF64Type(), ops[m * (m + 1) / 2 + i]));
+      norms.push_back(g.sqrtPos(g.g[i][i]));
+      shifted.push_back(add(norms[i], eps));
+      a.push_back(div(w[i], shifted[i]));
+    }
+    Value meanNorm = g.norm(a);
+    SmallVector<Value> dir;
+    for (size_t i = 0; i < m; ++i)
+      dir.push_back(div(a[i], meanNorm));
+    Value pull = c(0); // sum_i w_i d_i
+    for (size_t i = 0; i < m; ++i)
+      pull = add(pull, mul(w[i], div(g.row(i, dir), shifted[i])));
+    SmallVector<Value> tangent;
+    for (size_t i = 0; i < m; ++i)
+      tangent.push_back(sub(a[i], mul(pull, dir[i])));
+    Value tn = add(g.norm(tangent), eps);
+    Value scale = c(0);
+    for (size_t i = 0; i < m; ++i)
+      scale = add(scale, mul(w[i], norms[i]));
+    Value along = mul(math::CosOp::create(b_, l, tn), scale);
+    Value across = mul(div(math::SinOp::create(b_, l, tn), tn), scale);
+    Value degenerate = arith::CmpFOp::create(b_, l, arith::CmpFPredicate::OLT, meanNorm, eps);
+    SmallVector<Value> result;
+    for (size_t i = 0; i < m; ++i)
+      result.push_back(arith::SelectOp::create(
+          b_, l, degenerate, w[i], add(mul(dir[i], along), mul(tangent[i], across))));
     return result;
   }
 

@@ -96,7 +96,7 @@ const std::set<std::string> kBuiltins = [] {
       "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
       "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
       "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second",
-      "weiszfeld", "karcher_coefficients", "require", "pick"};
+      "weiszfeld", "karcher_coefficients", "multislerp_coefficients", "require", "pick"};
   names.insert(kMatrixFunctions.begin(), kMatrixFunctions.end());
   return names;
 }();
@@ -453,6 +453,7 @@ private:
       return std::max<size_t>(1, 6 * k);
     case Node::Op::Weiszfeld: // the loop body: ~12 m^2 operations on a Gram matrix of m^2 / 2
     case Node::Op::Karcher:
+    case Node::Op::Multislerp:
       return 24 * k;
     default:
       return std::max<size_t>(1, k);
@@ -763,6 +764,8 @@ private:
       return callWeiszfeld(c);
     if (c->callee == "karcher_coefficients")
       return callKarcher(c);
+    if (c->callee == "multislerp_coefficients")
+      return callMultislerp(c);
     if (c->callee == "require")
       return callRequire(c);
     if (c->callee == "total" || c->callee == "dot" || c->callee == "norm" || c->callee == "count")
@@ -1235,26 +1238,9 @@ private:
       return std::nullopt;
     }
     size_t m = xs.list->size();
-    std::vector<const Node *> weights(m, constant(1, c->loc()));
-    if ((*bound)[1]) {
-      const Value &w = *(*bound)[1];
-      if (w.isList() && w.list->size() != m) {
-        diags_.error(argLoc(c, sig, 1), "a list of " + std::to_string(w.list->size()) +
-                                            " weights for " + std::to_string(m) + " tensors");
-        return std::nullopt;
-      }
-      for (size_t i = 0; i < m; ++i)
-        weights[i] = w.isList() ? (*w.list)[i].node : w.node;
-    }
-    std::vector<const Node *> points;
-    for (size_t i = 0; i < m; ++i) {
-      if ((*xs.list)[i].isList() || (*xs.list)[i].node->kind != Kind::Tensor ||
-          !weights[i] || weights[i]->kind != Kind::Scalar) {
-        diags_.error(c->loc(), "weiszfeld takes a list of tensors and scalar weights");
-        return std::nullopt;
-      }
-      points.push_back((*xs.list)[i].node);
-    }
+    std::vector<const Node *> points, weights;
+    if (!pointsAndWeights(c, sig, *bound, points, weights))
+      return std::nullopt;
     // eps keeps 1 / distance finite; tol compares norms.
     auto settings = compileTimeSettings(c, sig, *bound, 2, {1e-8, 100, 1e-6},
                                         {Check::Positive, Check::Iterations, Check::NonNegative});
@@ -1272,6 +1258,72 @@ private:
     group.value3 = (*settings)[1];
     group.value2 = (*settings)[2];
     return coefficients(std::move(group), m);
+  }
+
+  /// The tensors of argument 0 (a list) and their scalar weights from argument 1 (one for all,
+  /// or a list as long; 1 when not given); false after an error.
+  bool pointsAndWeights(const ast::CallExpr *c, const Signature &sig,
+                        const std::vector<std::optional<Value>> &bound,
+                        std::vector<const Node *> &points, std::vector<const Node *> &weights) {
+    const Value &xs = *bound[0];
+    size_t m = xs.list->size();
+    weights.assign(m, constant(1, c->loc()));
+    if (bound[1]) {
+      const Value &w = *bound[1];
+      if (w.isList() && w.list->size() != m) {
+        diags_.error(argLoc(c, sig, 1), "a list of " + std::to_string(w.list->size()) +
+                                            " weights for " + std::to_string(m) + " tensors");
+        return false;
+      }
+      for (size_t i = 0; i < m; ++i)
+        weights[i] = w.isList() ? (*w.list)[i].node : w.node;
+    }
+    for (size_t i = 0; i < m; ++i) {
+      if ((*xs.list)[i].isList() || (*xs.list)[i].node->kind != Kind::Tensor ||
+          !weights[i] || weights[i]->kind != Kind::Scalar) {
+        diags_.error(c->loc(), c->callee + " takes a list of tensors and scalar weights");
+        return false;
+      }
+      points.push_back((*xs.list)[i].node);
+    }
+    return true;
+  }
+
+  /// multislerp_coefficients(xs, weights = 1, eps = 1e-8, scope = tensor): the coefficients c_i
+  /// of mergekit's multislerp sum(c_i * xs[i]) (weights as given: the caller normalizes them).
+  /// Every vector multislerp forms (units, their weighted mean, the tangent) is a combination of
+  /// the xs, so its norms and dot products come from the Gram matrix: one fused pass of dot
+  /// products in f64 instead of a pass per dependent norm.
+  std::optional<Value> callMultislerp(const ast::CallExpr *c) {
+    Signature sig = Signature::builtin("multislerp_coefficients", {"xs", "weights", "eps", "scope"},
+                                       {"weights", "eps", "scope"});
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    std::optional<bool> wholeModel = modelScope(c, sig, 3, (*bound)[3]);
+    if (!wholeModel)
+      return std::nullopt;
+    const Value &xs = *(*bound)[0];
+    if (!xs.isList() || xs.list->empty()) {
+      diags_.error(argLoc(c, sig, 0), "multislerp_coefficients expects a non-empty list of tensors");
+      return std::nullopt;
+    }
+    std::vector<const Node *> points, weights;
+    if (!pointsAndWeights(c, sig, *bound, points, weights))
+      return std::nullopt;
+    auto settings = compileTimeSettings(c, sig, *bound, 2, {1e-8}, {Check::NonNegative});
+    if (!settings)
+      return std::nullopt;
+    if ((*bound)[1] && !checkArgument(c->callee, sig.params[1], argLoc(c, sig, 1), *(*bound)[1],
+                                      paramKind(Check::Finite)))
+      return std::nullopt;
+    if (!affordableGram(points.size(), c->loc()))
+      return std::nullopt;
+    Node group = gramGroup(Node::Op::Multislerp, points, *wholeModel, c->loc());
+    for (const Node *w : weights)
+      group.operands.push_back(w);
+    group.value = (*settings)[0];
+    return coefficients(std::move(group), points.size());
   }
 
   /// The numbers bound to sig's parameters first, first + 1, ..., each a setting of its kind

@@ -58,7 +58,9 @@ struct Node {
     Karcher,   ///< scalar group: the Karcher mean iteration (mergekit's karcher, equal weights)
                ///< in coefficient space; operands: the Gram matrix (upper triangle, row by
                ///< row); `value` tol, `value3` max_iter
-    Coefficient, ///< scalar: coefficient `value` of the Weiszfeld or Karcher operand
+    Multislerp, ///< scalar group: mergekit's multislerp in coefficient space; operands: the Gram
+                ///< matrix (upper triangle, row by row), then the weights; `value` eps
+    Coefficient, ///< scalar: coefficient `value` of the Weiszfeld, Karcher or Multislerp operand
     // Linear algebra. Matrix operands may be tensors (the current tensor as rows x cols, its
     // last dimension the columns); elementwise ops and ReduceSum / ReduceMax also take
     // matrices (Kind::Matrix when no operand is a tensor).
