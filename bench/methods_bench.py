@@ -174,6 +174,7 @@ def main():
     ap.add_argument("--methods", help="comma-separated subset of: " + ", ".join(METHODS))
     ap.add_argument("--data", default=os.path.join(ROOT, "bench", "data"))
     args = ap.parse_args()
+    args.data = os.path.abspath(args.data)
     mergec = os.environ.get("MERGEC", os.path.join(ROOT, "build", "bin", "mergec"))
     chosen = args.methods.split(",") if args.methods else list(METHODS)
     for m in chosen:
