@@ -6,17 +6,66 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <new>
 #include <string>
 
 namespace mergec::rt {
 
+/// Blocks released by their last handle, by rounded size, for the next request of that size
+/// (tensors repeat their shapes layer after layer, so key and row buffers are not mapped and
+/// page-faulted anew for every tensor). What is held, in use or kept, never exceeds the most
+/// ever in use at once (highWater): a request that finds no block of its size frees kept
+/// blocks, the largest first, until it fits under that mark.
+struct HostDevice::BlockCache {
+  std::mutex mutex;
+  std::multimap<size_t, void *> blocks;
+  size_t kept = 0, inUse = 0, highWater = 0;
+  ~BlockCache() {
+    for (auto &[size, block] : blocks)
+      std::free(block);
+  }
+};
+
+HostDevice::HostDevice(ThreadPool &pool) : pool_(pool), cache_(std::make_shared<BlockCache>()) {}
+
 std::shared_ptr<void> HostDevice::allocate(size_t bytes) {
-  // 64-byte alignment: whole cache lines and the widest vector loads.
-  void *p = std::aligned_alloc(64, std::max<size_t>(64, (bytes + 63) / 64 * 64));
+  // 64-byte alignment: whole cache lines and the widest vector loads. Sizes round to pages,
+  // so a shape finds its block again.
+  size_t rounded = std::max<size_t>(4096, (bytes + 4095) / 4096 * 4096);
+  void *p = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(cache_->mutex);
+    BlockCache &c = *cache_;
+    c.inUse += rounded;
+    if (auto it = c.blocks.find(rounded); it != c.blocks.end()) {
+      p = it->second;
+      c.blocks.erase(it);
+      c.kept -= rounded;
+    } else {
+      c.highWater = std::max(c.highWater, c.inUse);
+      while (!c.blocks.empty() && c.kept + c.inUse > c.highWater) {
+        auto largest = std::prev(c.blocks.end());
+        std::free(largest->second);
+        c.kept -= largest->first;
+        c.blocks.erase(largest);
+      }
+    }
+  }
   if (!p)
+    p = std::aligned_alloc(64, rounded);
+  if (!p) {
+    std::lock_guard<std::mutex> lock(cache_->mutex);
+    cache_->inUse -= rounded;
     throw std::bad_alloc();
-  return std::shared_ptr<void>(p, std::free);
+  }
+  return std::shared_ptr<void>(p, [cache = cache_, rounded](void *block) {
+    std::lock_guard<std::mutex> lock(cache->mutex);
+    cache->blocks.emplace(rounded, block);
+    cache->kept += rounded;
+    cache->inUse -= rounded;
+  });
 }
 
 void HostDevice::copyToHost(void *host, const void *device, size_t bytes) {
@@ -44,11 +93,38 @@ void HostDevice::launch(const CompiledRule &rule, size_t phase,
 
 void HostDevice::topkBoundaries(const float *keys, int64_t n, double density, double skip,
                                 bool nonzero, RankBoundary &hi, RankBoundary &lo) {
-  rt::topkBoundaries(keys, n, density, skip, nonzero, hi, lo);
+  rt::topkBoundaries(&pool_, KeyChunks::buffer(keys, n), density, skip, nonzero, hi, lo);
 }
 
 double HostDevice::quantile(const float *keys, int64_t n, double q) {
-  return rt::quantile(keys, n, q);
+  return rt::quantile(&pool_, KeyChunks::buffer(keys, n), q);
+}
+
+void HostDevice::countModelTopK(ModelTopK &topk, const float *keys, int64_t n) {
+  topk.count(&pool_, KeyChunks::buffer(keys, n));
+}
+
+void HostDevice::modelTopKBoundaries(ModelTopK &topk, const float *keys, int64_t n,
+                                     RankBoundary &hi, RankBoundary &lo) {
+  topk.boundaries(&pool_, KeyChunks::buffer(keys, n), hi, lo);
+}
+
+void HostDevice::streamTopKBoundaries(const KeyChunks &keys, double density, double skip,
+                                      bool nonzero, RankBoundary &hi, RankBoundary &lo) {
+  rt::topkBoundaries(&pool_, keys, density, skip, nonzero, hi, lo);
+}
+
+double HostDevice::streamQuantile(const KeyChunks &keys, double q) {
+  return rt::quantile(&pool_, keys, q);
+}
+
+void HostDevice::streamCountModelTopK(ModelTopK &topk, const KeyChunks &keys) {
+  topk.count(&pool_, keys);
+}
+
+void HostDevice::streamModelTopKBoundaries(ModelTopK &topk, const KeyChunks &keys,
+                                           RankBoundary &hi, RankBoundary &lo) {
+  topk.boundaries(&pool_, keys, hi, lo);
 }
 
 void HostDevice::rowRanks(const float *keys, float *ranks, int64_t n, int64_t cols) {
@@ -73,6 +149,28 @@ void Device::copyAsync(void *, const void *, size_t, bool, Queue) { hostHasNoQue
 Device::Fence Device::record(Queue) { hostHasNoQueues("record"); }
 void Device::wait(Queue, const Fence &) { hostHasNoQueues("wait"); }
 void Device::synchronize(const Fence &) {}
+
+// Streamed keys are for devices whose streamsKeys() is true; PhaseRunner gives the others a
+// key buffer, so reaching these is a bug.
+namespace {
+[[noreturn]] void doesNotStream(const char *what) {
+  throw RuntimeError(std::string("internal: Device::") + what +
+                     " called on a device that takes its keys from a buffer");
+}
+} // namespace
+
+void Device::streamTopKBoundaries(const KeyChunks &, double, double, bool, RankBoundary &,
+                                  RankBoundary &) {
+  doesNotStream("streamTopKBoundaries");
+}
+double Device::streamQuantile(const KeyChunks &, double) { doesNotStream("streamQuantile"); }
+void Device::streamCountModelTopK(ModelTopK &, const KeyChunks &) {
+  doesNotStream("streamCountModelTopK");
+}
+void Device::streamModelTopKBoundaries(ModelTopK &, const KeyChunks &, RankBoundary &,
+                                       RankBoundary &) {
+  doesNotStream("streamModelTopKBoundaries");
+}
 uint64_t Device::freeMemory() { return 0; }
 
 } // namespace mergec::rt

@@ -251,6 +251,41 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
     }
     case Kind::TopK:
     case Kind::Quantile:
+      if (device.streamsKeys()) {
+        // No key buffer: each pass of the selection re-runs this phase's kernel on a chunk
+        // into the calling thread's scratch. The kernel stores key i at aligned + i, so the
+        // scratch is passed shifted down by the chunk's start.
+        PackedKernel fn = phase.fn;
+        if (!fn)
+          throw RuntimeError("internal: phase " + phase.symbol + " has no host code");
+        KeyChunks keys(n, Device::kChunk, true, [&, fn](size_t c, float *scratch) {
+          int64_t begin = static_cast<int64_t>(c) * Device::kChunk;
+          int64_t end = std::min(n, begin + Device::kChunk);
+          auto *shifted = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(scratch) -
+                                                   static_cast<uintptr_t>(begin) * sizeof(float));
+          PackedArgs args(descs, MemRefDescriptor{scratch, shifted, 0, n, 1}, begin, end, layer,
+                          numLayers, scalarDesc);
+          fn(args.data());
+          return scratch;
+        });
+        if (phase.kind == Kind::TopK) {
+          RankBoundary hi, lo;
+          if (accumulate)
+            device.streamCountModelTopK(*state->topk, keys);
+          else if (wholeModel)
+            device.streamModelTopKBoundaries(*state->topk, keys, hi, lo);
+          else
+            device.streamTopKBoundaries(keys, phase.param, phase.skip, phase.nonzero, hi, lo);
+          slot[0] = hi.bits;
+          slot[1] = hi.index;
+          slot[2] = lo.bits;
+          slot[3] = lo.index;
+        } else {
+          slot[0] = device.streamQuantile(keys, phase.param);
+        }
+        break;
+      }
+      [[fallthrough]];
     case Kind::Row: {
       if (!keyBuffer)
         keyBuffer = device.allocate(std::max<size_t>(count, 1) * sizeof(float));

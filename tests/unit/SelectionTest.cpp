@@ -1,9 +1,11 @@
 //===- SelectionTest.cpp - radix select, quantiles and row ranks ----------===//
+#include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/KernelABI.h"
 #include "mergec/Runtime/Selection.h"
 #include "mergec/Runtime/ThreadPool.h"
 #include <gtest/gtest.h>
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
 #include <cstring>
@@ -154,6 +156,149 @@ TEST(Selection, ModelTopKMatchesTheConcatenation) {
         EXPECT_EQ(got, expected) << "density " << density << " skip " << skip;
       }
     }
+}
+
+/// Keys produced chunk by chunk into the caller's scratch, as a streamed select phase does,
+/// with a chunk size that does not divide n; counts how many chunks were produced.
+KeyChunks streamed(const std::vector<float> &x, int64_t chunk, std::atomic<int64_t> *made) {
+  return KeyChunks(static_cast<int64_t>(x.size()), chunk, true,
+                   [&x, chunk, made](size_t c, float *scratch) {
+                     int64_t begin = static_cast<int64_t>(c) * chunk;
+                     int64_t end = std::min<int64_t>(static_cast<int64_t>(x.size()), begin + chunk);
+                     std::copy(x.begin() + begin, x.begin() + end, scratch);
+                     if (made)
+                       ++*made;
+                     return scratch;
+                   });
+}
+
+/// Keys with many ties: few distinct magnitudes, some with low mantissa bits (f32 values) and
+/// some without (bf16-like values), and zeros.
+std::vector<float> tiedKeys(size_t n, unsigned seed, bool bf16Like) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> pick(-40, 40);
+  std::vector<float> x(n);
+  for (float &v : x) {
+    int p = pick(rng);
+    v = bf16Like ? static_cast<float>(p) * 0.25f : static_cast<float>(p) * 0.1f + 1e-3f * (p % 3);
+  }
+  return x;
+}
+
+std::vector<double> boundaryFields(const RankBoundary &hi, const RankBoundary &lo) {
+  return {hi.bits, hi.index, lo.bits, lo.index};
+}
+
+// Streamed keys on 1 and 2 threads and serially give the boundaries of the buffer path and the
+// band of a stable sort, with n not a multiple of the chunk, both bands' ends tied.
+TEST(Selection, StreamedTopKMatchesTheBufferAndASortForAnyThreads) {
+  ThreadPool one(1), two(2);
+  for (bool bf16Like : {false, true})
+    for (size_t n : {size_t{1}, size_t{999}, size_t{70001}}) {
+      std::vector<float> x = tiedKeys(n, static_cast<unsigned>(n), bf16Like);
+      for (double density : {0.0, 0.01, 0.3, 0.5, 1.0})
+        for (double skip : {0.0, 0.1})
+          for (bool nonzero : {false, true}) {
+            RankBoundary hi, lo;
+            topkBoundaries(x.data(), static_cast<int64_t>(n), density, skip, nonzero, hi, lo);
+            int64_t population = nonzero ? std::count_if(x.begin(), x.end(),
+                                                          [](float v) { return v != 0; })
+                                         : static_cast<int64_t>(n);
+            auto [s, e] = topkBand(static_cast<int64_t>(n), population, density, skip);
+            EXPECT_EQ(bandMask(x, hi, lo), sortedMask(x, s, e - s))
+                << "n " << n << " density " << density << " skip " << skip;
+            for (ThreadPool *pool : {static_cast<ThreadPool *>(nullptr), &one, &two}) {
+              RankBoundary shi, slo;
+              topkBoundaries(pool, streamed(x, 4096 + 7, nullptr), density, skip, nonzero, shi,
+                             slo);
+              EXPECT_EQ(boundaryFields(shi, slo), boundaryFields(hi, lo))
+                  << "n " << n << " density " << density << " threads "
+                  << (pool ? pool->size() : 0);
+            }
+          }
+    }
+}
+
+// Keys whose boundary buckets each hold one value (bf16-like: no low mantissa bits) need no
+// low-bits pass: the histogram pass, the tie-count pass and one chunk's scan.
+TEST(Selection, OneValueBucketsSkipTheLowBitsPass) {
+  std::vector<float> x = tiedKeys(10 * 1000, 3, /*bf16Like=*/true);
+  std::atomic<int64_t> made{0};
+  RankBoundary hi, lo;
+  topkBoundaries(nullptr, streamed(x, 1000, &made), 0.3, 0, false, hi, lo);
+  EXPECT_EQ(made.load(), 10 + 10 + 1);
+  std::vector<float> f32 = tiedKeys(10 * 1000, 3, /*bf16Like=*/false);
+  made = 0;
+  topkBoundaries(nullptr, streamed(f32, 1000, &made), 0.3, 0, false, hi, lo);
+  EXPECT_EQ(made.load(), 10 + 10 + 10 + 1);
+}
+
+TEST(Selection, StreamedQuantileMatchesASortForAnyThreads) {
+  ThreadPool two(2);
+  for (bool bf16Like : {false, true})
+    for (size_t n : {size_t{1}, size_t{2}, size_t{999}, size_t{70001}}) {
+      std::vector<float> x = tiedKeys(n, static_cast<unsigned>(n) + 1, bf16Like);
+      std::vector<float> sorted = x;
+      std::sort(sorted.begin(), sorted.end());
+      for (double q : {0.0, 0.1, 0.5, 0.77, 1.0}) {
+        QuantilePosition p = quantilePosition(static_cast<int64_t>(n), q);
+        double expected = p.lerp(sorted[p.below], sorted[p.above]);
+        EXPECT_EQ(quantile(x.data(), static_cast<int64_t>(n), q), expected) << n << " " << q;
+        for (ThreadPool *pool : {static_cast<ThreadPool *>(nullptr), &two})
+          EXPECT_EQ(quantile(pool, streamed(x, 333, nullptr), q), expected) << n << " " << q;
+      }
+    }
+}
+
+// Model scope over streamed tensors on 2 threads hands out the boundaries of the serial buffer
+// path.
+TEST(Selection, StreamedModelTopKMatchesTheBuffer) {
+  ThreadPool two(2);
+  std::vector<std::vector<float>> tensors = {tiedKeys(5000, 1, false), tiedKeys(77, 2, true),
+                                             tiedKeys(12345, 3, true)};
+  for (double density : {0.1, 0.5})
+    for (bool nonzero : {false, true}) {
+      ModelTopK serial(density, 0.05, nonzero), parallel(density, 0.05, nonzero);
+      for (int pass = 0; pass < 2; ++pass) {
+        for (auto &t : tensors) {
+          serial.count(t.data(), static_cast<int64_t>(t.size()));
+          parallel.count(&two, streamed(t, 1000, nullptr));
+        }
+        EXPECT_EQ(serial.finishPass(), parallel.finishPass());
+      }
+      for (auto &t : tensors) {
+        RankBoundary hi, lo, phi, plo;
+        serial.boundaries(t.data(), static_cast<int64_t>(t.size()), hi, lo);
+        parallel.boundaries(&two, streamed(t, 1000, nullptr), phi, plo);
+        EXPECT_EQ(boundaryFields(phi, plo), boundaryFields(hi, lo));
+      }
+    }
+}
+
+// A released block serves the next request of its size; one of another size frees kept blocks
+// only as far as the most ever in use at once requires.
+TEST(HostDevice, ReusesReleasedBlocksOfTheSameSize) {
+  ThreadPool pool(1);
+  HostDevice device(pool);
+  void *first;
+  {
+    auto a = device.allocate(100000);
+    first = a.get();
+    static_cast<float *>(a.get())[24999] = 1;
+  }
+  auto b = device.allocate(100000);
+  EXPECT_EQ(b.get(), first);
+  auto c = device.allocate(100000); // none kept: a new block
+  void *second = c.get();
+  EXPECT_NE(second, first);
+  b.reset();
+  c.reset();
+  // Two blocks kept, two were in use at most: a new size frees one of them and the other
+  // still serves its size.
+  auto d = device.allocate(5000);
+  auto e = device.allocate(100000);
+  EXPECT_TRUE(e.get() == first || e.get() == second);
+  EXPECT_NE(d.get(), e.get());
 }
 
 TEST(KernelABI, NameHashIsFnv1a32) {

@@ -121,6 +121,18 @@ public:
     topk.boundaries(keys, n, hi, lo);
   }
 
+  /// Whether top-k and quantile selections take their keys chunk by chunk (KeyChunks: the
+  /// select phase's kernel re-run into per-thread scratch on each pass) rather than from a
+  /// tensor-sized key buffer: the host, where a kernel runs on any thread. The stream* calls
+  /// are the selections above over such keys; a device that does not stream never gets them.
+  virtual bool streamsKeys() const { return false; }
+  virtual void streamTopKBoundaries(const KeyChunks &keys, double density, double skip,
+                                    bool nonzero, RankBoundary &hi, RankBoundary &lo);
+  virtual double streamQuantile(const KeyChunks &keys, double q);
+  virtual void streamCountModelTopK(ModelTopK &topk, const KeyChunks &keys);
+  virtual void streamModelTopKBoundaries(ModelTopK &topk, const KeyChunks &keys,
+                                         RankBoundary &hi, RankBoundary &lo);
+
   // --- Devices with memory of their own (hostResident() false). The executor moves every
   // tensor through them: inputs read into page-locked host memory and uploaded on the Upload
   // queue while the Compute queue runs the previous tensor's phases, outputs downloaded on the
@@ -159,7 +171,11 @@ public:
 /// The CPU: host memory, chunks on a thread pool, Selection.h's radix selects and row sorts.
 class HostDevice : public Device {
 public:
-  explicit HostDevice(ThreadPool &pool) : pool_(pool) {}
+  explicit HostDevice(ThreadPool &pool);
+  /// Blocks released by their last handle are kept for the next request of the same rounded
+  /// size (tensors repeat their shapes layer after layer), so the key and row buffers are not
+  /// mapped and page-faulted anew for every tensor. A request that finds none frees every kept
+  /// block first: what is held never exceeds the largest set of buffers in use at once.
   std::shared_ptr<void> allocate(size_t bytes) override;
   void copyToHost(void *host, const void *device, size_t bytes) override;
   void launch(const CompiledRule &rule, size_t phase, const std::vector<MemRefDescriptor> &inputs,
@@ -171,9 +187,23 @@ public:
   double quantile(const float *keys, int64_t n, double q) override;
   void rowRanks(const float *keys, float *ranks, int64_t n, int64_t cols) override;
   void rowReduce(const float *keys, float *out, int64_t n, int64_t cols, bool sum) override;
+  void countModelTopK(ModelTopK &topk, const float *keys, int64_t n) override;
+  void modelTopKBoundaries(ModelTopK &topk, const float *keys, int64_t n, RankBoundary &hi,
+                           RankBoundary &lo) override;
+  bool streamsKeys() const override { return true; }
+  void streamTopKBoundaries(const KeyChunks &keys, double density, double skip, bool nonzero,
+                            RankBoundary &hi, RankBoundary &lo) override;
+  double streamQuantile(const KeyChunks &keys, double q) override;
+  void streamCountModelTopK(ModelTopK &topk, const KeyChunks &keys) override;
+  void streamModelTopKBoundaries(ModelTopK &topk, const KeyChunks &keys, RankBoundary &hi,
+                                 RankBoundary &lo) override;
 
 private:
   ThreadPool &pool_;
+  /// The released blocks allocate keeps; shared with the blocks' deleters, which may run after
+  /// the device is gone.
+  struct BlockCache;
+  std::shared_ptr<BlockCache> cache_;
 };
 
 /// The device options.device names: a HostDevice on `pool`, or the first CUDA GPU (throws "this

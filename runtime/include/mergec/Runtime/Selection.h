@@ -1,18 +1,45 @@
-//===- Selection.h - exact order statistics over materialized keys -*- C++ -*-===//
-// What selection and ranking phases do between their kernels: O(n) radix select (two 16-bit
+//===- Selection.h - exact order statistics over a select phase's keys -*- C++ -*-===//
+// What selection and ranking phases do between their kernels: O(n) radix select (16-bit
 // histogram passes, never a sort) for top-k boundaries and quantiles, and per-row ranks.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
-#include <utility>
 
 namespace mergec::rt {
 
 class ThreadPool;
+
+/// The keys of a selection, chunk by chunk: held in a buffer, or computed for each chunk anew
+/// (the select phase's kernel run into the calling thread's scratch), so a pass over them needs
+/// no tensor-sized key buffer. The selections below run the chunks of a pass in parallel on a
+/// pool (serially without one); what they count are integers, merged by addition, so every
+/// result is the same for any number of threads and any order of the chunks.
+class KeyChunks {
+public:
+  /// fill(c, scratch): the keys of chunk c, [begin(c), end(c)): a pointer to them where they
+  /// are held, or `scratch` (room for chunkSize() floats, the calling thread's) once written.
+  using Fill = std::function<const float *(size_t chunk, float *scratch)>;
+  KeyChunks(int64_t n, int64_t chunkSize, bool needsScratch, Fill fill);
+  /// n keys in host memory.
+  static KeyChunks buffer(const float *keys, int64_t n);
+  int64_t size() const { return n_; }
+  int64_t chunkSize() const { return chunk_; }
+  bool needsScratch() const { return needsScratch_; }
+  size_t chunks() const { return static_cast<size_t>((n_ + chunk_ - 1) / chunk_); }
+  int64_t begin(size_t c) const { return static_cast<int64_t>(c) * chunk_; }
+  int64_t end(size_t c) const { return std::min(n_, begin(c) + chunk_); }
+  const float *get(size_t c, float *scratch) const { return fill_(c, scratch); }
+
+private:
+  int64_t n_, chunk_;
+  bool needsScratch_;
+  Fill fill_;
+};
 
 /// "Rank below m" in the order |key| descending, ties by lowest flat index: an element is
 /// below the boundary when its magnitude bits exceed `bits`, or equal them at a flat index
@@ -33,7 +60,13 @@ uint32_t orderedKey(float f);
 float fromOrderedKey(uint32_t k);
 
 /// The boundaries of merge.topk_mask's band [s, s + k): k = int(density * N), N = n or (with
-/// `nonzero`) the non-zero keys; s = int(skip * n), lowered to n - k when s + k > n.
+/// `nonzero`) the non-zero keys; s = int(skip * n), lowered to n - k when s + k > n. A pass
+/// histograms the magnitudes' high 16 bits (and which of those buckets hold low bits), a second
+/// the low 16 bits inside the boundary buckets unless each holds one value, a third counts each
+/// chunk's keys equal to a boundary; the tie's index comes from one chunk's scan.
+void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, double skip,
+                    bool nonzero, RankBoundary &hi, RankBoundary &lo);
+/// The same over n keys in host memory, on this thread.
 void topkBoundaries(const float *keys, int64_t n, double density, double skip, bool nonzero,
                     RankBoundary &hi, RankBoundary &lo);
 
@@ -45,15 +78,19 @@ void topkBoundaries(const float *keys, int64_t n, double density, double skip, b
 class ModelTopK {
 public:
   ModelTopK(double density, double skip, bool nonzero);
-  /// A counting pass sees one more tensor's keys.
-  void count(const float *keys, int64_t n);
+  /// A counting pass sees one more tensor's keys (its chunks in parallel on `pool`, if any).
+  void count(ThreadPool *pool, const KeyChunks &keys);
+  void count(const float *keys, int64_t n) { count(nullptr, KeyChunks::buffer(keys, n)); }
   /// Ends a counting pass; true once the boundaries are known (after the second).
   bool finishPass();
   bool known() const { return pass_ == 2; }
   /// Starts handing out tie quotas from the first tensor again.
   void rewind();
   /// The boundaries for the next tensor in plan order.
-  void boundaries(const float *keys, int64_t n, RankBoundary &hi, RankBoundary &lo);
+  void boundaries(ThreadPool *pool, const KeyChunks &keys, RankBoundary &hi, RankBoundary &lo);
+  void boundaries(const float *keys, int64_t n, RankBoundary &hi, RankBoundary &lo) {
+    boundaries(nullptr, KeyChunks::buffer(keys, n), hi, lo);
+  }
 
   /// The same passes for a device that counts where its keys are (a GPU: the keys never come
   /// to the host). Pass 0 wants a histogram of every key's magnitude bits 31..16 (65536 bins)
@@ -103,7 +140,6 @@ private:
     int64_t given = 0;   ///< elements equal to it in the tensors handed out so far
     std::vector<int64_t> hist;
   };
-  RankBoundary apply(Cut &cut, const float *keys, int64_t n);
   RankBoundary applyCounted(Cut &cut, int64_t equal, const std::function<int64_t(int64_t)> &indexOf);
   Cut &cutAt(int cut) { return cut == 0 ? hi_ : lo_; }
   const Cut &cutAt(int cut) const { return cut == 0 ? hi_ : lo_; }
@@ -129,7 +165,10 @@ struct QuantilePosition {
 };
 QuantilePosition quantilePosition(int64_t n, double q);
 
-/// numpy.quantile(keys, q) with the default linear method, in f64. NaN when n == 0.
+/// numpy.quantile(keys, q) with the default linear method, in f64. NaN when n == 0. One pass
+/// histograms the high 16 bits, a second (unless the buckets hold one value each) the low bits
+/// inside the one or two buckets the neighbouring ranks fall in.
+double quantile(ThreadPool *pool, const KeyChunks &keys, double q);
 double quantile(const float *keys, int64_t n, double q);
 
 /// ranks[i] = the rank 1..cols of |keys[i]| ascending within its row of `cols` elements, ties
