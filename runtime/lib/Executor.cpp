@@ -488,25 +488,26 @@ uint64_t residentBytes() {
   return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
-/// What runRule allocates for one tensor besides the output: one f32 key buffer when a phase
-/// ranks or sums rows, one f32 buffer per row phase, and for row ranks the (key, index) pairs
-/// rowRanks sorts in, twice (16 bytes a column) on each thread, kept between tensors. Top-k
-/// and quantile selections stream their keys (HostDevice::streamsKeys): on each thread, and
-/// once more for the merged counts, a chunk of f32 keys and at most two 64K-bin histograms.
+/// What runRule allocates for one tensor besides the output: one f32 buffer per row phase, and
+/// for row ranks the (key, index) pairs rowRanks sorts in, twice (16 bytes a column) on each
+/// thread, kept between tensors. The host streams the keys of selections and row phases
+/// (HostDevice::streamsKeys): on each thread, and once more for merged counts, a chunk of f32
+/// keys and, for a top-k or quantile, at most two 64K-bin histograms.
 uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t threads) {
   uint64_t n = static_cast<uint64_t>(t.numel());
   uint64_t cols = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
-  bool keys = false, ranks = false, selects = false;
+  bool rows = false, ranks = false, selects = false;
   for (const CompiledRule::Phase &p : rule.phases) {
-    keys = keys || p.kind == CompiledRule::Kind::Row;
+    rows = rows || p.kind == CompiledRule::Kind::Row;
     selects = selects || p.kind == CompiledRule::Kind::TopK ||
               p.kind == CompiledRule::Kind::Quantile;
     ranks = ranks || (p.kind == CompiledRule::Kind::Row && p.row == CompiledRule::RowOp::Rank);
   }
-  constexpr uint64_t kSelectPerThread = Device::kChunk * sizeof(float) + 2 * 65536 * 8;
-  return (keys + rule.rowBuffers()) * n * sizeof(float) + (ranks ? 16 * cols * threads : 0) +
-         (selects ? (threads + 1) * kSelectPerThread : 0) +
-         matrixPhaseBytes(rule, t.numel(), static_cast<int64_t>(cols));
+  uint64_t perThread =
+      (selects ? Device::kChunk * sizeof(float) + 2 * 65536 * 8 : 0) +
+      (rows ? static_cast<uint64_t>(rowChunkSize(static_cast<int64_t>(cols))) * sizeof(float) : 0);
+  return rule.rowBuffers() * n * sizeof(float) + (ranks ? 16 * cols * threads : 0) +
+         (threads + 1) * perThread + matrixPhaseBytes(rule, t.numel(), static_cast<int64_t>(cols));
 }
 
 } // namespace

@@ -131,6 +131,14 @@ void HostDevice::rowRanks(const float *keys, float *ranks, int64_t n, int64_t co
   rt::rowRanks(pool_, keys, ranks, n, cols);
 }
 
+void HostDevice::streamRowRanks(const KeyChunks &keys, float *ranks, int64_t cols) {
+  rt::rowRanks(pool_, keys, ranks, cols);
+}
+
+void HostDevice::streamRowReduce(const KeyChunks &keys, float *out, int64_t cols, bool sum) {
+  rt::rowReduce(pool_, keys, out, cols, sum);
+}
+
 void HostDevice::rowReduce(const float *keys, float *out, int64_t n, int64_t cols, bool sum) {
   rt::rowReduce(pool_, keys, out, n, cols, sum);
 }
@@ -170,6 +178,12 @@ void Device::streamCountModelTopK(ModelTopK &, const KeyChunks &) {
 void Device::streamModelTopKBoundaries(ModelTopK &, const KeyChunks &, RankBoundary &,
                                        RankBoundary &) {
   doesNotStream("streamModelTopKBoundaries");
+}
+void Device::streamRowRanks(const KeyChunks &, float *, int64_t) {
+  doesNotStream("streamRowRanks");
+}
+void Device::streamRowReduce(const KeyChunks &, float *, int64_t, bool) {
+  doesNotStream("streamRowReduce");
 }
 uint64_t Device::freeMemory() { return 0; }
 

@@ -251,16 +251,20 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
     }
     case Kind::TopK:
     case Kind::Quantile:
+    case Kind::Row: {
+      auto cols = static_cast<int64_t>(scalars[abi::kColsSlot]);
+      bool rank = phase.row == CompiledRule::RowOp::Rank;
+      bool sum = phase.row == CompiledRule::RowOp::Sum;
       if (device.streamsKeys()) {
-        // No key buffer: each pass of the selection re-runs this phase's kernel on a chunk
-        // into the calling thread's scratch. The kernel stores key i at aligned + i, so the
-        // scratch is passed shifted down by the chunk's start.
+        // No key buffer: each pass over the keys re-runs this phase's kernel on a chunk (of
+        // whole rows for a row phase) into the calling thread's scratch. The kernel stores
+        // key i at aligned + i, so the scratch goes in shifted down by the chunk's start.
         PackedKernel fn = phase.fn;
         if (!fn)
           throw RuntimeError("internal: phase " + phase.symbol + " has no host code");
-        KeyChunks keys(n, Device::kChunk, true, [&, fn](size_t c, float *scratch) {
-          int64_t begin = static_cast<int64_t>(c) * Device::kChunk;
-          int64_t end = std::min(n, begin + Device::kChunk);
+        int64_t chunk = phase.kind == Kind::Row ? rowChunkSize(cols) : Device::kChunk;
+        KeyChunks keys(n, chunk, true, [&, fn, chunk](size_t c, float *scratch) {
+          int64_t begin = static_cast<int64_t>(c) * chunk, end = std::min(n, begin + chunk);
           auto *shifted = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(scratch) -
                                                    static_cast<uintptr_t>(begin) * sizeof(float));
           PackedArgs args(descs, MemRefDescriptor{scratch, shifted, 0, n, 1}, begin, end, layer,
@@ -280,13 +284,15 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
           slot[1] = hi.index;
           slot[2] = lo.bits;
           slot[3] = lo.index;
-        } else {
+        } else if (phase.kind == Kind::Quantile) {
           slot[0] = device.streamQuantile(keys, phase.param);
+        } else if (rank) {
+          device.streamRowRanks(keys, rowBuffer, cols);
+        } else {
+          device.streamRowReduce(keys, rowBuffer, cols, sum);
         }
         break;
       }
-      [[fallthrough]];
-    case Kind::Row: {
       if (!keyBuffer)
         keyBuffer = device.allocate(std::max<size_t>(count, 1) * sizeof(float));
       auto *keys = static_cast<float *>(keyBuffer.get());
@@ -307,12 +313,10 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
         slot[3] = lo.index;
       } else if (phase.kind == Kind::Quantile) {
         slot[0] = device.quantile(keys, n, phase.param);
+      } else if (rank) {
+        device.rowRanks(keys, rowBuffer, n, cols);
       } else {
-        auto cols = static_cast<int64_t>(scalars[abi::kColsSlot]);
-        if (phase.row == CompiledRule::RowOp::Rank)
-          device.rowRanks(keys, rowBuffer, n, cols);
-        else
-          device.rowReduce(keys, rowBuffer, n, cols, phase.row == CompiledRule::RowOp::Sum);
+        device.rowReduce(keys, rowBuffer, n, cols, sum);
       }
       break;
     }

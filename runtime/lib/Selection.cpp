@@ -231,11 +231,10 @@ KeyChunks::KeyChunks(int64_t n, int64_t chunkSize, bool needsScratch, Fill fill)
     : n_(n), chunk_(std::max<int64_t>(chunkSize, 1)), needsScratch_(needsScratch),
       fill_(std::move(fill)) {}
 
-KeyChunks KeyChunks::buffer(const float *keys, int64_t n) {
-  // Chunks of 64K keys: enough work per chunk to hide the hand-out, and many chunks to share.
-  constexpr int64_t kChunk = 1 << 16;
-  return KeyChunks(n, kChunk, false,
-                   [keys](size_t c, float *) { return keys + static_cast<int64_t>(c) * kChunk; });
+KeyChunks KeyChunks::buffer(const float *keys, int64_t n, int64_t chunkSize) {
+  return KeyChunks(n, chunkSize, false, [keys, chunkSize](size_t c, float *) {
+    return keys + static_cast<int64_t>(c) * chunkSize;
+  });
 }
 
 void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, double skip,
@@ -451,103 +450,128 @@ double quantile(const float *keys, int64_t n, double q) {
   return quantile(nullptr, KeyChunks::buffer(keys, n), q);
 }
 
-void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int64_t cols) {
-  if (cols <= 0 || n == 0)
+namespace {
+
+/// r[i] = the rank 1..c of |x[i]| ascending in the row x of c elements, ties by lowest index.
+void rankRow(const float *x, float *r, size_t c) {
+  // LSD radix sort of (magnitude bits, index) on the bits, 8 at a time: stable, so equal
+  // magnitudes keep index order (ties go to the lower index), and branch-free, several times
+  // faster than a comparison sort on rows of a few hundred to a few thousand. One sweep counts
+  // all four digits; a digit every element shares (the exponent's, mostly) is skipped. The
+  // pairs travel packed (key << 32 | index) in one array; the first scatter reads the keys
+  // themselves and the last writes the ranks, so a row costs one sweep per digit and one more.
+  size_t count[4][256] = {};
+  for (size_t i = 0; i < c; ++i) {
+    uint32_t k = magnitudeKey(x[i]);
+    ++count[0][k & 0xFF];
+    ++count[1][(k >> 8) & 0xFF];
+    ++count[2][(k >> 16) & 0xFF];
+    ++count[3][k >> 24];
+  }
+  unsigned digits[4], active = 0;
+  uint32_t first = magnitudeKey(x[0]);
+  for (unsigned d = 0; d < 4; ++d)
+    if (count[d][(first >> (8 * d)) & 0xFF] != c)
+      digits[active++] = d;
+  if (active == 0) { // one magnitude: index order
+    for (size_t i = 0; i < c; ++i)
+      r[i] = static_cast<float>(i + 1);
     return;
+  }
+  for (unsigned a = 0; a < active; ++a) {
+    size_t start = 0;
+    for (size_t &k : count[digits[a]])
+      start += std::exchange(k, start);
+  }
+  thread_local std::vector<uint64_t> from, to;
+  from.resize(c), to.resize(c);
+  for (unsigned a = 0; a < active; ++a) {
+    unsigned shift = 8 * digits[a];
+    size_t *at = count[digits[a]];
+    bool last = a + 1 == active;
+    if (a == 0 && last) {
+      for (size_t i = 0; i < c; ++i)
+        r[i] = static_cast<float>(at[(magnitudeKey(x[i]) >> shift) & 0xFF]++ + 1);
+    } else if (a == 0) {
+      for (size_t i = 0; i < c; ++i) {
+        uint32_t k = magnitudeKey(x[i]);
+        to[at[(k >> shift) & 0xFF]++] = uint64_t{k} << 32 | i;
+      }
+    } else if (last) {
+      for (size_t i = 0; i < c; ++i) {
+        uint64_t p = from[i];
+        r[static_cast<uint32_t>(p)] = static_cast<float>(at[(p >> (32 + shift)) & 0xFF]++ + 1);
+      }
+    } else {
+      for (size_t i = 0; i < c; ++i) {
+        uint64_t p = from[i];
+        to[at[(p >> (32 + shift)) & 0xFF]++] = p;
+      }
+    }
+    from.swap(to);
+  }
+}
+
+/// The rows of a chunk: its whole rows only (a partial last row is not written).
+void checkRowChunks(const KeyChunks &keys, int64_t cols) {
   if (cols > (int64_t{1} << 32))
     throw RuntimeError("row_rank: rows of more than 2^32 elements are not supported");
-  int64_t rows = n / cols;
-  pool.parallelFor(static_cast<size_t>(rows), [&](size_t row) {
-    const float *x = keys + static_cast<int64_t>(row) * cols;
-    float *r = ranks + static_cast<int64_t>(row) * cols;
-    // LSD radix sort of (magnitude bits, index) on the bits, 8 at a time: stable, so equal
-    // magnitudes keep index order (ties go to the lower index), and branch-free, several times
-    // faster than a comparison sort on rows of a few hundred to a few thousand. One sweep
-    // counts all four digits; a digit every element shares (the exponent's, mostly) is skipped.
-    // The pairs travel packed (key << 32 | index) in one array; the first scatter reads the
-    // keys themselves and the last writes the ranks, so a row costs one sweep per digit more.
-    size_t c = static_cast<size_t>(cols);
-    size_t count[4][256] = {};
-    for (size_t i = 0; i < c; ++i) {
-      uint32_t k = magnitudeKey(x[i]);
-      ++count[0][k & 0xFF];
-      ++count[1][(k >> 8) & 0xFF];
-      ++count[2][(k >> 16) & 0xFF];
-      ++count[3][k >> 24];
-    }
-    unsigned digits[4], active = 0;
-    uint32_t first = magnitudeKey(x[0]);
-    for (unsigned d = 0; d < 4; ++d)
-      if (count[d][(first >> (8 * d)) & 0xFF] != c)
-        digits[active++] = d;
-    if (active == 0) { // one magnitude: index order
-      for (size_t i = 0; i < c; ++i)
-        r[i] = static_cast<float>(i + 1);
-      return;
-    }
-    for (unsigned a = 0; a < active; ++a) {
-      size_t start = 0;
-      for (size_t &k : count[digits[a]])
-        start += std::exchange(k, start);
-    }
-    thread_local std::vector<uint64_t> from, to;
-    from.resize(c), to.resize(c);
-    for (unsigned a = 0; a < active; ++a) {
-      unsigned shift = 8 * digits[a];
-      size_t *at = count[digits[a]];
-      bool last = a + 1 == active;
-      if (a == 0 && last) {
-        for (size_t i = 0; i < c; ++i)
-          r[i] = static_cast<float>(at[(magnitudeKey(x[i]) >> shift) & 0xFF]++ + 1);
-      } else if (a == 0) {
-        for (size_t i = 0; i < c; ++i) {
-          uint32_t k = magnitudeKey(x[i]);
-          to[at[(k >> shift) & 0xFF]++] = uint64_t{k} << 32 | i;
-        }
-      } else if (last) {
-        for (size_t i = 0; i < c; ++i) {
-          uint64_t p = from[i];
-          r[static_cast<uint32_t>(p)] = static_cast<float>(at[(p >> (32 + shift)) & 0xFF]++ + 1);
-        }
-      } else {
-        for (size_t i = 0; i < c; ++i) {
-          uint64_t p = from[i];
-          to[at[(p >> (32 + shift)) & 0xFF]++] = p;
-        }
-      }
-      from.swap(to);
-    }
+  if (keys.chunkSize() % cols != 0)
+    throw RuntimeError("internal: row keys in chunks that split rows");
+}
+
+struct RowScratch {
+  std::vector<float> scratch;
+};
+
+} // namespace
+
+int64_t rowChunkSize(int64_t cols) {
+  cols = std::max<int64_t>(cols, 1);
+  return std::max<int64_t>(1, (int64_t{1} << 16) / cols) * cols;
+}
+
+void rowRanks(ThreadPool &pool, const KeyChunks &keys, float *ranks, int64_t cols) {
+  if (cols <= 0 || keys.size() == 0)
+    return;
+  checkRowChunks(keys, cols);
+  overChunks<RowScratch>(&pool, keys, [&](RowScratch &, size_t c, const float *x, int64_t m) {
+    float *r = ranks + keys.begin(c);
+    for (int64_t row = 0; row < m / cols; ++row)
+      rankRow(x + row * cols, r + row * cols, static_cast<size_t>(cols));
   });
 }
 
-void rowReduce(ThreadPool &pool, const float *keys, float *out, int64_t n, int64_t cols,
-               bool sum) {
-  if (cols <= 0 || n == 0)
+void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int64_t cols) {
+  if (cols > 0)
+    rowRanks(pool, KeyChunks::buffer(keys, n, rowChunkSize(cols)), ranks, cols);
+}
+
+void rowReduce(ThreadPool &pool, const KeyChunks &keys, float *out, int64_t cols, bool sum) {
+  if (cols <= 0 || keys.size() == 0)
     return;
-  int64_t rows = n / cols;
+  checkRowChunks(keys, cols);
   // Each row's sum is its f64 sum in index order (one rounding at the end), so a row's adds
   // cannot be reordered; four rows at a time hide the adds' latency behind each other.
-  constexpr int64_t kRowsAtOnce = 4;
-  auto fill = [&](int64_t row, double acc) {
-    std::fill(out + row * cols, out + (row + 1) * cols, static_cast<float>(acc));
-  };
-  pool.parallelFor(static_cast<size_t>((rows + kRowsAtOnce - 1) / kRowsAtOnce), [&](size_t g) {
-    int64_t first = static_cast<int64_t>(g) * kRowsAtOnce;
-    int64_t count = std::min(kRowsAtOnce, rows - first);
-    const float *x = keys + first * cols;
-    if (sum && count == kRowsAtOnce) {
+  overChunks<RowScratch>(&pool, keys, [&](RowScratch &, size_t c, const float *x, int64_t m) {
+    float *o = out + keys.begin(c);
+    auto fill = [&](int64_t row, double acc) {
+      std::fill(o + row * cols, o + (row + 1) * cols, static_cast<float>(acc));
+    };
+    int64_t rows = m / cols, row = 0;
+    for (; sum && row + 4 <= rows; row += 4) {
+      const float *y = x + row * cols;
       double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
       for (int64_t i = 0; i < cols; ++i) {
-        a0 += x[i];
-        a1 += x[cols + i];
-        a2 += x[2 * cols + i];
-        a3 += x[3 * cols + i];
+        a0 += y[i];
+        a1 += y[cols + i];
+        a2 += y[2 * cols + i];
+        a3 += y[3 * cols + i];
       }
-      fill(first, a0), fill(first + 1, a1), fill(first + 2, a2), fill(first + 3, a3);
-      return;
+      fill(row, a0), fill(row + 1, a1), fill(row + 2, a2), fill(row + 3, a3);
     }
-    for (int64_t row = first; row < first + count; ++row) {
-      const float *y = keys + row * cols;
+    for (; row < rows; ++row) {
+      const float *y = x + row * cols;
       double acc = sum ? 0.0 : -INFINITY;
       if (sum) {
         for (int64_t i = 0; i < cols; ++i)
@@ -559,6 +583,12 @@ void rowReduce(ThreadPool &pool, const float *keys, float *out, int64_t n, int64
       fill(row, acc);
     }
   });
+}
+
+void rowReduce(ThreadPool &pool, const float *keys, float *out, int64_t n, int64_t cols,
+               bool sum) {
+  if (cols > 0)
+    rowReduce(pool, KeyChunks::buffer(keys, n, rowChunkSize(cols)), out, cols, sum);
 }
 
 } // namespace mergec::rt

@@ -275,6 +275,58 @@ TEST(Selection, StreamedModelTopKMatchesTheBuffer) {
     }
 }
 
+// Ranks from whole-row chunks of streamed keys, on 1 and 2 threads, equal a stable sort of each
+// row; rows where a byte is shared by all (the skipped digits) and constant rows included.
+TEST(Selection, StreamedRowRanksMatchASortPerRow) {
+  ThreadPool one(1), two(2);
+  for (int64_t cols : {int64_t{1}, int64_t{3}, int64_t{512}, int64_t{5000}}) {
+    int64_t rows = 37;
+    std::vector<float> x = tiedKeys(static_cast<size_t>(rows * cols), 9, cols == 512);
+    std::fill(x.begin(), x.begin() + cols, 2.5f); // one magnitude: ranks in index order
+    std::vector<float> expected(x.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<int64_t> order(static_cast<size_t>(cols));
+      std::iota(order.begin(), order.end(), r * cols);
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int64_t a, int64_t b) { return std::fabs(x[a]) < std::fabs(x[b]); });
+      for (int64_t i = 0; i < cols; ++i)
+        expected[order[i]] = static_cast<float>(i + 1);
+    }
+    for (ThreadPool *pool : {&one, &two}) {
+      std::vector<float> got(x.size(), -1), buffered(x.size(), -1);
+      rowRanks(*pool, streamed(x, rowChunkSize(cols), nullptr), got.data(), cols);
+      rowRanks(*pool, x.data(), buffered.data(), static_cast<int64_t>(x.size()), cols);
+      EXPECT_EQ(got, expected) << "cols " << cols;
+      EXPECT_EQ(buffered, expected) << "cols " << cols;
+    }
+  }
+}
+
+// Row sums four rows at a time equal each row's f64 sum in index order; a partial last row
+// is not written.
+TEST(Selection, StreamedRowSumsAreEachRowsOrderedSum) {
+  ThreadPool two(2);
+  int64_t cols = 1000, rows = 7;
+  std::vector<float> x = tiedKeys(static_cast<size_t>(rows * cols + 5), 4, false);
+  x[3] = 1e30f; // order matters in f64 only at this scale
+  std::vector<float> sums(x.size(), -1), maxima(x.size(), -1);
+  KeyChunks keys = streamed(x, rowChunkSize(cols), nullptr);
+  rowReduce(two, keys, sums.data(), cols, /*sum=*/true);
+  rowReduce(two, keys, maxima.data(), cols, /*sum=*/false);
+  for (int64_t r = 0; r < rows; ++r) {
+    double sum = 0, max = -INFINITY;
+    for (int64_t i = r * cols; i < (r + 1) * cols; ++i) {
+      sum += x[i];
+      max = std::max(max, double(x[i]));
+    }
+    for (int64_t i = r * cols; i < (r + 1) * cols; ++i) {
+      EXPECT_EQ(sums[i], static_cast<float>(sum));
+      EXPECT_EQ(maxima[i], static_cast<float>(max));
+    }
+  }
+  EXPECT_EQ(sums.back(), -1);
+}
+
 // A released block serves the next request of its size; one of another size frees kept blocks
 // only as far as the most ever in use at once requires.
 TEST(HostDevice, ReusesReleasedBlocksOfTheSameSize) {

@@ -132,6 +132,9 @@ public:
   virtual void streamCountModelTopK(ModelTopK &topk, const KeyChunks &keys);
   virtual void streamModelTopKBoundaries(ModelTopK &topk, const KeyChunks &keys,
                                          RankBoundary &hi, RankBoundary &lo);
+  /// Row phases over keys in chunks of whole rows (rowChunkSize), into `out` (n floats).
+  virtual void streamRowRanks(const KeyChunks &keys, float *ranks, int64_t cols);
+  virtual void streamRowReduce(const KeyChunks &keys, float *out, int64_t cols, bool sum);
 
   // --- Devices with memory of their own (hostResident() false). The executor moves every
   // tensor through them: inputs read into page-locked host memory and uploaded on the Upload
@@ -197,6 +200,8 @@ public:
   void streamCountModelTopK(ModelTopK &topk, const KeyChunks &keys) override;
   void streamModelTopKBoundaries(ModelTopK &topk, const KeyChunks &keys, RankBoundary &hi,
                                  RankBoundary &lo) override;
+  void streamRowRanks(const KeyChunks &keys, float *ranks, int64_t cols) override;
+  void streamRowReduce(const KeyChunks &keys, float *out, int64_t cols, bool sum) override;
 
 private:
   ThreadPool &pool_;

@@ -25,8 +25,9 @@ public:
   /// are held, or `scratch` (room for chunkSize() floats, the calling thread's) once written.
   using Fill = std::function<const float *(size_t chunk, float *scratch)>;
   KeyChunks(int64_t n, int64_t chunkSize, bool needsScratch, Fill fill);
-  /// n keys in host memory.
-  static KeyChunks buffer(const float *keys, int64_t n);
+  /// n keys in host memory. Chunks of 64K keys: enough work per chunk to hide the hand-out,
+  /// and many chunks to share out.
+  static KeyChunks buffer(const float *keys, int64_t n, int64_t chunkSize = int64_t{1} << 16);
   int64_t size() const { return n_; }
   int64_t chunkSize() const { return chunk_; }
   bool needsScratch() const { return needsScratch_; }
@@ -171,12 +172,19 @@ QuantilePosition quantilePosition(int64_t n, double q);
 double quantile(ThreadPool *pool, const KeyChunks &keys, double q);
 double quantile(const float *keys, int64_t n, double q);
 
+/// The chunk size for row keys: whole rows of `cols`, about 64K keys (at least one row).
+int64_t rowChunkSize(int64_t cols);
+
 /// ranks[i] = the rank 1..cols of |keys[i]| ascending within its row of `cols` elements, ties
-/// by lowest index. Rows run in parallel on `pool`.
+/// by lowest index; elements past the last whole row are not written. Chunks (of whole rows:
+/// rowChunkSize) run in parallel on `pool`.
+void rowRanks(ThreadPool &pool, const KeyChunks &keys, float *ranks, int64_t cols);
 void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int64_t cols);
 
 /// out[i] = the sum (in f64, rounded once; `sum`) or the maximum (NaN if any is NaN) of the
-/// keys in i's row of `cols` elements. Rows run in parallel on `pool`, each summed in order.
+/// keys in i's row of `cols` elements. Chunks of whole rows run in parallel on `pool`, each
+/// row summed in order.
+void rowReduce(ThreadPool &pool, const KeyChunks &keys, float *out, int64_t cols, bool sum);
 void rowReduce(ThreadPool &pool, const float *keys, float *out, int64_t n, int64_t cols, bool sum);
 
 } // namespace mergec::rt
