@@ -492,7 +492,8 @@ uint64_t residentBytes() {
 /// for row ranks the (key, index) pairs rowRanks sorts in, twice (16 bytes a column) on each
 /// thread, kept between tensors. The host streams the keys of selections and row phases
 /// (HostDevice::streamsKeys): on each thread, and once more for merged counts, a chunk of f32
-/// keys and, for a top-k or quantile, at most two 64K-bin histograms.
+/// keys and, for a top-k or quantile, at most two 64K-bin histograms; a top-k also keeps up to
+/// 2^21 keys of its boundary buckets (16 MiB with the vectors' growth).
 uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t threads) {
   uint64_t n = static_cast<uint64_t>(t.numel());
   uint64_t cols = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
@@ -506,8 +507,10 @@ uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t th
   uint64_t perThread =
       (selects ? Device::kChunk * sizeof(float) + 2 * 65536 * 8 : 0) +
       (rows ? static_cast<uint64_t>(rowChunkSize(static_cast<int64_t>(cols))) * sizeof(float) : 0);
+  uint64_t keptBucketKeys = selects ? uint64_t{16} << 20 : 0;
   return rule.rowBuffers() * n * sizeof(float) + (ranks ? 16 * cols * threads : 0) +
-         (threads + 1) * perThread + matrixPhaseBytes(rule, t.numel(), static_cast<int64_t>(cols));
+         (threads + 1) * perThread + keptBucketKeys +
+         matrixPhaseBytes(rule, t.numel(), static_cast<int64_t>(cols));
 }
 
 } // namespace

@@ -3,6 +3,7 @@
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/ThreadPool.h"
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -49,30 +50,85 @@ uint32_t bitsOf(float f) {
 /// |x| as bits: integer order is magnitude order, NaN above inf.
 uint32_t magnitudeKey(float f) { return bitsOf(f) & 0x7FFFFFFFu; }
 
+/// The key orders as types, so the passes' templates inline them (a function pointer would
+/// be an indirect call per key).
+struct ByMagnitude {
+  uint32_t operator()(float f) const { return magnitudeKey(f); }
+};
+struct ByValue {
+  uint32_t operator()(float f) const { return orderedKey(f); }
+};
+
+
+/// The states of one kind that passes hand to their chunks, kept from pass to pass (released
+/// by StateSet), so their histograms are not allocated and page-faulted anew for every tensor:
+/// about one per thread. A state taken again is reset().
+template <typename State> class Spares {
+public:
+  static std::unique_ptr<State> take() {
+    {
+      std::lock_guard<std::mutex> lock(mutex());
+      if (!list().empty()) {
+        std::unique_ptr<State> s = std::move(list().back());
+        list().pop_back();
+        s->reset();
+        return s;
+      }
+    }
+    return std::make_unique<State>();
+  }
+  static void give(std::unique_ptr<State> s) {
+    std::lock_guard<std::mutex> lock(mutex());
+    list().push_back(std::move(s));
+  }
+
+private:
+  static std::mutex &mutex() {
+    static std::mutex m;
+    return m;
+  }
+  static std::vector<std::unique_ptr<State>> &list() {
+    static std::vector<std::unique_ptr<State>> l;
+    return l;
+  }
+};
+
+/// The states a pass used; they go back to Spares when the set goes.
+template <typename State> struct StateSet {
+  std::vector<std::unique_ptr<State>> all;
+  StateSet() = default;
+  StateSet(StateSet &&) = default;
+  StateSet &operator=(StateSet &&) = delete;
+  ~StateSet() {
+    for (auto &s : all)
+      if (s)
+        Spares<State>::give(std::move(s));
+  }
+};
 
 /// Runs body(state, c, keys of chunk c, their count) for every chunk of a pass, in parallel on
 /// `pool` (serially without one), each chunk with a State no other running chunk holds: a
-/// chunk takes an idle one or makes one, so there are about as many as threads. Returns them
+/// chunk takes an idle one or a spare, so there are about as many as threads. Returns them
 /// all for the caller to merge (by integer sums, so the result does not depend on which state
 /// saw which chunk).
 template <typename State, typename Body>
-std::vector<std::unique_ptr<State>> overChunks(ThreadPool *pool, const KeyChunks &keys, Body body) {
+StateSet<State> overChunks(ThreadPool *pool, const KeyChunks &keys, Body body) {
   std::mutex mutex;
-  std::vector<std::unique_ptr<State>> states;
+  StateSet<State> states;
   std::vector<State *> idle;
   auto run = [&](size_t c) {
     State *state;
     {
       std::lock_guard<std::mutex> lock(mutex);
       if (idle.empty()) {
-        states.push_back(std::make_unique<State>());
-        state = states.back().get();
+        states.all.push_back(Spares<State>::take());
+        state = states.all.back().get();
       } else {
         state = idle.back();
         idle.pop_back();
       }
     }
-    if (keys.needsScratch() && state->scratch.empty())
+    if (keys.needsScratch() && state->scratch.size() < static_cast<size_t>(keys.chunkSize()))
       state->scratch.resize(static_cast<size_t>(keys.chunkSize()));
     const float *x = keys.get(c, state->scratch.data());
     body(*state, c, x, keys.end(c) - keys.begin(c));
@@ -87,18 +143,30 @@ std::vector<std::unique_ptr<State>> overChunks(ThreadPool *pool, const KeyChunks
   return states;
 }
 
+/// A pass's state that needs only the chunk scratch.
+struct ScratchOnly {
+  std::vector<float> scratch;
+  void reset() {}
+};
+
 /// Pass one: a histogram of the keys' bits 31..16, which of its buckets hold keys with any of
-/// bits 15..0 set (a bucket without is one value: no second pass needed for it), and how many
-/// keys have magnitude 0.
+/// bits 15..0 set (a bucket without is one value: no low-bits histogram needed for it), and
+/// how many keys have magnitude 0.
 struct HighCounts {
   std::vector<int64_t> hist = std::vector<int64_t>(65536);
   std::vector<uint16_t> lowBits = std::vector<uint16_t>(65536);
   int64_t zeros = 0;
   std::vector<float> scratch;
+  void reset() {
+    std::fill(hist.begin(), hist.end(), 0);
+    std::fill(lowBits.begin(), lowBits.end(), 0);
+    zeros = 0;
+  }
 };
 
+/// Pass one over the keys; the counts merged into the first state (there is one: n > 0).
 template <typename KeyFn>
-HighCounts countHigh(ThreadPool *pool, const KeyChunks &keys, KeyFn key) {
+StateSet<HighCounts> countHigh(ThreadPool *pool, const KeyChunks &keys, KeyFn key) {
   auto states = overChunks<HighCounts>(pool, keys, [&](HighCounts &s, size_t, const float *x,
                                                        int64_t n) {
     int64_t zeros = 0;
@@ -110,15 +178,41 @@ HighCounts countHigh(ThreadPool *pool, const KeyChunks &keys, KeyFn key) {
     }
     s.zeros += zeros;
   });
-  HighCounts total;
-  for (const auto &s : states) {
+  HighCounts &total = *states.all.front();
+  for (size_t j = 1; j < states.all.size(); ++j) {
+    const HighCounts &s = *states.all[j];
     for (size_t b = 0; b < 65536; ++b) {
-      total.hist[b] += s->hist[b];
-      total.lowBits[b] |= s->lowBits[b];
+      total.hist[b] += s.hist[b];
+      total.lowBits[b] |= s.lowBits[b];
     }
-    total.zeros += s->zeros;
+    total.zeros += s.zeros;
   }
-  return total;
+  return states;
+}
+
+/// Histograms of bits 15..0 inside up to two buckets of bits 31..16 (empty: not asked for).
+struct LowCounts {
+  std::vector<int64_t> hist[2];
+  std::vector<float> scratch;
+  void reset() {
+    for (auto &h : hist)
+      std::fill(h.begin(), h.end(), 0);
+  }
+  int64_t *at(int w) {
+    if (hist[w].empty())
+      hist[w].resize(65536);
+    return hist[w].data();
+  }
+};
+
+/// The sum of histogram w over a pass's states.
+std::vector<int64_t> mergedLow(const StateSet<LowCounts> &states, int w) {
+  std::vector<int64_t> hist(65536);
+  for (const auto &s : states.all)
+    if (!s->hist[w].empty())
+      for (size_t b = 0; b < 65536; ++b)
+        hist[b] += s->hist[w][b];
+  return hist;
 }
 
 /// The histogram bucket (from the top) where the m-th largest falls; `above` gains the counts
@@ -131,86 +225,35 @@ uint32_t bucketOf(const std::vector<int64_t> &hist, int64_t m, int64_t &above) {
 }
 
 /// A key of descending rank `rank` (1-based; 0: none) in a key order: its value and how many
-/// keys are strictly greater.
+/// keys are strictly greater. After pass one, `bucket` holds its bits 31..16 and `open` says
+/// whether that bucket holds more than one value (else `value` is known).
 struct Ranked {
   int64_t rank = 0;
   uint32_t value = 0;
   int64_t above = 0;
+  uint32_t bucket = 0;
+  bool open = false;
 };
 
-/// Fills in each cut's value and `above` from pass one's counts and, for the cuts whose bucket
-/// holds more than one value, a second pass histogramming bits 15..0 inside those buckets.
-template <typename KeyFn>
-void resolveRanks(ThreadPool *pool, const KeyChunks &keys, KeyFn key, const HighCounts &high,
-                  std::vector<Ranked> &cuts) {
-  struct LowCounts {
-    std::vector<std::vector<int64_t>> hist;
-    std::vector<float> scratch;
-  };
-  std::vector<uint32_t> highs(cuts.size());
-  std::vector<size_t> open;
-  for (size_t j = 0; j < cuts.size(); ++j) {
-    if (cuts[j].rank <= 0)
+/// Each cut's bucket from pass one; the value too where the bucket holds one.
+void placeInBuckets(const HighCounts &high, Ranked *cuts, int count) {
+  for (int w = 0; w < count; ++w) {
+    Ranked &cut = cuts[w];
+    if (cut.rank <= 0)
       continue;
-    highs[j] = bucketOf(high.hist, cuts[j].rank, cuts[j].above);
-    if (high.lowBits[highs[j]] == 0)
-      cuts[j].value = highs[j] << 16; // every key in the bucket is this one
-    else
-      open.push_back(j);
-  }
-  if (open.empty())
-    return;
-  auto states = overChunks<LowCounts>(pool, keys, [&](LowCounts &s, size_t, const float *x,
-                                                      int64_t n) {
-    if (s.hist.empty())
-      s.hist.assign(open.size(), std::vector<int64_t>(65536));
-    for (size_t o = 0; o < open.size(); ++o) {
-      uint32_t h = highs[open[o]];
-      int64_t *hist = s.hist[o].data();
-      for (int64_t i = 0; i < n; ++i) {
-        uint32_t k = key(x[i]);
-        if ((k >> 16) == h)
-          ++hist[k & 0xFFFF];
-      }
-    }
-  });
-  for (size_t o = 0; o < open.size(); ++o) {
-    std::vector<int64_t> hist(65536);
-    for (const auto &s : states)
-      if (!s->hist.empty())
-        for (size_t b = 0; b < 65536; ++b)
-          hist[b] += s->hist[o][b];
-    Ranked &cut = cuts[open[o]];
-    cut.value = (highs[open[o]] << 16) | bucketOf(hist, cut.rank, cut.above);
+    cut.bucket = bucketOf(high.hist, cut.rank, cut.above);
+    cut.open = high.lowBits[cut.bucket] != 0;
+    if (!cut.open)
+      cut.value = cut.bucket << 16; // every key in the bucket is this one
   }
 }
 
-/// Per chunk, how many keys have magnitude bits equal to each of `values` (column j for
-/// values[j]).
-std::vector<int64_t> countEqualPerChunk(ThreadPool *pool, const KeyChunks &keys,
-                                        const std::vector<uint32_t> &values) {
-  struct Scratch {
-    std::vector<float> scratch;
-  };
-  size_t m = values.size();
-  std::vector<int64_t> counts(keys.chunks() * m);
-  overChunks<Scratch>(pool, keys, [&](Scratch &, size_t c, const float *x, int64_t n) {
-    for (size_t j = 0; j < m; ++j) {
-      int64_t equal = 0;
-      for (int64_t i = 0; i < n; ++i)
-        equal += magnitudeKey(x[i]) == values[j];
-      counts[c * m + j] = equal;
-    }
-  });
-  return counts;
-}
-
-/// The flat index of the r-th (1-based) key whose magnitude bits equal `value`, from column j
-/// of countEqualPerChunk's m columns: the chunk where the running count reaches r, scanned.
-int64_t indexOfEqual(const KeyChunks &keys, const std::vector<int64_t> &counts, size_t m,
-                     size_t j, uint32_t value, int64_t r) {
+/// The flat index of the r-th (1-based) key whose magnitude bits equal `value`, from per-chunk
+/// counts (column w of 2): the chunk where the running count reaches r, scanned.
+int64_t indexOfEqual(const KeyChunks &keys, const std::vector<int64_t> &counts, int w,
+                     uint32_t value, int64_t r) {
   for (size_t c = 0; c < keys.chunks(); ++c) {
-    int64_t here = counts[c * m + j];
+    int64_t here = counts[c * 2 + static_cast<size_t>(w)];
     if (r > here) {
       r -= here;
       continue;
@@ -224,6 +267,60 @@ int64_t indexOfEqual(const KeyChunks &keys, const std::vector<int64_t> &counts, 
   }
   throw RuntimeError("internal: a top-k tie not found");
 }
+
+/// Per chunk (column w of 2), how many keys have magnitude bits equal to values[w], for the
+/// cuts `want` names.
+void countEqualPerChunk(ThreadPool *pool, const KeyChunks &keys, const uint32_t values[2],
+                        const bool want[2], std::vector<int64_t> &counts) {
+  counts.resize(keys.chunks() * 2);
+  overChunks<ScratchOnly>(pool, keys, [&](ScratchOnly &, size_t c, const float *x, int64_t n) {
+    for (int w = 0; w < 2; ++w) {
+      if (!want[w])
+        continue;
+      int64_t equal = 0;
+      for (int64_t i = 0; i < n; ++i)
+        equal += magnitudeKey(x[i]) == values[w];
+      counts[c * 2 + static_cast<size_t>(w)] = equal;
+    }
+  });
+}
+
+/// The keys of ranks cuts[0..count) in a key order: pass one, then (for cuts whose bucket
+/// holds more than one value) a pass histogramming bits 15..0 inside those buckets.
+template <typename KeyFn>
+void rankedValues(ThreadPool *pool, const KeyChunks &keys, KeyFn key, Ranked *cuts, int count) {
+  auto high = countHigh(pool, keys, key);
+  placeInBuckets(*high.all.front(), cuts, count);
+  bool any = false;
+  for (int w = 0; w < count; ++w)
+    any = any || (cuts[w].rank > 0 && cuts[w].open);
+  if (!any)
+    return;
+  auto low = overChunks<LowCounts>(pool, keys, [&](LowCounts &s, size_t, const float *x,
+                                                   int64_t n) {
+    for (int w = 0; w < count; ++w) {
+      if (cuts[w].rank <= 0 || !cuts[w].open)
+        continue;
+      int64_t *hist = s.at(w);
+      uint32_t b = cuts[w].bucket;
+      for (int64_t i = 0; i < n; ++i) {
+        uint32_t k = key(x[i]);
+        if ((k >> 16) == b)
+          ++hist[k & 0xFFFF];
+      }
+    }
+  });
+  for (int w = 0; w < count; ++w)
+    if (cuts[w].rank > 0 && cuts[w].open)
+      cuts[w].value = (cuts[w].bucket << 16) | bucketOf(mergedLow(low, w), cuts[w].rank,
+                                                        cuts[w].above);
+}
+
+/// Keys of a boundary bucket that pass two keeps, (bits 15..0) << 16 | offset in the chunk, so
+/// that the boundary's tie counts and index need no third pass; past this many (8 MiB, twice
+/// that with the vectors' growth: Executor's scratchBytes counts it) it stops keeping them and
+/// a third pass counts.
+constexpr int64_t kMaxKeptBucketKeys = int64_t{1} << 21;
 
 } // namespace
 
@@ -243,30 +340,107 @@ void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, dou
   hi = lo = RankBoundary{};
   if (n == 0)
     return;
-  HighCounts high = countHigh(pool, keys, magnitudeKey);
-  auto [s, e] = topkBand(n, nonzero ? n - high.zeros : n, density, skip);
-  std::vector<Ranked> cuts(2);
-  cuts[0].rank = s;
-  cuts[1].rank = e;
-  resolveRanks(pool, keys, magnitudeKey, high, cuts);
-  std::vector<uint32_t> values;
-  for (const Ranked &cut : cuts)
-    if (cut.rank > 0)
-      values.push_back(cut.value);
-  if (values.empty())
+  Ranked cuts[2];
+  {
+    auto high = countHigh(pool, keys, ByMagnitude{});
+    const HighCounts &h = *high.all.front();
+    auto [s, e] = topkBand(n, nonzero ? n - h.zeros : n, density, skip);
+    cuts[0].rank = s;
+    cuts[1].rank = e;
+    placeInBuckets(h, cuts, 2);
+  }
+  bool want[2] = {cuts[0].rank > 0, cuts[1].rank > 0};
+  if (!want[0] && !want[1])
     return;
-  std::vector<int64_t> counts = countEqualPerChunk(pool, keys, values);
-  size_t j = 0;
+  // Pass two: a cut whose value is known counts each chunk's keys equal to it; an open one
+  // histograms bits 15..0 in its bucket and keeps the bucket's keys of each chunk, from which
+  // its counts and tie index follow once the histogram gives its value.
+  size_t chunks = keys.chunks();
+  std::vector<int64_t> counts(chunks * 2);
+  bool keep = keys.chunkSize() <= 65536; // offsets in 16 bits
+  std::vector<std::vector<uint32_t>> kept(keep ? chunks * 2 : 0);
+  std::atomic<int64_t> keptTotal{0};
+  std::atomic<bool> overflow{!keep};
+  auto low = overChunks<LowCounts>(pool, keys, [&](LowCounts &st, size_t c, const float *x,
+                                                   int64_t m) {
+    for (int w = 0; w < 2; ++w) {
+      const Ranked &cut = cuts[w];
+      if (!want[w])
+        continue;
+      if (!cut.open) {
+        int64_t equal = 0;
+        for (int64_t i = 0; i < m; ++i)
+          equal += magnitudeKey(x[i]) == cut.value;
+        counts[c * 2 + static_cast<size_t>(w)] = equal;
+        continue;
+      }
+      int64_t *hist = st.at(w);
+      if (overflow.load(std::memory_order_relaxed)) {
+        for (int64_t i = 0; i < m; ++i) {
+          uint32_t k = magnitudeKey(x[i]);
+          if ((k >> 16) == cut.bucket)
+            ++hist[k & 0xFFFF];
+        }
+        continue;
+      }
+      std::vector<uint32_t> &mine = kept[c * 2 + static_cast<size_t>(w)];
+      for (int64_t i = 0; i < m; ++i) {
+        uint32_t k = magnitudeKey(x[i]);
+        if ((k >> 16) == cut.bucket) {
+          ++hist[k & 0xFFFF];
+          mine.push_back(k << 16 | static_cast<uint32_t>(i));
+        }
+      }
+      if (keptTotal += static_cast<int64_t>(mine.size()); keptTotal > kMaxKeptBucketKeys)
+        overflow = true;
+    }
+  });
+  bool third[2] = {false, false};
   for (int w = 0; w < 2; ++w) {
-    const Ranked &cut = cuts[static_cast<size_t>(w)];
-    if (cut.rank <= 0)
+    Ranked &cut = cuts[w];
+    if (!want[w] || !cut.open)
+      continue;
+    cut.value = (cut.bucket << 16) | bucketOf(mergedLow(low, w), cut.rank, cut.above);
+    if (overflow) {
+      third[w] = true;
+      continue;
+    }
+    for (size_t c = 0; c < chunks; ++c) {
+      int64_t equal = 0;
+      for (uint32_t k : kept[c * 2 + static_cast<size_t>(w)])
+        equal += (k >> 16) == (cut.value & 0xFFFF);
+      counts[c * 2 + static_cast<size_t>(w)] = equal;
+    }
+  }
+  if (third[0] || third[1]) {
+    uint32_t values[2] = {cuts[0].value, cuts[1].value};
+    countEqualPerChunk(pool, keys, values, third, counts);
+  }
+  for (int w = 0; w < 2; ++w) {
+    const Ranked &cut = cuts[w];
+    if (!want[w])
       continue;
     // The (rank - above)-th key equal to the boundary value, in index order, is the last kept.
     RankBoundary &b = w == 0 ? hi : lo;
     b.bits = static_cast<double>(cut.value);
-    b.index = static_cast<double>(
-        indexOfEqual(keys, counts, values.size(), j, cut.value, cut.rank - cut.above));
-    ++j;
+    int64_t r = cut.rank - cut.above;
+    if (!cut.open || third[w]) {
+      b.index = static_cast<double>(indexOfEqual(keys, counts, w, cut.value, r));
+      continue;
+    }
+    for (size_t c = 0; c < chunks && b.index < 0; ++c) {
+      if (int64_t here = counts[c * 2 + static_cast<size_t>(w)]; r > here) {
+        r -= here;
+        continue;
+      }
+      for (uint32_t k : kept[c * 2 + static_cast<size_t>(w)])
+        if ((k >> 16) == (cut.value & 0xFFFF) && --r == 0) {
+          b.index = static_cast<double>(keys.begin(c) + (k & 0xFFFF));
+          break;
+        }
+    }
+    if (b.index < 0)
+      throw RuntimeError("internal: a top-k tie not found");
   }
 }
 
@@ -282,38 +456,36 @@ void ModelTopK::count(ThreadPool *pool, const KeyChunks &keys) {
   if (keys.size() == 0)
     return;
   if (pass_ == 0) {
-    HighCounts high = countHigh(pool, keys, magnitudeKey);
+    auto high = countHigh(pool, keys, ByMagnitude{});
+    const HighCounts &h = *high.all.front();
     total_ += keys.size();
     if (nonzero_)
-      nonzeros_ += keys.size() - high.zeros;
+      nonzeros_ += keys.size() - h.zeros;
     for (size_t b = 0; b < high_.size(); ++b)
-      high_[b] += high.hist[b];
+      high_[b] += h.hist[b];
     return;
   }
-  struct LowCounts {
-    std::vector<int64_t> hist[2];
-    std::vector<float> scratch;
-  };
   Cut *cuts[2] = {&hi_, &lo_};
-  auto states = overChunks<LowCounts>(pool, keys, [&](LowCounts &s, size_t, const float *x,
-                                                      int64_t n) {
+  auto low = overChunks<LowCounts>(pool, keys, [&](LowCounts &s, size_t, const float *x,
+                                                   int64_t n) {
     for (int w = 0; w < 2; ++w) {
       if (cuts[w]->rank == 0)
         continue;
-      s.hist[w].resize(65536);
+      int64_t *hist = s.at(w);
       uint32_t h = cuts[w]->high;
       for (int64_t i = 0; i < n; ++i) {
         uint32_t k = magnitudeKey(x[i]);
         if ((k >> 16) == h)
-          ++s.hist[w][k & 0xFFFF];
+          ++hist[k & 0xFFFF];
       }
     }
   });
   for (int w = 0; w < 2; ++w)
-    for (const auto &s : states)
-      if (!s->hist[w].empty())
-        for (size_t b = 0; b < 65536; ++b)
-          cuts[w]->hist[b] += s->hist[w][b];
+    if (cuts[w]->rank > 0) {
+      std::vector<int64_t> hist = mergedLow(low, w);
+      for (size_t b = 0; b < 65536; ++b)
+        cuts[w]->hist[b] += hist[b];
+    }
 }
 
 bool ModelTopK::finishPass() {
@@ -398,28 +570,23 @@ void ModelTopK::boundaries(ThreadPool *pool, const KeyChunks &keys, RankBoundary
   // One pass counts each chunk's keys equal to either boundary; a tie's index then comes from
   // the one chunk it falls in.
   Cut *cuts[2] = {&hi_, &lo_};
-  std::vector<uint32_t> values;
-  for (Cut *cut : cuts)
-    if (cut->rank > 0)
-      values.push_back(cut->value);
-  std::vector<int64_t> counts;
-  if (!values.empty() && keys.size() > 0)
-    counts = countEqualPerChunk(pool, keys, values);
-  size_t j = 0;
+  uint32_t values[2] = {hi_.value, lo_.value};
+  bool want[2] = {hi_.rank > 0, lo_.rank > 0};
+  std::vector<int64_t> counts(keys.chunks() * 2);
+  if ((want[0] || want[1]) && keys.size() > 0)
+    countEqualPerChunk(pool, keys, values, want, counts);
   for (int w = 0; w < 2; ++w) {
     Cut &cut = *cuts[w];
     RankBoundary &b = w == 0 ? hi : lo;
-    if (cut.rank == 0) {
+    if (!want[w]) {
       b = RankBoundary{};
       continue;
     }
     int64_t equal = 0;
     for (size_t c = 0; c < keys.chunks(); ++c)
-      equal += counts[c * values.size() + j];
-    b = applyCounted(cut, equal, [&](int64_t r) {
-      return indexOfEqual(keys, counts, values.size(), j, cut.value, r);
-    });
-    ++j;
+      equal += counts[c * 2 + static_cast<size_t>(w)];
+    b = applyCounted(cut, equal,
+                     [&](int64_t r) { return indexOfEqual(keys, counts, w, cut.value, r); });
   }
 }
 
@@ -438,10 +605,10 @@ double quantile(ThreadPool *pool, const KeyChunks &keys, double q) {
     return NAN;
   QuantilePosition p = quantilePosition(n, q);
   // Ascending rank r (0-based) is descending rank n - r; both neighbours from the same passes.
-  std::vector<Ranked> cuts(2);
+  Ranked cuts[2];
   cuts[0].rank = n - p.below;
   cuts[1].rank = n - p.above;
-  resolveRanks(pool, keys, orderedKey, countHigh(pool, keys, orderedKey), cuts);
+  rankedValues(pool, keys, ByValue{}, cuts, 2);
   double a = static_cast<double>(fromOrderedKey(cuts[0].value));
   return p.lerp(a, p.above == p.below ? a : static_cast<double>(fromOrderedKey(cuts[1].value)));
 }
@@ -520,10 +687,6 @@ void checkRowChunks(const KeyChunks &keys, int64_t cols) {
     throw RuntimeError("internal: row keys in chunks that split rows");
 }
 
-struct RowScratch {
-  std::vector<float> scratch;
-};
-
 } // namespace
 
 int64_t rowChunkSize(int64_t cols) {
@@ -535,7 +698,7 @@ void rowRanks(ThreadPool &pool, const KeyChunks &keys, float *ranks, int64_t col
   if (cols <= 0 || keys.size() == 0)
     return;
   checkRowChunks(keys, cols);
-  overChunks<RowScratch>(&pool, keys, [&](RowScratch &, size_t c, const float *x, int64_t m) {
+  overChunks<ScratchOnly>(&pool, keys, [&](ScratchOnly &, size_t c, const float *x, int64_t m) {
     float *r = ranks + keys.begin(c);
     for (int64_t row = 0; row < m / cols; ++row)
       rankRow(x + row * cols, r + row * cols, static_cast<size_t>(cols));
@@ -553,7 +716,7 @@ void rowReduce(ThreadPool &pool, const KeyChunks &keys, float *out, int64_t cols
   checkRowChunks(keys, cols);
   // Each row's sum is its f64 sum in index order (one rounding at the end), so a row's adds
   // cannot be reordered; four rows at a time hide the adds' latency behind each other.
-  overChunks<RowScratch>(&pool, keys, [&](RowScratch &, size_t c, const float *x, int64_t m) {
+  overChunks<ScratchOnly>(&pool, keys, [&](ScratchOnly &, size_t c, const float *x, int64_t m) {
     float *o = out + keys.begin(c);
     auto fill = [&](int64_t row, double acc) {
       std::fill(o + row * cols, o + (row + 1) * cols, static_cast<float>(acc));

@@ -219,9 +219,10 @@ TEST(Selection, StreamedTopKMatchesTheBufferAndASortForAnyThreads) {
     }
 }
 
-// Keys whose boundary buckets each hold one value (bf16-like: no low mantissa bits) need no
-// low-bits pass: the histogram pass, the tie-count pass and one chunk's scan.
-TEST(Selection, OneValueBucketsSkipTheLowBitsPass) {
+// Two passes over the keys: where the boundary bucket holds one value (bf16-like keys: no low
+// mantissa bits) the histogram pass, a tie-count pass and one chunk's scan; where it holds
+// more, the histogram pass and a low-bits pass that keeps the bucket's keys for the ties.
+TEST(Selection, TopKTakesTwoPassesOverTheKeys) {
   std::vector<float> x = tiedKeys(10 * 1000, 3, /*bf16Like=*/true);
   std::atomic<int64_t> made{0};
   RankBoundary hi, lo;
@@ -230,7 +231,27 @@ TEST(Selection, OneValueBucketsSkipTheLowBitsPass) {
   std::vector<float> f32 = tiedKeys(10 * 1000, 3, /*bf16Like=*/false);
   made = 0;
   topkBoundaries(nullptr, streamed(f32, 1000, &made), 0.3, 0, false, hi, lo);
-  EXPECT_EQ(made.load(), 10 + 10 + 10 + 1);
+  EXPECT_EQ(made.load(), 10 + 10);
+}
+
+// More keys in the boundary bucket than pass two keeps (2^21): a third pass counts the ties,
+// and the band is still a stable sort's.
+TEST(Selection, CrowdedBoundaryBucketFallsBackToATiePass) {
+  ThreadPool two(2);
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<uint32_t> low(0, 15);
+  std::vector<float> x(3 * 1000 * 1000);
+  for (float &v : x) {
+    uint32_t bits = 0x3F800000u | low(rng); // 1.0 and the next 15 floats: one high bucket
+    std::memcpy(&v, &bits, 4);
+  }
+  std::atomic<int64_t> made{0};
+  RankBoundary hi, lo;
+  topkBoundaries(&two, streamed(x, 65536, &made), 0.4, 0.1, false, hi, lo);
+  auto [s, e] = topkBand(static_cast<int64_t>(x.size()), static_cast<int64_t>(x.size()), 0.4, 0.1);
+  EXPECT_EQ(bandMask(x, hi, lo), sortedMask(x, s, e - s));
+  int64_t chunks = (static_cast<int64_t>(x.size()) + 65535) / 65536;
+  EXPECT_EQ(made.load(), 3 * chunks + 2);
 }
 
 TEST(Selection, StreamedQuantileMatchesASortForAnyThreads) {
