@@ -619,26 +619,43 @@ double quantile(const float *keys, int64_t n, double q) {
 
 namespace {
 
+/// The digits rankRow sorts on, least significant first: `count` digits of `width[d]` bits
+/// from bit `shift[d]`. Short rows take four bytes (small counting arrays); rows of 2048 and
+/// more take 12 + 12 + 8 bits, one scatter fewer, where the larger arrays are paid back.
+struct DigitPlan {
+  unsigned count;
+  unsigned shift[4], width[4];
+};
+constexpr DigitPlan kBytes{4, {0, 8, 16, 24}, {8, 8, 8, 8}};
+constexpr DigitPlan kWide{3, {0, 12, 24, 0}, {12, 12, 8, 0}};
+
 /// r[i] = the rank 1..c of |x[i]| ascending in the row x of c elements, ties by lowest index.
-void rankRow(const float *x, float *r, size_t c) {
-  // LSD radix sort of (magnitude bits, index) on the bits, 8 at a time: stable, so equal
-  // magnitudes keep index order (ties go to the lower index), and branch-free, several times
-  // faster than a comparison sort on rows of a few hundred to a few thousand. One sweep counts
-  // all four digits; a digit every element shares (the exponent's, mostly) is skipped. The
-  // pairs travel packed (key << 32 | index) in one array; the first scatter reads the keys
-  // themselves and the last writes the ranks, so a row costs one sweep per digit and one more.
-  size_t count[4][256] = {};
+template <const DigitPlan &plan> void rankRowWith(const float *x, float *r, size_t c) {
+  // LSD radix sort of (magnitude bits, index) on the digits: stable, so equal magnitudes keep
+  // index order (ties go to the lower index), and branch-free, several times faster than a
+  // comparison sort on rows of a few hundred to a few thousand. One sweep counts all digits; a
+  // digit every element shares (the exponent's, mostly) is skipped. The pairs travel packed
+  // (key << 32 | index) in one array; the first scatter reads the keys themselves and the
+  // last writes the ranks, so a row costs one sweep per digit and one more.
+  constexpr unsigned kBins = 1u << 12;
+  thread_local std::vector<uint32_t> countStore(4 * kBins);
+  uint32_t *count[4];
+  for (unsigned d = 0; d < plan.count; ++d) {
+    count[d] = countStore.data() + d * kBins;
+    std::fill(count[d], count[d] + (1u << plan.width[d]), 0u);
+  }
+  auto digit = [](uint32_t k, unsigned d) {
+    return (k >> plan.shift[d]) & ((1u << plan.width[d]) - 1);
+  };
   for (size_t i = 0; i < c; ++i) {
     uint32_t k = magnitudeKey(x[i]);
-    ++count[0][k & 0xFF];
-    ++count[1][(k >> 8) & 0xFF];
-    ++count[2][(k >> 16) & 0xFF];
-    ++count[3][k >> 24];
+    for (unsigned d = 0; d < plan.count; ++d)
+      ++count[d][digit(k, d)];
   }
   unsigned digits[4], active = 0;
   uint32_t first = magnitudeKey(x[0]);
-  for (unsigned d = 0; d < 4; ++d)
-    if (count[d][(first >> (8 * d)) & 0xFF] != c)
+  for (unsigned d = 0; d < plan.count; ++d)
+    if (count[d][digit(first, d)] != c)
       digits[active++] = d;
   if (active == 0) { // one magnitude: index order
     for (size_t i = 0; i < c; ++i)
@@ -646,43 +663,52 @@ void rankRow(const float *x, float *r, size_t c) {
     return;
   }
   for (unsigned a = 0; a < active; ++a) {
-    size_t start = 0;
-    for (size_t &k : count[digits[a]])
-      start += std::exchange(k, start);
+    uint32_t start = 0;
+    for (uint32_t *k = count[digits[a]], *e = k + (1u << plan.width[digits[a]]); k != e; ++k)
+      start += std::exchange(*k, start);
   }
   thread_local std::vector<uint64_t> from, to;
   from.resize(c), to.resize(c);
   for (unsigned a = 0; a < active; ++a) {
-    unsigned shift = 8 * digits[a];
-    size_t *at = count[digits[a]];
+    unsigned d = digits[a];
+    uint32_t *at = count[d];
     bool last = a + 1 == active;
     if (a == 0 && last) {
       for (size_t i = 0; i < c; ++i)
-        r[i] = static_cast<float>(at[(magnitudeKey(x[i]) >> shift) & 0xFF]++ + 1);
+        r[i] = static_cast<float>(at[digit(magnitudeKey(x[i]), d)]++ + 1);
     } else if (a == 0) {
       for (size_t i = 0; i < c; ++i) {
         uint32_t k = magnitudeKey(x[i]);
-        to[at[(k >> shift) & 0xFF]++] = uint64_t{k} << 32 | i;
+        to[at[digit(k, d)]++] = uint64_t{k} << 32 | i;
       }
     } else if (last) {
       for (size_t i = 0; i < c; ++i) {
         uint64_t p = from[i];
-        r[static_cast<uint32_t>(p)] = static_cast<float>(at[(p >> (32 + shift)) & 0xFF]++ + 1);
+        r[static_cast<uint32_t>(p)] =
+            static_cast<float>(at[digit(static_cast<uint32_t>(p >> 32), d)]++ + 1);
       }
     } else {
       for (size_t i = 0; i < c; ++i) {
         uint64_t p = from[i];
-        to[at[(p >> (32 + shift)) & 0xFF]++] = p;
+        to[at[digit(static_cast<uint32_t>(p >> 32), d)]++] = p;
       }
     }
     from.swap(to);
   }
 }
 
+void rankRow(const float *x, float *r, size_t c) {
+  if (c >= 2048)
+    rankRowWith<kWide>(x, r, c);
+  else
+    rankRowWith<kBytes>(x, r, c);
+}
+
 /// The rows of a chunk: its whole rows only (a partial last row is not written).
 void checkRowChunks(const KeyChunks &keys, int64_t cols) {
-  if (cols > (int64_t{1} << 32))
-    throw RuntimeError("row_rank: rows of more than 2^32 elements are not supported");
+  // Ranks count in 32 bits.
+  if (cols >= (int64_t{1} << 32))
+    throw RuntimeError("row_rank: rows of 2^32 elements or more are not supported");
   if (keys.chunkSize() % cols != 0)
     throw RuntimeError("internal: row keys in chunks that split rows");
 }
