@@ -500,7 +500,15 @@ uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t th
            p.kind == CompiledRule::Kind::Row;
     ranks = ranks || (p.kind == CompiledRule::Kind::Row && p.row == CompiledRule::RowOp::Rank);
   }
-  return (keys + rule.rowBuffers()) * n * sizeof(float) + (ranks ? 16 * cols * threads : 0) +
+  // Large tensors' rows in windows (PhaseRunner's RowWindows): a key buffer and the row
+  // buffers of window size.
+  uint64_t perBuffer = n;
+  if (int64_t w = rowWindowElements(rule, t.numel(), static_cast<int64_t>(cols))) {
+    perBuffer = static_cast<uint64_t>(w);
+    keys = true;
+  }
+  return (keys + rule.rowBuffers()) * perBuffer * sizeof(float) +
+         (ranks ? 16 * cols * threads : 0) +
          matrixPhaseBytes(rule, t.numel(), static_cast<int64_t>(cols));
 }
 
