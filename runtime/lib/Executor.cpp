@@ -508,8 +508,13 @@ uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t th
       (selects ? Device::kChunk * sizeof(float) + 2 * 65536 * 8 : 0) +
       (rows ? static_cast<uint64_t>(rowChunkSize(static_cast<int64_t>(cols))) * sizeof(float) : 0);
   uint64_t keptBucketKeys = selects ? uint64_t{16} << 20 : 0;
-  return rule.rowBuffers() * n * sizeof(float) + (ranks ? 16 * cols * threads : 0) +
-         (threads + 1) * perThread + keptBucketKeys +
+  // Large tensors' rows in windows (PhaseRunner's RowWindows): a key buffer and the row
+  // buffers of window size (the per-thread row chunks stay counted: a smaller tensor uses them).
+  uint64_t rowBytes = rule.rowBuffers() * n * sizeof(float);
+  if (int64_t w = rowWindowElements(rule, t.numel(), static_cast<int64_t>(cols)))
+    rowBytes = (rule.rowBuffers() + 1) * static_cast<uint64_t>(w) * sizeof(float);
+  return rowBytes + (ranks ? 16 * cols * threads : 0) + (threads + 1) * perThread +
+         keptBucketKeys +
          matrixPhaseBytes(rule, t.numel(), static_cast<int64_t>(cols));
 }
 

@@ -6,7 +6,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <limits>
+#include <optional>
 
 namespace mergec::rt {
 
@@ -23,7 +28,184 @@ double identity(CompiledRule::Reduction kind) {
   return kind == CompiledRule::Reduction::Sum ? 0.0 : -std::numeric_limits<double>::infinity();
 }
 
+/// A tensor's row phases computed window by window. A row phase's buffer (ranks, or each row's
+/// sum or maximum, at every element) is as large as the tensor; for large tensors the runner
+/// instead computes, before each window of a later phase, the rows that window touches into
+/// window-sized buffers, and runs the later phase over that window alone (launchRange). Rows
+/// are recomputed for every phase that reads them, so this is for tensors whose row buffers
+/// would exceed kRowBufferBudget: smaller ones keep one whole-tensor buffer per row phase. The
+/// bytes are the same either way: a row's keys and ranks depend on the row alone, and a
+/// reduction's partials on its chunk alone.
+class RowWindows {
+public:
+  /// Row buffers up to this size in all stay whole-tensor buffers (computed once); a test hook,
+  /// MERGEC_TEST_ROW_BUFFER_BUDGET=BYTES, moves it (tests/e2e/check_row_windows.py compares
+  /// windowed and whole-tensor rows).
+  static uint64_t budget() {
+    static const uint64_t bytes = [] {
+      const char *text = std::getenv("MERGEC_TEST_ROW_BUFFER_BUDGET");
+      return text && *text ? std::strtoull(text, nullptr, 10) : kRowBufferBudget;
+    }();
+    return bytes;
+  }
+  static constexpr uint64_t kRowBufferBudget = 64ull << 20;
+  /// Elements per window: whole chunks, fixed (never from the thread count).
+  static constexpr int64_t kWindow = 32 * Device::kChunk;
+
+  /// Whether `rule` over a tensor of n elements (rows of `cols`) runs its rows in windows: a
+  /// host device, row buffers over the budget, and only reductions and the map phase (which
+  /// run over windows) reading them; selections, quantiles and matrix phases need the whole
+  /// tensor at once.
+  static bool wanted(const Device &device, const CompiledRule &rule, int64_t n) {
+    return device.hostResident() && wanted(rule, n);
+  }
+  static bool wanted(const CompiledRule &rule, int64_t n) {
+    size_t rows = 0;
+    for (const CompiledRule::Phase &p : rule.phases) {
+      if (p.kind == CompiledRule::Kind::Matrix)
+        return false;
+      rows += p.kind == CompiledRule::Kind::Row;
+    }
+    if (!rows || rows * static_cast<uint64_t>(n) * sizeof(float) <= budget())
+      return false;
+    for (size_t k = 0; k < rule.phases.size(); ++k) {
+      CompiledRule::Kind kind = rule.phases[k].kind;
+      if (kind != CompiledRule::Kind::Row && kind != CompiledRule::Kind::Reduce &&
+          kind != CompiledRule::Kind::Map && !rowsOf(rule, k).empty())
+        return false;
+    }
+    return true;
+  }
+
+  /// The row phases phase k reads, directly or through other row phases, in phase order.
+  static std::vector<size_t> rowsOf(const CompiledRule &rule, size_t k) {
+    std::vector<bool> seen(rule.phases.size(), false);
+    std::vector<size_t> stack(rule.phases[k].deps.begin(), rule.phases[k].deps.end());
+    while (!stack.empty()) {
+      size_t d = stack.back();
+      stack.pop_back();
+      if (seen[d] || rule.phases[d].kind != CompiledRule::Kind::Row)
+        continue;
+      seen[d] = true;
+      stack.insert(stack.end(), rule.phases[d].deps.begin(), rule.phases[d].deps.end());
+    }
+    std::vector<size_t> rows;
+    for (size_t d = 0; d < seen.size(); ++d)
+      if (seen[d])
+        rows.push_back(d);
+    return rows;
+  }
+
+  /// Window buffers for a tensor of n elements in rows of `cols`; `descs` holds the inputs,
+  /// then one descriptor per buffer of the rule (row phases' buffers at `rowSlot`).
+  RowWindows(Device &device, const CompiledRule &rule, int64_t n, int64_t cols)
+      : device_(device), rule_(rule), n_(n), cols_(std::max<int64_t>(cols, 1)) {
+    capacity_ = static_cast<size_t>(capacity(n, cols_));
+    keys_ = zeroed();
+    size_t slot = 0;
+    for (const CompiledRule::Phase &p : rule.phases) {
+      if (p.kind == CompiledRule::Kind::Row)
+        buffers_.push_back({slot, zeroed()});
+      slot += p.buffers;
+    }
+  }
+
+  /// Elements per window buffer: a window [b, e) needs the rows it touches, [x, y), and the
+  /// row kernels run over the whole chunks around those: at most a chunk and a row more on
+  /// each side.
+  static int64_t capacity(int64_t n, int64_t cols) {
+    return std::min<int64_t>(n, kWindow + 2 * (std::max<int64_t>(cols, 1) + Device::kChunk));
+  }
+
+  /// Runs phase k over every window, computing first the rows it reads; `launch(begin, end)`
+  /// runs the phase over [begin, end) (whole chunks).
+  void sweep(size_t k, std::vector<MemRefDescriptor> &descs, size_t firstBuffer,
+             const MemRefDescriptor &scalars, float layer, float numLayers,
+             const std::function<void(int64_t, int64_t)> &launch) {
+    std::vector<size_t> rows = rowsOf(rule_, k);
+    for (int64_t b = 0; b < n_; b += kWindow) {
+      int64_t e = std::min(n_, b + kWindow);
+      computeRows(rows, b, e, descs, firstBuffer, scalars, layer, numLayers);
+      launch(b, e);
+    }
+  }
+
+private:
+  struct Buffer {
+    size_t slot; ///< its place among the rule's buffers
+    std::shared_ptr<void> memory;
+  };
+
+  std::shared_ptr<void> zeroed() {
+    // Zeroed once: a row kernel over the chunks around a window reads the other row buffers
+    // outside the window's rows too (stale, finite values whose keys are never ranked).
+    std::shared_ptr<void> p = device_.allocate(capacity_ * sizeof(float));
+    std::memset(p.get(), 0, capacity_ * sizeof(float));
+    return p;
+  }
+
+  /// `memory` holding elements from `origin` on, as the kernels address it: by the tensor's
+  /// element index (identity-layout memrefs ignore the descriptor's offset, so the aligned
+  /// pointer is where element 0 would be, computed as an integer).
+  MemRefDescriptor view(void *memory, int64_t origin) const {
+    auto base = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(memory) -
+                                         static_cast<uintptr_t>(origin) * sizeof(float));
+    return MemRefDescriptor{memory, base, 0, n_, 1};
+  }
+
+  void computeRows(const std::vector<size_t> &rows, int64_t b, int64_t e,
+                   std::vector<MemRefDescriptor> &descs, size_t firstBuffer,
+                   const MemRefDescriptor &scalars, float layer, float numLayers) {
+    if (rows.empty())
+      return;
+    int64_t x = b / cols_ * cols_;
+    int64_t y = std::min(n_, (e + cols_ - 1) / cols_ * cols_);
+    int64_t from = x / Device::kChunk * Device::kChunk;
+    int64_t to = std::min(n_, (y + Device::kChunk - 1) / Device::kChunk * Device::kChunk);
+    if (static_cast<size_t>(to - from) > capacity_)
+      throw RuntimeError("internal: a row window of " + std::to_string(to - from) +
+                         " elements, more than its " + std::to_string(capacity_));
+    // Every buffer's view starts at `from` for this window, before any row kernel reads one.
+    for (const Buffer &buf : buffers_)
+      descs[firstBuffer + buf.slot] = view(buf.memory.get(), from);
+    auto *keys = static_cast<float *>(keys_.get());
+    for (size_t r : rows) {
+      const CompiledRule::Phase &phase = rule_.phases[r];
+      const Buffer &buf = *std::find_if(buffers_.begin(), buffers_.end(), [&](const Buffer &x) {
+        return x.slot == slotOf(r);
+      });
+      device_.launchRange(
+          rule_, r, descs, [&](size_t) { return view(keys, from); }, from, to, layer, numLayers,
+          scalars);
+      float *out = static_cast<float *>(buf.memory.get()) + (x - from);
+      if (phase.row == CompiledRule::RowOp::Rank)
+        device_.rowRanks(keys + (x - from), out, y - x, cols_);
+      else
+        device_.rowReduce(keys + (x - from), out, y - x, cols_,
+                          phase.row == CompiledRule::RowOp::Sum);
+    }
+  }
+
+  size_t slotOf(size_t phase) const {
+    size_t slot = 0;
+    for (size_t k = 0; k < phase; ++k)
+      slot += rule_.phases[k].buffers;
+    return slot;
+  }
+
+  Device &device_;
+  const CompiledRule &rule_;
+  int64_t n_, cols_;
+  size_t capacity_ = 0;
+  std::shared_ptr<void> keys_;
+  std::vector<Buffer> buffers_;
+};
+
 } // namespace
+
+int64_t rowWindowElements(const CompiledRule &rule, int64_t n, int64_t cols) {
+  return RowWindows::wanted(rule, n) ? RowWindows::capacity(n, cols) : 0;
+}
 
 ModelScope::ModelScope(const CompiledRule &rule) : meta_(rule.phases), phases_(rule.phases.size()) {
   for (size_t k = 0; k < meta_.size(); ++k) {
@@ -147,10 +329,16 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
   std::vector<MemRefDescriptor> descs;
   for (const void *in : inputs)
     descs.push_back({const_cast<void *>(in), const_cast<void *>(in), 0, n, 1});
-  // Row buffers are inputs to the phases after the one that fills them.
+  // Row buffers are inputs to the phases after the one that fills them: whole-tensor buffers,
+  // or for large tensors window buffers that the phases reading them fill as they go.
+  size_t firstBuffer = descs.size();
+  int64_t cols = tensor.shape.empty() ? 1 : tensor.shape.back();
+  std::optional<RowWindows> windowed;
+  if (RowWindows::wanted(device, rule, n))
+    windowed.emplace(device, rule, n, cols);
   std::vector<std::shared_ptr<void>> rows;
   for (size_t r = 0; r < rule.rowBuffers(); ++r) {
-    rows.push_back(device.allocate(count * sizeof(float)));
+    rows.push_back(windowed ? nullptr : device.allocate(count * sizeof(float)));
     descs.push_back({rows.back().get(), rows.back().get(), 0, n, 1});
   }
   std::vector<double> scalars(static_cast<size_t>(rule.scalarSlots), 0.0);
@@ -195,11 +383,18 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
       continue;
     }
     switch (phase.kind) {
-    case Kind::Map:
-      device.launch(
-          rule, k, descs, [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, n,
-          layer, numLayers, scalarDesc, afterMap);
+    case Kind::Map: {
+      auto result = [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; };
+      if (windowed)
+        windowed->sweep(k, descs, firstBuffer, scalarDesc, layer, numLayers,
+                        [&](int64_t begin, int64_t end) {
+                          device.launchRange(rule, k, descs, result, begin, end, layer,
+                                             numLayers, scalarDesc, afterMap);
+                        });
+      else
+        device.launch(rule, k, descs, result, n, layer, numLayers, scalarDesc, afterMap);
       break;
+    }
     case Kind::Reduce: {
       // One f64 partial per reduction per chunk, combined here in chunk order: the result is
       // the same whatever order or parallelism the device ran the chunks in.
@@ -208,13 +403,18 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
       partialBuffer = device.allocate(partials.size() * sizeof(double));
       // Every chunk writes all m of its partials, so the buffer needs no clearing.
       auto *devicePartials = static_cast<double *>(partialBuffer.get());
-      device.launch(
-          rule, k, descs,
-          [&](size_t c) {
-            double *p = devicePartials + c * m;
-            return MemRefDescriptor{p, p, 0, static_cast<int64_t>(m), 1};
-          },
-          n, layer, numLayers, scalarDesc);
+      auto result = [&](size_t c) {
+        double *p = devicePartials + c * m;
+        return MemRefDescriptor{p, p, 0, static_cast<int64_t>(m), 1};
+      };
+      if (windowed && !RowWindows::rowsOf(rule, k).empty())
+        windowed->sweep(k, descs, firstBuffer, scalarDesc, layer, numLayers,
+                        [&](int64_t begin, int64_t end) {
+                          device.launchRange(rule, k, descs, result, begin, end, layer,
+                                             numLayers, scalarDesc);
+                        });
+      else
+        device.launch(rule, k, descs, result, n, layer, numLayers, scalarDesc);
       device.copyToHost(partials.data(), devicePartials, partials.size() * sizeof(double));
       for (size_t j = 0; j < m; ++j) {
         double total = identity(phase.reductions[j]);
@@ -249,9 +449,13 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
       std::copy(results.begin(), results.begin() + phase.scalars, slot);
       break;
     }
+    case Kind::Row:
+      // Windowed: the phases that read this one compute its rows window by window.
+      if (windowed)
+        break;
+      [[fallthrough]];
     case Kind::TopK:
-    case Kind::Quantile:
-    case Kind::Row: {
+    case Kind::Quantile: {
       auto cols = static_cast<int64_t>(scalars[abi::kColsSlot]);
       bool rank = phase.row == CompiledRule::RowOp::Rank;
       bool sum = phase.row == CompiledRule::RowOp::Sum;

@@ -80,4 +80,10 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
              ModelScope *scope = nullptr, bool analysis = false,
              const ChunkHook *afterMap = nullptr, std::vector<double> *scalars = nullptr);
 
+/// On host devices, the elements of each window buffer when `rule` computes its row phases
+/// window by window over a tensor of n elements (rows of `cols`): a key buffer and one buffer
+/// per row phase of that many floats instead of n (the phases reading the rows recompute them
+/// per window); 0 when its row buffers are whole-tensor buffers.
+int64_t rowWindowElements(const CompiledRule &rule, int64_t n, int64_t cols);
+
 } // namespace mergec::rt
