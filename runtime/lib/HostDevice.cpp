@@ -30,15 +30,28 @@ void HostDevice::launch(const CompiledRule &rule, size_t phase,
                         const std::function<MemRefDescriptor(size_t)> &result, int64_t n,
                         float layer, float numLayers, const MemRefDescriptor &scalars,
                         const ChunkHook *afterChunk) {
+  launchRange(rule, phase, inputs, result, 0, n, layer, numLayers, scalars, afterChunk);
+}
+
+void HostDevice::launchRange(const CompiledRule &rule, size_t phase,
+                             const std::vector<MemRefDescriptor> &inputs,
+                             const std::function<MemRefDescriptor(size_t)> &result,
+                             int64_t begin, int64_t end, float layer, float numLayers,
+                             const MemRefDescriptor &scalars, const ChunkHook *afterChunk) {
   PackedKernel fn = rule.phases[phase].fn;
   if (!fn)
     throw RuntimeError("internal: phase " + rule.phases[phase].symbol + " has no host code");
-  pool_.parallelFor(chunkCount(n), [&](size_t c) {
-    int64_t begin = static_cast<int64_t>(c) * kChunk, end = std::min(n, begin + kChunk);
-    PackedArgs args(inputs, result(c), begin, end, layer, numLayers, scalars);
+  if (begin % kChunk)
+    throw RuntimeError("internal: a launch from element " + std::to_string(begin) +
+                       ", inside a chunk");
+  size_t first = static_cast<size_t>(begin / kChunk);
+  pool_.parallelFor(chunkCount(end - begin), [&](size_t k) {
+    size_t c = first + k;
+    int64_t from = static_cast<int64_t>(c) * kChunk, to = std::min(end, from + kChunk);
+    PackedArgs args(inputs, result(c), from, to, layer, numLayers, scalars);
     fn(args.data());
     if (afterChunk)
-      (*afterChunk)(begin, end);
+      (*afterChunk)(from, to);
   });
 }
 
@@ -67,6 +80,17 @@ namespace {
                      " called on a host-resident device");
 }
 } // namespace
+
+void Device::launchRange(const CompiledRule &rule, size_t phase,
+                         const std::vector<MemRefDescriptor> &inputs,
+                         const std::function<MemRefDescriptor(size_t)> &result, int64_t begin,
+                         int64_t end, float layer, float numLayers,
+                         const MemRefDescriptor &scalars, const ChunkHook *afterChunk) {
+  if (begin != 0)
+    throw RuntimeError("internal: Device::launchRange from element " + std::to_string(begin) +
+                       " on a device that runs whole tensors");
+  launch(rule, phase, inputs, result, end, layer, numLayers, scalars, afterChunk);
+}
 
 std::shared_ptr<void> Device::allocateHost(size_t) { hostHasNoQueues("allocateHost"); }
 void Device::copyAsync(void *, const void *, size_t, bool, Queue) { hostHasNoQueues("copyAsync"); }

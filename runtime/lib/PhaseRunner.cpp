@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 namespace mergec::rt {
@@ -21,6 +22,31 @@ double combine(CompiledRule::Reduction kind, double a, double b) {
 
 double identity(CompiledRule::Reduction kind) {
   return kind == CompiledRule::Reduction::Sum ? 0.0 : -std::numeric_limits<double>::infinity();
+}
+
+/// The map phase window by window (MapWindows). The kernels index the output with the
+/// tensor's element index and take an identity-layout memref, whose offset field they ignore:
+/// a window's descriptor therefore carries the address element 0 would have (the window's
+/// memory less `begin` elements), computed as an integer, and the kernel touches only
+/// [begin, end) through it, which is the window's memory.
+void runMapWindows(Device &device, const CompiledRule &rule, size_t phase,
+                   const std::vector<MemRefDescriptor> &descs, int64_t n, float layer,
+                   float numLayers, const MemRefDescriptor &scalars, const ChunkHook *afterMap,
+                   const MapWindows &windows) {
+  if (windows.elements <= 0 || windows.elements % Device::kChunk)
+    throw RuntimeError("internal: a map window of " + std::to_string(windows.elements) +
+                       " elements, not whole chunks");
+  for (int64_t begin = 0; begin < n; begin += windows.elements) {
+    int64_t end = std::min(n, begin + windows.elements);
+    void *memory = windows.acquire(begin, end);
+    auto origin = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(memory) -
+                                           static_cast<uintptr_t>(begin) * windows.elementBytes);
+    device.launchRange(
+        rule, phase, descs,
+        [&](size_t) { return MemRefDescriptor{memory, origin, 0, n, 1}; }, begin, end, layer,
+        numLayers, scalars, afterMap);
+    windows.computed(begin, end);
+  }
 }
 
 } // namespace
@@ -140,7 +166,7 @@ void ModelScope::combineRound(Communicator &comm, const std::vector<size_t> &ite
 void runRule(Device &device, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
              ModelScope *scope, bool analysis, const ChunkHook *afterMap,
-             std::vector<double> *scalarsOut) {
+             std::vector<double> *scalarsOut, const MapWindows *windows) {
   using Kind = CompiledRule::Kind;
   int64_t n = tensor.numel();
   size_t count = static_cast<size_t>(n);
@@ -183,7 +209,7 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
       if (!std::all_of(phase.deps.begin(), phase.deps.end(), [&](size_t d) { return done[d]; }))
         continue;
     }
-    if (!analysis && !output && phase.kind == Kind::Map)
+    if (!analysis && !output && !windows && phase.kind == Kind::Map)
       continue;
     bool wholeModel = state && phase.modelScope;
     bool accumulate = wholeModel && !state->final;
@@ -196,6 +222,11 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
     }
     switch (phase.kind) {
     case Kind::Map:
+      if (windows) {
+        runMapWindows(device, rule, k, descs, n, layer, numLayers, scalarDesc, afterMap,
+                      *windows);
+        break;
+      }
       device.launch(
           rule, k, descs, [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, n,
           layer, numLayers, scalarDesc, afterMap);

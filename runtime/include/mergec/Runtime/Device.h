@@ -103,6 +103,16 @@ public:
                       const std::function<MemRefDescriptor(size_t chunk)> &result, int64_t n,
                       float layer, float numLayers, const MemRefDescriptor &scalars,
                       const ChunkHook *afterChunk = nullptr) = 0;
+  /// launch over the chunks of [begin, end) alone (`begin` a multiple of kChunk): chunk c of
+  /// the tensor still gets result(c) and its absolute element indices, so a window of a tensor
+  /// computes exactly what the whole-tensor launch computes there. The map phase of a tensor
+  /// streamed window by window runs so on host devices; a device with memory of its own runs
+  /// whole tensors, and its default here takes only begin 0.
+  virtual void launchRange(const CompiledRule &rule, size_t phase,
+                           const std::vector<MemRefDescriptor> &inputs,
+                           const std::function<MemRefDescriptor(size_t chunk)> &result,
+                           int64_t begin, int64_t end, float layer, float numLayers,
+                           const MemRefDescriptor &scalars, const ChunkHook *afterChunk = nullptr);
 
   /// The order statistics of Selection.h over `keys` (n floats in device memory).
   virtual void topkBoundaries(const float *keys, int64_t n, double density, double skip,
@@ -166,6 +176,11 @@ public:
               const std::function<MemRefDescriptor(size_t chunk)> &result, int64_t n, float layer,
               float numLayers, const MemRefDescriptor &scalars,
               const ChunkHook *afterChunk) override;
+  void launchRange(const CompiledRule &rule, size_t phase,
+                   const std::vector<MemRefDescriptor> &inputs,
+                   const std::function<MemRefDescriptor(size_t chunk)> &result, int64_t begin,
+                   int64_t end, float layer, float numLayers, const MemRefDescriptor &scalars,
+                   const ChunkHook *afterChunk) override;
   void topkBoundaries(const float *keys, int64_t n, double density, double skip, bool nonzero,
                       RankBoundary &hi, RankBoundary &lo) override;
   double quantile(const float *keys, int64_t n, double q) override;
