@@ -559,10 +559,10 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
       for (const TensorInfo *t : item.inputs)
         dtypes.push_back(t->dtype);
       const CompiledRule &rule = kernels.kernel(item.rule, dtypes, item.outDType);
-      // Released window by window: the window being computed, and the one before it whose
-      // pages the release may have left at a page's edge.
+      // Released window by window: the window being computed (and the pages at its edges,
+      // which the release leaves to the neighbouring window, a few per input).
       if (windowed && rule.phases.size() == 1 && item.loras.empty() && numel)
-        in = std::min(in, 2 * (in / numel) * outElements);
+        in = std::min(in, in / numel * outElements);
       // The matrix view is rows x last dimension of 1-D and 2-D tensors; what a tensor of more
       // dimensions should be as a matrix is a choice its merge method has to make.
       if (rule.hasMatrixPhase() && item.base->shape.size() > 2)
@@ -629,9 +629,10 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
 
 namespace {
 
-/// A test hook: with MERGEC_TEST_DELAY_US=N, the writer sleeps N microseconds after each
-/// tensor it journals and the model-scope analysis after each tensor it reads, so a test can
-/// kill a run at a chosen point (tests/e2e/check_resume.py).
+/// A test hook: with MERGEC_TEST_DELAY_US=N, the writer sleeps N microseconds after each piece
+/// it writes (a tensor, or a window of a streamed one; journalled when it ends the tensor) and
+/// the model-scope analysis after each tensor it reads, so a test can kill a run at a chosen
+/// point (tests/e2e/check_resume.py, check_windows.py).
 void testDelay() {
   static const long delay = [] {
     const char *text = std::getenv("MERGEC_TEST_DELAY_US");
@@ -760,8 +761,9 @@ private:
             journal_->sync();
             unsynced_ = 0;
           }
-          testDelay();
         }
+        if (journal_)
+          testDelay();
       } catch (...) {
         std::exception_ptr error = std::current_exception();
         // A copy writes straight from an input's mapping, and write(2) fails with EFAULT where
