@@ -267,9 +267,10 @@ void CheckpointWriter::writePiece(size_t index, const void *data, uint64_t nbyte
   if (shardOf_[index] != openShard_)
     openShard(shardOf_[index]);
   std::string path = detail::joinPath(directory_, shards_[openShard_]->fileName);
-  detail::writeAll(fd_, data, nbytes, path, "tensor '" + spec.name + "'");
+  std::string what = "tensor '" + spec.name + "'";
+  detail::writeAll(fd_, data, nbytes, path, what);
   fileBytes_ += nbytes;
-  startWriteback(path);
+  startWriteback(path, what);
   written_ += nbytes;
   if (written_ < spec.nbytes())
     return;
@@ -278,20 +279,26 @@ void CheckpointWriter::writePiece(size_t index, const void *data, uint64_t nbyte
   skipNotOwned();
 }
 
-void CheckpointWriter::startWriteback(const std::string &path) {
+void CheckpointWriter::startWriteback(const std::string &path, const std::string &what) {
   // The kernel would start writing dirty pages back only when they age or pile up, leaving
   // most of the output to the final fsync, which the merge then waits for. Instead each
   // kWritebackBytes written is sent to the disk at once, and the range before it is waited for:
   // the disk works while the merge computes, and the dirty pages stay a few ranges.
   if (fileBytes_ - writebackStarted_ < kWritebackBytes)
     return;
+  // Errors of the write back (a disk that filled up under delayed allocation, an I/O error)
+  // surface here as they would at the final fsync; others (a filesystem without it) do not
+  // matter, since the fsync writes what is left.
   if (writebackWaited_ < writebackStarted_ &&
       ::sync_file_range(fd_, static_cast<off_t>(writebackWaited_),
                         static_cast<off_t>(writebackStarted_ - writebackWaited_),
                         SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                            SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
-      errno == EIO)
-    fail(path, "writing back failed: " + detail::errnoText(errno));
+                            SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
+    if (errno == ENOSPC)
+      throw RuntimeError("no space left on device writing " + path + " (" + what + ")");
+    if (errno == EIO)
+      fail(path, "writing back failed: " + detail::errnoText(errno) + " (" + what + ")");
+  }
   writebackWaited_ = writebackStarted_;
   // Only a hint: where the filesystem does not support it, the final fsync writes everything.
   ::sync_file_range(fd_, static_cast<off_t>(writebackStarted_),

@@ -83,7 +83,7 @@ public:
 private:
   struct Shard;
   void openShard(size_t shard);
-  void startWriteback(const std::string &path);
+  void startWriteback(const std::string &path, const std::string &what);
   /// Written output goes to the disk in ranges of this many bytes as it comes (sync_file_range).
   static constexpr uint64_t kWritebackBytes = 32ull << 20;
   std::string directory_;
