@@ -247,9 +247,16 @@ void CheckpointWriter::openShard(size_t shard) {
 }
 
 void CheckpointWriter::write(size_t index, const void *data, uint64_t nbytes) {
-  if (index < tensors_.size() && (written_ || nbytes != tensors_[index].nbytes()))
-    fail(directory_, "tensor '" + tensors_[index].name + "': got " + std::to_string(nbytes) +
-                         " bytes, expected " + std::to_string(tensors_[index].nbytes()));
+  // Out of order or out of range: writePiece says so.
+  if (index == next_ && index < tensors_.size()) {
+    const OutputTensorSpec &spec = tensors_[index];
+    if (written_)
+      fail(directory_, "tensor '" + spec.name + "' written whole after " +
+                           std::to_string(written_) + " of its bytes came in pieces");
+    if (nbytes != spec.nbytes())
+      fail(directory_, "tensor '" + spec.name + "': got " + std::to_string(nbytes) +
+                           " bytes, expected " + std::to_string(spec.nbytes()));
+  }
   writePiece(index, data, nbytes);
 }
 
@@ -344,9 +351,12 @@ std::vector<size_t> CheckpointWriter::assignShards(size_t ranks) const {
 }
 
 void CheckpointWriter::finish(bool index) {
-  if (next_ != tensors_.size() || written_)
+  if (next_ != tensors_.size())
     fail(directory_, "output incomplete: " + std::to_string(next_) + " of " +
-                         std::to_string(tensors_.size()) + " tensors written");
+                         std::to_string(tensors_.size()) + " tensors written" +
+                         (written_ ? " (and " + std::to_string(written_) + " bytes of tensor '" +
+                                         tensors_[next_].name + "')"
+                                   : ""));
   if (finished_)
     fail(directory_, "finish() called twice");
   finished_ = true;
