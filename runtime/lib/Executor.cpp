@@ -1929,7 +1929,8 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         MapWindows windows{
             kWindowElements, elementBytes,
             [&](int64_t begin, int64_t end) {
-              window = AsyncWriter::Job{i, nullptr, static_cast<uint64_t>(end - begin) * elementBytes};
+              uint64_t nbytes = static_cast<uint64_t>(end - begin) * elementBytes;
+              window = AsyncWriter::Job{i, nullptr, nbytes};
               window.buffer = async.recycle(window.nbytes);
               window.data = window.buffer.data();
               check.window(window.data, begin);

@@ -95,7 +95,7 @@ private:
   void skipNotOwned();
   std::vector<bool> owned_; ///< restrictTo(); empty: every shard
   size_t next_ = 0;
-  uint64_t written_ = 0;  ///< bytes of tensor next_ written so far (writePiece)
+  uint64_t written_ = 0;   ///< bytes of tensor next_ written so far (writePiece)
   uint64_t fileBytes_ = 0; ///< the open shard file's size so far
   /// The open shard's bytes before writebackStarted_ are being written back, those before
   /// writebackWaited_ are on the disk (both 0 after a resume: what is there is already synced).

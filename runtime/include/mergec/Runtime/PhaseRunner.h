@@ -20,8 +20,8 @@ namespace mergec::rt {
 /// over the whole tensor as without windows. A window is a fixed number of elements (whole
 /// chunks, never depending on the threads), so the bytes are those of a whole-tensor run.
 struct MapWindows {
-  int64_t elements;      ///< per window, a multiple of Device::kChunk
-  size_t elementBytes;   ///< of the output dtype
+  int64_t elements;    ///< per window, a multiple of Device::kChunk
+  size_t elementBytes; ///< of the output dtype
   /// Host memory for the output elements [begin, end): element `begin` at its start.
   std::function<void *(int64_t begin, int64_t end)> acquire;
   /// The window [begin, end) is computed (the afterMap hook ran on each of its chunks).
