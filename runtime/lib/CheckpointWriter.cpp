@@ -193,6 +193,8 @@ void CheckpointWriter::resumeAt(size_t index) {
       ::ftruncate(fd_, static_cast<off_t>(offset)) != 0 ||
       ::lseek(fd_, static_cast<off_t>(offset), SEEK_SET) < 0)
     fail(path, "cannot continue the interrupted shard: " + detail::errnoText(errno));
+  fileBytes_ = offset;
+  writebackStarted_ = writebackWaited_ = 0;
   next_ = index;
 }
 
@@ -236,6 +238,8 @@ void CheckpointWriter::openShard(size_t shard) {
     fail(path, "cannot create: " + detail::errnoText(errno));
   openShard_ = shard;
   const Shard &s = *shards_[shard];
+  fileBytes_ = s.header.size();
+  writebackStarted_ = writebackWaited_ = 0;
   std::string what = "header";
   if (!s.tensors.empty())
     what += ", before tensor '" + tensors_[s.tensors.front()].name + "'";
@@ -243,6 +247,20 @@ void CheckpointWriter::openShard(size_t shard) {
 }
 
 void CheckpointWriter::write(size_t index, const void *data, uint64_t nbytes) {
+  // Out of order or out of range: writePiece says so.
+  if (index == next_ && index < tensors_.size()) {
+    const OutputTensorSpec &spec = tensors_[index];
+    if (written_)
+      fail(directory_, "tensor '" + spec.name + "' written whole after " +
+                           std::to_string(written_) + " of its bytes came in pieces");
+    if (nbytes != spec.nbytes())
+      fail(directory_, "tensor '" + spec.name + "': got " + std::to_string(nbytes) +
+                           " bytes, expected " + std::to_string(spec.nbytes()));
+  }
+  writePiece(index, data, nbytes);
+}
+
+void CheckpointWriter::writePiece(size_t index, const void *data, uint64_t nbytes) {
   if (index >= tensors_.size())
     fail(directory_, "tensor index " + std::to_string(index) + " out of range (" +
                          std::to_string(tensors_.size()) + " tensors)");
@@ -250,15 +268,49 @@ void CheckpointWriter::write(size_t index, const void *data, uint64_t nbytes) {
   if (index != next_)
     fail(directory_, "tensor '" + spec.name + "' written out of order (index " +
                          std::to_string(index) + ", expected " + std::to_string(next_) + ")");
-  if (nbytes != spec.nbytes())
-    fail(directory_, "tensor '" + spec.name + "': got " + std::to_string(nbytes) +
+  if (nbytes > spec.nbytes() - written_)
+    fail(directory_, "tensor '" + spec.name + "': got " + std::to_string(written_ + nbytes) +
                          " bytes, expected " + std::to_string(spec.nbytes()));
   if (shardOf_[index] != openShard_)
     openShard(shardOf_[index]);
   std::string path = detail::joinPath(directory_, shards_[openShard_]->fileName);
-  detail::writeAll(fd_, data, nbytes, path, "tensor '" + spec.name + "'");
+  std::string what = "tensor '" + spec.name + "'";
+  detail::writeAll(fd_, data, nbytes, path, what);
+  fileBytes_ += nbytes;
+  startWriteback(path, what);
+  written_ += nbytes;
+  if (written_ < spec.nbytes())
+    return;
+  written_ = 0;
   ++next_;
   skipNotOwned();
+}
+
+void CheckpointWriter::startWriteback(const std::string &path, const std::string &what) {
+  // The kernel would start writing dirty pages back only when they age or pile up, leaving
+  // most of the output to the final fsync, which the merge then waits for. Instead each
+  // kWritebackBytes written is sent to the disk at once, and the range before it is waited for:
+  // the disk works while the merge computes, and the dirty pages stay a few ranges.
+  if (fileBytes_ - writebackStarted_ < kWritebackBytes)
+    return;
+  // Errors of the write back (a disk that filled up under delayed allocation, an I/O error)
+  // surface here as they would at the final fsync; others (a filesystem without it) do not
+  // matter, since the fsync writes what is left.
+  if (writebackWaited_ < writebackStarted_ &&
+      ::sync_file_range(fd_, static_cast<off_t>(writebackWaited_),
+                        static_cast<off_t>(writebackStarted_ - writebackWaited_),
+                        SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                            SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
+    if (errno == ENOSPC)
+      throw RuntimeError("no space left on device writing " + path + " (" + what + ")");
+    if (errno == EIO)
+      fail(path, "writing back failed: " + detail::errnoText(errno) + " (" + what + ")");
+  }
+  writebackWaited_ = writebackStarted_;
+  // Only a hint: where the filesystem does not support it, the final fsync writes everything.
+  ::sync_file_range(fd_, static_cast<off_t>(writebackStarted_),
+                    static_cast<off_t>(fileBytes_ - writebackStarted_), SYNC_FILE_RANGE_WRITE);
+  writebackStarted_ = fileBytes_;
 }
 
 bool CheckpointWriter::ownsShard(size_t shard) const {
@@ -301,7 +353,10 @@ std::vector<size_t> CheckpointWriter::assignShards(size_t ranks) const {
 void CheckpointWriter::finish(bool index) {
   if (next_ != tensors_.size())
     fail(directory_, "output incomplete: " + std::to_string(next_) + " of " +
-                         std::to_string(tensors_.size()) + " tensors written");
+                         std::to_string(tensors_.size()) + " tensors written" +
+                         (written_ ? " (and " + std::to_string(written_) + " bytes of tensor '" +
+                                         tensors_[next_].name + "')"
+                                   : ""));
   if (finished_)
     fail(directory_, "finish() called twice");
   finished_ = true;

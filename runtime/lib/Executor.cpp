@@ -479,6 +479,15 @@ std::vector<const TensorInfo *> itemFileTensors(const MergePlan::Item &item) {
 
 namespace {
 
+/// The host streams a computed tensor's output in windows of this many elements (whole chunks;
+/// fixed, so the bytes never depend on --threads): 8 MiB of bf16, enough parallel work for
+/// 64 threads and large writes, and the output memory no longer grows with the tensor.
+constexpr int64_t kWindowElements = 64 * Device::kChunk;
+/// How many output pieces (windows, or whole tensors from a GPU or copies) wait for the writer
+/// at most; one more is being computed.
+constexpr size_t kWindowsQueued = 4;
+constexpr size_t kTensorsQueued = 2;
+
 /// The pages this process has resident now (/proc/self/statm), or 0 where that is unknown.
 uint64_t residentBytes() {
   std::ifstream statm("/proc/self/statm");
@@ -521,8 +530,11 @@ uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t th
 } // namespace
 
 uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOptions &options) {
-  uint64_t largestOut = 0, largestIn = 0, largestScratch = 0;
-  const MergePlan::Item *largest = nullptr, *scratchItem = nullptr;
+  // The host streams computed outputs in windows (a window's bytes at most per buffer) and
+  // releases a one-phase rule's input pages window by window; a GPU's tensors come back whole.
+  bool windowed = options.device == DeviceKind::CPU;
+  uint64_t largestOut = 0, largestFullOut = 0, largestIn = 0, largestScratch = 0;
+  const MergePlan::Item *largest = nullptr, *scratchItem = nullptr, *largestInItem = nullptr;
   uint64_t threads =
       options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
   // LoRA deltas: the CPU keeps one f32 buffer per LoRA input of a tensor, reused from tensor
@@ -530,7 +542,15 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
   std::vector<uint64_t> deltaBuffers;
   uint64_t deltaScratch = 0;
   for (const auto &item : plan.items) {
-    uint64_t out = static_cast<uint64_t>(item.base->numel()) * dtypeSize(item.outDType);
+    uint64_t numel = static_cast<uint64_t>(item.base->numel());
+    uint64_t outElements = windowed && !item.copy
+                               ? std::min<uint64_t>(numel, static_cast<uint64_t>(kWindowElements))
+                               : numel;
+    // The host writes a copy from its input's mapping: no output buffer. (A GPU's estimate
+    // counts copies as before.)
+    bool buffered = !(windowed && item.copy);
+    uint64_t out = buffered ? outElements * dtypeSize(item.outDType) : 0;
+    uint64_t fullOut = buffered ? numel * dtypeSize(item.outDType) : 0;
     uint64_t in = 0;
     for (const TensorInfo *t : itemFileTensors(item))
       in += t->nbytes;
@@ -543,16 +563,20 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
         ++slot;
         deltaScratch = std::max(deltaScratch, LoraAdapter::scratchBytes(*l.target));
       }
-    if (out > largestOut) {
-      largestOut = out;
+    largestOut = std::max(largestOut, out);
+    if (fullOut > largestFullOut) {
+      largestFullOut = fullOut;
       largest = &item;
     }
-    largestIn = std::max(largestIn, in);
     if (!item.copy) {
       std::vector<DType> dtypes;
       for (const TensorInfo *t : item.inputs)
         dtypes.push_back(t->dtype);
       const CompiledRule &rule = kernels.kernel(item.rule, dtypes, item.outDType);
+      // Released window by window: the window being computed (and the pages at its edges,
+      // which the release leaves to the neighbouring window, a few per input).
+      if (windowed && rule.phases.size() == 1 && item.loras.empty() && numel)
+        in = std::min(in, in / numel * outElements);
       // The matrix view is rows x last dimension of 1-D and 2-D tensors; what a tensor of more
       // dimensions should be as a matrix is a choice its merge method has to make.
       if (rule.hasMatrixPhase() && item.base->shape.size() > 2)
@@ -567,6 +591,10 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
         largestScratch = scratch;
         scratchItem = &item;
       }
+    }
+    if (in > largestIn) {
+      largestIn = in;
+      largestInItem = &item;
     }
   }
   // Measured after the kernels above are compiled: the binary, the MLIR and LLVM libraries, the
@@ -584,13 +612,18 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
         svd = b;
         svdItem = &item;
       }
-  uint64_t need = baseline + 3 * largestOut + 2 * largestIn + largestScratch + deltas + svd;
-  if (!largest)
+  uint64_t buffers = windowed ? kWindowsQueued + 1 : kTensorsQueued + 1;
+  uint64_t need = baseline + buffers * largestOut + 2 * largestIn + largestScratch + deltas + svd;
+  if (!largest && !largestInItem)
     return need;
-  std::string parts = "mergec itself " + formatSize(baseline) + " with its kernels compiled, 3 " +
-                      "output buffers of " + formatSize(largestOut) + " for the largest tensor '" +
-                      largest->base->name + "', " + formatSize(2 * largestIn) +
-                      " of input pages for it and the next";
+  std::string parts = "mergec itself " + formatSize(baseline) + " with its kernels compiled";
+  if (largest)
+    parts += ", " + std::to_string(buffers) + " output buffers of " + formatSize(largestOut) +
+             (windowed ? " (windows of " + std::to_string(kWindowElements) + " elements)" : "") +
+             " for the largest tensor '" + largest->base->name + "'";
+  if (largestInItem)
+    parts += ", " + formatSize(2 * largestIn) + " of input pages for '" +
+             largestInItem->base->name + "' and the next";
   if (scratchItem)
     parts += ", " + formatSize(largestScratch) + " of selection and row scratch for '" +
              scratchItem->base->name + "'";
@@ -610,9 +643,10 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
 
 namespace {
 
-/// A test hook: with MERGEC_TEST_DELAY_US=N, the writer sleeps N microseconds after each
-/// tensor it journals and the model-scope analysis after each tensor it reads, so a test can
-/// kill a run at a chosen point (tests/e2e/check_resume.py).
+/// A test hook: with MERGEC_TEST_DELAY_US=N, the writer sleeps N microseconds after each piece
+/// it writes (a tensor, or a window of a streamed one; journalled when it ends the tensor) and
+/// the model-scope analysis after each tensor it reads, so a test can kill a run at a chosen
+/// point (tests/e2e/check_resume.py, check_windows.py).
 void testDelay() {
   static const long delay = [] {
     const char *text = std::getenv("MERGEC_TEST_DELAY_US");
@@ -631,17 +665,20 @@ void testFailRank(const Communicator *comm) {
 }
 
 /// Writes finished tensors on a thread of its own, so disk writes overlap the next kernels.
-/// At most `depth` tensors wait, which bounds the memory held in output buffers.
+/// A job is a whole tensor or one window of one (the host's map phase streams its output): the
+/// pieces of a tensor come in order, the last one ends it. At most `depth` jobs wait, which
+/// bounds the memory held in output buffers.
 class AsyncWriter {
 public:
   struct Job {
     size_t index;
     const void *data;
-    uint64_t nbytes;
-    std::vector<uint8_t> buffer; ///< owns `data` when the tensor was computed
+    uint64_t nbytes;               ///< of this piece
+    std::vector<uint8_t> buffer;   ///< owns `data` when the tensor was computed (may be larger)
     std::vector<const TensorInfo *> release;
-    NonFinite nonFinite{};        ///< what the tensor introduced, for the journal
-    std::vector<int64_t> scope;   ///< its rule's model-scope state after it (journalled)
+    bool last = true;              ///< the tensor's last piece: the journal entry follows it
+    NonFinite nonFinite{};         ///< last piece: what the tensor introduced, for the journal
+    std::vector<int64_t> scope;    ///< last piece: its rule's model-scope state after it
   };
 
   /// After each tensor is written, `journal` gets its entry; the shard and then the journal
@@ -679,9 +716,10 @@ public:
     rethrow();
   }
 
-  /// An output buffer of `nbytes`, reusing one the writer is done with. Growing a recycled
-  /// buffer would hold the old one and the new one at once: one output buffer more than
-  /// checkMemory counts. It is dropped first.
+  /// An output buffer of at least `nbytes`, reusing one the writer is done with as it is (a
+  /// window's buffer serves the smaller tensors and last windows after it without being
+  /// cleared again). Growing a recycled buffer would hold the old one and the new one at once:
+  /// one output buffer more than checkMemory counts. It is dropped first.
   std::vector<uint8_t> recycle(size_t nbytes) {
     std::vector<uint8_t> b;
     {
@@ -691,9 +729,10 @@ public:
         spare_.pop_back();
       }
     }
-    if (b.capacity() < nbytes)
+    if (b.size() < nbytes) {
       std::vector<uint8_t>().swap(b);
-    b.resize(nbytes);
+      b.resize(nbytes);
+    }
     return b;
   }
 
@@ -717,25 +756,28 @@ private:
         job = std::move(jobs_.front());
       }
       try {
-        uint64_t checksum = journal_ ? checksum64(job.data, job.nbytes) : 0;
-        writer_.write(job.index, job.data, job.nbytes);
-        if (journal_) {
+        if (journal_)
+          checksum_.update(job.data, job.nbytes);
+        writer_.writePiece(job.index, job.data, job.nbytes);
+        if (journal_ && job.last) {
           JournalEntry entry;
           entry.index = job.index;
           entry.name = writer_.tensors()[job.index].name;
-          entry.checksum = checksum;
+          entry.checksum = checksum_.digest();
+          checksum_ = Checksum64();
           entry.nan = job.nonFinite.nan;
           entry.inf = job.nonFinite.inf;
           entry.scope = std::move(job.scope);
           journal_->append(entry);
-          unsynced_ += job.nbytes;
+          unsynced_ += writer_.tensors()[job.index].nbytes();
           if (unsynced_ >= kSyncBytes || writer_.lastInShard(job.index)) {
             writer_.syncCurrent();
             journal_->sync();
             unsynced_ = 0;
           }
-          testDelay();
         }
+        if (journal_)
+          testDelay();
       } catch (...) {
         std::exception_ptr error = std::current_exception();
         // A copy writes straight from an input's mapping, and write(2) fails with EFAULT where
@@ -769,6 +811,7 @@ private:
   CheckpointWriter &writer_;
   size_t depth_;
   JournalWriter *journal_;
+  Checksum64 checksum_; ///< of the pieces of the tensor being written so far
   uint64_t unsynced_ = 0;
   std::mutex mutex_;
   std::condition_variable ready_, space_;
@@ -862,6 +905,12 @@ public:
     hook_ = [this](int64_t begin, int64_t end) { chunk(begin, end); };
   }
   const ChunkHook *hook() const { return &hook_; }
+  /// The output is streamed: the chunks to come are in `memory`, which holds the elements from
+  /// `begin` on (called between windows, while no chunk is being checked).
+  void window(const void *memory, int64_t begin) {
+    output_ = memory;
+    outputBegin_ = begin;
+  }
   /// The output's counts, or nothing when finite or when the inputs had NaN or inf too.
   std::optional<NonFinite> introduced() const {
     NonFinite n{nan_.load(), inf_.load()};
@@ -872,7 +921,7 @@ public:
 
 private:
   void chunk(int64_t begin, int64_t end) {
-    NonFinite out = countNonFinite(dtype_, output_, begin, end);
+    NonFinite out = countNonFinite(dtype_, output_, begin - outputBegin_, end - outputBegin_);
     if (!out.total())
       return;
     nan_ += out.nan;
@@ -888,6 +937,7 @@ private:
   }
   DType dtype_;
   const void *output_;
+  int64_t outputBegin_ = 0; ///< the element output_ points at
   const ItemInputs &in_;
   ChunkHook hook_;
   std::atomic<uint64_t> nan_{0}, inf_{0};
@@ -1774,7 +1824,8 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   };
   {
     // One writer for both paths; closed (and joined) before the final checks below.
-    AsyncWriter async(writer, 2, journal.get());
+    AsyncWriter async(writer, device.hostResident() ? kWindowsQueued : kTensorsQueued,
+                      journal.get());
     beginMerge();
     // Every tensor, computed or copied, ends the same way: its input bytes counted, its job to
     // the writer (in plan order), the progress moved on.
@@ -1865,30 +1916,63 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
           continue;
         if (i + 1 < plan.items.size() && share.mine[i + 1])
           prefetchInputs(plan.items[i + 1]);
-        AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
         checkInputs(item);
         if (item.copy) {
           // Straight from the input's mapping to the file: no kernel, no copy in memory.
-          job.data = item.inputs[0]->data;
+          AsyncWriter::Job job{i, item.inputs[0]->data, specs[i].nbytes()};
           job.release = item.inputs;
-        } else {
-          ItemInputs in(item);
-          deltas.fill(item, in);
-          CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
-          job.buffer = async.recycle(job.nbytes);
-          auto scope = scopes.find(item.rule);
-          restoreQuotas(i);
-          NonFiniteCheck check(item.outDType, job.buffer.data(), in);
-          runRule(device, compiled, in.data, job.buffer.data(), *item.base,
-                  static_cast<float>(item.layer), static_cast<float>(plan.numLayers),
-                  scope == scopes.end() ? nullptr : &scope->second, false, check.hook());
-          job.nonFinite = reportNonFinite(item, check);
-          job.scope = scopeState(item);
-          ++computedTensors;
-          job.data = job.buffer.data();
-          releaseInputs(item);
+          submit(item, std::move(job));
+          continue;
         }
-        submit(item, std::move(job));
+        ItemInputs in(item);
+        deltas.fill(item, in);
+        CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+        auto scope = scopes.find(item.rule);
+        restoreQuotas(i);
+        NonFiniteCheck check(item.outDType, nullptr, in);
+        int64_t n = item.base->numel();
+        size_t elementBytes = dtypeSize(item.outDType);
+        // A rule of one map phase reads each input element once, in that window: its pages can
+        // go as soon as the window is computed. Earlier phases read the whole tensor, and a
+        // LoRA input is a delta buffer rather than a mapping: those are released after it.
+        bool releaseEachWindow = compiled.phases.size() == 1 && item.loras.empty();
+        // The window being computed, and the tensor's last one, held back until the tensor's
+        // NaN/inf verdict and model-scope state are known: the journal entry goes with it, and
+        // under --strict a tensor that fails never gets one.
+        AsyncWriter::Job window{i, nullptr, 0}, last{i, nullptr, 0};
+        MapWindows windows{
+            kWindowElements, elementBytes,
+            [&](int64_t begin, int64_t end) {
+              uint64_t nbytes = static_cast<uint64_t>(end - begin) * elementBytes;
+              window = AsyncWriter::Job{i, nullptr, nbytes};
+              window.buffer = async.recycle(window.nbytes);
+              window.data = window.buffer.data();
+              check.window(window.data, begin);
+              return window.buffer.data();
+            },
+            [&](int64_t begin, int64_t end) {
+              if (releaseEachWindow)
+                for (const TensorInfo *t : item.inputs) {
+                  uint64_t size = dtypeSize(t->dtype);
+                  t->file->release(*t, static_cast<uint64_t>(begin) * size,
+                                   static_cast<uint64_t>(end) * size);
+                }
+              if (end == n) {
+                last = std::move(window);
+                return;
+              }
+              window.last = false;
+              async.push(std::move(window));
+            }};
+        runRule(device, compiled, in.data, nullptr, *item.base, static_cast<float>(item.layer),
+                static_cast<float>(plan.numLayers),
+                scope == scopes.end() ? nullptr : &scope->second, false, check.hook(), nullptr,
+                &windows);
+        last.nonFinite = reportNonFinite(item, check);
+        last.scope = scopeState(item);
+        ++computedTensors;
+        releaseInputs(item);
+        submit(item, std::move(last));
       }
     }
     async.close();

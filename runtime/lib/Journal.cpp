@@ -135,30 +135,55 @@ std::string paramsText(const nlohmann::json &params) {
 }
 } // namespace
 
-uint64_t checksum64(const void *data, uint64_t n) {
+Checksum64::Checksum64()
+    : v1_(P1 + P2), v2_(P2), v3_(0), v4_(0 - P1) {}
+
+void Checksum64::update(const void *data, uint64_t n) {
+  // Lengths, not p + 32 <= end: an empty tensor's data may be null, and null + 32 is undefined.
   const auto *p = static_cast<const uint8_t *>(data);
-  const uint8_t *end = p + n;
+  total_ += n;
+  if (pending_ + n < 32) {
+    if (n)
+      std::memcpy(stripe_ + pending_, p, n);
+    pending_ += n;
+    return;
+  }
+  if (pending_) {
+    // Complete the stripe the previous piece left unfinished.
+    size_t take = 32 - pending_;
+    std::memcpy(stripe_ + pending_, p, take);
+    consume(stripe_);
+    p += take;
+    n -= take;
+    pending_ = 0;
+  }
+  for (; n >= 32; p += 32, n -= 32)
+    consume(p);
+  if (n)
+    std::memcpy(stripe_, p, n);
+  pending_ = n;
+}
+
+void Checksum64::consume(const uint8_t *stripe) {
+  v1_ = round(v1_, read64(stripe));
+  v2_ = round(v2_, read64(stripe + 8));
+  v3_ = round(v3_, read64(stripe + 16));
+  v4_ = round(v4_, read64(stripe + 24));
+}
+
+uint64_t Checksum64::digest() const {
   uint64_t h;
-  if (n >= 32) {
-    uint64_t v1 = P1 + P2, v2 = P2, v3 = 0, v4 = 0 - P1;
-    const uint8_t *limit = end - 32;
-    do {
-      v1 = round(v1, read64(p));
-      v2 = round(v2, read64(p + 8));
-      v3 = round(v3, read64(p + 16));
-      v4 = round(v4, read64(p + 24));
-      p += 32;
-    } while (p <= limit);
-    h = rotl(v1, 1) + rotl(v2, 7) + rotl(v3, 12) + rotl(v4, 18);
-    h = mergeRound(h, v1);
-    h = mergeRound(h, v2);
-    h = mergeRound(h, v3);
-    h = mergeRound(h, v4);
+  if (total_ >= 32) {
+    h = rotl(v1_, 1) + rotl(v2_, 7) + rotl(v3_, 12) + rotl(v4_, 18);
+    h = mergeRound(h, v1_);
+    h = mergeRound(h, v2_);
+    h = mergeRound(h, v3_);
+    h = mergeRound(h, v4_);
   } else {
     h = P5;
   }
-  h += n;
-  // Lengths, not p + 8 <= end: an empty tensor's data may be null, and null + 8 is undefined.
+  h += total_;
+  const uint8_t *p = stripe_, *end = stripe_ + pending_;
   while (end - p >= 8) {
     h ^= round(0, read64(p));
     h = rotl(h, 27) * P1 + P4;
@@ -180,6 +205,12 @@ uint64_t checksum64(const void *data, uint64_t n) {
   h *= P3;
   h ^= h >> 32;
   return h;
+}
+
+uint64_t checksum64(const void *data, uint64_t n) {
+  Checksum64 sum;
+  sum.update(data, n);
+  return sum.digest();
 }
 
 std::string journalLine(const JournalEntry &e) {

@@ -122,9 +122,16 @@ public:
   void sweep(size_t k, std::vector<MemRefDescriptor> &descs, size_t firstBuffer,
              const MemRefDescriptor &scalars, float layer, float numLayers,
              const std::function<void(int64_t, int64_t)> &launch) {
+    sweep(k, descs, firstBuffer, scalars, layer, numLayers, 0, n_, launch);
+  }
+  /// The same over [from, to) alone (`from` a multiple of kChunk): a window of the map phase
+  /// the executor streams.
+  void sweep(size_t k, std::vector<MemRefDescriptor> &descs, size_t firstBuffer,
+             const MemRefDescriptor &scalars, float layer, float numLayers, int64_t from,
+             int64_t to, const std::function<void(int64_t, int64_t)> &launch) {
     std::vector<size_t> rows = rowsOf(rule_, k);
-    for (int64_t b = 0; b < n_; b += kWindow) {
-      int64_t e = std::min(n_, b + kWindow);
+    for (int64_t b = from; b < to; b += kWindow) {
+      int64_t e = std::min(to, b + kWindow);
       computeRows(rows, b, e, descs, firstBuffer, scalars, layer, numLayers);
       launch(b, e);
     }
@@ -200,6 +207,27 @@ private:
   std::shared_ptr<void> keys_;
   std::vector<Buffer> buffers_;
 };
+/// The map phase window by window (MapWindows). The kernels index the output with the
+/// tensor's element index and take an identity-layout memref, whose offset field they ignore:
+/// a window's descriptor therefore carries the address element 0 would have (the window's
+/// memory less `begin` elements), computed as an integer, and the kernel touches only
+/// [begin, end) through it, which is the window's memory.
+void runMapWindows(
+    int64_t n, const MapWindows &windows,
+    const std::function<void(const std::function<MemRefDescriptor(size_t)> &, int64_t, int64_t)>
+        &launch) {
+  if (windows.elements <= 0 || windows.elements % Device::kChunk)
+    throw RuntimeError("internal: a map window of " + std::to_string(windows.elements) +
+                       " elements, not whole chunks");
+  for (int64_t begin = 0; begin < n; begin += windows.elements) {
+    int64_t end = std::min(n, begin + windows.elements);
+    void *memory = windows.acquire(begin, end);
+    auto origin = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(memory) -
+                                           static_cast<uintptr_t>(begin) * windows.elementBytes);
+    launch([&](size_t) { return MemRefDescriptor{memory, origin, 0, n, 1}; }, begin, end);
+    windows.computed(begin, end);
+  }
+}
 
 } // namespace
 
@@ -322,7 +350,7 @@ void ModelScope::combineRound(Communicator &comm, const std::vector<size_t> &ite
 void runRule(Device &device, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
              ModelScope *scope, bool analysis, const ChunkHook *afterMap,
-             std::vector<double> *scalarsOut) {
+             std::vector<double> *scalarsOut, const MapWindows *windows) {
   using Kind = CompiledRule::Kind;
   int64_t n = tensor.numel();
   size_t count = static_cast<size_t>(n);
@@ -371,7 +399,7 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
       if (!std::all_of(phase.deps.begin(), phase.deps.end(), [&](size_t d) { return done[d]; }))
         continue;
     }
-    if (!analysis && !output && phase.kind == Kind::Map)
+    if (!analysis && !output && !windows && phase.kind == Kind::Map)
       continue;
     bool wholeModel = state && phase.modelScope;
     bool accumulate = wholeModel && !state->final;
@@ -384,15 +412,23 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
     }
     switch (phase.kind) {
     case Kind::Map: {
-      auto result = [&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; };
-      if (windowed)
-        windowed->sweep(k, descs, firstBuffer, scalarDesc, layer, numLayers,
-                        [&](int64_t begin, int64_t end) {
-                          device.launchRange(rule, k, descs, result, begin, end, layer,
-                                             numLayers, scalarDesc, afterMap);
-                        });
+      // Over [begin, end) into `result`: with windowed rows, part by part after the rows each
+      // part reads.
+      auto launch = [&](const std::function<MemRefDescriptor(size_t)> &result, int64_t begin,
+                        int64_t end) {
+        auto part = [&](int64_t b, int64_t e) {
+          device.launchRange(rule, k, descs, result, b, e, layer, numLayers, scalarDesc,
+                             afterMap);
+        };
+        if (windowed)
+          windowed->sweep(k, descs, firstBuffer, scalarDesc, layer, numLayers, begin, end, part);
+        else
+          part(begin, end);
+      };
+      if (windows)
+        runMapWindows(n, *windows, launch);
       else
-        device.launch(rule, k, descs, result, n, layer, numLayers, scalarDesc, afterMap);
+        launch([&](size_t) { return MemRefDescriptor{output, output, 0, n, 1}; }, 0, n);
       break;
     }
     case Kind::Reduce: {

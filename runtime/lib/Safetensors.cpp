@@ -267,14 +267,18 @@ void SafetensorsFile::prefetch(const TensorInfo &t) const {
   ::madvise(const_cast<uint8_t *>(map_) + begin, end - begin, MADV_WILLNEED);
 }
 
-void SafetensorsFile::release(const TensorInfo &t) const {
-  if (t.nbytes == 0 || t.file != this)
+void SafetensorsFile::release(const TensorInfo &t) const { release(t, 0, t.nbytes); }
+
+void SafetensorsFile::release(const TensorInfo &t, uint64_t from, uint64_t to) const {
+  to = std::min(to, t.nbytes);
+  if (from >= to || t.file != this)
     return;
-  // Round inward: the edge pages may hold a neighbour that is still being read.
+  // Round inward: the edge pages may hold a neighbour, or the rest of this tensor, that is
+  // still being read.
   uint64_t page = pageSize();
-  uint64_t begin = (t.offset + page - 1) / page * page;
-  uint64_t end = (t.offset + t.nbytes) / page * page;
-  if (t.offset + t.nbytes == size_) // nothing follows the last tensor: take its tail page too
+  uint64_t begin = (t.offset + from + page - 1) / page * page;
+  uint64_t end = (t.offset + to) / page * page;
+  if (t.offset + to == size_) // nothing follows the last tensor: take its tail page too
     end = (size_ + page - 1) / page * page;
   if (end > begin)
     ::madvise(const_cast<uint8_t *>(map_) + begin, end - begin, MADV_DONTNEED);

@@ -207,6 +207,55 @@ TEST(CheckpointWriterTest, LargeTensorSpanningManyWriteBlocks) {
   EXPECT_EQ(tensorBytes(f->tensors()[0]), data[0]);
 }
 
+TEST(CheckpointWriterTest, PiecesMakeTheFilesOfWholeWrites) {
+  // A tensor streamed in windows (the executor's map phase) is the bytes of one written whole:
+  // 70 MiB in uneven pieces crosses the 32 MiB write-back ranges twice, with tensors around it
+  // and shard boundaries around it.
+  std::vector<OutputTensorSpec> specs{u8("a", 1000), u8("big", (70 << 20) + 3), u8("c", 7),
+                                      u8("d", 5000)};
+  TempDir whole, pieces;
+  CheckpointWriter reference(whole.path(), specs, (70 << 20) + 1000);
+  auto data = writeAllTensors(reference);
+  CheckpointWriter writer(pieces.path(), specs, (70 << 20) + 1000);
+  ASSERT_EQ(writer.shardCount(), 3u);
+  writer.writePiece(0, data[0].data(), data[0].size());
+  const std::string &big = data[1];
+  size_t at = 0;
+  for (size_t piece : {size_t(1), size_t(8) << 20, size_t(40) << 20, size_t(3), size_t(0)}) {
+    writer.writePiece(1, big.data() + at, piece);
+    at += piece;
+  }
+  writer.writePiece(1, big.data() + at, big.size() - at);
+  writer.writePiece(2, data[2].data(), 3);
+  writer.writePiece(2, data[2].data() + 3, 4);
+  writer.write(3, data[3].data(), data[3].size());
+  writer.finish();
+  for (const std::string &file : writer.shardFileNames())
+    EXPECT_EQ(readFile(pieces.file(file)), readFile(whole.file(file))) << file;
+  EXPECT_EQ(readFile(pieces.file("model.safetensors.index.json")),
+            readFile(whole.file("model.safetensors.index.json")));
+}
+
+TEST(CheckpointWriterTest, PieceMisuseIsReported) {
+  TempDir dir;
+  CheckpointWriter writer(dir.path(), {u8("a", 4), u8("b", 4)}, 100);
+  std::string four = "abcd";
+  writer.writePiece(0, four.data(), 3);
+  // The rest of a tensor comes before the next, and no more than the tensor holds.
+  EXPECT_NE(errorOf([&] { writer.writePiece(1, four.data(), 4); })
+                .find("tensor 'b' written out of order (index 1, expected 0)"),
+            std::string::npos);
+  EXPECT_NE(errorOf([&] { writer.writePiece(0, four.data(), 2); })
+                .find("tensor 'a': got 5 bytes, expected 4"),
+            std::string::npos);
+  EXPECT_NE(errorOf([&] { writer.write(0, four.data(), 4); })
+                .find("tensor 'a' written whole after 3 of its bytes came in pieces"),
+            std::string::npos);
+  EXPECT_NE(errorOf([&] { writer.finish(); })
+                .find("output incomplete: 0 of 2 tensors written (and 3 bytes of tensor 'a')"),
+            std::string::npos);
+}
+
 TEST(CheckpointWriterTest, EmptyModelAndZeroSizeTensors) {
   TempDir dir;
   CheckpointWriter empty(dir.path(), {}, 100);

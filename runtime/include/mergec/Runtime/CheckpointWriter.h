@@ -40,6 +40,9 @@ public:
   const std::vector<OutputTensorSpec> &tensors() const { return tensors_; }
   /// Appends tensor `index`'s bytes (exactly its nbytes). Indices must come in order 0,1,2...
   void write(size_t index, const void *data, uint64_t nbytes);
+  /// Appends the next piece of tensor `index`'s bytes (a window of a streamed tensor): the
+  /// tensor is complete once its pieces add up to its nbytes, and the next index follows.
+  void writePiece(size_t index, const void *data, uint64_t nbytes);
   /// Checks every tensor was written, writes the index when sharded (with `index`), fsyncs
   /// every file.
   void finish(bool index = true);
@@ -80,6 +83,9 @@ public:
 private:
   struct Shard;
   void openShard(size_t shard);
+  void startWriteback(const std::string &path, const std::string &what);
+  /// Written output goes to the disk in ranges of this many bytes as it comes (sync_file_range).
+  static constexpr uint64_t kWritebackBytes = 32ull << 20;
   std::string directory_;
   std::vector<OutputTensorSpec> tensors_;
   std::map<std::string, std::string> metadata_;
@@ -89,6 +95,11 @@ private:
   void skipNotOwned();
   std::vector<bool> owned_; ///< restrictTo(); empty: every shard
   size_t next_ = 0;
+  uint64_t written_ = 0;   ///< bytes of tensor next_ written so far (writePiece)
+  uint64_t fileBytes_ = 0; ///< the open shard file's size so far
+  /// The open shard's bytes before writebackStarted_ are being written back, those before
+  /// writebackWaited_ are on the disk (both 0 after a resume: what is there is already synced).
+  uint64_t writebackStarted_ = 0, writebackWaited_ = 0;
   bool finished_ = false;
   int fd_ = -1;
   size_t openShard_ = SIZE_MAX;

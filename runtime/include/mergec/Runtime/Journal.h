@@ -29,6 +29,23 @@ inline constexpr const char *kJournalName = "mergec-journal";
 /// anyway.
 uint64_t checksum64(const void *data, uint64_t n);
 
+/// checksum64 of bytes that come in pieces (a tensor written window by window): update() with
+/// each piece in order, then digest() equals checksum64 of the pieces joined, wherever they
+/// were split.
+class Checksum64 {
+public:
+  Checksum64();
+  void update(const void *data, uint64_t n);
+  uint64_t digest() const;
+
+private:
+  void consume(const uint8_t *stripe);
+  uint64_t v1_, v2_, v3_, v4_;
+  uint64_t total_ = 0;
+  uint8_t stripe_[32] = {}; ///< the bytes of an unfinished 32-byte stripe
+  uint64_t pending_ = 0;    ///< how many of them there are
+};
+
 struct JournalEntry {
   size_t index = 0;
   std::string name;

@@ -14,6 +14,20 @@
 namespace mergec::rt {
 
 
+/// The map phase of a tensor streamed in windows instead of into one whole-tensor output: the
+/// executor hands each window's output to its writer as soon as it is computed, so the output
+/// memory held is a few windows, whatever the tensor's size. Every phase before the map runs
+/// over the whole tensor as without windows. A window is a fixed number of elements (whole
+/// chunks, never depending on the threads), so the bytes are those of a whole-tensor run.
+struct MapWindows {
+  int64_t elements;    ///< per window, a multiple of Device::kChunk
+  size_t elementBytes; ///< of the output dtype
+  /// Host memory for the output elements [begin, end): element `begin` at its start.
+  std::function<void *(int64_t begin, int64_t end)> acquire;
+  /// The window [begin, end) is computed (the afterMap hook ran on each of its chunks).
+  std::function<void(int64_t begin, int64_t end)> computed;
+};
+
 /// What one rule's model-scope phases know about the whole model. Before the merge, the
 /// executor streams every tensor of the rule through `runRule` in analysis rounds until
 /// `complete()`: a model-scope reduction needs one round (its per-tensor totals add up in plan
@@ -54,7 +68,7 @@ public:
 private:
   friend void runRule(Device &, const CompiledRule &, const std::vector<const void *> &,
                       void *, const TensorInfo &, float, float, ModelScope *, bool,
-                      const ChunkHook *, std::vector<double> *);
+                      const ChunkHook *, std::vector<double> *, const MapWindows *);
   struct PhaseState {
     bool final = false, touched = false, needed = false;
     std::vector<double> totals;        ///< Reduce: per reduction, over the tensors so far
@@ -74,11 +88,14 @@ private:
 /// Without `analysis` and with no `output`, runs every phase but the map: the model-scope
 /// top-k tie quotas move on as the merge of the tensor would move them, nothing is written.
 /// `scalars`, when given, receives the tensor's scalars array once the phases ran (KernelABI.h:
-/// the context slots, then each phase's results): what an analysis run reads.
+/// the context slots, then each phase's results): what an analysis run reads. With `windows`
+/// (and no `output`; host devices), the map phase writes window by window into the memory
+/// `windows` gives out, in order.
 void runRule(Device &device, const CompiledRule &rule, const std::vector<const void *> &inputs,
              void *output, const TensorInfo &tensor, float layer, float numLayers,
              ModelScope *scope = nullptr, bool analysis = false,
-             const ChunkHook *afterMap = nullptr, std::vector<double> *scalars = nullptr);
+             const ChunkHook *afterMap = nullptr, std::vector<double> *scalars = nullptr,
+             const MapWindows *windows = nullptr);
 
 /// On host devices, the elements of each window buffer when `rule` computes its row phases
 /// window by window over a tensor of n elements (rows of `cols`): a key buffer and one buffer

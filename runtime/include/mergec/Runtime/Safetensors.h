@@ -58,6 +58,8 @@ public:
   /// Drops a tensor's pages from this process's resident set (madvise DONTNEED on the
   /// page-aligned interior of its range), so streaming a model never holds all of it.
   void release(const TensorInfo &t) const;
+  /// Drops the pages of bytes [from, to) of a tensor's data (a window already computed).
+  void release(const TensorInfo &t, uint64_t from, uint64_t to) const;
 
   /// Throws RuntimeError naming the file when its size or modification time is not what it
   /// was when opened: it was truncated or rewritten in place (a download still running), and
