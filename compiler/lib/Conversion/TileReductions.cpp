@@ -7,6 +7,7 @@
 #include "mergec/Conversion/Passes.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 
 namespace mergec {
 #define GEN_PASS_DEF_MERGETILEREDUCTIONS
@@ -74,10 +75,16 @@ struct TileReductionsPass : mergec::impl::MergeTileReductionsBase<TileReductions
     Location loc = loop.getLoc();
     auto func = loop->getParentOfType<func::FuncOp>();
     OpBuilder b(func.getBody());
-    auto f64 = b.getF64Type();
     int64_t m = static_cast<int64_t>(accumulations.size());
+    // Values widened from f32 (every reduction merge-lower-kernels makes) are kept as f32 and
+    // widened when added: half the buffer traffic, the same f64 values.
+    bool narrow = llvm::all_of(accumulations, [](const Accumulation &a) {
+      auto ext = a.value.getDefiningOp<arith::ExtFOp>();
+      return ext && ext.getIn().getType().isF32();
+    });
+    Type element = narrow ? Type(b.getF32Type()) : Type(b.getF64Type());
     // Once per call, at the entry: an alloca inside the loops would grow the stack per chunk.
-    Value buffer = memref::AllocaOp::create(b, loc, MemRefType::get({m, tile}, f64));
+    Value buffer = memref::AllocaOp::create(b, loc, MemRefType::get({m, tile}, element));
 
     b.setInsertionPoint(loop);
     Value tileSize = arith::ConstantIndexOp::create(b, loc, tile);
@@ -103,9 +110,14 @@ struct TileReductionsPass : mergec::impl::MergeTileReductionsBase<TileReductions
       Value offset = arith::SubIOp::create(b, loc, compute.getInductionVar(), first);
       for (auto [j, a] : llvm::enumerate(accumulations)) {
         Value row = arith::ConstantIndexOp::create(b, loc, static_cast<int64_t>(j));
-        memref::StoreOp::create(b, loc, map.lookupOrDefault(a.value), buffer,
+        Value stored = narrow ? a.value.getDefiningOp<arith::ExtFOp>().getIn() : a.value;
+        memref::StoreOp::create(b, loc, map.lookupOrDefault(stored), buffer,
                                 ValueRange{row, offset});
       }
+      // The widenings now happen where the values are added.
+      for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*compute.getBody())))
+        if (isOpTriviallyDead(&op))
+          op.erase();
     }
 
     // The same values into the same accumulators in element order: the partials' bits.
@@ -119,6 +131,8 @@ struct TileReductionsPass : mergec::impl::MergeTileReductionsBase<TileReductions
         Value row = arith::ConstantIndexOp::create(b, loc, static_cast<int64_t>(j));
         Value value = memref::LoadOp::create(b, loc, buffer,
                                              ValueRange{row, accumulate.getInductionVar()});
+        if (narrow)
+          value = arith::ExtFOp::create(b, loc, b.getF64Type(), value);
         IRMapping map;
         map.map(loop.getRegionIterArgs()[j], accumulate.getRegionIterArgs()[j]);
         map.map(a.value, value);

@@ -75,7 +75,8 @@ def MergeTileReductions : Pass<"merge-tile-reductions", "mlir::ModuleOp"> {
 
     The first inner loop carries no values, so it vectorizes; the second adds the same values
     in the same order, so every partial keeps its bits. `buf` is a stack buffer of
-    m x tile f64 allocated once per call. A loop whose accumulators are not each updated
+    m x tile values allocated once per call: f32 when every value is an f32 widened to f64
+    (widened again where it is added), else f64. A loop whose accumulators are not each updated
     once by addf or maximumf with a value independent of them is left as it is. The CPU
     pipeline runs this after merge-lower-kernels; the CUDA target, which spreads the loop over
     threads, does not.
