@@ -55,6 +55,9 @@ void mergec::buildLowerToLoopsPipeline(OpPassManager &pm) {
 }
 
 void mergec::buildLoopsToLLVMPipeline(OpPassManager &pm) {
+  // The CPU's own step: reductions' element math apart from their ordered sums, so it
+  // vectorizes (the GPU spreads the same loop over threads instead).
+  pm.addPass(createMergeTileReductions());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());

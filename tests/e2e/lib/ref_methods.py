@@ -165,14 +165,17 @@ def fnv1a32(name):
 
 
 def uniform(seed, name, position, shape):
-    """The float32 uniforms in [0, 1) of bernoulli(): (x0 >> 8) * 2^-24 of Philox4x32-10 with
-    key (seed, fnv1a32(name)) and counter (index lo, index hi, position, 0)."""
+    """The float32 uniforms in [0, 1) of bernoulli(): (w >> 8) * 2^-24 where w is output word
+    position % 4 of Philox4x32-10 with key (seed, fnv1a32(name)) and counter (index lo,
+    index hi, position // 4, 0): list positions 0-3 share one block (one evaluation per
+    element in mergec's kernels)."""
     n = int(np.prod(shape, dtype=np.int64))
     idx = np.arange(n, dtype=np.uint64)
-    x0, _, _, _ = philox4x32_10(
-        (idx & _U32, idx >> np.uint64(32), np.uint64(position), np.uint64(0)),
+    words = philox4x32_10(
+        (idx & _U32, idx >> np.uint64(32), np.uint64(int(position) // 4), np.uint64(0)),
         (np.uint64(int(seed) & 0xFFFFFFFF), np.uint64(fnv1a32(name))))
-    return ((x0 >> np.uint64(8)).astype(np.float64) * 2.0 ** -24).astype(F).reshape(shape)
+    w = words[int(position) % 4]
+    return ((w >> np.uint64(8)).astype(np.float64) * 2.0 ** -24).astype(F).reshape(shape)
 
 
 def bernoulli(p, seed, name, position, shape):
@@ -656,13 +659,19 @@ def _selftest():
     m1 = bernoulli(F(0.3), 5, "model.layers.0.mlp.up_proj.weight", 1, shape)
     m2 = bernoulli(F(0.3), 5, "model.layers.1.mlp.up_proj.weight", 0, shape)
     m3 = bernoulli(F(0.3), 6, "model.layers.0.mlp.up_proj.weight", 0, shape)
-    agree = [float((m == x).mean()) for x in (m1, m2, m3)]
+    m4 = bernoulli(F(0.3), 5, "model.layers.0.mlp.up_proj.weight", 4, shape)
+    # m1: the next word of m's block; m4: the next block; m2, m3: other keys
+    agree = [float((m == x).mean()) for x in (m1, m2, m3, m4)]
     _check(all(abs(a - 0.58) < 0.01 for a in agree), "bernoulli streams for position/name/seed independent %s" % agree)
     _check(bernoulli(F(0), 1, "x", 0, (100,)).sum() == 0 and bernoulli(F(1), 1, "x", 0, (100,)).sum() == 100,
            "bernoulli p=0 none, p=1 all")
-    u = uniform(0, "t", 0, (4,))
-    x0 = philox4x32_10((np.arange(4, dtype=np.uint64), 0, 0, 0), (0, fnv1a32("t")))[0]
-    _check(np.array_equal(u, ((x0 >> np.uint64(8)).astype(np.float64) / 2 ** 24).astype(F)), "uniform from x0 >> 8")
+    # position p reads word p % 4 of the block at counter (index, p // 4)
+    idx4 = np.arange(4, dtype=np.uint64)
+    for pos, block, word in [(0, 0, 0), (1, 0, 1), (3, 0, 3), (4, 1, 0), (6, 1, 2)]:
+        w = philox4x32_10((idx4, 0, block, 0), (0, fnv1a32("t")))[word]
+        _check(np.array_equal(uniform(0, "t", pos, (4,)),
+                              ((w >> np.uint64(8)).astype(np.float64) / 2 ** 24).astype(F)),
+               "uniform at position %d from word %d of block %d, >> 8" % (pos, word, block))
     # topk_mask
     x = _f32([0.5, -2, 2, 0, 1, -1, 2, 0.25])
     _check(topk_mask(x, 0.375).tolist() == [0, 1, 1, 0, 0, 0, 1, 0], "topk_mask k=3 picks the three |2|")

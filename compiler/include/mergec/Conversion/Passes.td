@@ -59,4 +59,32 @@ def MergeConvertKernelsToGPU : Pass<"merge-convert-kernels-to-gpu", "mlir::Modul
                            "mlir::scf::SCFDialect", "mlir::memref::MemRefDialect"];
 }
 
+def MergeTileReductions : Pass<"merge-tile-reductions", "mlir::ModuleOp"> {
+  let summary = "CPU: split each reduction loop into a vectorizable compute loop and an ordered accumulation";
+  let description = [{
+    A reduction phase's chunk loop (merge-lower-kernels) adds each element's value into f64
+    accumulators in element order. LLVM does not reorder floating-point sums, so it leaves the
+    whole loop scalar, the element computation (Philox rounds, say) included. This pass
+    splits the loop into tiles of `tile` elements:
+
+      // scf.for %i iter_args(%acc) { %w = f(%i); %n = addf %acc, %w; yield %n }
+      //   => scf.for %t step tile iter_args(%acc) {
+      //        scf.for %i in tile { buf[j, %i - %t] = f_j(%i) }           // no reductions
+      //        scf.for %k in tile iter_args(%acc) { addf %acc, buf[j, %k] }
+      //      }
+
+    The first inner loop carries no values, so it vectorizes; the second adds the same values
+    in the same order, so every partial keeps its bits. `buf` is a stack buffer of
+    m x tile values allocated once per call: f32 when every value is an f32 widened to f64
+    (widened again where it is added), else f64. A loop whose accumulators are not each updated
+    once by addf or maximumf with a value independent of them is left as it is. The CPU
+    pipeline runs this after merge-lower-kernels; the CUDA target, which spreads the loop over
+    threads, does not.
+  }];
+  let options = [Option<"tile", "tile", "int64_t", /*default=*/"256",
+                         "elements computed before they are accumulated">];
+  let dependentDialects = ["mlir::arith::ArithDialect", "mlir::scf::SCFDialect",
+                           "mlir::memref::MemRefDialect"];
+}
+
 #endif // MERGEC_CONVERSION_PASSES

@@ -157,6 +157,13 @@ std::string CPUBackend::identity() const {
   for (auto &feature : llvm::sys::getHostCPUFeatures())
     if (feature.getValue())
       id += " +" + feature.getKey().str();
+  // The same loops compile to different code when this target's own passes change (a cached
+  // kernel from before merge-tile-reductions stays correct but scalar): name them too.
+  OpPassManager pm("builtin.module");
+  buildLoopsToLLVMPipeline(pm);
+  llvm::raw_string_ostream os(id);
+  os << " | ";
+  pm.printAsTextualPipeline(os);
   return id;
 }
 

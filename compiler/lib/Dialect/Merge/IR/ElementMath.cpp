@@ -58,8 +58,12 @@ arith::CmpFPredicate predicateOf(CmpPredicate p) {
   llvm_unreachable("unknown comparison");
 }
 
-/// 1.0 where a Philox4x32-10 draw keyed by (seed, nameHash) at counter (index, stream) is
-/// below `p` (f32), else 0.0. `nameHash` and `index` are i64.
+/// 1.0 where a Philox4x32-10 draw keyed by (seed, nameHash) is below `p` (f32), else 0.0.
+/// `nameHash` and `index` are i64. One Philox block gives four words: stream s reads word
+/// s mod 4 of the block at counter (index, s div 4), so the masks of list positions 0-3 come
+/// from one evaluation. The rounds below depend only on (index, s div 4, seed, nameHash), so
+/// the IR for streams of one block is identical and CSE leaves one evaluation per element
+/// inside a fused kernel body.
 Value buildBernoulli(OpBuilder &b, Location loc, Value p, Value nameHash, Value index,
                      uint64_t seed, uint64_t stream) {
   Type i32 = b.getI32Type(), i64 = b.getI64Type();
@@ -67,11 +71,11 @@ Value buildBernoulli(OpBuilder &b, Location loc, Value p, Value nameHash, Value 
     return arith::ConstantIntOp::create(b, loc, i32, static_cast<int32_t>(v));
   };
   auto c64 = [&](int64_t v) { return arith::ConstantIntOp::create(b, loc, i64, v); };
-  // Counter (index low, index high, stream, 0); key (seed, name hash).
-  Value c0 = arith::TruncIOp::create(b, loc, i32, index);
-  Value c1 = arith::TruncIOp::create(b, loc, i32, arith::ShRUIOp::create(b, loc, index, c64(32)));
-  Value c2 = c32(static_cast<uint32_t>(stream));
-  Value c3 = c32(0);
+  // Counter (index low, index high, stream div 4, 0); key (seed, name hash).
+  Value x[4] = {
+      arith::TruncIOp::create(b, loc, i32, index),
+      arith::TruncIOp::create(b, loc, i32, arith::ShRUIOp::create(b, loc, index, c64(32))),
+      c32(static_cast<uint32_t>(stream / 4)), c32(0)};
   Value k0 = c32(static_cast<uint32_t>(seed));
   Value k1 = arith::TruncIOp::create(b, loc, i32, nameHash);
   // Ten rounds; the key bumps between rounds (Random123's philox4x32_R).
@@ -80,19 +84,19 @@ Value buildBernoulli(OpBuilder &b, Location loc, Value p, Value nameHash, Value 
       k0 = arith::AddIOp::create(b, loc, k0, c32(0x9E3779B9u));
       k1 = arith::AddIOp::create(b, loc, k1, c32(0xBB67AE85u));
     }
-    auto mulhilo = arith::MulUIExtendedOp::create(b, loc, c32(0xD2511F53u), c0);
-    auto mulhilo2 = arith::MulUIExtendedOp::create(b, loc, c32(0xCD9E8D57u), c2);
+    auto mulhilo = arith::MulUIExtendedOp::create(b, loc, c32(0xD2511F53u), x[0]);
+    auto mulhilo2 = arith::MulUIExtendedOp::create(b, loc, c32(0xCD9E8D57u), x[2]);
     Value hi0 = mulhilo.getHigh(), lo0 = mulhilo.getLow();
     Value hi1 = mulhilo2.getHigh(), lo1 = mulhilo2.getLow();
-    Value n0 = arith::XOrIOp::create(b, loc, arith::XOrIOp::create(b, loc, hi1, c1), k0);
-    Value n2 = arith::XOrIOp::create(b, loc, arith::XOrIOp::create(b, loc, hi0, c3), k1);
-    c0 = n0;
-    c1 = lo1;
-    c2 = n2;
-    c3 = lo0;
+    Value n0 = arith::XOrIOp::create(b, loc, arith::XOrIOp::create(b, loc, hi1, x[1]), k0);
+    Value n2 = arith::XOrIOp::create(b, loc, arith::XOrIOp::create(b, loc, hi0, x[3]), k1);
+    x[0] = n0;
+    x[1] = lo1;
+    x[2] = n2;
+    x[3] = lo0;
   }
-  // u = (x0 >> 8) * 2^-24: 24 random bits, exact in f32, in [0, 1).
-  Value top = arith::ShRUIOp::create(b, loc, c0, c32(8));
+  // u = (word >> 8) * 2^-24: 24 random bits, exact in f32, in [0, 1).
+  Value top = arith::ShRUIOp::create(b, loc, x[stream % 4], c32(8));
   Value u = arith::MulFOp::create(b, loc, arith::UIToFPOp::create(b, loc, b.getF32Type(), top),
                                   f32(b, loc, 1.0 / 16777216.0));
   Value keep = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, u, p);

@@ -367,9 +367,11 @@ def Merge_BernoulliOp : Merge_Op<"bernoulli", [Pure,
     DeclareOpInterfaceMethods<Merge_ElementwiseOpInterface, ["buildElement"]>]> {
   let summary = "1 with probability p, else 0, from a counter-based generator (Philox4x32-10)";
   let description = [{
-    Keyed by (seed, the tensor's name hash) with the counter (flat element index, `stream`), so
-    the mask is the same for any thread count, chunking, tensor order or device. `stream` is
-    the position in the list the mask was made for.
+    Keyed by (seed, the tensor's name hash) with the counter (flat element index,
+    `stream` div 4), taking output word `stream` mod 4, so the mask is the same for any thread
+    count, chunking, tensor order or device, and the masks of streams 0-3 come from one
+    Philox evaluation per element (identical rounds, merged by CSE). `stream` is the position
+    in the list the mask was made for.
     ```mlir
     %m = merge.bernoulli %p, %h {seed = 0 : i64, stream = 1 : i64}
     ```
