@@ -1,6 +1,7 @@
 //===- Executor.cpp - plan a merge and stream it through the kernels ------===//
 #include "mergec/Runtime/Executor.h"
 #include "mergec/Runtime/AdapterExtraction.h"
+#include "mergec/Runtime/Bundle.h"
 #include "mergec/Runtime/LinearAlgebra.h"
 #include "mergec/Runtime/MatrixPhase.h"
 #include "mergec/Runtime/ModelCard.h"
@@ -282,6 +283,9 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
   // not their wildcards, nor the tensors: past ~6 s of matching, the patterns are refused.
   constexpr uint64_t kMaxGlobSteps = 1'000'000'000;
   uint64_t globSteps = 0;
+  std::vector<CompiledGlob> bundleExclude;
+  for (const std::string &glob : options.bundle.exclude)
+    bundleExclude.emplace_back(glob);
   std::vector<LayerOrigin> origins = layerOrigins(layers);
   std::vector<OutputTensor> outputs =
       outputTensors(plan, index, origins, [&](std::string message, const TensorInfo *t) {
@@ -330,6 +334,11 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     // --emit-lora: the kernels' f32 result, before any rounding (AdapterExtraction.h).
     if (options.emitLora.rank && isComputeDType(t->dtype))
       item.outDType = DType::F32;
+    // compress(...): a compressed tensor's average in f32 (the bundle rounds it with the
+    // factors); every other tensor is stored per member, copied, no kernel (Bundle.h).
+    bool bundleStored = options.bundle.enabled && !BundleLayout::compresses(*t, bundleExclude);
+    if (options.bundle.enabled)
+      item.outDType = bundleStored ? t->dtype : DType::F32;
     bool complete = true;
     std::vector<size_t> inputModels;
     // Whose tensor the output's shape is checked against, for messages.
@@ -391,9 +400,10 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
       continue;
     const RuleSpec &rule = rules[*chosen];
     // --emit-lora reads a copied tensor itself (in f32, or its bytes): no kernel converts it.
-    item.copy = rule.passthroughModel && item.inputs.size() == 1 && item.loras.empty() &&
-                (item.inputs[0]->dtype == item.outDType ||
-                 (options.emitLora.rank && isComputeDType(item.inputs[0]->dtype)));
+    item.copy = bundleStored ||
+                (rule.passthroughModel && item.inputs.size() == 1 && item.loras.empty() &&
+                 (item.inputs[0]->dtype == item.outDType ||
+                  (options.emitLora.rank && isComputeDType(item.inputs[0]->dtype))));
     if (!item.copy && isComputeDType(item.outDType)) {
       std::vector<DType> dtypes;
       for (const TensorInfo *in : item.inputs)
@@ -1636,6 +1646,205 @@ RunStats extractAdapter(MergePlan &plan, KernelSource &kernels, const RunOptions
   return stats;
 }
 
+/// A member's fingerprint for bundle.json: FNV-1a over the 64-bit words of each of its tensors'
+/// names and bytes, in plan order, computed as the bundle streams them (no second read).
+class MemberHash {
+public:
+  void add(const TensorInfo &t) {
+    for (char c : t.name)
+      mix(static_cast<uint8_t>(c));
+    size_t words = t.nbytes / 8;
+    for (size_t w = 0; w < words; ++w) {
+      uint64_t v;
+      std::memcpy(&v, t.data + 8 * w, 8);
+      mix(v);
+    }
+    for (size_t b = words * 8; b < t.nbytes; ++b)
+      mix(t.data[b]);
+  }
+  std::string hex() const {
+    char text[17];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h_));
+    return text;
+  }
+
+private:
+  void mix(uint64_t v) {
+    h_ ^= v;
+    h_ *= 1099511628211ull;
+  }
+  uint64_t h_ = 14695981039346656037ull;
+};
+
+/// compress(...): the bundle (Bundle.h) instead of a model. One pass: for a compressed tensor
+/// the rule's kernels run with a BundleSink that takes the members' scales and factors (and
+/// sets the tensor's rank for merge.bundle_rank) while the result, the average, comes back in
+/// f32; each stored tensor is each member's bytes. Then bundle.json, the manifest and the
+/// card, committed like a model.
+RunStats writeBundle(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
+                     OutputDirectory &outDir) {
+  auto start = std::chrono::steady_clock::now();
+  if (options.comm && options.comm->size() > 1)
+    throw RuntimeError("compress(...) is not supported with several processes (mpirun); run it "
+                       "as one process");
+  if (options.device != DeviceKind::CPU)
+    throw RuntimeError("compress(...) runs on the host only (--device cpu): its SVDs are "
+                       "LAPACK's");
+  ThreadPool pool(options.threads);
+  std::unique_ptr<Device> devicePtr = createDevice(options, pool);
+  Device &device = *devicePtr;
+  std::map<std::string, size_t> modelIndex;
+  for (size_t m = 0; m < plan.models.size(); ++m)
+    modelIndex[plan.models[m].name] = m;
+  std::vector<size_t> members;
+  for (const std::string &name : options.bundle.members)
+    members.push_back(modelIndex.at(name));
+  std::vector<std::vector<const TensorInfo *>> tensors;
+  for (const MergePlan::Item &item : plan.items) {
+    std::vector<const TensorInfo *> each;
+    for (size_t m : members) {
+      const TensorInfo *t = plan.checkpoints[m]->find(item.base->name);
+      if (!t)
+        throw RuntimeError("tensor '" + item.base->name + "': bundle member '" +
+                               plan.models[m].name + "' (" + plan.models[m].path +
+                               ") has no such tensor",
+                           "", item.base->name);
+      each.push_back(t);
+    }
+    tensors.push_back(std::move(each));
+  }
+  BundleLayout layout(options.bundle, tensors, options.dtype);
+  std::map<std::string, std::string> metadata = {{"format", "pt"}, {"merged_by", "mergec"},
+                                                 {"mergec_bundle", "1"}};
+  CheckpointWriter writer(outDir.tempPath(), layout.specs(), options.shardSize, metadata);
+  std::vector<MemberHash> hashes(members.size());
+  RunStats stats;
+  Progress progress(plan.items.size(), plan.inputBytes, options.quiet);
+  std::vector<float> average;
+  std::vector<uint8_t> bytes;
+  size_t next = 0; // the writer's next output tensor
+  auto put = [&](const void *data, uint64_t nbytes) {
+    writer.write(next++, data, nbytes);
+    stats.bytesWritten += nbytes;
+  };
+  auto putF32 = [&](const std::vector<float> &values, DType dtype) {
+    bytes.clear();
+    storeF32As(dtype, values.data(), values.size(), bytes);
+    put(bytes.data(), bytes.size());
+  };
+  waitForTestHook();
+  for (size_t i = 0; i < plan.items.size(); ++i) {
+    MergePlan::Item &item = plan.items[i];
+    const BundleLayout::Tensor &entry = layout.tensors()[i];
+    if (i + 1 < plan.items.size())
+      prefetchInputs(plan.items[i + 1]);
+    checkInputs(item);
+    for (size_t k = 0; k < members.size(); ++k)
+      hashes[k].add(*entry.members[k]);
+    if (!entry.compressed) {
+      for (const TensorInfo *t : entry.members)
+        put(t->data, t->nbytes);
+    } else {
+      size_t n = static_cast<size_t>(item.base->numel());
+      if (average.size() != n) {
+        std::vector<float>().swap(average);
+        average.resize(n);
+      }
+      BundleSink sink(layout, entry);
+      ItemInputs in(item);
+      CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, DType::F32);
+      NonFiniteCheck check(DType::F32, average.data(), in);
+      setMatrixSink(&sink);
+      try {
+        runRule(device, compiled, in.data, average.data(), *item.base,
+                static_cast<float>(item.layer), static_cast<float>(plan.numLayers), nullptr,
+                false, check.hook());
+      } catch (...) {
+        setMatrixSink(nullptr);
+        throw;
+      }
+      setMatrixSink(nullptr);
+      sink.checkComplete();
+      if (auto introduced = check.introduced())
+        throw RuntimeError("compress: tensor " + describe(item.base->name, *introduced) +
+                               " holds NaN or inf values in its average where its inputs are "
+                               "finite; nothing was written",
+                           "", item.base->name);
+      DType dtype = layout.factorDType(*item.base);
+      putF32(average, dtype);
+      putF32(sink.values(entry.firstSpec + 1), DType::F32);
+      for (size_t k = 0; k < members.size(); ++k) {
+        putF32(sink.values(entry.firstSpec + 2 + 2 * k), dtype);
+        putF32(sink.values(entry.firstSpec + 3 + 2 * k), dtype);
+      }
+    }
+    releaseInputs(item);
+    for (const TensorInfo *t : itemFileTensors(item))
+      stats.bytesRead += t->nbytes;
+    progress.update(i + 1, stats.bytesRead);
+  }
+  writer.finish();
+  for (const auto &checkpoint : plan.checkpoints)
+    if (checkpoint)
+      for (const auto &file : checkpoint->files())
+        file->checkUnchanged();
+  std::vector<nlohmann::ordered_json> described;
+  uint64_t memberBytes = 0;
+  for (size_t k = 0; k < members.size(); ++k) {
+    const ModelSpec &m = plan.models[members[k]];
+    uint64_t size = 0;
+    for (const auto &file : plan.checkpoints[members[k]]->files())
+      size += file->fileSize();
+    memberBytes += size;
+    described.push_back({{"index", k},
+                         {"name", m.name},
+                         {"path", std::filesystem::absolute(m.path).lexically_normal().string()},
+                         {"bytes", size},
+                         {"hash", "fnv1a64-words:" + hashes[k].hex()}});
+  }
+  nlohmann::ordered_json description = layout.describe(described);
+  uint64_t bundleBytes = 0;
+  for (size_t s = 0; s < writer.shardCount(); ++s)
+    bundleBytes += writer.shardFileBytes(s);
+  double ratio = memberBytes ? static_cast<double>(bundleBytes) / static_cast<double>(memberBytes)
+                             : 0.0;
+  description["bytes"] = bundleBytes;
+  description["compression_ratio"] = ratio;
+  {
+    std::string path = outDir.tempPath() + "/" + kBundleFileName;
+    std::ofstream out(path);
+    out << description.dump(2) << "\n";
+    out.close();
+    if (!out)
+      throw RuntimeError("cannot write " + path);
+  }
+  size_t compressed = 0;
+  for (const BundleLayout::Tensor &t : layout.tensors())
+    compressed += t.compressed;
+  nlohmann::ordered_json summary = {{"kind", "bundle"},
+                                    {"members", options.bundle.members},
+                                    {"compressed_tensors", compressed},
+                                    {"stored_tensors", layout.tensors().size() - compressed},
+                                    {"bytes", bundleBytes},
+                                    {"compression_ratio", ratio}};
+  writeManifest(plan, options, outDir.tempPath(), std::nullopt, summary);
+  testDelay();
+  outDir.commit();
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  stats.tensors = plan.items.size();
+  progress.finish(stats.seconds, stats.bytesRead, stats.bytesWritten, writer.shardCount(),
+                  plan.items.size());
+  if (!options.quiet) {
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  ": bundle: %zu members, %zu tensors compressed, %zu stored; %.4f of the "
+                  "members' bytes",
+                  members.size(), compressed, layout.tensors().size() - compressed, ratio);
+    events().info(events().program() + line);
+  }
+  return stats;
+}
+
 } // namespace
 
 RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
@@ -1646,6 +1855,8 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   mergec_la_set_threads(static_cast<int32_t>(options.threads));
   if (options.emitLora.rank)
     return extractAdapter(plan, kernels, options, outDir);
+  if (options.bundle.enabled)
+    return writeBundle(plan, kernels, options, outDir);
   std::vector<OutputTensorSpec> specs;
   uint64_t outputBytes = 0;
   for (auto &item : plan.items) {

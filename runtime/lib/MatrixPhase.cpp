@@ -7,6 +7,7 @@
 namespace mergec::rt {
 namespace {
 thread_local std::optional<std::string> pending;
+thread_local MatrixSink *sink = nullptr;
 
 const char *checkName(int32_t check) {
   switch (static_cast<abi::MatrixCheck>(check)) {
@@ -26,6 +27,9 @@ const char *checkName(int32_t check) {
 } // namespace
 
 void clearMatrixError() { pending.reset(); }
+
+void setMatrixSink(MatrixSink *s) { sink = s; }
+MatrixSink *matrixSink() { return sink; }
 
 uint64_t matrixPhaseBytes(const CompiledRule &rule, int64_t n, int64_t cols) {
   uint64_t most = 0;
@@ -62,4 +66,20 @@ extern "C" void mergec_matrix_shape_error(int32_t check, int64_t rows0, int64_t 
 
 extern "C" void mergec_matrix_call_failed(void) {
   mergec::rt::pending = std::string(mergec_la_error());
+}
+
+extern "C" int32_t mergec_matrix_emit(const char *name, int64_t nameLength, int64_t rows,
+                                      int64_t cols, const float *data) {
+  using mergec::rt::pending;
+  std::string_view what(name, static_cast<size_t>(nameLength));
+  if (!mergec::rt::sink) {
+    pending = "the rule emits matrix '" + std::string(what) +
+              "' but this run takes no emitted matrices (only compress(...) writes them)";
+    return 1;
+  }
+  if (auto error = mergec::rt::sink->take(what, rows, cols, data)) {
+    pending = std::move(*error);
+    return 1;
+  }
+  return 0;
 }

@@ -373,6 +373,8 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
   scalars[abi::kNameHashSlot] = abi::nameHash(tensor.name);
   scalars[abi::kColsSlot] = tensor.shape.empty() ? 1.0 : static_cast<double>(tensor.shape.back());
   scalars[abi::kNumelSlot] = static_cast<double>(n);
+  if (MatrixSink *sink = matrixSink())
+    scalars[abi::kBundleRankSlot] = static_cast<double>(sink->rank());
   if (rule.paramValues.size() != rule.params.size())
     throw RuntimeError("internal: the rule's params have no values bound");
   std::copy(rule.paramValues.begin(), rule.paramValues.end(),

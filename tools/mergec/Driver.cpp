@@ -426,6 +426,13 @@ int mergec::runMerge(const CommandLine &cl, Compilation &c,
   std::vector<rt::RuleSpec> rules = ruleSpecs(program);
   rt::RunOptions options = cl.run;
   options.provenance = provenance(cl, c);
+  if (program.bundle) {
+    // merge compress(...): the output is a bundle (runtime/include/mergec/Runtime/Bundle.h).
+    if (options.emitLora.rank)
+      throw rt::RuntimeError("--emit-lora writes an adapter, compress(...) a bundle: use one");
+    const sema::BundleOutput &b = *program.bundle;
+    options.bundle = {true, b.members, b.rank, b.rate, b.exclude, b.oversample, b.iters, b.seed};
+  }
   if (!options.dtype) // --dtype wins over a configuration's out_dtype
     options.dtype = c.importedDType;
   if (!options.maxMemory) {

@@ -229,6 +229,9 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       } else if (auto h = dyn_cast<NameHashOp>(op)) {
         Value wide = slot(op.getLoc(), rt::abi::kNameHashSlot);
         map.map(h.getResult(), arith::FPToSIOp::create(b, op.getLoc(), b.getI64Type(), wide));
+      } else if (auto k = dyn_cast<BundleRankOp>(op)) {
+        Value wide = slot(op.getLoc(), rt::abi::kBundleRankSlot);
+        map.map(k.getResult(), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));
       } else if (auto c = dyn_cast<ColsOp>(op)) {
         Value wide = slot(op.getLoc(), rt::abi::kColsSlot);
         map.map(c.getResult(), arith::TruncFOp::create(b, op.getLoc(), b.getF32Type(), wide));

@@ -11,6 +11,8 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
+#include "llvm/ADT/Hashing.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 using namespace mlir;
@@ -152,6 +154,24 @@ private:
     Value clamped = arith::MinNumFOp::create(
         b_, loc_, arith::MaxNumFOp::create(b_, loc_, f, f32(1)), mostF);
     return toIndex(arith::ExtFOp::create(b_, loc_, b_.getF64Type(), clamped));
+  }
+
+  /// A name's bytes as a constant global (one per distinct name in the module).
+  Value nameConstant(StringRef name) {
+    auto module = fn_->getParentOfType<ModuleOp>();
+    std::string symbol = "mergec_emit_name_" + llvm::utohexstr(llvm::hash_value(name));
+    auto type = MemRefType::get({static_cast<int64_t>(name.size())}, b_.getI8Type());
+    if (!module.lookupSymbol<memref::GlobalOp>(symbol)) {
+      OpBuilder::InsertionGuard guard(b_);
+      b_.setInsertionPointToStart(module.getBody());
+      auto data = DenseElementsAttr::getFromRawBuffer(
+          RankedTensorType::get(type.getShape(), b_.getI8Type()),
+          ArrayRef<char>(name.data(), name.size()));
+      auto global = memref::GlobalOp::create(b_, loc_, symbol, b_.getStringAttr("private"), type,
+                                             data, /*constant=*/true, IntegerAttr());
+      (void)global;
+    }
+    return memref::GetGlobalOp::create(b_, loc_, type, symbol);
   }
 
   /// for r < rows, c < cols: body(r, c)
@@ -343,6 +363,25 @@ private:
           Mat a = mats_[r.getOperand()];
           Value most = arith::MinUIOp::create(b_, loc_, a.rows, a.cols);
           map_.map(r.getResult(), arith::SIToFPOp::create(b_, loc_, b_.getF32Type(), i64(most)));
+          return success();
+        })
+        .Case<EmitMatrixOp>([&](EmitMatrixOp e) {
+          // A scalar goes out as a 1 x 1 matrix (a one-element buffer of its own).
+          Mat m;
+          if (isa<MatrixType>(e.getValue().getType())) {
+            m = mats_[e.getValue()];
+          } else {
+            m = allocMat(index(1), index(1));
+            store(map_.lookupOrDefault(e.getValue()), m.data, index(0));
+          }
+          Value name = nameConstant(e.getName());
+          // Non-zero: the sink refused it (a name or shape the plan does not expect) and kept
+          // the message; the program stops here.
+          Value status = call("mergec_matrix_emit",
+                              {ptr(name), i64(index(static_cast<int64_t>(e.getName().size()))),
+                               i64(m.rows), i64(m.cols), ptr(m.data)},
+                              {b_.getI32Type()});
+          check(arith::CmpIOp::create(b_, loc_, arith::CmpIPredicate::eq, status, i32(0)), [] {});
           return success();
         })
         .Case<MatrixMapOp>([&](MatrixMapOp m) { return lowerMap(m); })

@@ -49,6 +49,19 @@ public:
       groups_.clear();
       asMatrix_.clear();
       asTensor_.clear();
+      // compress(...)'s factors and scales: side effects of the rule, emitted first so that
+      // the matrix phase they form comes before the map phase of the result.
+      for (const Node *e : rule.emits) {
+        const Node *operand = e->operands[0];
+        Value v = emit(operand);
+        if (operand->kind == Kind::Tensor) {
+          Value &m = asMatrix_[operand];
+          if (!m)
+            m = merge::ToMatrixOp::create(b_, loc(operand->loc), matrixType(), v);
+          v = m;
+        }
+        merge::EmitMatrixOp::create(b_, loc(e->loc), e->text, v);
+      }
       Value result = emit(rule.result);
       if (rule.result->kind == Kind::Matrix)
         result = merge::ToTensorOp::create(b_, loc(rule.loc), tensorType(), result);
@@ -176,6 +189,9 @@ private:
     case Node::Op::Cols:
       v = merge::ColsOp::create(b_, l, b_.getF32Type());
       break;
+    case Node::Op::BundleRank:
+      v = merge::BundleRankOp::create(b_, l, b_.getF32Type());
+      break;
     case Node::Op::Numel:
       v = merge::NumelOp::create(b_, l, b_.getF32Type());
       break;
@@ -199,6 +215,8 @@ private:
     }
     case Node::Op::String:
       llvm_unreachable("Sema rejects strings used as values");
+    case Node::Op::Emit:
+      llvm_unreachable("an Emit is a root of its own (Rule::emits), never an operand");
     case Node::Op::Weiszfeld:
       groups_[n] = emitWeiszfeld(n, l, ops);
       v = groups_[n].front();

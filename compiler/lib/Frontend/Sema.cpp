@@ -96,7 +96,8 @@ const std::set<std::string> kBuiltins = [] {
       "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
       "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
       "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second",
-      "weiszfeld", "karcher_coefficients", "multislerp_coefficients", "require", "pick"};
+      "weiszfeld", "karcher_coefficients", "multislerp_coefficients", "require", "pick",
+      "compress"};
   names.insert(kMatrixFunctions.begin(), kMatrixFunctions.end());
   return names;
 }();
@@ -358,6 +359,145 @@ public:
       return Value{nullptr, list};
     }
     return call(dyn_cast<ast::CallExpr>(e));
+  }
+
+  /// `merge compress(models, rank = K | rate = R, exclude = [globs], oversample = 8,
+  /// iters = 2, seed = 0)`: the compressed bundle of the NeurIPS 2024 LLM-merging winner. For
+  /// each tensor the runtime compresses, with W_i the members' tensors:
+  ///   n_i = |W_i|_F, W_i' = W_i / n_i, avg = mean(W_i'), (u_i, s_i, vt_i) = rsvd(W_i' - avg, k)
+  /// and the rule's result is avg, while scale.i = n_i, U.i = u_i @ diag(s_i) and V.i = vt_i
+  /// are emitted (merge.emit_matrix), so W_i ~ n_i * (avg + U.i @ V.i). k is merge.bundle_rank:
+  /// the runtime's one rank rule sets it per tensor from rank or rate.
+  std::optional<Rule> compress(const ast::CallExpr *c, SourceLoc ruleLoc) {
+    Signature sig = Signature::builtin(
+        "compress", {"models", "rank", "rate", "exclude", "oversample", "iters", "seed"},
+        {"rank", "rate", "exclude", "oversample", "iters", "seed"});
+    auto bound = bind(c, sig);
+    if (!bound)
+      return std::nullopt;
+    BundleOutput out;
+    out.loc = c->loc();
+    const Value &xs = *(*bound)[0];
+    std::vector<const Node *> members;
+    if (xs.isList())
+      for (const Value &x : *xs.list) {
+        if (x.isList() || x.node->op != Node::Op::Input) {
+          diags_.error(argLoc(c, sig, 0), "compress expects a list of declared models (a lora "
+                                          "or an expression cannot be a bundle member)");
+          return std::nullopt;
+        }
+        if (std::find(out.members.begin(), out.members.end(), x.node->model) !=
+            out.members.end()) {
+          diags_.error(argLoc(c, sig, 0),
+                       "compress: model '" + x.node->model + "' is listed twice");
+          return std::nullopt;
+        }
+        out.members.push_back(x.node->model);
+        members.push_back(x.node);
+      }
+    if (members.empty()) {
+      diags_.error(argLoc(c, sig, 0), "compress expects a non-empty list of models, got " +
+                                          std::string(xs.isList() ? "an empty list" : kindName(xs)));
+      return std::nullopt;
+    }
+    if ((*bound)[1].has_value() == (*bound)[2].has_value()) {
+      diags_.error(c->loc(), "compress needs exactly one of rank = K (the factors' rank) and "
+                             "rate = R (the fraction of each matrix's parameters saved)");
+      return std::nullopt;
+    }
+    if ((*bound)[1]) {
+      const Value &v = *(*bound)[1];
+      auto k = v.isList() ? std::nullopt : constantValue(v.node, &program_.fixedParams);
+      if (!k || !(*k >= 1 && *k <= 1e6) || *k != std::floor(*k)) {
+        diags_.error(argLoc(c, sig, 1),
+                     "compress: rank must be an integer in [1, 1000000] known while compiling");
+        return std::nullopt;
+      }
+      out.rank = static_cast<int64_t>(*k);
+    } else {
+      const Value &v = *(*bound)[2];
+      auto r = v.isList() ? std::nullopt : constantValue(v.node, &program_.fixedParams);
+      if (!r || !(*r > 0 && *r < 1)) {
+        diags_.error(argLoc(c, sig, 2), "compress: rate must be a number in (0, 1) known while "
+                                        "compiling (0.95 keeps 5 % of each matrix)");
+        return std::nullopt;
+      }
+      out.rate = *r;
+    }
+    if ((*bound)[3]) {
+      const Value &v = *(*bound)[3];
+      std::vector<Value> items = v.isList() ? *v.list : std::vector<Value>{v};
+      for (const Value &item : items) {
+        if (item.isList() || item.node->op != Node::Op::String) {
+          diags_.error(argLoc(c, sig, 3), "compress: exclude must be a list of glob strings");
+          return std::nullopt;
+        }
+        if (auto problem = rt::globCheck(item.node->text)) {
+          diags_.error(argLoc(c, sig, 3),
+                       "compress: bad exclude pattern \"" + item.node->text + "\": " + *problem);
+          return std::nullopt;
+        }
+        out.exclude.push_back(item.node->text);
+      }
+    }
+    auto settings = compileTimeSettings(c, sig, *bound, 4, {8, 2, 0},
+                                        {Check::Iterations, Check::Iterations, Check::Seed});
+    if (!settings)
+      return std::nullopt;
+    out.oversample = static_cast<int64_t>((*settings)[0]);
+    out.iters = static_cast<int64_t>((*settings)[1]);
+    out.seed = static_cast<int64_t>((*settings)[2]);
+
+    SourceLoc at = c->loc();
+    Rule rule;
+    rule.loc = ruleLoc;
+    std::vector<const Node *> norms, normalised;
+    for (const Node *w : members) {
+      const Node *n = elementwise(
+          Node::Op::Sqrt,
+          {reduction(Node::Op::ReduceSum, elementwise(Node::Op::Mul, {w, w}, at), false, at)}, at);
+      norms.push_back(n);
+      // A tensor of zeros has scale 0 and reconstructs as 0 whatever W' is: divide by a tiny
+      // positive number instead of 0 so W' is 0, not NaN.
+      const Node *divisor = elementwise(Node::Op::Max, {n, constant(1e-30, at)}, at);
+      normalised.push_back(elementwise(Node::Op::Div, {w, divisor}, at));
+    }
+    const Node *avg = elementwise(Node::Op::Mean, normalised, at);
+    const Node *k = make(Node::Op::BundleRank, Kind::Scalar, {}, at);
+    auto emit = [&](std::string name, const Node *value) {
+      Node e{Node::Op::Emit, value->kind};
+      e.text = std::move(name);
+      e.operands = {value};
+      e.loc = at;
+      rule.emits.push_back(add(std::move(e)));
+    };
+    for (size_t i = 0; i < members.size(); ++i) {
+      const Node *residual = elementwise(Node::Op::Sub, {normalised[i], avg}, at);
+      Node group{Node::Op::Rsvd, Kind::Matrix};
+      group.operands = {residual, k};
+      group.flag = true;
+      group.value = static_cast<double>(out.oversample);
+      group.value2 = static_cast<double>(out.iters);
+      group.value3 = static_cast<double>(out.seed);
+      group.loc = at;
+      const Node *g = add(std::move(group));
+      const Node *part[3];
+      for (int f = 0; f < 3; ++f) {
+        Node p{Node::Op::SvdPart, Kind::Matrix};
+        p.operands = {g};
+        p.value = f;
+        p.loc = at;
+        part[f] = add(std::move(p));
+      }
+      std::string index = std::to_string(i);
+      emit("scale." + index, norms[i]);
+      emit("U." + index, make(Node::Op::MatMul, Kind::Matrix,
+                              {part[0], make(Node::Op::Diag, Kind::Matrix, {part[1]}, at)}, at));
+      emit("V." + index, part[2]);
+    }
+    rule.result = avg;
+    program_.bundle = std::move(out);
+    return rule;
   }
 
   const Node *input(const std::string &model, SourceLoc loc) {
@@ -760,6 +900,11 @@ private:
       return callPairs(c);
     if (c->callee == "pick")
       return callPick(c);
+    if (c->callee == "compress") {
+      diags_.error(c->loc(), "compress(...) writes a bundle, not a tensor: it must be the whole "
+                             "merge expression (merge compress([a, b], rank = 64))");
+      return std::nullopt;
+    }
     if (c->callee == "weiszfeld")
       return callWeiszfeld(c);
     if (c->callee == "karcher_coefficients")
@@ -1962,6 +2107,23 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
                                      std::to_string(limits::kMaxPatterns) + ")");
         return nullptr;
       }
+  // merge compress(...): the whole merge expression (a recipe's own def of that name aside).
+  if (merge.singleRule && merge.rules.size() == 1)
+    if (auto *call = llvm::dyn_cast<ast::CallExpr>(merge.rules[0].body.get());
+        call && call->callee == "compress") {
+      if (!recipe.layers.empty()) {
+        diags.error(call->loc(), "compress(...) keeps the members' layers: it cannot be "
+                                 "combined with a layers declaration");
+        return nullptr;
+      }
+      auto rule = evaluator.compress(call, merge.rules[0].loc);
+      if (!rule || diags.errorCount())
+        return nullptr;
+      program->rules.push_back(std::move(*rule));
+      // The bundle's tensors are its first member's (names, order, shapes).
+      program->outputModel = program->bundle->members.front();
+      return program;
+    }
   bool sawDefault = false;
   for (auto &rule : merge.rules) {
     // A rule after `_` never runs, but it is still checked: it is code the user means to keep.

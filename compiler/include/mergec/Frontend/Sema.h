@@ -8,6 +8,7 @@
 #include "mergec/Runtime/LayerStack.h"
 #include <deque>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -82,6 +83,9 @@ struct Node {
     Rsvd,      ///< group: randomised u, s, vt of rank operand 1; `value` oversample,
                ///< `value2` power iterations, `value3` seed
     SvdPart,   ///< matrix: factor `value` (0 u, 1 s, 2 vt) of the Svd or Rsvd operand
+    BundleRank, ///< scalar: compress(...)'s rank for the current tensor (set by the runtime)
+    Emit,       ///< compress(...): hands operand 0 (a matrix or a scalar) to the runtime as
+                ///< `text` ("U.0", "scale.1"); a root of its own (Rule::emits), no value
   };
   Op op;
   Kind kind;
@@ -119,6 +123,21 @@ struct Rule {
   std::vector<ast::Pattern> patterns; ///< empty: matches every tensor
   const Node *result = nullptr;       ///< a tensor, or a matrix of the tensor's shape
   bool readsNumLayers = false;        ///< uses num_layers (directly or through ramp)
+  /// Emit nodes the rule runs besides computing its result (compress(...)'s factors).
+  std::vector<const Node *> emits;
+};
+
+/// `merge compress([a, b, c], rank = 64)`: the output is a compressed bundle of the members
+/// (the NeurIPS 2024 LLM-merging winner's compression), not a model. The one rule computes, for
+/// each compressed tensor, the normalised average as its result and emits each member's scale
+/// and factors; the runtime decides per tensor what is compressed and at which rank.
+struct BundleOutput {
+  ast::SourceLoc loc;
+  std::vector<std::string> members; ///< model names, in the bundle's member order
+  int64_t rank = 0;                 ///< rank = K; 0 when rate is given
+  double rate = 0;                  ///< rate = R in (0, 1): keep (1 - R) of each matrix's size
+  std::vector<std::string> exclude; ///< globs: tensors stored per member, not compressed
+  int64_t oversample = 8, iters = 2, seed = 0;
 };
 
 struct Program {
@@ -136,6 +155,8 @@ struct Program {
   /// models, integer ranges with begin < end, a slice's sources of one length); empty without
   /// the declaration. The planner checks the ranges against the models.
   std::vector<rt::LayerSlice> layers;
+  /// Set when the merge expression is compress(...): the output is a bundle.
+  std::optional<BundleOutput> bundle;
   std::deque<Node> nodes; ///< owns every Node (a deque keeps their addresses stable)
 
   const Model *findModel(const std::string &name) const;

@@ -187,6 +187,16 @@ struct RunOptions {
     /// embeddings and lm_head (kDefaultLoraExclusions).
     std::vector<std::string> targets;
   } emitLora;
+  /// `merge compress(...)`: the output is a compressed bundle of `members` (Bundle.h), not a
+  /// model. Set from the recipe, never from the command line.
+  struct Bundle {
+    bool enabled = false;
+    std::vector<std::string> members; ///< model names, in member order
+    int64_t rank = 0;                 ///< 0: from rate
+    double rate = 0;
+    std::vector<std::string> exclude; ///< globs: stored per member
+    int64_t oversample = 8, iters = 2, seed = 0;
+  } bundle;
   /// Several processes share this merge (Distributed.h; `mergec run` under mpirun): each writes
   /// its share of the shards into rank 0's temporary output; null (or one rank): this process
   /// does everything. Not owned.

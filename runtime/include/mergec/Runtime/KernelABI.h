@@ -14,6 +14,8 @@ namespace mergec::rt::abi {
 constexpr int64_t kNameHashSlot = 0; ///< FNV-1a 32-bit hash of the tensor's name
 constexpr int64_t kColsSlot = 1;     ///< the length of the last dimension (1 for a 0-d tensor)
 constexpr int64_t kNumelSlot = 2;    ///< the number of elements
+/// compress(...): the rank of the tensor's bundle factors (merge.bundle_rank; 0 elsewhere).
+constexpr int64_t kBundleRankSlot = 3;
 constexpr int64_t kFirstPhaseSlot = 4;
 
 /// Every phase function is a loop nest over [begin, end) in chunks of kChunkElements: chunk c
@@ -83,6 +85,12 @@ void mergec_matrix_shape_error(int32_t check, int64_t rows0, int64_t cols0, int6
                                int64_t cols1);
 /// After a mergec_la_* call returned non-zero: keeps its mergec_la_error() message.
 void mergec_matrix_call_failed(void);
+/// merge.emit_matrix: the matrix `name` (nameLength bytes, not NUL-terminated) of rows x cols
+/// f32 values (row-major; a scalar is 1 x 1), handed to the sink the runtime set for the tensor
+/// (MatrixPhase.h). Returns 0, or 1 when the sink refused it (a name or shape it does not
+/// expect): the message is then kept as by the two above and the phase returns.
+int32_t mergec_matrix_emit(const char *name, int64_t nameLength, int64_t rows, int64_t cols,
+                        const float *data);
 }
 //
 // An object from --emit=obj also holds the kernels' table and the program's description:

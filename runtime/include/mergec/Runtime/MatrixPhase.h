@@ -8,8 +8,26 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace mergec::rt {
+
+/// Where a matrix phase's merge.emit_matrix results go (compress(...): BundleWriter.h), and the
+/// rank the phase reads through merge.bundle_rank. Set on the thread that runs the tensor's
+/// phases (matrix phases run on the calling thread) for as long as it runs them.
+class MatrixSink {
+public:
+  virtual ~MatrixSink() = default;
+  /// The value of merge.bundle_rank for the current tensor.
+  virtual int64_t rank() const = 0;
+  /// Takes one emitted matrix; returns a message (the phase then stops) when the name or the
+  /// shape is not what the plan expects.
+  virtual std::optional<std::string> take(std::string_view name, int64_t rows, int64_t cols,
+                                          const float *data) = 0;
+};
+/// Sets the calling thread's sink (null: none; an emit is then an error).
+void setMatrixSink(MatrixSink *sink);
+MatrixSink *matrixSink();
 
 /// Forgets a message the calling thread kept (before a matrix phase runs).
 void clearMatrixError();

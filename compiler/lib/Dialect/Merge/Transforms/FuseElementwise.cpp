@@ -148,9 +148,11 @@ LogicalResult buildBody(OpBuilder &b, Region &region, ArrayRef<Value> roots,
 
 bool isMatrix(Value v) { return isa<MatrixType>(v.getType()); }
 
-/// The ops of a rule's linear algebra: those with a matrix operand or result.
+/// The ops of a rule's linear algebra: those with a matrix operand or result, and
+/// merge.emit_matrix (of a scalar too: it hands its value out from the program).
 bool isMatrixOp(Operation *op) {
-  return llvm::any_of(op->getOperandTypes(), [](Type t) { return isa<MatrixType>(t); }) ||
+  return isa<EmitMatrixOp>(op) ||
+         llvm::any_of(op->getOperandTypes(), [](Type t) { return isa<MatrixType>(t); }) ||
          llvm::any_of(op->getResultTypes(), [](Type t) { return isa<MatrixType>(t); });
 }
 

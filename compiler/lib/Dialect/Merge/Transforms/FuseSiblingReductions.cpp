@@ -5,6 +5,7 @@
 #include "mlir/Transforms/RegionUtils.h"
 #include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
+#include <limits>
 
 namespace mergec::merge {
 #define GEN_PASS_DEF_MERGEFUSESIBLINGREDUCTIONS
@@ -86,7 +87,10 @@ struct FuseSiblingReductionsPass
       bool phase = isa<PhaseOpInterface>(op);
       for (Value r : op.getResults())
         depth[r] = ready + phase;
-      order.push_back({2 * ready + phase, &op});
+      // The map kernel runs after every phase, also one it does not read (a matrix phase
+      // that only emits matrices: compress(...)).
+      order.push_back({isa<KernelOp>(op) ? std::numeric_limits<unsigned>::max() : 2 * ready + phase,
+                       &op});
     }
     std::stable_sort(order.begin(), order.end(),
                      [](auto &a, auto &b) { return a.first < b.first; });

@@ -77,6 +77,21 @@ def Merge_ColsOp : Merge_Op<"cols", [Pure]> {
   let assemblyFormat = "attr-dict";
 }
 
+def Merge_BundleRankOp : Merge_Op<"bundle_rank", [Pure]> {
+  let summary = "the rank k of the current tensor's compressed-bundle factors";
+  let description = [{
+    `compress(...)` (the NeurIPS 2024 LLM-merging winner's bundle) keeps each member's
+    residual at rank k; the runtime computes k per tensor from `rank =` or `rate =` (one rank
+    rule, rt::bundleRank) and sets it in the scalars array before the phases run, so the
+    formula lives in one place. 0 outside a bundle.
+    ```mlir
+    %k = merge.bundle_rank
+    ```
+  }];
+  let results = (outs F32:$result);
+  let assemblyFormat = "attr-dict";
+}
+
 def Merge_ParamOp : Merge_Op<"param", [Pure]> {
   let summary = "a recipe param's value, read when the kernel runs";
   let description = [{
@@ -797,6 +812,31 @@ def Merge_MatrixPhaseOp : Merge_Op<"matrix_phase", [RecursiveMemoryEffects,
     bool $cppClass::isModelScope() { return false; }
     ::llvm::SmallVector<::mlir::Value> $cppClass::getBufferResults() {
       return ::llvm::SmallVector<::mlir::Value>(getResults().drop_front(getNumScalars()));
+    }
+  }];
+}
+
+def Merge_EmitMatrixOp : Merge_Op<"emit_matrix", [MemoryEffects<[MemWrite]>]> {
+  let summary = "hands a named matrix (or a scalar, as 1 x 1) to the runtime";
+  let description = [{
+    How results of their own shape leave a matrix phase: `compress(...)` emits each member's
+    factors (`U.0` = u diag(s), `V.0` = vt) and its scale (`scale.0`, a scalar). Lowered to a
+    call of `mergec_matrix_emit` (KernelABI.h) with the name, rows, columns and the f32 data;
+    the runtime checks the shape against its plan for the tensor (an error naming the tensor
+    otherwise) and writes it. Only inside a `merge.matrix_phase` once fused.
+    ```mlir
+    merge.emit_matrix "U.0", %us : !merge.matrix
+    merge.emit_matrix "scale.0", %n : f32
+    ```
+  }];
+  let arguments = (ins StrAttr:$name, AnyTypeOf<[F32, Merge_MatrixType]>:$value);
+  let assemblyFormat = "$name `,` $value attr-dict `:` type($value)";
+  let hasVerifier = 1;
+  let extraClassDefinition = [{
+    ::mlir::LogicalResult $cppClass::verify() {
+      if (getName().empty())
+        return emitOpError("needs a non-empty name");
+      return ::mlir::success();
     }
   }];
 }
