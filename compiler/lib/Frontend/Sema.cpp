@@ -402,7 +402,7 @@ public:
     }
     if ((*bound)[1].has_value() == (*bound)[2].has_value()) {
       diags_.error(c->loc(), "compress needs exactly one of rank = K (the factors' rank) and "
-                             "rate = R (the fraction of each matrix's parameters saved)");
+                             "rate = R (1 - R of each matrix's parameters kept)");
       return std::nullopt;
     }
     if ((*bound)[1]) {

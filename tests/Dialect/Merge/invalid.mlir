@@ -227,3 +227,11 @@ func.func @matrix_map_without_inputs(%s: f32) {
   }
   return
 }
+
+// -----
+
+func.func @emit_without_name(%x: f32) {
+  // expected-error @+1 {{'merge.emit_matrix' op needs a non-empty name}}
+  merge.emit_matrix "", %x : f32
+  return
+}

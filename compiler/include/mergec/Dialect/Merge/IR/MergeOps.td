@@ -795,7 +795,9 @@ def Merge_MatrixPhaseOp : Merge_Op<"matrix_phase", [RecursiveMemoryEffects,
   let arguments = (ins Variadic<Merge_TensorType>:$inputs);
   let results = (outs Variadic<AnyTypeOf<[F32, Merge_TensorType]>>:$results);
   let regions = (region SizedRegion<1>:$body, SizedRegion<1>:$program);
-  let assemblyFormat = "`ins` `(` $inputs `)` `:` type($results) $body `program` $program attr-dict";
+  // The result types are optional: a phase that only emits (compress(...)) has none.
+  let assemblyFormat =
+      "`ins` `(` $inputs `)` (`:` type($results)^)? $body `program` $program attr-dict";
   let hasVerifier = 1;
   let extraClassDeclaration = [{
     /// The scalar results: the first ones, until the first tensor.
@@ -850,7 +852,7 @@ def Merge_MatrixYieldOp : Merge_Op<"matrix_yield", [Pure, Terminator,
     ```
   }];
   let arguments = (ins Variadic<AnyTypeOf<[F32, Merge_MatrixType]>>:$values);
-  let assemblyFormat = "$values attr-dict `:` type($values)";
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
 }
 
 def Merge_YieldOp : Merge_Op<"yield", [Pure, Terminator]> {
