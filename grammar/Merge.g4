@@ -2,7 +2,7 @@
 grammar Merge;
 
 recipe      : decl* EOF ;
-decl        : modelDecl | loraDecl | paramDecl | defDecl | mergeDecl | layersDecl ;
+decl        : modelDecl | loraDecl | paramDecl | defDecl | mergeDecl | layersDecl | bundleDecl ;
 modelDecl   : 'model' IDENT '=' STRING ;
 // `on` is a word, not a keyword (names like `on` stay usable): ASTBuilder checks it.
 loraDecl    : 'lora' name=IDENT '=' STRING onWord=IDENT target=IDENT ;
@@ -33,6 +33,7 @@ letNames    : IDENT                                               # letName
 primary     : NUMBER                                             # numberLit
             | STRING                                             # stringLit
             | IDENT '(' (argument (',' argument)*)? ')'          # callExpr
+            | IDENT '[' expr ']'                                 # indexExpr
             | IDENT                                              # nameRef
             | 'model'                                            # modelScopeRef
             | '[' (expr (',' expr)*)? ']'                        # listExpr
@@ -45,6 +46,9 @@ argument    : (IDENT '=')? expr ;
 layersDecl  : 'layers' '[' layerSlice (',' layerSlice)* ']' ;
 layerSlice  : layerSource | '(' layerSource (',' layerSource)* ')' ;
 layerSource : IDENT '[' start=signedNumber ':' end=signedNumber ']' ;
+// A compressed bundle (`merge compress(...)`'s output) as an input: `zoo[i]` is member i.
+// Last, so that its keyword numbers after the others.
+bundleDecl  : 'bundle' IDENT '=' STRING ;
 
 NUMBER      : DIGITS ('.' DIGITS?)? EXPONENT? | '.' DIGITS EXPONENT? ;
 IDENT       : [a-zA-Z_] [a-zA-Z0-9_]* ;

@@ -152,6 +152,13 @@ const TensorInfo *Checkpoint::find(const std::string &name) const {
   return it == byName_.end() ? nullptr : it->second;
 }
 
+void Checkpoint::setView(std::vector<const TensorInfo *> tensors) {
+  byName_.clear();
+  for (const TensorInfo *t : tensors)
+    byName_[t->name] = t;
+  order_ = std::move(tensors);
+}
+
 uint64_t Checkpoint::totalBytes() const {
   uint64_t total = 0;
   for (const auto &file : files_)

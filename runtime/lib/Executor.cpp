@@ -201,14 +201,26 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
       plan.checkpoints.push_back(nullptr); // opened below, once the models it is on are
       continue;
     }
+    bool member = models[i].kind == ModelSpec::Kind::BundleMember;
+    if (member && options.device != DeviceKind::CPU)
+      throw RuntimeError("bundle member '" + models[i].name + "' is reconstructed on the host "
+                         "only (--device cpu)", models[i].path, "");
     try {
       plan.checkpoints.push_back(Checkpoint::open(models[i].path));
+      if (member) {
+        // The bundle's files, viewed as member i's tensors (BundleInput.h).
+        plan.bundleMembers.resize(models.size());
+        plan.bundleMembers[i] = BundleMember::open(models[i].name, models[i].path,
+                                                   models[i].member, *plan.checkpoints.back());
+      }
     } catch (const RuntimeError &e) {
-      throw RuntimeError("model '" + models[i].name + "': " + e.what(),
+      throw RuntimeError(std::string(member ? "bundle member '" : "model '") + models[i].name +
+                             "': " + e.what(),
                          e.file().empty() ? models[i].path : e.file(), e.tensor());
     }
     plan.inputBytes += plan.checkpoints.back()->totalBytes();
   }
+  plan.bundleMembers.resize(models.size());
   // LoRA adapters: their headers and config, every key matched to a tensor of the model they
   // are on (LoraAdapter::open), before any tensor is read.
   plan.adapters.resize(models.size());
@@ -394,6 +406,18 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
                 t->shapeString());
         complete = false;
       }
+      if (in && plan.bundleMembers[m])
+        if (const BundleFactors *f = plan.bundleMembers[m]->factors(inName)) {
+          // A compressed tensor of a bundle member: f32, reconstructed when it is merged.
+          TensorInfo &rebuilt = plan.reconstructedTensors.emplace_back();
+          rebuilt.name = inName;
+          rebuilt.dtype = DType::F32;
+          rebuilt.shape = in->shape;
+          rebuilt.nbytes = static_cast<uint64_t>(in->numel()) * sizeof(float);
+          item.reconstructed.push_back({item.inputs.size(), f, models[m].member});
+          item.inputs.push_back(&rebuilt);
+          continue;
+        }
       item.inputs.push_back(in);
     }
     if (!complete)
@@ -402,6 +426,7 @@ MergePlan planMerge(const std::vector<ModelSpec> &models, const std::string &out
     // --emit-lora reads a copied tensor itself (in f32, or its bytes): no kernel converts it.
     item.copy = bundleStored ||
                 (rule.passthroughModel && item.inputs.size() == 1 && item.loras.empty() &&
+                 item.reconstructed.empty() &&
                  (item.inputs[0]->dtype == item.outDType ||
                   (options.emitLora.rank && isComputeDType(item.inputs[0]->dtype))));
     if (!item.copy && isComputeDType(item.outDType)) {
@@ -473,13 +498,19 @@ std::vector<const TensorInfo *> itemFileTensors(const MergePlan::Item &item) {
     if (std::find(tensors.begin(), tensors.end(), t) == tensors.end())
       tensors.push_back(t);
   };
-  size_t next = 0;
+  size_t next = 0, nextRebuilt = 0;
   for (size_t k = 0; k < item.inputs.size(); ++k) {
     if (next < item.loras.size() && item.loras[next].input == k) {
       if (const LoraTarget *target = item.loras[next].target)
         for (const TensorInfo *t : LoraAdapter::readTensors(*target))
           add(t);
       ++next;
+      continue;
+    }
+    if (nextRebuilt < item.reconstructed.size() && item.reconstructed[nextRebuilt].input == k) {
+      const MergePlan::Item::Reconstructed &r = item.reconstructed[nextRebuilt++];
+      for (const TensorInfo *t : BundleMember::readTensors(*r.factors, r.member))
+        add(t);
       continue;
     }
     add(item.inputs[k]);
@@ -573,6 +604,13 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
         ++slot;
         deltaScratch = std::max(deltaScratch, LoraAdapter::scratchBytes(*l.target));
       }
+    for (const MergePlan::Item::Reconstructed &r : item.reconstructed) {
+      if (deltaBuffers.size() <= slot)
+        deltaBuffers.push_back(0);
+      deltaBuffers[slot] = std::max(deltaBuffers[slot], item.inputs[r.input]->nbytes);
+      ++slot;
+      deltaScratch = std::max(deltaScratch, BundleMember::scratchBytes(*r.factors));
+    }
     largestOut = std::max(largestOut, out);
     if (fullOut > largestFullOut) {
       largestFullOut = fullOut;
@@ -895,6 +933,19 @@ public:
       }
       LoraAdapter::computeDelta(*l.target, buffer.data(), scratch_);
       in.data[l.input] = buffer.data();
+    }
+    // A bundle member's compressed tensors, reconstructed the same way into buffers of their own.
+    for (const MergePlan::Item::Reconstructed &r : item.reconstructed) {
+      if (buffers_.size() <= slot)
+        buffers_.emplace_back();
+      std::vector<float> &buffer = buffers_[slot++];
+      size_t n = static_cast<size_t>(item.inputs[r.input]->numel());
+      if (buffer.size() < n) {
+        std::vector<float>().swap(buffer);
+        buffer.resize(n);
+      }
+      BundleMember::reconstruct(*r.factors, r.member, buffer.data(), scratch_);
+      in.data[r.input] = buffer.data();
     }
   }
 
@@ -1801,6 +1852,14 @@ RunStats writeBundle(MergePlan &plan, KernelSource &kernels, const RunOptions &o
                          {"path", std::filesystem::absolute(m.path).lexically_normal().string()},
                          {"bytes", size},
                          {"hash", "fnv1a64-words:" + hashes[k].hex()}});
+  }
+  // The first member's config and tokenizer: the members share them (one architecture), and a
+  // member re-materialised from the bundle (`merge zoo[i]`) takes them from here.
+  for (const std::string &name : kSideFiles) {
+    std::string warning;
+    if (copySideFile(plan.checkpoints[members.front()]->directory(), outDir.tempPath(), name,
+                     warning) == SideFileResult::Skipped)
+      events().warning(warning);
   }
   nlohmann::ordered_json description = layout.describe(described);
   uint64_t bundleBytes = 0;

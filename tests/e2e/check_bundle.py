@@ -13,13 +13,19 @@ multi-model bundle (NeurIPS 2024 LLM-merging winner), against numpy.
   --case rate     rate = 0.9: k = the largest with k (rows + cols) <= 0.1 rows cols per tensor;
                   --dtype f32 writes avg, U and V in f32; at full rank the members come back
                   to f32 rounding
-  --case errors   bad recipes and inputs: exit status 1, message (printed), nothing written"""
+  --case errors   bad recipes and inputs: exit status 1, message (printed), nothing written
+  --case input    `bundle zoo = "out"`: merge zoo[1] is member 1 reconstructed (numpy's
+                  scale (avg + U V) from the files, within 1 ulp of the output dtype; stored
+                  tensors bit for bit; the source's dtypes and config.json); zoo[i] in a
+                  merge like a model (base + tv(zoo[2], from = zoo[0])); bad bundles and
+                  indices: exit status 1, message (printed), nothing written"""
 import json
 import os
 
 import numpy as np
 
 import bundle_ref
+import compare
 import models
 import runner
 import st
@@ -50,7 +56,8 @@ def make_members(work, dtype="bf16", extra3d=True):
             conv = np.random.default_rng([72, m]).standard_normal((4, 8, 8)).astype(np.float32)
             tensors["model.conv.weight"] = ("F32", conv)
             values["model.conv.weight"] = conv
-        models.write_model_dir(os.path.join(work, member), tensors)
+        models.write_model_dir(os.path.join(work, member), tensors,
+                               config=models.llama_config(2, 64, 128, 256, models.DTYPE_NAMES[dtype]))
         out[member] = values
     return out
 
@@ -185,8 +192,11 @@ def case_rank(work):
     manifest = json.load(open(os.path.join(out, "mergec-manifest.json")))
     o = manifest["output"]
     print("manifest output: kind %s, %d compressed, %d stored" % (o["kind"], o["compressed_tensors"], o["stored_tensors"]))
-    runner.expect(sorted(os.listdir(out)) == ["bundle.json", "mergec-manifest.json", "model.safetensors"],
-                  "output files: %s" % sorted(os.listdir(out)))
+    files = sorted(os.listdir(out))
+    runner.expect({"bundle.json", "config.json", "mergec-manifest.json", "model.safetensors",
+                   "tokenizer.json"} <= set(files), "output files: %s" % files)
+    runner.expect(open(os.path.join(out, "config.json")).read() == open(os.path.join(work, "a", "config.json")).read(),
+                  "the bundle's config.json is the first member's")
 
 
 def case_rate(work):
@@ -242,5 +252,65 @@ def case_errors(work):
     refused("rank = 4", "shape")
 
 
+def case_input(work):
+    values = make_members(work)
+    out, _ = run_bundle(work, 'rank = 8, exclude = ["lm_head.weight"]', ["--quiet"])
+    b = bundle_ref.Bundle(out)
+
+    def run(text, expect=0, name="in.merge"):
+        recipe = runner.write_recipe(os.path.join(work, name), text)
+        dest = os.path.join(work, "o" if expect == 0 else "refused")
+        r = runner.run_mergec(["run", recipe, "-o", dest, "--force", "--quiet"], expect=expect,
+                              cwd=work, echo=False)
+        return dest, r
+    dest, _ = run('bundle zoo = "out"\nmerge zoo[1]\n')
+    got = st.read_model(dest)
+    want = {n: b.reconstruct(n, 1) for n in b.layout["tensors"]}
+    dtypes = {n: st.read_model(os.path.join(work, "b"))[n][0] for n in want}
+    print("merge zoo[1]:", end=" ")
+    compare.assert_model(got, want, max_ulp=1, expected_dtypes=dtypes, order=list(values["b"]))
+    stored = [n for n, e in b.layout["tensors"].items() if e["kind"] == "stored"]
+    for n in stored:
+        runner.expect(np.array_equal(got[n][1], st.read_model(os.path.join(work, "b"))[n][1]),
+                      "stored %s is member b's bytes" % n)
+    runner.expect(os.path.exists(os.path.join(dest, "config.json")), "config.json from the bundle")
+    print("merge zoo[1]: %d stored tensors bit for bit, config.json kept" % len(stored))
+    # A member in a merge like any model: the base's tensors plus member 2's change from member 0.
+    models.make_llama(os.path.join(work, "base32"), "f32", seed=70)
+    dest, _ = run('model base = "base32"\nbundle zoo = "out"\n'
+                  'merge base + tv(zoo[2], from = zoo[0])\n')
+    got = st.read_model(dest)
+    base = {n: st.to_f32(*v) for n, v in st.read_model(os.path.join(work, "base32")).items()}
+    worst = 0.0
+    for n, (dt, arr) in got.items():
+        want = base[n].astype(np.float64) + b.reconstruct(n, 2) - b.reconstruct(n, 0)
+        err = np.abs(st.to_f32(dt, arr) - want).max() / max(np.abs(want).max(), 1e-30)
+        worst = max(worst, err)
+    runner.expect(worst <= 1e-6, "base + tv(zoo[2], from = zoo[0]): relative error %.3g" % worst)
+    print("base + tv(zoo[2], from = zoo[0]) = numpy's base + rec_2 - rec_0 (relative error <= 1e-6)")
+
+    def refused(text, what):
+        dest, r = run(text, expect=1)
+        runner.assert_no_output(dest)
+        line = [l for l in r.stderr.splitlines() if "error:" in l][0]
+        print("%s: %s" % (what, line.replace(work + "/", "")))
+    refused('bundle zoo = "out"\nmerge zoo[3]\n', "index 3 of 3")
+    refused('bundle zoo = "a"\nmerge zoo[0]\n', "not a bundle")
+    refused('bundle zoo = "out"\nmerge zoo[0.5]\n', "index 0.5")
+    refused('bundle zoo = "out"\nmerge zoo\n', "no index")
+    refused('model a = "a"\nmerge a[0]\n', "model indexed")
+    layout = json.load(open(os.path.join(out, "bundle.json")))
+    layout["tensors"]["model.layers.0.mlp.up_proj.weight"]["rank"] = 6
+    json.dump(layout, open(os.path.join(out, "bundle.json"), "w"))
+    refused('bundle zoo = "out"\nmerge zoo[0]\n', "rank disagrees")
+    layout["tensors"]["model.layers.0.mlp.up_proj.weight"]["rank"] = 8
+    layout["tensors"]["model.norm.weight"]["shape"] = [32]
+    json.dump(layout, open(os.path.join(out, "bundle.json"), "w"))
+    refused('bundle zoo = "out"\nmerge zoo[0]\n', "shape disagrees")
+    open(os.path.join(out, "bundle.json"), "w").write("{")
+    refused('bundle zoo = "out"\nmerge zoo[0]\n', "not JSON")
+
+
 if __name__ == "__main__":
-    runner.main_cases({"rank": case_rank, "rate": case_rate, "errors": case_errors})
+    runner.main_cases({"rank": case_rank, "rate": case_rate, "errors": case_errors,
+                       "input": case_input})

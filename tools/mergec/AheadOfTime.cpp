@@ -24,7 +24,10 @@ std::vector<rt::ModelSpec> modelSpecs(const sema::Program &program) {
   std::vector<rt::ModelSpec> models;
   for (auto &m : program.models)
     models.push_back({m.name, m.path,
-                      m.lora ? rt::ModelSpec::Kind::Lora : rt::ModelSpec::Kind::Model, m.on});
+                      m.lora                  ? rt::ModelSpec::Kind::Lora
+                      : m.bundleMember >= 0   ? rt::ModelSpec::Kind::BundleMember
+                                              : rt::ModelSpec::Kind::Model,
+                      m.on, m.bundleMember});
   return models;
 }
 
@@ -79,8 +82,15 @@ aheadOfTimeSignatures(const sema::Program &program, KernelJIT &jit, bool verbose
 
 nlohmann::json aheadOfTimeProgram(const sema::Program &program, KernelJIT &jit,
                                   const rt::RunOptions::Provenance &provenance) {
+  // A bundle in or out needs the runtime's bundle handling, which executables do not carry.
+  if (program.bundle)
+    throw rt::RuntimeError("compress(...) writes a bundle with `mergec run`; merge executables "
+                           "(--emit=obj|exe) write models");
   nlohmann::json models = nlohmann::json::array();
   for (auto &m : program.models) {
+    if (m.bundleMember >= 0)
+      throw rt::RuntimeError("bundle member '" + m.name + "' is read by `mergec run`; merge "
+                             "executables (--emit=obj|exe) read models and loras");
     models.push_back({{"name", m.name},
                       {"path", fs::absolute(m.path).lexically_normal().string()}});
     if (m.lora) { // the executable reads the adapter the same way (MergecAOTMain)

@@ -56,6 +56,10 @@ public:
       line(depth + 1, "In");
       return expr(l->body.get(), depth + 2);
     }
+    if (auto *i = dyn_cast<IndexExpr>(e)) {
+      line(depth, "Index " + i->name + at(e->loc()));
+      return expr(i->index.get(), depth + 1);
+    }
     auto *c = dyn_cast<CallExpr>(e);
     line(depth, "Call " + c->callee + at(e->loc()));
     for (auto &a : c->args) {
@@ -74,6 +78,8 @@ std::string mergec::ast::dump(const Recipe &recipe) {
     d.line(1, "Model " + m.name + " \"" + m.path + "\"" + at(m.loc));
   for (auto &l : recipe.loras)
     d.line(1, "Lora " + l.name + " \"" + l.path + "\" on " + l.on + at(l.loc));
+  for (auto &b : recipe.bundles)
+    d.line(1, "Bundle " + b.name + " \"" + b.path + "\"" + at(b.loc));
   for (auto &p : recipe.params)
     d.line(1, "Param " + p.name + " = " + number(p.value) + at(p.loc));
   for (auto &def : recipe.defs) {

@@ -142,6 +142,9 @@ public:
     }
     if (auto *paren = dynamic_cast<MergeParser::ParenExprContext *>(ctx))
       return expr(paren->expr());
+    if (auto *index = dynamic_cast<MergeParser::IndexExprContext *>(ctx))
+      return std::make_unique<IndexExpr>(at(index), index->IDENT()->getText(),
+                                         expr(index->expr()));
     auto *call = dynamic_cast<MergeParser::CallExprContext *>(ctx);
     std::vector<Argument> args;
     for (auto *arg : call->argument()) {
@@ -181,6 +184,9 @@ public:
       }
       def.body = expr(d->expr());
       recipe.defs.push_back(std::move(def));
+    } else if (auto *b = ctx->bundleDecl()) {
+      recipe.bundles.push_back({at(b), b->IDENT()->getText(), unquote(b->STRING()->getText()),
+                                at(b->STRING()->getSymbol())});
     } else if (auto *l = ctx->layersDecl()) {
       recipe.layers.push_back(layers(l));
     } else {

@@ -235,6 +235,8 @@ std::optional<double> foldOp(const Node *n, const std::vector<double> &v) {
   }
 }
 
+std::string resolveModelPath(const std::string &recipeFile, const std::string &path);
+
 class Evaluator {
 public:
   Evaluator(const ast::Recipe &recipe, Program &program, DiagnosticEngine &diags)
@@ -279,6 +281,9 @@ public:
       }
       loras_[l.name] = &l;
     }
+    for (auto &b : recipe_.bundles)
+      if (claim(b.name, b.loc, "bundle"))
+        bundles_[b.name] = &b;
     for (auto &p : recipe_.params) {
       if (!std::isfinite(p.value))
         diags_.error(p.valueLoc, "number out of range (larger than a double can hold)");
@@ -342,6 +347,8 @@ public:
       return binary(b);
     if (auto *let = dyn_cast<ast::LetExpr>(e))
       return evalLet(let);
+    if (auto *index = dyn_cast<ast::IndexExpr>(e))
+      return bundleMember(index);
     if (auto *l = dyn_cast<ast::ListExpr>(e)) {
       if (!checkListLength(l->elements.size(), e->loc()))
         return std::nullopt;
@@ -359,6 +366,35 @@ public:
       return Value{nullptr, list};
     }
     return call(dyn_cast<ast::CallExpr>(e));
+  }
+
+  /// `zoo[i]`: member i of bundle zoo, an input like a model (named "zoo[i]"), which the
+  /// runtime reconstructs tensor by tensor; i is an integer known while compiling (the planner
+  /// checks it against the bundle's members).
+  std::optional<Value> bundleMember(const ast::IndexExpr *e) {
+    auto it = bundles_.find(e->name);
+    if (it == bundles_.end()) {
+      diags_.error(e->loc(), "'" + e->name + "' is not a bundle: only a bundle's members are "
+                             "indexed (bundle zoo = \"PATH\", then zoo[0]); pick(list, i) "
+                             "takes an item of a list");
+      return std::nullopt;
+    }
+    auto index = eval(e->index.get());
+    if (!index)
+      return std::nullopt;
+    auto i = index->isList() ? std::nullopt : constantValue(index->node, &program_.fixedParams);
+    if (!i || !(*i >= 0 && *i < 1e6) || *i != std::floor(*i)) {
+      diags_.error(e->index->loc(), "a bundle member's index must be an integer in [0, 1000000) "
+                                    "known while compiling");
+      return std::nullopt;
+    }
+    std::string name = e->name + "[" + std::to_string(static_cast<int64_t>(*i)) + "]";
+    if (!program_.findModel(name)) {
+      Model m{name, resolveModelPath(recipe_.fileName, it->second->path), e->loc()};
+      m.bundleMember = static_cast<int64_t>(*i);
+      program_.models.push_back(std::move(m));
+    }
+    return Value{input(name, e->loc())};
   }
 
   /// `merge compress(models, rank = K | rate = R, exclude = [globs], oversample = 8,
@@ -381,9 +417,12 @@ public:
     std::vector<const Node *> members;
     if (xs.isList())
       for (const Value &x : *xs.list) {
-        if (x.isList() || x.node->op != Node::Op::Input) {
-          diags_.error(argLoc(c, sig, 0), "compress expects a list of declared models (a lora "
-                                          "or an expression cannot be a bundle member)");
+        const Model *declared =
+            x.isList() || x.node->op != Node::Op::Input ? nullptr
+                                                        : program_.findModel(x.node->model);
+        if (!declared || declared->bundleMember >= 0) {
+          diags_.error(argLoc(c, sig, 0), "compress expects a list of declared models (a lora, "
+                                          "a bundle's member or an expression cannot be one)");
           return std::nullopt;
         }
         if (std::find(out.members.begin(), out.members.end(), x.node->model) !=
@@ -682,6 +721,11 @@ private:
       if (found != it->end())
         return found->second;
       break; // defs see only their own parameters and the globals
+    }
+    if (bundles_.count(n->name)) {
+      diags_.error(n->loc(), "'" + n->name + "' is a bundle of models: write " + n->name +
+                                 "[i] for its member i");
+      return std::nullopt;
     }
     if (models_.count(n->name))
       return Value{input(n->name, n->loc())};
@@ -1890,6 +1934,7 @@ private:
   std::map<std::string, SourceLoc> declared_;
   std::map<std::string, const ast::ModelDecl *> models_;
   std::map<std::string, const ast::LoraDecl *> loras_;
+  std::map<std::string, const ast::BundleDecl *> bundles_;
   /// The values `NAME` gives for a lora (MODEL + its delta), so tv() can take the delta back.
   std::map<const Node *, std::string> loraViews_;
   std::map<std::string, double> params_;
@@ -2070,12 +2115,15 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
   if (!applyOverrides(recipe, overrides, evaluator.params(), *program, diags))
     return nullptr;
 
-  if (recipe.models.empty()) {
+  if (recipe.models.empty() && recipe.bundles.empty()) {
     diags.error({}, "the recipe declares no model");
     return nullptr;
   }
   const Model *base = program->findModel("base");
-  program->outputModel = base && !base->lora ? "base" : recipe.models.front().name;
+  // Without a model, the output takes the tensors of the first bundle member the rules read
+  // (set once they are checked, below).
+  if (!recipe.models.empty())
+    program->outputModel = base && !base->lora ? "base" : recipe.models.front().name;
   if (!checkLayers(recipe, *program, diags))
     return nullptr;
 
@@ -2157,5 +2205,15 @@ std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
   }
   if (diags.errorCount())
     return nullptr;
+  if (program->outputModel.empty()) {
+    auto member = std::find_if(program->models.begin(), program->models.end(),
+                               [](const Model &m) { return m.bundleMember >= 0; });
+    if (member == program->models.end()) {
+      diags.error(merge.loc, "the merge reads no model: a recipe without `model` declarations "
+                             "must read a bundle's member (zoo[0])");
+      return nullptr;
+    }
+    program->outputModel = member->name;
+  }
   return program;
 }

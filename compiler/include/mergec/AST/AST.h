@@ -17,7 +17,7 @@ struct SourceLoc {
 
 class Expr {
 public:
-  enum class Kind { Number, String, Name, Unary, Binary, List, Call, Let };
+  enum class Kind { Number, String, Name, Unary, Binary, List, Call, Let, Index };
   Expr(Kind kind, SourceLoc loc) : kind_(kind), loc_(loc) {}
   virtual ~Expr() = default;
   Kind kind() const { return kind_; }
@@ -78,6 +78,16 @@ public:
   std::vector<ExprPtr> elements;
 };
 
+/// `zoo[i]`: member i of a bundle (the only indexing there is; `pick` indexes lists).
+class IndexExpr : public Expr {
+public:
+  IndexExpr(SourceLoc loc, std::string name, ExprPtr index)
+      : Expr(Kind::Index, loc), name(std::move(name)), index(std::move(index)) {}
+  static bool classof(const Expr *e) { return e->kind() == Kind::Index; }
+  std::string name;
+  ExprPtr index;
+};
+
 /// `let NAME = VALUE in BODY`, or `let (A, B, ...) = VALUE in BODY` taking a list's items
 /// (svd's u, s, vt): BODY sees the names; nothing else does.
 class LetExpr : public Expr {
@@ -122,6 +132,14 @@ struct LoraDecl {
   SourceLoc pathLoc;
   std::string on; ///< the model it applies to
   SourceLoc onLoc;
+};
+
+/// `bundle NAME = "PATH"`: a compressed bundle (compress(...)'s output); NAME[i] is member i.
+struct BundleDecl {
+  SourceLoc loc;
+  std::string name;
+  std::string path; ///< unescaped
+  SourceLoc pathLoc;
 };
 
 struct ParamDecl {
@@ -192,6 +210,7 @@ struct Recipe {
   std::string fileName;
   std::vector<ModelDecl> models;
   std::vector<LoraDecl> loras;
+  std::vector<BundleDecl> bundles;
   std::vector<ParamDecl> params;
   std::vector<DefDecl> defs;
   std::vector<MergeDecl> merges;

@@ -116,6 +116,9 @@ struct Model {
   /// read the adapter's delta on model `on` (0 where it changes nothing), not a checkpoint.
   bool lora = false;
   std::string on;
+  /// `zoo[i]` of `bundle zoo = "PATH"`: `path` is the bundle, this model its member i (named
+  /// "zoo[i]"), reconstructed by the runtime; -1 for a checkpoint or a lora.
+  int64_t bundleMember = -1;
 };
 
 struct Rule {

@@ -2,6 +2,7 @@
 // The runtime never sees a method name: it sees rules (glob patterns and the models they
 // read), kernels to call on chunks, and checkpoints to stream.
 #pragma once
+#include "mergec/Runtime/BundleInput.h"
 #include "mergec/Runtime/DType.h"
 #include "mergec/Runtime/LayerStack.h"
 #include "mergec/Runtime/LoraAdapter.h"
@@ -127,10 +128,13 @@ struct RuleSpec {
 /// whose tensors are its task vector on model `on` (LoraAdapter.h): the kernels read, for
 /// input NAME, the delta scale * B @ A in f32, or 0 where the adapter does not touch a tensor.
 struct ModelSpec {
-  enum class Kind { Model, Lora };
-  std::string name, path; ///< path: the checkpoint, or the adapter directory
+  enum class Kind { Model, Lora, BundleMember };
+  std::string name, path; ///< path: the checkpoint, the adapter directory, or the bundle
   Kind kind = Kind::Model;
   std::string on; ///< Lora: the model the adapter applies to
+  /// BundleMember (`zoo[i]`): i. Its compressed tensors are reconstructed in f32 when read
+  /// (Bundle.h, BundleMember), its stored ones read as they are.
+  int64_t member = -1;
 };
 
 /// Where a merge's kernels run: the host's thread pool, or the first CUDA GPU (the kernels'
@@ -225,10 +229,23 @@ struct MergePlan {
       const LoraTarget *target;
     };
     std::vector<Lora> loras;
+    /// The inputs that are a bundle member's compressed tensors: inputs[input] is then an f32
+    /// TensorInfo of the plan's (no file; data null until reconstructed from `factors`).
+    struct Reconstructed {
+      size_t input;
+      const BundleFactors *factors;
+      int64_t member;
+    };
+    std::vector<Reconstructed> reconstructed;
   };
   /// Parallel to the models: a checkpoint for a model (null for a lora), an adapter for a lora.
   std::vector<std::unique_ptr<Checkpoint>> checkpoints;
   std::vector<std::unique_ptr<LoraAdapter>> adapters;
+  /// Parallel to the models: a bundle member's layout (its checkpoint then views the bundle's
+  /// files as the member's tensors), null otherwise.
+  std::vector<std::unique_ptr<BundleMember>> bundleMembers;
+  /// The f32 tensors the kernels read for bundle members' compressed tensors (Item::reconstructed).
+  std::deque<TensorInfo> reconstructedTensors;
   /// The f32 tensors the kernels read for LoRA inputs (Item::loras), and a read-only mapping
   /// of zeros as large as the largest tensor no adapter touches (the kernel page faults it to
   /// the kernel's shared zero page: no memory per tensor).

@@ -97,6 +97,9 @@ public:
   const std::vector<std::unique_ptr<SafetensorsFile>> &files() const { return files_; }
   /// Sum of the shard file sizes in bytes.
   uint64_t totalBytes() const;
+  /// Shows `tensors` (in that order, found by their names) instead of the files' own: a bundle
+  /// member's view of the bundle (BundleInput.h). The caller keeps them alive.
+  void setView(std::vector<const TensorInfo *> tensors);
 
 private:
   std::string path_, directory_;
