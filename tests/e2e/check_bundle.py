@@ -239,6 +239,9 @@ def case_errors(work):
     refused("rank = 0", "rank 0")
     refused("rank = 4, rate = 0.5", "both")
     refused("rank = 4", "emit-lora", ["--emit-lora", "4"])
+    refused("rank = 4", "cuda", ["--device", "cuda"])
+    refused("rank = 4", "resume", ["--resume"])
+    refused("rank = 4", "max-memory", ["--max-memory", "1MB"])
     # A member without a tensor the first has, and one whose tensor has another shape.
     tensors = st.read_model(os.path.join(work, "c"))
     del tensors["model.layers.0.mlp.up_proj.weight"]

@@ -430,6 +430,14 @@ int mergec::runMerge(const CommandLine &cl, Compilation &c,
     // merge compress(...): the output is a bundle (runtime/include/mergec/Runtime/Bundle.h).
     if (options.emitLora.rank)
       throw rt::RuntimeError("--emit-lora writes an adapter, compress(...) a bundle: use one");
+    // Like --emit-lora: its SVDs are LAPACK's, and what an interrupted run wrote is not
+    // journalled.
+    if (options.device != rt::DeviceKind::CPU)
+      throw rt::RuntimeError(std::string("compress(...) runs on the CPU (its SVDs are "
+                                         "LAPACK's), not --device ") +
+                             rt::deviceName(options.device));
+    if (options.resume)
+      throw rt::RuntimeError("compress(...) cannot --resume: run it again without --resume");
     const sema::BundleOutput &b = *program.bundle;
     options.bundle = {true, b.members, b.rank, b.rate, b.exclude, b.oversample, b.iters, b.seed};
   }
