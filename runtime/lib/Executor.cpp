@@ -623,7 +623,8 @@ uint64_t checkMemory(const MergePlan &plan, KernelSource &kernels, const RunOpti
       const CompiledRule &rule = kernels.kernel(item.rule, dtypes, item.outDType);
       // Released window by window: the window being computed (and the pages at its edges,
       // which the release leaves to the neighbouring window, a few per input).
-      if (windowed && rule.phases.size() == 1 && item.loras.empty() && numel)
+      if (windowed && rule.phases.size() == 1 && item.loras.empty() &&
+          item.reconstructed.empty() && numel)
         in = std::min(in, in / numel * outElements);
       // The matrix view is rows x last dimension of 1-D and 2-D tensors; what a tensor of more
       // dimensions should be as a matrix is a choice its merge method has to make.
@@ -2204,8 +2205,10 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         size_t elementBytes = dtypeSize(item.outDType);
         // A rule of one map phase reads each input element once, in that window: its pages can
         // go as soon as the window is computed. Earlier phases read the whole tensor, and a
-        // LoRA input is a delta buffer rather than a mapping: those are released after it.
-        bool releaseEachWindow = compiled.phases.size() == 1 && item.loras.empty();
+        // LoRA input (or a bundle member's reconstructed tensor) is a buffer rather than a
+        // mapping: those are released after it.
+        bool releaseEachWindow = compiled.phases.size() == 1 && item.loras.empty() &&
+                                 item.reconstructed.empty();
         // The window being computed, and the tensor's last one, held back until the tensor's
         // NaN/inf verdict and model-scope state are known: the journal entry goes with it, and
         // under --strict a tensor that fails never gets one.
