@@ -41,7 +41,7 @@ METHODS = {
                         1.25, ALL),
     "linear": ("linear([base, ft1, ft2, ft3])", "linear", {"weight": 1.0}, {}, 1.25, ALL),
     "slerp": ("slerp(base, ft1, 0.3)", "slerp", {}, {"t": 0.3}, 1.25, TWO),
-    "nuslerp": ("nuslerp(base, ft1, 0.3)", "nuslerp", {"weight": 0.5}, {}, 1.25, TWO),
+    "nuslerp": ("nuslerp(base, ft1, 0.5)", "nuslerp", {"weight": 0.5}, {}, 1.25, TWO),
     "model_stock": ("model_stock(base, [ft1, ft2, ft3])", "model_stock", {}, {}, 1.25, ALL),
     "ties": ("base + ties(%s, density = 0.2)" % TVS, "ties", {"weight": 1.0, "density": 0.2},
              {"normalize": True}, 2.0, ALL),
@@ -71,19 +71,24 @@ METHODS = {
     "geomedian scope=model": ("base + geomedian(%s, scope = model)" % TVS, None, {}, {}, None,
                               ALL),
 }
-NO_BASE = {"multislerp", "karcher"}  # mergekit methods run without a base_model
+# mergekit methods run without a base_model (their recipes above merge models, not task vectors)
+NO_BASE = {"multislerp", "karcher", "linear", "nuslerp"}
 
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
-def timed(cmd):
+def timed(cmd, fatal=True):
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
-        sys.exit("methods_bench: %s failed:\n%s%s" % (cmd[0], p.stdout, p.stderr))
+        message = "methods_bench: %s failed:\n%s%s" % (cmd[0], p.stdout, p.stderr[-2000:])
+        if fatal:
+            sys.exit(message)
+        print(message, file=sys.stderr)
+        return None
     return wall
 
 
@@ -150,8 +155,10 @@ def mergekit_yaml(method, data, params, global_params, models):
     if method not in NO_BASE and "base" in models:
         lines.append("base_model: %s" % os.path.join(data, "base"))
     lines.append("models:")
-    # slerp's and nuslerp's two models are base and ft1; the others list the fine-tunes.
-    for m in (models if len(models) == 2 else FTS):
+    # Without a base_model every model the recipe reads is listed; with one, the others (slerp
+    # lists its base too: mergekit interpolates from the base_model to the other model).
+    listed = models if method in NO_BASE or method == "slerp" else [m for m in models if m != "base"]
+    for m in listed:
         lines.append("  - model: %s" % os.path.join(data, m))
         if params:
             lines.append("    parameters: {%s}" % ", ".join("%s: %s" % kv for kv in params.items()))
@@ -241,9 +248,10 @@ def main():
             kout = os.path.join(scratch, "mergekit-out")
             shutil.rmtree(kout, ignore_errors=True)
             kit_s[name] = timed([kit, cfg, kout, "--allow-crimes", "--out-shard-size", "5B",
-                                 "--quiet", "--no-copy-tokenizer", "--no-write-model-card"])
+                                 "--quiet", "--no-copy-tokenizer", "--no-write-model-card"],
+                                fatal=False)
             shutil.rmtree(kout, ignore_errors=True)
-            print("mergekit %s: %.2f s" % (name, kit_s[name]), file=sys.stderr)
+            print("mergekit %s: %s s" % (name, kit_s[name]), file=sys.stderr)
     shutil.rmtree(scratch, ignore_errors=True)
 
     med = statistics.median
