@@ -33,17 +33,6 @@ std::string moduleOf(const std::string &tensor) {
   return "";
 }
 
-
-/// f32 to bf16, rounding to nearest even as the kernels do; a NaN stays a (quiet) NaN.
-uint16_t toBf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7fffffffu) > 0x7f800000u)
-    return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
 } // namespace
 
 bool isDefaultLoraExclusion(const std::string &module) {
@@ -103,19 +92,7 @@ void AdapterExtractor::spill(const float *data, uint64_t count, DType dtype,
     uint64_t n = std::min(kBlock, count - begin);
     const float *in = data + begin;
     uint64_t bytes = n * dtypeSize(dtype);
-    if (dtype == DType::F32) {
-      std::memcpy(block.data(), in, bytes);
-    } else if (dtype == DType::BF16) {
-      for (uint64_t i = 0; i < n; ++i) {
-        uint16_t h = toBf16(in[i]);
-        std::memcpy(block.data() + 2 * i, &h, 2);
-      }
-    } else {
-      for (uint64_t i = 0; i < n; ++i) {
-        _Float16 h = static_cast<_Float16>(in[i]);
-        std::memcpy(block.data() + 2 * i, &h, 2);
-      }
-    }
+    storeFromF32(dtype, in, n, block.data());
     detail::writeAll(spillFd_, block.data(), bytes, spillPath_, "tensor '" + tensor + "'");
     spillBytes_ += bytes;
   }

@@ -137,35 +137,11 @@ void BundleSink::checkComplete() const {
                          "", tensor_.tensor->name);
 }
 
-namespace {
-/// f32 to bf16, rounding to nearest even as the kernels do; a NaN stays a (quiet) NaN.
-uint16_t toBf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7fffffffu) > 0x7f800000u)
-    return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-} // namespace
 
 void storeF32As(DType dtype, const float *values, size_t count, std::vector<uint8_t> &out) {
   size_t at = out.size();
   out.resize(at + count * dtypeSize(dtype));
-  uint8_t *p = out.data() + at;
-  if (dtype == DType::F32) {
-    std::memcpy(p, values, count * sizeof(float));
-  } else if (dtype == DType::BF16) {
-    for (size_t i = 0; i < count; ++i) {
-      uint16_t h = toBf16(values[i]);
-      std::memcpy(p + 2 * i, &h, 2);
-    }
-  } else {
-    for (size_t i = 0; i < count; ++i) {
-      _Float16 h = static_cast<_Float16>(values[i]);
-      std::memcpy(p + 2 * i, &h, 2);
-    }
-  }
+  storeFromF32(dtype, values, count, out.data() + at);
 }
 
 } // namespace mergec::rt

@@ -321,6 +321,10 @@ private:
     Value constant(double v) {
       return arith::ConstantOp::create(b, l, b.getF64FloatAttr(v)).getResult();
     }
+    Value add(Value x, Value y) { return arith::AddFOp::create(b, l, x, y).getResult(); }
+    Value sub(Value x, Value y) { return arith::SubFOp::create(b, l, x, y).getResult(); }
+    Value mul(Value x, Value y) { return arith::MulFOp::create(b, l, x, y).getResult(); }
+    Value div(Value x, Value y) { return arith::DivFOp::create(b, l, x, y).getResult(); }
     /// (G d)_i: the dot product of x_i and sum_j d_j x_j.
     Value row(size_t i, ArrayRef<Value> d) {
       Value acc = constant(0);
@@ -440,10 +444,6 @@ private:
       ++m;
     Gram g = readGram(l, ops, m);
     auto c = [&](double v) { return g.constant(v); };
-    auto add = [&](Value x, Value y) { return arith::AddFOp::create(b_, l, x, y).getResult(); };
-    auto sub = [&](Value x, Value y) { return arith::SubFOp::create(b_, l, x, y).getResult(); };
-    auto mul = [&](Value x, Value y) { return arith::MulFOp::create(b_, l, x, y).getResult(); };
-    auto div = [&](Value x, Value y) { return arith::DivFOp::create(b_, l, x, y).getResult(); };
     auto select = [&](Value cond, Value x, Value y) {
       return arith::SelectOp::create(b_, l, cond, x, y).getResult();
     };
@@ -456,15 +456,15 @@ private:
     for (size_t i = 0; i < m; ++i) {
       norms.push_back(g.sqrtPos(g.g[i][i]));
       valid.push_back(cmp(arith::CmpFPredicate::OGT, norms[i], tol));
-      inv.push_back(select(valid[i], div(one, norms[i]), zero));
-      count = add(count, select(valid[i], one, zero));
+      inv.push_back(select(valid[i], g.div(one, norms[i]), zero));
+      count = g.add(count, select(valid[i], one, zero));
     }
     SmallVector<Value> w, start, fallback;
     Value yes = arith::ConstantOp::create(b_, l, b_.getBoolAttr(true));
     Value seen = arith::ConstantOp::create(b_, l, b_.getBoolAttr(false)); // a valid one before i
     for (size_t i = 0; i < m; ++i) {
-      w.push_back(select(valid[i], div(one, count), zero));
-      start.push_back(mul(w[i], inv[i]));
+      w.push_back(select(valid[i], g.div(one, count), zero));
+      start.push_back(g.mul(w[i], inv[i]));
       Value first = arith::AndIOp::create(b_, l, valid[i], arith::XOrIOp::create(b_, l, seen, yes));
       fallback.push_back(select(first, inv[i], zero));
       seen = arith::OrIOp::create(b_, l, seen, valid[i]);
@@ -473,42 +473,43 @@ private:
     Value degenerate = cmp(arith::CmpFPredicate::OLT, startNorm, tol);
     SmallVector<Value> init;
     for (size_t i = 0; i < m; ++i)
-      init.push_back(select(degenerate, fallback[i], div(start[i], startNorm)));
+      init.push_back(select(degenerate, fallback[i], g.div(start[i], startNorm)));
     SmallVector<Value> mean =
         iterate(l, init, static_cast<int64_t>(n->value3), [&](ArrayRef<Value> coef) {
           SmallVector<Value> tangent;
           Value pull = zero; // sum_i k_i cos_i: T's component along the mean
           for (size_t i = 0; i < m; ++i) {
             Value cosine = arith::MinimumFOp::create(
-                b_, l, arith::MaximumFOp::create(b_, l, mul(g.row(i, coef), inv[i]), c(-1)), one);
+                b_, l, arith::MaximumFOp::create(b_, l, g.mul(g.row(i, coef), inv[i]), c(-1)), one);
             Value theta = math::AcosOp::create(b_, l, cosine);
             Value used = arith::AndIOp::create(b_, l, valid[i],
                                                cmp(arith::CmpFPredicate::OGE, theta, tol));
-            Value k = select(used, div(mul(w[i], theta), math::SinOp::create(b_, l, theta)), zero);
-            tangent.push_back(mul(k, inv[i]));
-            pull = add(pull, mul(k, cosine));
+            Value k =
+                select(used, g.div(g.mul(w[i], theta), math::SinOp::create(b_, l, theta)), zero);
+            tangent.push_back(g.mul(k, inv[i]));
+            pull = g.add(pull, g.mul(k, cosine));
           }
           for (size_t i = 0; i < m; ++i)
-            tangent[i] = sub(tangent[i], mul(pull, coef[i]));
+            tangent[i] = g.sub(tangent[i], g.mul(pull, coef[i]));
           Value tn = g.norm(tangent);
           Value converged = cmp(arith::CmpFPredicate::OLT, tn, tol);
           Value cosT = math::CosOp::create(b_, l, tn), sinT = math::SinOp::create(b_, l, tn);
           SmallVector<Value> next;
           for (size_t i = 0; i < m; ++i)
-            next.push_back(add(mul(cosT, coef[i]), mul(sinT, div(tangent[i], tn))));
+            next.push_back(g.add(g.mul(cosT, coef[i]), g.mul(sinT, g.div(tangent[i], tn))));
           Value un = g.norm(next);
           Value renormalize = cmp(arith::CmpFPredicate::OGT, un, tol);
           for (size_t i = 0; i < m; ++i)
-            next[i] = select(converged, coef[i], select(renormalize, div(next[i], un), next[i]));
+            next[i] = select(converged, coef[i], select(renormalize, g.div(next[i], un), next[i]));
           return std::pair{next, converged};
         });
     Value scale = zero;
     for (size_t i = 0; i < m; ++i)
-      scale = add(scale, mul(c(1.0 / static_cast<double>(m)), norms[i]));
+      scale = g.add(scale, g.mul(c(1.0 / static_cast<double>(m)), norms[i]));
     Value anyValid = cmp(arith::CmpFPredicate::OGT, count, zero);
     SmallVector<Value> result;
     for (size_t i = 0; i < m; ++i)
-      result.push_back(select(anyValid, mul(scale, mean[i]), zero));
+      result.push_back(select(anyValid, g.mul(scale, mean[i]), zero));
     return result;
   }
 
@@ -525,39 +526,35 @@ private:
       ++m;
     Gram g = readGram(l, ops, m);
     auto c = [&](double v) { return g.constant(v); };
-    auto add = [&](Value x, Value y) { return arith::AddFOp::create(b_, l, x, y).getResult(); };
-    auto sub = [&](Value x, Value y) { return arith::SubFOp::create(b_, l, x, y).getResult(); };
-    auto mul = [&](Value x, Value y) { return arith::MulFOp::create(b_, l, x, y).getResult(); };
-    auto div = [&](Value x, Value y) { return arith::DivFOp::create(b_, l, x, y).getResult(); };
     Value eps = c(n->value);
     SmallVector<Value> w, norms, shifted, a;
     for (size_t i = 0; i < m; ++i) {
       w.push_back(arith::ExtFOp::create(b_, l, b_.getF64Type(), ops[m * (m + 1) / 2 + i]));
       norms.push_back(g.sqrtPos(g.g[i][i]));
-      shifted.push_back(add(norms[i], eps));
-      a.push_back(div(w[i], shifted[i]));
+      shifted.push_back(g.add(norms[i], eps));
+      a.push_back(g.div(w[i], shifted[i]));
     }
     Value meanNorm = g.norm(a);
     SmallVector<Value> dir;
     for (size_t i = 0; i < m; ++i)
-      dir.push_back(div(a[i], meanNorm));
+      dir.push_back(g.div(a[i], meanNorm));
     Value pull = c(0); // sum_i w_i d_i
     for (size_t i = 0; i < m; ++i)
-      pull = add(pull, mul(w[i], div(g.row(i, dir), shifted[i])));
+      pull = g.add(pull, g.mul(w[i], g.div(g.row(i, dir), shifted[i])));
     SmallVector<Value> tangent;
     for (size_t i = 0; i < m; ++i)
-      tangent.push_back(sub(a[i], mul(pull, dir[i])));
-    Value tn = add(g.norm(tangent), eps);
+      tangent.push_back(g.sub(a[i], g.mul(pull, dir[i])));
+    Value tn = g.add(g.norm(tangent), eps);
     Value scale = c(0);
     for (size_t i = 0; i < m; ++i)
-      scale = add(scale, mul(w[i], norms[i]));
-    Value along = mul(math::CosOp::create(b_, l, tn), scale);
-    Value across = mul(div(math::SinOp::create(b_, l, tn), tn), scale);
+      scale = g.add(scale, g.mul(w[i], norms[i]));
+    Value along = g.mul(math::CosOp::create(b_, l, tn), scale);
+    Value across = g.mul(g.div(math::SinOp::create(b_, l, tn), tn), scale);
     Value degenerate = arith::CmpFOp::create(b_, l, arith::CmpFPredicate::OLT, meanNorm, eps);
     SmallVector<Value> result;
     for (size_t i = 0; i < m; ++i)
       result.push_back(arith::SelectOp::create(
-          b_, l, degenerate, w[i], add(mul(dir[i], along), mul(tangent[i], across))));
+          b_, l, degenerate, w[i], g.add(g.mul(dir[i], along), g.mul(tangent[i], across))));
     return result;
   }
 

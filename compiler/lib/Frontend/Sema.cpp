@@ -1415,39 +1415,17 @@ private:
     Signature sig = Signature::builtin("weiszfeld",
                                        {"xs", "weights", "eps", "max_iter", "tol", "scope"},
                                        {"weights", "eps", "max_iter", "tol", "scope"});
-    auto bound = bind(c, sig);
-    if (!bound)
-      return std::nullopt;
-    std::optional<bool> wholeModel = modelScope(c, sig, 5, (*bound)[5]);
-    if (!wholeModel)
-      return std::nullopt;
-    const Value &xs = *(*bound)[0];
-    if (!xs.isList() || xs.list->empty()) {
-      diags_.error(argLoc(c, sig, 0), "weiszfeld expects a non-empty list of tensors");
-      return std::nullopt;
-    }
-    size_t m = xs.list->size();
-    std::vector<const Node *> points, weights;
-    if (!pointsAndWeights(c, sig, *bound, points, weights))
-      return std::nullopt;
     // eps keeps 1 / distance finite; tol compares norms.
-    auto settings = compileTimeSettings(c, sig, *bound, 2, {1e-8, 100, 1e-6},
-                                        {Check::Positive, Check::Iterations, Check::NonNegative});
-    if (!settings)
+    auto made = weightedGram(c, sig, Node::Op::Weiszfeld, 5, {1e-8, 100, 1e-6},
+                             {Check::Positive, Check::Iterations, Check::NonNegative});
+    if (!made)
       return std::nullopt;
-    if ((*bound)[1] && !checkArgument(c->callee, sig.params[1], argLoc(c, sig, 1), *(*bound)[1],
-                                      paramKind(Check::Finite)))
-      return std::nullopt;
-    if (!affordableGram(points.size(), c->loc()))
-      return std::nullopt;
-    Node group = gramGroup(Node::Op::Weiszfeld, points, *wholeModel, c->loc());
-    for (const Node *w : weights)
-      group.operands.push_back(w);
-    group.value = (*settings)[0];
-    group.value3 = (*settings)[1];
-    group.value2 = (*settings)[2];
-    return coefficients(std::move(group), m);
+    made->group.value = made->settings[0];
+    made->group.value3 = made->settings[1];
+    made->group.value2 = made->settings[2];
+    return coefficients(std::move(made->group), made->m);
   }
+
 
   /// The tensors of argument 0 (a list) and their scalar weights from argument 1 (one for all,
   /// or a list as long; 1 when not given); false after an error.
@@ -1486,21 +1464,41 @@ private:
   std::optional<Value> callMultislerp(const ast::CallExpr *c) {
     Signature sig = Signature::builtin("multislerp_coefficients", {"xs", "weights", "eps", "scope"},
                                        {"weights", "eps", "scope"});
+    auto made = weightedGram(c, sig, Node::Op::Multislerp, 3, {1e-8}, {Check::NonNegative});
+    if (!made)
+      return std::nullopt;
+    made->group.value = made->settings[0];
+    return coefficients(std::move(made->group), made->m);
+  }
+
+  /// What weiszfeld and multislerp_coefficients share: xs (argument 0, a non-empty list of
+  /// tensors), their weights (argument 1), the scope (argument `scopeArg`), the settings known
+  /// while compiling from argument 2 on, and the group node of `op` over the Gram matrix of the
+  /// xs followed by the weights; nullopt after an error.
+  struct WeightedGram {
+    Node group;
+    std::vector<double> settings;
+    size_t m;
+  };
+  std::optional<WeightedGram> weightedGram(const ast::CallExpr *c, const Signature &sig,
+                                           Node::Op op, size_t scopeArg,
+                                           std::vector<double> defaults,
+                                           const std::vector<Check> &checks) {
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
-    std::optional<bool> wholeModel = modelScope(c, sig, 3, (*bound)[3]);
+    std::optional<bool> wholeModel = modelScope(c, sig, scopeArg, (*bound)[scopeArg]);
     if (!wholeModel)
       return std::nullopt;
     const Value &xs = *(*bound)[0];
     if (!xs.isList() || xs.list->empty()) {
-      diags_.error(argLoc(c, sig, 0), "multislerp_coefficients expects a non-empty list of tensors");
+      diags_.error(argLoc(c, sig, 0), c->callee + " expects a non-empty list of tensors");
       return std::nullopt;
     }
     std::vector<const Node *> points, weights;
     if (!pointsAndWeights(c, sig, *bound, points, weights))
       return std::nullopt;
-    auto settings = compileTimeSettings(c, sig, *bound, 2, {1e-8}, {Check::NonNegative});
+    auto settings = compileTimeSettings(c, sig, *bound, 2, std::move(defaults), checks);
     if (!settings)
       return std::nullopt;
     if ((*bound)[1] && !checkArgument(c->callee, sig.params[1], argLoc(c, sig, 1), *(*bound)[1],
@@ -1508,12 +1506,12 @@ private:
       return std::nullopt;
     if (!affordableGram(points.size(), c->loc()))
       return std::nullopt;
-    Node group = gramGroup(Node::Op::Multislerp, points, *wholeModel, c->loc());
+    Node group = gramGroup(op, points, *wholeModel, c->loc());
     for (const Node *w : weights)
       group.operands.push_back(w);
-    group.value = (*settings)[0];
-    return coefficients(std::move(group), points.size());
+    return WeightedGram{std::move(group), std::move(*settings), points.size()};
   }
+
 
   /// The numbers bound to sig's parameters first, first + 1, ..., each a setting of its kind
   /// (`checks`), or its default (`values`) when not given; nullopt after an error.

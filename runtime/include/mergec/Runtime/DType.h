@@ -23,6 +23,9 @@ bool isComputeDType(DType dtype);
 /// Element `i` of a tensor stored in a compute dtype (F32, BF16, F16), as f32: exact for each.
 /// Other dtypes read as 0 (callers pass compute dtypes only).
 float loadAsF32(DType dtype, const uint8_t *data, int64_t i);
+/// The inverse for `count` values: f32 into a compute dtype at `out` (F32 as is, BF16 rounded to
+/// nearest even as the kernels round, a NaN staying a quiet NaN; F16 by the conversion).
+void storeFromF32(DType dtype, const float *values, size_t count, uint8_t *out);
 
 /// How many NaNs and infinities some stored values hold.
 struct NonFinite {
