@@ -28,6 +28,16 @@ double identity(CompiledRule::Reduction kind) {
   return kind == CompiledRule::Reduction::Sum ? 0.0 : -std::numeric_limits<double>::infinity();
 }
 
+/// A descriptor for `memory` holding the elements from `first` on of a tensor of n elements, as
+/// the kernels address it: by the tensor's element index. Identity-layout memrefs ignore the
+/// descriptor's offset field, so the aligned pointer is where element 0 would be (computed as
+/// an integer); the kernel touches only elements from `first` on through it.
+MemRefDescriptor shiftedView(void *memory, int64_t first, size_t elementBytes, int64_t n) {
+  auto origin = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(memory) -
+                                         static_cast<uintptr_t>(first) * elementBytes);
+  return MemRefDescriptor{memory, origin, 0, n, 1};
+}
+
 /// A tensor's row phases computed window by window. A row phase's buffer (ranks, or each row's
 /// sum or maximum, at every element) is as large as the tensor; for large tensors the runner
 /// instead computes, before each window of a later phase, the rows that window touches into
@@ -151,13 +161,8 @@ private:
     return p;
   }
 
-  /// `memory` holding elements from `origin` on, as the kernels address it: by the tensor's
-  /// element index (identity-layout memrefs ignore the descriptor's offset, so the aligned
-  /// pointer is where element 0 would be, computed as an integer).
   MemRefDescriptor view(void *memory, int64_t origin) const {
-    auto base = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(memory) -
-                                         static_cast<uintptr_t>(origin) * sizeof(float));
-    return MemRefDescriptor{memory, base, 0, n_, 1};
+    return shiftedView(memory, origin, sizeof(float), n_);
   }
 
   void computeRows(const std::vector<size_t> &rows, int64_t b, int64_t e,
@@ -222,9 +227,8 @@ void runMapWindows(
   for (int64_t begin = 0; begin < n; begin += windows.elements) {
     int64_t end = std::min(n, begin + windows.elements);
     void *memory = windows.acquire(begin, end);
-    auto origin = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(memory) -
-                                           static_cast<uintptr_t>(begin) * windows.elementBytes);
-    launch([&](size_t) { return MemRefDescriptor{memory, origin, 0, n, 1}; }, begin, end);
+    MemRefDescriptor view = shiftedView(memory, begin, windows.elementBytes, n);
+    launch([&](size_t) { return view; }, begin, end);
     windows.computed(begin, end);
   }
 }
@@ -507,10 +511,8 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
         int64_t chunk = phase.kind == Kind::Row ? rowChunkSize(cols) : Device::kChunk;
         KeyChunks keys(n, chunk, true, [&, fn, chunk](size_t c, float *scratch) {
           int64_t begin = static_cast<int64_t>(c) * chunk, end = std::min(n, begin + chunk);
-          auto *shifted = reinterpret_cast<void *>(reinterpret_cast<uintptr_t>(scratch) -
-                                                   static_cast<uintptr_t>(begin) * sizeof(float));
-          PackedArgs args(descs, MemRefDescriptor{scratch, shifted, 0, n, 1}, begin, end, layer,
-                          numLayers, scalarDesc);
+          PackedArgs args(descs, shiftedView(scratch, begin, sizeof(float), n), begin, end,
+                          layer, numLayers, scalarDesc);
           fn(args.data());
           return scratch;
         });

@@ -361,6 +361,19 @@ private:
     return g;
   }
 
+  /// The operands of a Weiszfeld or Multislerp node: the Gram matrix of m tensors (as
+  /// readGram), then their m weights, widened to f64.
+  std::pair<Gram, SmallVector<Value>> readWeightedGram(Location l, ValueRange ops) {
+    size_t m = 0;
+    while (m * (m + 1) / 2 + m < ops.size())
+      ++m;
+    Gram g = readGram(l, ops, m);
+    SmallVector<Value> w;
+    for (size_t i = 0; i < m; ++i)
+      w.push_back(arith::ExtFOp::create(b_, l, b_.getF64Type(), ops[m * (m + 1) / 2 + i]));
+    return {std::move(g), std::move(w)};
+  }
+
   /// Up to maxIter rounds of `round` on the coefficients, in an scf.for. `round` returns the next
   /// coefficients and whether to stop after them; once stopped, the coefficients stay (the
   /// `done` carry). Returns the final coefficients.
@@ -392,15 +405,10 @@ private:
   /// |x_i - y|^2 = G_ii - 2 (G c)_i + c'Gc. Up to max_iter rounds; once a step
   /// |y' - y| <= tol * max(|y|, 1e-12) the coefficients stay.
   SmallVector<Value> emitWeiszfeld(const Node *n, Location l, ValueRange ops) {
-    size_t m = 0;
-    while (m * (m + 1) / 2 + m < ops.size())
-      ++m;
-    Gram g = readGram(l, ops, m);
+    auto [g, w] = readWeightedGram(l, ops);
+    size_t m = g.size();
     auto c = [&](double v) { return g.constant(v); };
-    Type f64 = b_.getF64Type();
-    SmallVector<Value> w, init;
-    for (size_t i = 0; i < m; ++i)
-      w.push_back(arith::ExtFOp::create(b_, l, f64, ops[m * (m + 1) / 2 + i]));
+    SmallVector<Value> init;
     Value wsum = w[0];
     for (size_t i = 1; i < m; ++i)
       wsum = arith::AddFOp::create(b_, l, wsum, w[i]);
@@ -521,15 +529,12 @@ private:
   /// exact arithmetic; mergekit's f32 leaves rounding there); tn = |tangent| + eps; the result
   /// (dir cos tn + tangent sin(tn) / tn) * sum(w_i n_i).
   SmallVector<Value> emitMultislerp(const Node *n, Location l, ValueRange ops) {
-    size_t m = 0;
-    while (m * (m + 1) / 2 + m < ops.size())
-      ++m;
-    Gram g = readGram(l, ops, m);
+    auto [g, w] = readWeightedGram(l, ops);
+    size_t m = g.size();
     auto c = [&](double v) { return g.constant(v); };
     Value eps = c(n->value);
-    SmallVector<Value> w, norms, shifted, a;
+    SmallVector<Value> norms, shifted, a;
     for (size_t i = 0; i < m; ++i) {
-      w.push_back(arith::ExtFOp::create(b_, l, b_.getF64Type(), ops[m * (m + 1) / 2 + i]));
       norms.push_back(g.sqrtPos(g.g[i][i]));
       shifted.push_back(g.add(norms[i], eps));
       a.push_back(g.div(w[i], shifted[i]));
