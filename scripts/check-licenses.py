@@ -65,6 +65,10 @@ KNOWN = {
 RUNTIME_LOADED = ["libopenblas.so.0", "liblapacke.so.3", "libkissfft-float.so.131"]
 # Statically linked into merge executables (AheadOfTime.cpp links them with -static-*).
 STATIC = {"libstdc++": "libstdc++", "libgcc": "libgcc"}
+# Linked into mergec from their static archives when the build has MERGEC_STATIC_LLVM (the
+# default where Debian's archives and lld are installed): checked by the package that ships them.
+STATIC_LLVM = {"libLLVM": "/usr/lib/llvm-22/lib/libLLVMSupport.a",
+               "libMLIR": "/usr/lib/llvm-22/lib/libMLIRIR.a"}
 # Build-time only, never linked: recorded for the README.
 BUILD_ONLY = {
     "nlohmann-json (header only)": "MIT",
@@ -141,6 +145,16 @@ def check(binary, include_self=False):
             continue
         lic, why = KNOWN[name]
         print("  %-40s %-22s %s: %s" % (os.path.basename(lib), package, lic, why))
+    if os.path.basename(binary) == "mergec" and "libLLVM" not in r.stdout:
+        for name, archive in STATIC_LLVM.items():
+            package = package_of(archive)
+            known = {"llvm-22-dev": "libllvm", "libmlir-22-dev": "libmlir"}.get(package or "")
+            if known is None:
+                print("  %-40s %s: license not reviewed" % (archive, package))
+                ok = False
+                continue
+            lic, why = KNOWN[known]
+            print("  %-40s %-22s %s: %s" % ("(static) " + name, package, lic, why))
     if static:
         for name in STATIC:
             lic, why = KNOWN[name]

@@ -6,7 +6,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(
   build-essential cmake ninja-build git
-  llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22
+  llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools clang-22 lld-22
   antlr4 libantlr4-runtime-dev uuid-dev default-jre-headless
   nlohmann-json3-dev googletest libgtest-dev libyaml-cpp-dev
   libclang-rt-22-dev
