@@ -1,9 +1,11 @@
-//===- TileReductions.cpp - reductions' element math apart from their sums -===//
+//===- TileReductions.cpp - a chunk's reduction in the GPU block's order ---===//
 // A reduction loop carries f64 accumulators that LLVM may not reassociate, so its vectorizer
-// leaves the whole loop scalar, however heavy the element math (DARE's Philox rounds ran ~10x
-// slower in the L1 rescale's reduction than in the vectorized output loop). Computing a tile
-// of values first and adding them afterwards, in the same order, keeps every partial's bits
-// and lets the first loop vectorize.
+// leaves the whole loop scalar, however heavy the element math, and each element waits on the
+// previous add (~4 cycles). A chunk's reduction is defined instead as the GPU computes it
+// (KernelsToGPU): lane l of `lanes` (the block's threads) accumulates elements l, l + lanes,
+// ... in order from the loop's initial value, and the lanes combine by the block's tree. On the
+// CPU that is a tile of values computed (vectorized), then added lane by lane (vectorized:
+// lanes are independent), then the tree: the same bits as the GPU, at the speed of the loads.
 #include "mergec/Conversion/Passes.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/IR/IRMapping.h"
@@ -51,8 +53,8 @@ struct TileReductionsPass : mergec::impl::MergeTileReductionsBase<TileReductions
   using MergeTileReductionsBase::MergeTileReductionsBase;
 
   void runOnOperation() override {
-    if (tile < 1) {
-      getOperation().emitError("merge-tile-reductions: tile must be at least 1");
+    if (lanes < 1 || (lanes & (lanes - 1)) != 0) {
+      getOperation().emitError("merge-tile-reductions: lanes must be a power of two");
       return signalPassFailure();
     }
     // Only loops directly inside the chunk loop of a phase (merge-lower-kernels' nest): a
@@ -67,10 +69,14 @@ struct TileReductionsPass : mergec::impl::MergeTileReductionsBase<TileReductions
         tileLoop(loop, *accumulations);
   }
 
-  /// for %t = lb to ub step tile iter_args(acc) {
-  ///   for %i = %t to min(%t + tile, ub) { buf[j, %i - %t] = value_j(%i) }
-  ///   for %k = 0 to min(...) - %t iter_args(acc) { update_j(acc_j, buf[j, %k]) }
+  /// partials[j, t] = init_j for every lane t
+  /// for %t = lb to ub step lanes {
+  ///   for %i = %t to min(%t + lanes, ub) { buf[j, %i - %t] = value_j(%i) }
+  ///   for %k = 0 to min(...) - %t { partials[j, %k] = update_j(partials[j, %k], buf[j, %k]) }
   /// }
+  /// for %s = lanes/2, ..., 1: for %l < %s { partials[j, %l] = update_j(partials[j, %l],
+  ///                                                                    partials[j, %l + %s]) }
+  /// result_j = partials[j, 0]
   void tileLoop(scf::ForOp loop, ArrayRef<Accumulation> accumulations) {
     Location loc = loop.getLoc();
     auto func = loop->getParentOfType<func::FuncOp>();
@@ -84,64 +90,101 @@ struct TileReductionsPass : mergec::impl::MergeTileReductionsBase<TileReductions
     });
     Type element = narrow ? Type(b.getF32Type()) : Type(b.getF64Type());
     // Once per call, at the entry: an alloca inside the loops would grow the stack per chunk.
-    Value buffer = memref::AllocaOp::create(b, loc, MemRefType::get({m, tile}, element));
+    Value buffer = memref::AllocaOp::create(b, loc, MemRefType::get({m, lanes}, element));
+    Value partials = memref::AllocaOp::create(b, loc, MemRefType::get({m, lanes}, b.getF64Type()));
 
     b.setInsertionPoint(loop);
-    Value tileSize = arith::ConstantIndexOp::create(b, loc, tile);
+    Value laneCount = arith::ConstantIndexOp::create(b, loc, lanes);
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
     Value one = arith::ConstantIndexOp::create(b, loc, 1);
     Value upper = loop.getUpperBound();
-    auto tiles = scf::ForOp::create(b, loc, loop.getLowerBound(), upper, tileSize,
-                                    loop.getInitArgs());
-    b.setInsertionPointToStart(tiles.getBody());
-    Value first = tiles.getInductionVar();
-    Value last = arith::MinSIOp::create(b, loc, upper, arith::AddIOp::create(b, loc, first, tileSize));
+    auto rowOf = [&](size_t j) {
+      return arith::ConstantIndexOp::create(b, loc, static_cast<int64_t>(j)).getResult();
+    };
+    // update_j(partials[j, at], value) stored back to partials[j, at], for every j.
+    auto updateAll = [&](Value at, llvm::function_ref<Value(size_t)> valueOf) {
+      for (auto [j, a] : llvm::enumerate(accumulations)) {
+        Value row = rowOf(j);
+        Value acc = memref::LoadOp::create(b, loc, partials, ValueRange{row, at});
+        IRMapping map;
+        map.map(loop.getRegionIterArgs()[j], acc);
+        map.map(a.value, valueOf(j));
+        memref::StoreOp::create(b, loc, b.clone(*a.update, map)->getResult(0), partials,
+                                ValueRange{row, at});
+      }
+    };
 
-    // The element computation, every op but the updates, storing what each update would add.
-    auto compute = scf::ForOp::create(b, loc, first, last, one);
+    // Every lane starts where the loop's accumulators did (a GPU thread's loop does).
+    auto start = scf::ForOp::create(b, loc, zero, laneCount, one);
     {
       OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(compute.getBody());
-      IRMapping map;
-      map.map(loop.getInductionVar(), compute.getInductionVar());
-      for (Operation &op : loop.getBody()->without_terminator())
-        if (!llvm::any_of(accumulations, [&](const Accumulation &a) { return a.update == &op; }))
-          b.clone(op, map);
-      Value offset = arith::SubIOp::create(b, loc, compute.getInductionVar(), first);
-      for (auto [j, a] : llvm::enumerate(accumulations)) {
-        Value row = arith::ConstantIndexOp::create(b, loc, static_cast<int64_t>(j));
-        Value stored = narrow ? a.value.getDefiningOp<arith::ExtFOp>().getIn() : a.value;
-        memref::StoreOp::create(b, loc, map.lookupOrDefault(stored), buffer,
-                                ValueRange{row, offset});
-      }
-      // The widenings now happen where the values are added.
-      for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*compute.getBody())))
-        if (isOpTriviallyDead(&op))
-          op.erase();
+      b.setInsertionPointToStart(start.getBody());
+      for (size_t j = 0; j < accumulations.size(); ++j)
+        memref::StoreOp::create(b, loc, loop.getInitArgs()[j], partials,
+                                ValueRange{rowOf(j), start.getInductionVar()});
     }
 
-    // The same values into the same accumulators in element order: the partials' bits.
-    Value count = arith::SubIOp::create(b, loc, last, first);
-    auto accumulate = scf::ForOp::create(b, loc, zero, count, one, tiles.getRegionIterArgs());
+    auto tiles = scf::ForOp::create(b, loc, loop.getLowerBound(), upper, laneCount);
     {
       OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(tiles.getBody());
+      Value first = tiles.getInductionVar();
+      Value last =
+          arith::MinSIOp::create(b, loc, upper, arith::AddIOp::create(b, loc, first, laneCount));
+
+      // The element computation, every op but the updates, storing what each update would add.
+      auto compute = scf::ForOp::create(b, loc, first, last, one);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(compute.getBody());
+        IRMapping map;
+        map.map(loop.getInductionVar(), compute.getInductionVar());
+        for (Operation &op : loop.getBody()->without_terminator())
+          if (!llvm::any_of(accumulations, [&](const Accumulation &a) { return a.update == &op; }))
+            b.clone(op, map);
+        Value offset = arith::SubIOp::create(b, loc, compute.getInductionVar(), first);
+        for (auto [j, a] : llvm::enumerate(accumulations)) {
+          Value stored = narrow ? a.value.getDefiningOp<arith::ExtFOp>().getIn() : a.value;
+          memref::StoreOp::create(b, loc, map.lookupOrDefault(stored), buffer,
+                                  ValueRange{rowOf(j), offset});
+        }
+        // The widenings now happen where the values are added.
+        for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*compute.getBody())))
+          if (isOpTriviallyDead(&op))
+            op.erase();
+      }
+
+      // Element first + k into lane k: no value carried from one k to the next, so this loop
+      // vectorizes too.
+      Value count = arith::SubIOp::create(b, loc, last, first);
+      auto accumulate = scf::ForOp::create(b, loc, zero, count, one);
+      OpBuilder::InsertionGuard inner(b);
       b.setInsertionPointToStart(accumulate.getBody());
-      SmallVector<Value> next;
-      for (auto [j, a] : llvm::enumerate(accumulations)) {
-        Value row = arith::ConstantIndexOp::create(b, loc, static_cast<int64_t>(j));
-        Value value = memref::LoadOp::create(b, loc, buffer,
-                                             ValueRange{row, accumulate.getInductionVar()});
+      Value k = accumulate.getInductionVar();
+      updateAll(k, [&](size_t j) -> Value {
+        Value value = memref::LoadOp::create(b, loc, buffer, ValueRange{rowOf(j), k});
         if (narrow)
           value = arith::ExtFOp::create(b, loc, b.getF64Type(), value);
-        IRMapping map;
-        map.map(loop.getRegionIterArgs()[j], accumulate.getRegionIterArgs()[j]);
-        map.map(a.value, value);
-        next.push_back(b.clone(*a.update, map)->getResult(0));
-      }
-      scf::YieldOp::create(b, loc, next);
+        return value;
+      });
     }
-    scf::YieldOp::create(b, loc, accumulate.getResults());
-    loop.replaceAllUsesWith(tiles.getResults());
+
+    // The lanes combined by the GPU block's tree: halving strides, lane l taking l + stride.
+    for (int64_t stride = lanes / 2; stride >= 1; stride /= 2) {
+      Value s = arith::ConstantIndexOp::create(b, loc, stride);
+      auto level = scf::ForOp::create(b, loc, zero, s, one);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(level.getBody());
+      Value l = level.getInductionVar();
+      Value other = arith::AddIOp::create(b, loc, l, s);
+      updateAll(l, [&](size_t j) -> Value {
+        return memref::LoadOp::create(b, loc, partials, ValueRange{rowOf(j), other});
+      });
+    }
+    SmallVector<Value> results;
+    for (size_t j = 0; j < accumulations.size(); ++j)
+      results.push_back(memref::LoadOp::create(b, loc, partials, ValueRange{rowOf(j), zero}));
+    loop.replaceAllUsesWith(results);
     loop.erase();
   }
 };

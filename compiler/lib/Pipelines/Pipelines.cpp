@@ -6,6 +6,7 @@
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
 #include "mergec/MergeInitAll.h"
+#include "mergec/Runtime/KernelABI.h"
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
@@ -55,9 +56,9 @@ void mergec::buildLowerToLoopsPipeline(OpPassManager &pm) {
 }
 
 void mergec::buildLoopsToLLVMPipeline(OpPassManager &pm) {
-  // The CPU's own step: reductions' element math apart from their ordered sums, so it
-  // vectorizes (the GPU spreads the same loop over threads instead).
-  pm.addPass(createMergeTileReductions());
+  // The CPU's own step: a chunk's reduction in the order of the GPU's block (its lanes and
+  // tree), which vectorizes (the GPU spreads the same loop over threads instead).
+  pm.addPass(createMergeTileReductions(MergeTileReductionsOptions{mergec::rt::abi::kGpuBlock}));
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());

@@ -60,29 +60,32 @@ def MergeConvertKernelsToGPU : Pass<"merge-convert-kernels-to-gpu", "mlir::Modul
 }
 
 def MergeTileReductions : Pass<"merge-tile-reductions", "mlir::ModuleOp"> {
-  let summary = "CPU: split each reduction loop into a vectorizable compute loop and an ordered accumulation";
+  let summary = "CPU: a chunk's reduction in the GPU block's order, vectorized";
   let description = [{
     A reduction phase's chunk loop (merge-lower-kernels) adds each element's value into f64
-    accumulators in element order. LLVM does not reorder floating-point sums, so it leaves the
-    whole loop scalar, the element computation (Philox rounds, say) included. This pass
-    splits the loop into tiles of `tile` elements:
+    accumulators. This pass gives it the order the CUDA target's block computes
+    (merge-convert-kernels-to-gpu): lane l of `lanes` accumulates elements l, l + lanes, ...
+    of the chunk in order, starting from the loop's initial values, and the lanes combine by a
+    tree of halving strides (lane l takes lane l + s, s = lanes/2, ..., 1). So a chunk's
+    partial has the same bits on either device, and on the CPU it vectorizes:
 
       // scf.for %i iter_args(%acc) { %w = f(%i); %n = addf %acc, %w; yield %n }
-      //   => scf.for %t step tile iter_args(%acc) {
-      //        scf.for %i in tile { buf[j, %i - %t] = f_j(%i) }           // no reductions
-      //        scf.for %k in tile iter_args(%acc) { addf %acc, buf[j, %k] }
+      //   => partials[j, l] = init_j
+      //      scf.for %t step lanes {
+      //        scf.for %i in tile { buf[j, %i - %t] = f_j(%i) }                 // no reductions
+      //        scf.for %k in tile { partials[j, %k] = addf partials[j, %k], buf[j, %k] }
       //      }
+      //      tree over partials[j, *]; result_j = partials[j, 0]
 
-    The first inner loop carries no values, so it vectorizes; the second adds the same values
-    in the same order, so every partial keeps its bits. `buf` is a stack buffer of
-    m x tile values allocated once per call: f32 when every value is an f32 widened to f64
-    (widened again where it is added), else f64. A loop whose accumulators are not each updated
-    once by addf or maximumf with a value independent of them is left as it is. The CPU
-    pipeline runs this after merge-lower-kernels; the CUDA target, which spreads the loop over
-    threads, does not.
+    Neither inner loop carries a value from one iteration to the next, so both vectorize.
+    `buf` and `partials` are stack buffers of m x lanes values allocated once per call (`buf`
+    in f32 when every value is an f32 widened to f64, widened again where it is added). A loop
+    whose accumulators are not each updated once by addf or maximumf with a value independent
+    of them is left as it is. The CPU pipeline runs this after merge-lower-kernels with
+    lanes = abi::kGpuBlock.
   }];
-  let options = [Option<"tile", "tile", "int64_t", /*default=*/"256",
-                         "elements computed before they are accumulated">];
+  let options = [Option<"lanes", "lanes", "int64_t", /*default=*/"256",
+                         "partial accumulators per chunk (the GPU block's threads); a power of two">];
   let dependentDialects = ["mlir::arith::ArithDialect", "mlir::scf::SCFDialect",
                            "mlir::memref::MemRefDialect"];
 }
