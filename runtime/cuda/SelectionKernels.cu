@@ -2,7 +2,8 @@
 // Compiled to PTX at build time (SelectionKernels.cmake) and loaded by GpuSelection.cpp
 // through the driver API: extern "C" kernels, no runtime API, no dynamic parallelism.
 //
-// Every result is bit-identical to Selection.cpp's, except row sums (see mergec_row_reduce):
+// Every result is bit-identical to Selection.cpp's (row sums too: the CPU adds them in this
+// kernel's order, see mergec_row_reduce):
 //  - radix select: three histogram passes over the key's bits 31..21, 20..10 and 9..0 (shared-
 //    memory histograms; integer atomics only, so the counts are exact and deterministic). The
 //    m-th largest key and the number of keys strictly above it do not depend on how the key is
@@ -388,9 +389,9 @@ mergec_rank_global(const float *__restrict__ keys, float *__restrict__ ranks,
 /// out[row * cols + c] = the row's sum or maximum, for every c. One block (a power of two of
 /// threads, at most 256) per row.
 ///  - sum: thread t adds columns t, t + blockDim, ... in order in f64, then a fixed shared-
-///    memory tree adds the partials; the f64 total is rounded to f32 once. This reassociates
-///    the CPU's sequential f64 sum (so it may differ from it in the last f32 bit), but the
-///    order is fixed: the same keys give the same bits on every run. No float atomics.
+///    memory tree adds the partials; the f64 total is rounded to f32 once. Selection.cpp's
+///    rowReduce adds in this order (blockDim as GpuSelection::rowReduce picks it), so the CPU
+///    gives the same bits; the same keys give the same bits on every run. No float atomics.
 ///  - max: NaN (0x7FC00000, the CPU's NAN) if any key is NaN, else the greatest key; of equal
 ///    keys (+0 and -0) the one at the lowest column, as the CPU's sequential std::max keeps.
 extern "C" __global__ void __launch_bounds__(256)

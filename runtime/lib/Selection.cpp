@@ -190,6 +190,23 @@ StateSet<HighCounts> countHigh(ThreadPool *pool, const KeyChunks &keys, KeyFn ke
   return states;
 }
 
+/// hit(i, magnitude bits) for each i in [0, n) whose magnitude's bits 31..16 are `bucket`, in
+/// order. A bucket holds a few percent of the keys at most, so blocks of 16 are first checked in
+/// a loop that vectorizes (most have none) and only a block with one is scanned again.
+template <typename Hit> void forBucketKeys(const float *x, int64_t n, uint32_t bucket, Hit hit) {
+  for (int64_t b = 0; b < n; b += 16) {
+    int64_t e = std::min<int64_t>(n, b + 16);
+    uint32_t any = 0;
+    for (int64_t i = b; i < e; ++i)
+      any |= static_cast<uint32_t>((magnitudeKey(x[i]) >> 16) == bucket);
+    if (any == 0)
+      continue;
+    for (int64_t i = b; i < e; ++i)
+      if (uint32_t k = magnitudeKey(x[i]); (k >> 16) == bucket)
+        hit(i, k);
+  }
+}
+
 /// Histograms of bits 15..0 inside up to two buckets of bits 31..16 (empty: not asked for).
 struct LowCounts {
   std::vector<int64_t> hist[2];
@@ -376,21 +393,14 @@ void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, dou
       }
       int64_t *hist = st.at(w);
       if (overflow.load(std::memory_order_relaxed)) {
-        for (int64_t i = 0; i < m; ++i) {
-          uint32_t k = magnitudeKey(x[i]);
-          if ((k >> 16) == cut.bucket)
-            ++hist[k & 0xFFFF];
-        }
+        forBucketKeys(x, m, cut.bucket, [&](int64_t, uint32_t k) { ++hist[k & 0xFFFF]; });
         continue;
       }
       std::vector<uint32_t> &mine = kept[c * 2 + static_cast<size_t>(w)];
-      for (int64_t i = 0; i < m; ++i) {
-        uint32_t k = magnitudeKey(x[i]);
-        if ((k >> 16) == cut.bucket) {
-          ++hist[k & 0xFFFF];
-          mine.push_back(k << 16 | static_cast<uint32_t>(i));
-        }
-      }
+      forBucketKeys(x, m, cut.bucket, [&](int64_t i, uint32_t k) {
+        ++hist[k & 0xFFFF];
+        mine.push_back(k << 16 | static_cast<uint32_t>(i));
+      });
       if (keptTotal += static_cast<int64_t>(mine.size()); keptTotal > kMaxKeptBucketKeys)
         overflow = true;
     }
@@ -472,12 +482,7 @@ void ModelTopK::count(ThreadPool *pool, const KeyChunks &keys) {
       if (cuts[w]->rank == 0)
         continue;
       int64_t *hist = s.at(w);
-      uint32_t h = cuts[w]->high;
-      for (int64_t i = 0; i < n; ++i) {
-        uint32_t k = magnitudeKey(x[i]);
-        if ((k >> 16) == h)
-          ++hist[k & 0xFFFF];
-      }
+      forBucketKeys(x, n, cuts[w]->high, [&](int64_t, uint32_t k) { ++hist[k & 0xFFFF]; });
     }
   });
   for (int w = 0; w < 2; ++w)
@@ -704,6 +709,25 @@ void rankRow(const float *x, float *r, size_t c) {
     rankRowWith<kBytes>(x, r, c);
 }
 
+/// The f64 sum of y[0..cols) in `lanes` (a power of two, at most 256) partials, lane t adding
+/// columns t, t + lanes, ... in order, combined by halving strides. Both loops vectorize; built
+/// for AVX2 too where the CPU has it (4 doubles an add instead of SSE2's 2; the same sums).
+__attribute__((target_clones("avx2", "default"))) double laneSum(const float *y, int64_t cols,
+                                                                  int64_t lanes) {
+  double part[256];
+  std::fill(part, part + lanes, 0.0);
+  for (int64_t first = 0; first < cols; first += lanes) {
+    int64_t count = std::min(lanes, cols - first);
+    const float *z = y + first;
+    for (int64_t t = 0; t < count; ++t)
+      part[t] += static_cast<double>(z[t]);
+  }
+  for (int64_t stride = lanes / 2; stride > 0; stride /= 2)
+    for (int64_t t = 0; t < stride; ++t)
+      part[t] += part[t + stride];
+  return part[0];
+}
+
 /// The rows of a chunk: its whole rows only (a partial last row is not written).
 void checkRowChunks(const KeyChunks &keys, int64_t cols) {
   // Ranks count in 32 bits.
@@ -740,36 +764,29 @@ void rowReduce(ThreadPool &pool, const KeyChunks &keys, float *out, int64_t cols
   if (cols <= 0 || keys.size() == 0)
     return;
   checkRowChunks(keys, cols);
-  // Each row's sum is its f64 sum in index order (one rounding at the end), so a row's adds
-  // cannot be reordered; four rows at a time hide the adds' latency behind each other.
+  // A row's sum has the order of the GPU's row kernel (mergec_row_reduce): `lanes` (its block:
+  // the least power of two >= cols, from 32 to 256) f64 partials, lane t adding columns t,
+  // t + lanes, ... in order, then a tree of halving strides, rounded once. So the same keys
+  // give the same bits on either device, and the lanes' adds vectorize (no chain of adds).
+  int64_t lanes = 32;
+  while (lanes < 256 && lanes < cols)
+    lanes *= 2;
   overChunks<ScratchOnly>(&pool, keys, [&](ScratchOnly &, size_t c, const float *x, int64_t m) {
     float *o = out + keys.begin(c);
     auto fill = [&](int64_t row, double acc) {
       std::fill(o + row * cols, o + (row + 1) * cols, static_cast<float>(acc));
     };
-    int64_t rows = m / cols, row = 0;
-    for (; sum && row + 4 <= rows; row += 4) {
+    int64_t rows = m / cols;
+    for (int64_t row = 0; row < rows; ++row) {
       const float *y = x + row * cols;
-      double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-      for (int64_t i = 0; i < cols; ++i) {
-        a0 += y[i];
-        a1 += y[cols + i];
-        a2 += y[2 * cols + i];
-        a3 += y[3 * cols + i];
-      }
-      fill(row, a0), fill(row + 1, a1), fill(row + 2, a2), fill(row + 3, a3);
-    }
-    for (; row < rows; ++row) {
-      const float *y = x + row * cols;
-      double acc = sum ? 0.0 : -INFINITY;
       if (sum) {
-        for (int64_t i = 0; i < cols; ++i)
-          acc += y[i];
+        fill(row, laneSum(y, cols, lanes));
       } else {
+        double acc = -INFINITY;
         for (int64_t i = 0; i < cols; ++i)
           acc = std::isnan(y[i]) || std::isnan(acc) ? NAN : std::max(acc, double(y[i]));
+        fill(row, acc);
       }
-      fill(row, acc);
     }
   });
 }

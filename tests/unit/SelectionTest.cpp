@@ -323,29 +323,47 @@ TEST(Selection, StreamedRowRanksMatchASortPerRow) {
   }
 }
 
-// Row sums four rows at a time equal each row's f64 sum in index order; a partial last row
-// is not written.
-TEST(Selection, StreamedRowSumsAreEachRowsOrderedSum) {
+/// A row's sum as the GPU's row kernel adds it: L threads (the least power of two >= cols, 32
+/// to 256), thread t adding columns t, t + L, ... in f64, then the shared-memory tree.
+double gpuRowSum(const float *y, int64_t cols) {
+  int64_t lanes = 32;
+  while (lanes < 256 && lanes < cols)
+    lanes *= 2;
+  std::vector<double> part(static_cast<size_t>(lanes), 0.0);
+  for (int64_t t = 0; t < lanes; ++t)
+    for (int64_t c = t; c < cols; c += lanes)
+      part[static_cast<size_t>(t)] += y[c];
+  for (int64_t s = lanes / 2; s > 0; s /= 2)
+    for (int64_t t = 0; t < s; ++t)
+      part[static_cast<size_t>(t)] += part[static_cast<size_t>(t + s)];
+  return part[0];
+}
+
+// Row sums in the GPU kernel's order, bit for bit, for rows narrower than its smallest block,
+// between block sizes and wider than its largest; maxima in index order; a partial last row is
+// not written.
+TEST(Selection, StreamedRowSumsAreTheGpuKernelsSums) {
   ThreadPool two(2);
-  int64_t cols = 1000, rows = 7;
-  std::vector<float> x = tiedKeys(static_cast<size_t>(rows * cols + 5), 4, false);
-  x[3] = 1e30f; // order matters in f64 only at this scale
-  std::vector<float> sums(x.size(), -1), maxima(x.size(), -1);
-  KeyChunks keys = streamed(x, rowChunkSize(cols), nullptr);
-  rowReduce(two, keys, sums.data(), cols, /*sum=*/true);
-  rowReduce(two, keys, maxima.data(), cols, /*sum=*/false);
-  for (int64_t r = 0; r < rows; ++r) {
-    double sum = 0, max = -INFINITY;
-    for (int64_t i = r * cols; i < (r + 1) * cols; ++i) {
-      sum += x[i];
-      max = std::max(max, double(x[i]));
+  for (int64_t cols : {int64_t{5}, int64_t{100}, int64_t{1000}}) {
+    int64_t rows = 7;
+    std::vector<float> x = tiedKeys(static_cast<size_t>(rows * cols + 3), 4, false);
+    x[3] = 1e30f; // order matters in f64 only at this scale
+    x[static_cast<size_t>(cols + 1)] = -3e29f;
+    std::vector<float> sums(x.size(), -1), maxima(x.size(), -1);
+    KeyChunks keys = streamed(x, rowChunkSize(cols), nullptr);
+    rowReduce(two, keys, sums.data(), cols, /*sum=*/true);
+    rowReduce(two, keys, maxima.data(), cols, /*sum=*/false);
+    for (int64_t r = 0; r < rows; ++r) {
+      double sum = gpuRowSum(x.data() + r * cols, cols), max = -INFINITY;
+      for (int64_t i = r * cols; i < (r + 1) * cols; ++i)
+        max = std::max(max, double(x[i]));
+      for (int64_t i = r * cols; i < (r + 1) * cols; ++i) {
+        EXPECT_EQ(sums[i], static_cast<float>(sum)) << "cols " << cols << " row " << r;
+        EXPECT_EQ(maxima[i], static_cast<float>(max));
+      }
     }
-    for (int64_t i = r * cols; i < (r + 1) * cols; ++i) {
-      EXPECT_EQ(sums[i], static_cast<float>(sum));
-      EXPECT_EQ(maxima[i], static_cast<float>(max));
-    }
+    EXPECT_EQ(sums.back(), -1);
   }
-  EXPECT_EQ(sums.back(), -1);
 }
 
 // A released block serves the next request of its size; one of another size frees kept blocks

@@ -182,8 +182,9 @@ void rowRanks(ThreadPool &pool, const KeyChunks &keys, float *ranks, int64_t col
 void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int64_t cols);
 
 /// out[i] = the sum (in f64, rounded once; `sum`) or the maximum (NaN if any is NaN) of the
-/// keys in i's row of `cols` elements. Chunks of whole rows run in parallel on `pool`, each
-/// row summed in order.
+/// keys in i's row of `cols` elements. Chunks of whole rows run in parallel on `pool`. A row's
+/// sum is the GPU's order (mergec_row_reduce): L lanes (the least power of two >= cols, 32 to
+/// 256), lane t adding columns t, t + L, ... in order, combined by halving strides.
 void rowReduce(ThreadPool &pool, const KeyChunks &keys, float *out, int64_t cols, bool sum);
 void rowReduce(ThreadPool &pool, const float *keys, float *out, int64_t n, int64_t cols, bool sum);
 
