@@ -149,17 +149,13 @@ struct ScratchOnly {
   void reset() {}
 };
 
-/// Pass one: a histogram of the keys' bits 31..16, which of its buckets hold keys with any of
-/// bits 15..0 set (a bucket without is one value: no low-bits histogram needed for it), and
-/// how many keys have magnitude 0.
+/// Pass one: a histogram of the keys' bits 31..16 and how many keys have magnitude 0.
 struct HighCounts {
   std::vector<int64_t> hist = std::vector<int64_t>(65536);
-  std::vector<uint16_t> lowBits = std::vector<uint16_t>(65536);
   int64_t zeros = 0;
   std::vector<float> scratch;
   void reset() {
     std::fill(hist.begin(), hist.end(), 0);
-    std::fill(lowBits.begin(), lowBits.end(), 0);
     zeros = 0;
   }
 };
@@ -173,7 +169,6 @@ StateSet<HighCounts> countHigh(ThreadPool *pool, const KeyChunks &keys, KeyFn ke
     for (int64_t i = 0; i < n; ++i) {
       uint32_t k = key(x[i]);
       ++s.hist[k >> 16];
-      s.lowBits[k >> 16] |= static_cast<uint16_t>(k);
       zeros += magnitudeKey(x[i]) == 0;
     }
     s.zeros += zeros;
@@ -181,10 +176,8 @@ StateSet<HighCounts> countHigh(ThreadPool *pool, const KeyChunks &keys, KeyFn ke
   HighCounts &total = *states.all.front();
   for (size_t j = 1; j < states.all.size(); ++j) {
     const HighCounts &s = *states.all[j];
-    for (size_t b = 0; b < 65536; ++b) {
+    for (size_t b = 0; b < 65536; ++b)
       total.hist[b] += s.hist[b];
-      total.lowBits[b] |= s.lowBits[b];
-    }
     total.zeros += s.zeros;
   }
   return states;
@@ -242,26 +235,20 @@ uint32_t bucketOf(const std::vector<int64_t> &hist, int64_t m, int64_t &above) {
 }
 
 /// A key of descending rank `rank` (1-based; 0: none) in a key order: its value and how many
-/// keys are strictly greater. After pass one, `bucket` holds its bits 31..16 and `open` says
-/// whether that bucket holds more than one value (else `value` is known).
+/// keys are strictly greater. After pass one, `bucket` holds its bits 31..16.
 struct Ranked {
   int64_t rank = 0;
   uint32_t value = 0;
   int64_t above = 0;
   uint32_t bucket = 0;
-  bool open = false;
 };
 
-/// Each cut's bucket from pass one; the value too where the bucket holds one.
+/// Each cut's bucket from pass one.
 void placeInBuckets(const HighCounts &high, Ranked *cuts, int count) {
   for (int w = 0; w < count; ++w) {
     Ranked &cut = cuts[w];
-    if (cut.rank <= 0)
-      continue;
-    cut.bucket = bucketOf(high.hist, cut.rank, cut.above);
-    cut.open = high.lowBits[cut.bucket] != 0;
-    if (!cut.open)
-      cut.value = cut.bucket << 16; // every key in the bucket is this one
+    if (cut.rank > 0)
+      cut.bucket = bucketOf(high.hist, cut.rank, cut.above);
   }
 }
 
@@ -302,21 +289,21 @@ void countEqualPerChunk(ThreadPool *pool, const KeyChunks &keys, const uint32_t 
   });
 }
 
-/// The keys of ranks cuts[0..count) in a key order: pass one, then (for cuts whose bucket
-/// holds more than one value) a pass histogramming bits 15..0 inside those buckets.
+/// The keys of ranks cuts[0..count) in a key order: pass one, then a pass histogramming bits
+/// 15..0 inside the cuts' buckets.
 template <typename KeyFn>
 void rankedValues(ThreadPool *pool, const KeyChunks &keys, KeyFn key, Ranked *cuts, int count) {
   auto high = countHigh(pool, keys, key);
   placeInBuckets(*high.all.front(), cuts, count);
   bool any = false;
   for (int w = 0; w < count; ++w)
-    any = any || (cuts[w].rank > 0 && cuts[w].open);
+    any = any || cuts[w].rank > 0;
   if (!any)
     return;
   auto low = overChunks<LowCounts>(pool, keys, [&](LowCounts &s, size_t, const float *x,
                                                    int64_t n) {
     for (int w = 0; w < count; ++w) {
-      if (cuts[w].rank <= 0 || !cuts[w].open)
+      if (cuts[w].rank <= 0)
         continue;
       int64_t *hist = s.at(w);
       uint32_t b = cuts[w].bucket;
@@ -328,7 +315,7 @@ void rankedValues(ThreadPool *pool, const KeyChunks &keys, KeyFn key, Ranked *cu
     }
   });
   for (int w = 0; w < count; ++w)
-    if (cuts[w].rank > 0 && cuts[w].open)
+    if (cuts[w].rank > 0)
       cuts[w].value = (cuts[w].bucket << 16) | bucketOf(mergedLow(low, w), cuts[w].rank,
                                                         cuts[w].above);
 }
@@ -369,9 +356,10 @@ void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, dou
   bool want[2] = {cuts[0].rank > 0, cuts[1].rank > 0};
   if (!want[0] && !want[1])
     return;
-  // Pass two: a cut whose value is known counts each chunk's keys equal to it; an open one
-  // histograms bits 15..0 in its bucket and keeps the bucket's keys of each chunk, from which
-  // its counts and tie index follow once the histogram gives its value.
+  // Pass two: each cut histograms bits 15..0 in its bucket and keeps the bucket's keys of each
+  // chunk, from which its counts and tie index follow once the histogram gives its value. (A
+  // pass-one flag for buckets of one value would spare this histogram for bf16-like keys, at
+  // a second table update per key in pass one for every key: it cost more than it saved.)
   size_t chunks = keys.chunks();
   std::vector<int64_t> counts(chunks * 2);
   bool keep = keys.chunkSize() <= 65536; // offsets in 16 bits
@@ -384,13 +372,6 @@ void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, dou
       const Ranked &cut = cuts[w];
       if (!want[w])
         continue;
-      if (!cut.open) {
-        int64_t equal = 0;
-        for (int64_t i = 0; i < m; ++i)
-          equal += magnitudeKey(x[i]) == cut.value;
-        counts[c * 2 + static_cast<size_t>(w)] = equal;
-        continue;
-      }
       int64_t *hist = st.at(w);
       if (overflow.load(std::memory_order_relaxed)) {
         forBucketKeys(x, m, cut.bucket, [&](int64_t, uint32_t k) { ++hist[k & 0xFFFF]; });
@@ -408,7 +389,7 @@ void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, dou
   bool third[2] = {false, false};
   for (int w = 0; w < 2; ++w) {
     Ranked &cut = cuts[w];
-    if (!want[w] || !cut.open)
+    if (!want[w])
       continue;
     cut.value = (cut.bucket << 16) | bucketOf(mergedLow(low, w), cut.rank, cut.above);
     if (overflow) {
@@ -434,7 +415,7 @@ void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, dou
     RankBoundary &b = w == 0 ? hi : lo;
     b.bits = static_cast<double>(cut.value);
     int64_t r = cut.rank - cut.above;
-    if (!cut.open || third[w]) {
+    if (third[w]) {
       b.index = static_cast<double>(indexOfEqual(keys, counts, w, cut.value, r));
       continue;
     }
