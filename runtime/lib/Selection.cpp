@@ -149,36 +149,103 @@ struct ScratchOnly {
   void reset() {}
 };
 
+/// 65536 counters and the range [first, last] outside which they are all zero. A tensor's keys
+/// crowd into a few hundred of them (a few exponents), and most tensors are small: clearing,
+/// merging and scanning the range instead of all 65536 is what a selection of a 512-element
+/// tensor costs, not 1.5 MB of memory traffic.
+struct Bins {
+  std::vector<int64_t> count = std::vector<int64_t>(65536);
+  uint32_t first = 65536, last = 0; ///< first > last: all zero
+
+  void widen(uint32_t lo, uint32_t hi) {
+    first = std::min(first, lo);
+    last = std::max(last, hi);
+  }
+  void add(uint32_t b) {
+    ++count[b];
+    widen(b, b);
+  }
+  void add(const Bins &other) {
+    if (other.first > other.last)
+      return;
+    widen(other.first, other.last);
+    for (uint32_t b = other.first; b <= other.last; ++b)
+      count[b] += other.count[b];
+  }
+  void clear() {
+    if (first <= last)
+      std::fill(count.begin() + first, count.begin() + last + 1, 0);
+    first = 65536;
+    last = 0;
+  }
+};
+
 /// Pass one: a histogram of the keys' bits 31..16 and how many keys have magnitude 0.
 struct HighCounts {
-  std::vector<int64_t> hist = std::vector<int64_t>(65536);
+  Bins hist;
   int64_t zeros = 0;
   std::vector<float> scratch;
   void reset() {
-    std::fill(hist.begin(), hist.end(), 0);
+    hist.clear();
     zeros = 0;
   }
 };
+
+/// The smallest and largest key of x[0..n) (n > 0) in a key order, in a loop that vectorizes
+/// (built for AVX2 too: SSE2 has no unsigned 32-bit minimum). Plain out-parameters: clang does
+/// not emit template code (std::pair) that only target_clones functions use.
+__attribute__((target_clones("avx2", "default"))) void magnitudeRange(const float *x, int64_t n,
+                                                                     uint32_t *lo, uint32_t *hi) {
+  uint32_t a = 0xFFFFFFFFu, b = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t k = magnitudeKey(x[i]);
+    a = k < a ? k : a;
+    b = k > b ? k : b;
+  }
+  *lo = a;
+  *hi = b;
+}
+__attribute__((target_clones("avx2", "default"))) void orderedRange(const float *x, int64_t n,
+                                                                   uint32_t *lo, uint32_t *hi) {
+  uint32_t a = 0xFFFFFFFFu, b = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t k = orderedKey(x[i]);
+    a = k < a ? k : a;
+    b = k > b ? k : b;
+  }
+  *lo = a;
+  *hi = b;
+}
+void keyRange(ByMagnitude, const float *x, int64_t n, uint32_t *lo, uint32_t *hi) {
+  magnitudeRange(x, n, lo, hi);
+}
+void keyRange(ByValue, const float *x, int64_t n, uint32_t *lo, uint32_t *hi) {
+  orderedRange(x, n, lo, hi);
+}
 
 /// Pass one over the keys; the counts merged into the first state (there is one: n > 0).
 template <typename KeyFn>
 StateSet<HighCounts> countHigh(ThreadPool *pool, const KeyChunks &keys, KeyFn key) {
   auto states = overChunks<HighCounts>(pool, keys, [&](HighCounts &s, size_t, const float *x,
                                                        int64_t n) {
+    if (n == 0)
+      return;
+    uint32_t lo, hi;
+    keyRange(key, x, n, &lo, &hi);
+    s.hist.widen(lo >> 16, hi >> 16);
+    int64_t *count = s.hist.count.data();
     int64_t zeros = 0;
     for (int64_t i = 0; i < n; ++i) {
       uint32_t k = key(x[i]);
-      ++s.hist[k >> 16];
+      ++count[k >> 16];
       zeros += magnitudeKey(x[i]) == 0;
     }
     s.zeros += zeros;
   });
   HighCounts &total = *states.all.front();
   for (size_t j = 1; j < states.all.size(); ++j) {
-    const HighCounts &s = *states.all[j];
-    for (size_t b = 0; b < 65536; ++b)
-      total.hist[b] += s.hist[b];
-    total.zeros += s.zeros;
+    total.hist.add(states.all[j]->hist);
+    total.zeros += states.all[j]->zeros;
   }
   return states;
 }
@@ -200,38 +267,35 @@ template <typename Hit> void forBucketKeys(const float *x, int64_t n, uint32_t b
   }
 }
 
-/// Histograms of bits 15..0 inside up to two buckets of bits 31..16 (empty: not asked for).
+/// Histograms of bits 15..0 inside up to two buckets of bits 31..16.
 struct LowCounts {
-  std::vector<int64_t> hist[2];
+  Bins hist[2];
   std::vector<float> scratch;
   void reset() {
     for (auto &h : hist)
-      std::fill(h.begin(), h.end(), 0);
-  }
-  int64_t *at(int w) {
-    if (hist[w].empty())
-      hist[w].resize(65536);
-    return hist[w].data();
+      h.clear();
   }
 };
 
-/// The sum of histogram w over a pass's states.
-std::vector<int64_t> mergedLow(const StateSet<LowCounts> &states, int w) {
-  std::vector<int64_t> hist(65536);
-  for (const auto &s : states.all)
-    if (!s->hist[w].empty())
-      for (size_t b = 0; b < 65536; ++b)
-        hist[b] += s->hist[w][b];
-  return hist;
+/// Histogram w of a pass's states, summed into the first state's (there is one: n > 0).
+const Bins &mergedLow(const StateSet<LowCounts> &states, int w) {
+  Bins &total = states.all.front()->hist[w];
+  for (size_t j = 1; j < states.all.size(); ++j)
+    total.add(states.all[j]->hist[w]);
+  return total;
 }
 
 /// The histogram bucket (from the top) where the m-th largest falls; `above` gains the counts
 /// of the buckets above it.
-uint32_t bucketOf(const std::vector<int64_t> &hist, int64_t m, int64_t &above) {
-  uint32_t b = 65535;
+uint32_t bucketOf(const std::vector<int64_t> &hist, int64_t m, int64_t &above,
+                  uint32_t top = 65535) {
+  uint32_t b = std::min<uint32_t>(top, 65535);
   for (; b > 0 && above + hist[b] < m; --b)
     above += hist[b];
   return b;
+}
+uint32_t bucketOf(const Bins &bins, int64_t m, int64_t &above) {
+  return bucketOf(bins.count, m, above, bins.first <= bins.last ? bins.last : 0);
 }
 
 /// A key of descending rank `rank` (1-based; 0: none) in a key order: its value and how many
@@ -305,12 +369,12 @@ void rankedValues(ThreadPool *pool, const KeyChunks &keys, KeyFn key, Ranked *cu
     for (int w = 0; w < count; ++w) {
       if (cuts[w].rank <= 0)
         continue;
-      int64_t *hist = s.at(w);
+      Bins &hist = s.hist[w];
       uint32_t b = cuts[w].bucket;
       for (int64_t i = 0; i < n; ++i) {
         uint32_t k = key(x[i]);
         if ((k >> 16) == b)
-          ++hist[k & 0xFFFF];
+          hist.add(k & 0xFFFF);
       }
     }
   });
@@ -372,14 +436,14 @@ void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, dou
       const Ranked &cut = cuts[w];
       if (!want[w])
         continue;
-      int64_t *hist = st.at(w);
+      Bins &hist = st.hist[w];
       if (overflow.load(std::memory_order_relaxed)) {
-        forBucketKeys(x, m, cut.bucket, [&](int64_t, uint32_t k) { ++hist[k & 0xFFFF]; });
+        forBucketKeys(x, m, cut.bucket, [&](int64_t, uint32_t k) { hist.add(k & 0xFFFF); });
         continue;
       }
       std::vector<uint32_t> &mine = kept[c * 2 + static_cast<size_t>(w)];
       forBucketKeys(x, m, cut.bucket, [&](int64_t i, uint32_t k) {
-        ++hist[k & 0xFFFF];
+        hist.add(k & 0xFFFF);
         mine.push_back(k << 16 | static_cast<uint32_t>(i));
       });
       if (keptTotal += static_cast<int64_t>(mine.size()); keptTotal > kMaxKeptBucketKeys)
@@ -452,8 +516,8 @@ void ModelTopK::count(ThreadPool *pool, const KeyChunks &keys) {
     total_ += keys.size();
     if (nonzero_)
       nonzeros_ += keys.size() - h.zeros;
-    for (size_t b = 0; b < high_.size(); ++b)
-      high_[b] += h.hist[b];
+    for (uint32_t b = h.hist.first; b <= h.hist.last; ++b)
+      high_[b] += h.hist.count[b];
     return;
   }
   Cut *cuts[2] = {&hi_, &lo_};
@@ -462,15 +526,15 @@ void ModelTopK::count(ThreadPool *pool, const KeyChunks &keys) {
     for (int w = 0; w < 2; ++w) {
       if (cuts[w]->rank == 0)
         continue;
-      int64_t *hist = s.at(w);
-      forBucketKeys(x, n, cuts[w]->high, [&](int64_t, uint32_t k) { ++hist[k & 0xFFFF]; });
+      Bins &hist = s.hist[w];
+      forBucketKeys(x, n, cuts[w]->high, [&](int64_t, uint32_t k) { hist.add(k & 0xFFFF); });
     }
   });
   for (int w = 0; w < 2; ++w)
     if (cuts[w]->rank > 0) {
-      std::vector<int64_t> hist = mergedLow(low, w);
-      for (size_t b = 0; b < 65536; ++b)
-        cuts[w]->hist[b] += hist[b];
+      const Bins &hist = mergedLow(low, w);
+      for (uint32_t b = hist.first; b <= hist.last; ++b)
+        cuts[w]->hist[b] += hist.count[b];
     }
 }
 
