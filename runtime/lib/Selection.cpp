@@ -747,11 +747,82 @@ template <const DigitPlan &plan> void rankRowWith(const float *x, float *r, size
   }
 }
 
+/// rankRowWith for rows under 2048 on byte digits, each pass over four streams: the row's
+/// current order cut into four consecutive runs, each counted and scattered by its own
+/// counters, interleaved. A digit that takes few values (the exponent's bytes) sends keys in a
+/// row to the same counter, and each increment then waits on the one before (a store to load
+/// chain, ~5 cycles); four streams are four chains at once. Within a bucket, stream 0's keys
+/// go first, then stream 1's, ...: runs in order, so the sort stays stable. Only digits that
+/// vary within the row (bits where the keys' OR and AND differ) take a pass.
+void rankShortRow(const float *x, float *r, size_t c) {
+  constexpr size_t kStreams = 4;
+  uint32_t any = 0, all = 0xFFFFFFFFu;
+  for (size_t i = 0; i < c; ++i) {
+    uint32_t k = magnitudeKey(x[i]);
+    any |= k;
+    all &= k;
+  }
+  uint32_t varying = any ^ all;
+  unsigned digits[4], active = 0;
+  for (unsigned d = 0; d < 4; ++d)
+    if ((varying >> (8 * d)) & 0xFF)
+      digits[active++] = d;
+  if (active == 0) { // one magnitude: index order
+    for (size_t i = 0; i < c; ++i)
+      r[i] = static_cast<float>(i + 1);
+    return;
+  }
+  thread_local std::vector<uint64_t> from, to;
+  from.resize(c), to.resize(c);
+  // Stream s holds positions [s q, (s + 1) q), the last one also the tail [S q, c).
+  size_t q = c / kStreams;
+  uint32_t at[kStreams][256];
+  for (unsigned a = 0; a < active; ++a) {
+    unsigned shift = 8 * digits[a];
+    bool first = a == 0, last = a + 1 == active;
+    // Every key's digit lies between the AND's and the OR's (its bits are between theirs):
+    // counters outside [lo, hi] stay 0, so only those are cleared and scanned.
+    uint32_t lo = (all >> shift) & 0xFF, hi = (any >> shift) & 0xFF;
+    // The item at position i of this pass: (key << 32 | index).
+    auto item = [&](size_t i) -> uint64_t {
+      return first ? uint64_t{magnitudeKey(x[i])} << 32 | i : from[i];
+    };
+    auto bin = [&](uint64_t p) { return static_cast<uint32_t>(p >> (32 + shift)) & 0xFF; };
+    for (size_t st = 0; st < kStreams; ++st)
+      std::fill(at[st] + lo, at[st] + hi + 1, 0u);
+    for (size_t i = 0; i < q; ++i)
+      for (size_t st = 0; st < kStreams; ++st)
+        ++at[st][bin(item(st * q + i))];
+    for (size_t i = kStreams * q; i < c; ++i)
+      ++at[kStreams - 1][bin(item(i))];
+    uint32_t start = 0;
+    for (uint32_t b = lo; b <= hi; ++b) {
+      uint32_t here = start;
+      start += at[0][b] + at[1][b] + at[2][b] + at[3][b];
+      for (size_t st = 0; st < kStreams; ++st)
+        here += std::exchange(at[st][b], here);
+    }
+    auto place = [&](size_t st, uint64_t p) {
+      uint32_t slot = at[st][bin(p)]++;
+      if (last)
+        r[static_cast<uint32_t>(p)] = static_cast<float>(slot + 1);
+      else
+        to[slot] = p;
+    };
+    for (size_t i = 0; i < q; ++i)
+      for (size_t st = 0; st < kStreams; ++st)
+        place(st, item(st * q + i));
+    for (size_t i = kStreams * q; i < c; ++i)
+      place(kStreams - 1, item(i));
+    from.swap(to);
+  }
+}
+
 void rankRow(const float *x, float *r, size_t c) {
   if (c >= 2048)
     rankRowWith<kWide>(x, r, c);
   else
-    rankRowWith<kBytes>(x, r, c);
+    rankShortRow(x, r, c);
 }
 
 /// The f64 sum of y[0..cols) in `lanes` (a power of two, at most 256) partials, lane t adding
