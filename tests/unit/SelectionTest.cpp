@@ -300,9 +300,15 @@ TEST(Selection, StreamedModelTopKMatchesTheBuffer) {
 // row; rows where a byte is shared by all (the skipped digits) and constant rows included.
 TEST(Selection, StreamedRowRanksMatchASortPerRow) {
   ThreadPool one(1), two(2);
-  for (int64_t cols : {int64_t{1}, int64_t{3}, int64_t{512}, int64_t{5000}}) {
+  for (int64_t cols : {int64_t{1}, int64_t{3}, int64_t{512}, int64_t{1031}, int64_t{5000}}) {
     int64_t rows = 37;
     std::vector<float> x = tiedKeys(static_cast<size_t>(rows * cols), 9, cols == 512);
+    if (cols == 1031) { // every bit of the magnitudes varies: all four byte passes
+      std::mt19937 rng(5);
+      std::normal_distribution<float> noise(0, 1);
+      for (float &v : x)
+        v = noise(rng);
+    }
     std::fill(x.begin(), x.begin() + cols, 2.5f); // one magnitude: ranks in index order
     std::vector<float> expected(x.size());
     for (int64_t r = 0; r < rows; ++r) {
