@@ -542,20 +542,23 @@ uint64_t residentBytes() {
 /// for row ranks the (key, index) pairs rowRanks sorts in, twice (16 bytes a column) on each
 /// thread, kept between tensors. The host streams the keys of selections and row phases
 /// (HostDevice::streamsKeys): on each thread, and once more for merged counts, a chunk of f32
-/// keys and, for a top-k or quantile, at most two 64K-bin histograms; a top-k also keeps up to
-/// 2^21 keys of its boundary buckets (16 MiB with the vectors' growth).
+/// keys and, for each top-k or quantile (sibling top-ks share their passes, so their states
+/// coexist), three 64K-bin histograms (one for pass one, two for pass two's cuts); the top-ks
+/// also keep up to 2^21 keys of their boundary buckets (16 MiB with the vectors' growth).
 uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t threads) {
   uint64_t n = static_cast<uint64_t>(t.numel());
   uint64_t cols = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
   bool rows = false, ranks = false, selects = false;
+  uint64_t selections = 0;
   for (const CompiledRule::Phase &p : rule.phases) {
     rows = rows || p.kind == CompiledRule::Kind::Row;
-    selects = selects || p.kind == CompiledRule::Kind::TopK ||
-              p.kind == CompiledRule::Kind::Quantile;
+    bool select = p.kind == CompiledRule::Kind::TopK || p.kind == CompiledRule::Kind::Quantile;
+    selects = selects || select;
+    selections += select;
     ranks = ranks || (p.kind == CompiledRule::Kind::Row && p.row == CompiledRule::RowOp::Rank);
   }
   uint64_t perThread =
-      (selects ? Device::kChunk * sizeof(float) + 2 * 65536 * 8 : 0) +
+      (selects ? Device::kChunk * sizeof(float) + selections * 3 * 65536 * 8 : 0) +
       (rows ? static_cast<uint64_t>(rowChunkSize(static_cast<int64_t>(cols))) * sizeof(float) : 0);
   uint64_t keptBucketKeys = selects ? uint64_t{16} << 20 : 0;
   // Large tensors' rows in windows (PhaseRunner's RowWindows): a key buffer and the row

@@ -122,9 +122,8 @@ void HostDevice::modelTopKBoundaries(ModelTopK &topk, const float *keys, int64_t
   topk.boundaries(&pool_, KeyChunks::buffer(keys, n), hi, lo);
 }
 
-void HostDevice::streamTopKBoundaries(const KeyChunks &keys, double density, double skip,
-                                      bool nonzero, RankBoundary &hi, RankBoundary &lo) {
-  rt::topkBoundaries(&pool_, keys, density, skip, nonzero, hi, lo);
+void HostDevice::streamTopKBoundaries(std::vector<TopKJob> &jobs) {
+  rt::topkBoundaries(&pool_, jobs);
 }
 
 double HostDevice::streamQuantile(const KeyChunks &keys, double q) {
@@ -191,8 +190,7 @@ namespace {
 }
 } // namespace
 
-void Device::streamTopKBoundaries(const KeyChunks &, double, double, bool, RankBoundary &,
-                                  RankBoundary &) {
+void Device::streamTopKBoundaries(std::vector<TopKJob> &) {
   doesNotStream("streamTopKBoundaries");
 }
 double Device::streamQuantile(const KeyChunks &, double) { doesNotStream("streamQuantile"); }

@@ -389,6 +389,8 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
   std::vector<double> partials;
   std::shared_ptr<void> keyBuffer, partialBuffer;
   std::vector<bool> done(rule.phases.size(), false);
+  // Top-k phases that ran with an earlier sibling's passes (streamTopKBoundaries' jobs).
+  std::vector<bool> ranWithSibling(rule.phases.size(), false);
   size_t nextRow = 0;
   for (size_t k = 0; k < rule.phases.size(); ++k) {
     const CompiledRule::Phase &phase = rule.phases[k];
@@ -397,6 +399,8 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
     float *rowBuffer =
         phase.kind == Kind::Row ? static_cast<float *>(rows[nextRow].get()) : nullptr;
     nextRow += phase.buffers;
+    if (ranWithSibling[k])
+      continue;
     double *slot = &scalars[static_cast<size_t>(phase.firstSlot)];
     if (analysis) {
       // Only what an unfinished model-scope phase waits for, once its inputs are there.
@@ -505,25 +509,60 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
         // No key buffer: each pass over the keys re-runs this phase's kernel on a chunk (of
         // whole rows for a row phase) into the calling thread's scratch. The kernel stores
         // key i at aligned + i, so the scratch goes in shifted down by the chunk's start.
-        PackedKernel fn = phase.fn;
-        if (!fn)
-          throw RuntimeError("internal: phase " + phase.symbol + " has no host code");
         int64_t chunk = phase.kind == Kind::Row ? rowChunkSize(cols) : Device::kChunk;
-        KeyChunks keys(n, chunk, true, [&, fn, chunk](size_t c, float *scratch) {
-          int64_t begin = static_cast<int64_t>(c) * chunk, end = std::min(n, begin + chunk);
-          PackedArgs args(descs, shiftedView(scratch, begin, sizeof(float), n), begin, end,
-                          layer, numLayers, scalarDesc);
-          fn(args.data());
-          return scratch;
-        });
-        if (phase.kind == Kind::TopK) {
+        auto keysOf = [&, chunk](const CompiledRule::Phase &p) {
+          PackedKernel fn = p.fn;
+          if (!fn)
+            throw RuntimeError("internal: phase " + p.symbol + " has no host code");
+          return KeyChunks(n, chunk, true, [&, fn, chunk](size_t c, float *scratch) {
+            int64_t begin = static_cast<int64_t>(c) * chunk, end = std::min(n, begin + chunk);
+            PackedArgs args(descs, shiftedView(scratch, begin, sizeof(float), n), begin, end,
+                            layer, numLayers, scalarDesc);
+            fn(args.data());
+            return scratch;
+          });
+        };
+        KeyChunks keys = keysOf(phase);
+        if (phase.kind == Kind::TopK && !accumulate && !wholeModel) {
+          // With the tensor-scope top-k phases right after it that read none of the group's
+          // results (TIES's one a task vector): one set of passes for all of them.
+          std::vector<size_t> group{k};
+          for (size_t j = k + 1; !analysis && j < rule.phases.size(); ++j) {
+            const CompiledRule::Phase &next = rule.phases[j];
+            bool tensorScope = !(scope && next.modelScope);
+            bool independent = std::none_of(next.deps.begin(), next.deps.end(), [&](size_t d) {
+              return std::find(group.begin(), group.end(), d) != group.end();
+            });
+            if (next.kind != Kind::TopK || !tensorScope || !independent)
+              break;
+            group.push_back(j);
+          }
+          std::vector<KeyChunks> groupKeys;
+          groupKeys.reserve(group.size());
+          std::vector<TopKJob> jobs;
+          for (size_t j : group) {
+            const CompiledRule::Phase &p = rule.phases[j];
+            groupKeys.push_back(j == k ? std::move(keys) : keysOf(p));
+            jobs.push_back(TopKJob{&groupKeys.back(), p.param, p.skip, p.nonzero, {}, {}});
+          }
+          device.streamTopKBoundaries(jobs);
+          for (size_t g = 0; g < group.size(); ++g) {
+            double *out = &scalars[static_cast<size_t>(rule.phases[group[g]].firstSlot)];
+            out[0] = jobs[g].hi.bits;
+            out[1] = jobs[g].hi.index;
+            out[2] = jobs[g].lo.bits;
+            out[3] = jobs[g].lo.index;
+            if (group[g] != k) {
+              ranWithSibling[group[g]] = true;
+              done[group[g]] = true;
+            }
+          }
+        } else if (phase.kind == Kind::TopK) {
           RankBoundary hi, lo;
           if (accumulate)
             device.streamCountModelTopK(*state->topk, keys);
-          else if (wholeModel)
-            device.streamModelTopKBoundaries(*state->topk, keys, hi, lo);
           else
-            device.streamTopKBoundaries(keys, phase.param, phase.skip, phase.nonzero, hi, lo);
+            device.streamModelTopKBoundaries(*state->topk, keys, hi, lo);
           slot[0] = hi.bits;
           slot[1] = hi.index;
           slot[2] = lo.bits;

@@ -3,6 +3,7 @@
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/ThreadPool.h"
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -106,13 +107,13 @@ template <typename State> struct StateSet {
   }
 };
 
-/// Runs body(state, c, keys of chunk c, their count) for every chunk of a pass, in parallel on
-/// `pool` (serially without one), each chunk with a State no other running chunk holds: a
-/// chunk takes an idle one or a spare, so there are about as many as threads. Returns them
-/// all for the caller to merge (by integer sums, so the result does not depend on which state
-/// saw which chunk).
+/// Runs body(state, c) for chunks c in [0, chunks), in parallel on `pool` (serially without
+/// one), each chunk with a State no other running chunk holds: a chunk takes an idle one or a
+/// spare, so there are about as many as threads; state.scratch holds at least `scratch`
+/// floats. Returns them all for the caller to merge (by integer sums, so the result does not
+/// depend on which state saw which chunk).
 template <typename State, typename Body>
-StateSet<State> overChunks(ThreadPool *pool, const KeyChunks &keys, Body body) {
+StateSet<State> overChunkIndices(ThreadPool *pool, size_t chunks, int64_t scratch, Body body) {
   std::mutex mutex;
   StateSet<State> states;
   std::vector<State *> idle;
@@ -128,19 +129,28 @@ StateSet<State> overChunks(ThreadPool *pool, const KeyChunks &keys, Body body) {
         idle.pop_back();
       }
     }
-    if (keys.needsScratch() && state->scratch.size() < static_cast<size_t>(keys.chunkSize()))
-      state->scratch.resize(static_cast<size_t>(keys.chunkSize()));
-    const float *x = keys.get(c, state->scratch.data());
-    body(*state, c, x, keys.end(c) - keys.begin(c));
+    if (state->scratch.size() < static_cast<size_t>(scratch))
+      state->scratch.resize(static_cast<size_t>(scratch));
+    body(*state, c);
     std::lock_guard<std::mutex> lock(mutex);
     idle.push_back(state);
   };
-  if (pool && keys.chunks() > 1)
-    pool->parallelFor(keys.chunks(), run);
+  if (pool && chunks > 1)
+    pool->parallelFor(chunks, run);
   else
-    for (size_t c = 0; c < keys.chunks(); ++c)
+    for (size_t c = 0; c < chunks; ++c)
       run(c);
   return states;
+}
+
+/// overChunkIndices over the chunks of `keys`: body(state, c, keys of chunk c, their count).
+template <typename State, typename Body>
+StateSet<State> overChunks(ThreadPool *pool, const KeyChunks &keys, Body body) {
+  return overChunkIndices<State>(
+      pool, keys.chunks(), keys.needsScratch() ? keys.chunkSize() : 0,
+      [&](State &state, size_t c) {
+        body(state, c, keys.get(c, state.scratch.data()), keys.end(c) - keys.begin(c));
+      });
 }
 
 /// A pass's state that needs only the chunk scratch.
@@ -402,101 +412,219 @@ KeyChunks KeyChunks::buffer(const float *keys, int64_t n, int64_t chunkSize) {
   });
 }
 
-void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, double skip,
-                    bool nonzero, RankBoundary &hi, RankBoundary &lo) {
-  int64_t n = keys.size();
-  hi = lo = RankBoundary{};
+namespace {
+
+/// Pass one of several top-k jobs: each job's high-bits histogram and zero count.
+struct JobHighCounts {
+  std::vector<Bins> hist;
+  std::vector<int64_t> zeros;
+  std::vector<float> scratch;
+  void reset() {
+    for (Bins &b : hist)
+      b.clear();
+    std::fill(zeros.begin(), zeros.end(), 0);
+  }
+  void size(size_t jobs) {
+    if (hist.size() < jobs)
+      hist.resize(jobs);
+    zeros.resize(std::max(zeros.size(), jobs));
+  }
+};
+
+/// Pass two of several top-k jobs: each job's low-bits histograms of its two cuts' buckets.
+struct JobLowCounts {
+  std::vector<std::array<Bins, 2>> hist;
+  std::vector<float> scratch;
+  void reset() {
+    for (auto &cuts : hist)
+      for (Bins &b : cuts)
+        b.clear();
+  }
+  void size(size_t jobs) {
+    if (hist.size() < jobs)
+      hist.resize(jobs);
+  }
+};
+
+/// What a job works out between the passes.
+struct JobWork {
+  Ranked cuts[2];
+  bool want[2] = {false, false};
+  bool third[2] = {false, false};
+  std::vector<int64_t> counts;             ///< per chunk, per cut: keys equal to its value
+  std::vector<std::vector<uint32_t>> kept; ///< per chunk, per cut: its bucket's keys
+};
+
+} // namespace
+
+void topkBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs) {
+  if (jobs.empty())
+    return;
+  const KeyChunks &first = *jobs.front().keys;
+  int64_t n = first.size();
+  for (TopKJob &job : jobs) {
+    if (job.keys->size() != n || job.keys->chunkSize() != first.chunkSize())
+      throw RuntimeError("internal: sibling top-k jobs over keys of different lengths");
+    job.hi = job.lo = RankBoundary{};
+  }
   if (n == 0)
     return;
-  Ranked cuts[2];
+  size_t J = jobs.size(), chunks = first.chunks();
+  // A pass computes every job's keys of a chunk in turn into the state's scratch and counts
+  // them: sibling selections (TIES's, one a task vector) share their inputs' chunk (the base
+  // model's) from cache, and the passes' hand-out and merges are paid once.
+  bool scratch = false;
+  for (const TopKJob &job : jobs)
+    scratch = scratch || job.keys->needsScratch();
+  std::vector<JobWork> work(J);
   {
-    auto high = countHigh(pool, keys, ByMagnitude{});
-    const HighCounts &h = *high.all.front();
-    auto [s, e] = topkBand(n, nonzero ? n - h.zeros : n, density, skip);
-    cuts[0].rank = s;
-    cuts[1].rank = e;
-    placeInBuckets(h, cuts, 2);
+    auto high = overChunkIndices<JobHighCounts>(
+        pool, chunks, scratch ? first.chunkSize() : 0, [&](JobHighCounts &s, size_t c) {
+          s.size(J);
+          int64_t m = first.end(c) - first.begin(c);
+          for (size_t j = 0; j < J; ++j) {
+            const float *x = jobs[j].keys->get(c, s.scratch.data());
+            uint32_t lo, hi;
+            magnitudeRange(x, m, &lo, &hi);
+            s.hist[j].widen(lo >> 16, hi >> 16);
+            int64_t *count = s.hist[j].count.data();
+            int64_t zeros = 0;
+            for (int64_t i = 0; i < m; ++i) {
+              uint32_t k = magnitudeKey(x[i]);
+              ++count[k >> 16];
+              zeros += k == 0;
+            }
+            s.zeros[j] += zeros;
+          }
+        });
+    JobHighCounts &total = *high.all.front();
+    for (size_t k = 1; k < high.all.size(); ++k)
+      for (size_t j = 0; j < J; ++j) {
+        total.hist[j].add(high.all[k]->hist[j]);
+        total.zeros[j] += high.all[k]->zeros[j];
+      }
+    for (size_t j = 0; j < J; ++j) {
+      const TopKJob &job = jobs[j];
+      JobWork &w = work[j];
+      auto [s, e] = topkBand(n, job.nonzero ? n - total.zeros[j] : n, job.density, job.skip);
+      w.cuts[0].rank = s;
+      w.cuts[1].rank = e;
+      for (Ranked &cut : w.cuts)
+        if (cut.rank > 0)
+          cut.bucket = bucketOf(total.hist[j], cut.rank, cut.above);
+      w.want[0] = s > 0;
+      w.want[1] = e > 0;
+    }
   }
-  bool want[2] = {cuts[0].rank > 0, cuts[1].rank > 0};
-  if (!want[0] && !want[1])
+  std::vector<size_t> active;
+  for (size_t j = 0; j < J; ++j)
+    if (work[j].want[0] || work[j].want[1])
+      active.push_back(j);
+  if (active.empty())
     return;
   // Pass two: each cut histograms bits 15..0 in its bucket and keeps the bucket's keys of each
   // chunk, from which its counts and tie index follow once the histogram gives its value. (A
   // pass-one flag for buckets of one value would spare this histogram for bf16-like keys, at
   // a second table update per key in pass one for every key: it cost more than it saved.)
-  size_t chunks = keys.chunks();
-  std::vector<int64_t> counts(chunks * 2);
-  bool keep = keys.chunkSize() <= 65536; // offsets in 16 bits
-  std::vector<std::vector<uint32_t>> kept(keep ? chunks * 2 : 0);
+  // The jobs share one budget of kept keys.
+  bool keep = first.chunkSize() <= 65536; // offsets in 16 bits
+  for (size_t j : active) {
+    work[j].counts.assign(chunks * 2, 0);
+    work[j].kept.resize(keep ? chunks * 2 : 0);
+  }
   std::atomic<int64_t> keptTotal{0};
   std::atomic<bool> overflow{!keep};
-  auto low = overChunks<LowCounts>(pool, keys, [&](LowCounts &st, size_t c, const float *x,
-                                                   int64_t m) {
-    for (int w = 0; w < 2; ++w) {
-      const Ranked &cut = cuts[w];
-      if (!want[w])
-        continue;
-      Bins &hist = st.hist[w];
-      if (overflow.load(std::memory_order_relaxed)) {
-        forBucketKeys(x, m, cut.bucket, [&](int64_t, uint32_t k) { hist.add(k & 0xFFFF); });
-        continue;
-      }
-      std::vector<uint32_t> &mine = kept[c * 2 + static_cast<size_t>(w)];
-      forBucketKeys(x, m, cut.bucket, [&](int64_t i, uint32_t k) {
-        hist.add(k & 0xFFFF);
-        mine.push_back(k << 16 | static_cast<uint32_t>(i));
-      });
-      if (keptTotal += static_cast<int64_t>(mine.size()); keptTotal > kMaxKeptBucketKeys)
-        overflow = true;
-    }
-  });
-  bool third[2] = {false, false};
-  for (int w = 0; w < 2; ++w) {
-    Ranked &cut = cuts[w];
-    if (!want[w])
-      continue;
-    cut.value = (cut.bucket << 16) | bucketOf(mergedLow(low, w), cut.rank, cut.above);
-    if (overflow) {
-      third[w] = true;
-      continue;
-    }
-    for (size_t c = 0; c < chunks; ++c) {
-      int64_t equal = 0;
-      for (uint32_t k : kept[c * 2 + static_cast<size_t>(w)])
-        equal += (k >> 16) == (cut.value & 0xFFFF);
-      counts[c * 2 + static_cast<size_t>(w)] = equal;
-    }
-  }
-  if (third[0] || third[1]) {
-    uint32_t values[2] = {cuts[0].value, cuts[1].value};
-    countEqualPerChunk(pool, keys, values, third, counts);
-  }
-  for (int w = 0; w < 2; ++w) {
-    const Ranked &cut = cuts[w];
-    if (!want[w])
-      continue;
-    // The (rank - above)-th key equal to the boundary value, in index order, is the last kept.
-    RankBoundary &b = w == 0 ? hi : lo;
-    b.bits = static_cast<double>(cut.value);
-    int64_t r = cut.rank - cut.above;
-    if (third[w]) {
-      b.index = static_cast<double>(indexOfEqual(keys, counts, w, cut.value, r));
-      continue;
-    }
-    for (size_t c = 0; c < chunks && b.index < 0; ++c) {
-      if (int64_t here = counts[c * 2 + static_cast<size_t>(w)]; r > here) {
-        r -= here;
-        continue;
-      }
-      for (uint32_t k : kept[c * 2 + static_cast<size_t>(w)])
-        if ((k >> 16) == (cut.value & 0xFFFF) && --r == 0) {
-          b.index = static_cast<double>(keys.begin(c) + (k & 0xFFFF));
-          break;
+  auto low = overChunkIndices<JobLowCounts>(
+      pool, chunks, scratch ? first.chunkSize() : 0, [&](JobLowCounts &st, size_t c) {
+        st.size(J);
+        int64_t m = first.end(c) - first.begin(c);
+        for (size_t j : active) {
+          const float *x = jobs[j].keys->get(c, st.scratch.data());
+          JobWork &wk = work[j];
+          for (int w = 0; w < 2; ++w) {
+            if (!wk.want[w])
+              continue;
+            Bins &hist = st.hist[j][static_cast<size_t>(w)];
+            uint32_t bucket = wk.cuts[w].bucket;
+            if (overflow.load(std::memory_order_relaxed)) {
+              forBucketKeys(x, m, bucket, [&](int64_t, uint32_t k) { hist.add(k & 0xFFFF); });
+              continue;
+            }
+            std::vector<uint32_t> &mine = wk.kept[c * 2 + static_cast<size_t>(w)];
+            forBucketKeys(x, m, bucket, [&](int64_t i, uint32_t k) {
+              hist.add(k & 0xFFFF);
+              mine.push_back(k << 16 | static_cast<uint32_t>(i));
+            });
+            if (keptTotal += static_cast<int64_t>(mine.size()); keptTotal > kMaxKeptBucketKeys)
+              overflow = true;
+          }
         }
+      });
+  JobLowCounts &lowTotal = *low.all.front();
+  for (size_t k = 1; k < low.all.size(); ++k)
+    for (size_t j : active)
+      for (size_t w = 0; w < 2; ++w)
+        lowTotal.hist[j][w].add(low.all[k]->hist[j][w]);
+  for (size_t j : active) {
+    JobWork &wk = work[j];
+    for (int w = 0; w < 2; ++w) {
+      Ranked &cut = wk.cuts[w];
+      if (!wk.want[w])
+        continue;
+      cut.value = (cut.bucket << 16) |
+                  bucketOf(lowTotal.hist[j][static_cast<size_t>(w)], cut.rank, cut.above);
+      if (overflow) {
+        wk.third[w] = true;
+        continue;
+      }
+      for (size_t c = 0; c < chunks; ++c) {
+        int64_t equal = 0;
+        for (uint32_t k : wk.kept[c * 2 + static_cast<size_t>(w)])
+          equal += (k >> 16) == (cut.value & 0xFFFF);
+        wk.counts[c * 2 + static_cast<size_t>(w)] = equal;
+      }
     }
-    if (b.index < 0)
-      throw RuntimeError("internal: a top-k tie not found");
+    const KeyChunks &keys = *jobs[j].keys;
+    if (wk.third[0] || wk.third[1]) {
+      uint32_t values[2] = {wk.cuts[0].value, wk.cuts[1].value};
+      countEqualPerChunk(pool, keys, values, wk.third, wk.counts);
+    }
+    for (int w = 0; w < 2; ++w) {
+      const Ranked &cut = wk.cuts[w];
+      if (!wk.want[w])
+        continue;
+      // The (rank - above)-th key equal to the boundary value, in index order, is the last
+      // kept.
+      RankBoundary &b = w == 0 ? jobs[j].hi : jobs[j].lo;
+      b.bits = static_cast<double>(cut.value);
+      int64_t r = cut.rank - cut.above;
+      if (wk.third[w]) {
+        b.index = static_cast<double>(indexOfEqual(keys, wk.counts, w, cut.value, r));
+        continue;
+      }
+      for (size_t c = 0; c < chunks && b.index < 0; ++c) {
+        if (int64_t here = wk.counts[c * 2 + static_cast<size_t>(w)]; r > here) {
+          r -= here;
+          continue;
+        }
+        for (uint32_t k : wk.kept[c * 2 + static_cast<size_t>(w)])
+          if ((k >> 16) == (cut.value & 0xFFFF) && --r == 0) {
+            b.index = static_cast<double>(keys.begin(c) + (k & 0xFFFF));
+            break;
+          }
+      }
+      if (b.index < 0)
+        throw RuntimeError("internal: a top-k tie not found");
+    }
   }
+}
+
+void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, double skip,
+                    bool nonzero, RankBoundary &hi, RankBoundary &lo) {
+  std::vector<TopKJob> jobs{TopKJob{&keys, density, skip, nonzero, {}, {}}};
+  topkBoundaries(pool, jobs);
+  hi = jobs.front().hi;
+  lo = jobs.front().lo;
 }
 
 void topkBoundaries(const float *keys, int64_t n, double density, double skip, bool nonzero,

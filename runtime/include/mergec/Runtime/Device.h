@@ -136,8 +136,8 @@ public:
   /// tensor-sized key buffer: the host, where a kernel runs on any thread. The stream* calls
   /// are the selections above over such keys; a device that does not stream never gets them.
   virtual bool streamsKeys() const { return false; }
-  virtual void streamTopKBoundaries(const KeyChunks &keys, double density, double skip,
-                                    bool nonzero, RankBoundary &hi, RankBoundary &lo);
+  /// One or several sibling top-k selections of a tensor, their passes shared (TopKJob).
+  virtual void streamTopKBoundaries(std::vector<TopKJob> &jobs);
   virtual double streamQuantile(const KeyChunks &keys, double q);
   virtual void streamCountModelTopK(ModelTopK &topk, const KeyChunks &keys);
   virtual void streamModelTopKBoundaries(ModelTopK &topk, const KeyChunks &keys,
@@ -209,8 +209,7 @@ public:
   void modelTopKBoundaries(ModelTopK &topk, const float *keys, int64_t n, RankBoundary &hi,
                            RankBoundary &lo) override;
   bool streamsKeys() const override { return true; }
-  void streamTopKBoundaries(const KeyChunks &keys, double density, double skip, bool nonzero,
-                            RankBoundary &hi, RankBoundary &lo) override;
+  void streamTopKBoundaries(std::vector<TopKJob> &jobs) override;
   double streamQuantile(const KeyChunks &keys, double q) override;
   void streamCountModelTopK(ModelTopK &topk, const KeyChunks &keys) override;
   void streamModelTopKBoundaries(ModelTopK &topk, const KeyChunks &keys, RankBoundary &hi,

@@ -71,6 +71,20 @@ void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, dou
 void topkBoundaries(const float *keys, int64_t n, double density, double skip, bool nonzero,
                     RankBoundary &hi, RankBoundary &lo);
 
+/// One of several top-k selections over keys of the same length and chunking (the sibling
+/// select phases of a tensor, TIES's one a task vector): its parameters, and its boundaries
+/// once topkBoundaries has run.
+struct TopKJob {
+  const KeyChunks *keys;
+  double density, skip;
+  bool nonzero;
+  RankBoundary hi, lo;
+};
+/// topkBoundaries for every job, the jobs sharing each pass: a chunk's keys of every job are
+/// computed and counted in turn (inputs they share come from cache), and each pass is handed
+/// out and merged once. Each job's boundaries are those it would get alone.
+void topkBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs);
+
 /// merge.topk_mask at model scope: the band [s, s + k) of topkBoundaries over every tensor of
 /// a rule taken as one vector (the tensors in plan order, ties by tensor then flat index). Two
 /// counting passes over the model (a histogram of the magnitudes' high 16 bits, then of the low
