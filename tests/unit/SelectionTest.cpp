@@ -234,6 +234,38 @@ TEST(Selection, TopKTakesTwoPassesOverTheKeys) {
   EXPECT_EQ(made.load(), 10 + 10);
 }
 
+// Sibling selections sharing their passes (TopKJob) get each the boundaries it gets alone, for
+// any threads, with different densities, skips and nonzero; each job's keys are made once per
+// pass (two passes).
+TEST(Selection, TopKJobsMatchTheirSelectionsAlone) {
+  ThreadPool two(2);
+  std::vector<std::vector<float>> x = {tiedKeys(70001, 1, true), tiedKeys(70001, 2, false),
+                                       tiedKeys(70001, 3, true)};
+  x[2][5] = 0; // and some zeros for nonzero
+  double density[3] = {0.2, 0.5, 0.0}, skip[3] = {0.0, 0.1, 0.0};
+  bool nonzero[3] = {false, true, false};
+  for (ThreadPool *pool : {static_cast<ThreadPool *>(nullptr), &two}) {
+    std::atomic<int64_t> made[3] = {0, 0, 0};
+    std::vector<KeyChunks> keys;
+    for (size_t j = 0; j < 3; ++j)
+      keys.push_back(streamed(x[j], 4096 + 7, &made[j]));
+    std::vector<TopKJob> jobs;
+    for (size_t j = 0; j < 3; ++j)
+      jobs.push_back(TopKJob{&keys[j], density[j], skip[j], nonzero[j], {}, {}});
+    topkBoundaries(pool, jobs);
+    for (size_t j = 0; j < 3; ++j) {
+      RankBoundary hi, lo;
+      topkBoundaries(x[j].data(), static_cast<int64_t>(x[j].size()), density[j], skip[j],
+                     nonzero[j], hi, lo);
+      EXPECT_EQ(boundaryFields(jobs[j].hi, jobs[j].lo), boundaryFields(hi, lo)) << "job " << j;
+    }
+    int64_t chunks = (70001 + 4096 + 7 - 1) / (4096 + 7);
+    EXPECT_EQ(made[0].load(), 2 * chunks);
+    EXPECT_EQ(made[1].load(), 2 * chunks);
+    EXPECT_EQ(made[2].load(), chunks); // density 0: no boundary, no second pass over its keys
+  }
+}
+
 // More keys in the boundary bucket than pass two keeps (2^21): a third pass counts the ties,
 // and the band is still a stable sort's.
 TEST(Selection, CrowdedBoundaryBucketFallsBackToATiePass) {
