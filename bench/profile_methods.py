@@ -43,10 +43,17 @@ def profile(mergec, recipe, out, data_file, top):
         elif dso == "mergec" or dso.startswith("libMergec"):
             groups["mergec runtime"] += share
             # The function a lambda or template helper works for: the first lower-case
-            # function of mergec::rt named in the symbol, past the generic helpers.
+            # function of mergec::rt named in the symbol, past the generic helpers; for a
+            # pass over chunks, with the pass's state type (which pass of it).
+            helpers = ("overChunks", "overChunkIndices", "parallelFor", "runChunks")
             names = [n for n in re.findall(r"mergec::rt::(?:\(anonymous namespace\)::)?(\w+)", symbol)
-                     if n[:1].islower() and n not in ("overChunks", "parallelFor", "runChunks")]
-            symbols[names[0] if names else symbol[:40]] += share
+                     if n[:1].islower() and n not in helpers]
+            name = names[0] if names else symbol[:40]
+            state = re.search(r"overChunk\w*<mergec::rt::(?:\(anonymous namespace\)::)?(\w+)",
+                              symbol)
+            if state and state.group(1) != "ScratchOnly":
+                name += " (%s)" % state.group(1)
+            symbols[name] += share
         else:
             groups["other libraries"] += share
     os.remove(data_file)
