@@ -263,18 +263,31 @@ StateSet<HighCounts> countHigh(ThreadPool *pool, const KeyChunks &keys, KeyFn ke
 /// hit(i, magnitude bits) for each i in [0, n) whose magnitude's bits 31..16 are `bucket`, in
 /// order. A bucket holds a few percent of the keys at most, so blocks of 16 are first checked in
 /// a loop that vectorizes (most have none) and only a block with one is scanned again.
-template <typename Hit> void forBucketKeys(const float *x, int64_t n, uint32_t bucket, Hit hit) {
+/// (Two buckets at once, for the two cuts of a band: hit(w, i, bits) for bucket w, where a key
+/// in both when they are one bucket is hit for each; kNoBucket for a cut not asked for.)
+constexpr uint32_t kNoBucket = 0xFFFFFFFFu;
+template <typename Hit>
+void forBucketKeys(const float *x, int64_t n, uint32_t bucket0, uint32_t bucket1, Hit hit) {
   for (int64_t b = 0; b < n; b += 16) {
     int64_t e = std::min<int64_t>(n, b + 16);
     uint32_t any = 0;
-    for (int64_t i = b; i < e; ++i)
-      any |= static_cast<uint32_t>((magnitudeKey(x[i]) >> 16) == bucket);
+    for (int64_t i = b; i < e; ++i) {
+      uint32_t high = magnitudeKey(x[i]) >> 16;
+      any |= static_cast<uint32_t>(high == bucket0) | static_cast<uint32_t>(high == bucket1);
+    }
     if (any == 0)
       continue;
-    for (int64_t i = b; i < e; ++i)
-      if (uint32_t k = magnitudeKey(x[i]); (k >> 16) == bucket)
-        hit(i, k);
+    for (int64_t i = b; i < e; ++i) {
+      uint32_t k = magnitudeKey(x[i]);
+      if ((k >> 16) == bucket0)
+        hit(0, i, k);
+      if ((k >> 16) == bucket1)
+        hit(1, i, k);
+    }
   }
+}
+template <typename Hit> void forBucketKeys(const float *x, int64_t n, uint32_t bucket, Hit hit) {
+  forBucketKeys(x, n, bucket, kNoBucket, [&](int, int64_t i, uint32_t k) { hit(i, k); });
 }
 
 /// Histograms of bits 15..0 inside up to two buckets of bits 31..16.
@@ -541,21 +554,19 @@ void topkBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs) {
         for (size_t j : active) {
           const float *x = jobs[j].keys->get(c, st.scratch.data());
           JobWork &wk = work[j];
-          for (int w = 0; w < 2; ++w) {
-            if (!wk.want[w])
-              continue;
-            Bins &hist = st.hist[j][static_cast<size_t>(w)];
-            uint32_t bucket = wk.cuts[w].bucket;
-            if (overflow.load(std::memory_order_relaxed)) {
-              forBucketKeys(x, m, bucket, [&](int64_t, uint32_t k) { hist.add(k & 0xFFFF); });
-              continue;
-            }
-            std::vector<uint32_t> &mine = wk.kept[c * 2 + static_cast<size_t>(w)];
-            forBucketKeys(x, m, bucket, [&](int64_t i, uint32_t k) {
-              hist.add(k & 0xFFFF);
-              mine.push_back(k << 16 | static_cast<uint32_t>(i));
-            });
-            if (keptTotal += static_cast<int64_t>(mine.size()); keptTotal > kMaxKeptBucketKeys)
+          // Both cuts in one scan of the keys.
+          bool keepHere = !overflow.load(std::memory_order_relaxed);
+          forBucketKeys(x, m, wk.want[0] ? wk.cuts[0].bucket : kNoBucket,
+                        wk.want[1] ? wk.cuts[1].bucket : kNoBucket,
+                        [&](int w, int64_t i, uint32_t k) {
+                          st.hist[j][static_cast<size_t>(w)].add(k & 0xFFFF);
+                          if (keepHere)
+                            wk.kept[c * 2 + static_cast<size_t>(w)].push_back(
+                                k << 16 | static_cast<uint32_t>(i));
+                        });
+          if (keepHere) {
+            int64_t here = static_cast<int64_t>(wk.kept[c * 2].size() + wk.kept[c * 2 + 1].size());
+            if (keptTotal += here; keptTotal > kMaxKeptBucketKeys)
               overflow = true;
           }
         }
