@@ -201,36 +201,29 @@ struct HighCounts {
   }
 };
 
-/// The smallest and largest key of x[0..n) (n > 0) in a key order, in a loop that vectorizes
-/// (built for AVX2 too: SSE2 has no unsigned 32-bit minimum). Plain out-parameters: clang does
-/// not emit template code (std::pair) that only target_clones functions use.
-__attribute__((target_clones("avx2", "default"))) void magnitudeRange(const float *x, int64_t n,
-                                                                     uint32_t *lo, uint32_t *hi) {
+/// The smallest and largest key of x[0..n) (n > 0) by magnitude, or (`ordered`) by value, in
+/// a loop that vectorizes (built for AVX2 too: SSE2 has no unsigned 32-bit minimum). Plain
+/// out-parameters: clang does not emit template code (std::pair) only target_clones use.
+__attribute__((target_clones("avx2", "default"))) void keyBitsRange(const float *x, int64_t n,
+                                                                   bool ordered, uint32_t *lo,
+                                                                   uint32_t *hi) {
   uint32_t a = 0xFFFFFFFFu, b = 0;
   for (int64_t i = 0; i < n; ++i) {
-    uint32_t k = magnitudeKey(x[i]);
+    uint32_t k = ordered ? orderedKey(x[i]) : magnitudeKey(x[i]);
     a = k < a ? k : a;
     b = k > b ? k : b;
   }
   *lo = a;
   *hi = b;
 }
-__attribute__((target_clones("avx2", "default"))) void orderedRange(const float *x, int64_t n,
-                                                                   uint32_t *lo, uint32_t *hi) {
-  uint32_t a = 0xFFFFFFFFu, b = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t k = orderedKey(x[i]);
-    a = k < a ? k : a;
-    b = k > b ? k : b;
-  }
-  *lo = a;
-  *hi = b;
+void magnitudeRange(const float *x, int64_t n, uint32_t *lo, uint32_t *hi) {
+  keyBitsRange(x, n, false, lo, hi);
 }
 void keyRange(ByMagnitude, const float *x, int64_t n, uint32_t *lo, uint32_t *hi) {
   magnitudeRange(x, n, lo, hi);
 }
 void keyRange(ByValue, const float *x, int64_t n, uint32_t *lo, uint32_t *hi) {
-  orderedRange(x, n, lo, hi);
+  keyBitsRange(x, n, true, lo, hi);
 }
 
 /// Pass one over the keys; the counts merged into the first state (there is one: n > 0).
