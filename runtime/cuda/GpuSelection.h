@@ -1,7 +1,8 @@
 //===- GpuSelection.h - Selection.h's order statistics on a GPU -*- C++ -*-===//
 // topkBoundaries, quantile, rowRanks and rowReduce over keys already in device memory, with the
-// results of runtime/lib/Selection.cpp bit for bit (row sums: up to f64 reassociation, see
-// SelectionKernels.cu). The keys never leave the device: the host reads histograms and counts.
+// results of runtime/lib/Selection.cpp bit for bit (row sums too: the CPU adds them in the
+// kernel's lane-and-tree order, see SelectionKernels.cu). The keys never leave the device: the
+// host reads histograms and counts.
 // All work is queued on the stream given at construction; each call returns when its results
 // are ready (rowRanks and rowReduce: when they are queued).
 #pragma once
