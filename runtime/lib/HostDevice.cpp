@@ -143,12 +143,8 @@ void HostDevice::rowRanks(const float *keys, float *ranks, int64_t n, int64_t co
   rt::rowRanks(pool_, keys, ranks, n, cols);
 }
 
-void HostDevice::streamRowRanks(const KeyChunks &keys, float *ranks, int64_t cols) {
-  rt::rowRanks(pool_, keys, ranks, cols);
-}
-
-void HostDevice::streamRowReduce(const KeyChunks &keys, float *out, int64_t cols, bool sum) {
-  rt::rowReduce(pool_, keys, out, cols, sum);
+void HostDevice::streamRows(std::vector<RowJob> &jobs, int64_t cols) {
+  rt::rowPhases(pool_, jobs, cols);
 }
 
 void HostDevice::rowReduce(const float *keys, float *out, int64_t n, int64_t cols, bool sum) {
@@ -201,12 +197,7 @@ void Device::streamModelTopKBoundaries(ModelTopK &, const KeyChunks &, RankBound
                                        RankBoundary &) {
   doesNotStream("streamModelTopKBoundaries");
 }
-void Device::streamRowRanks(const KeyChunks &, float *, int64_t) {
-  doesNotStream("streamRowRanks");
-}
-void Device::streamRowReduce(const KeyChunks &, float *, int64_t, bool) {
-  doesNotStream("streamRowReduce");
-}
+void Device::streamRows(std::vector<RowJob> &, int64_t) { doesNotStream("streamRows"); }
 uint64_t Device::freeMemory() { return 0; }
 
 } // namespace mergec::rt

@@ -389,8 +389,12 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
   std::vector<double> partials;
   std::shared_ptr<void> keyBuffer, partialBuffer;
   std::vector<bool> done(rule.phases.size(), false);
-  // Top-k phases that ran with an earlier sibling's passes (streamTopKBoundaries' jobs).
+  // Top-k and row phases that ran with an earlier sibling's passes (streamTopKBoundaries',
+  // streamRows' jobs), and where each phase's row buffers start.
   std::vector<bool> ranWithSibling(rule.phases.size(), false);
+  std::vector<size_t> rowIndex(rule.phases.size(), 0);
+  for (size_t j = 1; j < rule.phases.size(); ++j)
+    rowIndex[j] = rowIndex[j - 1] + rule.phases[j - 1].buffers;
   size_t nextRow = 0;
   for (size_t k = 0; k < rule.phases.size(); ++k) {
     const CompiledRule::Phase &phase = rule.phases[k];
@@ -569,10 +573,38 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
           slot[3] = lo.index;
         } else if (phase.kind == Kind::Quantile) {
           slot[0] = device.streamQuantile(keys, phase.param);
-        } else if (rank) {
-          device.streamRowRanks(keys, rowBuffer, cols);
         } else {
-          device.streamRowReduce(keys, rowBuffer, cols, sum);
+          // With the row phases right after it that read none of the group's rows (DELLA's
+          // three ranks, filter_wise's six sums): one pass for all of them.
+          auto opOf = [](const CompiledRule::Phase &p) {
+            return p.row == CompiledRule::RowOp::Rank  ? RowJob::Op::Rank
+                   : p.row == CompiledRule::RowOp::Sum ? RowJob::Op::Sum
+                                                       : RowJob::Op::Max;
+          };
+          std::vector<size_t> group{k};
+          for (size_t j = k + 1; !analysis && j < rule.phases.size(); ++j) {
+            const CompiledRule::Phase &next = rule.phases[j];
+            bool independent = std::none_of(next.deps.begin(), next.deps.end(), [&](size_t d) {
+              return std::find(group.begin(), group.end(), d) != group.end();
+            });
+            if (next.kind != Kind::Row || (scope && next.modelScope) || !independent)
+              break;
+            group.push_back(j);
+          }
+          std::vector<KeyChunks> groupKeys;
+          groupKeys.reserve(group.size());
+          std::vector<RowJob> jobs;
+          for (size_t j : group) {
+            groupKeys.push_back(j == k ? std::move(keys) : keysOf(rule.phases[j]));
+            jobs.push_back(RowJob{&groupKeys.back(),
+                                  static_cast<float *>(rows[rowIndex[j]].get()),
+                                  opOf(rule.phases[j])});
+            if (j != k) {
+              ranWithSibling[j] = true;
+              done[j] = true;
+            }
+          }
+          device.streamRows(jobs, cols);
         }
         break;
       }

@@ -914,15 +914,56 @@ int64_t rowChunkSize(int64_t cols) {
   return std::max<int64_t>(1, (int64_t{1} << 16) / cols) * cols;
 }
 
-void rowRanks(ThreadPool &pool, const KeyChunks &keys, float *ranks, int64_t cols) {
-  if (cols <= 0 || keys.size() == 0)
+void rowPhases(ThreadPool &pool, std::vector<RowJob> &jobs, int64_t cols) {
+  if (cols <= 0 || jobs.empty() || jobs.front().keys->size() == 0)
     return;
-  checkRowChunks(keys, cols);
-  overChunks<ScratchOnly>(&pool, keys, [&](ScratchOnly &, size_t c, const float *x, int64_t m) {
-    float *r = ranks + keys.begin(c);
-    for (int64_t row = 0; row < m / cols; ++row)
-      rankRow(x + row * cols, r + row * cols, static_cast<size_t>(cols));
-  });
+  const KeyChunks &first = *jobs.front().keys;
+  bool scratch = false;
+  for (const RowJob &job : jobs) {
+    checkRowChunks(*job.keys, cols);
+    if (job.keys->size() != first.size() || job.keys->chunkSize() != first.chunkSize())
+      throw RuntimeError("internal: sibling row phases over keys of different lengths");
+    scratch = scratch || job.keys->needsScratch();
+  }
+  // A row's sum has the order of the GPU's row kernel (mergec_row_reduce): `lanes` (its block:
+  // the least power of two >= cols, from 32 to 256) f64 partials, lane t adding columns t,
+  // t + lanes, ... in order, then a tree of halving strides, rounded once. So the same keys
+  // give the same bits on either device, and the lanes' adds vectorize (no chain of adds).
+  int64_t lanes = 32;
+  while (lanes < 256 && lanes < cols)
+    lanes *= 2;
+  // A chunk of rows of every job in turn: sibling row phases (filter_wise's six sums over
+  // pairs of task vectors, DELLA's three ranks) read the inputs they share from cache.
+  overChunkIndices<ScratchOnly>(
+      &pool, first.chunks(), scratch ? first.chunkSize() : 0, [&](ScratchOnly &st, size_t c) {
+        int64_t rows = (first.end(c) - first.begin(c)) / cols;
+        for (RowJob &job : jobs) {
+          const float *x = job.keys->get(c, st.scratch.data());
+          float *o = job.out + first.begin(c);
+          for (int64_t row = 0; row < rows; ++row) {
+            const float *y = x + row * cols;
+            float *z = o + row * cols;
+            if (job.op == RowJob::Op::Rank) {
+              rankRow(y, z, static_cast<size_t>(cols));
+              continue;
+            }
+            double acc;
+            if (job.op == RowJob::Op::Sum) {
+              acc = laneSum(y, cols, lanes);
+            } else {
+              acc = -INFINITY;
+              for (int64_t i = 0; i < cols; ++i)
+                acc = std::isnan(y[i]) || std::isnan(acc) ? NAN : std::max(acc, double(y[i]));
+            }
+            std::fill(z, z + cols, static_cast<float>(acc));
+          }
+        }
+      });
+}
+
+void rowRanks(ThreadPool &pool, const KeyChunks &keys, float *ranks, int64_t cols) {
+  std::vector<RowJob> jobs{RowJob{&keys, ranks, RowJob::Op::Rank}};
+  rowPhases(pool, jobs, cols);
 }
 
 void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int64_t cols) {
@@ -931,34 +972,8 @@ void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int6
 }
 
 void rowReduce(ThreadPool &pool, const KeyChunks &keys, float *out, int64_t cols, bool sum) {
-  if (cols <= 0 || keys.size() == 0)
-    return;
-  checkRowChunks(keys, cols);
-  // A row's sum has the order of the GPU's row kernel (mergec_row_reduce): `lanes` (its block:
-  // the least power of two >= cols, from 32 to 256) f64 partials, lane t adding columns t,
-  // t + lanes, ... in order, then a tree of halving strides, rounded once. So the same keys
-  // give the same bits on either device, and the lanes' adds vectorize (no chain of adds).
-  int64_t lanes = 32;
-  while (lanes < 256 && lanes < cols)
-    lanes *= 2;
-  overChunks<ScratchOnly>(&pool, keys, [&](ScratchOnly &, size_t c, const float *x, int64_t m) {
-    float *o = out + keys.begin(c);
-    auto fill = [&](int64_t row, double acc) {
-      std::fill(o + row * cols, o + (row + 1) * cols, static_cast<float>(acc));
-    };
-    int64_t rows = m / cols;
-    for (int64_t row = 0; row < rows; ++row) {
-      const float *y = x + row * cols;
-      if (sum) {
-        fill(row, laneSum(y, cols, lanes));
-      } else {
-        double acc = -INFINITY;
-        for (int64_t i = 0; i < cols; ++i)
-          acc = std::isnan(y[i]) || std::isnan(acc) ? NAN : std::max(acc, double(y[i]));
-        fill(row, acc);
-      }
-    }
-  });
+  std::vector<RowJob> jobs{RowJob{&keys, out, sum ? RowJob::Op::Sum : RowJob::Op::Max}};
+  rowPhases(pool, jobs, cols);
 }
 
 void rowReduce(ThreadPool &pool, const float *keys, float *out, int64_t n, int64_t cols,

@@ -404,6 +404,35 @@ TEST(Selection, StreamedRowSumsAreTheGpuKernelsSums) {
   }
 }
 
+// Sibling row phases in one pass (RowJob): ranks, sums and maxima of different keys, each the
+// same as rowRanks or rowReduce alone, each job's keys made once.
+TEST(Selection, RowJobsMatchTheirPhasesAlone) {
+  ThreadPool two(2);
+  int64_t cols = 700, rows = 200;
+  std::vector<std::vector<float>> x;
+  for (unsigned seed : {1u, 2u, 3u})
+    x.push_back(tiedKeys(static_cast<size_t>(rows * cols), seed, seed == 2));
+  std::vector<std::vector<float>> out(3, std::vector<float>(x[0].size(), -1));
+  std::atomic<int64_t> made[3] = {0, 0, 0};
+  std::vector<KeyChunks> keys;
+  for (size_t j = 0; j < 3; ++j)
+    keys.push_back(streamed(x[j], rowChunkSize(cols), &made[j]));
+  std::vector<RowJob> jobs = {RowJob{&keys[0], out[0].data(), RowJob::Op::Rank},
+                              RowJob{&keys[1], out[1].data(), RowJob::Op::Sum},
+                              RowJob{&keys[2], out[2].data(), RowJob::Op::Max}};
+  rowPhases(two, jobs, cols);
+  std::vector<float> rank(x[0].size()), sum(x[0].size()), max(x[0].size());
+  rowRanks(two, x[0].data(), rank.data(), static_cast<int64_t>(x[0].size()), cols);
+  rowReduce(two, x[1].data(), sum.data(), static_cast<int64_t>(x[1].size()), cols, true);
+  rowReduce(two, x[2].data(), max.data(), static_cast<int64_t>(x[2].size()), cols, false);
+  EXPECT_EQ(out[0], rank);
+  EXPECT_EQ(out[1], sum);
+  EXPECT_EQ(out[2], max);
+  int64_t chunks = (rows * cols + rowChunkSize(cols) - 1) / rowChunkSize(cols);
+  for (auto &m : made)
+    EXPECT_EQ(m.load(), chunks);
+}
+
 // A released block serves the next request of its size; one of another size frees kept blocks
 // only as far as the most ever in use at once requires.
 TEST(HostDevice, ReusesReleasedBlocksOfTheSameSize) {

@@ -143,8 +143,8 @@ public:
   virtual void streamModelTopKBoundaries(ModelTopK &topk, const KeyChunks &keys,
                                          RankBoundary &hi, RankBoundary &lo);
   /// Row phases over keys in chunks of whole rows (rowChunkSize), into `out` (n floats).
-  virtual void streamRowRanks(const KeyChunks &keys, float *ranks, int64_t cols);
-  virtual void streamRowReduce(const KeyChunks &keys, float *out, int64_t cols, bool sum);
+  /// One or several sibling row phases of a tensor (ranks, sums, maxima), one pass (RowJob).
+  virtual void streamRows(std::vector<RowJob> &jobs, int64_t cols);
 
   // --- Devices with memory of their own (hostResident() false). The executor moves every
   // tensor through them: inputs read into page-locked host memory and uploaded on the Upload
@@ -214,8 +214,7 @@ public:
   void streamCountModelTopK(ModelTopK &topk, const KeyChunks &keys) override;
   void streamModelTopKBoundaries(ModelTopK &topk, const KeyChunks &keys, RankBoundary &hi,
                                  RankBoundary &lo) override;
-  void streamRowRanks(const KeyChunks &keys, float *ranks, int64_t cols) override;
-  void streamRowReduce(const KeyChunks &keys, float *out, int64_t cols, bool sum) override;
+  void streamRows(std::vector<RowJob> &jobs, int64_t cols) override;
 
 private:
   ThreadPool &pool_;

@@ -202,4 +202,16 @@ void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int6
 void rowReduce(ThreadPool &pool, const KeyChunks &keys, float *out, int64_t cols, bool sum);
 void rowReduce(ThreadPool &pool, const float *keys, float *out, int64_t n, int64_t cols, bool sum);
 
+/// One of several row phases over keys of the same length and row chunks (a tensor's sibling
+/// row phases): rowRanks or rowReduce of `keys` into `out`.
+struct RowJob {
+  enum class Op { Rank, Sum, Max };
+  const KeyChunks *keys;
+  float *out;
+  Op op;
+};
+/// Every job, the jobs sharing one pass: a chunk of rows of every job is computed in turn, so
+/// the inputs their keys share come from cache. The same results as each alone.
+void rowPhases(ThreadPool &pool, std::vector<RowJob> &jobs, int64_t cols);
+
 } // namespace mergec::rt
