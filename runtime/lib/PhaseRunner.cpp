@@ -527,20 +527,24 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
           });
         };
         KeyChunks keys = keysOf(phase);
-        if (phase.kind == Kind::TopK && !accumulate && !wholeModel) {
-          // With the tensor-scope top-k phases right after it that read none of the group's
-          // results (TIES's one a task vector): one set of passes for all of them.
+        // Phase k and the tensor-scope phases of its kind right after it that read none of
+        // the group's results (TIES's top-ks, DELLA's ranks, filter_wise's row sums: one a
+        // task vector or a pair): their keys are computed and used in one set of passes.
+        auto siblings = [&] {
           std::vector<size_t> group{k};
           for (size_t j = k + 1; !analysis && j < rule.phases.size(); ++j) {
             const CompiledRule::Phase &next = rule.phases[j];
-            bool tensorScope = !(scope && next.modelScope);
             bool independent = std::none_of(next.deps.begin(), next.deps.end(), [&](size_t d) {
               return std::find(group.begin(), group.end(), d) != group.end();
             });
-            if (next.kind != Kind::TopK || !tensorScope || !independent)
+            if (next.kind != phase.kind || (scope && next.modelScope) || !independent)
               break;
             group.push_back(j);
           }
+          return group;
+        };
+        if (phase.kind == Kind::TopK && !accumulate && !wholeModel) {
+          std::vector<size_t> group = siblings();
           std::vector<KeyChunks> groupKeys;
           groupKeys.reserve(group.size());
           std::vector<TopKJob> jobs;
@@ -574,23 +578,12 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
         } else if (phase.kind == Kind::Quantile) {
           slot[0] = device.streamQuantile(keys, phase.param);
         } else {
-          // With the row phases right after it that read none of the group's rows (DELLA's
-          // three ranks, filter_wise's six sums): one pass for all of them.
           auto opOf = [](const CompiledRule::Phase &p) {
             return p.row == CompiledRule::RowOp::Rank  ? RowJob::Op::Rank
                    : p.row == CompiledRule::RowOp::Sum ? RowJob::Op::Sum
                                                        : RowJob::Op::Max;
           };
-          std::vector<size_t> group{k};
-          for (size_t j = k + 1; !analysis && j < rule.phases.size(); ++j) {
-            const CompiledRule::Phase &next = rule.phases[j];
-            bool independent = std::none_of(next.deps.begin(), next.deps.end(), [&](size_t d) {
-              return std::find(group.begin(), group.end(), d) != group.end();
-            });
-            if (next.kind != Kind::Row || (scope && next.modelScope) || !independent)
-              break;
-            group.push_back(j);
-          }
+          std::vector<size_t> group = siblings();
           std::vector<KeyChunks> groupKeys;
           groupKeys.reserve(group.size());
           std::vector<RowJob> jobs;
