@@ -76,13 +76,18 @@ def numpy_compress(ws, k):
     return avg, norms, [numpy_rsvd(w - avg, k) for w in normed]
 
 
-def same_matrices_fr_merge(mergec, scratch, small, arrays, names, prefix, layer, shape):
-    layer_recipe = os.path.join(scratch, "layer.merge")
-    recipe(layer_recipe, small, "fr_merge")
-    out = os.path.join(scratch, "layer-out")
+def run_layer(mergec, scratch, small, method, name, out_name):
+    """mergec's `method` over the small (one-layer) models: its output directory and seconds."""
+    layer_recipe = os.path.join(scratch, name)
+    recipe(layer_recipe, small, method)
+    out = os.path.join(scratch, out_name)
     t0 = time.perf_counter()
     subprocess.run([mergec, "run", layer_recipe, "-o", out, "--quiet"], check=True)
-    ours = time.perf_counter() - t0
+    return out, time.perf_counter() - t0
+
+
+def same_matrices_fr_merge(mergec, scratch, small, arrays, names, prefix, layer, shape):
+    out, ours = run_layer(mergec, scratch, small, "fr_merge", "layer.merge", "layer-out")
     got = st.read_safetensors(os.path.join(out, "model.safetensors"))
     theirs, worst, within, exact, total = 0.0, 0, 0, 0, 0
     for n in names:
@@ -113,12 +118,8 @@ def same_matrices_fr_merge(mergec, scratch, small, arrays, names, prefix, layer,
 
 
 def same_matrices_compress(mergec, scratch, small, arrays, names, layer, shape):
-    layer_recipe = os.path.join(scratch, "layer-compress.merge")
-    recipe(layer_recipe, small, "compress")
-    out = os.path.join(scratch, "layer-bundle")
-    t0 = time.perf_counter()
-    subprocess.run([mergec, "run", layer_recipe, "-o", out, "--quiet"], check=True)
-    ours = time.perf_counter() - t0
+    out, ours = run_layer(mergec, scratch, small, "compress", "layer-compress.merge",
+                          "layer-bundle")
     theirs = 0.0
     for n in names:
         ws = [arrays[m][n] for m in MODELS]

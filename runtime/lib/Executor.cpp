@@ -1600,6 +1600,14 @@ std::vector<ProtectedInput> planInputs(const MergePlan &plan) {
 
 namespace {
 
+/// Outputs written whole by one process (an adapter, a bundle) are refused under mpirun:
+/// "WHAT is not supported with several processes (mpirun)" and the reason.
+void refuseSeveralProcesses(const RunOptions &options, const char *what, const char *why) {
+  if (options.comm && options.comm->size() > 1)
+    throw RuntimeError(std::string(what) + " is not supported with several processes (mpirun)" +
+                       why);
+}
+
 /// --emit-lora: every tensor's merge in f32 (the kernels as for a model, on the host, with the
 /// model-scope analysis first), handed to an AdapterExtractor instead of a CheckpointWriter; then
 /// the adapter, the manifest and the card, committed like a model. No journal and no shards:
@@ -1607,9 +1615,8 @@ namespace {
 RunStats extractAdapter(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
                         OutputDirectory &outDir) {
   auto start = std::chrono::steady_clock::now();
-  if (options.comm && options.comm->size() > 1)
-    throw RuntimeError("--emit-lora is not supported with several processes (mpirun): the "
-                       "adapter is one file written at the end; run it as one process");
+  refuseSeveralProcesses(options, "--emit-lora",
+                         ": the adapter is one file written at the end; run it as one process");
   ThreadPool pool(options.threads);
   std::unique_ptr<Device> devicePtr = createDevice(options, pool);
   Device &device = *devicePtr;
@@ -1739,9 +1746,7 @@ private:
 RunStats writeBundle(MergePlan &plan, KernelSource &kernels, const RunOptions &options,
                      OutputDirectory &outDir) {
   auto start = std::chrono::steady_clock::now();
-  if (options.comm && options.comm->size() > 1)
-    throw RuntimeError("compress(...) is not supported with several processes (mpirun); run it "
-                       "as one process");
+  refuseSeveralProcesses(options, "compress(...)", "; run it as one process");
   if (options.device != DeviceKind::CPU)
     throw RuntimeError("compress(...) runs on the host only (--device cpu): its SVDs are "
                        "LAPACK's");

@@ -87,6 +87,13 @@ def bundle_bytes(out):
                if f.endswith(".safetensors"))
 
 
+def print_refusal(work, r, out, what):
+    """A refused run (exit 1, already checked): nothing at `out`, its error line printed."""
+    runner.assert_no_output(out)
+    line = [l for l in r.stderr.splitlines() if "error:" in l][0]
+    print("%s: %s" % (what, line.replace(work + "/", "")))
+
+
 def optimal_error(residual, k):
     s = np.linalg.svd(residual, compute_uv=False)
     return float(np.sqrt(np.sum(s[k:] ** 2)))
@@ -227,13 +234,11 @@ def case_rate(work):
 def case_errors(work):
     make_members(work, extra3d=False)
 
-    def refused(settings, what, extra=(), dirs=None):
+    def refused(settings, what, extra=()):
         recipe = runner.write_recipe(os.path.join(work, "r.merge"), RECIPE % settings)
         out = os.path.join(work, "out")
         r = runner.run_mergec(["run", recipe, "-o", out] + list(extra), expect=1, cwd=work, echo=False)
-        runner.assert_no_output(out)
-        line = [l for l in r.stderr.splitlines() if "error:" in l][0]
-        print("%s: %s" % (what, line.replace(work + "/", "")))
+        print_refusal(work, r, out, what)
     refused("rate = 1.5", "rate 1.5")
     refused("rate = 0", "rate 0")
     refused("rank = 0", "rank 0")
@@ -294,9 +299,7 @@ def case_input(work):
 
     def refused(text, what):
         dest, r = run(text, expect=1)
-        runner.assert_no_output(dest)
-        line = [l for l in r.stderr.splitlines() if "error:" in l][0]
-        print("%s: %s" % (what, line.replace(work + "/", "")))
+        print_refusal(work, r, dest, what)
     refused('bundle zoo = "out"\nmerge zoo[3]\n', "index 3 of 3")
     refused('bundle zoo = "a"\nmerge zoo[0]\n', "not a bundle")
     refused('bundle zoo = "out"\nmerge zoo[0.5]\n', "index 0.5")
