@@ -56,6 +56,15 @@ uint64_t headerLength(const std::string &file) {
   return len;
 }
 
+/// Two output directories hold the same shards `names` and the same index, byte for byte.
+void expectSameCheckpoint(const std::vector<std::string> &names, const TempDir &a,
+                          const TempDir &b) {
+  for (const std::string &name : names)
+    EXPECT_EQ(readFile(a.file(name)), readFile(b.file(name))) << name;
+  EXPECT_EQ(readFile(a.file("model.safetensors.index.json")),
+            readFile(b.file("model.safetensors.index.json")));
+}
+
 } // namespace
 
 TEST(CheckpointWriterTest, NbytesIsShapeTimesElementSize) {
@@ -230,10 +239,7 @@ TEST(CheckpointWriterTest, PiecesMakeTheFilesOfWholeWrites) {
   writer.writePiece(2, data[2].data() + 3, 4);
   writer.write(3, data[3].data(), data[3].size());
   writer.finish();
-  for (const std::string &file : writer.shardFileNames())
-    EXPECT_EQ(readFile(pieces.file(file)), readFile(whole.file(file))) << file;
-  EXPECT_EQ(readFile(pieces.file("model.safetensors.index.json")),
-            readFile(whole.file("model.safetensors.index.json")));
+  expectSameCheckpoint(writer.shardFileNames(), pieces, whole);
 }
 
 TEST(CheckpointWriterTest, PieceMisuseIsReported) {
@@ -373,10 +379,7 @@ TEST(CheckpointWriterTest, SharesOfSeveralWritersMakeTheSameFiles) {
         writer.write(i, data[i].data(), data[i].size());
     writer.finish(/*index=*/rank == 0);
   }
-  for (const std::string &name : single.shardFileNames())
-    EXPECT_EQ(readFile(one.file(name)), readFile(shared.file(name))) << name;
-  EXPECT_EQ(readFile(one.file("model.safetensors.index.json")),
-            readFile(shared.file("model.safetensors.index.json")));
+  expectSameCheckpoint(single.shardFileNames(), one, shared);
 }
 
 TEST(CheckpointWriterTest, ARestrictedWriterRefusesOthersTensorsAndChecksItsOwn) {
