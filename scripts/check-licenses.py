@@ -72,6 +72,8 @@ STATIC_LLVM = {"libLLVM": "/usr/lib/llvm-22/lib/libLLVMSupport.a",
 # Build-time only, never linked: recorded for the README.
 BUILD_ONLY = {
     "nlohmann-json (header only)": "MIT",
+    "Highway (libhwy-dev, header only: vqsort compiled into the runtime's row ranks, "
+    "runtime/lib/RowSortTarget.cpp)": "Apache-2.0",
     "googletest (tests only)": "BSD-3-Clause",
     "CUDA toolkit: cuda.h (types only; the driver is loaded at run time, never linked), nvcc "
     "and libdevice (embedded in generated PTX)": "NVIDIA CUDA EULA: libdevice is among its "

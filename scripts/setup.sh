@@ -12,7 +12,7 @@ packages=(
   libclang-rt-22-dev
   python3 python3-numpy time
   libopenmpi-dev openmpi-bin
-  libopenblas-dev liblapacke-dev libkissfft-dev pybind11-dev python3-venv
+  libopenblas-dev liblapacke-dev libkissfft-dev libhwy-dev pybind11-dev python3-venv
 )
 
 missing=()

@@ -1,6 +1,7 @@
 //===- SelectionTest.cpp - radix select, quantiles and row ranks ----------===//
 #include "mergec/Runtime/Device.h"
 #include "mergec/Runtime/KernelABI.h"
+#include "mergec/Runtime/RowSort.h"
 #include "mergec/Runtime/Selection.h"
 #include "mergec/Runtime/ThreadPool.h"
 #include <gtest/gtest.h>
@@ -8,6 +9,7 @@
 #include <atomic>
 #include <cmath>
 #include <numeric>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -330,11 +332,23 @@ TEST(Selection, StreamedModelTopKMatchesTheBuffer) {
 
 // Ranks from whole-row chunks of streamed keys, on 1 and 2 threads, equal a stable sort of each
 // row; rows where a byte is shared by all (the skipped digits) and constant rows included.
+// Every way a row is ranked: the SIMD sort of packed (magnitude, index) items on each SIMD
+// level this CPU has (32-bit items where the row's varying bits and its index fit, else
+// 64-bit), and the byte radix (rowsort::use(nullptr)). Widths 2, 3, 33, 4097 start a new index
+// bit.
 TEST(Selection, StreamedRowRanksMatchASortPerRow) {
   ThreadPool one(1), two(2);
-  for (int64_t cols : {int64_t{1}, int64_t{3}, int64_t{512}, int64_t{1031}, int64_t{5000}}) {
+  const char *widest = rowsort::target();
+  std::vector<const char *> ways = rowsort::targets();
+  std::printf("row ranks: SIMD sorts on this CPU:");
+  for (const char *t : ways)
+    std::printf(" %s", t);
+  std::printf("%s; and the radix\n", ways.empty() ? " none (CPU or build)" : "");
+  ways.push_back(nullptr);
+  for (int64_t cols : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{33}, int64_t{512},
+                       int64_t{1031}, int64_t{4097}, int64_t{5000}}) {
     int64_t rows = 37;
-    std::vector<float> x = tiedKeys(static_cast<size_t>(rows * cols), 9, cols == 512);
+    std::vector<float> x = tiedKeys(static_cast<size_t>(rows * cols), 9, cols == 512 || cols == 33);
     if (cols == 1031) { // every bit of the magnitudes varies: all four byte passes
       std::mt19937 rng(5);
       std::normal_distribution<float> noise(0, 1);
@@ -351,13 +365,17 @@ TEST(Selection, StreamedRowRanksMatchASortPerRow) {
       for (int64_t i = 0; i < cols; ++i)
         expected[order[i]] = static_cast<float>(i + 1);
     }
-    for (ThreadPool *pool : {&one, &two}) {
-      std::vector<float> got(x.size(), -1), buffered(x.size(), -1);
-      rowRanks(*pool, streamed(x, rowChunkSize(cols), nullptr), got.data(), cols);
-      rowRanks(*pool, x.data(), buffered.data(), static_cast<int64_t>(x.size()), cols);
-      EXPECT_EQ(got, expected) << "cols " << cols;
-      EXPECT_EQ(buffered, expected) << "cols " << cols;
+    for (const char *way : ways) {
+      rowsort::use(way);
+      for (ThreadPool *pool : {&one, &two}) {
+        std::vector<float> got(x.size(), -1), buffered(x.size(), -1);
+        rowRanks(*pool, streamed(x, rowChunkSize(cols), nullptr), got.data(), cols);
+        rowRanks(*pool, x.data(), buffered.data(), static_cast<int64_t>(x.size()), cols);
+        EXPECT_EQ(got, expected) << "cols " << cols << " on " << (way ? way : "the radix");
+        EXPECT_EQ(buffered, expected) << "cols " << cols << " on " << (way ? way : "the radix");
+      }
     }
+    rowsort::use(widest);
   }
 }
 
