@@ -263,23 +263,28 @@ StateSet<HighCounts> countHigh(ThreadPool *pool, const KeyChunks &keys, KeyFn ke
 constexpr uint32_t kNoBucket = 0xFFFFFFFFu;
 template <typename Hit>
 void forBucketKeys(const float *x, int64_t n, uint32_t bucket0, uint32_t bucket1, Hit hit) {
-  for (int64_t b = 0; b < n; b += 16) {
-    int64_t e = std::min<int64_t>(n, b + 16);
+  auto visit = [&](int64_t i) {
+    uint32_t k = magnitudeKey(x[i]);
+    if ((k >> 16) == bucket0)
+      hit(0, i, k);
+    if ((k >> 16) == bucket1)
+      hit(1, i, k);
+  };
+  constexpr int64_t kBlock = 16;
+  int64_t whole = n / kBlock * kBlock;
+  for (int64_t b = 0; b < whole; b += kBlock) {
+    // A block of fixed length: the check is a few vector compares, no loop of its own.
     uint32_t any = 0;
-    for (int64_t i = b; i < e; ++i) {
-      uint32_t high = magnitudeKey(x[i]) >> 16;
+    for (int64_t i = 0; i < kBlock; ++i) {
+      uint32_t high = magnitudeKey(x[b + i]) >> 16;
       any |= static_cast<uint32_t>(high == bucket0) | static_cast<uint32_t>(high == bucket1);
     }
-    if (any == 0)
-      continue;
-    for (int64_t i = b; i < e; ++i) {
-      uint32_t k = magnitudeKey(x[i]);
-      if ((k >> 16) == bucket0)
-        hit(0, i, k);
-      if ((k >> 16) == bucket1)
-        hit(1, i, k);
-    }
+    if (any != 0)
+      for (int64_t i = b; i < b + kBlock; ++i)
+        visit(i);
   }
+  for (int64_t i = whole; i < n; ++i)
+    visit(i);
 }
 template <typename Hit> void forBucketKeys(const float *x, int64_t n, uint32_t bucket, Hit hit) {
   forBucketKeys(x, n, bucket, kNoBucket, [&](int, int64_t i, uint32_t k) { hit(i, k); });
