@@ -27,7 +27,7 @@ public:
   double quantile(CUdeviceptr keys, int64_t n, double q);
   /// rt::rowRanks: n f32 ranks at `ranks` (elements past the last whole row are not written).
   void rowRanks(CUdeviceptr keys, CUdeviceptr ranks, int64_t n, int64_t cols);
-  /// rt::rowReduce: n f32 results at `out`, each its row's sum or maximum.
+  /// rt::rowReduce: n / cols f32 results at `out`, each a row's sum or maximum.
   void rowReduce(CUdeviceptr keys, CUdeviceptr out, int64_t n, int64_t cols, bool sum);
   /// Model-scope top-k: ModelTopK's counting pass over this tensor's keys (16-bit histograms
   /// counted on the device and added on the host), and its boundaries for this tensor (the

@@ -386,8 +386,8 @@ mergec_rank_global(const float *__restrict__ keys, float *__restrict__ ranks,
 // Row reductions
 //===----------------------------------------------------------------------===//
 
-/// out[row * cols + c] = the row's sum or maximum, for every c. One block (a power of two of
-/// threads, at most 256) per row.
+/// out[row] = the row's sum or maximum: one value per row (the kernels read element i's at
+/// i / cols). One block (a power of two of threads, at most 256) per row.
 ///  - sum: thread t adds columns t, t + blockDim, ... in order in f64, then a fixed shared-
 ///    memory tree adds the partials; the f64 total is rounded to f32 once. Selection.cpp's
 ///    rowReduce adds in this order (blockDim as GpuSelection::rowReduce picks it), so the CPU
@@ -451,9 +451,8 @@ mergec_row_reduce(const float *__restrict__ keys, float *__restrict__ out,
       }
       result = anyNan ? __uint_as_float(0x7FC00000u) : partMax[0];
     }
-    float *o = out + row * cols;
-    for (unsigned long long c = tid; c < cols; c += blockDim.x)
-      o[c] = result;
+    if (tid == 0)
+      out[row] = result;
     __syncthreads();
   }
 }

@@ -538,7 +538,8 @@ uint64_t residentBytes() {
   return resident * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
 }
 
-/// What runRule allocates for one tensor besides the output: one f32 buffer per row phase, and
+/// What runRule allocates for one tensor besides the output: one f32 buffer per row phase (a
+/// value per element for ranks, per row for sums and maxima), and
 /// for row ranks the (key, index) pairs rowRanks sorts in, twice (16 bytes a column) on each
 /// thread, kept between tensors. The host streams the keys of selections and row phases
 /// (HostDevice::streamsKeys): on each thread, and once more for merged counts, a chunk of f32
@@ -563,9 +564,16 @@ uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t th
   uint64_t keptBucketKeys = selects ? uint64_t{16} << 20 : 0;
   // Large tensors' rows in windows (PhaseRunner's RowWindows): a key buffer and the row
   // buffers of window size (the per-thread row chunks stay counted: a smaller tensor uses them).
-  uint64_t rowBytes = rule.rowBuffers() * n * sizeof(float);
-  if (int64_t w = rowWindowElements(rule, t.numel(), static_cast<int64_t>(cols)))
-    rowBytes = (rule.rowBuffers() + 1) * static_cast<uint64_t>(w) * sizeof(float);
+  // (A sum or maximum phase's buffer is a value per row, whole in windows too.)
+  uint64_t rowBytes =
+      static_cast<uint64_t>(rule.bufferElements(t.numel(), static_cast<int64_t>(cols))) *
+      sizeof(float);
+  if (int64_t w = rowWindowElements(rule, t.numel(), static_cast<int64_t>(cols))) {
+    rowBytes = static_cast<uint64_t>(w) * sizeof(float); // the keys
+    for (const CompiledRule::Phase &p : rule.phases)
+      rowBytes += p.buffers * static_cast<uint64_t>(p.perRow() ? p.bufferElements(t.numel(), static_cast<int64_t>(cols)) : w) *
+                  sizeof(float);
+  }
   return rowBytes + (ranks ? 16 * cols * threads : 0) + (threads + 1) * perThread +
          keptBucketKeys +
          matrixPhaseBytes(rule, t.numel(), static_cast<int64_t>(cols));
@@ -1225,7 +1233,9 @@ void checkDeviceMemory(const MergePlan &plan, KernelSource &kernels, Device &dev
         partials = std::max<uint64_t>(
             partials, std::max<size_t>(Device::chunkCount(n), 1) * p.reductions.size() * 8);
     }
-    uint64_t scratch = (keys + rule.rowBuffers()) * static_cast<uint64_t>(n) * sizeof(float) +
+    uint64_t scratch = (keys * static_cast<uint64_t>(n) +
+                        static_cast<uint64_t>(rule.bufferElements(n, cols))) *
+                           sizeof(float) +
                        partials + (selects ? device.selectionScratchBytes(n, cols) : 0) +
                        matrixPhaseBytes(rule, n, cols);
     if (scratch > largestScratch) {

@@ -38,14 +38,15 @@ MemRefDescriptor shiftedView(void *memory, int64_t first, size_t elementBytes, i
   return MemRefDescriptor{memory, origin, 0, n, 1};
 }
 
-/// A tensor's row phases computed window by window. A row phase's buffer (ranks, or each row's
-/// sum or maximum, at every element) is as large as the tensor; for large tensors the runner
-/// instead computes, before each window of a later phase, the rows that window touches into
-/// window-sized buffers, and runs the later phase over that window alone (launchRange). Rows
-/// are recomputed for every phase that reads them, so this is for tensors whose row buffers
-/// would exceed kRowBufferBudget: smaller ones keep one whole-tensor buffer per row phase. The
-/// bytes are the same either way: a row's keys and ranks depend on the row alone, and a
-/// reduction's partials on its chunk alone.
+/// A tensor's row phases computed window by window. A rank phase's buffer (a rank per element)
+/// is as large as the tensor; for large tensors the runner instead computes, before each
+/// window of a later phase, the rows that window touches into window-sized buffers, and runs
+/// the later phase over that window alone (launchRange). Rows are recomputed for every phase
+/// that reads them, so this is for tensors whose row buffers would exceed kRowBufferBudget:
+/// smaller ones keep one whole-tensor buffer per row phase. A sum or maximum phase's buffer (a
+/// value per row) stays whole either way, its rows recomputed with the window's. The bytes are
+/// the same either way: a row's keys and ranks depend on the row alone, and a reduction's
+/// partials on its chunk alone.
 class RowWindows {
 public:
   /// Row buffers up to this size in all stay whole-tensor buffers (computed once); a test hook,
@@ -66,17 +67,18 @@ public:
   /// host device, row buffers over the budget, and only reductions and the map phase (which
   /// run over windows) reading them; selections, quantiles and matrix phases need the whole
   /// tensor at once.
-  static bool wanted(const Device &device, const CompiledRule &rule, int64_t n) {
-    return device.hostResident() && wanted(rule, n);
+  static bool wanted(const Device &device, const CompiledRule &rule, int64_t n, int64_t cols) {
+    return device.hostResident() && wanted(rule, n, cols);
   }
-  static bool wanted(const CompiledRule &rule, int64_t n) {
-    size_t rows = 0;
+  static bool wanted(const CompiledRule &rule, int64_t n, int64_t cols) {
+    uint64_t rowBytes = 0;
     for (const CompiledRule::Phase &p : rule.phases) {
       if (p.kind == CompiledRule::Kind::Matrix)
         return false;
-      rows += p.kind == CompiledRule::Kind::Row;
+      if (p.kind == CompiledRule::Kind::Row)
+        rowBytes += static_cast<uint64_t>(p.bufferElements(n, cols)) * sizeof(float);
     }
-    if (!rows || rows * static_cast<uint64_t>(n) * sizeof(float) <= budget())
+    if (rowBytes <= budget())
       return false;
     for (size_t k = 0; k < rule.phases.size(); ++k) {
       CompiledRule::Kind kind = rule.phases[k].kind;
@@ -111,11 +113,13 @@ public:
   RowWindows(Device &device, const CompiledRule &rule, int64_t n, int64_t cols)
       : device_(device), rule_(rule), n_(n), cols_(std::max<int64_t>(cols, 1)) {
     capacity_ = static_cast<size_t>(capacity(n, cols_));
-    keys_ = zeroed();
+    keys_ = zeroed(capacity_);
     size_t slot = 0;
     for (const CompiledRule::Phase &p : rule.phases) {
       if (p.kind == CompiledRule::Kind::Row)
-        buffers_.push_back({slot, zeroed()});
+        buffers_.push_back({slot, p.perRow(),
+                            zeroed(p.perRow() ? static_cast<size_t>(p.bufferElements(n, cols_))
+                                              : capacity_)});
       slot += p.buffers;
     }
   }
@@ -150,14 +154,16 @@ public:
 private:
   struct Buffer {
     size_t slot; ///< its place among the rule's buffers
+    bool perRow; ///< a value per row, the whole tensor's (not a window)
     std::shared_ptr<void> memory;
   };
 
-  std::shared_ptr<void> zeroed() {
+  std::shared_ptr<void> zeroed(size_t elements) {
     // Zeroed once: a row kernel over the chunks around a window reads the other row buffers
     // outside the window's rows too (stale, finite values whose keys are never ranked).
-    std::shared_ptr<void> p = device_.allocate(capacity_ * sizeof(float));
-    std::memset(p.get(), 0, capacity_ * sizeof(float));
+    elements = std::max<size_t>(elements, 1);
+    std::shared_ptr<void> p = device_.allocate(elements * sizeof(float));
+    std::memset(p.get(), 0, elements * sizeof(float));
     return p;
   }
 
@@ -177,9 +183,12 @@ private:
     if (static_cast<size_t>(to - from) > capacity_)
       throw RuntimeError("internal: a row window of " + std::to_string(to - from) +
                          " elements, more than its " + std::to_string(capacity_));
-    // Every buffer's view starts at `from` for this window, before any row kernel reads one.
+    // Every window buffer's view starts at `from` for this window, before any row kernel reads
+    // one; a per-row buffer is the whole tensor's rows.
     for (const Buffer &buf : buffers_)
-      descs[firstBuffer + buf.slot] = view(buf.memory.get(), from);
+      descs[firstBuffer + buf.slot] =
+          buf.perRow ? MemRefDescriptor{buf.memory.get(), buf.memory.get(), 0, n_ / cols_, 1}
+                     : view(buf.memory.get(), from);
     auto *keys = static_cast<float *>(keys_.get());
     for (size_t r : rows) {
       const CompiledRule::Phase &phase = rule_.phases[r];
@@ -189,7 +198,7 @@ private:
       device_.launchRange(
           rule_, r, descs, [&](size_t) { return view(keys, from); }, from, to, layer, numLayers,
           scalars);
-      float *out = static_cast<float *>(buf.memory.get()) + (x - from);
+      float *out = static_cast<float *>(buf.memory.get()) + (buf.perRow ? x / cols_ : x - from);
       if (phase.row == CompiledRule::RowOp::Rank)
         device_.rowRanks(keys + (x - from), out, y - x, cols_);
       else
@@ -236,7 +245,7 @@ void runMapWindows(
 } // namespace
 
 int64_t rowWindowElements(const CompiledRule &rule, int64_t n, int64_t cols) {
-  return RowWindows::wanted(rule, n) ? RowWindows::capacity(n, cols) : 0;
+  return RowWindows::wanted(rule, n, cols) ? RowWindows::capacity(n, cols) : 0;
 }
 
 ModelScope::ModelScope(const CompiledRule &rule) : meta_(rule.phases), phases_(rule.phases.size()) {
@@ -366,13 +375,17 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
   size_t firstBuffer = descs.size();
   int64_t cols = tensor.shape.empty() ? 1 : tensor.shape.back();
   std::optional<RowWindows> windowed;
-  if (RowWindows::wanted(device, rule, n))
+  if (RowWindows::wanted(device, rule, n, cols))
     windowed.emplace(device, rule, n, cols);
   std::vector<std::shared_ptr<void>> rows;
-  for (size_t r = 0; r < rule.rowBuffers(); ++r) {
-    rows.push_back(windowed ? nullptr : device.allocate(count * sizeof(float)));
-    descs.push_back({rows.back().get(), rows.back().get(), 0, n, 1});
-  }
+  for (const CompiledRule::Phase &phase : rule.phases)
+    for (size_t r = 0; r < phase.buffers; ++r) {
+      int64_t elements = phase.bufferElements(n, cols);
+      rows.push_back(windowed ? nullptr
+                              : device.allocate(static_cast<size_t>(std::max<int64_t>(elements, 1)) *
+                                                sizeof(float)));
+      descs.push_back({rows.back().get(), rows.back().get(), 0, elements, 1});
+    }
   std::vector<double> scalars(static_cast<size_t>(rule.scalarSlots), 0.0);
   scalars[abi::kNameHashSlot] = abi::nameHash(tensor.name);
   scalars[abi::kColsSlot] = tensor.shape.empty() ? 1.0 : static_cast<double>(tensor.shape.back());

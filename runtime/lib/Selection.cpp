@@ -985,12 +985,10 @@ void rowPhases(ThreadPool &pool, std::vector<RowJob> &jobs, int64_t cols) {
         int64_t rows = (first.end(c) - first.begin(c)) / cols;
         for (RowJob &job : jobs) {
           const float *x = job.keys->get(c, st.scratch.data());
-          float *o = job.out + first.begin(c);
           for (int64_t row = 0; row < rows; ++row) {
             const float *y = x + row * cols;
-            float *z = o + row * cols;
             if (job.op == RowJob::Op::Rank) {
-              rankRow(y, z, static_cast<size_t>(cols));
+              rankRow(y, job.out + first.begin(c) + row * cols, static_cast<size_t>(cols));
               continue;
             }
             double acc;
@@ -1001,7 +999,7 @@ void rowPhases(ThreadPool &pool, std::vector<RowJob> &jobs, int64_t cols) {
               for (int64_t i = 0; i < cols; ++i)
                 acc = std::isnan(y[i]) || std::isnan(acc) ? NAN : std::max(acc, double(y[i]));
             }
-            std::fill(z, z + cols, static_cast<float>(acc));
+            job.out[first.begin(c) / cols + row] = static_cast<float>(acc);
           }
         }
       });

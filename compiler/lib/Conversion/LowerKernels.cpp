@@ -263,7 +263,18 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
     Region &bodyRegion = asPhase ? asPhase.getPhaseBody() : cast<KernelOp>(phase).getBody();
     Block &body = bodyRegion.front();
     Value one = arith::ConstantIndexOp::create(b, loc, 1);
+    // A row phase's buffer of one value per row (sum, max) is read at row i / cols; the row
+    // length from its slot, once per call.
+    Value cols;
+    for (Value operand : phaseInputs)
+      if (auto row = operand.getDefiningOp<RowKernelOp>(); row && row.isPerRow() && !cols) {
+        Value wide = slot(loc, rt::abi::kColsSlot);
+        cols = arith::IndexCastOp::create(
+            b, loc, b.getIndexType(), arith::FPToSIOp::create(b, loc, b.getI64Type(), wide));
+      }
     auto loadElements = [&](OpBuilder &lb, Value i) {
+      Value row; // i / cols, once per element for every per-row buffer
+
       for (auto [k2, operand] : llvm::enumerate(phaseInputs)) {
         Value raw, element;
         if (auto in = operand.getDefiningOp<InputOp>()) {
@@ -272,7 +283,13 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
           element = widen(lb, loc, raw, *in.getStorage());
         } else {
           size_t index = inputs.size() + (llvm::find(buffers, operand) - buffers.begin());
-          element = memref::LoadOp::create(lb, loc, entry->getArgument(index), ValueRange{i});
+          Value at = i;
+          if (auto perRow = operand.getDefiningOp<RowKernelOp>(); perRow && perRow.isPerRow()) {
+            if (!row)
+              row = arith::DivUIOp::create(lb, loc, i, cols);
+            at = row;
+          }
+          element = memref::LoadOp::create(lb, loc, entry->getArgument(index), ValueRange{at});
         }
         map.map(body.getArgument(k2), element);
       }

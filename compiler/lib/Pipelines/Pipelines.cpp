@@ -59,6 +59,8 @@ void mergec::buildLoopsToLLVMPipeline(OpPassManager &pm) {
   // The CPU's own step: a chunk's reduction in the order of the GPU's block (its lanes and
   // tree), which vectorizes (the GPU spreads the same loop over threads instead).
   pm.addPass(createMergeTileReductions(MergeTileReductionsOptions{mergec::rt::abi::kGpuBlock}));
+  // Also the CPU's: per-row values read row by row instead of dividing per element.
+  pm.addPass(createMergeSplitRowLoops());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());

@@ -90,4 +90,27 @@ def MergeTileReductions : Pass<"merge-tile-reductions", "mlir::ModuleOp"> {
                            "mlir::memref::MemRefDialect"];
 }
 
+def MergeSplitRowLoops : Pass<"merge-split-row-loops", "mlir::ModuleOp"> {
+  let summary = "CPU: an element loop that reads per-row values runs row by row";
+  let description = [{
+    merge-lower-kernels reads a row phase's per-row buffer (a sum or maximum: one value per
+    row) at `arith.divui %i, %cols`. On the CPU a division per element is slower than the
+    element's math and keeps the loop scalar, so a loop (unit step, no iter_args) whose body
+    divides its induction variable by a value defined outside it becomes a loop over rows
+    around a loop over the row's part of the range, the quotient replaced by the row:
+
+      // scf.for %i = %lb to %ub { %q = divui %i, %c; ... }
+      //   => scf.for %r = %lb / %c to ceildiv(%ub, %c) {
+      //        scf.for %i = max(%lb, %r * %c) to min(%ub, %r * %c + %c) { ... %r ... }
+      //      }
+
+    Loads at %r from memrefs the function never stores to move out of the inner loop. The
+    elements run in the same order, so the results are the same bits. The CPU pipeline runs
+    it after merge-tile-reductions (a reduction's tile loops have no iter_args); the GPU keeps
+    the division.
+  }];
+  let dependentDialects = ["mlir::arith::ArithDialect", "mlir::scf::SCFDialect",
+                           "mlir::memref::MemRefDialect"];
+}
+
 #endif // MERGEC_CONVERSION_PASSES

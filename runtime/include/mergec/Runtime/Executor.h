@@ -8,6 +8,7 @@
 #include "mergec/Runtime/LoraAdapter.h"
 #include "mergec/Runtime/OutputDirectory.h"
 #include "mergec/Runtime/Safetensors.h"
+#include <algorithm>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -64,6 +65,13 @@ struct CompiledRule {
     int64_t firstSlot = 0; ///< where its scalar results go in the scalars array
     bool modelScope = false;
     std::vector<size_t> deps; ///< the earlier phases whose results (scalars or ranks) it reads
+    /// A row phase whose buffer holds one value per row (sum, max; the kernels read element
+    /// i's at i / cols), not one per element (rank).
+    bool perRow() const { return kind == Kind::Row && row != RowOp::Rank; }
+    /// The f32 elements of each of its buffers for a tensor of n elements in rows of `cols`.
+    int64_t bufferElements(int64_t n, int64_t cols) const {
+      return perRow() ? n / std::max<int64_t>(cols, 1) : n;
+    }
   };
   std::vector<Phase> phases;
   /// A GPU's code for every phase (the CUDA target: one PTX module; entry points named by each
@@ -82,6 +90,13 @@ struct CompiledRule {
     for (auto &p : phases)
       r += p.buffers;
     return r;
+  }
+  /// The f32 elements of all those buffers for a tensor of n elements in rows of `cols`.
+  int64_t bufferElements(int64_t n, int64_t cols) const {
+    int64_t e = 0;
+    for (auto &p : phases)
+      e += static_cast<int64_t>(p.buffers) * p.bufferElements(n, cols);
+    return e;
   }
   bool hasMatrixPhase() const {
     for (auto &p : phases)

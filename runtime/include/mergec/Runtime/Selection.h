@@ -195,15 +195,17 @@ int64_t rowChunkSize(int64_t cols);
 void rowRanks(ThreadPool &pool, const KeyChunks &keys, float *ranks, int64_t cols);
 void rowRanks(ThreadPool &pool, const float *keys, float *ranks, int64_t n, int64_t cols);
 
-/// out[i] = the sum (in f64, rounded once; `sum`) or the maximum (NaN if any is NaN) of the
-/// keys in i's row of `cols` elements. Chunks of whole rows run in parallel on `pool`. A row's
+/// out[r] = the sum (in f64, rounded once; `sum`) or the maximum (NaN if any is NaN) of the
+/// keys in row r of `cols` elements: one value per whole row (the kernels read element i's at
+/// i / cols). Chunks of whole rows run in parallel on `pool`. A row's
 /// sum is the GPU's order (mergec_row_reduce): L lanes (the least power of two >= cols, 32 to
 /// 256), lane t adding columns t, t + L, ... in order, combined by halving strides.
 void rowReduce(ThreadPool &pool, const KeyChunks &keys, float *out, int64_t cols, bool sum);
 void rowReduce(ThreadPool &pool, const float *keys, float *out, int64_t n, int64_t cols, bool sum);
 
 /// One of several row phases over keys of the same length and row chunks (a tensor's sibling
-/// row phases): rowRanks or rowReduce of `keys` into `out`.
+/// row phases): rowRanks or rowReduce of `keys` into `out` (a rank per element, a sum or
+/// maximum per row).
 struct RowJob {
   enum class Op { Rank, Sum, Max };
   const KeyChunks *keys;

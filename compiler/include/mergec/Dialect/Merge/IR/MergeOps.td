@@ -538,7 +538,8 @@ def Merge_RowKernelOp : Merge_Op<"row_kernel", [RecursiveMemoryEffects,
     Rows are the last dimension (a 1-D tensor is one row). `rank`: the runtime ranks the keys'
     magnitudes within each row (1..cols, ties by lowest index); `sum` / `max`: every element
     gets its row's sum (in f64, rounded once) or maximum. The result is an f32 buffer that later
-    phases read as one more input.
+    phases read as one more input: a rank per element, a sum or maximum per row (element i
+    reads row i / cols; `isPerRow`).
     ```mlir
     %r = merge.row_kernel <rank> ins(%a) {
     ^bb0(%x: f32):
@@ -551,6 +552,11 @@ def Merge_RowKernelOp : Merge_Op<"row_kernel", [RecursiveMemoryEffects,
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "$kind `ins` `(` $inputs `)` $body attr-dict";
   let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Whether its buffer holds one value per row (sum, max) rather than one per element
+    /// (rank): the phases after it read element i's value at row i / cols.
+    bool isPerRow() { return getKind() != ::mergec::merge::RowKind::Rank; }
+  }];
   // No scalars: its result is a buffer, per tensor (rows never span tensors).
   let extraClassDefinition = [{
     unsigned $cppClass::getNumScalarResults() { return 0; }
