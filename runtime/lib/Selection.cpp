@@ -881,7 +881,8 @@ void rankRowRadix(const float *x, float *r, size_t c, uint32_t any, uint32_t all
 /// of 512-element rows of bf16-weight differences vary in ~21 bits), and a SIMD sort of 32-bit
 /// items moves twice the items per vector. Measured on one thread, rows of differences of
 /// bf16 weights: 2.3 ns a key at 512 columns (32-bit items), 2.9-3.3 ns at 1408-11008 (64-bit)
-/// with vqsort on AVX-512, against 4.4-4.8 ns for the radix.
+/// with vqsort on AVX-512, against 4.4-4.8 ns for the radix. (Ranks convert from signed
+/// integers: an unsigned 64-bit one takes a branch per element on x86.)
 void rankRow(const float *x, float *r, size_t c) {
   uint32_t any = 0, all = 0xFFFFFFFFu;
   for (size_t i = 0; i < c; ++i) {
@@ -892,7 +893,7 @@ void rankRow(const float *x, float *r, size_t c) {
   uint32_t varying = any ^ all;
   if (varying == 0) { // one magnitude: index order
     for (size_t i = 0; i < c; ++i)
-      r[i] = static_cast<float>(i + 1);
+      r[i] = static_cast<float>(static_cast<int64_t>(i) + 1);
     return;
   }
   unsigned low = static_cast<unsigned>(std::countr_zero(varying));
@@ -907,7 +908,7 @@ void rankRow(const float *x, float *r, size_t c) {
     if (rowsort::sort(items.data(), c)) {
       uint32_t index = (uint32_t{1} << indexBits) - 1;
       for (size_t s = 0; s < c; ++s)
-        r[items[s] & index] = static_cast<float>(s + 1);
+        r[items[s] & index] = static_cast<float>(static_cast<int64_t>(s) + 1);
       return;
     }
   } else {
@@ -917,7 +918,7 @@ void rankRow(const float *x, float *r, size_t c) {
       items[i] = uint64_t{magnitudeKey(x[i])} << 32 | i;
     if (rowsort::sort(items.data(), c)) {
       for (size_t s = 0; s < c; ++s)
-        r[static_cast<uint32_t>(items[s])] = static_cast<float>(s + 1);
+        r[static_cast<uint32_t>(items[s])] = static_cast<float>(static_cast<int64_t>(s) + 1);
       return;
     }
   }
