@@ -149,6 +149,14 @@ bool loadStdlib(const CommandLine &cl, DiagnosticEngine &diags,
 std::optional<import::ImportResult> importConfig(const CommandLine &cl, DiagnosticEngine &diags) {
   import::ImportOptions options;
   options.models = cl.overrides.models;
+  // The stdlib's def names, which a model name must not shadow (its methods are what the
+  // translation calls).
+  std::vector<std::unique_ptr<ast::Recipe>> libraries;
+  if (!loadStdlib(cl, diags, libraries))
+    return std::nullopt;
+  for (const auto &library : libraries)
+    for (const ast::DefDecl &def : library->defs)
+      options.libraryNames.insert(def.name);
   return import::importMergekitConfig(cl.recipe, 0, options, diags);
 }
 

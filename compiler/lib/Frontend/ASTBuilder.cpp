@@ -8,8 +8,11 @@
 #include "MergeParser.h"
 #include "antlr4-runtime.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <optional>
+#include <set>
 
 using namespace mergec;
 using namespace mergec::ast;
@@ -434,4 +437,26 @@ std::unique_ptr<Recipe> mergec::parseRecipe(DiagnosticEngine &diags, int file) {
   for (auto *d : tree->decl())
     builder.decl(d, *recipe);
   return recipe;
+}
+
+bool mergec::isKeyword(const std::string &name) {
+  // The lexer's vocabulary: every literal token of grammar/Merge.g4, quoted ('model', '=>').
+  static const std::set<std::string> keywords = [] {
+    std::set<std::string> words;
+    antlr4::ANTLRInputStream empty(std::string{});
+    MergeLexer lexer(&empty);
+    const antlr4::dfa::Vocabulary &vocabulary = lexer.getVocabulary();
+    for (size_t t = 0; t <= vocabulary.getMaxTokenType(); ++t) {
+      std::string literal = vocabulary.getLiteralName(t);
+      if (literal.size() < 3 || literal.front() != '\'' || literal.back() != '\'')
+        continue;
+      std::string word = literal.substr(1, literal.size() - 2);
+      if (std::all_of(word.begin(), word.end(),
+                      [](unsigned char c) { return std::isalpha(c) || c == '_'; }) &&
+          word != "_")
+        words.insert(word);
+    }
+    return words;
+  }();
+  return keywords.count(name) > 0;
 }

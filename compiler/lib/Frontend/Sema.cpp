@@ -551,7 +551,7 @@ public:
 
 private:
   bool claim(const std::string &name, SourceLoc loc, const char *what) {
-    if (kBuiltins.count(name) || kContextNames.count(name)) {
+    if (isBuiltinName(name)) {
       diags_.error(loc, std::string(what) + " '" + name + "' redefines a built-in name");
       return false;
     }
@@ -575,7 +575,7 @@ private:
     std::set<std::string> seen;
     bool sawDefault = false;
     for (auto &p : d.params) {
-      if (kBuiltins.count(p.name) || kContextNames.count(p.name)) {
+      if (isBuiltinName(p.name)) {
         diags_.error(p.loc, "parameter '" + p.name + "' of def '" + d.name +
                                 "' redefines a built-in name");
         return false;
@@ -1736,7 +1736,7 @@ private:
       scope = scopes_.back();
     std::set<std::string> seen;
     for (auto &[name, loc] : let->names) {
-      if (kBuiltins.count(name) || kContextNames.count(name)) {
+      if (isBuiltinName(name)) {
         diags_.error(loc, "let '" + name + "' redefines a built-in name");
         return std::nullopt;
       }
@@ -2088,6 +2088,10 @@ std::string resolveModelPath(const std::string &recipeFile, const std::string &p
 }
 
 } // namespace
+
+bool mergec::sema::isBuiltinName(const std::string &name) {
+  return kBuiltins.count(name) > 0 || kContextNames.count(name) > 0;
+}
 
 std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
                                                const Overrides &overrides,

@@ -13,6 +13,8 @@
 // must be known while compiling, on its layer), so the recipe gets one rule per combination, in
 // the order that makes the first matching rule the right one (see `enumerateRules`).
 #include "mergec/Import/MergekitConfig.h"
+#include "mergec/Frontend/Parser.h"
+#include "mergec/Frontend/Sema.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Runtime/ModelConfig.h"
 
@@ -582,20 +584,10 @@ std::string Translator::recipeName(const std::string &ref, bool isBase) {
     name.erase(0, 1);
   if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0])))
     name = "m_" + name;
-  static const std::set<std::string> reserved = {
-      "model", "param", "def", "merge", "base", "tensor", "row", "layer", "num_layers", "cols",
-      "numel", "true", "false", "inf", "tv", "sum", "mean", "len", "ramp", "max", "min", "median",
-      "variance", "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast", "total", "dot",
-      "norm", "count", "log", "sin", "cos", "acos", "floor", "topk_mask", "quantile", "row_rank",
-      "bernoulli", "pairs_first", "pairs_second", "weiszfeld", "karcher_coefficients", "require",
-      "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "breadcrumbs",
-      "breadcrumbs_ties", "della", "della_linear", "sce", "slerp", "nuslerp", "multislerp",
-      "model_stock", "karcher", "nearswap", "geomedian", "gta", "ram", "ramplus_tl",
-      "arcee_fusion", "iso_c", "iso_cts", "tsv_merge", "cart", "star", "lora", "let", "in", "layers",
-      "svd", "rsvd", "orth", "lowrank", "transpose", "diag", "hcat", "vcat", "cols_of", "rows_of",
-      "rank_of", "cumsum", "highpass", "lowpass", "pick", "fr_merge", "free_merge", "source",
-      "passthrough"};
-  if (reserved.count(name))
+  // What a recipe cannot name a model (keywords, built-ins), what would shadow a stdlib method
+  // the recipe calls, and the base model's own name.
+  if (isKeyword(name) || sema::isBuiltinName(name) || options_.libraryNames.count(name) ||
+      name == "base")
     name += "_model";
   std::string unique = name;
   for (int i = 2; takenNames_.count(unique); ++i)

@@ -171,6 +171,10 @@ struct Overrides {
   std::vector<std::pair<std::string, std::string>> models;
 };
 
+/// Whether `name` is a built-in (a function such as `sum` or `topk_mask`, or a context name such
+/// as `layer` or `cols`), which no model, param or def can redefine.
+bool isBuiltinName(const std::string &name);
+
 /// Returns null when an error was reported. `libraries` are parsed stdlib files: their defs are
 /// visible to the recipe, which may shadow them with its own names.
 std::unique_ptr<Program> analyze(const ast::Recipe &recipe, const Overrides &overrides,

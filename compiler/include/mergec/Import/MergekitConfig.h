@@ -8,6 +8,7 @@
 #pragma once
 #include "mergec/Frontend/Diagnostics.h"
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +23,9 @@ struct ImportOptions {
   /// path as the YAML writes it) and the local directory it stands for (relative to the
   /// working directory).
   std::vector<std::pair<std::string, std::string>> models;
+  /// The standard library's def names: a model named like one would shadow the method the
+  /// recipe calls, so the translation renames it (as it does keywords and built-in names).
+  std::set<std::string> libraryNames;
 };
 
 struct ImportResult {
