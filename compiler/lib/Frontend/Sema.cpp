@@ -90,17 +90,6 @@ struct Signature {
 const std::set<std::string> kMatrixFunctions = {"transpose", "hcat", "vcat", "diag", "cols_of",
                                                 "rows_of", "svd", "rsvd", "orth", "lowrank",
                                                 "rank_of", "cumsum", "highpass", "lowpass"};
-const std::set<std::string> kBuiltins = [] {
-  std::set<std::string> names = {
-      "tv",  "sum",  "mean", "len", "ramp",  "max",   "min",      "median", "variance",
-      "abs", "sign", "sqrt", "exp", "clamp", "where", "broadcast",
-      "total", "dot", "norm", "count", "log", "sin", "cos", "acos", "floor",
-      "topk_mask", "quantile", "row_rank", "bernoulli", "pairs_first", "pairs_second",
-      "weiszfeld", "karcher_coefficients", "multislerp_coefficients", "require", "pick",
-      "compress"};
-  names.insert(kMatrixFunctions.begin(), kMatrixFunctions.end());
-  return names;
-}();
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
     {"abs", Node::Op::Abs},   {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt},
@@ -241,6 +230,11 @@ class Evaluator {
 public:
   Evaluator(const ast::Recipe &recipe, Program &program, DiagnosticEngine &diags)
       : recipe_(recipe), program_(program), diags_(diags) {}
+
+  using Builtin = std::optional<Value> (Evaluator::*)(const ast::CallExpr *);
+  /// Every built-in function and the member that checks and builds its calls: the one list of
+  /// their names (calls dispatch on it; isBuiltinName reserves them).
+  static const std::map<std::string, Builtin> &builtins();
 
   /// Library defs are visible unless the recipe declares the same name.
   void declareLibrary(const ast::Recipe &library) {
@@ -765,7 +759,7 @@ private:
       s.loc = n->loc();
       return Value{add(std::move(s))};
     }
-    if (defs_.count(n->name) || kBuiltins.count(n->name)) {
+    if (defs_.count(n->name) || builtins().count(n->name)) {
       diags_.error(n->loc(), "'" + n->name + "' is a function; call it as " + n->name + "(...)");
       return std::nullopt;
     }
@@ -932,45 +926,21 @@ private:
     }
     if (auto it = defs_.find(c->callee); it != defs_.end())
       return callDef(c, *it->second);
-    if (c->callee == "tv")
-      return callTv(c);
-    if (kListReductions.count(c->callee) || c->callee == "len")
-      return callListReduction(c);
-    if (kUnary.count(c->callee) || c->callee == "clamp" || c->callee == "where")
-      return callElementwise(c);
-    if (c->callee == "broadcast")
-      return callBroadcast(c);
-    if (c->callee == "pairs_first" || c->callee == "pairs_second")
-      return callPairs(c);
-    if (c->callee == "pick")
-      return callPick(c);
-    if (c->callee == "compress") {
-      diags_.error(c->loc(), "compress(...) writes a bundle, not a tensor: it must be the whole "
-                             "merge expression (merge compress([a, b], rank = 64))");
-      return std::nullopt;
-    }
-    if (c->callee == "weiszfeld")
-      return callWeiszfeld(c);
-    if (c->callee == "karcher_coefficients")
-      return callKarcher(c);
-    if (c->callee == "multislerp_coefficients")
-      return callMultislerp(c);
-    if (c->callee == "require")
-      return callRequire(c);
-    if (c->callee == "total" || c->callee == "dot" || c->callee == "norm" || c->callee == "count")
-      return callReduction(c);
-    if (c->callee == "ramp")
-      return callRamp(c);
-    if (kMatrixFunctions.count(c->callee))
-      return callMatrix(c);
-    if (c->callee == "topk_mask" || c->callee == "quantile" || c->callee == "row_rank" ||
-        c->callee == "bernoulli")
-      return callSelection(c);
+    if (auto it = builtins().find(c->callee); it != builtins().end())
+      return (this->*it->second)(c);
     if (models_.count(c->callee) || params_.count(c->callee) || kContextNames.count(c->callee)) {
       diags_.error(c->loc(), "'" + c->callee + "' is not a function");
       return std::nullopt;
     }
     diags_.error(c->loc(), "unknown function '" + c->callee + "'");
+    return std::nullopt;
+  }
+
+  /// compress(...) anywhere but as the whole merge expression (where the bundle writer takes
+  /// it before Sema sees a call).
+  std::optional<Value> callCompressInside(const ast::CallExpr *c) {
+    diags_.error(c->loc(), "compress(...) writes a bundle, not a tensor: it must be the whole "
+                           "merge expression (merge compress([a, b], rank = 64))");
     return std::nullopt;
   }
 
@@ -2087,10 +2057,50 @@ std::string resolveModelPath(const std::string &recipeFile, const std::string &p
   return (std::filesystem::path(recipeFile).parent_path() / p).lexically_normal().string();
 }
 
+
+const std::map<std::string, Evaluator::Builtin> &Evaluator::builtins() {
+  static const std::map<std::string, Builtin> table = [] {
+    std::map<std::string, Builtin> t = {
+        {"tv", &Evaluator::callTv},
+        {"len", &Evaluator::callListReduction},
+        {"clamp", &Evaluator::callElementwise},
+        {"where", &Evaluator::callElementwise},
+        {"broadcast", &Evaluator::callBroadcast},
+        {"pairs_first", &Evaluator::callPairs},
+        {"pairs_second", &Evaluator::callPairs},
+        {"pick", &Evaluator::callPick},
+        {"compress", &Evaluator::callCompressInside},
+        {"weiszfeld", &Evaluator::callWeiszfeld},
+        {"karcher_coefficients", &Evaluator::callKarcher},
+        {"multislerp_coefficients", &Evaluator::callMultislerp},
+        {"require", &Evaluator::callRequire},
+        {"total", &Evaluator::callReduction},
+        {"dot", &Evaluator::callReduction},
+        {"norm", &Evaluator::callReduction},
+        {"count", &Evaluator::callReduction},
+        {"ramp", &Evaluator::callRamp},
+        {"topk_mask", &Evaluator::callSelection},
+        {"quantile", &Evaluator::callSelection},
+        {"row_rank", &Evaluator::callSelection},
+        {"bernoulli", &Evaluator::callSelection},
+    };
+    // The families with a table of their own: list reductions, elementwise functions of one
+    // argument, linear algebra.
+    for (const auto &entry : kListReductions)
+      t.emplace(entry.first, &Evaluator::callListReduction);
+    for (const auto &entry : kUnary)
+      t.emplace(entry.first, &Evaluator::callElementwise);
+    for (const std::string &name : kMatrixFunctions)
+      t.emplace(name, &Evaluator::callMatrix);
+    return t;
+  }();
+  return table;
+}
+
 } // namespace
 
 bool mergec::sema::isBuiltinName(const std::string &name) {
-  return kBuiltins.count(name) > 0 || kContextNames.count(name) > 0;
+  return Evaluator::builtins().count(name) > 0 || kContextNames.count(name) > 0;
 }
 
 std::unique_ptr<Program> mergec::sema::analyze(const ast::Recipe &recipe,
