@@ -47,38 +47,28 @@ const std::vector<Level> &levels() {
 }
 
 /// The level in use: the widest at start, another (or none) through use().
-std::atomic<const Level *> current{nullptr};
-std::atomic<bool> chosen{false};
+std::atomic<const Level *> &current() {
+  static std::atomic<const Level *> level{levels().empty() ? nullptr : &levels().front()};
+  return level;
+}
 
-const Level *level() {
-  if (!chosen.load(std::memory_order_acquire)) {
-    const Level *widest = levels().empty() ? nullptr : &levels().front();
-    const Level *expected = nullptr;
-    current.compare_exchange_strong(expected, widest);
-    chosen.store(true, std::memory_order_release);
-  }
-  return current.load(std::memory_order_relaxed);
+template <typename T> bool sortOn(T *keys, size_t n) {
+  const Level *l = current().load(std::memory_order_relaxed);
+  if (!l)
+    return false;
+  if constexpr (sizeof(T) == sizeof(uint64_t))
+    l->sort64(keys, n);
+  else
+    l->sort32(keys, n);
+  return true;
 }
 } // namespace
 
-bool sort(uint64_t *keys, size_t n) {
-  const Level *l = level();
-  if (!l)
-    return false;
-  l->sort64(keys, n);
-  return true;
-}
-
-bool sort(uint32_t *keys, size_t n) {
-  const Level *l = level();
-  if (!l)
-    return false;
-  l->sort32(keys, n);
-  return true;
-}
+bool sort(uint64_t *keys, size_t n) { return sortOn(keys, n); }
+bool sort(uint32_t *keys, size_t n) { return sortOn(keys, n); }
 
 const char *target() {
-  const Level *l = level();
+  const Level *l = current().load(std::memory_order_relaxed);
   return l ? l->name : nullptr;
 }
 
@@ -94,8 +84,7 @@ void use(const char *name) {
   for (const Level &l : levels())
     if (name && std::string_view(l.name) == name)
       pick = &l;
-  current.store(pick, std::memory_order_relaxed);
-  chosen.store(true, std::memory_order_release);
+  current().store(pick, std::memory_order_relaxed);
 }
 
 #else // built without Highway's headers: the radix everywhere
