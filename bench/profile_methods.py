@@ -49,6 +49,10 @@ def profile(mergec, recipe, out, data_file, top):
             names = [n for n in re.findall(r"mergec::rt::(?:\(anonymous namespace\)::)?(\w+)", symbol)
                      if n[:1].islower() and n not in helpers]
             name = names[0] if names else symbol[:40]
+            # Highway's vqsort (row ranks, runtime/lib/RowSortTarget.cpp): its function and level.
+            hwy = re.match(r"hwy::N_(\w+)::detail::(\w+)", symbol)
+            if hwy:
+                name = "vqsort %s (%s)" % (hwy.group(2), hwy.group(1))
             state = re.search(r"overChunk\w*<mergec::rt::(?:\(anonymous namespace\)::)?(\w+)",
                               symbol)
             if state and state.group(1) != "ScratchOnly":
