@@ -3,7 +3,9 @@
 // -march flags select it), each copy in its own namespace; RowSort.cpp picks the widest the
 // CPU runs. Highway's static target only (no libhwy at link or run time), and our own pivot
 // generator seed instead of Sorter's (which lives in libhwy_contrib): the keys are distinct,
-// so the pivots change how fast, never what the result is.
+// so the pivots change how fast, never what the result is. Everything this file defines lies
+// in a per-level namespace (Highway's N_AVX3..., ours), so the linker never takes a wider
+// level's copy of an inline function for code that runs on any CPU.
 #define HWY_COMPILE_ONLY_STATIC 1
 #include <hwy/highway.h>
 #include <hwy/contrib/sort/traits-inl.h>
