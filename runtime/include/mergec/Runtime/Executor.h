@@ -83,15 +83,9 @@ struct CompiledRule {
   std::vector<std::string> params;
   int64_t firstParamSlot = 4;
   std::vector<double> paramValues;
-  /// The buffers the rule's phases fill (a row phase one, a matrix phase one per matrix), in
-  /// phase order: inputs of the phases after them.
-  size_t rowBuffers() const {
-    size_t r = 0;
-    for (auto &p : phases)
-      r += p.buffers;
-    return r;
-  }
-  /// The f32 elements of all those buffers for a tensor of n elements in rows of `cols`.
+  /// The f32 elements of the buffers the rule's phases fill (a row phase one, a matrix phase
+  /// one per matrix; in phase order, inputs of the phases after them) for a tensor of n
+  /// elements in rows of `cols`.
   int64_t bufferElements(int64_t n, int64_t cols) const {
     int64_t e = 0;
     for (auto &p : phases)
