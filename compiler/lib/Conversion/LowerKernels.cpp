@@ -274,7 +274,6 @@ struct LowerKernelsPass : mergec::impl::MergeLowerKernelsBase<LowerKernelsPass> 
       }
     auto loadElements = [&](OpBuilder &lb, Value i) {
       Value row; // i / cols, once per element for every per-row buffer
-
       for (auto [k2, operand] : llvm::enumerate(phaseInputs)) {
         Value raw, element;
         if (auto in = operand.getDefiningOp<InputOp>()) {

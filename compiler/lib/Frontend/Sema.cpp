@@ -936,8 +936,8 @@ private:
     return std::nullopt;
   }
 
-  /// compress(...) anywhere but as the whole merge expression (where the bundle writer takes
-  /// it before Sema sees a call).
+  /// compress(...) anywhere but as the whole merge expression (which analyze() takes apart
+  /// before any call is checked here).
   std::optional<Value> callCompressInside(const ast::CallExpr *c) {
     diags_.error(c->loc(), "compress(...) writes a bundle, not a tensor: it must be the whole "
                            "merge expression (merge compress([a, b], rank = 64))");
@@ -2056,7 +2056,6 @@ std::string resolveModelPath(const std::string &recipeFile, const std::string &p
     return path;
   return (std::filesystem::path(recipeFile).parent_path() / p).lexically_normal().string();
 }
-
 
 const std::map<std::string, Evaluator::Builtin> &Evaluator::builtins() {
   static const std::map<std::string, Builtin> table = [] {
