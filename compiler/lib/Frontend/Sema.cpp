@@ -86,10 +86,6 @@ struct Signature {
   }
 };
 
-/// The linear algebra builtins (callMatrix).
-const std::set<std::string> kMatrixFunctions = {"transpose", "hcat", "vcat", "diag", "cols_of",
-                                                "rows_of", "svd", "rsvd", "orth", "lowrank",
-                                                "rank_of", "cumsum", "highpass", "lowpass"};
 /// Elementwise functions of one scalar-or-tensor argument.
 const std::map<std::string, Node::Op> kUnary = {
     {"abs", Node::Op::Abs},   {"sign", Node::Op::Sign}, {"sqrt", Node::Op::Sqrt},
@@ -231,9 +227,15 @@ public:
   Evaluator(const ast::Recipe &recipe, Program &program, DiagnosticEngine &diags)
       : recipe_(recipe), program_(program), diags_(diags) {}
 
-  using Builtin = std::optional<Value> (Evaluator::*)(const ast::CallExpr *);
-  /// Every built-in function and the member that checks and builds its calls: the one list of
-  /// their names (calls dispatch on it; isBuiltinName reserves them).
+  /// A built-in function: the member that checks and builds its calls, and its parameters
+  /// (every one required but those in `optional`).
+  struct Builtin {
+    std::optional<Value> (Evaluator::*check)(const ast::CallExpr *);
+    std::vector<std::string> params;
+    std::set<std::string> optional = {};
+  };
+  /// Every built-in function by name: the one list of their names and signatures (calls
+  /// dispatch on it; isBuiltinName reserves the names).
   static const std::map<std::string, Builtin> &builtins();
 
   /// Library defs are visible unless the recipe declares the same name.
@@ -399,9 +401,7 @@ public:
   /// are emitted (merge.emit_matrix), so W_i ~ n_i * (avg + U.i @ V.i). k is merge.bundle_rank:
   /// the runtime's one rank rule sets it per tensor from rank or rate.
   std::optional<Rule> compress(const ast::CallExpr *c, SourceLoc ruleLoc) {
-    Signature sig = Signature::builtin(
-        "compress", {"models", "rank", "rate", "exclude", "oversample", "iters", "seed"},
-        {"rank", "rate", "exclude", "oversample", "iters", "seed"});
+    Signature sig = signatureOf("compress");
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -927,13 +927,19 @@ private:
     if (auto it = defs_.find(c->callee); it != defs_.end())
       return callDef(c, *it->second);
     if (auto it = builtins().find(c->callee); it != builtins().end())
-      return (this->*it->second)(c);
+      return (this->*it->second.check)(c);
     if (models_.count(c->callee) || params_.count(c->callee) || kContextNames.count(c->callee)) {
       diags_.error(c->loc(), "'" + c->callee + "' is not a function");
       return std::nullopt;
     }
     diags_.error(c->loc(), "unknown function '" + c->callee + "'");
     return std::nullopt;
+  }
+
+  /// The signature of built-in `name` (builtins()).
+  static Signature signatureOf(const std::string &name) {
+    const Builtin &b = builtins().at(name);
+    return Signature::builtin(name, b.params, b.optional);
   }
 
   /// compress(...) anywhere but as the whole merge expression (which analyze() takes apart
@@ -1003,7 +1009,7 @@ private:
   }
 
   std::optional<Value> callTv(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin("tv", {"m", "from"}, {"from"});
+    Signature sig = signatureOf("tv");
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -1050,7 +1056,7 @@ private:
   }
 
   std::optional<Value> callListReduction(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin(c->callee, {"xs"});
+    Signature sig = signatureOf(c->callee);
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -1077,10 +1083,7 @@ private:
 
   /// abs/sign/sqrt/exp(x), clamp(x, lo, hi) and where(mask, a, b): on scalars or tensors.
   std::optional<Value> callElementwise(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin(
-        c->callee, kUnary.count(c->callee)   ? std::vector<std::string>{"x"}
-                   : c->callee == "clamp" ? std::vector<std::string>{"x", "lo", "hi"}
-                                          : std::vector<std::string>{"mask", "a", "b"});
+    Signature sig = signatureOf(c->callee);
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -1245,11 +1248,7 @@ private:
   /// bernoulli(p, seed = 0): item by item over lists; bernoulli's stream is the item position.
   std::optional<Value> callSelection(const ast::CallExpr *c) {
     const std::string &f = c->callee;
-    Signature sig = f == "topk_mask"  ? Signature::builtin(f, {"x", "density", "skip", "nonzero", "scope"},
-                                                           {"skip", "nonzero", "scope"})
-                    : f == "quantile" ? Signature::builtin(f, {"x", "q"})
-                    : f == "row_rank" ? Signature::builtin(f, {"x"})
-                                      : Signature::builtin(f, {"p", "seed"}, {"seed"});
+    Signature sig = signatureOf(f);
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -1325,7 +1324,7 @@ private:
   /// pairs_first(xs) / pairs_second(xs): for every pair i < j, in the order (0, 1), (0, 2), ...,
   /// (1, 2), ..., the list of xs[i] / of xs[j]. Pairwise statistics without loops.
   std::optional<Value> callPairs(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin(c->callee, {"xs"});
+    Signature sig = signatureOf(c->callee);
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -1351,7 +1350,7 @@ private:
   /// then recompiles) keeps lists a compile-time construct. free_merge picks the task whose
   /// expert it adds.
   std::optional<Value> callPick(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin(c->callee, {"xs", "i"});
+    Signature sig = signatureOf(c->callee);
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -1382,9 +1381,7 @@ private:
   /// is a combination of the xs, so the iteration runs on their Gram matrix (one fused pass of
   /// dot products, kept in f64) in a real loop over coefficients, not over the data.
   std::optional<Value> callWeiszfeld(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin("weiszfeld",
-                                       {"xs", "weights", "eps", "max_iter", "tol", "scope"},
-                                       {"weights", "eps", "max_iter", "tol", "scope"});
+    Signature sig = signatureOf("weiszfeld");
     // eps keeps 1 / distance finite; tol compares norms.
     auto made = weightedGram(c, sig, Node::Op::Weiszfeld, 5, {1e-8, 100, 1e-6},
                              {Check::Positive, Check::Iterations, Check::NonNegative});
@@ -1432,8 +1429,7 @@ private:
   /// the xs, so its norms and dot products come from the Gram matrix: one fused pass of dot
   /// products in f64 instead of a pass per dependent norm.
   std::optional<Value> callMultislerp(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin("multislerp_coefficients", {"xs", "weights", "eps", "scope"},
-                                       {"weights", "eps", "scope"});
+    Signature sig = signatureOf("multislerp_coefficients");
     auto made = weightedGram(c, sig, Node::Op::Multislerp, 3, {1e-8}, {Check::NonNegative});
     if (!made)
       return std::nullopt;
@@ -1505,8 +1501,7 @@ private:
   /// norm. Like weiszfeld, a loop over coefficients on the Gram matrix. One tensor is its own
   /// mean: [1], no loop.
   std::optional<Value> callKarcher(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin("karcher_coefficients", {"xs", "max_iter", "tol", "scope"},
-                                       {"max_iter", "tol", "scope"});
+    Signature sig = signatureOf("karcher_coefficients");
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -1579,7 +1574,7 @@ private:
   /// condition (known while compiling) holds; else an error with the message. Lets library code
   /// reject options it does not support instead of ignoring them.
   std::optional<Value> callRequire(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin("require", {"condition", "message", "value"});
+    Signature sig = signatureOf("require");
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -1603,7 +1598,7 @@ private:
   /// broadcast(w, xs): a list as long as xs: w repeated, or w itself when it is such a list.
   /// Lets library code take `weights = 1` or a list of weights alike.
   std::optional<Value> callBroadcast(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin("broadcast", {"w", "xs"});
+    Signature sig = signatureOf("broadcast");
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -1631,12 +1626,7 @@ private:
   /// value at its elements: total(x), dot(x, y), norm(x, p = 2) for p = 1, 2 or inf,
   /// count(mask) (the non-zero elements).
   std::optional<Value> callReduction(const ast::CallExpr *c) {
-    Signature sig = Signature::builtin(
-        c->callee, c->callee == "dot"    ? std::vector<std::string>{"x", "y", "scope"}
-                   : c->callee == "norm"  ? std::vector<std::string>{"x", "p", "scope"}
-                   : c->callee == "count" ? std::vector<std::string>{"mask", "scope"}
-                                          : std::vector<std::string>{"x", "scope"},
-        {"p", "scope"});
+    Signature sig = signatureOf(c->callee);
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -1743,15 +1733,7 @@ private:
   /// (of a list: [the u's, the s's, the vt's], for let (us, ss, vts) = svd(tvs)).
   std::optional<Value> callMatrix(const ast::CallExpr *c) {
     const std::string &f = c->callee;
-    Signature sig =
-        f == "svd"       ? Signature::builtin(f, {"x", "rank"}, {"rank"})
-        : f == "rsvd"    ? Signature::builtin(f, {"x", "rank", "oversample", "iters", "seed"},
-                                              {"oversample", "iters", "seed"})
-        : f == "lowrank" ? Signature::builtin(f, {"x", "rank"})
-        : f == "cols_of" || f == "rows_of" ? Signature::builtin(f, {"x", "k"})
-        : f == "hcat" || f == "vcat"       ? Signature::builtin(f, {"xs"})
-        : f == "highpass" || f == "lowpass" ? Signature::builtin(f, {"x", "ratio"}, {"ratio"})
-                                           : Signature::builtin(f, {"x"});
+    Signature sig = signatureOf(f);
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
@@ -2058,39 +2040,66 @@ std::string resolveModelPath(const std::string &recipeFile, const std::string &p
 }
 
 const std::map<std::string, Evaluator::Builtin> &Evaluator::builtins() {
+  using E = Evaluator;
   static const std::map<std::string, Builtin> table = [] {
     std::map<std::string, Builtin> t = {
-        {"tv", &Evaluator::callTv},
-        {"len", &Evaluator::callListReduction},
-        {"clamp", &Evaluator::callElementwise},
-        {"where", &Evaluator::callElementwise},
-        {"broadcast", &Evaluator::callBroadcast},
-        {"pairs_first", &Evaluator::callPairs},
-        {"pairs_second", &Evaluator::callPairs},
-        {"pick", &Evaluator::callPick},
-        {"compress", &Evaluator::callCompressInside},
-        {"weiszfeld", &Evaluator::callWeiszfeld},
-        {"karcher_coefficients", &Evaluator::callKarcher},
-        {"multislerp_coefficients", &Evaluator::callMultislerp},
-        {"require", &Evaluator::callRequire},
-        {"total", &Evaluator::callReduction},
-        {"dot", &Evaluator::callReduction},
-        {"norm", &Evaluator::callReduction},
-        {"count", &Evaluator::callReduction},
-        {"ramp", &Evaluator::callRamp},
-        {"topk_mask", &Evaluator::callSelection},
-        {"quantile", &Evaluator::callSelection},
-        {"row_rank", &Evaluator::callSelection},
-        {"bernoulli", &Evaluator::callSelection},
+        {"tv", {&E::callTv, {"m", "from"}, {"from"}}},
+        {"len", {&E::callListReduction, {"xs"}}},
+        {"clamp", {&E::callElementwise, {"x", "lo", "hi"}}},
+        {"where", {&E::callElementwise, {"mask", "a", "b"}}},
+        {"broadcast", {&E::callBroadcast, {"w", "xs"}}},
+        {"pairs_first", {&E::callPairs, {"xs"}}},
+        {"pairs_second", {&E::callPairs, {"xs"}}},
+        {"pick", {&E::callPick, {"xs", "i"}}},
+        // Checked where it is the whole merge expression (analyze()); an error anywhere else.
+        {"compress",
+         {&E::callCompressInside,
+          {"models", "rank", "rate", "exclude", "oversample", "iters", "seed"},
+          {"rank", "rate", "exclude", "oversample", "iters", "seed"}}},
+        {"weiszfeld",
+         {&E::callWeiszfeld,
+          {"xs", "weights", "eps", "max_iter", "tol", "scope"},
+          {"weights", "eps", "max_iter", "tol", "scope"}}},
+        {"karcher_coefficients",
+         {&E::callKarcher, {"xs", "max_iter", "tol", "scope"}, {"max_iter", "tol", "scope"}}},
+        {"multislerp_coefficients",
+         {&E::callMultislerp, {"xs", "weights", "eps", "scope"}, {"weights", "eps", "scope"}}},
+        {"require", {&E::callRequire, {"condition", "message", "value"}}},
+        {"total", {&E::callReduction, {"x", "scope"}, {"scope"}}},
+        {"dot", {&E::callReduction, {"x", "y", "scope"}, {"scope"}}},
+        {"norm", {&E::callReduction, {"x", "p", "scope"}, {"p", "scope"}}},
+        {"count", {&E::callReduction, {"mask", "scope"}, {"scope"}}},
+        {"ramp", {&E::callRamp, {}}},
+        {"topk_mask",
+         {&E::callSelection, {"x", "density", "skip", "nonzero", "scope"},
+          {"skip", "nonzero", "scope"}}},
+        {"quantile", {&E::callSelection, {"x", "q"}}},
+        {"row_rank", {&E::callSelection, {"x"}}},
+        {"bernoulli", {&E::callSelection, {"p", "seed"}, {"seed"}}},
+        // Linear algebra (callMatrix).
+        {"transpose", {&E::callMatrix, {"x"}}},
+        {"diag", {&E::callMatrix, {"x"}}},
+        {"orth", {&E::callMatrix, {"x"}}},
+        {"cumsum", {&E::callMatrix, {"x"}}},
+        {"rank_of", {&E::callMatrix, {"x"}}},
+        {"cols_of", {&E::callMatrix, {"x", "k"}}},
+        {"rows_of", {&E::callMatrix, {"x", "k"}}},
+        {"lowrank", {&E::callMatrix, {"x", "rank"}}},
+        {"svd", {&E::callMatrix, {"x", "rank"}, {"rank"}}},
+        {"rsvd",
+         {&E::callMatrix, {"x", "rank", "oversample", "iters", "seed"},
+          {"oversample", "iters", "seed"}}},
+        {"hcat", {&E::callMatrix, {"xs"}}},
+        {"vcat", {&E::callMatrix, {"xs"}}},
+        {"highpass", {&E::callMatrix, {"x", "ratio"}, {"ratio"}}},
+        {"lowpass", {&E::callMatrix, {"x", "ratio"}, {"ratio"}}},
     };
-    // The families with a table of their own: list reductions, elementwise functions of one
-    // argument, linear algebra.
+    // The families whose ops have a table of their own: list reductions of one list,
+    // elementwise functions of one argument.
     for (const auto &entry : kListReductions)
-      t.emplace(entry.first, &Evaluator::callListReduction);
+      t.emplace(entry.first, Builtin{&E::callListReduction, {"xs"}});
     for (const auto &entry : kUnary)
-      t.emplace(entry.first, &Evaluator::callElementwise);
-    for (const std::string &name : kMatrixFunctions)
-      t.emplace(name, &Evaluator::callMatrix);
+      t.emplace(entry.first, Builtin{&E::callElementwise, {"x"}});
     return t;
   }();
   return table;
