@@ -218,14 +218,30 @@ __attribute__((target_clones("avx2", "default"))) void keyBitsRange(const float 
   *lo = a;
   *hi = b;
 }
-void magnitudeRange(const float *x, int64_t n, uint32_t *lo, uint32_t *hi) {
-  keyBitsRange(x, n, false, lo, hi);
-}
 void keyRange(ByMagnitude, const float *x, int64_t n, uint32_t *lo, uint32_t *hi) {
-  magnitudeRange(x, n, lo, hi);
+  keyBitsRange(x, n, false, lo, hi);
 }
 void keyRange(ByValue, const float *x, int64_t n, uint32_t *lo, uint32_t *hi) {
   keyBitsRange(x, n, true, lo, hi);
+}
+
+/// Pass one's work on x[0..n): the keys' bits 31..16 counted into `bins`; returns how many
+/// keys have magnitude 0.
+template <typename KeyFn>
+int64_t countHighBits(Bins &bins, const float *x, int64_t n, KeyFn key) {
+  if (n == 0)
+    return 0;
+  uint32_t lo, hi;
+  keyRange(key, x, n, &lo, &hi);
+  bins.widen(lo >> 16, hi >> 16);
+  int64_t *count = bins.count.data();
+  int64_t zeros = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t k = key(x[i]);
+    ++count[k >> 16];
+    zeros += magnitudeKey(x[i]) == 0;
+  }
+  return zeros;
 }
 
 /// Pass one over the keys; the counts merged into the first state (there is one: n > 0).
@@ -233,19 +249,7 @@ template <typename KeyFn>
 StateSet<HighCounts> countHigh(ThreadPool *pool, const KeyChunks &keys, KeyFn key) {
   auto states = overChunks<HighCounts>(pool, keys, [&](HighCounts &s, size_t, const float *x,
                                                        int64_t n) {
-    if (n == 0)
-      return;
-    uint32_t lo, hi;
-    keyRange(key, x, n, &lo, &hi);
-    s.hist.widen(lo >> 16, hi >> 16);
-    int64_t *count = s.hist.count.data();
-    int64_t zeros = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      uint32_t k = key(x[i]);
-      ++count[k >> 16];
-      zeros += magnitudeKey(x[i]) == 0;
-    }
-    s.zeros += zeros;
+    s.zeros += countHighBits(s.hist, x, n, key);
   });
   HighCounts &total = *states.all.front();
   for (size_t j = 1; j < states.all.size(); ++j) {
@@ -495,20 +499,9 @@ void topkBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs) {
         pool, chunks, scratch ? first.chunkSize() : 0, [&](JobHighCounts &s, size_t c) {
           s.size(J);
           int64_t m = first.end(c) - first.begin(c);
-          for (size_t j = 0; j < J; ++j) {
-            const float *x = jobs[j].keys->get(c, s.scratch.data());
-            uint32_t lo, hi;
-            magnitudeRange(x, m, &lo, &hi);
-            s.hist[j].widen(lo >> 16, hi >> 16);
-            int64_t *count = s.hist[j].count.data();
-            int64_t zeros = 0;
-            for (int64_t i = 0; i < m; ++i) {
-              uint32_t k = magnitudeKey(x[i]);
-              ++count[k >> 16];
-              zeros += k == 0;
-            }
-            s.zeros[j] += zeros;
-          }
+          for (size_t j = 0; j < J; ++j)
+            s.zeros[j] += countHighBits(s.hist[j], jobs[j].keys->get(c, s.scratch.data()), m,
+                                        ByMagnitude{});
         });
     JobHighCounts &total = *high.all.front();
     for (size_t k = 1; k < high.all.size(); ++k)
