@@ -867,6 +867,21 @@ void rankRowRadix(const float *x, float *r, size_t c, uint32_t any, uint32_t all
   }
 }
 
+/// Ranks from a SIMD sort of c distinct items, item i made by pack(i) with i in its bits
+/// `index`: false (r untouched) when the CPU or build has no SIMD sort.
+template <typename Item, typename Pack>
+bool rankBySort(float *r, size_t c, Item index, Pack pack) {
+  thread_local std::vector<Item> items;
+  items.resize(c);
+  for (size_t i = 0; i < c; ++i)
+    items[i] = pack(i);
+  if (!rowsort::sort(items.data(), c))
+    return false;
+  for (size_t s = 0; s < c; ++s)
+    r[static_cast<size_t>(items[s] & index)] = static_cast<float>(static_cast<int64_t>(s) + 1);
+  return true;
+}
+
 /// r[i] = the rank 1..c of |x[i]| ascending in the row x of c elements, ties by lowest index.
 /// Items (magnitude, index) with the index in the low bits are distinct, so any sort orders
 /// them as the stable one would: ascending magnitude, ties by index. The bits every key of the
@@ -892,32 +907,20 @@ void rankRow(const float *x, float *r, size_t c) {
   unsigned low = static_cast<unsigned>(std::countr_zero(varying));
   unsigned width = 32 - static_cast<unsigned>(std::countl_zero(varying)) - low;
   unsigned indexBits = static_cast<unsigned>(std::bit_width(c - 1));
+  bool sorted;
   if (width + indexBits <= 32) {
-    thread_local std::vector<uint32_t> items;
-    items.resize(c);
     uint32_t mask = width == 32 ? 0xFFFFFFFFu : (uint32_t{1} << width) - 1;
-    for (size_t i = 0; i < c; ++i)
-      items[i] = ((magnitudeKey(x[i]) >> low) & mask) << indexBits | static_cast<uint32_t>(i);
-    if (rowsort::sort(items.data(), c)) {
-      uint32_t index = (uint32_t{1} << indexBits) - 1;
-      for (size_t s = 0; s < c; ++s)
-        r[items[s] & index] = static_cast<float>(static_cast<int64_t>(s) + 1);
-      return;
-    }
+    sorted = rankBySort<uint32_t>(r, c, (uint32_t{1} << indexBits) - 1, [&](size_t i) {
+      return ((magnitudeKey(x[i]) >> low) & mask) << indexBits | static_cast<uint32_t>(i);
+    });
   } else {
-    thread_local std::vector<uint64_t> items;
-    items.resize(c);
-    for (size_t i = 0; i < c; ++i)
-      items[i] = uint64_t{magnitudeKey(x[i])} << 32 | i;
-    if (rowsort::sort(items.data(), c)) {
-      for (size_t s = 0; s < c; ++s)
-        r[static_cast<uint32_t>(items[s])] = static_cast<float>(static_cast<int64_t>(s) + 1);
-      return;
-    }
+    sorted = rankBySort<uint64_t>(r, c, 0xFFFFFFFFu, [&](size_t i) {
+      return uint64_t{magnitudeKey(x[i])} << 32 | i;
+    });
   }
-  rankRowRadix(x, r, c, any, all);
+  if (!sorted)
+    rankRowRadix(x, r, c, any, all);
 }
-
 
 /// The f64 sum of y[0..cols) in `lanes` (a power of two, at most 256) partials, lane t adding
 /// columns t, t + lanes, ... in order, combined by halving strides. Both loops vectorize; built
