@@ -142,7 +142,8 @@ public:
   virtual void streamCountModelTopK(ModelTopK &topk, const KeyChunks &keys);
   virtual void streamModelTopKBoundaries(ModelTopK &topk, const KeyChunks &keys,
                                          RankBoundary &hi, RankBoundary &lo);
-  /// Row phases over keys in chunks of whole rows (rowChunkSize), into `out` (n floats).
+  /// Row phases over keys in chunks of whole rows (rowChunkSize), into `out` (a rank per
+  /// element, a sum or maximum per row).
   /// One or several sibling row phases of a tensor (ranks, sums, maxima), one pass (RowJob).
   virtual void streamRows(std::vector<RowJob> &jobs, int64_t cols);
 
