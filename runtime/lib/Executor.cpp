@@ -562,18 +562,11 @@ uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t th
       (selects ? Device::kChunk * sizeof(float) + selections * 3 * 65536 * 8 : 0) +
       (rows ? static_cast<uint64_t>(rowChunkSize(static_cast<int64_t>(cols))) * sizeof(float) : 0);
   uint64_t keptBucketKeys = selects ? uint64_t{16} << 20 : 0;
-  // Large tensors' rows in windows (PhaseRunner's RowWindows): a key buffer and the row
-  // buffers of window size (the per-thread row chunks stay counted: a smaller tensor uses them).
-  // (A sum or maximum phase's buffer is a value per row, whole in windows too.)
+  // Large tensors' rows in windows (PhaseRunner's RowWindows) take window-sized buffers (the
+  // per-thread row chunks stay counted: a smaller tensor uses them).
   uint64_t rowBytes =
-      static_cast<uint64_t>(rule.bufferElements(t.numel(), static_cast<int64_t>(cols))) *
+      static_cast<uint64_t>(hostBufferElements(rule, t.numel(), static_cast<int64_t>(cols))) *
       sizeof(float);
-  if (int64_t w = rowWindowElements(rule, t.numel(), static_cast<int64_t>(cols))) {
-    rowBytes = static_cast<uint64_t>(w) * sizeof(float); // the keys
-    for (const CompiledRule::Phase &p : rule.phases)
-      rowBytes += p.buffers * static_cast<uint64_t>(p.perRow() ? p.bufferElements(t.numel(), static_cast<int64_t>(cols)) : w) *
-                  sizeof(float);
-  }
   return rowBytes + (ranks ? 16 * cols * threads : 0) + (threads + 1) * perThread +
          keptBucketKeys +
          matrixPhaseBytes(rule, t.numel(), static_cast<int64_t>(cols));

@@ -117,11 +117,15 @@ public:
     size_t slot = 0;
     for (const CompiledRule::Phase &p : rule.phases) {
       if (p.kind == CompiledRule::Kind::Row)
-        buffers_.push_back({slot, p.perRow(),
-                            zeroed(p.perRow() ? static_cast<size_t>(p.bufferElements(n, cols_))
-                                              : capacity_)});
+        buffers_.push_back(
+            {slot, p.perRow(), zeroed(static_cast<size_t>(bufferElements(p, n, cols_)))});
       slot += p.buffers;
     }
+  }
+
+  /// The elements of row phase p's buffer in windows: a window's ranks, or every row's value.
+  static int64_t bufferElements(const CompiledRule::Phase &p, int64_t n, int64_t cols) {
+    return p.perRow() ? p.bufferElements(n, cols) : capacity(n, cols);
   }
 
   /// Elements per window buffer: a window [b, e) needs the rows it touches, [x, y), and the
@@ -244,8 +248,14 @@ void runMapWindows(
 
 } // namespace
 
-int64_t rowWindowElements(const CompiledRule &rule, int64_t n, int64_t cols) {
-  return RowWindows::wanted(rule, n, cols) ? RowWindows::capacity(n, cols) : 0;
+int64_t hostBufferElements(const CompiledRule &rule, int64_t n, int64_t cols) {
+  if (!RowWindows::wanted(rule, n, cols))
+    return rule.bufferElements(n, cols);
+  int64_t elements = RowWindows::capacity(n, cols); // the keys
+  for (const CompiledRule::Phase &p : rule.phases)
+    if (p.kind == CompiledRule::Kind::Row)
+      elements += RowWindows::bufferElements(p, n, cols);
+  return elements;
 }
 
 ModelScope::ModelScope(const CompiledRule &rule) : meta_(rule.phases), phases_(rule.phases.size()) {
@@ -408,14 +418,12 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
   std::vector<size_t> rowIndex(rule.phases.size(), 0);
   for (size_t j = 1; j < rule.phases.size(); ++j)
     rowIndex[j] = rowIndex[j - 1] + rule.phases[j - 1].buffers;
-  size_t nextRow = 0;
   for (size_t k = 0; k < rule.phases.size(); ++k) {
     const CompiledRule::Phase &phase = rule.phases[k];
     ModelScope::PhaseState *state =
         scope && phase.kind != Kind::Map ? &scope->phases_[k] : nullptr;
     float *rowBuffer =
-        phase.kind == Kind::Row ? static_cast<float *>(rows[nextRow].get()) : nullptr;
-    nextRow += phase.buffers;
+        phase.kind == Kind::Row ? static_cast<float *>(rows[rowIndex[k]].get()) : nullptr;
     if (ranWithSibling[k])
       continue;
     double *slot = &scalars[static_cast<size_t>(phase.firstSlot)];

@@ -97,10 +97,10 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
              const ChunkHook *afterMap = nullptr, std::vector<double> *scalars = nullptr,
              const MapWindows *windows = nullptr);
 
-/// On host devices, the elements of each window buffer when `rule` computes its row phases
-/// window by window over a tensor of n elements (rows of `cols`): a key buffer and one buffer
-/// per row phase of that many floats instead of n (the phases reading the rows recompute them
-/// per window); 0 when its row buffers are whole-tensor buffers.
-int64_t rowWindowElements(const CompiledRule &rule, int64_t n, int64_t cols);
+/// On host devices, the f32 elements runRule allocates for `rule`'s buffers over a tensor of n
+/// elements (rows of `cols`): CompiledRule::bufferElements, or, when it computes its row phases
+/// window by window, a key buffer and a buffer per rank phase of a window's size (the phases
+/// reading the rows recompute them per window) beside the per-row buffers of sums and maxima.
+int64_t hostBufferElements(const CompiledRule &rule, int64_t n, int64_t cols);
 
 } // namespace mergec::rt
