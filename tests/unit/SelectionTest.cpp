@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 using namespace mergec::rt;
@@ -331,6 +332,50 @@ TEST(Selection, StreamedModelTopKMatchesTheBuffer) {
     }
 }
 
+/// Every way a row is ranked: the SIMD sort on each SIMD level this CPU has, and the byte
+/// radix (nullptr, rowsort::use(nullptr)); printed once.
+std::vector<const char *> rankingWays() {
+  std::vector<const char *> ways = rowsort::targets();
+  static bool printed = false;
+  if (!std::exchange(printed, true)) {
+    std::printf("row ranks: SIMD sorts on this CPU:");
+    for (const char *t : ways)
+      std::printf(" %s", t);
+    std::printf("%s; and the radix\n", ways.empty() ? " none (CPU or build)" : "");
+  }
+  ways.push_back(nullptr);
+  return ways;
+}
+
+/// The ranks of the rows of x (cols each) from whole-row chunks of streamed keys and from a
+/// buffer, on 1 and 2 threads and every ranking way, equal a stable sort of each row.
+void expectRanksOfAStableSort(const std::vector<float> &x, int64_t cols, const char *what) {
+  ThreadPool one(1), two(2);
+  int64_t rows = static_cast<int64_t>(x.size()) / cols;
+  std::vector<float> expected(x.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<int64_t> order(static_cast<size_t>(cols));
+    std::iota(order.begin(), order.end(), r * cols);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return std::fabs(x[a]) < std::fabs(x[b]); });
+    for (int64_t i = 0; i < cols; ++i)
+      expected[order[i]] = static_cast<float>(i + 1);
+  }
+  const char *widest = rowsort::target();
+  for (const char *way : rankingWays()) {
+    rowsort::use(way);
+    for (ThreadPool *pool : {&one, &two}) {
+      std::vector<float> got(x.size(), -1), buffered(x.size(), -1);
+      rowRanks(*pool, streamed(x, rowChunkSize(cols), nullptr), got.data(), cols);
+      rowRanks(*pool, x.data(), buffered.data(), static_cast<int64_t>(x.size()), cols);
+      EXPECT_EQ(got, expected) << what << ", cols " << cols << " on " << (way ? way : "the radix");
+      EXPECT_EQ(buffered, expected) << what << ", cols " << cols << " on "
+                                    << (way ? way : "the radix");
+    }
+  }
+  rowsort::use(widest);
+}
+
 // Ranks from whole-row chunks of streamed keys, on 1 and 2 threads, equal a stable sort of each
 // row; rows where a byte is shared by all (the skipped digits) and constant rows included.
 // Every way a row is ranked: the SIMD sort of packed (magnitude, index) items on each SIMD
@@ -338,14 +383,6 @@ TEST(Selection, StreamedModelTopKMatchesTheBuffer) {
 // 64-bit), and the byte radix (rowsort::use(nullptr)). Widths 2, 3, 33, 4097 start a new index
 // bit.
 TEST(Selection, StreamedRowRanksMatchASortPerRow) {
-  ThreadPool one(1), two(2);
-  const char *widest = rowsort::target();
-  std::vector<const char *> ways = rowsort::targets();
-  std::printf("row ranks: SIMD sorts on this CPU:");
-  for (const char *t : ways)
-    std::printf(" %s", t);
-  std::printf("%s; and the radix\n", ways.empty() ? " none (CPU or build)" : "");
-  ways.push_back(nullptr);
   for (int64_t cols : {int64_t{1}, int64_t{2}, int64_t{3}, int64_t{33}, int64_t{512},
                        int64_t{1031}, int64_t{4097}, int64_t{5000}}) {
     int64_t rows = 37;
@@ -357,26 +394,54 @@ TEST(Selection, StreamedRowRanksMatchASortPerRow) {
         v = noise(rng);
     }
     std::fill(x.begin(), x.begin() + cols, 2.5f); // one magnitude: ranks in index order
-    std::vector<float> expected(x.size());
-    for (int64_t r = 0; r < rows; ++r) {
-      std::vector<int64_t> order(static_cast<size_t>(cols));
-      std::iota(order.begin(), order.end(), r * cols);
-      std::stable_sort(order.begin(), order.end(),
-                       [&](int64_t a, int64_t b) { return std::fabs(x[a]) < std::fabs(x[b]); });
-      for (int64_t i = 0; i < cols; ++i)
-        expected[order[i]] = static_cast<float>(i + 1);
-    }
-    for (const char *way : ways) {
-      rowsort::use(way);
-      for (ThreadPool *pool : {&one, &two}) {
-        std::vector<float> got(x.size(), -1), buffered(x.size(), -1);
-        rowRanks(*pool, streamed(x, rowChunkSize(cols), nullptr), got.data(), cols);
-        rowRanks(*pool, x.data(), buffered.data(), static_cast<int64_t>(x.size()), cols);
-        EXPECT_EQ(got, expected) << "cols " << cols << " on " << (way ? way : "the radix");
-        EXPECT_EQ(buffered, expected) << "cols " << cols << " on " << (way ? way : "the radix");
+    expectRanksOfAStableSort(x, cols, "tied keys");
+  }
+}
+
+/// x with the bits `bits` of its magnitude set (a key's low mantissa bits).
+float withBits(float x, uint32_t bits) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u |= bits;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// Rows whose varying key bits and index need more than 32 bits by a few: rankRow sorts 32-bit
+// items without the lowest varying bits when few keys have them (sortRareRuns puts those in
+// order), else 64-bit items. bf16-like keys (low 16 bits clear), with a few keys given low
+// bits: some equal to another key but for them (one run of the truncated sort), two in one
+// run, one in a run of equal keys before and after it, and rows where a bit inside the dropped
+// ones is set in every key (the row's least dropped bits are not zero). Then rows where many
+// keys have them (the 64-bit items).
+TEST(Selection, RowRanksWithoutTheLowestBitsMatchASortPerRow) {
+  // The keys' bits 17..30 vary (0 is among them); low bits from `low` on make them 31 - low
+  // bits wide, which with the index (11, 12 and 14 bits) is 6 bits past 32.
+  for (auto [cols, low] : {std::pair<int64_t, unsigned>{1408, 4}, {4096, 5}, {11008, 7}}) {
+    int64_t rows = 6;
+    for (bool many : {false, true}) {
+      std::vector<float> x = tiedKeys(static_cast<size_t>(rows * cols), 11, /*bf16Like=*/true);
+      std::mt19937 rng(static_cast<unsigned>(cols));
+      std::uniform_int_distribution<int64_t> column(0, cols - 1);
+      for (int64_t r = 0; r < rows; ++r) {
+        float *y = x.data() + r * cols;
+        if (r % 2 == 1) // a bit among the dropped ones every key has
+          for (int64_t i = 0; i < cols; ++i)
+            y[i] = withBits(y[i], 1u << (low + 2));
+        int64_t rare = many ? cols / 4 : 5;
+        for (int64_t k = 0; k < rare; ++k) {
+          int64_t a = column(rng), b = column(rng);
+          y[a] = withBits(y[b], 1u << (low + k % 4) | (k % 3 == 0 ? 1u << (low + 5) : 0u));
+        }
+        // Two rare keys in one run of equal keys, the larger at the lower index.
+        int64_t at = column(rng) / 2;
+        for (int64_t i = at; i < at + 6; ++i)
+          y[i] = y[at];
+        y[at + 1] = withBits(y[at], 1u << (low + 3));
+        y[at + 3] = withBits(y[at], 1u << (low + 1));
       }
+      expectRanksOfAStableSort(x, cols, many ? "many keys with low bits" : "a few keys with low bits");
     }
-    rowsort::use(widest);
   }
 }
 
