@@ -14,6 +14,9 @@
 #include <numeric>
 #include <utility>
 #include <vector>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace mergec::rt {
 
@@ -463,6 +466,333 @@ struct JobLowCounts {
   }
 };
 
+/// The sampled path's cut of a job: the band of keys [lo, hi] it keeps while counting the
+/// keys above it, chosen from a sample so that the cut's key falls inside.
+struct SampledCut {
+  bool want = false;
+  uint32_t lo = 0x7FFFFFFFu, hi = 0x7FFFFFFEu; ///< lo > hi: nothing kept (a cut not wanted)
+  int64_t sampled = 0;                         ///< the sample's keys in the band
+};
+
+/// What countAroundBands finds in one chunk of one job's keys: per cut, the keys above its
+/// band and the offsets of those in it (room for the chunk and 8 more); the keys of magnitude
+/// 0.
+struct AroundBands {
+  int64_t above[2] = {0, 0}, zeros = 0, inside[2] = {0, 0};
+  uint32_t *offsets[2];
+};
+
+/// countAroundBands for keys x[from..n), one by one: offsets stored always, counted if inside.
+void countAroundBandsPlain(const float *x, int64_t from, int64_t n, const int32_t lo[2],
+                           const int32_t hi[2], AroundBands &r) {
+  for (int64_t i = from; i < n; ++i) {
+    int32_t k = static_cast<int32_t>(bitsOf(x[i]) & 0x7FFFFFFFu);
+    r.zeros += k == 0;
+    for (int w = 0; w < 2; ++w) {
+      r.above[w] += k > hi[w];
+      r.offsets[w][r.inside[w]] = static_cast<uint32_t>(i);
+      r.inside[w] += k >= lo[w] && k <= hi[w];
+    }
+  }
+}
+
+#if defined(__x86_64__)
+/// Lane numbers of the set bits of each 8-bit mask, in order: a left-packing shuffle.
+constexpr std::array<std::array<uint8_t, 8>, 256> kPackLanes = [] {
+  std::array<std::array<uint8_t, 8>, 256> t{};
+  for (unsigned m = 0; m < 256; ++m) {
+    unsigned c = 0;
+    for (unsigned b = 0; b < 8; ++b)
+      if ((m >> b) & 1)
+        t[m][c++] = static_cast<uint8_t>(b);
+  }
+  return t;
+}();
+
+__attribute__((target("avx2,popcnt"))) void countAroundBandsAvx2(const float *x, int64_t n,
+                                                                 const int32_t lo[2],
+                                                                 const int32_t hi[2],
+                                                                 AroundBands &r) {
+  const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF), zero = _mm256_setzero_si256();
+  const __m256i step = _mm256_set1_epi32(8);
+  __m256i l[2], h[2], c[2], cz = zero; // 32-bit lane counts: a chunk is under 2^31 keys
+  for (int w = 0; w < 2; ++w) {
+    l[w] = _mm256_set1_epi32(lo[w]);
+    h[w] = _mm256_set1_epi32(hi[w]);
+    c[w] = zero;
+  }
+  __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  int64_t whole = n / 8 * 8;
+  for (int64_t i = 0; i < whole; i += 8) {
+    __m256i k = _mm256_and_si256(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x + i)), magnitude);
+    cz = _mm256_sub_epi32(cz, _mm256_cmpeq_epi32(k, zero));
+    for (int w = 0; w < 2; ++w) {
+      __m256i above = _mm256_cmpgt_epi32(k, h[w]);
+      c[w] = _mm256_sub_epi32(c[w], above);
+      // In the band: neither below lo (lo > k) nor above hi; the offsets of those packed to
+      // the left and stored whole, the count moved on by how many.
+      __m256i outside = _mm256_or_si256(_mm256_cmpgt_epi32(l[w], k), above);
+      unsigned in =
+          ~static_cast<unsigned>(_mm256_movemask_ps(_mm256_castsi256_ps(outside))) & 0xFF;
+      __m256i lanes = _mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i *>(kPackLanes[in].data())));
+      _mm256_storeu_si256(reinterpret_cast<__m256i *>(r.offsets[w] + r.inside[w]),
+                          _mm256_permutevar8x32_epi32(index, lanes));
+      r.inside[w] += __builtin_popcount(in);
+    }
+    index = _mm256_add_epi32(index, step);
+  }
+  alignas(32) int32_t lanes[3][8];
+  _mm256_store_si256(reinterpret_cast<__m256i *>(lanes[0]), c[0]);
+  _mm256_store_si256(reinterpret_cast<__m256i *>(lanes[1]), c[1]);
+  _mm256_store_si256(reinterpret_cast<__m256i *>(lanes[2]), cz);
+  for (int t = 0; t < 8; ++t) {
+    r.above[0] += lanes[0][t];
+    r.above[1] += lanes[1][t];
+    r.zeros += lanes[2][t];
+  }
+  countAroundBandsPlain(x, whole, n, lo, hi, r);
+}
+#endif
+
+/// One chunk x[0..n) of one job's keys against its cuts' bands [lo[w], hi[w]] (lo > hi: an
+/// empty band): the keys above each band and the offsets of those inside, and the keys of
+/// magnitude 0. Magnitude keys are below 2^31: signed compares of 32-bit lanes. AVX2 where the
+/// CPU has it (compares, a mask move and a packing shuffle per 8 keys, no branch: compilers
+/// do not make those from a loop), else a plain loop.
+std::atomic<bool> simdBandCounting{true};
+
+void countAroundBands(const float *x, int64_t n, const int32_t lo[2], const int32_t hi[2],
+                      AroundBands &r) {
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+  if (avx2 && simdBandCounting.load(std::memory_order_relaxed))
+    return countAroundBandsAvx2(x, n, lo, hi, r);
+#endif
+  countAroundBandsPlain(x, 0, n, lo, hi, r);
+}
+
+/// How many chunks the sampled path computes first, spread evenly over the tensor (all of a
+/// tensor of fewer); their keys are kept for the counting pass, not computed twice.
+constexpr size_t kSampleChunks = 8;
+/// The most band keys the sampled path keeps, all jobs and cuts together (16 MiB of (key,
+/// index) pairs: Executor's scratchBytes counts it); bands the sample expects to hold more
+/// leave their tensor to the two counting passes.
+constexpr int64_t kMaxBandKeys = int64_t{1} << 21;
+
+/// The band of keys around sample rank t (1-based, |key| descending) wide enough that the
+/// tensor's key of the matching rank falls in it unless the sample misleads: `margin` sample
+/// ranks either side, widened to whole 16-bit buckets of the sample's histogram, and to every
+/// key beyond where it reaches the sample's largest or smallest bucket. `sampled`: the
+/// sample's keys inside.
+SampledCut bandAround(const Bins &sample, int64_t m, double t, double margin) {
+  SampledCut cut;
+  cut.want = true;
+  int64_t top = std::clamp<int64_t>(static_cast<int64_t>(std::floor(t - margin)), 1, m);
+  int64_t bottom = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(t + margin)), 1, m);
+  int64_t above = 0;
+  uint32_t hiBucket = bucketOf(sample, top, above);
+  above = 0;
+  uint32_t loBucket = bucketOf(sample, bottom, above);
+  cut.hi = hiBucket >= sample.last ? 0x7FFFFFFFu : (hiBucket << 16) | 0xFFFF;
+  cut.lo = loBucket <= sample.first ? 0 : loBucket << 16;
+  for (uint32_t b = loBucket; b <= hiBucket; ++b)
+    cut.sampled += sample.count[b];
+  return cut;
+}
+
+/// topkBoundaries in one counting pass where a sample tells where the boundaries are. The
+/// keys of a few chunks (kSampleChunks, evenly spread; all of a small tensor's) estimate each
+/// cut's key; the pass then counts, per job, the keys above a band around it and keeps the
+/// keys inside with their flat indices; the boundary is the right one of those by (|key|
+/// descending, index ascending), a selection over the band alone. Each band is checked
+/// against the exact counts: where the sample misled (a cut's key outside its band, or more
+/// keys in it than its room), the job's boundaries are left to the two counting passes
+/// (countedBoundaries), which find the same ones. Returns the jobs left to them. What this
+/// saves over those passes is the second computation of every key (a second read of the
+/// inputs) and pass one's histogram update per key (the sample's keys aside).
+std::vector<size_t> sampledBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs) {
+  const KeyChunks &first = *jobs.front().keys;
+  int64_t n = first.size();
+  size_t J = jobs.size(), chunks = first.chunks();
+  std::vector<size_t> all(J);
+  std::iota(all.begin(), all.end(), size_t{0});
+  if (n >= (int64_t{1} << 32)) // flat indices kept in 32 bits
+    return all;
+  bool scratch = false;
+  for (const TopKJob &job : jobs)
+    scratch = scratch || job.keys->needsScratch();
+  // The sample: chunks (2i + 1) * chunks / 2S, every job's keys of them kept (held keys by
+  // pointer, computed ones copied, into room kept between calls) and histogrammed.
+  size_t S = std::min(chunks, kSampleChunks);
+  std::vector<size_t> sampled(S), sampleOf(chunks, S);
+  for (size_t i = 0; i < S; ++i) {
+    sampled[i] = (2 * i + 1) * chunks / (2 * S);
+    sampleOf[sampled[i]] = i;
+  }
+  thread_local std::vector<std::vector<float>> callers;
+  std::vector<std::vector<float>> &room = callers; // the calling thread's, not each worker's
+  if (room.size() < S * J)
+    room.resize(S * J);
+  std::vector<const float *> kept(S * J);
+  auto sample = overChunkIndices<JobHighCounts>(
+      pool, S, scratch ? first.chunkSize() : 0, [&](JobHighCounts &st, size_t i) {
+        st.size(J);
+        size_t c = sampled[i];
+        int64_t m = first.end(c) - first.begin(c);
+        for (size_t j = 0; j < J; ++j) {
+          const float *x = jobs[j].keys->get(c, st.scratch.data());
+          if (x == st.scratch.data()) {
+            room[i * J + j].assign(x, x + m);
+            x = room[i * J + j].data();
+          }
+          kept[i * J + j] = x;
+          st.zeros[j] += countHighBits(st.hist[j], x, m, ByMagnitude{});
+        }
+      });
+  JobHighCounts &counted = *sample.all.front();
+  for (size_t k = 1; k < sample.all.size(); ++k)
+    for (size_t j = 0; j < J; ++j) {
+      counted.hist[j].add(sample.all[k]->hist[j]);
+      counted.zeros[j] += sample.all[k]->zeros[j];
+    }
+  int64_t m = 0;
+  for (size_t c : sampled)
+    m += first.end(c) - first.begin(c);
+  bool whole = S == chunks; // the sample is every key: its ranks are the tensor's
+  double scale = static_cast<double>(n) / static_cast<double>(m);
+  // Each job's bands, and room for the keys each will hold: what the sample says and half
+  // as much again.
+  std::vector<std::array<SampledCut, 2>> bands(J);
+  std::vector<int64_t> room0(J * 2 + 1, 0); // band t's room starts at room0[t]
+  for (size_t j = 0; j < J; ++j) {
+    const TopKJob &job = jobs[j];
+    // The population (the non-zero keys) scaled from the sample; the cuts' ranks from it.
+    int64_t population =
+        job.nonzero ? std::clamp<int64_t>(
+                          std::llround(static_cast<double>(m - counted.zeros[j]) * scale), 0, n)
+                    : n;
+    auto [s, e] = topkBand(n, population, job.density, job.skip);
+    int64_t ranks[2] = {s, e};
+    for (size_t w = 0; w < 2; ++w) {
+      int64_t size = 0;
+      if (ranks[w] > 0) {
+        double t = static_cast<double>(ranks[w]) / scale, p = t / static_cast<double>(m);
+        // Eight standard deviations of a random sample's rank, and 0.1 % of the sample: the
+        // sample is whole chunks, whose neighbouring rows may be alike. None for every key.
+        double margin = whole ? 0.0
+                              : 8.0 * std::sqrt(static_cast<double>(m) * p * (1 - p)) +
+                                    0.001 * static_cast<double>(m) + 1;
+        bands[j][w] = bandAround(counted.hist[j], m, t, margin);
+        size = whole ? bands[j][w].sampled
+                     : static_cast<int64_t>(1.5 * static_cast<double>(bands[j][w].sampled) *
+                                            scale) + 1024;
+      }
+      room0[j * 2 + w + 1] = room0[j * 2 + w] + size;
+    }
+  }
+  // Bands too full (a crowded bucket: few values): the counting passes, which keep a
+  // boundary bucket's keys within a budget of their own.
+  if (room0.back() > kMaxBandKeys)
+    return all;
+  std::unique_ptr<uint64_t[]> band(new uint64_t[static_cast<size_t>(room0.back()) + 1]);
+  std::unique_ptr<std::atomic<int64_t>[]> filled(new std::atomic<int64_t>[J * 2]);
+  for (size_t t = 0; t < J * 2; ++t)
+    filled[t] = 0;
+  // The counting pass: per chunk and job, the keys above each band and the zeros; the keys in
+  // a band as (~key << 32 | flat index), so that ascending order is the band's order, each
+  // chunk's at the next free place of its band's room (the order of chunks does not matter: a
+  // selection's result does not depend on it).
+  std::vector<int64_t> above(J * 2 * chunks, 0), zeros(J * chunks, 0);
+  overChunkIndices<ScratchOnly>(
+      pool, chunks, scratch ? first.chunkSize() : 0, [&](ScratchOnly &st, size_t c) {
+        int64_t count = first.end(c) - first.begin(c), begin = first.begin(c);
+        thread_local std::vector<uint32_t> offsets[2];
+        for (auto &o : offsets)
+          o.resize(static_cast<size_t>(count + 8));
+        for (size_t j = 0; j < J; ++j) {
+          const float *x = sampleOf[c] < S ? kept[sampleOf[c] * J + j]
+                                           : jobs[j].keys->get(c, st.scratch.data());
+          const auto &cut = bands[j];
+          int32_t lo[2] = {static_cast<int32_t>(cut[0].lo), static_cast<int32_t>(cut[1].lo)};
+          int32_t hi[2] = {static_cast<int32_t>(cut[0].hi), static_cast<int32_t>(cut[1].hi)};
+          AroundBands r;
+          r.offsets[0] = offsets[0].data();
+          r.offsets[1] = offsets[1].data();
+          countAroundBands(x, count, lo, hi, r);
+          zeros[j * chunks + c] = r.zeros;
+          for (size_t w = 0; w < 2; ++w) {
+            size_t t = j * 2 + w;
+            above[t * chunks + c] = r.above[w];
+            if (r.inside[w] == 0)
+              continue;
+            int64_t at = filled[t].fetch_add(r.inside[w]);
+            if (at + r.inside[w] > room0[t + 1] - room0[t])
+              continue; // no room: the check below sends the job to the counting passes
+            uint64_t *to = band.get() + room0[t] + at;
+            for (int64_t q = 0; q < r.inside[w]; ++q) {
+              uint32_t i = offsets[w][static_cast<size_t>(q)];
+              to[q] = uint64_t{~magnitudeKey(x[i])} << 32 | static_cast<uint64_t>(begin + i);
+            }
+          }
+        }
+      });
+  // Each job's exact cuts; a cut whose key is in its band is the right band key: found by a
+  // selection over the band, the cuts' selections in parallel.
+  struct Found {
+    int64_t rank = 0, higher = 0; ///< the exact cut, and the keys above its band
+    bool checked = true;          ///< false: the cut's key is not in its band, or no room
+    RankBoundary boundary;
+  };
+  std::vector<Found> found(J * 2);
+  for (size_t j = 0; j < J; ++j) {
+    const TopKJob &job = jobs[j];
+    int64_t z = std::accumulate(zeros.begin() + static_cast<ptrdiff_t>(j * chunks),
+                                zeros.begin() + static_cast<ptrdiff_t>((j + 1) * chunks),
+                                int64_t{0});
+    auto [s, e] = topkBand(n, job.nonzero ? n - z : n, job.density, job.skip);
+    int64_t ranks[2] = {s, e};
+    for (size_t w = 0; w < 2; ++w) {
+      size_t t = j * 2 + w;
+      Found &f = found[t];
+      f.rank = ranks[w];
+      if (f.rank <= 0)
+        continue;
+      f.higher = std::accumulate(above.begin() + static_cast<ptrdiff_t>(t * chunks),
+                                 above.begin() + static_cast<ptrdiff_t>((t + 1) * chunks),
+                                 int64_t{0});
+      int64_t inside = filled[t];
+      f.checked = bands[j][w].want && inside <= room0[t + 1] - room0[t] && f.rank > f.higher &&
+                  f.rank <= f.higher + inside;
+    }
+  }
+  auto select = [&](size_t t) {
+    Found &f = found[t];
+    if (f.rank <= 0 || !f.checked)
+      return;
+    uint64_t *from = band.get() + room0[t], *nth = from + (f.rank - f.higher - 1);
+    std::nth_element(from, nth, from + filled[t].load());
+    f.boundary.bits = static_cast<double>(~static_cast<uint32_t>(*nth >> 32));
+    f.boundary.index = static_cast<double>(*nth & 0xFFFFFFFFu);
+  };
+  if (pool)
+    pool->parallelFor(J * 2, select);
+  else
+    for (size_t t = 0; t < J * 2; ++t)
+      select(t);
+  std::vector<size_t> left;
+  for (size_t j = 0; j < J; ++j) {
+    if (!found[j * 2].checked || !found[j * 2 + 1].checked) {
+      left.push_back(j);
+      continue;
+    }
+    jobs[j].hi = found[j * 2].boundary;
+    jobs[j].lo = found[j * 2 + 1].boundary;
+  }
+  return left;
+}
+
 /// What a job works out between the passes.
 struct JobWork {
   Ranked cuts[2];
@@ -474,18 +804,14 @@ struct JobWork {
 
 } // namespace
 
-void topkBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs) {
-  if (jobs.empty())
-    return;
+namespace {
+
+/// topkBoundaries by two counting passes (and a third where a boundary bucket holds too many
+/// keys to keep): pass one's histogram of the keys' high 16 bits finds each cut's bucket,
+/// pass two's of the low 16 bits inside it the cut's key.
+void countedBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs) {
   const KeyChunks &first = *jobs.front().keys;
   int64_t n = first.size();
-  for (TopKJob &job : jobs) {
-    if (job.keys->size() != n || job.keys->chunkSize() != first.chunkSize())
-      throw RuntimeError("internal: sibling top-k jobs over keys of different lengths");
-    job.hi = job.lo = RankBoundary{};
-  }
-  if (n == 0)
-    return;
   size_t J = jobs.size(), chunks = first.chunks();
   // A pass computes every job's keys of a chunk in turn into the state's scratch and counts
   // them: sibling selections (TIES's, one a task vector) share their inputs' chunk (the base
@@ -621,6 +947,37 @@ void topkBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs) {
         throw RuntimeError("internal: a top-k tie not found");
     }
   }
+}
+
+} // namespace
+
+void allowSimdBandCounting(bool allow) { simdBandCounting = allow; }
+
+void topkBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs) {
+  if (jobs.empty())
+    return;
+  const KeyChunks &first = *jobs.front().keys;
+  int64_t n = first.size();
+  for (TopKJob &job : jobs) {
+    if (job.keys->size() != n || job.keys->chunkSize() != first.chunkSize())
+      throw RuntimeError("internal: sibling top-k jobs over keys of different lengths");
+    job.hi = job.lo = RankBoundary{};
+  }
+  if (n == 0)
+    return;
+  std::vector<size_t> left = sampledBoundaries(pool, jobs);
+  if (left.size() == jobs.size()) {
+    countedBoundaries(pool, jobs);
+    return;
+  }
+  if (left.empty())
+    return;
+  std::vector<TopKJob> rest;
+  for (size_t j : left)
+    rest.push_back(jobs[j]);
+  countedBoundaries(pool, rest);
+  for (size_t r = 0; r < left.size(); ++r)
+    jobs[left[r]] = rest[r];
 }
 
 void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, double skip,

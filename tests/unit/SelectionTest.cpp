@@ -223,24 +223,68 @@ TEST(Selection, StreamedTopKMatchesTheBufferAndASortForAnyThreads) {
     }
 }
 
-// Two passes over the keys, whether the boundary bucket holds one value (bf16-like keys: no
-// low mantissa bits) or more: the histogram pass and a low-bits pass that keeps the bucket's
-// keys for the ties.
-TEST(Selection, TopKTakesTwoPassesOverTheKeys) {
-  std::vector<float> x = tiedKeys(10 * 1000, 3, /*bf16Like=*/true);
-  std::atomic<int64_t> made{0};
-  RankBoundary hi, lo;
-  topkBoundaries(nullptr, streamed(x, 1000, &made), 0.3, 0, false, hi, lo);
-  EXPECT_EQ(made.load(), 10 + 10);
-  std::vector<float> f32 = tiedKeys(10 * 1000, 3, /*bf16Like=*/false);
-  made = 0;
-  topkBoundaries(nullptr, streamed(f32, 1000, &made), 0.3, 0, false, hi, lo);
-  EXPECT_EQ(made.load(), 10 + 10);
+// One pass over the keys where a sample of chunks tells where the boundaries are, whether
+// the boundary bucket holds one value (bf16-like keys: no low mantissa bits) or more: the
+// sample's chunks are kept, the others computed once, and each boundary selected from the
+// keys of a band around it.
+TEST(Selection, TopKComputesEachKeyOnceWhereTheSampleHolds) {
+  for (bool simd : {true, false}) {
+    allowSimdBandCounting(simd); // AVX2 where the CPU has it, or the plain loop
+    for (bool bf16Like : {true, false})
+      for (double skip : {0.0, 0.1}) {
+        std::vector<float> x = tiedKeys(100 * 1000, 3, bf16Like);
+        std::atomic<int64_t> made{0};
+        RankBoundary hi, lo, bhi, blo;
+        topkBoundaries(nullptr, streamed(x, 1000, &made), 0.3, skip, false, hi, lo);
+        EXPECT_EQ(made.load(), 100) << "bf16-like " << bf16Like << " skip " << skip;
+        topkBoundaries(x.data(), static_cast<int64_t>(x.size()), 0.3, skip, false, bhi, blo);
+        EXPECT_EQ(boundaryFields(hi, lo), boundaryFields(bhi, blo));
+        auto [s, e] = topkBand(static_cast<int64_t>(x.size()), static_cast<int64_t>(x.size()),
+                               0.3, skip);
+        EXPECT_EQ(bandMask(x, hi, lo), sortedMask(x, s, e - s));
+      }
+  }
+  allowSimdBandCounting(true);
+}
+
+// A sample that misleads: the sampled chunks' keys are all small, the others large, so the
+// bands drawn from the sample hold neither boundary, or (the boundary's value crowding the
+// chunks the sample missed) hold it but with more keys than their room. The two counting
+// passes then find the boundaries: those of a stable sort, for any threads; each key is
+// computed once for the sampled pass and twice more for them (the sample's chunks once).
+TEST(Selection, TopKWhoseSampleMisleadsFallsBackToTwoCountingPasses) {
+  ThreadPool two(2);
+  int64_t chunks = 100, chunk = 1000;
+  std::vector<bool> sampledChunk(static_cast<size_t>(chunks), false);
+  for (int64_t i = 0; i < 8; ++i) // the sample's chunks: (2i + 1) * chunks / 16
+    sampledChunk[static_cast<size_t>((2 * i + 1) * chunks / 16)] = true;
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> unit(1.0f, 2.0f);
+  for (bool crowded : {false, true}) {
+    std::vector<float> x(static_cast<size_t>(chunks * chunk));
+    for (int64_t i = 0; i < chunks * chunk; ++i) {
+      bool inSample = sampledChunk[static_cast<size_t>(i / chunk)];
+      if (crowded) // uniform in the sample, half the rest the value at the cut it estimates
+        x[static_cast<size_t>(i)] = inSample || i % 2 == 0 ? unit(rng) : 1.45f;
+      else
+        x[static_cast<size_t>(i)] = inSample ? unit(rng) * 1e-3f : unit(rng);
+    }
+    for (ThreadPool *pool : {static_cast<ThreadPool *>(nullptr), &two}) {
+      allowSimdBandCounting(pool == nullptr); // serially the plain loop
+      std::atomic<int64_t> made{0};
+      RankBoundary hi, lo;
+      topkBoundaries(pool, streamed(x, chunk, &made), 0.5, 0.05, false, hi, lo);
+      allowSimdBandCounting(true);
+      auto [s, e] = topkBand(chunks * chunk, chunks * chunk, 0.5, 0.05);
+      EXPECT_EQ(bandMask(x, hi, lo), sortedMask(x, s, e - s)) << "crowded " << crowded;
+      EXPECT_EQ(made.load(), chunks + 2 * chunks) << "crowded " << crowded;
+    }
+  }
 }
 
 // Sibling selections sharing their passes (TopKJob) get each the boundaries it gets alone, for
-// any threads, with different densities, skips and nonzero; each job's keys are made once per
-// pass (two passes).
+// any threads, with different densities, skips and nonzero; each job's keys are made once (one
+// sampled pass).
 TEST(Selection, TopKJobsMatchTheirSelectionsAlone) {
   ThreadPool two(2);
   std::vector<std::vector<float>> x = {tiedKeys(70001, 1, true), tiedKeys(70001, 2, false),
@@ -264,14 +308,14 @@ TEST(Selection, TopKJobsMatchTheirSelectionsAlone) {
       EXPECT_EQ(boundaryFields(jobs[j].hi, jobs[j].lo), boundaryFields(hi, lo)) << "job " << j;
     }
     int64_t chunks = (70001 + 4096 + 7 - 1) / (4096 + 7);
-    EXPECT_EQ(made[0].load(), 2 * chunks);
-    EXPECT_EQ(made[1].load(), 2 * chunks);
-    EXPECT_EQ(made[2].load(), chunks); // density 0: no boundary, no second pass over its keys
+    for (size_t j = 0; j < 3; ++j) // density 0 too: its keys shared the pass
+      EXPECT_EQ(made[j].load(), chunks) << "job " << j;
   }
 }
 
 // More keys in the boundary bucket than pass two keeps (2^21): a third pass counts the ties,
-// and the band is still a stable sort's.
+// and the band is still a stable sort's. The sample (8 chunks) saw the crowded bucket and left
+// the tensor to the counting passes before its own pass.
 TEST(Selection, CrowdedBoundaryBucketFallsBackToATiePass) {
   ThreadPool two(2);
   std::mt19937 rng(11);
@@ -287,7 +331,7 @@ TEST(Selection, CrowdedBoundaryBucketFallsBackToATiePass) {
   auto [s, e] = topkBand(static_cast<int64_t>(x.size()), static_cast<int64_t>(x.size()), 0.4, 0.1);
   EXPECT_EQ(bandMask(x, hi, lo), sortedMask(x, s, e - s));
   int64_t chunks = (static_cast<int64_t>(x.size()) + 65535) / 65536;
-  EXPECT_EQ(made.load(), 3 * chunks + 2);
+  EXPECT_EQ(made.load(), 8 + 3 * chunks + 2);
 }
 
 TEST(Selection, StreamedQuantileMatchesASortForAnyThreads) {

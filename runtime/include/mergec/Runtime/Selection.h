@@ -1,6 +1,7 @@
 //===- Selection.h - exact order statistics over a select phase's keys -*- C++ -*-===//
-// What selection and ranking phases do between their kernels: O(n) radix select (16-bit
-// histogram passes, never a sort) for top-k boundaries and quantiles, and per-row ranks.
+// What selection and ranking phases do between their kernels: O(n) selection (a sampled band
+// or 16-bit histogram passes, never a sort of the keys) for top-k boundaries and quantiles,
+// and per-row ranks.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -61,15 +62,23 @@ uint32_t orderedKey(float f);
 float fromOrderedKey(uint32_t k);
 
 /// The boundaries of merge.topk_mask's band [s, s + k): k = int(density * N), N = n or (with
-/// `nonzero`) the non-zero keys; s = int(skip * n), lowered to n - k when s + k > n. A pass
-/// histograms the magnitudes' high 16 bits (and which of those buckets hold low bits), a second
-/// the low 16 bits inside the boundary buckets unless each holds one value, a third counts each
-/// chunk's keys equal to a boundary; the tie's index comes from one chunk's scan.
+/// `nonzero`) the non-zero keys; s = int(skip * n), lowered to n - k when s + k > n. First one
+/// pass: a sample of chunks (kept, not computed again) puts a band of keys around each
+/// boundary; the pass counts the keys above each band and keeps those inside with their
+/// indices, and a selection among them gives the boundary where the exact counts show it
+/// inside. Where the sample misled: a pass histogramming the magnitudes' high 16 bits, a second
+/// the low 16 bits inside the boundary buckets, a third (if their keys were too many to keep)
+/// counting each chunk's keys equal to a boundary; the tie's index from one chunk's scan.
+/// The same boundaries either way.
 void topkBoundaries(ThreadPool *pool, const KeyChunks &keys, double density, double skip,
                     bool nonzero, RankBoundary &hi, RankBoundary &lo);
 /// The same over n keys in host memory, on this thread.
 void topkBoundaries(const float *keys, int64_t n, double density, double skip, bool nonzero,
                     RankBoundary &hi, RankBoundary &lo);
+
+/// For tests: whether topkBoundaries' band counting may use AVX2 where the CPU has it (the
+/// default) or only its plain loop.
+void allowSimdBandCounting(bool allow);
 
 /// One of several top-k selections over keys of the same length and chunking (the sibling
 /// select phases of a tensor, TIES's one a task vector): its parameters, and its boundaries
