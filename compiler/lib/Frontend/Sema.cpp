@@ -99,8 +99,24 @@ const std::map<std::string, std::string> kComparisons = {
     {"<", "lt"}, {">", "gt"}, {"<=", "le"}, {">=", "ge"}, {"==", "eq"}, {"!=", "ne"}};
 // `source` is reserved like `layer`: stdlib's passthrough() reads it from a def body, where a
 // model of that name would otherwise shadow it.
-const std::set<std::string> kContextNames = {"layer", "num_layers", "cols", "numel",
-                                             "true", "false", "inf", "source"};
+/// The names every expression can use, and what each stands for: a node of the current
+/// tensor's context, a constant, or the slice's source model (its tensor of the current name).
+struct ContextName {
+  enum class Is { Node, Constant, Source } is;
+  Node::Op op = Node::Op::Constant; ///< Is::Node: a scalar node of this op, no operands
+  double value = 0;                 ///< Is::Constant
+};
+const std::map<std::string, ContextName> kContextNames = {
+    {"layer", {ContextName::Is::Node, Node::Op::Layer}},
+    {"num_layers", {ContextName::Is::Node, Node::Op::NumLayers}},
+    {"cols", {ContextName::Is::Node, Node::Op::Cols}},
+    {"numel", {ContextName::Is::Node, Node::Op::Numel}},
+    {"true", {ContextName::Is::Constant, Node::Op::Constant, 1}},
+    {"false", {ContextName::Is::Constant, Node::Op::Constant, 0}},
+    {"inf", {ContextName::Is::Constant, Node::Op::Constant,
+             std::numeric_limits<double>::infinity()}},
+    {"source", {ContextName::Is::Source}},
+};
 
 /// What a checked parameter accepts. A def declares one as `name: kind` (every numeric option
 /// of the stdlib methods does), and the builtins check their settings with the same kinds, so
@@ -233,6 +249,9 @@ public:
     std::optional<Value> (Evaluator::*check)(const ast::CallExpr *);
     std::vector<std::string> params;
     std::set<std::string> optional = {};
+    /// The node a selection or linear-algebra builtin makes: what its handler (callSelection,
+    /// callMatrix) dispatches on.
+    std::optional<Node::Op> op = std::nullopt;
   };
   /// Every built-in function by name: the one list of their names and signatures (calls
   /// dispatch on it; isBuiltinName reserves the names).
@@ -738,20 +757,17 @@ private:
       p.loc = n->loc();
       return Value{add(std::move(p))};
     }
-    if (n->name == "source")
-      return Value{input(std::string(rt::kSourceInput), n->loc())};
-    if (n->name == "inf")
-      return Value{constant(std::numeric_limits<double>::infinity(), n->loc())};
-    if (n->name == "true" || n->name == "false")
-      return Value{constant(n->name == "true" ? 1 : 0, n->loc())};
-    if (n->name == "layer")
-      return Value{make(Node::Op::Layer, Kind::Scalar, {}, n->loc())};
-    if (n->name == "num_layers")
-      return Value{make(Node::Op::NumLayers, Kind::Scalar, {}, n->loc())};
-    if (n->name == "cols")
-      return Value{make(Node::Op::Cols, Kind::Scalar, {}, n->loc())};
-    if (n->name == "numel")
-      return Value{make(Node::Op::Numel, Kind::Scalar, {}, n->loc())};
+    if (auto it = kContextNames.find(n->name); it != kContextNames.end()) {
+      const ContextName &name = it->second;
+      switch (name.is) {
+      case ContextName::Is::Source:
+        return Value{input(std::string(rt::kSourceInput), n->loc())};
+      case ContextName::Is::Constant:
+        return Value{constant(name.value, n->loc())};
+      case ContextName::Is::Node:
+        return Value{make(name.op, Kind::Scalar, {}, n->loc())};
+      }
+    }
     // The values of a `scope` argument, as strings: compared or passed on, never computed.
     if (n->name == "tensor" || n->name == "row" || n->name == "model") {
       Node s{Node::Op::String, Kind::Scalar};
@@ -935,6 +951,9 @@ private:
     diags_.error(c->loc(), "unknown function '" + c->callee + "'");
     return std::nullopt;
   }
+
+  /// The node built-in `name` makes (builtins(): the selection and linear-algebra ones).
+  static Node::Op opOf(const std::string &name) { return *builtins().at(name).op; }
 
   /// The signature of built-in `name` (builtins()).
   static Signature signatureOf(const std::string &name) {
@@ -1248,12 +1267,13 @@ private:
   /// bernoulli(p, seed = 0): item by item over lists; bernoulli's stream is the item position.
   std::optional<Value> callSelection(const ast::CallExpr *c) {
     const std::string &f = c->callee;
+    Node::Op op = opOf(f);
     Signature sig = signatureOf(f);
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
     std::optional<bool> wholeModel = false;
-    if (f == "topk_mask") {
+    if (op == Node::Op::TopK) {
       wholeModel = modelScope(c, sig, 4, (*bound)[4]);
       if (!wholeModel)
         return std::nullopt;
@@ -1275,23 +1295,23 @@ private:
       return add(std::move(n));
     };
     return zip(c, sig, values, [&](std::vector<const Node *> args, size_t position) -> const Node * {
-      if (f != "bernoulli" && args[0]->kind != Kind::Tensor) {
+      if (op != Node::Op::Bernoulli && args[0]->kind != Kind::Tensor) {
         diags_.error(argLoc(c, sig, 0), f + " expects a tensor, got " + kindName(Value{args[0]}));
         return nullptr;
       }
-      if (f == "bernoulli" && args[0]->kind == Kind::Matrix) {
+      if (op == Node::Op::Bernoulli && args[0]->kind == Kind::Matrix) {
         diags_.error(argLoc(c, sig, 0), "bernoulli's p must be a scalar or a tensor, got a matrix");
         return nullptr;
       }
-      if (f == "row_rank")
+      if (op == Node::Op::RowRank)
         return make(Node::Op::RowRank, Kind::Tensor, {args[0]}, c->loc());
-      if (f == "quantile") {
+      if (op == Node::Op::Quantile) {
         auto q = setting(c, sig, 1, Value{args[1]}, Check::Fraction);
         if (!q)
           return nullptr;
         return node(Node::Op::Quantile, Kind::Scalar, args[0], *q);
       }
-      if (f == "topk_mask") {
+      if (op == Node::Op::TopK) {
         auto density = setting(c, sig, 1, Value{args[1]}, Check::Fraction);
         if (!density)
           return nullptr;
@@ -1733,6 +1753,7 @@ private:
   /// (of a list: [the u's, the s's, the vt's], for let (us, ss, vts) = svd(tvs)).
   std::optional<Value> callMatrix(const ast::CallExpr *c) {
     const std::string &f = c->callee;
+    Node::Op op = opOf(f);
     Signature sig = signatureOf(f);
     auto bound = bind(c, sig);
     if (!bound)
@@ -1743,7 +1764,7 @@ private:
       diags_.error(argLoc(c, sig, i), f + " expects a matrix or a tensor, got a scalar");
       return false;
     };
-    if (f == "hcat" || f == "vcat") {
+    if (op == Node::Op::HCat || op == Node::Op::VCat) {
       const Value &xs = *(*bound)[0];
       if (!xs.isList() || xs.list->empty()) {
         diags_.error(argLoc(c, sig, 0), f + " expects a non-empty list of matrices, got " +
@@ -1760,19 +1781,18 @@ private:
           return std::nullopt;
         parts.push_back(x.node);
       }
-      return Value{make(f == "hcat" ? Node::Op::HCat : Node::Op::VCat, Kind::Matrix,
-                        std::move(parts), c->loc())};
+      return Value{make(op, Kind::Matrix, std::move(parts), c->loc())};
     }
     // rsvd's settings shape the program (the sketch's width, the loop): known while compiling.
     std::vector<double> settings = {8, 2, 0};
-    if (f == "rsvd") {
+    if (op == Node::Op::Rsvd) {
       auto found = compileTimeSettings(c, sig, *bound, 2, settings,
                                        {Check::Iterations, Check::Iterations, Check::Seed});
       if (!found)
         return std::nullopt;
       settings = *found;
     }
-    bool spectral = f == "highpass" || f == "lowpass";
+    bool spectral = op == Node::Op::Highpass || op == Node::Op::Lowpass;
     if (spectral) {
       // ratio: 0.9 by default (FR-Merging's); in (0, 1] where known while compiling, else the
       // runtime checks it for each tensor.
@@ -1782,8 +1802,10 @@ private:
                               paramKind(Check::Density)))
         return std::nullopt;
     }
-    bool hasCount = f == "cols_of" || f == "rows_of" || f == "lowrank" || f == "rsvd" ||
-                    (f == "svd" && (*bound)[1]) || spectral;
+    // The second operand: a count (k, rank) or the filter's ratio; svd's rank is optional.
+    bool hasCount = op == Node::Op::TakeCols || op == Node::Op::TakeRows ||
+                    op == Node::Op::LowRank || op == Node::Op::Rsvd ||
+                    (op == Node::Op::Svd && (*bound)[1]) || spectral;
     std::vector<Value> values{*(*bound)[0]};
     if (hasCount)
       values.push_back(*(*bound)[1]);
@@ -1796,27 +1818,28 @@ private:
                                             kindName(Value{args[1]}));
         return nullptr;
       }
-      if (f == "transpose")
-        return make(Node::Op::Transpose, Kind::Matrix, {args[0]}, c->loc());
-      if (f == "diag")
-        return make(Node::Op::Diag, Kind::Matrix, {args[0]}, c->loc());
-      if (f == "orth")
-        return make(Node::Op::Orth, Kind::Matrix, {args[0]}, c->loc());
-      if (f == "cumsum")
-        return make(Node::Op::CumSum, Kind::Matrix, {args[0]}, c->loc());
+      switch (op) {
+      case Node::Op::Transpose:
+      case Node::Op::Diag:
+      case Node::Op::Orth:
+      case Node::Op::CumSum:
+        return make(op, Kind::Matrix, {args[0]}, c->loc());
       // A filter keeps its operand's shape: of a tensor it is a tensor, so tensor-only
       // operations (topk_mask in ties, ...) take it, after the matrix phase that computes it.
-      if (spectral)
-        return make(f == "highpass" ? Node::Op::Highpass : Node::Op::Lowpass,
-                    args[0]->kind == Kind::Tensor ? Kind::Tensor : Kind::Matrix, args, c->loc());
-      if (f == "rank_of")
-        return make(Node::Op::RankOf, Kind::Scalar, {args[0]}, c->loc());
-      if (f == "cols_of" || f == "rows_of")
-        return make(f == "cols_of" ? Node::Op::TakeCols : Node::Op::TakeRows, Kind::Matrix,
-                    args, c->loc());
-      if (f == "lowrank")
-        return make(Node::Op::LowRank, Kind::Matrix, args, c->loc());
-      Node group{f == "svd" ? Node::Op::Svd : Node::Op::Rsvd, Kind::Matrix};
+      case Node::Op::Highpass:
+      case Node::Op::Lowpass:
+        return make(op, args[0]->kind == Kind::Tensor ? Kind::Tensor : Kind::Matrix, args,
+                    c->loc());
+      case Node::Op::RankOf:
+        return make(op, Kind::Scalar, {args[0]}, c->loc());
+      case Node::Op::TakeCols:
+      case Node::Op::TakeRows:
+      case Node::Op::LowRank:
+        return make(op, Kind::Matrix, args, c->loc());
+      default:
+        break;
+      }
+      Node group{op, Kind::Matrix}; // svd, rsvd: the group their factors' parts read
       group.operands = args;
       group.flag = hasCount;
       group.value = settings[0];
@@ -1826,7 +1849,7 @@ private:
       return add(std::move(group));
     };
     auto result = zip(c, sig, values, item);
-    if (!result || (f != "svd" && f != "rsvd"))
+    if (!result || (op != Node::Op::Svd && op != Node::Op::Rsvd))
       return result;
     // The factors of each decomposition; of a list, one list per factor.
     auto parts = [&](const Node *group) {
@@ -2072,27 +2095,27 @@ const std::map<std::string, Evaluator::Builtin> &Evaluator::builtins() {
         {"ramp", {&E::callRamp, {}}},
         {"topk_mask",
          {&E::callSelection, {"x", "density", "skip", "nonzero", "scope"},
-          {"skip", "nonzero", "scope"}}},
-        {"quantile", {&E::callSelection, {"x", "q"}}},
-        {"row_rank", {&E::callSelection, {"x"}}},
-        {"bernoulli", {&E::callSelection, {"p", "seed"}, {"seed"}}},
+          {"skip", "nonzero", "scope"}, Node::Op::TopK}},
+        {"quantile", {&E::callSelection, {"x", "q"}, {}, Node::Op::Quantile}},
+        {"row_rank", {&E::callSelection, {"x"}, {}, Node::Op::RowRank}},
+        {"bernoulli", {&E::callSelection, {"p", "seed"}, {"seed"}, Node::Op::Bernoulli}},
         // Linear algebra (callMatrix).
-        {"transpose", {&E::callMatrix, {"x"}}},
-        {"diag", {&E::callMatrix, {"x"}}},
-        {"orth", {&E::callMatrix, {"x"}}},
-        {"cumsum", {&E::callMatrix, {"x"}}},
-        {"rank_of", {&E::callMatrix, {"x"}}},
-        {"cols_of", {&E::callMatrix, {"x", "k"}}},
-        {"rows_of", {&E::callMatrix, {"x", "k"}}},
-        {"lowrank", {&E::callMatrix, {"x", "rank"}}},
-        {"svd", {&E::callMatrix, {"x", "rank"}, {"rank"}}},
+        {"transpose", {&E::callMatrix, {"x"}, {}, Node::Op::Transpose}},
+        {"diag", {&E::callMatrix, {"x"}, {}, Node::Op::Diag}},
+        {"orth", {&E::callMatrix, {"x"}, {}, Node::Op::Orth}},
+        {"cumsum", {&E::callMatrix, {"x"}, {}, Node::Op::CumSum}},
+        {"rank_of", {&E::callMatrix, {"x"}, {}, Node::Op::RankOf}},
+        {"cols_of", {&E::callMatrix, {"x", "k"}, {}, Node::Op::TakeCols}},
+        {"rows_of", {&E::callMatrix, {"x", "k"}, {}, Node::Op::TakeRows}},
+        {"lowrank", {&E::callMatrix, {"x", "rank"}, {}, Node::Op::LowRank}},
+        {"svd", {&E::callMatrix, {"x", "rank"}, {"rank"}, Node::Op::Svd}},
         {"rsvd",
          {&E::callMatrix, {"x", "rank", "oversample", "iters", "seed"},
-          {"oversample", "iters", "seed"}}},
-        {"hcat", {&E::callMatrix, {"xs"}}},
-        {"vcat", {&E::callMatrix, {"xs"}}},
-        {"highpass", {&E::callMatrix, {"x", "ratio"}, {"ratio"}}},
-        {"lowpass", {&E::callMatrix, {"x", "ratio"}, {"ratio"}}},
+          {"oversample", "iters", "seed"}, Node::Op::Rsvd}},
+        {"hcat", {&E::callMatrix, {"xs"}, {}, Node::Op::HCat}},
+        {"vcat", {&E::callMatrix, {"xs"}, {}, Node::Op::VCat}},
+        {"highpass", {&E::callMatrix, {"x", "ratio"}, {"ratio"}, Node::Op::Highpass}},
+        {"lowpass", {&E::callMatrix, {"x", "ratio"}, {"ratio"}, Node::Op::Lowpass}},
     };
     // The families whose ops have a table of their own: list reductions of one list,
     // elementwise functions of one argument.
