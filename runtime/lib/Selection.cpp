@@ -620,7 +620,8 @@ std::vector<size_t> sampledBoundaries(ThreadPool *pool, std::vector<TopKJob> &jo
   size_t J = jobs.size(), chunks = first.chunks();
   std::vector<size_t> all(J);
   std::iota(all.begin(), all.end(), size_t{0});
-  if (n >= (int64_t{1} << 32)) // flat indices kept in 32 bits
+  // Flat indices kept in 32 bits, a chunk's offsets and lane counts in 31.
+  if (n >= (int64_t{1} << 32) || first.chunkSize() >= (int64_t{1} << 31))
     return all;
   bool scratch = false;
   for (const TopKJob &job : jobs)
@@ -1319,9 +1320,10 @@ void rankRow(const float *x, float *r, size_t c) {
   unsigned width = 32 - static_cast<unsigned>(std::countl_zero(varying)) - low;
   unsigned indexBits = static_cast<unsigned>(std::bit_width(c - 1));
   bool sorted = false, packed = false;
-  if (width + indexBits <= 32 + kMaxDroppedBits) {
+  if (width + indexBits <= 32 + kMaxDroppedBits && indexBits < 32) {
     // Items of the key bits above `drop` (those past 32), and the indices of the keys whose
-    // dropped bits are not the row's least: a 32-bit sort if they are few.
+    // dropped bits are not the row's least: a 32-bit sort if they are few. (An index of 32
+    // bits leaves no room for a key bit.)
     unsigned drop = width + indexBits > 32 ? width + indexBits - 32 : 0;
     uint32_t dropped = ((uint32_t{1} << drop) - 1) << low, least = all & dropped;
     thread_local std::vector<uint32_t> rare;
