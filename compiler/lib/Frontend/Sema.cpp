@@ -12,6 +12,7 @@
 #include <charconv>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -1641,11 +1642,70 @@ private:
     return Value{nullptr, std::make_shared<std::vector<Value>>(xs.list->size(), w)};
   }
 
-  /// Reductions over the whole current tensor (scope = model: over every tensor the rule
-  /// merges), to a scalar, or (scope = row) over each row, to a tensor holding every row's
-  /// value at its elements: total(x), dot(x, y), norm(x, p = 2) for p = 1, 2 or inf,
-  /// count(mask) (the non-zero elements).
-  std::optional<Value> callReduction(const ast::CallExpr *c) {
+  /// A reduction of op over x at the call's scope: the whole current tensor (scope = model:
+  /// every tensor the rule merges), to a scalar, or (scope = row) each row, to a tensor.
+  using Reduce = std::function<const Node *(Node::Op op, const Node *x)>;
+  /// What a reduction builtin computes from its tensor arguments, reducing with `reduce`.
+  using ReductionOf =
+      std::function<const Node *(const Reduce &reduce, const std::vector<const Node *> &x)>;
+
+  /// total(x): the sum of the elements.
+  std::optional<Value> callTotal(const ast::CallExpr *c) {
+    return callReduction(c, 1, [](const Reduce &reduce, const std::vector<const Node *> &x) {
+      return reduce(Node::Op::ReduceSum, x[0]);
+    });
+  }
+
+  /// dot(x, y): the sum of the elementwise products.
+  std::optional<Value> callDot(const ast::CallExpr *c) {
+    return callReduction(c, 2, [&](const Reduce &reduce, const std::vector<const Node *> &x) {
+      return reduce(Node::Op::ReduceSum, elementwise(Node::Op::Mul, x, c->loc()));
+    });
+  }
+
+  /// count(mask): the non-zero elements.
+  std::optional<Value> callCount(const ast::CallExpr *c) {
+    return callReduction(c, 1, [&](const Reduce &reduce, const std::vector<const Node *> &x) {
+      return reduce(Node::Op::ReduceSum,
+                    elementwise(Node::Op::Cmp, {x[0], constant(0, c->loc())}, c->loc(), "ne"));
+    });
+  }
+
+  /// norm(x, p = 2) for p = 1, 2 or inf, known while compiling.
+  std::optional<Value> callNorm(const ast::CallExpr *c) {
+    double p = 2;
+    auto normOf = [&](const Reduce &reduce, const std::vector<const Node *> &x) {
+      const Node *magnitude = elementwise(Node::Op::Abs, {x[0]}, c->loc());
+      if (std::isinf(p))
+        return reduce(Node::Op::ReduceMax, magnitude);
+      if (p == 1)
+        return reduce(Node::Op::ReduceSum, magnitude);
+      const Node *squares = elementwise(Node::Op::Mul, {x[0], x[0]}, c->loc());
+      return elementwise(Node::Op::Sqrt, {reduce(Node::Op::ReduceSum, squares)}, c->loc());
+    };
+    auto checkP = [&](const Signature &sig, const std::optional<Value> &pv) {
+      if (!pv)
+        return true;
+      std::optional<double> known =
+          pv->isList() ? std::nullopt : constantValue(pv->node, &program_.fixedParams);
+      if (!known || (*known != 1 && *known != 2 && !(std::isinf(*known) && *known > 0))) {
+        diags_.error(argLoc(c, sig, 1), "norm's p must be 1, 2 or inf");
+        return false;
+      }
+      p = *known;
+      return true;
+    };
+    return callReduction(c, 1, normOf, checkP);
+  }
+
+  /// The reductions' common part: binds the call, checks its scope (the last parameter) and
+  /// `check(sig, the second argument)` if given, and builds `build` of the first `arity`
+  /// arguments, item by item over lists; a matrix is reduced over its own elements, inside
+  /// its matrix phase (no scope).
+  std::optional<Value>
+  callReduction(const ast::CallExpr *c, size_t arity, const ReductionOf &build,
+                const std::function<bool(const Signature &, const std::optional<Value> &)>
+                    &check = nullptr) {
     Signature sig = signatureOf(c->callee);
     auto bound = bind(c, sig);
     if (!bound)
@@ -1653,19 +1713,8 @@ private:
     std::optional<std::string> scope = scopeArg(c, sig, bound->size() - 1, bound->back(), true);
     if (!scope)
       return std::nullopt;
-    // norm: p must be a number known while compiling.
-    double p = 2;
-    if (c->callee == "norm" && (*bound)[1]) {
-      const Value &pv = *(*bound)[1];
-      std::optional<double> known =
-          pv.isList() ? std::nullopt : constantValue(pv.node, &program_.fixedParams);
-      if (!known || (*known != 1 && *known != 2 && !(std::isinf(*known) && *known > 0))) {
-        diags_.error(argLoc(c, sig, 1), "norm's p must be 1, 2 or inf");
-        return std::nullopt;
-      }
-      p = *known;
-    }
-    size_t arity = c->callee == "dot" ? 2u : 1u;
+    if (check && !check(sig, (*bound)[1]))
+      return std::nullopt;
     std::vector<Value> values;
     for (size_t i = 0; i < arity; ++i)
       values.push_back(*(*bound)[i]);
@@ -1675,33 +1724,19 @@ private:
           diags_.error(argLoc(c, sig, i), c->callee + " expects a tensor, got a scalar");
           return nullptr;
         }
-        // A matrix is reduced over its own elements, inside its matrix phase.
         if (tensors[i]->kind == Kind::Matrix && *scope != "tensor") {
           diags_.error(argLoc(c, sig, bound->size() - 1),
                        c->callee + " of a matrix takes no scope (it covers the matrix)");
           return nullptr;
         }
       }
-      auto reduce = [&](Node::Op op, const Node *x) {
+      Reduce reduce = [&](Node::Op op, const Node *x) {
         if (*scope == "row")
           return make(op == Node::Op::ReduceSum ? Node::Op::RowSum : Node::Op::RowMax,
                       Kind::Tensor, {x}, c->loc());
         return reduction(op, x, *scope == "model", c->loc());
       };
-      if (c->callee == "total")
-        return reduce(Node::Op::ReduceSum, tensors[0]);
-      if (c->callee == "dot")
-        return reduce(Node::Op::ReduceSum, elementwise(Node::Op::Mul, tensors, c->loc()));
-      if (c->callee == "count")
-        return reduce(Node::Op::ReduceSum,
-                      elementwise(Node::Op::Cmp, {tensors[0], constant(0, c->loc())}, c->loc(), "ne"));
-      const Node *magnitude = elementwise(Node::Op::Abs, {tensors[0]}, c->loc());
-      if (std::isinf(p))
-        return reduce(Node::Op::ReduceMax, magnitude);
-      if (p == 1)
-        return reduce(Node::Op::ReduceSum, magnitude);
-      const Node *squares = elementwise(Node::Op::Mul, {tensors[0], tensors[0]}, c->loc());
-      return elementwise(Node::Op::Sqrt, {reduce(Node::Op::ReduceSum, squares)}, c->loc());
+      return build(reduce, tensors);
     });
   }
 
@@ -2088,10 +2123,10 @@ const std::map<std::string, Evaluator::Builtin> &Evaluator::builtins() {
         {"multislerp_coefficients",
          {&E::callMultislerp, {"xs", "weights", "eps", "scope"}, {"weights", "eps", "scope"}}},
         {"require", {&E::callRequire, {"condition", "message", "value"}}},
-        {"total", {&E::callReduction, {"x", "scope"}, {"scope"}}},
-        {"dot", {&E::callReduction, {"x", "y", "scope"}, {"scope"}}},
-        {"norm", {&E::callReduction, {"x", "p", "scope"}, {"p", "scope"}}},
-        {"count", {&E::callReduction, {"mask", "scope"}, {"scope"}}},
+        {"total", {&E::callTotal, {"x", "scope"}, {"scope"}}},
+        {"dot", {&E::callDot, {"x", "y", "scope"}, {"scope"}}},
+        {"norm", {&E::callNorm, {"x", "p", "scope"}, {"p", "scope"}}},
+        {"count", {&E::callCount, {"mask", "scope"}, {"scope"}}},
         {"ramp", {&E::callRamp, {}}},
         {"topk_mask",
          {&E::callSelection, {"x", "density", "skip", "nonzero", "scope"},
