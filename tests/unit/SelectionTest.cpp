@@ -282,6 +282,34 @@ TEST(Selection, TopKWhoseSampleMisleadsFallsBackToTwoCountingPasses) {
   }
 }
 
+// Rows that differ (each row's keys scaled by its own lognormal factor, as task vectors'
+// rows do): a sample of whole chunks (neighbouring rows) is a poorer estimate than its size
+// says, and the chunks' disagreement widens the bands by as much, so the sample does not
+// mislead: either the one pass holds (each chunk's keys computed once) or the bands would be
+// too full and the counting passes run at once (the sample's 8 chunks aside), never the
+// sampled pass and then the counting passes. The boundaries are a stable sort's either way.
+TEST(Selection, TopKOfRowsThatDifferIsNotMisledByItsSample) {
+  ThreadPool two(2);
+  int64_t rows = 256, cols = 4096, chunk = 16384, chunks = rows * cols / chunk;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> noise(0, 1), logScale(0, 0.7f);
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    float scale = std::exp(logScale(rng));
+    for (int64_t c = 0; c < cols; ++c)
+      x[static_cast<size_t>(r * cols + c)] = noise(rng) * scale;
+  }
+  for (double density : {0.2, 0.9}) {
+    std::atomic<int64_t> made{0};
+    RankBoundary hi, lo;
+    topkBoundaries(&two, streamed(x, chunk, &made), density, 0.01, false, hi, lo);
+    auto [s, e] = topkBand(rows * cols, rows * cols, density, 0.01);
+    EXPECT_EQ(bandMask(x, hi, lo), sortedMask(x, s, e - s)) << "density " << density;
+    EXPECT_TRUE(made.load() == chunks || made.load() == 8 + 2 * chunks)
+        << "density " << density << ": " << made.load() << " chunks computed";
+  }
+}
+
 // Sibling selections sharing their passes (TopKJob) get each the boundaries it gets alone, for
 // any threads, with different densities, skips and nonzero; each job's keys are made once (one
 // sampled pass).
