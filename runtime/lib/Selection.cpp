@@ -467,9 +467,9 @@ struct JobLowCounts {
 };
 
 /// The sampled path's cut of a job: the band of keys [lo, hi] it keeps while counting the
-/// keys above it, chosen from a sample so that the cut's key falls inside.
+/// keys above it, chosen from a sample so that the cut's key falls inside. A cut the sample
+/// does not want has an empty band and no room, so its check fails if the exact counts want it.
 struct SampledCut {
-  bool want = false;
   uint32_t lo = 0x7FFFFFFFu, hi = 0x7FFFFFFEu; ///< lo > hi: nothing kept (a cut not wanted)
   int64_t sampled = 0;                         ///< the sample's keys in the band
 };
@@ -556,13 +556,14 @@ __attribute__((target("avx2,popcnt"))) void countAroundBandsAvx2(const float *x,
 }
 #endif
 
+/// Whether countAroundBands may use AVX2 (allowSimdBandCounting: tests run the plain loop too).
+std::atomic<bool> simdBandCounting{true};
+
 /// One chunk x[0..n) of one job's keys against its cuts' bands [lo[w], hi[w]] (lo > hi: an
 /// empty band): the keys above each band and the offsets of those inside, and the keys of
 /// magnitude 0. Magnitude keys are below 2^31: signed compares of 32-bit lanes. AVX2 where the
 /// CPU has it (compares, a mask move and a packing shuffle per 8 keys, no branch: compilers
 /// do not make those from a loop), else a plain loop.
-std::atomic<bool> simdBandCounting{true};
-
 void countAroundBands(const float *x, int64_t n, const int32_t lo[2], const int32_t hi[2],
                       AroundBands &r) {
 #if defined(__x86_64__)
@@ -593,15 +594,15 @@ __attribute__((target_clones("avx2", "default"))) int64_t countAbove(const float
   return count;
 }
 
-/// The standard error of a sample's estimate of a share from the shares its S chunks see
-/// (share[i] of the chunk's keys): how much the chunks disagree, which for a sample of whole
-/// chunks (neighbouring rows) is what it may be off by when a tensor's rows differ. The
+/// The standard error of a sample's estimate of a share from the shares its S (> 1) chunks
+/// see (share[i] of the chunk's keys): how much the chunks disagree, which for a sample of
+/// whole chunks (neighbouring rows) is what it may be off by when a tensor's rows differ. The
 /// binomial error of the pooled sample assumes keys drawn independently.
-double chunkSpread(const std::vector<double> &share) {
-  double S = static_cast<double>(share.size()), sum = 0, squares = 0;
-  for (double v : share) {
-    sum += v;
-    squares += v * v;
+double chunkSpread(const double *share, size_t chunks) {
+  double S = static_cast<double>(chunks), sum = 0, squares = 0;
+  for (size_t i = 0; i < chunks; ++i) {
+    sum += share[i];
+    squares += share[i] * share[i];
   }
   double mean = sum / S;
   return std::sqrt(std::max(0.0, (squares - S * mean * mean) / (S - 1)) / S);
@@ -614,7 +615,6 @@ double chunkSpread(const std::vector<double> &share) {
 /// sample's keys inside.
 SampledCut bandAround(const Bins &sample, int64_t m, double t, double margin) {
   SampledCut cut;
-  cut.want = true;
   int64_t top = std::clamp<int64_t>(static_cast<int64_t>(std::floor(t - margin)), 1, m);
   int64_t bottom = std::clamp<int64_t>(static_cast<int64_t>(std::ceil(t + margin)), 1, m);
   int64_t above = 0;
@@ -741,13 +741,10 @@ std::vector<size_t> sampledBoundaries(ThreadPool *pool, std::vector<TopKJob> &jo
       // errors from the sample chunks' disagreement (rows that differ), and 0.1 % of the
       // sample. None for every key.
       double margin = 0;
-      if (!whole) {
-        std::vector<double> chunkShares(share.begin() + static_cast<ptrdiff_t>(t * S),
-                                        share.begin() + static_cast<ptrdiff_t>((t + 1) * S));
+      if (!whole)
         margin = std::max(8.0 * std::sqrt(static_cast<double>(m) * p * (1 - p)),
-                          6.0 * chunkSpread(chunkShares) * static_cast<double>(m)) +
+                          6.0 * chunkSpread(share.data() + t * S, S) * static_cast<double>(m)) +
                  0.001 * static_cast<double>(m) + 1;
-      }
       SampledCut &band = bands[t / 2][t % 2];
       band = bandAround(counted.hist[t / 2], m, at[t], margin);
       size = whole ? band.sampled
@@ -827,7 +824,7 @@ std::vector<size_t> sampledBoundaries(ThreadPool *pool, std::vector<TopKJob> &jo
                                  above.begin() + static_cast<ptrdiff_t>((t + 1) * chunks),
                                  int64_t{0});
       int64_t inside = filled[t];
-      f.checked = bands[j][w].want && inside <= room0[t + 1] - room0[t] && f.rank > f.higher &&
+      f.checked = inside <= room0[t + 1] - room0[t] && f.rank > f.higher &&
                   f.rank <= f.higher + inside;
     }
   }
