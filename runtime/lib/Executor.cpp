@@ -548,13 +548,16 @@ uint64_t residentBytes() {
 /// offsets of a chunk's keys in the sampled pass's two bands; the top-ks also keep up to 2^22
 /// (key, index) pairs of their bands (32 MiB) or, in the counting passes, 2^21 keys of their
 /// boundary buckets (16 MiB with the vectors' growth), and the keys of the sample's chunks (8
-/// a selection).
+/// a selection). A model-scope top-k's sampled passes keep their bands while the rule's
+/// tensors stream through them, all of the rule's at once (ModelTopK::kBandBytes), and one
+/// band's selection copies its keys.
 uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t threads) {
   uint64_t n = static_cast<uint64_t>(t.numel());
   uint64_t cols = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());
   bool rows = false, ranks = false, selects = false;
-  uint64_t selections = 0;
+  uint64_t selections = 0, modelTopKs = 0;
   for (const CompiledRule::Phase &p : rule.phases) {
+    modelTopKs += p.kind == CompiledRule::Kind::TopK && p.modelScope;
     rows = rows || p.kind == CompiledRule::Kind::Row;
     bool select = p.kind == CompiledRule::Kind::TopK || p.kind == CompiledRule::Kind::Quantile;
     selects = selects || select;
@@ -571,8 +574,10 @@ uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t th
   uint64_t rowBytes =
       static_cast<uint64_t>(hostBufferElements(rule, t.numel(), static_cast<int64_t>(cols))) *
       sizeof(float);
+  uint64_t modelBands =
+      modelTopKs ? modelTopKs * ModelTopK::kBandBytes + ModelTopK::kSelectionBytes : 0;
   return rowBytes + (ranks ? 16 * cols * threads : 0) + (threads + 1) * perThread +
-         keptBucketKeys +
+         keptBucketKeys + modelBands +
          matrixPhaseBytes(rule, t.numel(), static_cast<int64_t>(cols));
 }
 
@@ -1328,6 +1333,9 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
   for (auto &[rule, scope] : scopes) {
     Share all{std::vector<bool>(plan.items.size(), true), share.owner};
     std::vector<size_t> every = all.of(plan, rule), mine = share.of(plan, rule);
+    // A sample's keys and bands are the host's, and one process's: several combine counts.
+    if (!comm && device.streamsKeys())
+      scope.sampleTopKFirst();
     for (int round = 1; !scope.complete(); ++round) {
       if (!quiet)
         events().info("model scope: rule " + std::to_string(rule + 1) + ", pass " +

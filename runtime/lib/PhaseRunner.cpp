@@ -275,6 +275,12 @@ ModelScope::ModelScope(const CompiledRule &rule) : meta_(rule.phases), phases_(r
   }
 }
 
+void ModelScope::sampleTopKFirst() {
+  for (PhaseState &p : phases_)
+    if (p.topk)
+      p.topk->sampleFirst();
+}
+
 bool ModelScope::complete() const {
   for (size_t k = 0; k < phases_.size(); ++k)
     if (meta_[k].modelScope && !phases_[k].final)
@@ -588,6 +594,7 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
           }
         } else if (phase.kind == Kind::TopK) {
           RankBoundary hi, lo;
+          state->topk->setTensor(tensor.name);
           if (accumulate)
             device.streamCountModelTopK(*state->topk, keys);
           else
@@ -630,6 +637,8 @@ void runRule(Device &device, const CompiledRule &rule, const std::vector<const v
           layer, numLayers, scalarDesc);
       if (phase.kind == Kind::TopK) {
         RankBoundary hi, lo;
+        if (state && state->topk)
+          state->topk->setTensor(tensor.name);
         if (accumulate)
           device.countModelTopK(*state->topk, keys, n);
         else if (wholeModel)

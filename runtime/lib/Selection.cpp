@@ -1054,12 +1054,299 @@ void topkBoundaries(const float *keys, int64_t n, double density, double skip, b
   topkBoundaries(nullptr, KeyChunks::buffer(keys, n), density, skip, nonzero, hi, lo);
 }
 
+namespace {
+/// The standard error of a share estimated from a sample of whole chunks of different sizes:
+/// chunk i has size[i] keys, above[i] of them above the cut (a ratio estimate over S > 1
+/// clusters). With equal sizes it is chunkSpread's.
+double clusterSpread(const std::vector<int64_t> &size, const std::vector<int64_t> &above) {
+  double S = static_cast<double>(size.size()), keys = 0, over = 0;
+  for (size_t i = 0; i < size.size(); ++i) {
+    keys += static_cast<double>(size[i]);
+    over += static_cast<double>(above[i]);
+  }
+  double share = over / keys, squares = 0;
+  for (size_t i = 0; i < size.size(); ++i) {
+    double d = static_cast<double>(above[i]) - share * static_cast<double>(size[i]);
+    squares += d * d;
+  }
+  return std::sqrt(S / (S - 1) * squares) / keys;
+}
+} // namespace
+
 ModelTopK::ModelTopK(double density, double skip, bool nonzero)
     : density_(density), skip_(skip), nonzero_(nonzero), high_(65536) {}
+
+void ModelTopK::sampleFirst() {
+  if (pass_ != 0 || total_ != 0)
+    throw RuntimeError("internal: a model-scope top-k sampled after its passes began");
+  pass_ = kSamplePass;
+}
+
+void ModelTopK::countFromStart() {
+  pass_ = 0;
+  total_ = nonzeros_ = 0;
+  std::vector<SampleChunk>().swap(sample_);
+  sampleKeys_ = sampleZeros_ = chunksSeen_ = 0;
+  stride_ = 1;
+  sampleWhole_ = true;
+  for (Band &b : bands_)
+    b = Band{};
+  tensors_.clear();
+  for (auto &r : runs_)
+    r.clear();
+  for (auto &e : equal_)
+    e.clear();
+  overflow_ = banded_ = false;
+}
+
+void ModelTopK::sampleTensor(ThreadPool *pool, const KeyChunks &keys) {
+  int64_t n = keys.size();
+  total_ += n;
+  // The band keeps flat indices in 32 bits, a chunk's offsets and lane counts in 31.
+  if (n >= (int64_t{1} << 32) || keys.chunkSize() >= (int64_t{1} << 31))
+    overflow_ = true;
+  // Chunks numbered over the model in plan order; every stride-th is sampled, so the sample
+  // spreads over every tensor kind and layer as the model does.
+  std::vector<size_t> chosen;
+  for (size_t c = 0; c < keys.chunks(); ++c) {
+    if ((chunksSeen_ + static_cast<int64_t>(c)) % stride_ == 0)
+      chosen.push_back(c);
+    else
+      sampleWhole_ = false;
+  }
+  std::vector<SampleChunk> add(chosen.size());
+  std::vector<int64_t> zeros(chosen.size(), 0);
+  overChunkIndices<ScratchOnly>(
+      pool, chosen.size(), keys.needsScratch() ? keys.chunkSize() : 0,
+      [&](ScratchOnly &st, size_t i) {
+        size_t c = chosen[i];
+        const float *x = keys.get(c, st.scratch.data());
+        SampleChunk &chunk = add[i];
+        chunk.number = chunksSeen_ + static_cast<int64_t>(c);
+        chunk.keys.resize(static_cast<size_t>(keys.end(c) - keys.begin(c)));
+        int64_t z = 0;
+        for (size_t q = 0; q < chunk.keys.size(); ++q) {
+          chunk.keys[q] = magnitudeKey(x[q]);
+          z += chunk.keys[q] == 0;
+        }
+        zeros[i] = z;
+      });
+  chunksSeen_ += static_cast<int64_t>(keys.chunks());
+  for (size_t i = 0; i < add.size(); ++i) {
+    sampleKeys_ += static_cast<int64_t>(add[i].keys.size());
+    sampleZeros_ += zeros[i];
+    sample_.push_back(std::move(add[i]));
+  }
+  while (sampleKeys_ > kMaxSampleKeys) {
+    stride_ *= 2;
+    sampleWhole_ = false;
+    std::vector<SampleChunk> kept;
+    sampleKeys_ = sampleZeros_ = 0;
+    for (SampleChunk &chunk : sample_)
+      if (chunk.number % stride_ == 0) {
+        sampleKeys_ += static_cast<int64_t>(chunk.keys.size());
+        sampleZeros_ += std::count(chunk.keys.begin(), chunk.keys.end(), 0u);
+        kept.push_back(std::move(chunk));
+      }
+    sample_ = std::move(kept);
+  }
+}
+
+bool ModelTopK::finishSample() {
+  int64_t m = sampleKeys_;
+  if (overflow_ || m == 0) {
+    countFromStart();
+    return false;
+  }
+  double scale = static_cast<double>(total_) / static_cast<double>(m);
+  int64_t population =
+      nonzero_ ? std::clamp<int64_t>(
+                     std::llround(static_cast<double>(m - sampleZeros_) * scale), 0, total_)
+               : total_;
+  auto [s, e] = topkBand(total_, population, density_, skip_);
+  int64_t ranks[2] = {s, e};
+  std::vector<uint32_t> flat;
+  flat.reserve(static_cast<size_t>(m));
+  for (const SampleChunk &chunk : sample_)
+    flat.insert(flat.end(), chunk.keys.begin(), chunk.keys.end());
+  // The sample's key of descending rank r (1-based, clamped to the sample), by a selection
+  // within [from, to) of `flat` (the part an earlier selection left rank r in).
+  auto keyAt = [&](int64_t r, int64_t from, int64_t to) {
+    auto nth = flat.begin() + (std::clamp<int64_t>(r, from + 1, to) - 1);
+    std::nth_element(flat.begin() + from, nth, flat.begin() + to, std::greater<uint32_t>());
+    return *nth;
+  };
+  int64_t room = 0;
+  for (int w = 0; w < 2; ++w) {
+    Band &band = bands_[w];
+    band = Band{};
+    if (ranks[w] <= 0)
+      continue;
+    double t = static_cast<double>(ranks[w]) / scale;
+    if (sampleWhole_) {
+      // The sample is every key: the band is the cut's key alone.
+      band.lo = band.hi = keyAt(ranks[w], 0, m);
+    } else {
+      // The larger of eight standard deviations of a random sample's rank and six standard
+      // errors from the sample chunks' disagreement about the share above the estimated key
+      // (tensors and rows differ; the sample is of whole chunks).
+      int64_t at = std::clamp<int64_t>(std::llround(t), 1, m);
+      uint32_t estimate = keyAt(at, 0, m);
+      double spread = 0;
+      if (sample_.size() > 1) {
+        std::vector<int64_t> size(sample_.size()), above(sample_.size());
+        for (size_t i = 0; i < sample_.size(); ++i) {
+          size[i] = static_cast<int64_t>(sample_[i].keys.size());
+          above[i] = std::count_if(sample_[i].keys.begin(), sample_[i].keys.end(),
+                                   [&](uint32_t k) { return k > estimate; });
+        }
+        spread = clusterSpread(size, above);
+      }
+      double p = std::clamp(t / static_cast<double>(m), 0.0, 1.0);
+      double margin = std::max(8.0 * std::sqrt(static_cast<double>(m) * p * (1 - p)),
+                               6.0 * spread * static_cast<double>(m)) +
+                      1;
+      auto top = static_cast<int64_t>(std::floor(t - margin));
+      auto bottom = static_cast<int64_t>(std::ceil(t + margin));
+      // Past the sample's largest or smallest key the band takes every key beyond.
+      band.hi = top <= 1 ? 0x7FFFFFFFu : keyAt(top, 0, at - 1);
+      band.lo = bottom >= m ? 0 : keyAt(bottom, at, m);
+    }
+    int64_t sampled = std::count_if(flat.begin(), flat.end(), [&](uint32_t k) {
+      return k >= band.lo && k <= band.hi;
+    });
+    band.room = sampleWhole_ ? sampled
+                             : static_cast<int64_t>(1.5 * static_cast<double>(sampled) * scale) +
+                                   1024;
+    room += band.room;
+  }
+  std::vector<SampleChunk>().swap(sample_);
+  // Bands too full (a crowded key: few values around the cut): the counting passes.
+  if (room > ModelTopK::kMaxBandKeys) {
+    countFromStart();
+    return false;
+  }
+  for (Band &band : bands_)
+    band.keys.resize(static_cast<size_t>(band.room));
+  total_ = 0;
+  pass_ = kBandPass;
+  return false;
+}
+
+void ModelTopK::bandTensor(ThreadPool *pool, const KeyChunks &keys) {
+  int64_t n = keys.size();
+  total_ += n;
+  if (overflow_)
+    return; // already too full: the counting passes follow; no need to compute the keys
+  tensors_.push_back(tensor_);
+  int32_t lo[2], hi[2];
+  std::atomic<int64_t> filled[2];
+  for (int w = 0; w < 2; ++w) {
+    const Band &band = bands_[w];
+    bool wanted = band.lo <= band.hi;
+    lo[w] = wanted ? static_cast<int32_t>(band.lo) : 0x7FFFFFFF;
+    hi[w] = wanted ? static_cast<int32_t>(band.hi) : 0x7FFFFFFE;
+    runs_[w].push_back(band.filled);
+    filled[w] = band.filled;
+  }
+  size_t chunks = keys.chunks();
+  std::vector<int64_t> above(chunks * 2, 0), zeros(chunks, 0);
+  overChunkIndices<ScratchOnly>(
+      pool, chunks, keys.needsScratch() ? keys.chunkSize() : 0, [&](ScratchOnly &st, size_t c) {
+        int64_t count = keys.end(c) - keys.begin(c), begin = keys.begin(c);
+        thread_local std::vector<uint32_t> offsets[2];
+        for (auto &o : offsets)
+          o.resize(static_cast<size_t>(count + 8));
+        const float *x = keys.get(c, st.scratch.data());
+        AroundBands r;
+        r.offsets[0] = offsets[0].data();
+        r.offsets[1] = offsets[1].data();
+        countAroundBands(x, count, lo, hi, r);
+        zeros[c] = r.zeros;
+        for (int w = 0; w < 2; ++w) {
+          above[c * 2 + static_cast<size_t>(w)] = r.above[w];
+          if (r.inside[w] == 0)
+            continue;
+          Band &band = bands_[w];
+          int64_t at = filled[w].fetch_add(r.inside[w]);
+          if (at + r.inside[w] > band.room)
+            continue; // no room: finishBand sends the model to the counting passes
+          uint64_t *to = band.keys.data() + at;
+          for (int64_t q = 0; q < r.inside[w]; ++q) {
+            uint32_t i = offsets[w][static_cast<size_t>(q)];
+            to[q] = uint64_t{~magnitudeKey(x[i])} << 32 | static_cast<uint64_t>(begin + i);
+          }
+        }
+      });
+  nonzeros_ += n - std::accumulate(zeros.begin(), zeros.end(), int64_t{0});
+  for (int w = 0; w < 2; ++w) {
+    Band &band = bands_[w];
+    for (size_t c = 0; c < chunks; ++c)
+      band.above += above[c * 2 + static_cast<size_t>(w)];
+    band.filled = filled[w];
+    overflow_ = overflow_ || band.filled > band.room;
+  }
+}
+
+bool ModelTopK::finishBand() {
+  auto [s, e] = topkBand(total_, nonzero_ ? nonzeros_ : total_, density_, skip_);
+  int64_t ranks[2] = {s, e};
+  // The exact counts check each cut's key is in its band.
+  bool held = !overflow_;
+  for (int w = 0; held && w < 2; ++w) {
+    const Band &band = bands_[w];
+    held = ranks[w] <= 0 ||
+           (band.lo <= band.hi && ranks[w] > band.above && ranks[w] <= band.above + band.filled);
+  }
+  if (!held) {
+    countFromStart();
+    return false;
+  }
+  for (int w = 0; w < 2; ++w) {
+    Cut &cut = cutAt(w);
+    cut.rank = ranks[w];
+    if (cut.rank <= 0)
+      continue;
+    Band &band = bands_[w];
+    // The cut's key by a selection over the band's keys (~key ascending is |key| descending);
+    // the keys above it, and each tensor's flat indices of keys equal to it.
+    std::vector<uint32_t> order(static_cast<size_t>(band.filled));
+    for (size_t q = 0; q < order.size(); ++q)
+      order[q] = static_cast<uint32_t>(band.keys[q] >> 32);
+    auto nth = order.begin() + (cut.rank - band.above - 1);
+    std::nth_element(order.begin(), nth, order.end());
+    uint32_t inverted = *nth;
+    cut.value = ~inverted;
+    cut.above = band.above + std::count_if(order.begin(), order.end(),
+                                           [&](uint32_t k) { return k < inverted; });
+    for (size_t t = 0; t < tensors_.size(); ++t) {
+      auto from = static_cast<size_t>(runs_[w][t]);
+      auto to = t + 1 < tensors_.size() ? static_cast<size_t>(runs_[w][t + 1])
+                                        : static_cast<size_t>(band.filled);
+      std::vector<int64_t> equal;
+      for (size_t q = from; q < to; ++q)
+        if (static_cast<uint32_t>(band.keys[q] >> 32) == inverted)
+          equal.push_back(static_cast<int64_t>(band.keys[q] & 0xFFFFFFFFu));
+      std::sort(equal.begin(), equal.end());
+      equal_[w][tensors_[t]] = std::move(equal);
+    }
+  }
+  for (Band &b : bands_)
+    b = Band{};
+  for (auto &r : runs_)
+    r.clear();
+  banded_ = true;
+  pass_ = 2;
+  return true;
+}
 
 void ModelTopK::count(ThreadPool *pool, const KeyChunks &keys) {
   if (keys.size() == 0)
     return;
+  if (pass_ == kSamplePass)
+    return sampleTensor(pool, keys);
+  if (pass_ == kBandPass)
+    return bandTensor(pool, keys);
   if (pass_ == 0) {
     auto high = countHigh(pool, keys, ByMagnitude{});
     const HighCounts &h = *high.all.front();
@@ -1089,6 +1376,10 @@ void ModelTopK::count(ThreadPool *pool, const KeyChunks &keys) {
 }
 
 bool ModelTopK::finishPass() {
+  if (pass_ == kSamplePass)
+    return finishSample();
+  if (pass_ == kBandPass)
+    return finishBand();
   if (pass_ == 0) {
     auto [s, e] = topkBand(total_, nonzero_ ? nonzeros_ : total_, density_, skip_);
     hi_.rank = s;
@@ -1167,9 +1458,25 @@ RankBoundary ModelTopK::applyCounted(int cut, int64_t equal,
 
 void ModelTopK::boundaries(ThreadPool *pool, const KeyChunks &keys, RankBoundary &hi,
                            RankBoundary &lo) {
+  Cut *cuts[2] = {&hi_, &lo_};
+  // After the sampled passes each tensor's keys equal to a boundary are known (a tensor the
+  // band pass saw without any is absent): no pass over the keys.
+  if (banded_ && std::find(tensors_.begin(), tensors_.end(), tensor_) != tensors_.end()) {
+    for (int w = 0; w < 2; ++w) {
+      RankBoundary &b = w == 0 ? hi : lo;
+      b = RankBoundary{};
+      if (cuts[w]->rank <= 0)
+        continue;
+      auto it = equal_[w].find(tensor_);
+      const std::vector<int64_t> none;
+      const std::vector<int64_t> &equal = it == equal_[w].end() ? none : it->second;
+      b = applyCounted(*cuts[w], static_cast<int64_t>(equal.size()),
+                       [&](int64_t r) { return equal[static_cast<size_t>(r - 1)]; });
+    }
+    return;
+  }
   // One pass counts each chunk's keys equal to either boundary; a tie's index then comes from
   // the one chunk it falls in.
-  Cut *cuts[2] = {&hi_, &lo_};
   uint32_t values[2] = {hi_.value, lo_.value};
   bool want[2] = {hi_.rank > 0, lo_.rank > 0};
   std::vector<int64_t> counts(keys.chunks() * 2);

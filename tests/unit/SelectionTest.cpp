@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -402,6 +403,127 @@ TEST(Selection, StreamedModelTopKMatchesTheBuffer) {
         EXPECT_EQ(boundaryFields(phi, plo), boundaryFields(hi, lo));
       }
     }
+}
+
+/// Runs a model-scope top-k over `tensors` (streamed in chunks of 65536 on 2 threads, each
+/// tensor named) with the sampled passes first or not; returns each tensor's boundaries (twice:
+/// the merge handed out after a rewind too) and how many passes it took. `keysMade` counts the
+/// chunks of keys computed.
+struct ModelRun {
+  std::vector<std::vector<double>> boundaries;
+  int passes = 0;
+  bool sampled = false;
+  int64_t keysMade = 0;
+};
+ModelRun runModelTopK(const std::vector<std::vector<float>> &tensors, double density,
+                      double skip, bool nonzero, bool sampleFirst) {
+  ThreadPool two(2);
+  ModelTopK topk(density, skip, nonzero);
+  if (sampleFirst)
+    topk.sampleFirst();
+  std::atomic<int64_t> made{0};
+  ModelRun run;
+  while (!topk.known()) {
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      topk.setTensor("t" + std::to_string(t));
+      topk.count(&two, streamed(tensors[t], 65536, &made));
+    }
+    topk.finishPass();
+    ++run.passes;
+  }
+  run.sampled = topk.sampled();
+  for (int round = 0; round < 2; ++round) {
+    topk.rewind();
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      RankBoundary hi, lo;
+      topk.setTensor("t" + std::to_string(t));
+      topk.boundaries(&two, streamed(tensors[t], 65536, &made), hi, lo);
+      run.boundaries.push_back(boundaryFields(hi, lo));
+    }
+  }
+  run.keysMade = made;
+  return run;
+}
+
+/// Keys of bf16-like task vectors: magnitudes spread lognormally, each tensor at a scale of its
+/// own, rounded to 8 significant bits so that many are equal.
+std::vector<float> taskVectorKeys(size_t n, unsigned seed, float scale) {
+  std::mt19937 rng(seed);
+  std::lognormal_distribution<float> magnitude(0.0f, 1.0f);
+  std::bernoulli_distribution negative(0.5);
+  std::vector<float> x(n);
+  for (float &v : x) {
+    float f = magnitude(rng) * scale * (negative(rng) ? -1.0f : 1.0f);
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    u &= 0xFFFF0000u;
+    std::memcpy(&v, &u, 4);
+  }
+  return x;
+}
+
+// The sampled passes find the boundaries the counting passes find, in two passes and without
+// counting each tensor's ties again at merge time: a small model (the sample is every key),
+// and one of 3.4M keys whose tensors differ in scale (every other chunk sampled), each with
+// ties at the cuts, with and without the non-zero population, one band and two.
+TEST(Selection, SampledModelTopKMatchesTheCountingPasses) {
+  std::vector<std::vector<float>> small = {tiedKeys(5000, 1, false), tiedKeys(77, 2, true),
+                                           tiedKeys(140000, 3, true)};
+  std::vector<std::vector<float>> large;
+  const float scales[] = {0.01f, 0.003f, 0.02f, 0.001f, 0.008f};
+  for (unsigned t = 0; t < 5; ++t)
+    large.push_back(taskVectorKeys(t == 3 ? 1000 : 850000 + 1000 * t, t, scales[t]));
+  for (auto *model : {&small, &large})
+    for (double density : {0.2, 0.5})
+      for (double skip : {0.0, 0.05})
+        for (bool nonzero : {false, true}) {
+          ModelRun counted = runModelTopK(*model, density, skip, nonzero, false);
+          ModelRun sampled = runModelTopK(*model, density, skip, nonzero, true);
+          std::string what = (model == &small ? "small" : "large") + std::string(" density ") +
+                             std::to_string(density) + " skip " + std::to_string(skip) +
+                             (nonzero ? " nonzero" : "");
+          EXPECT_EQ(counted.passes, 2) << what;
+          EXPECT_FALSE(counted.sampled) << what;
+          EXPECT_EQ(sampled.passes, 2) << what;
+          EXPECT_TRUE(sampled.sampled) << what;
+          EXPECT_EQ(sampled.boundaries, counted.boundaries) << what;
+          // The counting passes compute every chunk twice and twice more for the merges' tie
+          // counts (and a chunk again for a tie's index); the sampled ones once, plus the
+          // sample's chunks (all of the small model, half of the large one).
+          int64_t chunks = 0;
+          for (auto &t : *model)
+            chunks += static_cast<int64_t>((t.size() + 65535) / 65536);
+          EXPECT_GE(counted.keysMade, 4 * chunks) << what;
+          EXPECT_LE(sampled.keysMade, (model == &small ? 2 : 1) * chunks + chunks / 2 + 32)
+              << what;
+        }
+}
+
+// Where the sample misleads (the sampled chunks, every other one, all small while the others
+// are large) or its bands would hold too many keys (one value nearly everywhere), the counting
+// passes follow and give their boundaries.
+TEST(Selection, SampledModelTopKFallsBackToTheCountingPasses) {
+  std::vector<std::vector<float>> misleading;
+  for (unsigned t = 0; t < 2; ++t) {
+    std::vector<float> x = taskVectorKeys(24 * 65536, t, 0.001f);
+    for (size_t i = 0; i < x.size(); ++i)
+      if ((i / 65536) % 2 == 1)
+        x[i] *= 1000.0f; // odd chunks (24 a tensor: numbers over the model alike) large
+    misleading.push_back(std::move(x));
+  }
+  std::vector<std::vector<float>> crowded = {std::vector<float>(5000000, 0.5f)};
+  for (size_t i = 0; i < crowded[0].size(); i += 1001)
+    crowded[0][i] = static_cast<float>(i % 7);
+  for (auto *model : {&misleading, &crowded}) {
+    std::string what = model == &crowded ? "crowded" : "misleading";
+    ModelRun counted = runModelTopK(*model, 0.2, 0.0, false, false);
+    ModelRun sampled = runModelTopK(*model, 0.2, 0.0, false, true);
+    EXPECT_FALSE(sampled.sampled) << what;
+    // The misled sample takes its two passes before the counting passes; the crowded one's
+    // sample already shows a band too full.
+    EXPECT_EQ(sampled.passes, model == &crowded ? 3 : 4) << what;
+    EXPECT_EQ(sampled.boundaries, counted.boundaries) << what;
+  }
 }
 
 /// Every way a row is ranked: the SIMD sort on each SIMD level this CPU has, and the byte

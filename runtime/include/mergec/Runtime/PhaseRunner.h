@@ -38,6 +38,9 @@ class ModelScope {
 public:
   explicit ModelScope(const CompiledRule &rule);
 
+  /// Before the first round: model-scope top-ks take the sampled passes first (ModelTopK::
+  /// sampleFirst: a host device, one process).
+  void sampleTopKFirst();
   bool complete() const;
   /// Starts a round over the rule's tensors: which phases to run to feed the unfinished ones.
   void beginRound();

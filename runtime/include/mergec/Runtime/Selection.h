@@ -3,11 +3,14 @@
 // or 16-bit histogram passes, never a sort of the keys) for top-k boundaries and quantiles,
 // and per-row ranks.
 #pragma once
+#include "mergec/Runtime/Error.h"
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -98,16 +101,43 @@ void topkBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs);
 /// a rule taken as one vector (the tensors in plan order, ties by tensor then flat index). Two
 /// counting passes over the model (a histogram of the magnitudes' high 16 bits, then of the low
 /// 16 bits inside the boundary buckets) find each boundary's magnitude and how many of the
-/// elements equal to it are inside; the merge then hands the tie quota out tensor by tensor.
+/// elements equal to it are inside; the merge then hands the tie quota out tensor by tensor,
+/// counting each tensor's keys equal to a boundary (one more computation of its keys).
+///
+/// sampleFirst() (the host, one process) replaces those passes where a sample allows: a pass
+/// computes a spread of the model's chunks (every stride-th in plan order, at most
+/// kMaxSampleKeys keys) and puts a band of keys around each cut from the sample's order;
+/// the next pass counts every tensor's keys above each band and keeps those inside with their
+/// tensor and index; the exact counts then check the cut's key is inside, where a selection
+/// over the band gives it, and each tensor's keys equal to it are already known (no count at
+/// merge time). Where the sample misled, or the bands would be too full, the two counting
+/// passes follow and give the same boundaries.
 class ModelTopK {
 public:
   ModelTopK(double density, double skip, bool nonzero);
+  /// The sampled passes keep at most kMaxSampleKeys keys of the sample (8 MiB; past it, every
+  /// other sampled chunk is dropped and the stride doubles) and kMaxBandKeys (key, index)
+  /// pairs in their bands (32 MiB; a sample that expects more leaves the model to the
+  /// counting passes); the bands' selection copies their keys (16 MiB) while they are held.
+  static constexpr int64_t kMaxSampleKeys = int64_t{1} << 21;
+  static constexpr int64_t kMaxBandKeys = int64_t{1} << 22;
+  static constexpr uint64_t kBandBytes = uint64_t{kMaxBandKeys} * 8;
+  static constexpr uint64_t kSelectionBytes = uint64_t{kMaxBandKeys} * 4;
+  /// Before the first pass: take the sampled passes first (a device that streams its keys on
+  /// the host, and no other process to combine counts with: they keep keys, not counts).
+  void sampleFirst();
+  /// The tensor the next count() or boundaries() call is for: the sampled passes keep each
+  /// tensor's keys equal to a boundary under its name.
+  void setTensor(const std::string &name) { tensor_ = name; }
   /// A counting pass sees one more tensor's keys (its chunks in parallel on `pool`, if any).
   void count(ThreadPool *pool, const KeyChunks &keys);
   void count(const float *keys, int64_t n) { count(nullptr, KeyChunks::buffer(keys, n)); }
-  /// Ends a counting pass; true once the boundaries are known (after the second).
+  /// Ends a counting pass; true once the boundaries are known (after the second, or after
+  /// the sampled passes where they held).
   bool finishPass();
   bool known() const { return pass_ == 2; }
+  /// Whether the sampled passes found the boundaries (for tests and the progress log).
+  bool sampled() const { return known() && banded_; }
   /// Starts handing out tie quotas from the first tensor again.
   void rewind();
   /// The boundaries for the next tensor in plan order.
@@ -144,6 +174,8 @@ public:
   /// replace by their sums over several processes (Distributed.h): integers, so the sum is
   /// the same in any order and equals one process's counting of every tensor.
   template <typename AddFn> void combineCounts(AddFn add) {
+    if (pass_ < 0)
+      throw RuntimeError("internal: a sampled model-scope top-k across processes");
     if (pass_ == 0) {
       add(&total_, std::size_t{1});
       add(&nonzeros_, std::size_t{1});
@@ -167,12 +199,43 @@ private:
   RankBoundary applyCounted(Cut &cut, int64_t equal, const std::function<int64_t(int64_t)> &indexOf);
   Cut &cutAt(int cut) { return cut == 0 ? hi_ : lo_; }
   const Cut &cutAt(int cut) const { return cut == 0 ? hi_ : lo_; }
+  /// The sampled passes (pass_ kSamplePass, then kBandPass).
+  static constexpr int kSamplePass = -2, kBandPass = -1;
+  void sampleTensor(ThreadPool *pool, const KeyChunks &keys);
+  void bandTensor(ThreadPool *pool, const KeyChunks &keys);
+  bool finishSample();
+  bool finishBand();
+  void countFromStart(); ///< the sampled passes misled: the two counting passes instead
+  /// A sample chunk: its number over the model (the chunks of the tensors in plan order) and
+  /// its magnitude keys.
+  struct SampleChunk {
+    int64_t number;
+    std::vector<uint32_t> keys;
+  };
+  /// A cut's band [lo, hi] of magnitude keys and its keys: (~key << 32 | flat index), each
+  /// tensor's a run of them (tensors_[t] from runs_[t]).
+  struct Band {
+    uint32_t lo = 1, hi = 0; ///< lo > hi: no band (the cut is not wanted)
+    int64_t above = 0, room = 0, filled = 0; ///< keys above it; room and keys kept in it
+    std::vector<uint64_t> keys;
+  };
   double density_, skip_;
   bool nonzero_;
   int pass_ = 0;
   int64_t total_ = 0, nonzeros_ = 0;
   std::vector<int64_t> high_;
   Cut hi_, lo_;
+  std::string tensor_;
+  std::vector<SampleChunk> sample_;
+  int64_t sampleKeys_ = 0, sampleZeros_ = 0, chunksSeen_ = 0, stride_ = 1;
+  bool sampleWhole_ = true; ///< the sample is every key (stride 1, nothing left out)
+  Band bands_[2];
+  std::vector<std::string> tensors_;
+  std::vector<size_t> runs_[2];
+  bool overflow_ = false, banded_ = false;
+  /// After the sampled passes: per cut, each tensor's flat indices of keys equal to the
+  /// boundary, ascending (a tensor with none is absent).
+  std::map<std::string, std::vector<int64_t>> equal_[2];
 };
 
 /// numpy.quantile's linear method over n sorted values: the virtual index q * (n - 1) falls
