@@ -1334,12 +1334,16 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
     Share all{std::vector<bool>(plan.items.size(), true), share.owner};
     std::vector<size_t> every = all.of(plan, rule), mine = share.of(plan, rule);
     // A sample's keys and bands are the host's, and one process's: several combine counts.
-    if (!comm && device.streamsKeys())
-      scope.sampleTopKFirst();
+    if (!comm && device.streamsKeys()) {
+      int64_t elements = 0;
+      for (size_t i : every)
+        elements += plan.items[i].base->numel();
+      scope.sampleTopKFirst(elements);
+    }
     for (int round = 1; !scope.complete(); ++round) {
       if (!quiet)
         events().info("model scope: rule " + std::to_string(rule + 1) + ", pass " +
-                      std::to_string(round) + " over its tensors");
+                      std::to_string(round) + " over its tensors (" + scope.roundName() + ")");
       scope.beginRound();
       streamItems(plan, device, deltas, mine,
                   [&](size_t i, const std::vector<const void *> &inputs) {

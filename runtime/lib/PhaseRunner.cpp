@@ -275,10 +275,17 @@ ModelScope::ModelScope(const CompiledRule &rule) : meta_(rule.phases), phases_(r
   }
 }
 
-void ModelScope::sampleTopKFirst() {
+void ModelScope::sampleTopKFirst(int64_t elements) {
   for (PhaseState &p : phases_)
     if (p.topk)
-      p.topk->sampleFirst();
+      p.topk->sampleFirst(elements);
+}
+
+std::string ModelScope::roundName() const {
+  for (size_t k = 0; k < phases_.size(); ++k)
+    if (meta_[k].modelScope && !phases_[k].final && phases_[k].topk)
+      return phases_[k].topk->passName();
+  return "totals";
 }
 
 bool ModelScope::complete() const {

@@ -1076,10 +1076,28 @@ double clusterSpread(const std::vector<int64_t> &size, const std::vector<int64_t
 ModelTopK::ModelTopK(double density, double skip, bool nonzero)
     : density_(density), skip_(skip), nonzero_(nonzero), high_(65536) {}
 
-void ModelTopK::sampleFirst() {
+namespace {
+/// A band's half-width in sample ranks where the sample is m keys and the cut's share above
+/// is p: eight standard deviations of a random sample's rank (finishSample widens it where
+/// the sampled chunks disagree more).
+double sampledMargin(double m, double p) { return 8.0 * std::sqrt(m * p * (1 - p)) + 1; }
+} // namespace
+
+bool ModelTopK::sampleFirst(int64_t elements) {
   if (pass_ != 0 || total_ != 0)
     throw RuntimeError("internal: a model-scope top-k sampled after its passes began");
+  // The room the bands would take with the binomial margin alone (finishSample's estimate).
+  double n = static_cast<double>(elements);
+  double m = std::min(n, static_cast<double>(kMaxSampleKeys));
+  auto [s, e] = topkBand(elements, elements, density_, skip_);
+  double room = 0;
+  for (int64_t rank : {s, e})
+    if (rank > 0 && m < n)
+      room += 1.5 * 2 * sampledMargin(m, static_cast<double>(rank) / n) * (n / m) + 1024;
+  if (room > static_cast<double>(kMaxBandKeys))
+    return false;
   pass_ = kSamplePass;
+  return true;
 }
 
 void ModelTopK::countFromStart() {
@@ -1203,9 +1221,8 @@ bool ModelTopK::finishSample() {
         spread = clusterSpread(size, above);
       }
       double p = std::clamp(t / static_cast<double>(m), 0.0, 1.0);
-      double margin = std::max(8.0 * std::sqrt(static_cast<double>(m) * p * (1 - p)),
-                               6.0 * spread * static_cast<double>(m)) +
-                      1;
+      double margin = std::max(sampledMargin(static_cast<double>(m), p),
+                               6.0 * spread * static_cast<double>(m) + 1);
       auto top = static_cast<int64_t>(std::floor(t - margin));
       auto bottom = static_cast<int64_t>(std::ceil(t + margin));
       // Past the sample's largest or smallest key the band takes every key beyond.
@@ -1338,6 +1355,21 @@ bool ModelTopK::finishBand() {
   banded_ = true;
   pass_ = 2;
   return true;
+}
+
+const char *ModelTopK::passName() const {
+  switch (pass_) {
+  case kSamplePass:
+    return "a sample of the top-k keys";
+  case kBandPass:
+    return "the top-k keys around the sampled boundaries";
+  case 0:
+    return "the top-k keys' high bits";
+  case 1:
+    return "the top-k keys' low bits at the boundaries";
+  default:
+    return "";
+  }
 }
 
 void ModelTopK::count(ThreadPool *pool, const KeyChunks &keys) {

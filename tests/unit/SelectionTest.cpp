@@ -419,8 +419,12 @@ ModelRun runModelTopK(const std::vector<std::vector<float>> &tensors, double den
                       double skip, bool nonzero, bool sampleFirst) {
   ThreadPool two(2);
   ModelTopK topk(density, skip, nonzero);
-  if (sampleFirst)
-    topk.sampleFirst();
+  if (sampleFirst) {
+    int64_t elements = 0;
+    for (auto &t : tensors)
+      elements += static_cast<int64_t>(t.size());
+    EXPECT_TRUE(topk.sampleFirst(elements));
+  }
   std::atomic<int64_t> made{0};
   ModelRun run;
   while (!topk.known()) {
@@ -514,6 +518,10 @@ TEST(Selection, SampledModelTopKFallsBackToTheCountingPasses) {
   std::vector<std::vector<float>> crowded = {std::vector<float>(5000000, 0.5f)};
   for (size_t i = 0; i < crowded[0].size(); i += 1001)
     crowded[0][i] = static_cast<float>(i % 7);
+  // A model too large for bands of 2^22 keys from a sample of 2^21 (~500M keys at density
+  // 0.2) takes the counting passes without a sample.
+  EXPECT_TRUE(ModelTopK(0.2, 0.0, false).sampleFirst(int64_t{100} << 20));
+  EXPECT_FALSE(ModelTopK(0.2, 0.0, false).sampleFirst(int64_t{1} << 30));
   for (auto *model : {&misleading, &crowded}) {
     std::string what = model == &crowded ? "crowded" : "misleading";
     ModelRun counted = runModelTopK(*model, 0.2, 0.0, false, false);

@@ -39,9 +39,12 @@ public:
   explicit ModelScope(const CompiledRule &rule);
 
   /// Before the first round: model-scope top-ks take the sampled passes first (ModelTopK::
-  /// sampleFirst: a host device, one process).
-  void sampleTopKFirst();
+  /// sampleFirst: a host device, one process) over the rule's `elements`, where they can.
+  void sampleTopKFirst(int64_t elements);
   bool complete() const;
+  /// What the next round counts, for the progress log (the first unfinished top-k's pass;
+  /// "totals" for reductions alone).
+  std::string roundName() const;
   /// Starts a round over the rule's tensors: which phases to run to feed the unfinished ones.
   void beginRound();
   /// Ends a round: what every tensor added moves the unfinished phases on. Throws when a round

@@ -124,8 +124,11 @@ public:
   static constexpr uint64_t kBandBytes = uint64_t{kMaxBandKeys} * 8;
   static constexpr uint64_t kSelectionBytes = uint64_t{kMaxBandKeys} * 4;
   /// Before the first pass: take the sampled passes first (a device that streams its keys on
-  /// the host, and no other process to combine counts with: they keep keys, not counts).
-  void sampleFirst();
+  /// the host, and no other process to combine counts with: they keep keys, not counts) over
+  /// a model of `elements` keys, unless even a sample that does not mislead would leave bands
+  /// too full there (a band is about N / sqrt(kMaxSampleKeys) keys wide: past ~500M keys).
+  /// Returns whether it will.
+  bool sampleFirst(int64_t elements);
   /// The tensor the next count() or boundaries() call is for: the sampled passes keep each
   /// tensor's keys equal to a boundary under its name.
   void setTensor(const std::string &name) { tensor_ = name; }
@@ -136,6 +139,8 @@ public:
   /// the sampled passes where they held).
   bool finishPass();
   bool known() const { return pass_ == 2; }
+  /// What the pass under way does, for the progress log.
+  const char *passName() const;
   /// Whether the sampled passes found the boundaries (for tests and the progress log).
   bool sampled() const { return known() && banded_; }
   /// Starts handing out tie quotas from the first tensor again.
