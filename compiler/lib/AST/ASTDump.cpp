@@ -37,7 +37,7 @@ public:
       return expr(u->operand.get(), depth + 1);
     }
     if (auto *b = dyn_cast<BinaryExpr>(e)) {
-      line(depth, "Binary '" + b->op + "'" + at(e->loc()));
+      line(depth, "Binary '" + spelling(b->op) + "'" + at(e->loc()));
       expr(b->lhs.get(), depth + 1);
       return expr(b->rhs.get(), depth + 1);
     }

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <stdexcept>
 #include <cstdio>
 #include <optional>
 #include <set>
@@ -124,7 +125,11 @@ public:
 
   ExprPtr binary(antlr4::Token *op, MergeParser::ExprContext *lhs, MergeParser::ExprContext *rhs) {
     // The operator's location is where a user looks for a type error between its operands.
-    return std::make_unique<BinaryExpr>(at(op), op->getText(), expr(lhs), expr(rhs));
+    // The grammar's operator tokens are kBinaryOps' spellings.
+    std::optional<BinaryOp> kind = binaryOpOf(op->getText());
+    if (!kind)
+      throw std::logic_error("the grammar gave an unknown operator '" + op->getText() + "'");
+    return std::make_unique<BinaryExpr>(at(op), *kind, expr(lhs), expr(rhs));
   }
 
   ExprPtr primary(MergeParser::PrimaryContext *ctx) {

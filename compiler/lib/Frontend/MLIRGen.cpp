@@ -17,6 +17,24 @@ std::string mergec::ruleFunctionName(size_t index) { return "rule_" + std::to_st
 
 namespace {
 
+/// A comparison operator as the dialect's predicate.
+merge::CmpPredicate cmpPredicate(ast::BinaryOp op) {
+  switch (op) {
+  case ast::BinaryOp::Lt: return merge::CmpPredicate::LT;
+  case ast::BinaryOp::Gt: return merge::CmpPredicate::GT;
+  case ast::BinaryOp::Le: return merge::CmpPredicate::LE;
+  case ast::BinaryOp::Ge: return merge::CmpPredicate::GE;
+  case ast::BinaryOp::Eq: return merge::CmpPredicate::EQ;
+  case ast::BinaryOp::Ne: return merge::CmpPredicate::NE;
+  case ast::BinaryOp::Add:
+  case ast::BinaryOp::Sub:
+  case ast::BinaryOp::Mul:
+  case ast::BinaryOp::Div:
+  case ast::BinaryOp::MatMul: break;
+  }
+  llvm_unreachable("a Cmp node's predicate is a comparison");
+}
+
 class Generator {
 public:
   Generator(MLIRContext &ctx, const sema::Program &program)
@@ -615,8 +633,7 @@ private:
     case Node::Op::Floor: return elementwise<merge::FloorOp>(n, l, ops);
     case Node::Op::Select: return elementwise<merge::SelectOp>(n, l, ops);
     case Node::Op::Cmp: {
-      // Sema admits only the six spellings.
-      merge::CmpPredicate p = *merge::symbolizeCmpPredicate(n->predicate);
+      merge::CmpPredicate p = cmpPredicate(n->predicate);
       if (n->kind != Kind::Tensor)
         return merge::CmpOp::buildScalar(b_, l, p, ops);
       return merge::CmpOp::create(b_, l, tensorType(), p, ops[0], ops[1]);

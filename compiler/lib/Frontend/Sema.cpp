@@ -96,8 +96,11 @@ const std::map<std::string, Node::Op> kUnary = {
 const std::map<std::string, Node::Op> kListReductions = {
     {"sum", Node::Op::Sum}, {"mean", Node::Op::Mean}, {"max", Node::Op::Max},
     {"min", Node::Op::Min}, {"median", Node::Op::Median}, {"variance", Node::Op::Variance}};
-const std::map<std::string, std::string> kComparisons = {
-    {"<", "lt"}, {">", "gt"}, {"<=", "le"}, {">=", "ge"}, {"==", "eq"}, {"!=", "ne"}};
+/// What a reduction or selection covers: its `scope` argument's values (names a recipe uses
+/// as they are, like strings), the one list of their spellings.
+enum class Scope { Tensor, Row, Model };
+const std::map<std::string, Scope> kScopeNames = {
+    {"tensor", Scope::Tensor}, {"row", Scope::Row}, {"model", Scope::Model}};
 // `source` is reserved like `layer`: stdlib's passthrough() reads it from a def body, where a
 // model of that name would otherwise shadow it.
 /// The names every expression can use, and what each stands for: a node of the current
@@ -228,9 +231,20 @@ std::optional<double> foldOp(const Node *n, const std::vector<double> &v) {
   case Node::Op::Min: return *std::min_element(v.begin(), v.end());
   case Node::Op::Select: return v[0] != 0 ? v[1] : v[2];
   case Node::Op::Cmp: {
-    const std::string &p = n->predicate;
-    bool r = p == "lt" ? v[0] < v[1] : p == "gt" ? v[0] > v[1] : p == "le" ? v[0] <= v[1]
-           : p == "ge" ? v[0] >= v[1] : p == "eq" ? v[0] == v[1] : v[0] != v[1];
+    bool r = false;
+    switch (n->predicate) {
+    case ast::BinaryOp::Lt: r = v[0] < v[1]; break;
+    case ast::BinaryOp::Gt: r = v[0] > v[1]; break;
+    case ast::BinaryOp::Le: r = v[0] <= v[1]; break;
+    case ast::BinaryOp::Ge: r = v[0] >= v[1]; break;
+    case ast::BinaryOp::Eq: r = v[0] == v[1]; break;
+    case ast::BinaryOp::Ne: r = v[0] != v[1]; break;
+    case ast::BinaryOp::Add:
+    case ast::BinaryOp::Sub:
+    case ast::BinaryOp::Mul:
+    case ast::BinaryOp::Div:
+    case ast::BinaryOp::MatMul: return std::nullopt; // not a comparison: never a Cmp's
+    }
     return r ? 1.0 : 0.0;
   }
   default: return std::nullopt;
@@ -250,8 +264,8 @@ public:
     std::optional<Value> (Evaluator::*check)(const ast::CallExpr *);
     std::vector<std::string> params;
     std::set<std::string> optional = {};
-    /// The node a selection or linear-algebra builtin makes: what its handler (callSelection,
-    /// callMatrix) dispatches on.
+    /// The node a selection, linear-algebra or elementwise builtin makes: what its handler
+    /// (callSelection, callMatrix, callElementwise for where) dispatches on.
     std::optional<Node::Op> op = std::nullopt;
   };
   /// Every built-in function by name: the one list of their names and signatures (calls
@@ -770,7 +784,7 @@ private:
       }
     }
     // The values of a `scope` argument, as strings: compared or passed on, never computed.
-    if (n->name == "tensor" || n->name == "row" || n->name == "model") {
+    if (kScopeNames.count(n->name)) {
       Node s{Node::Op::String, Kind::Scalar};
       s.text = n->name;
       s.loc = n->loc();
@@ -795,22 +809,23 @@ private:
     bool lstr = !lhs->isList() && lhs->node->op == Node::Op::String;
     bool rstr = !rhs->isList() && rhs->node->op == Node::Op::String;
     if (lstr || rstr) {
-      if (b->op != "==" && b->op != "!=") {
-        diags_.error(b->loc(), "'" + b->op + "' on a string (strings can only be compared with == or !=)");
+      if (b->op != ast::BinaryOp::Eq && b->op != ast::BinaryOp::Ne) {
+        diags_.error(b->loc(), "'" + ast::spelling(b->op) +
+                                   "' on a string (strings can only be compared with == or !=)");
         return std::nullopt;
       }
       bool equal = lstr && rstr && lhs->node->text == rhs->node->text;
-      return Value{constant((b->op == "==") == equal ? 1 : 0, b->loc())};
+      return Value{constant((b->op == ast::BinaryOp::Eq) == equal ? 1 : 0, b->loc())};
     }
     // Arithmetic on lists is elementwise over the list; a scalar or tensor pairs with each item.
     if (nested(*lhs) || nested(*rhs)) {
-      diags_.error(b->loc(), "'" + b->op + "' on " + kNestedHint);
+      diags_.error(b->loc(), "'" + ast::spelling(b->op) + "' on " + kNestedHint);
       return std::nullopt;
     }
     if (lhs->isList() || rhs->isList()) {
       size_t n = lhs->isList() ? lhs->list->size() : rhs->list->size();
       if (lhs->isList() && rhs->isList() && lhs->list->size() != rhs->list->size()) {
-        diags_.error(b->loc(), "'" + b->op + "' between lists of different lengths (" +
+        diags_.error(b->loc(), "'" + ast::spelling(b->op) + "' between lists of different lengths (" +
                                    std::to_string(lhs->list->size()) + " and " +
                                    std::to_string(rhs->list->size()) + ")");
         return std::nullopt;
@@ -843,27 +858,33 @@ private:
   }
 
   const Node *binaryNode(const ast::BinaryExpr *b, const Node *lhs, const Node *rhs) {
-    if (b->op == "@") {
+    switch (b->op) {
+    case ast::BinaryOp::MatMul:
       for (const Node *side : {lhs, rhs})
         if (side->kind == Kind::Scalar) {
           diags_.error(b->loc(), "'@' multiplies matrices (or tensors as matrices), got a scalar");
           return nullptr;
         }
       return make(Node::Op::MatMul, Kind::Matrix, {lhs, rhs}, b->loc());
+    case ast::BinaryOp::Add: return elementwise(Node::Op::Add, {lhs, rhs}, b->loc());
+    case ast::BinaryOp::Sub: return elementwise(Node::Op::Sub, {lhs, rhs}, b->loc());
+    case ast::BinaryOp::Mul: return elementwise(Node::Op::Mul, {lhs, rhs}, b->loc());
+    case ast::BinaryOp::Div: return elementwise(Node::Op::Div, {lhs, rhs}, b->loc());
+    case ast::BinaryOp::Lt:
+    case ast::BinaryOp::Gt:
+    case ast::BinaryOp::Le:
+    case ast::BinaryOp::Ge:
+    case ast::BinaryOp::Eq:
+    case ast::BinaryOp::Ne: return elementwise(Node::Op::Cmp, {lhs, rhs}, b->loc(), b->op);
     }
-    Node::Op op = b->op == "+"   ? Node::Op::Add
-                  : b->op == "-" ? Node::Op::Sub
-                  : b->op == "*" ? Node::Op::Mul
-                  : b->op == "/" ? Node::Op::Div
-                                 : Node::Op::Cmp;
-    return elementwise(op, {lhs, rhs}, b->loc(), op == Node::Op::Cmp ? kComparisons.at(b->op) : "");
+    return nullptr;
   }
 
   /// An elementwise node: a matrix when an operand is (tensors taken as matrices, scalars used
   /// as they are), so that linear algebra stays in one matrix phase; else a tensor when an
   /// operand is (scalars splatted); else a scalar.
   const Node *elementwise(Node::Op op, std::vector<const Node *> operands, SourceLoc loc,
-                          std::string predicate = "") {
+                          ast::BinaryOp predicate = ast::BinaryOp::Eq) {
     bool tensor = false, matrix = false;
     for (const Node *n : operands) {
       tensor = tensor || n->kind == Kind::Tensor;
@@ -875,7 +896,7 @@ private:
     Node n{op, matrix ? Kind::Matrix : tensor ? Kind::Tensor : Kind::Scalar};
     n.operands = std::move(operands);
     n.loc = loc;
-    n.predicate = std::move(predicate);
+    n.predicate = predicate;
     return add(std::move(n));
   }
 
@@ -1075,7 +1096,8 @@ private:
     return Value{make(Node::Op::Sub, Kind::Tensor, {m.node, from}, c->loc())};
   }
 
-  std::optional<Value> callListReduction(const ast::CallExpr *c) {
+  /// The list argument of a call taking one (len, the list reductions); nullopt after an error.
+  std::optional<Value> listArgument(const ast::CallExpr *c) {
     Signature sig = signatureOf(c->callee);
     auto bound = bind(c, sig);
     if (!bound)
@@ -1085,8 +1107,22 @@ private:
       diags_.error(c->args[0].loc, c->callee + " expects a list, got " + kindName(xs));
       return std::nullopt;
     }
-    if (c->callee == "len")
-      return Value{constant(static_cast<double>(xs.list->size()), c->loc())};
+    return xs;
+  }
+
+  /// len(xs): how many items, a constant.
+  std::optional<Value> callLen(const ast::CallExpr *c) {
+    auto xs = listArgument(c);
+    if (!xs)
+      return std::nullopt;
+    return Value{constant(static_cast<double>(xs->list->size()), c->loc())};
+  }
+
+  std::optional<Value> callListReduction(const ast::CallExpr *c) {
+    auto list = listArgument(c);
+    if (!list)
+      return std::nullopt;
+    const Value &xs = *list;
     if (nested(xs)) {
       diags_.error(c->args[0].loc, c->callee + " of " + kNestedHint);
       return std::nullopt;
@@ -1113,8 +1149,8 @@ private:
     return zip(c, sig, values, [&](std::vector<const Node *> args, size_t) -> const Node * {
       if (auto it = kUnary.find(c->callee); it != kUnary.end())
         return elementwise(it->second, args, c->loc());
-      if (c->callee == "where")
-        return elementwise(Node::Op::Select, args, c->loc());
+      if (auto op = builtins().at(c->callee).op) // where(mask, a, b): Select
+        return elementwise(*op, args, c->loc());
       // clamp(x, lo, hi) = min(max(x, lo), hi)
       const Node *low = elementwise(Node::Op::Max, {args[0], args[1]}, c->loc());
       return elementwise(Node::Op::Min, {low, args[2]}, c->loc());
@@ -1242,14 +1278,14 @@ private:
 
   /// A `scope` argument: tensor (the default), model (every tensor the rule merges, as one
   /// flattened vector) or, where `rows` allows, row (each row of the last dimension).
-  std::optional<std::string> scopeArg(const ast::CallExpr *c, const Signature &sig, size_t i,
-                                      const std::optional<Value> &v, bool rows = false) {
+  std::optional<Scope> scopeArg(const ast::CallExpr *c, const Signature &sig, size_t i,
+                                const std::optional<Value> &v, bool rows = false) {
     if (!v)
-      return "tensor";
-    if (!v->isList() && v->node->op == Node::Op::String &&
-        (v->node->text == "tensor" || v->node->text == "model" ||
-         (rows && v->node->text == "row")))
-      return v->node->text;
+      return Scope::Tensor;
+    if (!v->isList() && v->node->op == Node::Op::String)
+      if (auto it = kScopeNames.find(v->node->text);
+          it != kScopeNames.end() && (rows || it->second != Scope::Row))
+        return it->second;
     diags_.error(argLoc(c, sig, i), c->callee + "'s scope must be tensor" +
                                         std::string(rows ? ", row" : "") + " or model");
     return std::nullopt;
@@ -1261,7 +1297,7 @@ private:
     auto scope = scopeArg(c, sig, i, v);
     if (!scope)
       return std::nullopt;
-    return *scope == "model";
+    return *scope == Scope::Model;
   }
 
   /// topk_mask(x, density, skip = 0, nonzero = false, scope = tensor), quantile(x, q), row_rank(x),
@@ -1344,7 +1380,9 @@ private:
 
   /// pairs_first(xs) / pairs_second(xs): for every pair i < j, in the order (0, 1), (0, 2), ...,
   /// (1, 2), ..., the list of xs[i] / of xs[j]. Pairwise statistics without loops.
-  std::optional<Value> callPairs(const ast::CallExpr *c) {
+  std::optional<Value> callPairsFirst(const ast::CallExpr *c) { return callPairs(c, false); }
+  std::optional<Value> callPairsSecond(const ast::CallExpr *c) { return callPairs(c, true); }
+  std::optional<Value> callPairs(const ast::CallExpr *c, bool second) {
     Signature sig = signatureOf(c->callee);
     auto bound = bind(c, sig);
     if (!bound)
@@ -1362,7 +1400,7 @@ private:
     auto out = std::make_shared<std::vector<Value>>();
     for (size_t i = 0; i < xs.list->size(); ++i)
       for (size_t j = i + 1; j < xs.list->size(); ++j)
-        out->push_back((*xs.list)[c->callee == "pairs_first" ? i : j]);
+        out->push_back((*xs.list)[second ? j : i]);
     return Value{nullptr, out};
   }
 
@@ -1667,7 +1705,7 @@ private:
   std::optional<Value> callCount(const ast::CallExpr *c) {
     return callReduction(c, 1, [&](const Reduce &reduce, const std::vector<const Node *> &x) {
       return reduce(Node::Op::ReduceSum,
-                    elementwise(Node::Op::Cmp, {x[0], constant(0, c->loc())}, c->loc(), "ne"));
+                    elementwise(Node::Op::Cmp, {x[0], constant(0, c->loc())}, c->loc(), ast::BinaryOp::Ne));
     });
   }
 
@@ -1710,7 +1748,7 @@ private:
     auto bound = bind(c, sig);
     if (!bound)
       return std::nullopt;
-    std::optional<std::string> scope = scopeArg(c, sig, bound->size() - 1, bound->back(), true);
+    std::optional<Scope> scope = scopeArg(c, sig, bound->size() - 1, bound->back(), true);
     if (!scope)
       return std::nullopt;
     if (check && !check(sig, (*bound)[1]))
@@ -1724,17 +1762,17 @@ private:
           diags_.error(argLoc(c, sig, i), c->callee + " expects a tensor, got a scalar");
           return nullptr;
         }
-        if (tensors[i]->kind == Kind::Matrix && *scope != "tensor") {
+        if (tensors[i]->kind == Kind::Matrix && *scope != Scope::Tensor) {
           diags_.error(argLoc(c, sig, bound->size() - 1),
                        c->callee + " of a matrix takes no scope (it covers the matrix)");
           return nullptr;
         }
       }
       Reduce reduce = [&](Node::Op op, const Node *x) {
-        if (*scope == "row")
+        if (*scope == Scope::Row)
           return make(op == Node::Op::ReduceSum ? Node::Op::RowSum : Node::Op::RowMax,
                       Kind::Tensor, {x}, c->loc());
-        return reduction(op, x, *scope == "model", c->loc());
+        return reduction(op, x, *scope == Scope::Model, c->loc());
       };
       return build(reduce, tensors);
     });
@@ -2102,12 +2140,12 @@ const std::map<std::string, Evaluator::Builtin> &Evaluator::builtins() {
   static const std::map<std::string, Builtin> table = [] {
     std::map<std::string, Builtin> t = {
         {"tv", {&E::callTv, {"m", "from"}, {"from"}}},
-        {"len", {&E::callListReduction, {"xs"}}},
+        {"len", {&E::callLen, {"xs"}}},
         {"clamp", {&E::callElementwise, {"x", "lo", "hi"}}},
-        {"where", {&E::callElementwise, {"mask", "a", "b"}}},
+        {"where", {&E::callElementwise, {"mask", "a", "b"}, {}, Node::Op::Select}},
         {"broadcast", {&E::callBroadcast, {"w", "xs"}}},
-        {"pairs_first", {&E::callPairs, {"xs"}}},
-        {"pairs_second", {&E::callPairs, {"xs"}}},
+        {"pairs_first", {&E::callPairsFirst, {"xs"}}},
+        {"pairs_second", {&E::callPairsSecond, {"xs"}}},
         {"pick", {&E::callPick, {"xs", "i"}}},
         // Checked where it is the whole merge expression (analyze()); an error anywhere else.
         {"compress",

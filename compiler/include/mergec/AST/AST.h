@@ -2,7 +2,10 @@
 // Plain data with source locations; no ANTLR types, so every later stage can include it.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace mergec::ast {
@@ -61,12 +64,35 @@ public:
   ExprPtr operand;
 };
 
+/// The binary operators. kBinaryOps is the one list of their spellings (the grammar's tokens);
+/// everything after the parser switches over the enum.
+enum class BinaryOp { Add, Sub, Mul, Div, MatMul, Lt, Gt, Le, Ge, Eq, Ne };
+inline constexpr std::pair<BinaryOp, std::string_view> kBinaryOps[] = {
+    {BinaryOp::Add, "+"}, {BinaryOp::Sub, "-"}, {BinaryOp::Mul, "*"},  {BinaryOp::Div, "/"},
+    {BinaryOp::MatMul, "@"}, {BinaryOp::Lt, "<"}, {BinaryOp::Gt, ">"}, {BinaryOp::Le, "<="},
+    {BinaryOp::Ge, ">="}, {BinaryOp::Eq, "=="}, {BinaryOp::Ne, "!="}};
+inline std::string spelling(BinaryOp op) {
+  for (auto [o, text] : kBinaryOps)
+    if (o == op)
+      return std::string(text);
+  return "?";
+}
+/// The operator a token spells; nullopt for any other text.
+inline std::optional<BinaryOp> binaryOpOf(std::string_view text) {
+  for (auto [o, t] : kBinaryOps)
+    if (t == text)
+      return o;
+  return std::nullopt;
+}
+/// < > <= >= == !=: a 0 / 1 result.
+inline bool isComparison(BinaryOp op) { return op >= BinaryOp::Lt; }
+
 class BinaryExpr : public Expr {
 public:
-  BinaryExpr(SourceLoc loc, std::string op, ExprPtr lhs, ExprPtr rhs)
-      : Expr(Kind::Binary, loc), op(std::move(op)), lhs(std::move(lhs)), rhs(std::move(rhs)) {}
+  BinaryExpr(SourceLoc loc, BinaryOp op, ExprPtr lhs, ExprPtr rhs)
+      : Expr(Kind::Binary, loc), op(op), lhs(std::move(lhs)), rhs(std::move(rhs)) {}
   static bool classof(const Expr *e) { return e->kind() == Kind::Binary; }
-  std::string op; ///< one of + - * / @ < > <= >= == !=
+  BinaryOp op;
   ExprPtr lhs, rhs;
 };
 

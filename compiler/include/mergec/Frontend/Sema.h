@@ -39,7 +39,7 @@ struct Node {
     Median, ///< elementwise median of the operands (mean of the middle two for an even count)
     Variance, ///< elementwise population variance of the operands (Welford in f64, rounded once)
     Abs, Sign, Sqrt, Exp, Log, Sin, Cos, Acos, Floor,
-    Cmp,    ///< 1 where `predicate` (lt, gt, le, ge, eq, ne) holds between the operands, else 0
+    Cmp,    ///< 1 where `predicate` (< > <= >= == !=) holds between the operands, else 0
     Select, ///< operand 1 where operand 0 is non-zero, else operand 2
     ReduceSum, ///< scalar: the sum of every element of the tensor operand
     ReduceMax, ///< scalar: the largest element of the tensor operand
@@ -99,7 +99,7 @@ struct Node {
   /// its value while compiling (Program::fixedParams), it stays a run-time input of the kernels,
   /// so a merge executable can take another value and a new `--set` reuses cached kernels.
   std::string param;
-  std::string predicate; ///< Cmp only
+  ast::BinaryOp predicate = ast::BinaryOp::Eq; ///< Cmp only: the comparison (isComparison)
   std::string text;      ///< String only
   std::vector<const Node *> operands;
   ast::SourceLoc loc;
