@@ -70,6 +70,10 @@ METHODS = {
                          3.0, ALL),
     "geomedian scope=model": ("base + geomedian(%s, scope = model)" % TVS, None, {}, {}, None,
                               ALL),
+    # Not a method: what DELLA cannot do without, its three task vectors ranked within rows and
+    # the output written (docs/benchmarks.md: why DELLA misses its target).
+    "della's ranks alone": ("base + 0 * (row_rank(tv(ft1)) + row_rank(tv(ft2)) + "
+                            "row_rank(tv(ft3)))", None, {}, {}, None, ALL),
 }
 # mergekit methods run without a base_model (their recipes above merge models, not task vectors)
 NO_BASE = {"multislerp", "karcher", "linear", "nuslerp"}
