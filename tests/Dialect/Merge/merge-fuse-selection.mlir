@@ -1,7 +1,8 @@
 // RUN: merge-opt %s -merge-fuse-elementwise | FileCheck %s
 // Selections, quantiles and ranks become phases of their own, in program order: the select
 // kernel materializes |x| (the runtime radix-selects the boundaries), topk_mask becomes a
-// rank_band test on the element index, quantile the f32 of the phase result, row_rank a rank
+// rank_band test on the element index (the magnitude bits compared in 32 bits, the boundary's
+// bits clamped to 2^31 - 1), quantile the f32 of the phase result, row_rank a rank
 // kernel the final kernel reads as one more input; bernoulli becomes Philox rounds inline.
 
 func.func @rule_0() -> !merge.tensor {
@@ -33,8 +34,12 @@ func.func @rule_0() -> !merge.tensor {
 // CHECK:       %[[Q:.*]] = arith.truncf %[[Q0]] : f64 to f32
 // CHECK:       merge.kernel ins(%[[B]], %[[A]], %[[R]])
 // CHECK:         %[[I:.*]] = merge.element_index
-// CHECK:         arith.andi %{{.*}}, %c2147483647_i32 : i32
-// CHECK:         arith.fptosi %[[T2]] : f64 to i64
+// CHECK:         %[[KEY:.*]] = arith.andi %{{.*}}, %c2147483647_i32 : i32
+// CHECK:         %[[LO:.*]] = arith.fptosi %[[T2]] : f64 to i64
+// CHECK:         %[[CLAMPED:.*]] = arith.minsi %[[LO]], %c2147483647_i64 : i64
+// CHECK:         %[[LO32:.*]] = arith.trunci %[[CLAMPED]] : i64 to i32
+// CHECK:         arith.cmpi sgt, %[[KEY]], %[[LO32]] : i32
+// CHECK:         arith.cmpi eq, %[[KEY]], %[[LO32]] : i32
 // CHECK:         arith.cmpi sle, %[[I]], %{{.*}} : i64
 // CHECK:         arith.fptosi %[[T0]] : f64 to i64
 // CHECK:         arith.trunci %[[H]] : i64 to i32

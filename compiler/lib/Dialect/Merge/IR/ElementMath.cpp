@@ -109,11 +109,17 @@ Value buildRankBand(OpBuilder &b, Location loc, Value x, Value hiBits, Value hiI
                     Value loBits, Value loIndex, Value index) {
   Type i32 = b.getI32Type(), i64 = b.getI64Type();
   // |x| as its bits: for non-negative floats (NaN included) the integer order is the float order.
-  Value bits = arith::BitcastOp::create(b, loc, i32, x);
-  bits = arith::AndIOp::create(b, loc, bits, arith::ConstantIntOp::create(b, loc, i32, 0x7FFFFFFF));
-  Value key = arith::ExtUIOp::create(b, loc, i64, bits);
+  Value key = arith::BitcastOp::create(b, loc, i32, x);
+  Value magnitude = arith::ConstantIntOp::create(b, loc, i32, 0x7FFFFFFF);
+  key = arith::AndIOp::create(b, loc, key, magnitude);
   auto below = [&](Value tBits, Value tIndex) {
-    Value t = arith::FPToSIOp::create(b, loc, i64, tBits);
+    // The key compares in 32 bits (twice the lanes of 64): a boundary's bits are a magnitude
+    // key (below 2^31) or 2^32 - 1 with index -1 (nothing below), which clamped to 2^31 - 1
+    // no key exceeds, and an equal key there is not below either: no index is <= -1. (The
+    // clamp and conversions depend on the phase's scalars only: hoisted out of the loop.)
+    Value wide = arith::FPToSIOp::create(b, loc, i64, tBits);
+    wide = arith::MinSIOp::create(b, loc, wide, arith::ConstantIntOp::create(b, loc, i64, 0x7FFFFFFF));
+    Value t = arith::TruncIOp::create(b, loc, i32, wide);
     Value c = arith::FPToSIOp::create(b, loc, i64, tIndex);
     Value greater = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sgt, key, t);
     Value equal = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, key, t);
