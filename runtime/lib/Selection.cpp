@@ -1352,6 +1352,7 @@ bool ModelTopK::finishBand() {
     b = Band{};
   for (auto &r : runs_)
     r.clear();
+  tensors_.clear();
   banded_ = true;
   pass_ = 2;
   return true;
@@ -1491,17 +1492,19 @@ RankBoundary ModelTopK::applyCounted(int cut, int64_t equal,
 void ModelTopK::boundaries(ThreadPool *pool, const KeyChunks &keys, RankBoundary &hi,
                            RankBoundary &lo) {
   Cut *cuts[2] = {&hi_, &lo_};
-  // After the sampled passes each tensor's keys equal to a boundary are known (a tensor the
-  // band pass saw without any is absent): no pass over the keys.
-  if (banded_ && std::find(tensors_.begin(), tensors_.end(), tensor_) != tensors_.end()) {
+  // After the sampled passes each tensor's keys equal to a boundary are known (every tensor
+  // the band pass saw has its list, empty or not): no pass over the keys. A tensor it did not
+  // see (none in a run that analysed the whole rule) takes the pass below.
+  bool known = banded_;
+  for (int w = 0; known && w < 2; ++w)
+    known = cuts[w]->rank <= 0 || equal_[w].count(tensor_);
+  if (known) {
     for (int w = 0; w < 2; ++w) {
       RankBoundary &b = w == 0 ? hi : lo;
       b = RankBoundary{};
       if (cuts[w]->rank <= 0)
         continue;
-      auto it = equal_[w].find(tensor_);
-      const std::vector<int64_t> none;
-      const std::vector<int64_t> &equal = it == equal_[w].end() ? none : it->second;
+      const std::vector<int64_t> &equal = equal_[w].at(tensor_);
       b = applyCounted(*cuts[w], static_cast<int64_t>(equal.size()),
                        [&](int64_t r) { return equal[static_cast<size_t>(r - 1)]; });
     }

@@ -9,7 +9,6 @@ threshold value is shared by elements of several tensors and the tie quota is ha
 tensors (counted and printed). Bounds: masks exact (0 elements beyond 2 ulp of bf16 for the
 selection rules), every rule <= 2 ulp on >= 99.95 % of values, byte-identical output for
 --threads 1 and 3."""
-import fnmatch
 import os
 
 import numpy as np
@@ -19,6 +18,7 @@ import models
 import ref_methods as R
 import runner
 import st
+from model_scope import concat, fine_tune, rule_of, split, ulps_against, write_recipe
 
 F = np.float32
 KW = dict(num_layers=2, hidden=256, intermediate=512, vocab=1024)
@@ -32,20 +32,6 @@ def noise_scale(name):
     return 0.02
 
 
-def fine_tune(directory, base, seed):
-    tensors, values = {}, {}
-    for index, (name, b) in enumerate(base.items()):
-        rng = np.random.default_rng([seed, index])
-        v = (b + F(noise_scale(name)) * rng.standard_normal(b.shape, dtype=F)).astype(F)
-        stored = st.from_f32("BF16", v)
-        tensors[name] = ("BF16", stored)
-        values[name] = st.to_f32("BF16", stored)
-    models.write_model_dir(directory, tensors,
-                           config=models.llama_config(KW["num_layers"], KW["hidden"],
-                                                      KW["intermediate"], KW["vocab"], "BF16"))
-    return values
-
-
 RULES = [
     ("mlp", ["*.mlp.*"], "base + ties([tv(a), tv(b), tv(c)], density = 0.2, scope = model)"),
     ("band", ["*.q_proj.*", "*.k_proj.*"],
@@ -55,26 +41,6 @@ RULES = [
     ("karcher", ["lm_head*", "*.v_proj.*"], "base + karcher([tv(a), tv(b), tv(c)], scope = model)"),
     ("geomedian", ["_"], "base + geomedian([tv(a), tv(b), tv(c)], scope = model)"),
 ]
-
-
-def rule_of(name):
-    for label, patterns, _ in RULES:
-        if any(p == "_" or fnmatch.fnmatchcase(name, p) for p in patterns):
-            return label
-    raise AssertionError(name)
-
-
-def split(flat, names, shapes):
-    out, at = {}, 0
-    for n in names:
-        size = int(np.prod(shapes[n]))
-        out[n] = flat[at:at + size].reshape(shapes[n])
-        at += size
-    return out
-
-
-def concat(arrays):
-    return np.concatenate([np.asarray(a, dtype=F).reshape(-1) for a in arrays])
 
 
 def boundary_magnitude(flat, density, skip=0.0):
@@ -92,18 +58,15 @@ def body(args):
     base = models.make_llama(os.path.join(mdir, "base"), "bf16", seed=80, **KW)
     vals = {"base": base}
     for name, seed in (("a", 81), ("b", 82), ("c", 83)):
-        vals[name] = fine_tune(os.path.join(mdir, name), base, seed)
-    recipe = runner.write_recipe(os.path.join(work, "r.merge"), "\n".join(
-        ['model %s = "models/%s"' % (m, m) for m in ("base", "a", "b", "c")] + ["merge {"] +
-        ["  %s => %s" % ("_" if p == ["_"] else " | ".join('"%s"' % x for x in p), e)
-         for _, p, e in RULES] + ["}"]) + "\n")
+        vals[name] = fine_tune(os.path.join(mdir, name), base, seed, noise_scale, KW)
+    recipe = write_recipe(os.path.join(work, "r.merge"), RULES)
     outs = runner.run_threads_identical(recipe, work, ("1", "3"), "model-scope results")
     print("--threads 1, 3: byte-identical")
     got = st.read_model(outs["3"])
 
     order = list(st.read_model(os.path.join(mdir, "base")))  # plan order: data offsets
     shapes = {n: base[n].shape for n in order}
-    groups = {label: [n for n in order if rule_of(n) == label] for label, _, _ in RULES}
+    groups = {label: [n for n in order if rule_of(n, RULES) == label] for label, _, _ in RULES}
     tv = {m: {n: vals[m][n] - base[n] for n in order} for m in ("a", "b", "c")}
     expected = {}
 
@@ -159,8 +122,7 @@ def body(args):
         for n in groups[label]:
             dtype, arr = got[n]
             k, x, y = compare.compare(dtype, arr, expected[n])
-            ulps = np.abs(compare.ordered(dtype, compare.raw_bits(dtype, arr).reshape(-1)) -
-                          compare.ordered(dtype, compare.raw_bits(dtype, st.from_f32(dtype, expected[n])).reshape(-1)))
+            ulps = ulps_against(got[n], expected[n])
             worst, exact, total = max(worst, k), exact + x, total + y
             within += int(np.count_nonzero(ulps <= 2))
             beyond += int(np.count_nonzero(ulps > 2))

@@ -6,7 +6,6 @@ must still take the sampled passes (the progress log: a sample, then the keys ar
 sampled boundaries, no third pass) and keep exactly numpy's elements: TIES at density 0.2 over
 the mlp tensors, a band [s, s + k) with skip 0.05 over the attention tensors; byte-identical
 for --threads 1 and 3. Bounds: masks exact (no element beyond 2 ulp of bf16)."""
-import fnmatch
 import os
 
 import numpy as np
@@ -16,6 +15,7 @@ import models
 import ref_methods as R
 import runner
 import st
+from model_scope import concat, fine_tune, rule_of, split, ulps_against, write_recipe
 
 F = np.float32
 KW = dict(num_layers=4, hidden=256, intermediate=1024, vocab=256)
@@ -36,54 +36,17 @@ def noise_scale(name):
     return 0.02
 
 
-def fine_tune(directory, base, seed):
-    tensors, values = {}, {}
-    for index, (name, b) in enumerate(base.items()):
-        rng = np.random.default_rng([seed, index])
-        v = (b + F(noise_scale(name)) * rng.standard_normal(b.shape, dtype=F)).astype(F)
-        stored = st.from_f32("BF16", v)
-        tensors[name] = ("BF16", stored)
-        values[name] = st.to_f32("BF16", stored)
-    models.write_model_dir(directory, tensors,
-                           config=models.llama_config(KW["num_layers"], KW["hidden"],
-                                                      KW["intermediate"], KW["vocab"], "BF16"))
-    return values
-
-
-def rule_of(name):
-    for label, patterns, _ in RULES:
-        if any(p == "_" or fnmatch.fnmatchcase(name, p) for p in patterns):
-            return label
-    raise AssertionError(name)
-
-
-def split(flat, names, shapes):
-    out, at = {}, 0
-    for n in names:
-        size = int(np.prod(shapes[n]))
-        out[n] = flat[at:at + size].reshape(shapes[n])
-        at += size
-    return out
-
-
-def concat(arrays):
-    return np.concatenate([np.asarray(a, dtype=F).reshape(-1) for a in arrays])
-
-
 def body(args):
     work = runner.fresh_dir(args.work)
     mdir = os.path.join(work, "models")
     base = models.make_llama(os.path.join(mdir, "base"), "bf16", seed=90, **KW)
     vals = {"base": base}
     for name, seed in (("a", 91), ("b", 92), ("c", 93)):
-        vals[name] = fine_tune(os.path.join(mdir, name), base, seed)
-    recipe = runner.write_recipe(os.path.join(work, "r.merge"), "\n".join(
-        ['model %s = "models/%s"' % (m, m) for m in ("base", "a", "b", "c")] + ["merge {"] +
-        ["  %s => %s" % ("_" if p == ["_"] else " | ".join('"%s"' % x for x in p), e)
-         for _, p, e in RULES] + ["}"]) + "\n")
+        vals[name] = fine_tune(os.path.join(mdir, name), base, seed, noise_scale, KW)
+    recipe = write_recipe(os.path.join(work, "r.merge"), RULES)
 
     order = list(st.read_model(os.path.join(mdir, "base")))  # plan order: data offsets
-    groups = {label: [n for n in order if rule_of(n) == label] for label, _, _ in RULES}
+    groups = {label: [n for n in order if rule_of(n, RULES) == label] for label, _, _ in RULES}
     mlp = sum(base[n].size for n in groups["mlp"])
     runner.expect(mlp > 2 ** 21, "the mlp rule should hold more keys than a sample (%d)" % mlp)
     print("mlp: %d elements, over the 2^21-key sample" % mlp)
@@ -125,10 +88,7 @@ def body(args):
         for n in groups[label]:
             dtype, arr = got[n]
             k, _, y = compare.compare(dtype, arr, expected[n])
-            ulps = np.abs(
-                compare.ordered(dtype, compare.raw_bits(dtype, arr).reshape(-1)) -
-                compare.ordered(dtype, compare.raw_bits(dtype, st.from_f32(dtype, expected[n]))
-                                .reshape(-1)))
+            ulps = ulps_against(got[n], expected[n])
             worst, total = max(worst, k), total + y
             beyond += int(np.count_nonzero(ulps > 2))
         print("%s: max ulp %s over %d elements" % (label, worst, total))

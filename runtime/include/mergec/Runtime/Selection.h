@@ -218,7 +218,7 @@ private:
     std::vector<uint32_t> keys;
   };
   /// A cut's band [lo, hi] of magnitude keys and its keys: (~key << 32 | flat index), each
-  /// tensor's a run of them (tensors_[t] from runs_[t]).
+  /// tensor's a run of them (tensor tensors_[t]'s from runs_[w][t], during the band pass).
   struct Band {
     uint32_t lo = 1, hi = 0; ///< lo > hi: no band (the cut is not wanted)
     int64_t above = 0, room = 0, filled = 0; ///< keys above it; room and keys kept in it
@@ -236,10 +236,10 @@ private:
   bool sampleWhole_ = true; ///< the sample is every key (stride 1, nothing left out)
   Band bands_[2];
   std::vector<std::string> tensors_;
-  std::vector<size_t> runs_[2];
+  std::vector<int64_t> runs_[2];
   bool overflow_ = false, banded_ = false;
-  /// After the sampled passes: per cut, each tensor's flat indices of keys equal to the
-  /// boundary, ascending (a tensor with none is absent).
+  /// After the sampled passes: per cut the model wants, each tensor's flat indices of keys
+  /// equal to the boundary, ascending (empty for a tensor with none).
   std::map<std::string, std::vector<int64_t>> equal_[2];
 };
 
