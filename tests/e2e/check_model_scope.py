@@ -14,11 +14,10 @@ import os
 import numpy as np
 
 import compare
-import models
 import ref_methods as R
 import runner
 import st
-from model_scope import concat, fine_tune, rule_of, split, ulps_against, write_recipe
+from model_scope import concat, global_ties, make_models, rule_of, split, ulps_against
 
 F = np.float32
 KW = dict(num_layers=2, hidden=256, intermediate=512, vocab=1024)
@@ -54,12 +53,8 @@ def boundary_magnitude(flat, density, skip=0.0):
 
 def body(args):
     work = runner.fresh_dir(args.work)
-    mdir = os.path.join(work, "models")
-    base = models.make_llama(os.path.join(mdir, "base"), "bf16", seed=80, **KW)
-    vals = {"base": base}
-    for name, seed in (("a", 81), ("b", 82), ("c", 83)):
-        vals[name] = fine_tune(os.path.join(mdir, name), base, seed, noise_scale, KW)
-    recipe = write_recipe(os.path.join(work, "r.merge"), RULES)
+    mdir, vals, recipe = make_models(work, 80, noise_scale, KW, RULES)
+    base = vals["base"]
     outs = runner.run_threads_identical(recipe, work, ("1", "3"), "model-scope results")
     print("--threads 1, 3: byte-identical")
     got = st.read_model(outs["3"])
@@ -72,15 +67,11 @@ def body(args):
 
     # TIES with a global trim: each task vector's top 20 % over all mlp tensors together.
     names = groups["mlp"]
-    masks = {m: split(R.topk_mask(concat(tv[m][n] for n in names), 0.2), names, shapes)
-             for m in ("a", "b", "c")}
-    fractions = [float(masks["a"][n].mean()) for n in names]
+    ties, fractions = global_ties(tv, base, names, shapes, 0.2)
+    expected.update(ties)
     runner.expect(max(fractions) > 0.35 and min(fractions) < 0.05,
                   "the global threshold should keep very different fractions per tensor: %s"
                   % fractions)
-    for n in names:
-        sparse = [tv[m][n] * masks[m][n] for m in ("a", "b", "c")]
-        expected[n] = base[n] + R.gta_combine(sparse, 1, True, True)
     print("mlp: ties kept fractions per tensor %.3f..%.3f (global 0.200)" %
           (min(fractions), max(fractions)))
 

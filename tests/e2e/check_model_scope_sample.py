@@ -11,11 +11,10 @@ import os
 import numpy as np
 
 import compare
-import models
 import ref_methods as R
 import runner
 import st
-from model_scope import concat, fine_tune, rule_of, split, ulps_against, write_recipe
+from model_scope import concat, global_ties, make_models, rule_of, split, ulps_against
 
 F = np.float32
 KW = dict(num_layers=4, hidden=256, intermediate=1024, vocab=256)
@@ -38,12 +37,8 @@ def noise_scale(name):
 
 def body(args):
     work = runner.fresh_dir(args.work)
-    mdir = os.path.join(work, "models")
-    base = models.make_llama(os.path.join(mdir, "base"), "bf16", seed=90, **KW)
-    vals = {"base": base}
-    for name, seed in (("a", 91), ("b", 92), ("c", 93)):
-        vals[name] = fine_tune(os.path.join(mdir, name), base, seed, noise_scale, KW)
-    recipe = write_recipe(os.path.join(work, "r.merge"), RULES)
+    mdir, vals, recipe = make_models(work, 90, noise_scale, KW, RULES)
+    base = vals["base"]
 
     order = list(st.read_model(os.path.join(mdir, "base")))  # plan order: data offsets
     groups = {label: [n for n in order if rule_of(n, RULES) == label] for label, _, _ in RULES}
@@ -66,18 +61,11 @@ def body(args):
 
     shapes = {n: base[n].shape for n in order}
     tv = {m: {n: vals[m][n] - base[n] for n in order} for m in ("a", "b", "c")}
-    expected = {}
-    names = groups["mlp"]
-    masks = {m: split(R.topk_mask(concat(tv[m][n] for n in names), 0.2), names, shapes)
-             for m in ("a", "b", "c")}
-    fractions = [float(masks["a"][n].mean()) for n in names]
+    expected, fractions = global_ties(tv, base, groups["mlp"], shapes, 0.2)
     runner.expect(max(fractions) > 0.5 and min(fractions) < 0.01,
                   "the layers' noise should make the kept fractions differ: %s" % fractions)
     print("mlp: kept fractions per tensor %.3f..%.3f (global 0.200)" %
           (min(fractions), max(fractions)))
-    for n in names:
-        sparse = [tv[m][n] * masks[m][n] for m in ("a", "b", "c")]
-        expected[n] = base[n] + R.gta_combine(sparse, 1, True, True)
     names = groups["band"]
     band = split(R.topk_mask(concat(tv["b"][n] for n in names), 0.3, skip=0.05), names, shapes)
     for n in names:

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 import models
+import ref_methods as R
 import runner
 import st
 
@@ -29,6 +30,18 @@ def fine_tune(directory, base, seed, noise_scale, shape):
                                                       shape["intermediate"], shape["vocab"],
                                                       "BF16"))
     return values
+
+
+def make_models(work, seed, noise_scale, shape, rules):
+    """A bf16 base (seed) and fine-tunes a, b, c (seed + 1, + 2, + 3) under WORK/models, and
+    WORK/r.merge with `rules`: returns (models dir, {name: f32 values}, recipe path)."""
+    mdir = os.path.join(work, "models")
+    base = models.make_llama(os.path.join(mdir, "base"), "bf16", seed=seed, **shape)
+    values = {"base": base}
+    for offset, name in enumerate(("a", "b", "c"), 1):
+        values[name] = fine_tune(os.path.join(mdir, name), base, seed + offset, noise_scale,
+                                 shape)
+    return mdir, values, write_recipe(os.path.join(work, "r.merge"), rules)
 
 
 def write_recipe(path, rules, model_names=("base", "a", "b", "c")):
@@ -68,3 +81,15 @@ def ulps_against(got, expected):
     return np.abs(
         compare.ordered(dtype, compare.raw_bits(dtype, arr).reshape(-1)) -
         compare.ordered(dtype, compare.raw_bits(dtype, st.from_f32(dtype, expected)).reshape(-1)))
+
+
+def global_ties(tv, base, names, shapes, density):
+    """TIES with one threshold per task vector over the tensors `names` taken together (tv:
+    {model: {name: task vector}}, models a, b, c): the expected outputs by name, and the share
+    of a's task vector each tensor keeps."""
+    masks = {m: split(R.topk_mask(concat(tv[m][n] for n in names), density), names, shapes)
+             for m in ("a", "b", "c")}
+    expected = {n: base[n] + R.gta_combine([tv[m][n] * masks[m][n] for m in ("a", "b", "c")],
+                                           1, True, True)
+                for n in names}
+    return expected, [float(masks["a"][n].mean()) for n in names]
