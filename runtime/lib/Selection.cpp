@@ -574,6 +574,42 @@ void countAroundBands(const float *x, int64_t n, const int32_t lo[2], const int3
   countAroundBandsPlain(x, 0, n, lo, hi, r);
 }
 
+/// Where the keys inside a cut's band go: its room of (~key << 32 | flat index) pairs, so that
+/// ascending order is the band's order, the room's size, and how many keys the chunks found so
+/// far (past the size they are counted, not stored: the caller's check then fails).
+struct BandRoom {
+  uint64_t *keys = nullptr;
+  int64_t size = 0;
+  std::atomic<int64_t> *filled = nullptr;
+};
+
+/// countAroundBands over one chunk x[0..count) whose first key has flat index `begin`, the
+/// keys inside each band stored at the next free place of its cut's room (the order of chunks
+/// does not matter: a selection's result does not depend on it). Returns the counts.
+AroundBands keepAroundBands(const float *x, int64_t count, int64_t begin, const int32_t lo[2],
+                            const int32_t hi[2], const BandRoom room[2]) {
+  thread_local std::vector<uint32_t> offsets[2];
+  for (auto &o : offsets)
+    o.resize(static_cast<size_t>(count + 8));
+  AroundBands r;
+  r.offsets[0] = offsets[0].data();
+  r.offsets[1] = offsets[1].data();
+  countAroundBands(x, count, lo, hi, r);
+  for (int w = 0; w < 2; ++w) {
+    if (r.inside[w] == 0)
+      continue;
+    int64_t at = room[w].filled->fetch_add(r.inside[w]);
+    if (at + r.inside[w] > room[w].size)
+      continue;
+    uint64_t *to = room[w].keys + at;
+    for (int64_t q = 0; q < r.inside[w]; ++q) {
+      uint32_t i = offsets[w][static_cast<size_t>(q)];
+      to[q] = uint64_t{~magnitudeKey(x[i])} << 32 | static_cast<uint64_t>(begin + i);
+    }
+  }
+  return r;
+}
+
 /// How many chunks the sampled path computes first, spread evenly over the tensor (all of a
 /// tensor of fewer); their keys are kept for the counting pass, not computed twice.
 constexpr size_t kSampleChunks = 8;
@@ -761,42 +797,28 @@ std::vector<size_t> sampledBoundaries(ThreadPool *pool, std::vector<TopKJob> &jo
   std::unique_ptr<std::atomic<int64_t>[]> filled(new std::atomic<int64_t>[J * 2]);
   for (size_t t = 0; t < J * 2; ++t)
     filled[t] = 0;
-  // The counting pass: per chunk and job, the keys above each band and the zeros; the keys in
-  // a band as (~key << 32 | flat index), so that ascending order is the band's order, each
-  // chunk's at the next free place of its band's room (the order of chunks does not matter: a
-  // selection's result does not depend on it).
+  // The counting pass: per chunk and job, the keys above each band and the zeros, and the
+  // keys inside kept in the band's room (no room: the check below sends the job to the
+  // counting passes).
   std::vector<int64_t> above(J * 2 * chunks, 0), zeros(J * chunks, 0);
   overChunkIndices<ScratchOnly>(
       pool, chunks, scratch ? first.chunkSize() : 0, [&](ScratchOnly &st, size_t c) {
-        int64_t count = first.end(c) - first.begin(c), begin = first.begin(c);
-        thread_local std::vector<uint32_t> offsets[2];
-        for (auto &o : offsets)
-          o.resize(static_cast<size_t>(count + 8));
+        int64_t count = first.end(c) - first.begin(c);
         for (size_t j = 0; j < J; ++j) {
           const float *x = sampleOf[c] < S ? kept[sampleOf[c] * J + j]
                                            : jobs[j].keys->get(c, st.scratch.data());
           const auto &cut = bands[j];
           int32_t lo[2] = {static_cast<int32_t>(cut[0].lo), static_cast<int32_t>(cut[1].lo)};
           int32_t hi[2] = {static_cast<int32_t>(cut[0].hi), static_cast<int32_t>(cut[1].hi)};
-          AroundBands r;
-          r.offsets[0] = offsets[0].data();
-          r.offsets[1] = offsets[1].data();
-          countAroundBands(x, count, lo, hi, r);
-          zeros[j * chunks + c] = r.zeros;
+          BandRoom room[2];
           for (size_t w = 0; w < 2; ++w) {
             size_t t = j * 2 + w;
-            above[t * chunks + c] = r.above[w];
-            if (r.inside[w] == 0)
-              continue;
-            int64_t at = filled[t].fetch_add(r.inside[w]);
-            if (at + r.inside[w] > room0[t + 1] - room0[t])
-              continue; // no room: the check below sends the job to the counting passes
-            uint64_t *to = band.get() + room0[t] + at;
-            for (int64_t q = 0; q < r.inside[w]; ++q) {
-              uint32_t i = offsets[w][static_cast<size_t>(q)];
-              to[q] = uint64_t{~magnitudeKey(x[i])} << 32 | static_cast<uint64_t>(begin + i);
-            }
+            room[w] = {band.get() + room0[t], room0[t + 1] - room0[t], &filled[t]};
           }
+          AroundBands r = keepAroundBands(x, count, first.begin(c), lo, hi, room);
+          zeros[j * chunks + c] = r.zeros;
+          for (size_t w = 0; w < 2; ++w)
+            above[(j * 2 + w) * chunks + c] = r.above[w];
         }
       });
   // Each job's exact cuts; a cut whose key is in its band is the right band key: found by a
@@ -1266,34 +1288,20 @@ void ModelTopK::bandTensor(ThreadPool *pool, const KeyChunks &keys) {
     runs_[w].push_back(band.filled);
     filled[w] = band.filled;
   }
+  // No room for a band's keys: finishBand sends the model to the counting passes.
+  BandRoom room[2];
+  for (int w = 0; w < 2; ++w)
+    room[w] = {bands_[w].keys.data(), bands_[w].room, &filled[w]};
   size_t chunks = keys.chunks();
   std::vector<int64_t> above(chunks * 2, 0), zeros(chunks, 0);
   overChunkIndices<ScratchOnly>(
       pool, chunks, keys.needsScratch() ? keys.chunkSize() : 0, [&](ScratchOnly &st, size_t c) {
-        int64_t count = keys.end(c) - keys.begin(c), begin = keys.begin(c);
-        thread_local std::vector<uint32_t> offsets[2];
-        for (auto &o : offsets)
-          o.resize(static_cast<size_t>(count + 8));
         const float *x = keys.get(c, st.scratch.data());
-        AroundBands r;
-        r.offsets[0] = offsets[0].data();
-        r.offsets[1] = offsets[1].data();
-        countAroundBands(x, count, lo, hi, r);
+        AroundBands r =
+            keepAroundBands(x, keys.end(c) - keys.begin(c), keys.begin(c), lo, hi, room);
         zeros[c] = r.zeros;
-        for (int w = 0; w < 2; ++w) {
-          above[c * 2 + static_cast<size_t>(w)] = r.above[w];
-          if (r.inside[w] == 0)
-            continue;
-          Band &band = bands_[w];
-          int64_t at = filled[w].fetch_add(r.inside[w]);
-          if (at + r.inside[w] > band.room)
-            continue; // no room: finishBand sends the model to the counting passes
-          uint64_t *to = band.keys.data() + at;
-          for (int64_t q = 0; q < r.inside[w]; ++q) {
-            uint32_t i = offsets[w][static_cast<size_t>(q)];
-            to[q] = uint64_t{~magnitudeKey(x[i])} << 32 | static_cast<uint64_t>(begin + i);
-          }
-        }
+        for (size_t w = 0; w < 2; ++w)
+          above[c * 2 + w] = r.above[w];
       });
   nonzeros_ += n - std::accumulate(zeros.begin(), zeros.end(), int64_t{0});
   for (int w = 0; w < 2; ++w) {

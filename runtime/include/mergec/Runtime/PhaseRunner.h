@@ -31,9 +31,9 @@ struct MapWindows {
 /// What one rule's model-scope phases know about the whole model. Before the merge, the
 /// executor streams every tensor of the rule through `runRule` in analysis rounds until
 /// `complete()`: a model-scope reduction needs one round (its per-tensor totals add up in plan
-/// order), a model-scope top-k two (a sample and a band around its boundaries, or radix-select histograms). In the merge itself each tensor
-/// then reads the model's results; top-k boundaries move on tensor by tensor, so tensors must
-/// come in plan order, as in the rounds.
+/// order), a model-scope top-k two (a sample and a band around its boundaries, or radix-select
+/// histograms). In the merge itself each tensor then reads the model's results; top-k
+/// boundaries move on tensor by tensor, so tensors must come in plan order, as in the rounds.
 class ModelScope {
 public:
   explicit ModelScope(const CompiledRule &rule);

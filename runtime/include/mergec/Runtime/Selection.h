@@ -141,7 +141,7 @@ public:
   bool known() const { return pass_ == 2; }
   /// What the pass under way does, for the progress log.
   const char *passName() const;
-  /// Whether the sampled passes found the boundaries (for tests and the progress log).
+  /// Whether the sampled passes found the boundaries (for tests).
   bool sampled() const { return known() && banded_; }
   /// Starts handing out tie quotas from the first tensor again.
   void rewind();
