@@ -4,8 +4,8 @@
 // previous add (~4 cycles). A chunk's reduction is defined instead as the GPU computes it
 // (KernelsToGPU): lane l of `lanes` (the block's threads) accumulates elements l, l + lanes,
 // ... in order from the loop's initial value, and the lanes combine by the block's tree. On the
-// CPU that is a tile of values computed (vectorized), then added lane by lane (vectorized:
-// lanes are independent), then the tree: the same bits as the GPU, at the speed of the loads.
+// CPU that is a tile of values computed and added lane by lane (lanes are independent, so it
+// vectorizes), then the tree: the same bits as the GPU, at the speed of the loads.
 #include "mergec/Conversion/Passes.h"
 #include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/IR/IRMapping.h"
@@ -26,6 +26,10 @@ struct Accumulation {
   Operation *update;
   Value value;
 };
+
+/// Above this many ops of element math a value added (f32 math), a tile's values are stored
+/// in a buffer and added in a loop of their own (TileReductionsPass::tileLoop says why).
+constexpr int64_t kMaxOpsPerValueInOneLoop = 12;
 
 /// The accumulations of `loop` in result order, or none if it is not a plain ordered
 /// reduction: unit step, each iter_arg used once by its update, each update used only by the
@@ -88,9 +92,24 @@ struct TileReductionsPass : mergec::impl::MergeTileReductionsBase<TileReductions
       auto ext = a.value.getDefiningOp<arith::ExtFOp>();
       return ext && ext.getIn().getType().isF32();
     });
+    // Computed and added in one loop, or computed into a tile buffer first. One loop saves
+    // the buffer's store and load of every value, but the vectorizer gives it the f64 adds'
+    // width: half as many lanes as the f32 math alone. So one loop where the math is light
+    // or f64 anyway, the buffer where f32 math is heavy per value added. Measured (AOT
+    // executables, 100M, user time or the phase's perf samples): 4-8 ops a value (the
+    // cosines of model_stock, geomedian, karcher, multislerp and nuslerp, DELLA's L1 norms)
+    // ran 10-30 % faster in one loop; 22 (sce's) and 43 (DELLA's kept L1 norms, Philox) ran
+    // 13 % and 48 % slower.
+    int64_t mathOps = 0;
+    for (Operation &op : loop.getBody()->without_terminator())
+      mathOps += static_cast<int64_t>(op.getNumRegions() == 0);
+    mathOps -= m; // the updates
+    bool oneLoop = !narrow || mathOps <= kMaxOpsPerValueInOneLoop * m;
     Type element = narrow ? Type(b.getF32Type()) : Type(b.getF64Type());
     // Once per call, at the entry: an alloca inside the loops would grow the stack per chunk.
-    Value buffer = memref::AllocaOp::create(b, loc, MemRefType::get({m, lanes}, element));
+    Value buffer = oneLoop ? Value()
+                           : memref::AllocaOp::create(b, loc, MemRefType::get({m, lanes}, element))
+                                 .getResult();
     Value partials = memref::AllocaOp::create(b, loc, MemRefType::get({m, lanes}, b.getF64Type()));
 
     b.setInsertionPoint(loop);
@@ -132,7 +151,8 @@ struct TileReductionsPass : mergec::impl::MergeTileReductionsBase<TileReductions
       Value last =
           arith::MinSIOp::create(b, loc, upper, arith::AddIOp::create(b, loc, first, laneCount));
 
-      // The element computation, every op but the updates, storing what each update would add.
+      // The element computation, every op but the updates; then element first + k updates
+      // lane k, or what each update would add is stored for the loop below.
       auto compute = scf::ForOp::create(b, loc, first, last, one);
       {
         OpBuilder::InsertionGuard guard(b);
@@ -143,30 +163,36 @@ struct TileReductionsPass : mergec::impl::MergeTileReductionsBase<TileReductions
           if (!llvm::any_of(accumulations, [&](const Accumulation &a) { return a.update == &op; }))
             b.clone(op, map);
         Value offset = arith::SubIOp::create(b, loc, compute.getInductionVar(), first);
-        for (auto [j, a] : llvm::enumerate(accumulations)) {
-          Value stored = narrow ? a.value.getDefiningOp<arith::ExtFOp>().getIn() : a.value;
-          memref::StoreOp::create(b, loc, map.lookupOrDefault(stored), buffer,
-                                  ValueRange{rowOf(j), offset});
+        if (oneLoop) {
+          updateAll(offset, [&](size_t j) { return map.lookupOrDefault(accumulations[j].value); });
+        } else {
+          for (auto [j, a] : llvm::enumerate(accumulations)) {
+            Value stored = narrow ? a.value.getDefiningOp<arith::ExtFOp>().getIn() : a.value;
+            memref::StoreOp::create(b, loc, map.lookupOrDefault(stored), buffer,
+                                    ValueRange{rowOf(j), offset});
+          }
+          // The widenings now happen where the values are added.
+          for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*compute.getBody())))
+            if (isOpTriviallyDead(&op))
+              op.erase();
         }
-        // The widenings now happen where the values are added.
-        for (Operation &op : llvm::make_early_inc_range(llvm::reverse(*compute.getBody())))
-          if (isOpTriviallyDead(&op))
-            op.erase();
       }
 
       // Element first + k into lane k: no value carried from one k to the next, so this loop
       // vectorizes too.
-      Value count = arith::SubIOp::create(b, loc, last, first);
-      auto accumulate = scf::ForOp::create(b, loc, zero, count, one);
-      OpBuilder::InsertionGuard inner(b);
-      b.setInsertionPointToStart(accumulate.getBody());
-      Value k = accumulate.getInductionVar();
-      updateAll(k, [&](size_t j) -> Value {
-        Value value = memref::LoadOp::create(b, loc, buffer, ValueRange{rowOf(j), k});
-        if (narrow)
-          value = arith::ExtFOp::create(b, loc, b.getF64Type(), value);
-        return value;
-      });
+      if (!oneLoop) {
+        Value count = arith::SubIOp::create(b, loc, last, first);
+        auto accumulate = scf::ForOp::create(b, loc, zero, count, one);
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(accumulate.getBody());
+        Value k = accumulate.getInductionVar();
+        updateAll(k, [&](size_t j) -> Value {
+          Value value = memref::LoadOp::create(b, loc, buffer, ValueRange{rowOf(j), k});
+          if (narrow)
+            value = arith::ExtFOp::create(b, loc, b.getF64Type(), value);
+          return value;
+        });
+      }
     }
 
     // The lanes combined by the GPU block's tree: halving strides, lane l taking l + stride.
