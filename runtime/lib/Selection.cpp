@@ -1635,15 +1635,62 @@ void rankRowRadix(const float *x, float *r, size_t c, uint32_t any, uint32_t all
   }
 }
 
-/// Ranks from a SIMD sort of c distinct items, item i made by pack(i) with i in its bits
+/// rankRow's passes over a row, each a loop that vectorizes, built for AVX-512 and AVX2 too
+/// (the runtime's baseline is SSE2: 4 keys a vector instead of 16). Plain pointers and
+/// integers only: clang does not emit template code that only target_clones functions use.
+/// The OR and the AND of the row's magnitude keys.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void
+rowKeyBits(const float *x, size_t c, uint32_t *any, uint32_t *all) {
+  uint32_t a = 0, b = 0xFFFFFFFFu;
+  for (size_t i = 0; i < c; ++i) {
+    uint32_t k = magnitudeKey(x[i]);
+    a |= k;
+    b &= k;
+  }
+  *any = a;
+  *all = b;
+}
+
+/// How many of the row's keys have bits under `dropped` other than `least`.
+__attribute__((target_clones("avx512f", "avx2", "default"))) size_t
+countRare(const float *x, size_t c, uint32_t dropped, uint32_t least) {
+  size_t n = 0;
+  for (size_t i = 0; i < c; ++i)
+    n += (magnitudeKey(x[i]) & dropped) != least;
+  return n;
+}
+
+/// items[i] = (the key's bits [shift, shift + width of mask) << indexBits) | i.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void
+packItems32(const float *x, size_t c, unsigned shift, uint32_t mask, unsigned indexBits,
+            uint32_t *items) {
+  for (size_t i = 0; i < c; ++i)
+    items[i] = ((magnitudeKey(x[i]) >> shift) & mask) << indexBits | static_cast<uint32_t>(i);
+}
+
+/// items[i] = key << 32 | i.
+__attribute__((target_clones("avx512f", "avx2", "default"))) void
+packItems64(const float *x, size_t c, uint64_t *items) {
+  for (size_t i = 0; i < c; ++i)
+    items[i] = uint64_t{magnitudeKey(x[i])} << 32 | i;
+}
+
+/// r[i] = float(ranks[i]), ranks under 2^31: a signed conversion (SIMD on x86; the unsigned
+/// one is not).
+__attribute__((target_clones("avx512f", "avx2", "default"))) void
+ranksToFloat(const uint32_t *ranks, float *r, size_t c) {
+  for (size_t i = 0; i < c; ++i)
+    r[i] = static_cast<float>(static_cast<int32_t>(ranks[i]));
+}
+
+/// Ranks from a SIMD sort of c distinct items, pack(items) writing item i with i in its bits
 /// `index`, and `refine(items)` run on the sorted items before ranks are read off them: false
 /// (r untouched) when the CPU or build has no SIMD sort.
 template <typename Item, typename Pack, typename Refine>
 bool rankBySort(float *r, size_t c, Item index, Pack pack, Refine refine) {
   thread_local std::vector<Item> items;
   items.resize(c);
-  for (size_t i = 0; i < c; ++i)
-    items[i] = pack(i);
+  pack(items.data());
   if (!rowsort::sort(items.data(), c))
     return false;
   refine(items.data());
@@ -1656,9 +1703,8 @@ bool rankBySort(float *r, size_t c, Item index, Pack pack, Refine refine) {
   uint32_t *to = row.data();
   for (size_t s = 0; s < c; ++s)
     to[static_cast<size_t>(items[s] & index)] = static_cast<uint32_t>(s + 1);
-  if (c < (size_t{1} << 31)) // a signed conversion: SIMD on x86, the unsigned one is not
-    for (size_t i = 0; i < c; ++i)
-      r[i] = static_cast<float>(static_cast<int32_t>(to[i]));
+  if (c < (size_t{1} << 31))
+    ranksToFloat(to, r, c);
   else
     for (size_t i = 0; i < c; ++i)
       r[i] = static_cast<float>(to[i]);
@@ -1712,12 +1758,8 @@ constexpr size_t kRareShare = 32;
 /// items with dropped bits took DELLA's 100M benchmark (a sixth of its keys in rows of 1408)
 /// from 0.946 to 0.922 s (A/B).
 void rankRow(const float *x, float *r, size_t c) {
-  uint32_t any = 0, all = 0xFFFFFFFFu;
-  for (size_t i = 0; i < c; ++i) {
-    uint32_t k = magnitudeKey(x[i]);
-    any |= k;
-    all &= k;
-  }
+  uint32_t any, all;
+  rowKeyBits(x, c, &any, &all);
   uint32_t varying = any ^ all;
   if (varying == 0) { // one magnitude: index order
     for (size_t i = 0; i < c; ++i)
@@ -1734,19 +1776,23 @@ void rankRow(const float *x, float *r, size_t c) {
     // bits leaves no room for a key bit.)
     unsigned drop = width + indexBits > 32 ? width + indexBits - 32 : 0;
     uint32_t dropped = ((uint32_t{1} << drop) - 1) << low, least = all & dropped;
+    // Counted first (a loop that vectorizes), collected only when few.
     thread_local std::vector<uint32_t> rare;
     rare.clear();
-    for (size_t i = 0; drop > 0 && i < c && rare.size() <= c / kRareShare; ++i)
-      if ((magnitudeKey(x[i]) & dropped) != least)
-        rare.push_back(static_cast<uint32_t>(i));
-    if (rare.size() <= c / kRareShare) {
+    if (drop == 0 || countRare(x, c, dropped, least) <= c / kRareShare) {
+      for (size_t i = 0; drop > 0 && i < c; ++i)
+        if ((magnitudeKey(x[i]) & dropped) != least)
+          rare.push_back(static_cast<uint32_t>(i));
       packed = true;
       unsigned shift = low + drop, kept = width - drop;
       uint32_t mask = kept == 32 ? 0xFFFFFFFFu : (uint32_t{1} << kept) - 1;
       auto item = [&](size_t i) {
         return ((magnitudeKey(x[i]) >> shift) & mask) << indexBits | static_cast<uint32_t>(i);
       };
-      sorted = rankBySort<uint32_t>(r, c, (uint32_t{1} << indexBits) - 1, item,
+      sorted = rankBySort<uint32_t>(r, c, (uint32_t{1} << indexBits) - 1,
+                                    [&](uint32_t *items) {
+                                      packItems32(x, c, shift, mask, indexBits, items);
+                                    },
                                     [&](uint32_t *items) {
                                       sortRareRuns(items, c, indexBits, rare, item,
                                                    [&](uint32_t i) { return magnitudeKey(x[i]); });
@@ -1755,8 +1801,7 @@ void rankRow(const float *x, float *r, size_t c) {
   }
   if (!packed)
     sorted = rankBySort<uint64_t>(
-        r, c, 0xFFFFFFFFu, [&](size_t i) { return uint64_t{magnitudeKey(x[i])} << 32 | i; },
-        [](uint64_t *) {});
+        r, c, 0xFFFFFFFFu, [&](uint64_t *items) { packItems64(x, c, items); }, [](uint64_t *) {});
   if (!sorted)
     rankRowRadix(x, r, c, any, all);
 }
