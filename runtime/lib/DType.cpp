@@ -66,10 +66,15 @@ namespace {
 /// width and blocks fit them, so the compares accumulate lane by lane without widening; a
 /// block is split into NaN and inf only when it has any (rarely), so the usual cost is one
 /// compare per element.
-template <typename T> NonFinite countBits(const T *x, int64_t n, T exponent) {
+/// Inlined into the per-width entry points below, so it is built for each of their targets;
+/// plain counters out (clang does not emit code, NonFinite's constructor here, that only
+/// target_clones functions use).
+template <typename T>
+[[gnu::always_inline]] inline void countBits(const T *x, int64_t n, T exponent, uint64_t *nan,
+                                             uint64_t *infinities) {
   constexpr int64_t kBlock = 1 << 15;
   const T magnitude = static_cast<T>(~(T(1) << (sizeof(T) * 8 - 1)));
-  NonFinite total;
+  uint64_t nans = 0, infs = 0;
   for (int64_t start = 0; start < n; start += kBlock) {
     const T *b = x + start;
     int64_t len = std::min(kBlock, n - start);
@@ -81,25 +86,44 @@ template <typename T> NonFinite countBits(const T *x, int64_t n, T exponent) {
     T inf = 0;
     for (int64_t i = 0; i < len; ++i)
       inf += (b[i] & magnitude) == exponent;
-    total.inf += inf;
-    total.nan += static_cast<T>(any - inf);
+    infs += inf;
+    nans += static_cast<T>(any - inf);
   }
-  return total;
+  *nan = nans;
+  *infinities = infs;
+}
+
+// Every output chunk is counted: built for AVX2 too (the runtime's baseline is SSE2), twice
+// the lanes a compare.
+__attribute__((target_clones("avx2", "default"))) void
+countBits32(const uint32_t *x, int64_t n, uint64_t *nan, uint64_t *inf) {
+  countBits(x, n, uint32_t{0x7F800000}, nan, inf);
+}
+__attribute__((target_clones("avx2", "default"))) void
+countBits16(const uint16_t *x, int64_t n, uint16_t exponent, uint64_t *nan, uint64_t *inf) {
+  countBits(x, n, exponent, nan, inf);
 }
 } // namespace
 
 NonFinite countNonFinite(DType dtype, const void *data, int64_t begin, int64_t end) {
   int64_t n = end - begin;
+  NonFinite total;
   switch (dtype) {
   case DType::F32:
-    return countBits(static_cast<const uint32_t *>(data) + begin, n, uint32_t{0x7F800000});
+    countBits32(static_cast<const uint32_t *>(data) + begin, n, &total.nan, &total.inf);
+    break;
   case DType::BF16:
-    return countBits(static_cast<const uint16_t *>(data) + begin, n, uint16_t{0x7F80});
+    countBits16(static_cast<const uint16_t *>(data) + begin, n, uint16_t{0x7F80}, &total.nan,
+                &total.inf);
+    break;
   case DType::F16:
-    return countBits(static_cast<const uint16_t *>(data) + begin, n, uint16_t{0x7C00});
+    countBits16(static_cast<const uint16_t *>(data) + begin, n, uint16_t{0x7C00}, &total.nan,
+                &total.inf);
+    break;
   default:
-    return {};
+    break;
   }
+  return total;
 }
 
 float loadAsF32(DType dtype, const uint8_t *data, int64_t i) {
