@@ -545,9 +545,9 @@ uint64_t residentBytes() {
 /// (HostDevice::streamsKeys): on each thread, and once more for merged counts, a chunk of f32
 /// keys and, for each top-k or quantile (sibling top-ks share their passes, so their states
 /// coexist), three 64K-bin histograms (one for pass one, two for pass two's cuts) and the
-/// offsets of a chunk's keys in the sampled pass's two bands; the top-ks also keep up to 2^22
-/// (key, index) pairs of their bands (32 MiB) or, in the counting passes, 2^21 keys of their
-/// boundary buckets (16 MiB with the vectors' growth), and the keys of the sample's chunks (8
+/// offsets of a chunk's keys in the sampled pass's two bands; the top-ks also keep up to
+/// kMaxTensorBandKeys (key, index) pairs of their bands (kTensorBandBytes, 32 MiB) or, in the
+/// counting passes, 2^21 keys of their boundary buckets (16 MiB with the vectors' growth), and the keys of the sample's chunks (8
 /// a selection). A model-scope top-k's sampled passes keep their bands while the rule's
 /// tensors stream through them, all of the rule's at once (ModelTopK::kBandBytes), and one
 /// band's selection copies its keys.
@@ -568,7 +568,7 @@ uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t th
       (selects ? Device::kChunk * sizeof(float) * 3 + selections * 3 * 65536 * 8 : 0) +
       (rows ? static_cast<uint64_t>(rowChunkSize(static_cast<int64_t>(cols))) * sizeof(float) : 0);
   uint64_t keptBucketKeys =
-      selects ? (uint64_t{32} << 20) + selections * 8 * Device::kChunk * sizeof(float) : 0;
+      selects ? kTensorBandBytes + selections * 8 * Device::kChunk * sizeof(float) : 0;
   // Large tensors' rows in windows (PhaseRunner's RowWindows) take window-sized buffers (the
   // per-thread row chunks stay counted: a smaller tensor uses them).
   uint64_t rowBytes =

@@ -613,13 +613,6 @@ AroundBands keepAroundBands(const float *x, int64_t count, int64_t begin, const 
 /// How many chunks the sampled path computes first, spread evenly over the tensor (all of a
 /// tensor of fewer); their keys are kept for the counting pass, not computed twice.
 constexpr size_t kSampleChunks = 8;
-/// The most band keys the sampled path keeps, all jobs and cuts together (32 MiB of (key,
-/// index) pairs: Executor's scratchBytes counts it); bands the sample expects to hold more
-/// leave their tensor to the two counting passes. Llama-7B-shaped tensors' bands fit (11008 x
-/// 4096, three TIES task vectors: ~3M keys); at 2^21 they did not, and a 1B merge with TIES
-/// gained 5 % instead of 18 %.
-constexpr int64_t kMaxBandKeys = int64_t{1} << 22;
-
 /// How many of x[0..n)'s magnitude keys exceed `bits` (below 2^31: a signed compare); a
 /// loop that vectorizes, built for AVX2 too where the CPU has it.
 __attribute__((target_clones("avx2", "default"))) int64_t countAbove(const float *x, int64_t n,
@@ -791,7 +784,7 @@ std::vector<size_t> sampledBoundaries(ThreadPool *pool, std::vector<TopKJob> &jo
   }
   // Bands too full (a crowded bucket: few values): the counting passes, which keep a
   // boundary bucket's keys within a budget of their own.
-  if (room0.back() > kMaxBandKeys)
+  if (room0.back() > kMaxTensorBandKeys)
     return all;
   std::unique_ptr<uint64_t[]> band(new uint64_t[static_cast<size_t>(room0.back()) + 1]);
   std::unique_ptr<std::atomic<int64_t>[]> filled(new std::atomic<int64_t>[J * 2]);

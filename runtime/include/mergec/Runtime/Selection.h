@@ -96,6 +96,13 @@ struct TopKJob {
 /// computed and counted in turn (inputs they share come from cache), and each pass is handed
 /// out and merged once. Each job's boundaries are those it would get alone.
 void topkBoundaries(ThreadPool *pool, std::vector<TopKJob> &jobs);
+/// The most band keys a tensor's sampled pass keeps, all jobs and cuts together, as (key,
+/// index) pairs: kTensorBandBytes (the memory check counts it); bands the sample expects to
+/// hold more leave their tensor to the counting passes. Llama-7B-shaped tensors' bands fit
+/// (11008 x 4096, three TIES task vectors: ~3M keys); at 2^21 they did not, and a 1B merge
+/// with TIES gained 5 % instead of 18 %.
+constexpr int64_t kMaxTensorBandKeys = int64_t{1} << 22;
+constexpr uint64_t kTensorBandBytes = uint64_t{kMaxTensorBandKeys} * 8;
 
 /// merge.topk_mask at model scope: the band [s, s + k) of topkBoundaries over every tensor of
 /// a rule taken as one vector (the tensors in plan order, ties by tensor then flat index). Two
