@@ -1,13 +1,16 @@
 """The kernel cache (mergec run --cache-dir / $MERGEC_CACHE_DIR / --no-cache).
 
 A cold run compiles every kernel and stores it; a warm run loads every kernel and compiles
-nothing; outputs are byte-identical cold, warm and without the cache. A corrupt, truncated or
-foreign entry is detected, recompiled and rewritten; two runs sharing a cold cache both succeed;
---no-cache writes nothing; a cache that cannot be written is a warning, not an error."""
+nothing; outputs are byte-identical cold, warm and without the cache. Another build of mergec
+(the same version) compiles its own kernels instead of loading this build's. A corrupt,
+truncated or foreign entry is detected, recompiled and rewritten; two runs sharing a cold cache
+both succeed; --no-cache writes nothing; a cache that cannot be written is a warning, not an
+error."""
 import glob
 import os
 import re
 import shutil
+import stat
 import subprocess
 
 import models
@@ -73,6 +76,33 @@ def body(args):
                              env=dict(os.environ, MERGEC_CACHE_DIR=cache))
     runner.expect("0 kernel(s) compiled, 4 loaded" in env_run.stderr, env_run.stderr)
     print("warm: 4 kernels loaded, 0 compiled, output identical")
+
+    # Another build of the same version: this binary with its GNU build ID changed, as a rebuild
+    # with a changed lowering pass has (the keyed module is the target-neutral loops; the passes
+    # after it are the compiler's own code). It compiles its own kernels, the same output, and
+    # leaves this build's entries as they were.
+    image = bytearray(open(runner.mergec_path(), "rb").read())
+    note = re.search(rb"\x04\x00\x00\x00(.{4})\x03\x00\x00\x00GNU\x00", image, re.S)
+    runner.expect(note is not None, "no GNU build ID note in " + runner.mergec_path())
+    image[note.end()] ^= 0xFF
+    other = os.path.join(work, "mergec-other-build")
+    with open(other, "wb") as f:
+        f.write(image)
+    del image
+    os.chmod(other, stat.S_IRWXU)
+    rebuilt = subprocess.run([other, "run", recipe, "-o", os.path.join(work, "rebuilt"), "--quiet",
+                              "--verbose", "--cache-dir", cache], cwd=work, capture_output=True,
+                             text=True)
+    runner.expect(rebuilt.returncode == 0, rebuilt.stderr)
+    runner.expect("4 kernel(s) compiled, 0 loaded" in rebuilt.stderr, rebuilt.stderr)
+    runner.expect(digest(os.path.join(work, "rebuilt")) == reference, "another build's output differs")
+    runner.expect(len(glob.glob(os.path.join(cache, "*.kernel"))) == 8, "another build's entries")
+    os.remove(other)
+    for entry in set(glob.glob(os.path.join(cache, "*.kernel"))) - set(entries):
+        os.remove(entry)
+    again = run(recipe, work, out, "--cache-dir", cache)
+    runner.expect("0 kernel(s) compiled, 4 loaded" in again.stderr, again.stderr)
+    print("another build of this version: compiles its own 4 kernels, identical output")
 
     nocache = run(recipe, work, out, "--no-cache")
     runner.expect(all(how == "compiled" for _, _, how in jit_lines(nocache.stderr)), nocache.stderr)

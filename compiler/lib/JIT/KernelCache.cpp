@@ -8,8 +8,11 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <filesystem>
+#include <link.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -64,9 +67,71 @@ std::optional<std::string> field(const std::string &text, size_t &pos, const cha
   pos = end + 1;
   return value;
 }
+/// The GNU build ID (the linker's hash of the linked bytes) of the loaded object, executable
+/// or shared library, that holds `address`: "" when it has none.
+std::string buildIdHolding(const void *address) {
+  struct Search {
+    uintptr_t address;
+    std::string id;
+  } search{reinterpret_cast<uintptr_t>(address), ""};
+  ::dl_iterate_phdr(
+      [](dl_phdr_info *info, size_t, void *data) -> int {
+        auto &s = *static_cast<Search *>(data);
+        bool holds = false;
+        for (int i = 0; i < info->dlpi_phnum && !holds; ++i) {
+          const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+          uintptr_t begin = info->dlpi_addr + ph.p_vaddr;
+          holds = ph.p_type == PT_LOAD && s.address >= begin && s.address < begin + ph.p_memsz;
+        }
+        if (!holds)
+          return 0;
+        auto align4 = [](size_t n) { return (n + 3) & ~size_t{3}; };
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr) &ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_NOTE)
+            continue;
+          const char *p = reinterpret_cast<const char *>(info->dlpi_addr + ph.p_vaddr);
+          const char *end = p + ph.p_memsz;
+          while (static_cast<size_t>(end - p) >= sizeof(ElfW(Nhdr))) {
+            const auto *note = reinterpret_cast<const ElfW(Nhdr) *>(p);
+            const char *name = p + sizeof(ElfW(Nhdr));
+            const char *desc = name + align4(note->n_namesz);
+            if (desc + note->n_descsz > end)
+              break;
+            if (note->n_type == NT_GNU_BUILD_ID && note->n_namesz == 4 &&
+                std::memcmp(name, "GNU", 4) == 0) {
+              s.id = llvm::toHex(llvm::StringRef(desc, note->n_descsz), /*LowerCase=*/true);
+              return 1;
+            }
+            p = desc + align4(note->n_descsz);
+          }
+        }
+        return 1; // the object holding the address, without a build ID
+      },
+      &search);
+  return search.id;
+}
 } // namespace
 
 KernelCache::KernelCache(std::string directory) : directory_(std::move(directory)) {}
+
+const std::string &KernelCache::compilerBuild() {
+  // Once per process: the build cannot change under it.
+  static const std::string build = [] {
+    const void *self = reinterpret_cast<const void *>(&KernelCache::compilerBuild);
+    std::string id = buildIdHolding(self);
+    if (!id.empty())
+      return "build-id " + id;
+    // A link without build IDs: the object's path, size and modification time.
+    Dl_info info;
+    struct stat st;
+    if (::dladdr(self, &info) && info.dli_fname && ::stat(info.dli_fname, &st) == 0)
+      return std::string("file ") + info.dli_fname + " " + std::to_string(st.st_size) + " " +
+             std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
+    return std::string("unknown build");
+  }();
+  return build;
+}
 
 std::string KernelCache::defaultDirectory() {
   if (const char *dir = std::getenv("MERGEC_CACHE_DIR"); dir && *dir)
@@ -81,7 +146,7 @@ std::string KernelCache::defaultDirectory() {
 std::string KernelCache::key(const std::string &version, const std::string &identity,
                              const std::string &module) {
   std::string all;
-  for (const std::string *part : {&version, &identity, &module})
+  for (const std::string *part : {&version, &compilerBuild(), &identity, &module})
     all += std::to_string(part->size()) + ":" + *part;
   return sha256Hex(all);
 }

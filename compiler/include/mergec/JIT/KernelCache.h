@@ -1,7 +1,8 @@
 //===- KernelCache.h - compiled kernels on disk between runs ----*- C++ -*-===//
 // A second run of the same recipe compiles nothing: each serialized kernel (the CPU backend's
 // object file) is stored under a key that hashes everything its bytes depend on: mergec's
-// version, the backend's identity (target triple, CPU and features) and the lowered module.
+// version and build (the passes after the keyed module are the compiler's own code), the
+// backend's identity (target triple, CPU and features) and the lowered module.
 // Entries are written to a temporary name and renamed, so concurrent runs never see half an
 // entry; each carries its key, length and SHA-256, so a truncated, corrupt or foreign entry is
 // detected and recompiled, never executed.
@@ -18,9 +19,15 @@ public:
 
   /// $MERGEC_CACHE_DIR, else $XDG_CACHE_HOME/mergec, else ~/.cache/mergec ("" without HOME).
   static std::string defaultDirectory();
-  /// The hex SHA-256 of the parts, each length-prefixed (so no two part lists collide).
+  /// The hex SHA-256 of the parts and compilerBuild(), each length-prefixed (so no two part
+  /// lists collide).
   static std::string key(const std::string &version, const std::string &identity,
                          const std::string &module);
+  /// This build of the compiler: the GNU build ID of the executable or library holding it (the
+  /// linker's hash of its bytes), else its path, size and modification time. Two builds of one
+  /// version lower the same module differently when a pass changed (the key's module is the
+  /// target-neutral loops; the passes after it are this code): their entries must not mix.
+  static const std::string &compilerBuild();
 
   bool enabled() const { return !directory_.empty(); }
   const std::string &directory() const { return directory_; }
