@@ -1769,11 +1769,12 @@ void rankRow(const float *x, float *r, size_t c) {
     // bits leaves no room for a key bit.)
     unsigned drop = width + indexBits > 32 ? width + indexBits - 32 : 0;
     uint32_t dropped = ((uint32_t{1} << drop) - 1) << low, least = all & dropped;
-    // Counted first (a loop that vectorizes), collected only when few.
+    // Counted first (a loop that vectorizes), collected only when few, up to the last one.
     thread_local std::vector<uint32_t> rare;
     rare.clear();
-    if (drop == 0 || countRare(x, c, dropped, least) <= c / kRareShare) {
-      for (size_t i = 0; drop > 0 && i < c; ++i)
+    size_t rareKeys = drop == 0 ? 0 : countRare(x, c, dropped, least);
+    if (rareKeys <= c / kRareShare) {
+      for (size_t i = 0; rare.size() < rareKeys; ++i)
         if ((magnitudeKey(x[i]) & dropped) != least)
           rare.push_back(static_cast<uint32_t>(i));
       packed = true;
