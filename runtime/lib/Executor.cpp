@@ -547,10 +547,10 @@ uint64_t residentBytes() {
 /// coexist), three 64K-bin histograms (one for pass one, two for pass two's cuts) and the
 /// offsets of a chunk's keys in the sampled pass's two bands; the top-ks also keep up to
 /// kMaxTensorBandKeys (key, index) pairs of their bands (kTensorBandBytes, 32 MiB) or, in the
-/// counting passes, 2^21 keys of their boundary buckets (16 MiB with the vectors' growth), and the keys of the sample's chunks (8
-/// a selection). A model-scope top-k's sampled passes keep their bands while the rule's
-/// tensors stream through them, all of the rule's at once (ModelTopK::kBandBytes), and one
-/// band's selection copies its keys.
+/// counting passes, 2^21 keys of their boundary buckets (16 MiB with the vectors' growth), and
+/// the keys of the sample's chunks (8 a selection). A model-scope top-k's sampled passes keep
+/// their bands while the rule's tensors stream through them, all of the rule's at once
+/// (ModelTopK::kBandBytes), and one band's selection copies its keys.
 uint64_t scratchBytes(const CompiledRule &rule, const TensorInfo &t, uint64_t threads) {
   uint64_t n = static_cast<uint64_t>(t.numel());
   uint64_t cols = t.shape.empty() ? 1 : static_cast<uint64_t>(t.shape.back());

@@ -95,7 +95,8 @@ def body(args):
                              text=True)
     runner.expect(rebuilt.returncode == 0, rebuilt.stderr)
     runner.expect("4 kernel(s) compiled, 0 loaded" in rebuilt.stderr, rebuilt.stderr)
-    runner.expect(digest(os.path.join(work, "rebuilt")) == reference, "another build's output differs")
+    runner.expect(digest(os.path.join(work, "rebuilt")) == reference,
+                  "another build's output differs")
     runner.expect(len(glob.glob(os.path.join(cache, "*.kernel"))) == 8, "another build's entries")
     os.remove(other)
     for entry in set(glob.glob(os.path.join(cache, "*.kernel"))) - set(entries):
