@@ -2,7 +2,9 @@
 
 A cold run compiles every kernel and stores it; a warm run loads every kernel and compiles
 nothing; outputs are byte-identical cold, warm and without the cache. Another build of mergec
-(the same version) compiles its own kernels instead of loading this build's. A corrupt,
+(the same version) compiles its own kernels instead of loading this build's. Past
+$MERGEC_CACHE_MAX the least recently used entries are removed (loads refresh an entry), never
+the run's own, and so are temporaries of writers killed over a day ago. A corrupt,
 truncated or foreign entry is detected, recompiled and rewritten; two runs sharing a cold cache
 both succeed; --no-cache writes nothing; a cache that cannot be written is a warning, not an
 error."""
@@ -12,6 +14,7 @@ import re
 import shutil
 import stat
 import subprocess
+import time
 
 import models
 import runner
@@ -161,6 +164,69 @@ def body(args):
     runner.expect("0 kernel(s) compiled, 1 loaded" in second.stderr, second.stderr)
     runner.expect(digest(out) != half, "--set lam changed nothing")
     print("param sweep: --set lam=0.75 after lam=0.25 loads the cached kernel")
+
+    # A cache over $MERGEC_CACHE_MAX: after a run stores an entry, the least recently used go
+    # first (a load refreshes an entry's time) until the entries fill 3/4 of the limit; the
+    # run's own kernels stay, and so does a temporary younger than a day.
+    lru = os.path.join(work, "lru-cache")
+    run(recipe, work, out, "--cache-dir", lru)
+    old = sorted(glob.glob(os.path.join(lru, "*.kernel")))
+    runner.expect(len(old) == 4, "lru entries: %s" % old)
+    now = time.time()
+    for age, entry in enumerate(old):  # old[0] the least recently used, 4 days ago
+        os.utime(entry, (now - (4 - age) * 86400, now - (4 - age) * 86400))
+    warm = run(recipe, work, out, "--cache-dir", lru)  # loads refresh every entry's time
+    runner.expect("0 kernel(s) compiled, 4 loaded" in warm.stderr, warm.stderr)
+    runner.expect(all(os.path.getmtime(e) > now - 3600 for e in old), "loads did not refresh")
+    for age, entry in enumerate(old):
+        os.utime(entry, (now - (4 - age) * 86400, now - (4 - age) * 86400))
+    key = os.path.basename(old[0])[:-len(".kernel")]
+    stale, young = (os.path.join(lru, ".%s.tmp-%d-0" % (key, pid)) for pid in (1, 2))
+    for path in (stale, young):
+        open(path, "w").close()
+    os.utime(stale, (now - 2 * 86400, now - 2 * 86400))
+    sizes = {e: os.path.getsize(e) for e in old}
+    limit = sum(sizes.values())  # the sweep recipe's entry takes the cache past it
+    pruned = subprocess.run([runner.mergec_path(), "run", swept, "-o", os.path.join(work, "lru"),
+                             "--quiet", "--verbose", "--cache-dir", lru], cwd=work,
+                            capture_output=True, text=True,
+                            env=dict(os.environ, MERGEC_CACHE_MAX=str(limit)))
+    runner.expect(pruned.returncode == 0, pruned.stderr)
+    new = set(glob.glob(os.path.join(lru, "*.kernel"))) - set(old)
+    runner.expect(len(new) == 1, "the run's entry: %s" % new)
+    total, gone = sum(sizes.values()) + os.path.getsize(new.pop()), []
+    for entry in old:  # the expectation: oldest first, down to 3/4 of the limit
+        if total <= limit // 4 * 3:
+            break
+        total -= sizes[entry]
+        gone.append(entry)
+    kept = [e for e in old if os.path.exists(e)]
+    runner.expect(gone and kept == [e for e in old if e not in gone],
+                  "removed %s, expected %s" % (sorted(set(old) - set(kept)), gone))
+    runner.expect(not os.path.exists(stale) and os.path.exists(young), "temporaries")
+    said = "removed %d least recently used entr%s" % (len(gone), "y" if len(gone) == 1 else "ies")
+    runner.expect(said in pruned.stderr and "1 temporary of runs killed" in pruned.stderr,
+                  pruned.stderr)
+    # A limit below one entry: everything older goes, the run's own kernel stays.
+    third = runner.write_recipe(os.path.join(work, "third.merge"), """
+        model base = "models/base"
+        model b    = "models/b"
+        merge base + 0.125 * tv(b)
+        """)
+    tiny = subprocess.run([runner.mergec_path(), "run", third, "-o", os.path.join(work, "tiny"),
+                           "--quiet"], cwd=work, capture_output=True, text=True,
+                          env=dict(os.environ, MERGEC_CACHE_DIR=lru, MERGEC_CACHE_MAX="1"))
+    runner.expect(tiny.returncode == 0, tiny.stderr)
+    left = glob.glob(os.path.join(lru, "*.kernel"))
+    runner.expect(len(left) == 1 and os.path.getmtime(left[0]) > now - 3600, "left: %s" % left)
+    bad = subprocess.run([runner.mergec_path(), "run", recipe, "-o", os.path.join(work, "bad"),
+                          "--cache-dir", lru], cwd=work, capture_output=True, text=True,
+                         env=dict(os.environ, MERGEC_CACHE_MAX="lots"))
+    runner.expect(bad.returncode == 1 and "MERGEC_CACHE_MAX: 'lots' is not a size" in bad.stderr
+                  and not os.path.exists(os.path.join(work, "bad")), bad.stderr)
+    print("MERGEC_CACHE_MAX=%d: the %d least recently used of 4 removed, the run's own and the "
+          "others kept; a stale temporary removed; at 1 byte only the run's own kernel left; "
+          "'lots' refused" % (limit, len(gone)))
 
     # A cache that cannot be created: one warning, the merge goes on.
     blocked = os.path.join(work, "not-a-dir")

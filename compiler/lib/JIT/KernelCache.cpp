@@ -1,9 +1,12 @@
 //===- KernelCache.cpp - compiled kernels on disk between runs ------------===//
 #include "mergec/JIT/KernelCache.h"
+#include "mergec/Runtime/Error.h"
+#include "mergec/Runtime/Size.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/SHA256.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -15,6 +18,7 @@
 #include <link.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <vector>
 
 namespace mergec {
 
@@ -196,7 +200,100 @@ std::optional<std::string> KernelCache::load(const std::string &key, std::string
     damage = "checksum mismatch";
     return std::nullopt;
   }
+  // Used now: the last an over-full cache removes (a read-only cache keeps its times).
+  ::utimensat(AT_FDCWD, path.c_str(), nullptr, 0);
   return payload;
+}
+
+uint64_t KernelCache::maxBytes() {
+  const char *text = std::getenv("MERGEC_CACHE_MAX");
+  if (!text || !*text)
+    return kDefaultMaxBytes;
+  std::optional<uint64_t> bytes = rt::parseSize(text);
+  if (!bytes || *bytes == 0)
+    throw rt::RuntimeError(std::string("MERGEC_CACHE_MAX: '") + text +
+                           "' is not a size (e.g. 512MiB or 2GB) above zero");
+  return *bytes;
+}
+
+namespace {
+/// An entry's file name: 64 lower-case hex digits, ".kernel".
+bool isEntryName(const std::string &name) {
+  constexpr size_t kHex = 64;
+  return name.size() == kHex + 7 && name.compare(kHex, 7, ".kernel") == 0 &&
+         std::all_of(name.begin(), name.begin() + kHex,
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+/// A temporary store() writes before the rename: "." + an entry's key + ".tmp-PID-N".
+bool isTemporaryName(const std::string &name) {
+  return name.size() > 65 && name[0] == '.' && name.compare(65, 5, ".tmp-") == 0 &&
+         isEntryName(name.substr(1, 64) + ".kernel");
+}
+} // namespace
+
+std::optional<std::string> KernelCache::prune(uint64_t maxBytes,
+                                              const struct timespec &keepSince) const {
+  if (!enabled())
+    return std::nullopt;
+  struct Entry {
+    std::string path;
+    uint64_t bytes;
+    struct timespec used;
+  };
+  std::vector<Entry> entries;
+  uint64_t total = 0, removed = 0, removedBytes = 0, temporaries = 0;
+  time_t dayAgo = ::time(nullptr) - 24 * 60 * 60;
+  std::error_code ec;
+  // Increments that fail (the directory removed under it) end the scan instead of throwing.
+  for (std::filesystem::directory_iterator it(directory_, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::filesystem::directory_entry &item = *it;
+    std::string name = item.path().filename().string();
+    bool entry = isEntryName(name);
+    if (!entry && !isTemporaryName(name))
+      continue;
+    struct stat st;
+    if (::lstat(item.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+      continue;
+    if (!entry) { // a writer killed between write and rename leaves it for good
+      if (st.st_mtim.tv_sec < dayAgo && ::unlink(item.path().c_str()) == 0)
+        ++temporaries;
+      continue;
+    }
+    entries.push_back({item.path().string(), static_cast<uint64_t>(st.st_size), st.st_mtim});
+    total += static_cast<uint64_t>(st.st_size);
+  }
+  auto before = [](const struct timespec &a, const struct timespec &b) {
+    return a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec;
+  };
+  if (total > maxBytes) {
+    std::sort(entries.begin(), entries.end(), [&](const Entry &a, const Entry &b) {
+      if (before(a.used, b.used) || before(b.used, a.used))
+        return before(a.used, b.used);
+      return a.path < b.path;
+    });
+    uint64_t goal = maxBytes / 4 * 3;
+    for (const Entry &e : entries) {
+      if (total <= goal || !before(e.used, keepSince))
+        break;
+      // Another run may have removed it first; either way it is gone.
+      if (::unlink(e.path.c_str()) == 0 || errno == ENOENT) {
+        total -= e.bytes;
+        ++removed, removedBytes += e.bytes;
+      }
+    }
+  }
+  if (removed == 0 && temporaries == 0)
+    return std::nullopt;
+  std::string said = "kernel cache: removed ";
+  if (removed)
+    said += std::to_string(removed) + " least recently used entr" + (removed == 1 ? "y" : "ies") +
+            " (" + rt::formatSize(removedBytes) + ") to stay under " + rt::formatSize(maxBytes) +
+            " (MERGEC_CACHE_MAX; " + rt::formatSize(total) + " kept)";
+  if (temporaries)
+    said += std::string(removed ? " and " : "") + std::to_string(temporaries) +
+            " temporar" + (temporaries == 1 ? "y" : "ies") + " of runs killed over a day ago";
+  return said;
 }
 
 std::optional<std::string> KernelCache::store(const std::string &key,

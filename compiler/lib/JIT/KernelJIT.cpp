@@ -175,7 +175,9 @@ rt::CompiledRule mergec::describeRule(func::FuncOp func, const std::string &tag)
 
 KernelJIT::KernelJIT(ModuleOp fused, KernelJITOptions options)
     : fused_(fused), options_(std::move(options)), backend_(createTargetBackend("cpu")),
-      cache_(options_.cacheDir) {}
+      cache_(options_.cacheDir), cacheMaxBytes_(cache_.enabled() ? KernelCache::maxBytes() : 0) {
+  ::clock_gettime(CLOCK_REALTIME, &madeAt_);
+}
 KernelJIT::~KernelJIT() = default;
 
 func::FuncOp KernelJIT::ruleFunction(size_t rule) {
@@ -302,6 +304,11 @@ void KernelJIT::throughCache(const std::string &key, const std::string &label,
     if (auto warning = cache_.store(key, bytes); warning && !warnedCache_) {
       rt::events().warning(*warning + " (kernels are compiled every run)");
       warnedCache_ = true;
+    } else if (!warning && !prunedCache_) {
+      // Once a run, after it first adds an entry (a run that only loads adds nothing).
+      prunedCache_ = true;
+      if (auto removed = cache_.prune(cacheMaxBytes_, madeAt_); removed && options_.verbose)
+        rt::events().info("jit: " + *removed);
     }
     how = compiledHow;
     ++compiledCount_;

@@ -5,8 +5,11 @@
 // backend's identity (target triple, CPU and features) and the lowered module.
 // Entries are written to a temporary name and renamed, so concurrent runs never see half an
 // entry; each carries its key, length and SHA-256, so a truncated, corrupt or foreign entry is
-// detected and recompiled, never executed.
+// detected and recompiled, never executed. The entries are kept under a size limit, the least
+// recently used (a load refreshes an entry's modification time) removed first.
 #pragma once
+#include <cstdint>
+#include <ctime>
 #include <optional>
 #include <string>
 
@@ -39,6 +42,18 @@ public:
   std::optional<std::string> store(const std::string &key, const std::string &bytes) const;
   /// Where an entry lives (for tests and messages).
   std::string entryPath(const std::string &key) const;
+
+  /// The most bytes of entries kept: $MERGEC_CACHE_MAX (a size, "512MiB", "2GB"; throws
+  /// rt::RuntimeError naming it when it is not one), else kDefaultMaxBytes (tens of thousands
+  /// of kernels: a CPU kernel is 3-15 KB).
+  static constexpr uint64_t kDefaultMaxBytes = uint64_t{256} << 20;
+  static uint64_t maxBytes();
+  /// When the entries hold more than `maxBytes`, removes the least recently used until they
+  /// hold at most three quarters of it (so a run that adds a few does not prune every time),
+  /// but none used or stored at or after `keepSince` (the calling run's own kernels), and the
+  /// temporaries of writers killed over a day ago. Only names this cache writes are touched.
+  /// Returns what it removed (for --verbose), nothing when it removed nothing.
+  std::optional<std::string> prune(uint64_t maxBytes, const struct timespec &keepSince) const;
 
 private:
   std::string directory_;

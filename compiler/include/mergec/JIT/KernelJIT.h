@@ -84,6 +84,9 @@ private:
   double totalMs_ = 0;
   size_t compiledCount_ = 0, cachedCount_ = 0;
   bool warnedCache_ = false;
+  uint64_t cacheMaxBytes_;  ///< KernelCache::maxBytes(), read when the JIT is made
+  bool prunedCache_ = false; ///< once a run, after its first store
+  struct timespec madeAt_;   ///< when the JIT was made: the cache keeps entries used since
 };
 
 } // namespace mergec
