@@ -22,7 +22,6 @@
 #include <dlfcn.h>
 #include <chrono>
 #include <condition_variable>
-#include <csignal>
 #include <deque>
 #include <mutex>
 #include <optional>
@@ -133,14 +132,6 @@ std::vector<std::string> runWorker(const std::function<void(Call &)> &work,
   struct SinkReset {
     ~SinkReset() { rt::events().setSink({}); }
   } sinkReset;
-  // Ctrl-C is this thread's to see: the worker, and every thread it starts (they inherit its
-  // mask), block SIGINT, so the kernel cannot hand it to one of them, whose run of Python's
-  // handler could come after this thread's last PyErr_CheckSignals and leave the interrupt
-  // unseen until after the merge.
-  sigset_t interrupt, previous;
-  sigemptyset(&interrupt);
-  sigaddset(&interrupt, SIGINT);
-  ::pthread_sigmask(SIG_BLOCK, &interrupt, &previous);
   std::thread worker([&] {
     try {
       onLargeStack([&] {
@@ -154,7 +145,6 @@ std::vector<std::string> runWorker(const std::function<void(Call &)> &work,
     call.finished = true;
     call.wake.notify_one();
   });
-  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   std::optional<py::error_already_set> pending;
   for (bool done = false; !done;) {
     std::deque<std::tuple<size_t, size_t, uint64_t>> progress;
