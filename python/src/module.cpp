@@ -62,14 +62,26 @@ struct Call {
   bool finished = false;
   std::atomic<bool> cancel{false};
   std::exception_ptr error;
+  /// The `done` of the last update the calling thread has handed to the callback and then
+  /// looked for Ctrl-C after; `handed` is notified when it moves or the call is cancelled.
+  size_t handedThrough = 0;
+  std::condition_variable handed;
 
-  /// The progress hook (worker thread): queues the update, or stops the merge.
+  /// The progress hook (worker thread): queues the update, or stops the merge. The last one
+  /// (the output is committed after it) waits until the calling thread has run the callback
+  /// on every update and looked for Ctrl-C: an exception or interrupt there stops the merge
+  /// before its output appears, however far ahead of the callbacks the worker had got.
   void onProgress(size_t done, size_t total, uint64_t bytes) {
     if (cancel.load())
       throw Cancelled();
-    std::lock_guard<std::mutex> lock(mutex);
+    std::unique_lock<std::mutex> lock(mutex);
     progress.emplace_back(done, total, bytes);
     wake.notify_one();
+    if (done != total)
+      return;
+    handed.wait(lock, [&] { return cancel.load() || handedThrough >= done; });
+    if (cancel.load())
+      throw Cancelled();
   }
   void onMessage(const std::string &line) {
     std::lock_guard<std::mutex> lock(mutex);
@@ -159,8 +171,20 @@ std::vector<std::string> runWorker(const std::function<void(Call &)> &work,
       messages.swap(call.messages);
       done = call.finished;
     }
-    if (pending)
+    // Once these updates are handed over (or the call is cancelled): a worker waiting at its
+    // last update goes on.
+    auto handOver = [&] {
+      {
+        std::lock_guard<std::mutex> lock(call.mutex);
+        if (!progress.empty())
+          call.handedThrough = std::get<0>(progress.back());
+      }
+      call.handed.notify_all();
+    };
+    if (pending) {
+      handOver();
       continue;
+    }
     try {
       if (!quiet && !messages.empty()) {
         py::object err = py::module_::import("sys").attr("stderr");
@@ -176,6 +200,7 @@ std::vector<std::string> runWorker(const std::function<void(Call &)> &work,
       pending.emplace(std::move(e));
       call.cancel.store(true);
     }
+    handOver();
   }
   {
     py::gil_scoped_release nogil;
