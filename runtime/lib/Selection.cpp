@@ -1631,6 +1631,16 @@ void rankRowRadix(const float *x, float *r, size_t c, uint32_t any, uint32_t all
 /// rankRow's passes over a row, each a loop that vectorizes, built for AVX-512 and AVX2 too
 /// (the runtime's baseline is SSE2: 4 keys a vector instead of 16). Plain pointers and
 /// integers only: clang does not emit template code that only target_clones functions use.
+/// A row's 32-bit sort item: the key's bits [shift, shift + width of mask) above the index.
+inline uint32_t packedItem(uint32_t key, unsigned shift, uint32_t mask, unsigned indexBits,
+                           uint32_t index) {
+  return ((key >> shift) & mask) << indexBits | index;
+}
+/// Whether a key has bits under `dropped` other than the row's least (`least`).
+inline bool isRareKey(uint32_t key, uint32_t dropped, uint32_t least) {
+  return (key & dropped) != least;
+}
+
 /// The OR and the AND of the row's magnitude keys.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void
 rowKeyBits(const float *x, size_t c, uint32_t *any, uint32_t *all) {
@@ -1649,16 +1659,16 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) size_t
 countRare(const float *x, size_t c, uint32_t dropped, uint32_t least) {
   size_t n = 0;
   for (size_t i = 0; i < c; ++i)
-    n += (magnitudeKey(x[i]) & dropped) != least;
+    n += isRareKey(magnitudeKey(x[i]), dropped, least);
   return n;
 }
 
-/// items[i] = (the key's bits [shift, shift + width of mask) << indexBits) | i.
+/// items[i] = packedItem of key i.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void
 packItems32(const float *x, size_t c, unsigned shift, uint32_t mask, unsigned indexBits,
             uint32_t *items) {
   for (size_t i = 0; i < c; ++i)
-    items[i] = ((magnitudeKey(x[i]) >> shift) & mask) << indexBits | static_cast<uint32_t>(i);
+    items[i] = packedItem(magnitudeKey(x[i]), shift, mask, indexBits, static_cast<uint32_t>(i));
 }
 
 /// items[i] = key << 32 | i.
@@ -1775,13 +1785,13 @@ void rankRow(const float *x, float *r, size_t c) {
     size_t rareKeys = drop == 0 ? 0 : countRare(x, c, dropped, least);
     if (rareKeys <= c / kRareShare) {
       for (size_t i = 0; rare.size() < rareKeys; ++i)
-        if ((magnitudeKey(x[i]) & dropped) != least)
+        if (isRareKey(magnitudeKey(x[i]), dropped, least))
           rare.push_back(static_cast<uint32_t>(i));
       packed = true;
       unsigned shift = low + drop, kept = width - drop;
       uint32_t mask = kept == 32 ? 0xFFFFFFFFu : (uint32_t{1} << kept) - 1;
       auto item = [&](size_t i) {
-        return ((magnitudeKey(x[i]) >> shift) & mask) << indexBits | static_cast<uint32_t>(i);
+        return packedItem(magnitudeKey(x[i]), shift, mask, indexBits, static_cast<uint32_t>(i));
       };
       sorted = rankBySort<uint32_t>(r, c, (uint32_t{1} << indexBits) - 1,
                                     [&](uint32_t *items) {

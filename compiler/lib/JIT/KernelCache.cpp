@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <link.h>
 #include <sys/stat.h>
+#include <tuple>
 #include <unistd.h>
 #include <vector>
 
@@ -263,18 +264,15 @@ std::optional<std::string> KernelCache::prune(uint64_t maxBytes,
     entries.push_back({item.path().string(), static_cast<uint64_t>(st.st_size), st.st_mtim});
     total += static_cast<uint64_t>(st.st_size);
   }
-  auto before = [](const struct timespec &a, const struct timespec &b) {
-    return a.tv_sec != b.tv_sec ? a.tv_sec < b.tv_sec : a.tv_nsec < b.tv_nsec;
-  };
   if (total > maxBytes) {
-    std::sort(entries.begin(), entries.end(), [&](const Entry &a, const Entry &b) {
-      if (before(a.used, b.used) || before(b.used, a.used))
-        return before(a.used, b.used);
-      return a.path < b.path;
+    std::sort(entries.begin(), entries.end(), [](const Entry &a, const Entry &b) {
+      return std::tie(a.used.tv_sec, a.used.tv_nsec, a.path) <
+             std::tie(b.used.tv_sec, b.used.tv_nsec, b.path);
     });
     uint64_t goal = maxBytes / 4 * 3;
     for (const Entry &e : entries) {
-      if (total <= goal || !before(e.used, keepSince))
+      if (total <= goal ||
+          std::tie(e.used.tv_sec, e.used.tv_nsec) >= std::tie(keepSince.tv_sec, keepSince.tv_nsec))
         break;
       // Another run may have removed it first; either way it is gone.
       if (::unlink(e.path.c_str()) == 0 || errno == ENOENT) {
