@@ -150,7 +150,7 @@ def compile(recipe: PathLike, emit: str = "fused", *,  # noqa: A001 (mergec comp
             models: Optional[Mapping[str, PathLike]] = None,
             params: Optional[Mapping[str, float]] = None, dtype: Optional[str] = None) -> str:
     """A compiler stage of a recipe as text, like `mergec compile RECIPE --emit=EMIT`: ast,
-    merge, fused, loops, llvm-dialect, llvm, asm (and gpu, nvvm, ptx where mergec was built with
+    merge, fused, loops, llvm-dialect, llvm, asm (and gpu, nvvm, nvvm-llvm, ptx where mergec was built with
     CUDA). Raises RecipeError or InputError."""
     name, text = _recipe(recipe)
     return _mergec.compile(name, text, emit, _pairs(models, "models", os.fspath),

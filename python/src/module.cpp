@@ -301,21 +301,17 @@ std::string compileRecipe(const std::string &recipe, const std::optional<std::st
                           const std::string &cacheDir) {
   CommandLine cl = commandLine(recipe, text, models, params, dtype, 0, stdlib, cacheDir);
   cl.command = Command::Compile;
-  static const std::vector<std::pair<const char *, Emit>> stages = {
-      {"ast", Emit::AST},       {"merge", Emit::Merge}, {"fused", Emit::Fused},
-      {"loops", Emit::Loops},   {"llvm-dialect", Emit::LLVMDialect},
-      {"llvm", Emit::LLVM},     {"asm", Emit::Asm},     {"gpu", Emit::GPU},
-      {"nvvm", Emit::NVVM},     {"ptx", Emit::PTX}};
-  bool known = false;
-  for (auto &[name, stage] : stages)
-    if (emit == name) {
-      cl.emit = stage;
-      known = true;
-    }
-  if (!known)
-    throw py::value_error("emit must be one of ast, merge, fused, loops, llvm-dialect, llvm, asm, "
-                          "gpu, nvvm, ptx (obj and exe are files: use the mergec command), not '" +
-                          emit + "'");
+  std::optional<Emit> stage = parseEmit(emit);
+  if (!stage || emitsFile(*stage)) {
+    std::string names;
+    std::istringstream all(emitNames());
+    for (std::string name; all >> name;)
+      if (!emitsFile(*parseEmit(name)))
+        names += (names.empty() ? "" : ", ") + name;
+    throw py::value_error("emit must be one of " + names +
+                          " (obj and exe are files: use the mergec command), not '" + emit + "'");
+  }
+  cl.emit = *stage;
   std::ostringstream diagnostics;
   cl.diagnostics = &diagnostics;
   std::string out;

@@ -191,7 +191,12 @@ std::string linkExecutable(const std::string &object, bool verbose) {
                            // (tests/cuda/mock) finds the phases' CPU twins there with dlsym
                            // (two symbols, nothing else).
                            "-Wl,--export-dynamic-symbol=mergec_kernel_table",
-                           "-Wl,--export-dynamic-symbol=mergec_kernel_count"})
+                           "-Wl,--export-dynamic-symbol=mergec_kernel_count",
+                           // With --gpu-emulation, the host builds of the GPU kernels the mock
+                           // runs instead (GpuKernelEmulation.h); absent otherwise.
+                           "-Wl,--export-dynamic-symbol=mergec_gpu_emulation_table",
+                           "-Wl,--export-dynamic-symbol=mergec_gpu_emulation_count",
+                           "-Wl,--export-dynamic-symbol=mergec_gpu_emulation_resolve"})
     args.push_back(flag);
   // The flags mergec itself was linked with (a sanitizer build's libraries need its runtime).
   std::istringstream extra(MERGEC_AOT_LINK_FLAGS);

@@ -330,25 +330,6 @@ KernelJITOptions jitOptions(const CommandLine &cl, const Compilation &c) {
   return options;
 }
 
-const char *stageName(Emit emit) {
-  switch (emit) {
-  case Emit::LLVMDialect:
-    return "llvm-dialect";
-  case Emit::LLVM:
-    return "llvm";
-  case Emit::Asm:
-    return "asm";
-  case Emit::GPU:
-    return "gpu";
-  case Emit::NVVM:
-    return "nvvm";
-  case Emit::PTX:
-    return "ptx";
-  default:
-    return "obj";
-  }
-}
-
 /// `text` to -o FILE, else to `captured` when given, else to stdout.
 int writeOutput(const CommandLine &cl, const Compilation &c, const std::string &text,
                 std::string *captured) {
@@ -386,6 +367,10 @@ int mergec::runCompile(const CommandLine &cl, Compilation &c, std::string *captu
                        "CPU it runs on)");
     return 2;
   }
+  if (cl.gpuEmulation && (!emitsFile(cl.emit) || cl.run.device != rt::DeviceKind::CUDA)) {
+    rt::events().error("--gpu-emulation applies to --emit=obj and --emit=exe with --device cuda");
+    return 2;
+  }
   if (cl.emit == Emit::Obj || cl.emit == Emit::Exe) {
     if (cl.outputFile.empty() || cl.outputFile == "-") {
       rt::events().error(std::string("--emit=") + (cl.emit == Emit::Obj ? "obj" : "exe") +
@@ -395,7 +380,8 @@ int mergec::runCompile(const CommandLine &cl, Compilation &c, std::string *captu
     auto signatures = aheadOfTimeSignatures(*c.program, jit, cl.verbose);
     std::string object =
         cpu::buildMergeObject(jit, signatures, aheadOfTimeProgram(*c.program, jit, provenance(cl, c)),
-                              /*withDeviceKernels=*/cl.run.device == rt::DeviceKind::CUDA, cl.cpu);
+                              /*withDeviceKernels=*/cl.run.device == rt::DeviceKind::CUDA, cl.cpu,
+                              cl.gpuEmulation);
     if (cl.emit == Emit::Obj) {
       rt::writeFileAtomically(cl.outputFile, object, protectedInputs(cl, c));
       return 0;
@@ -407,18 +393,19 @@ int mergec::runCompile(const CommandLine &cl, Compilation &c, std::string *captu
   // Later stages are per dtype signature: every input and the output in --dtype (default f32).
   rt::DType dtype = cl.dtype ? *cl.dtype : c.importedDType.value_or(rt::DType::F32);
   std::string text;
-  if (cl.emit == Emit::GPU || cl.emit == Emit::NVVM || cl.emit == Emit::PTX) {
+  if (cl.emit == Emit::GPU || cl.emit == Emit::NVVM || cl.emit == Emit::NVVMLLVM ||
+      cl.emit == Emit::PTX) {
     std::vector<rt::KernelSignature> signatures;
     for (size_t r = 0; r < c.program->rules.size(); ++r)
       signatures.push_back({std::vector<rt::DType>(jit.ruleInputs(r).size(), dtype), dtype});
-    return writeOutput(cl, c, jit.emitAll(signatures, stageName(cl.emit)), captured);
+    return writeOutput(cl, c, jit.emitAll(signatures, emitName(cl.emit)), captured);
   }
   for (size_t r = 0; r < c.program->rules.size(); ++r) {
     rt::KernelSignature signature{std::vector<rt::DType>(jit.ruleInputs(r).size(), dtype), dtype};
     if (cl.emit == Emit::Loops)
       text += printModule(*jit.lower(r, signature));
     else
-      text += jit.emit(r, signature, stageName(cl.emit));
+      text += jit.emit(r, signature, emitName(cl.emit));
   }
   return writeOutput(cl, c, text, captured);
 }

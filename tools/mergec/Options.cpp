@@ -22,7 +22,7 @@ const char *kUsage = R"(usage:
   mergec compile RECIPE --emit=STAGE [-o FILE] [--set NAME=VALUE]... [--model NAME=PATH]...
                     [--dtype f32|bf16|f16] [--cache-dir DIR | --no-cache]
                     [--device cpu|cuda] [--gpu-arch sm_NN] [--cpu NAME]
-      STAGE: ast merge fused loops llvm-dialect llvm asm obj exe gpu nvvm ptx
+      STAGE: ast merge fused loops llvm-dialect llvm asm obj exe gpu nvvm nvvm-llvm ptx
              (--emit= alone lists them)
   mergec import CONFIG.yml [-o FILE] [--model NAME=PATH]...
       a mergekit configuration as a recipe; run and compile take CONFIG.yml too
@@ -48,6 +48,7 @@ const char *kStages = R"(stages of `mergec compile --emit=STAGE` (target cpu), i
 stages of the cuda target (after loops; --gpu-arch, default sm_90):
   gpu           each phase as a gpu.func kernel in one gpu.module
   nvvm          the kernels in the NVVM dialect
+  nvvm-llvm     the kernels as LLVM IR for NVPTX (before libdevice and the NVPTX backend)
   ptx           PTX assembly of every phase kernel of every rule
 )";
 
@@ -63,22 +64,6 @@ std::optional<std::pair<std::string, std::string>> splitAssignment(const std::st
   if (eq == std::string::npos || eq == 0)
     return std::nullopt;
   return std::make_pair(text.substr(0, eq), text.substr(eq + 1));
-}
-
-std::optional<Emit> parseEmit(const std::string &s) {
-  if (s == "ast") return Emit::AST;
-  if (s == "merge") return Emit::Merge;
-  if (s == "fused") return Emit::Fused;
-  if (s == "loops") return Emit::Loops;
-  if (s == "llvm-dialect") return Emit::LLVMDialect;
-  if (s == "llvm") return Emit::LLVM;
-  if (s == "asm") return Emit::Asm;
-  if (s == "obj") return Emit::Obj;
-  if (s == "exe") return Emit::Exe;
-  if (s == "gpu") return Emit::GPU;
-  if (s == "nvvm") return Emit::NVVM;
-  if (s == "ptx") return Emit::PTX;
-  return std::nullopt;
 }
 
 std::optional<rt::DType> parseOutputDType(const std::string &s) {
@@ -206,6 +191,8 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       if (!next(v) || v.empty())
         return usageError("--cpu needs an x86-64 CPU name such as x86-64-v3 (default: this one)");
       cl.cpu = v;
+    } else if (arg == "--gpu-emulation" && cl.command == Command::Compile) {
+      cl.gpuEmulation = true;
     } else if (arg == "--gpu-arch") {
       if (!next(v) || v.rfind("sm_", 0) != 0)
         return usageError("--gpu-arch needs an NVIDIA architecture such as sm_90");
@@ -216,8 +203,7 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
         return 0;
       }
       if (!next(v) || !parseEmit(v))
-        return usageError("--emit must be one of: ast merge fused loops llvm-dialect llvm asm obj "
-                          "exe gpu nvvm ptx");
+        return usageError("--emit must be one of: " + emitNames());
       cl.emit = *parseEmit(v);
       sawEmit = true;
     } else if (arg == "--cache-dir") {
@@ -256,3 +242,39 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
     return usageError("compile needs --emit=STAGE");
   return std::nullopt;
 }
+
+namespace {
+struct EmitStageName {
+  Emit emit;
+  const char *name;
+};
+const EmitStageName kEmitStages[] = {
+    {Emit::AST, "ast"},      {Emit::Merge, "merge"},   {Emit::Fused, "fused"},
+    {Emit::Loops, "loops"},  {Emit::LLVMDialect, "llvm-dialect"}, {Emit::LLVM, "llvm"},
+    {Emit::Asm, "asm"},      {Emit::Obj, "obj"},       {Emit::Exe, "exe"},
+    {Emit::GPU, "gpu"},      {Emit::NVVM, "nvvm"},     {Emit::NVVMLLVM, "nvvm-llvm"},
+    {Emit::PTX, "ptx"}};
+} // namespace
+
+std::optional<Emit> mergec::parseEmit(const std::string &name) {
+  for (const EmitStageName &stage : kEmitStages)
+    if (name == stage.name)
+      return stage.emit;
+  return std::nullopt;
+}
+
+const char *mergec::emitName(Emit emit) {
+  for (const EmitStageName &stage : kEmitStages)
+    if (stage.emit == emit)
+      return stage.name;
+  return "?";
+}
+
+std::string mergec::emitNames() {
+  std::string names;
+  for (const EmitStageName &stage : kEmitStages)
+    names += (names.empty() ? "" : " ") + std::string(stage.name);
+  return names;
+}
+
+bool mergec::emitsFile(Emit emit) { return emit == Emit::Obj || emit == Emit::Exe; }

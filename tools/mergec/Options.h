@@ -12,7 +12,15 @@ namespace mergec {
 
 enum class Command { Run, Compile, Import, Inspect, Version };
 /// The stages of `mergec compile --emit=`, in pipeline order.
-enum class Emit { AST, Merge, Fused, Loops, LLVMDialect, LLVM, Asm, Obj, Exe, GPU, NVVM, PTX };
+enum class Emit { AST, Merge, Fused, Loops, LLVMDialect, LLVM, Asm, Obj, Exe, GPU, NVVM, NVVMLLVM, PTX };
+/// The one table of --emit names (kEmitStages in Options.cpp): the command line, the driver's
+/// backend stage names and the Python module all read it.
+std::optional<Emit> parseEmit(const std::string &name);
+const char *emitName(Emit emit);
+/// Every name, space-separated, in pipeline order.
+std::string emitNames();
+/// Whether the stage is a binary file (obj, exe) rather than text.
+bool emitsFile(Emit emit);
 
 struct CommandLine {
   Command command = Command::Run;
@@ -26,6 +34,9 @@ struct CommandLine {
   bool noCache = false;       ///< --no-cache
   std::string gpuArch;        ///< --gpu-arch; empty: the CUDA target's default (sm_90)
   std::string cpu;            ///< compile --cpu: the x86-64 CPU executables are built for
+  /// compile --gpu-emulation (tests only, not in the usage): executables with --device cuda
+  /// also carry host builds of the GPU kernels for the mock driver (GpuKernelEmulation.h).
+  bool gpuEmulation = false;
   rt::RunOptions run;
   /// inspect: the fine-tuned models compared with the base (cl.recipe), and its outputs.
   std::vector<std::string> inspectModels;

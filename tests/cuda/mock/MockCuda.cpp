@@ -113,6 +113,20 @@ bool logging() {
   return on;
 }
 
+/// What runs a mergec phase kernel: MERGEC_MOCK_CUDA_EMULATE unset, its GPU code built for
+/// the host when the executable has it (compiled with --gpu-emulation), else its CPU twin;
+/// =1, the GPU code or an error; =0, the CPU twin always.
+enum class Emulation { IfPresent, Required, Off };
+Emulation emulation() {
+  static Emulation mode = [] {
+    const char *v = std::getenv("MERGEC_MOCK_CUDA_EMULATE");
+    if (!v || !*v)
+      return Emulation::IfPresent;
+    return std::strcmp(v, "0") == 0 ? Emulation::Off : Emulation::Required;
+  }();
+  return mode;
+}
+
 uint64_t totalMemory() {
   static uint64_t bytes = [] {
     const char *v = std::getenv("MERGEC_MOCK_CUDA_MEMORY");
@@ -152,6 +166,28 @@ struct Block {
 std::map<uintptr_t, Block> blocks;    // live, by base
 std::deque<Block> freedBlocks;        // the last few thousand freed (for messages)
 uint64_t deviceBytes = 0;
+
+/// Bytes after every device block that no one may write, checked after each kernel: a kernel
+/// storing past a buffer's end (a wrong bound in a grid-stride loop) is caught there.
+constexpr size_t kRedzone = 4096;
+constexpr unsigned char kRedzoneByte = 0xE7;
+
+/// "" when every live device block's redzone is intact, else which block was overrun.
+std::string overrunRedzone() {
+  for (auto &[base, b] : blocks) {
+    if (b.kind != MemKind::Device)
+      continue;
+    auto *zone = reinterpret_cast<const unsigned char *>(base + b.size);
+    for (size_t i = 0; i < kRedzone; ++i)
+      if (zone[i] != kRedzoneByte) {
+        char s[160];
+        std::snprintf(s, sizeof s, "overrun: byte %zu past the end of device block 0x%llx (%zu "
+                      "bytes) was written", i, (unsigned long long)base, b.size);
+        return s;
+      }
+  }
+  return "";
+}
 
 const Block *findBlock(uintptr_t p) {
   auto it = blocks.upper_bound(p);
@@ -238,6 +274,7 @@ struct Op {
   std::vector<size_t> offsets;
   int twin = -1; // what runs it (Launch kinds below)
   void (*cpu)(void **) = nullptr;
+  void (*emulated)(void **) = nullptr; // the GPU kernel built for the host (--gpu-emulation)
   // Record / Wait
   Event *event = nullptr;
   Stream *other = nullptr;
@@ -293,6 +330,110 @@ void (*findCpuKernel(const std::string &name))(void **) {
   return nullptr;
 }
 
+// --- The GPU kernels built for the host (mergec compile --gpu-emulation) --------------------
+// compiler/include/mergec/Target/CPU/GpuKernelEmulation.h: each kernel's own code (what the
+// NVPTX backend compiles), run with every thread of a block as a fiber. Its NVVM intrinsics
+// and libdevice calls come here by name, through the resolver below.
+
+void (*findEmulatedKernel(const std::string &name))(void **) {
+  auto *table = static_cast<const KernelEntry *>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_table"));
+  auto *count = static_cast<const uint64_t *>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_count"));
+  if (!table || !count)
+    return nullptr;
+  for (uint64_t i = 0; i < *count; ++i)
+    if (name == table[i].symbol)
+      return table[i].fn;
+  return nullptr;
+}
+
+unsigned emuTidX() { return threadIdx.x; }
+unsigned emuNtidX() { return blockDim.x; }
+unsigned emuCtaidX() { return blockIdx.x; }
+unsigned emuNctaidX() { return gridDim.x; }
+unsigned emuZero() { return 0; }
+unsigned emuOne() { return 1; }
+void emuBarrier() { emu::syncthreads(); }
+void emuBarrierId(int) { emu::syncthreads(); }
+
+// libdevice's functions as the host's libm, which the CPU kernels call too: the emulation
+// checks the kernels' structure, not libdevice's last-bit accuracy (the GPU run does).
+#define MOCK_UNARY(fn)                                                                           \
+  float emu_##fn##f(float x) { return std::fn(x); }                                             \
+  double emu_##fn(double x) { return std::fn(x); }
+#define MOCK_BINARY(fn)                                                                          \
+  float emu_##fn##f(float x, float y) { return std::fn(x, y); }                                 \
+  double emu_##fn(double x, double y) { return std::fn(x, y); }
+MOCK_UNARY(fabs) MOCK_UNARY(sqrt) MOCK_UNARY(exp) MOCK_UNARY(exp2) MOCK_UNARY(expm1)
+MOCK_UNARY(log) MOCK_UNARY(log2) MOCK_UNARY(log10) MOCK_UNARY(log1p) MOCK_UNARY(sin)
+MOCK_UNARY(cos) MOCK_UNARY(tan) MOCK_UNARY(asin) MOCK_UNARY(acos) MOCK_UNARY(atan)
+MOCK_UNARY(sinh) MOCK_UNARY(cosh) MOCK_UNARY(tanh) MOCK_UNARY(floor) MOCK_UNARY(ceil)
+MOCK_UNARY(round) MOCK_UNARY(trunc) MOCK_UNARY(rint) MOCK_UNARY(erf) MOCK_UNARY(cbrt)
+MOCK_BINARY(pow) MOCK_BINARY(atan2) MOCK_BINARY(fmax) MOCK_BINARY(fmin) MOCK_BINARY(fmod)
+MOCK_BINARY(copysign)
+float emu_rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+double emu_rsqrt(double x) { return 1.0 / std::sqrt(x); }
+float emu_fmaf(float x, float y, float z) { return std::fma(x, y, z); }
+double emu_fma(double x, double y, double z) { return std::fma(x, y, z); }
+#undef MOCK_UNARY
+#undef MOCK_BINARY
+
+std::string emulationFailure; // a name the kernels need and the mock does not have
+
+void emuMissing() {
+  report("%s", emulationFailure.c_str());
+  std::abort();
+}
+
+/// What an emulated kernel's stub for `name` calls.
+void *resolveEmulated(const char *name) {
+  static const std::map<std::string, void *> known = [] {
+    std::map<std::string, void *> m = {
+        {"llvm.nvvm.read.ptx.sreg.tid.x", (void *)&emuTidX},
+        {"llvm.nvvm.read.ptx.sreg.tid.y", (void *)&emuZero},
+        {"llvm.nvvm.read.ptx.sreg.tid.z", (void *)&emuZero},
+        {"llvm.nvvm.read.ptx.sreg.ntid.x", (void *)&emuNtidX},
+        {"llvm.nvvm.read.ptx.sreg.ntid.y", (void *)&emuOne},
+        {"llvm.nvvm.read.ptx.sreg.ntid.z", (void *)&emuOne},
+        {"llvm.nvvm.read.ptx.sreg.ctaid.x", (void *)&emuCtaidX},
+        {"llvm.nvvm.read.ptx.sreg.ctaid.y", (void *)&emuZero},
+        {"llvm.nvvm.read.ptx.sreg.ctaid.z", (void *)&emuZero},
+        {"llvm.nvvm.read.ptx.sreg.nctaid.x", (void *)&emuNctaidX},
+        {"llvm.nvvm.read.ptx.sreg.nctaid.y", (void *)&emuOne},
+        {"llvm.nvvm.read.ptx.sreg.nctaid.z", (void *)&emuOne},
+        {"llvm.nvvm.barrier0", (void *)&emuBarrier},
+        {"llvm.nvvm.barrier.cta.sync.aligned.all", (void *)&emuBarrierId},
+        {"__nv_rsqrtf", (void *)&emu_rsqrtf}, {"__nv_rsqrt", (void *)&emu_rsqrt},
+        {"__nv_fmaf", (void *)&emu_fmaf},     {"__nv_fma", (void *)&emu_fma}};
+#define MOCK_NAME(fn)                                                                            \
+  m["__nv_" #fn "f"] = (void *)&emu_##fn##f;                                                     \
+  m["__nv_" #fn] = (void *)&emu_##fn;
+    MOCK_NAME(fabs) MOCK_NAME(sqrt) MOCK_NAME(exp) MOCK_NAME(exp2) MOCK_NAME(expm1)
+    MOCK_NAME(log) MOCK_NAME(log2) MOCK_NAME(log10) MOCK_NAME(log1p) MOCK_NAME(sin)
+    MOCK_NAME(cos) MOCK_NAME(tan) MOCK_NAME(asin) MOCK_NAME(acos) MOCK_NAME(atan)
+    MOCK_NAME(sinh) MOCK_NAME(cosh) MOCK_NAME(tanh) MOCK_NAME(floor) MOCK_NAME(ceil)
+    MOCK_NAME(round) MOCK_NAME(trunc) MOCK_NAME(rint) MOCK_NAME(erf) MOCK_NAME(cbrt)
+    MOCK_NAME(pow) MOCK_NAME(atan2) MOCK_NAME(fmax) MOCK_NAME(fmin) MOCK_NAME(fmod)
+    MOCK_NAME(copysign)
+#undef MOCK_NAME
+    return m;
+  }();
+  auto it = known.find(name);
+  if (it != known.end())
+    return it->second;
+  // The stub would call whatever it got: stop here instead, saying what is missing.
+  emulationFailure = std::string("--gpu-emulation: the kernels call ") + name +
+                     ", which the mock does not implement (tests/cuda/mock/MockCuda.cpp, "
+                     "resolveEmulated)";
+  return (void *)&emuMissing;
+}
+
+/// Points the executable's resolver (if it has one) at resolveEmulated.
+void installResolver() {
+  if (auto *slot = static_cast<void *(**)(const char *)>(
+          ::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_resolve")))
+    *slot = &resolveEmulated;
+}
+
 const std::set<std::string> &selectionKernels() {
   static const std::set<std::string> names = {"mergec_sel_hist",    "mergec_sel_hist16",
                                               "mergec_sel_count",
@@ -339,6 +480,14 @@ std::string runKernel(Op &op) {
     std::vector<void *> args(count);
     for (size_t i = 0; i < count; ++i)
       args[i] = paramPtr(op, i);
+    if (op.emulated) {
+      // The GPU kernel itself, every thread of every block (it finds its chunk and elements
+      // from the block and thread indices, as on the GPU).
+      installResolver();
+      if (!emu::launch(op.grid, op.block, [&] { op.emulated(args.data()); }))
+        return "kernel " + name + " (emulated): " + emu::failure;
+      return "";
+    }
     if (!op.fn->shared) {
       op.cpu(args.data());
       return "";
@@ -577,6 +726,9 @@ CUresult execute(Stream *s, Op &op) {
     break;
   case Op::Launch: {
     std::string why = runKernel(op);
+    if (why.empty())
+      if (std::string overrun = overrunRedzone(); !overrun.empty())
+        why = "kernel " + op.fn->name + ": " + overrun;
     if (!why.empty()) {
       report("%s (on %s)", why.c_str(), s->name.c_str());
       bool address = why.find(" is ") != std::string::npos || why.find("overrun") != std::string::npos ||
@@ -1108,10 +1260,11 @@ MOCK_API cuMemAlloc(CUdeviceptr *dptr, size_t bytes) {
       return FAIL(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc(%zu bytes): invalid", bytes);
     if (deviceBytes + bytes > totalMemory())
       return CUDA_ERROR_OUT_OF_MEMORY;
-    void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+    void *p = std::aligned_alloc(256, (bytes + kRedzone + 255) / 256 * 256);
     if (!p)
       return CUDA_ERROR_OUT_OF_MEMORY;
     std::memset(p, 0xA5, bytes); // never zeros: uninitialised reads show
+    std::memset(static_cast<char *>(p) + bytes, kRedzoneByte, kRedzone);
     blocks[reinterpret_cast<uintptr_t>(p)] = {reinterpret_cast<uintptr_t>(p), bytes, MemKind::Device};
     deviceBytes += bytes;
     *dptr = reinterpret_cast<CUdeviceptr>(p);
@@ -1377,6 +1530,11 @@ MOCK_API cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     } else if (fn->name.rfind("mergec_", 0) == 0 && fn->name.find("__") != std::string::npos) {
       op.twin = TwinMergec;
       op.cpu = findCpuKernel(fn->name);
+      op.emulated = emulation() == Emulation::Off ? nullptr : findEmulatedKernel(fn->name);
+      if (!op.emulated && emulation() == Emulation::Required)
+        return FAIL(CUDA_ERROR_NOT_FOUND,
+                    "cuLaunchKernel(%s): MERGEC_MOCK_CUDA_EMULATE=1 but the executable has no "
+                    "host build of this kernel (compile it with --gpu-emulation)", name);
       if (!op.cpu)
         return FAIL(CUDA_ERROR_NOT_FOUND,
                     "cuLaunchKernel(%s): no CPU twin: the executable exports no "

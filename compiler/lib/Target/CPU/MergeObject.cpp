@@ -2,6 +2,7 @@
 #include "mergec/Target/CPU/MergeObject.h"
 #include "mergec/Runtime/Error.h"
 #include "mergec/Target/CPU/CPUBackend.h"
+#include "mergec/Target/CPU/GpuKernelEmulation.h"
 
 #include "llvm/IR/Constants.h"
 #include "llvm/IR/DerivedTypes.h"
@@ -30,7 +31,7 @@ llvm::Constant *cString(llvm::Module &module, const std::string &text, const std
 std::string buildMergeObject(KernelJIT &jit,
                              const std::vector<std::vector<rt::KernelSignature>> &signatures,
                              nlohmann::json program, bool withDeviceKernels,
-                             const std::string &cpu) {
+                             const std::string &cpu, bool withGpuEmulation) {
   auto tm = hostTargetMachine(cpu);
   llvm::LLVMContext ctx;
   auto composite = std::make_unique<llvm::Module>("merge", ctx);
@@ -38,6 +39,7 @@ std::string buildMergeObject(KernelJIT &jit,
   composite->setTargetTriple(tm->getTargetTriple());
   llvm::Linker linker(*composite);
   std::vector<std::string> symbols;
+  std::vector<EmulatedKernel> emulated;
   nlohmann::json kernels = nlohmann::json::array();
   for (size_t rule = 0; rule < signatures.size(); ++rule) {
     for (const rt::KernelSignature &signature : signatures[rule]) {
@@ -62,6 +64,14 @@ std::string buildMergeObject(KernelJIT &jit,
         TargetBackend &gpu = jit.gpuBackend();
         mlir::OwningOpRef<mlir::ModuleOp> gpuLoops = jit.lower(rule, signature);
         kernels.back()["ptx"] = gpu.emit(*gpuLoops, gpu.binaryStage(), signature.tag());
+        if (withGpuEmulation) {
+          mlir::OwningOpRef<mlir::ModuleOp> again = jit.lower(rule, signature);
+          std::unique_ptr<llvm::Module> host = buildGpuEmulation(
+              gpu.emit(*again, "nvvm-llvm", signature.tag()), ctx, *tm, emulated);
+          if (linker.linkInModule(std::move(host)))
+            throw rt::RuntimeError("--gpu-emulation: cannot link the kernels of rule " +
+                                   std::to_string(rule + 1) + " (" + signature.text() + ")");
+        }
       }
     }
   }
@@ -85,6 +95,29 @@ std::string buildMergeObject(KernelJIT &jit,
   auto *i64 = llvm::Type::getInt64Ty(ctx);
   new llvm::GlobalVariable(m, i64, true, llvm::GlobalValue::ExternalLinkage,
                            llvm::ConstantInt::get(i64, entries.size()), "mergec_kernel_count");
+  if (withGpuEmulation) {
+    // The same kind of table for the host builds of the GPU kernels, and the resolver their
+    // stubs call through (set by the mock driver).
+    std::vector<llvm::Constant *> emulatedEntries;
+    for (const EmulatedKernel &k : emulated) {
+      llvm::Function *fn = m.getFunction(k.entry);
+      if (!fn)
+        throw rt::RuntimeError("--gpu-emulation: the object lacks " + k.entry);
+      emulatedEntries.push_back(llvm::ConstantStruct::get(
+          entryType, {cString(m, k.symbol, "mergec_gpuemu_symbol_name", false), fn}));
+    }
+    auto *emulatedType = llvm::ArrayType::get(entryType, emulatedEntries.size());
+    new llvm::GlobalVariable(m, emulatedType, true, llvm::GlobalValue::ExternalLinkage,
+                             llvm::ConstantArray::get(emulatedType, emulatedEntries),
+                             kGpuEmulationTable);
+    new llvm::GlobalVariable(m, i64, true, llvm::GlobalValue::ExternalLinkage,
+                             llvm::ConstantInt::get(i64, emulatedEntries.size()), kGpuEmulationCount);
+    llvm::GlobalVariable *resolver = m.getGlobalVariable(kGpuEmulationResolver);
+    if (!resolver)
+      resolver = new llvm::GlobalVariable(m, ptr, false, llvm::GlobalValue::ExternalLinkage, nullptr,
+                                          kGpuEmulationResolver);
+    resolver->setInitializer(llvm::ConstantPointerNull::get(llvm::PointerType::getUnqual(ctx)));
+  }
   cString(m, program.dump(), "mergec_program", true);
   return emitObject(m, *tm);
 }

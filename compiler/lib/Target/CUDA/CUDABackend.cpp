@@ -8,6 +8,9 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/IR/SymbolTable.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include <cstdlib>
@@ -22,6 +25,7 @@ namespace {
 const EmitStage kStages[] = {
     {"gpu", "each phase as a gpu.func kernel (grid-stride loops, block-per-chunk reductions)"},
     {"nvvm", "the kernels in the NVVM dialect for --gpu-arch"},
+    {"nvvm-llvm", "the kernels as LLVM IR for NVPTX, before libdevice and the NVPTX backend"},
     {"ptx", "PTX assembly: every phase kernel of every rule (what the CUDA driver loads)"},
 };
 
@@ -105,6 +109,23 @@ std::string CUDABackend::emit(ModuleOp loops, llvm::StringRef stage, const std::
   run(loops, [&](PassManager &pm) { buildGPUToNVVMPipeline(pm, arch_); }, "lowering to NVVM");
   if (stage == "nvvm")
     return print(loops);
+  if (stage == "nvvm-llvm") {
+    // What gpu-module-to-binary translates (the gpu.module) before it links libdevice and runs
+    // the NVPTX backend: the kernels' own code, which a CPU build of them (merge executables'
+    // --gpu-emulation, GpuKernelEmulation.cpp) starts from.
+    gpu::GPUModuleOp kernels;
+    loops.walk([&](gpu::GPUModuleOp m) { kernels = m; });
+    if (!kernels)
+      throw rt::RuntimeError("codegen (cuda): no gpu.module to translate");
+    llvm::LLVMContext ctx;
+    std::unique_ptr<llvm::Module> module = translateModuleToLLVMIR(kernels, ctx, "kernels");
+    if (!module)
+      throw rt::RuntimeError("codegen (cuda): translation of the kernels to LLVM IR failed");
+    std::string text;
+    llvm::raw_string_ostream os(text);
+    module->print(os, nullptr);
+    return text;
+  }
   if (stage != "ptx")
     throw rt::RuntimeError("codegen: the cuda target has no stage '" + stage.str() + "'");
   requestPreciseSqrt();

@@ -17,10 +17,12 @@ namespace mergec::cpu {
 /// description}]) and embedded. With `withDeviceKernels` (--device cuda), each kernel entry
 /// also carries "ptx": the GPU's module for those phases (the jit's gpuBackend), so the
 /// program runs on either device. `cpu`: compile for that CPU instead of the host
-/// (hostTargetMachine). Returns the object's bytes.
+/// (hostTargetMachine). `withGpuEmulation` (with device kernels; tests only): also the GPU
+/// kernels built for the host, for the mock CUDA driver (GpuKernelEmulation.h). Returns the
+/// object's bytes.
 std::string buildMergeObject(KernelJIT &jit,
                              const std::vector<std::vector<rt::KernelSignature>> &signatures,
                              nlohmann::json program, bool withDeviceKernels = false,
-                             const std::string &cpu = "");
+                             const std::string &cpu = "", bool withGpuEmulation = false);
 
 } // namespace mergec::cpu
