@@ -9,19 +9,59 @@
 // CHECK:       module attributes {gpu.container_module}
 // CHECK:       gpu.module @mergec_kernels
 
-// A map phase: four elements (256 apart) per iteration, every load and computation first
-// (copies past the chunk's end read its last element), then the stores (copies past the end
-// store nothing).
+// A map phase. When the chunk's start and both buffers are aligned to a 16-byte vector (4 f32;
+// every launch the runtime makes is), thread t takes elements cb + 4t .. cb + 4t + 3, then 1024
+// further, ...: one vector load of the input, the body four times, one vector store; threads
+// 0..r-1 take the chunk's last r < 4 elements one each.
 // CHECK-LABEL: gpu.func @rule_0(
 // CHECK-SAME:    %[[IN:[^:]*]]: memref<?xf32> {llvm.noalias}, %[[OUT:[^:]*]]: memref<?xf32> {llvm.noalias}, %[[BEGIN:[^:]*]]: index, %[[END:[^:]*]]: index,
 // CHECK-SAME:    kernel attributes {known_block_size = array<i32: 256, 1, 1>
-// CHECK-DAG:   %[[C256:.*]] = arith.constant 256 : index
 // CHECK-DAG:   %[[TID:.*]] = gpu.thread_id x
 // CHECK-DAG:   %[[BID:.*]] = gpu.block_id x
+// CHECK-DAG:   %[[C256:.*]] = arith.constant 256 : index
 // CHECK:       %[[OFF:.*]] = arith.muli %[[BID]], %[[K:.*]] : index
 // CHECK:       %[[CB:.*]] = arith.addi %[[BEGIN]], %[[OFF]] : index
 // CHECK:       %[[CE0:.*]] = arith.addi %[[CB]], %[[K]] : index
 // CHECK:       %[[CE:.*]] = arith.minsi %[[END]], %[[CE0]] : index
+// CHECK:       %[[C4:.*]] = arith.constant 4 : index
+// CHECK:       arith.remui %[[CB]], %[[C4]] : index
+// CHECK:       %[[PIN:.*]] = memref.extract_aligned_pointer_as_index %[[IN]]
+// CHECK:       %[[C16:.*]] = arith.constant 16 : index
+// CHECK:       arith.remui %[[PIN]], %[[C16]] : index
+// CHECK:       memref.extract_aligned_pointer_as_index %[[OUT]]
+// CHECK:       %[[ALIGNED:.*]] = arith.andi
+// CHECK:       scf.if %[[ALIGNED]] {
+// CHECK:         %[[COUNT:.*]] = arith.maxsi
+// CHECK:         %[[NV:.*]] = arith.divui %[[COUNT]], %[[C4]] : index
+// CHECK:         %[[WHOLE:.*]] = arith.muli %[[NV]], %[[C4]] : index
+// CHECK:         %[[VEND:.*]] = arith.addi %[[CB]], %[[WHOLE]] : index
+// CHECK:         %[[T4:.*]] = arith.muli %[[TID]], %[[C4]] : index
+// CHECK:         %[[VFIRST:.*]] = arith.addi %[[CB]], %[[T4]] : index
+// CHECK:         %[[VSTEP:.*]] = arith.muli %[[C256]], %[[C4]] : index
+// CHECK:         scf.for %[[V:.*]] = %[[VFIRST]] to %[[VEND]] step %[[VSTEP]] {
+// CHECK:           %[[W:.*]] = vector.load %[[IN]][%[[V]]] {alignment = 16 : i64} : memref<?xf32>, vector<4xf32>
+// CHECK:           %[[E0:.*]] = vector.extract %[[W]][0]
+// CHECK:           %[[E1:.*]] = vector.extract %[[W]][1]
+// CHECK:           %[[E2:.*]] = vector.extract %[[W]][2]
+// CHECK:           %[[E3:.*]] = vector.extract %[[W]][3]
+// CHECK:           %[[R0:.*]] = arith.mulf %[[E0]], %[[E0]]
+// CHECK:           %[[R1:.*]] = arith.mulf %[[E1]], %[[E1]]
+// CHECK:           %[[R2:.*]] = arith.mulf %[[E2]], %[[E2]]
+// CHECK:           %[[R3:.*]] = arith.mulf %[[E3]], %[[E3]]
+// CHECK:           %[[WR:.*]] = vector.from_elements %[[R0]], %[[R1]], %[[R2]], %[[R3]] : vector<4xf32>
+// CHECK:           vector.store %[[WR]], %[[OUT]][%[[V]]] {alignment = 16 : i64} : memref<?xf32>, vector<4xf32>
+// CHECK:         }
+// CHECK:         %[[TAIL:.*]] = arith.addi %[[VEND]], %[[TID]] : index
+// CHECK:         %[[INTAIL:.*]] = arith.cmpi slt, %[[TAIL]], %[[CE]] : index
+// CHECK:         scf.if %[[INTAIL]] {
+// CHECK:           %[[XT:.*]] = memref.load %[[IN]][%[[TAIL]]]
+// CHECK:           %[[YT:.*]] = arith.mulf %[[XT]], %[[XT]]
+// CHECK:           memref.store %[[YT]], %[[OUT]][%[[TAIL]]]
+// CHECK:         }
+// CHECK:       } else {
+// Otherwise (unaligned buffers): four elements (256 apart) per iteration, every load and
+// computation first (copies past the chunk's end read its last element), then the stores
+// (copies past the end store nothing).
 // CHECK:       %[[FIRST:.*]] = arith.addi %[[CB]], %[[TID]] : index
 // CHECK:       %[[S4:.*]] = arith.muli %[[C256]], %{{.*}} : index
 // CHECK:       %[[LAST:.*]] = arith.subi %[[CE]], %{{.*}} : index
@@ -119,6 +159,79 @@ func.func @rule_0_phase0(%a: memref<?xf32>, %res: memref<?xf64>, %begin: index, 
     %p1 = arith.addi %p0, %c1 : index
     memref.store %r#0, %res[%p0] : memref<?xf64>
     memref.store %r#1, %res[%p1] : memref<?xf64>
+    scf.reduce
+  }
+  return
+}
+
+// A bf16 map (16-bit buffers) with a per-row value read at i / cols: 8 elements per 16-byte
+// vector; only the accesses at the loop's index become vector ones, the row value is read per
+// element (its index computed from each element's own index).
+// CHECK-LABEL: gpu.func @rule_1(
+// CHECK-SAME:    %[[X:[^:]*]]: memref<?xi16> {llvm.noalias}, %[[ROW:[^:]*]]: memref<?xf32> {llvm.noalias}, %[[Y:[^:]*]]: memref<?xi16> {llvm.noalias}
+// CHECK:       %[[C8:.*]] = arith.constant 8 : index
+// CHECK:       memref.extract_aligned_pointer_as_index %[[X]]
+// CHECK-NOT:   memref.extract_aligned_pointer_as_index %[[ROW]]
+// CHECK:       memref.extract_aligned_pointer_as_index %[[Y]]
+// CHECK:       scf.for %[[V:.*]] =
+// CHECK:         %[[V7:.*]] = arith.addi %[[V]], %{{.*}} : index
+// CHECK:         %[[W:.*]] = vector.load %[[X]][%[[V]]] {alignment = 16 : i64} : memref<?xi16>, vector<8xi16>
+// CHECK-COUNT-8: vector.extract %[[W]]
+// CHECK:         %[[R0:.*]] = arith.divui %[[V]], %{{.*}} : index
+// CHECK:         memref.load %[[ROW]][%[[R0]]] : memref<?xf32>
+// CHECK:         %[[R7:.*]] = arith.divui %[[V7]], %{{.*}} : index
+// CHECK:         memref.load %[[ROW]][%[[R7]]] : memref<?xf32>
+// CHECK:         vector.from_elements {{.*}} : vector<8xi16>
+// CHECK:         vector.store %{{.*}}, %[[Y]][%[[V]]] {alignment = 16 : i64} : memref<?xi16>, vector<8xi16>
+// CHECK:       } else {
+func.func @rule_1(%x: memref<?xi16>, %row: memref<?xf32>, %y: memref<?xi16>, %begin: index,
+                  %end: index, %layer: f32, %nl: f32, %scalars: memref<?xf64>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %cols = arith.constant 257 : index
+  %k = arith.constant 65536 : index
+  %span = arith.subi %end, %begin : index
+  %chunks = arith.ceildivsi %span, %k : index
+  scf.parallel (%c) = (%c0) to (%chunks) step (%c1) {
+    %off = arith.muli %c, %k : index
+    %cb = arith.addi %begin, %off : index
+    %ce0 = arith.addi %cb, %k : index
+    %ce = arith.minsi %end, %ce0 : index
+    scf.for %i = %cb to %ce step %c1 {
+      %v = memref.load %x[%i] : memref<?xi16>
+      %r = arith.divui %i, %cols : index
+      %s = memref.load %row[%r] : memref<?xf32>
+      %si = arith.fptosi %s : f32 to i16
+      %o = arith.addi %v, %si : i16
+      memref.store %o, %y[%i] : memref<?xi16>
+    }
+    scf.reduce
+  }
+  return
+}
+
+// A buffer read and written in the same loop keeps the scalar loop alone (a vector store
+// after the vector load would change nothing here, but the pass does not reason about it).
+// CHECK-LABEL: gpu.func @rule_2(
+// CHECK-NOT:   vector.
+// CHECK:       gpu.return
+func.func @rule_2(%x: memref<?xf32>, %begin: index, %end: index, %layer: f32, %nl: f32,
+                  %scalars: memref<?xf64>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %k = arith.constant 65536 : index
+  %span = arith.subi %end, %begin : index
+  %chunks = arith.ceildivsi %span, %k : index
+  scf.parallel (%c) = (%c0) to (%chunks) step (%c1) {
+    %off = arith.muli %c, %k : index
+    %cb = arith.addi %begin, %off : index
+    %ce0 = arith.addi %cb, %k : index
+    %ce = arith.minsi %end, %ce0 : index
+    scf.for %i = %cb to %ce step %c1 {
+      %v = memref.load %x[%i] : memref<?xf32>
+      %w = arith.mulf %v, %v : f32
+      memref.store %w, %x[%i] : memref<?xf32>
+    }
     scf.reduce
   }
   return

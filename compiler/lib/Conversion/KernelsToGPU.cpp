@@ -7,6 +7,7 @@
 #include "mergec/Runtime/KernelABI.h"
 
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/SymbolTable.h"
@@ -66,6 +67,158 @@ void unrollStrided(scf::ForOp loop, Value stride) {
         b.clone(op, maps[k]);
   }
   loop.erase();
+}
+
+/// The widest access a thread of a map makes to one buffer, in bytes: 16 is the widest global
+/// load or store PTX has (ld.global.v4.b32), and a warp of them moves 512 contiguous bytes.
+constexpr int64_t kVectorBytes = 16;
+/// At most this many elements a vector (bf16: 8 elements are 16 bytes).
+constexpr int64_t kMaxVectorElements = 8;
+
+/// The accesses of a map's loop body that can become vector loads and stores: at the top level
+/// of the body, of a 1-D buffer with the identity layout, at exactly the loop's index.
+struct VectorAccesses {
+  SmallVector<memref::LoadOp> loads;
+  SmallVector<memref::StoreOp> stores;
+  int64_t elements = 0; ///< elements per vector; 0: the loop stays as it is
+};
+
+int64_t elementBytes(Type t) {
+  if (t.isIntOrFloat())
+    return std::max<int64_t>(t.getIntOrFloatBitWidth() / 8, 1);
+  return 0;
+}
+
+bool atIndex(Value memref, ValueRange indices, Value iv) {
+  auto type = dyn_cast<MemRefType>(memref.getType());
+  return type && type.getRank() == 1 && type.getLayout().isIdentity() && indices.size() == 1 &&
+         indices[0] == iv && elementBytes(type.getElementType()) > 0 &&
+         (type.getElementType().getIntOrFloatBitWidth() % 8) == 0;
+}
+
+VectorAccesses vectorAccesses(scf::ForOp loop) {
+  VectorAccesses found;
+  Value iv = loop.getInductionVar();
+  llvm::SmallPtrSet<Value, 8> loaded, stored;
+  int64_t widest = 0;
+  for (Operation &op : loop.getBody()->without_terminator()) {
+    if (auto load = dyn_cast<memref::LoadOp>(op); load && atIndex(load.getMemRef(), load.getIndices(), iv)) {
+      found.loads.push_back(load);
+      loaded.insert(load.getMemRef());
+      widest = std::max(widest, elementBytes(load.getType()));
+    } else if (auto store = dyn_cast<memref::StoreOp>(op);
+               store && atIndex(store.getMemRef(), store.getIndices(), iv)) {
+      found.stores.push_back(store);
+      stored.insert(store.getMemRef());
+      widest = std::max(widest, elementBytes(store.getValueToStore().getType()));
+    }
+  }
+  // A buffer both read and written in the loop would be read after the vector store moved:
+  // leave such loops alone (merge-lower-kernels makes none today).
+  for (Value m : stored)
+    if (loaded.contains(m))
+      return {};
+  // Any other access to a stored buffer (another index, a nested region) is left alone too.
+  for (Value m : stored)
+    for (Operation *user : m.getUsers())
+      if (loop->isProperAncestor(user) && !llvm::is_contained(found.stores, user))
+        return {};
+  if (found.loads.empty() && found.stores.empty())
+    return {};
+  found.elements = std::min(kMaxVectorElements, kVectorBytes / widest);
+  if (found.elements < 2)
+    return {};
+  return found;
+}
+
+/// A map's chunk loop (over [first, end) of its chunk, one element an iteration, before it is
+/// spread over the threads) with a vector path in front of it: when the chunk's first element
+/// and every vectorized buffer are aligned to a vector (cuMemAlloc gives 256-byte aligned
+/// buffers and chunks start at multiples of 65536, so every launch the runtime makes is),
+/// thread t handles the V consecutive elements at first + t V, first + (t + 256) V, ... with
+/// one V-wide load per input and one store per output (the body computed V times, element by
+/// element, in between), and threads 0..r-1 the chunk's last r < V elements one each;
+/// otherwise the loop as it is (the else branch). Same elements, same operations per element.
+void addVectorPath(scf::ForOp loop, const VectorAccesses &accesses, Value tid, Value block) {
+  OpBuilder b(loop);
+  Location loc = loop.getLoc();
+  int64_t v = accesses.elements;
+  Value first = loop.getLowerBound(), end = loop.getUpperBound(), iv = loop.getInductionVar();
+  Value vConst = arith::ConstantIndexOp::create(b, loc, v);
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  auto isZero = [&](Value x) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, x, zero).getResult();
+  };
+  Value aligned = isZero(arith::RemUIOp::create(b, loc, first, vConst));
+  llvm::SmallPtrSet<Value, 8> checked;
+  auto checkBuffer = [&](Value memref) {
+    if (!checked.insert(memref).second)
+      return;
+    int64_t bytes = v * elementBytes(cast<MemRefType>(memref.getType()).getElementType());
+    Value address = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
+    Value rem = arith::RemUIOp::create(b, loc, address, arith::ConstantIndexOp::create(b, loc, bytes));
+    aligned = arith::AndIOp::create(b, loc, aligned, isZero(rem));
+  };
+  for (memref::LoadOp load : accesses.loads)
+    checkBuffer(load.getMemRef());
+  for (memref::StoreOp store : accesses.stores)
+    checkBuffer(store.getMemRef());
+  auto choice = scf::IfOp::create(b, loc, aligned, /*withElseRegion=*/true);
+
+  // The vector path.
+  b.setInsertionPointToStart(choice.thenBlock());
+  Value count = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, end, first), zero);
+  Value whole = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, count, vConst), vConst);
+  Value vectorEnd = arith::AddIOp::create(b, loc, first, whole);
+  Value start = arith::AddIOp::create(b, loc, first, arith::MulIOp::create(b, loc, tid, vConst));
+  Value step = arith::MulIOp::create(b, loc, block, vConst);
+  auto vectors = scf::ForOp::create(b, loc, start, vectorEnd, step);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(vectors.getBody());
+    Value at = vectors.getInductionVar();
+    SmallVector<IRMapping> maps(v);
+    for (int64_t j = 0; j < v; ++j)
+      maps[j].map(iv, j == 0 ? at
+                             : arith::AddIOp::create(b, loc, at, arith::ConstantIndexOp::create(b, loc, j))
+                                   .getResult());
+    for (memref::LoadOp load : accesses.loads) {
+      auto type = VectorType::get({v}, load.getType());
+      int64_t bytes = v * elementBytes(load.getType());
+      Value wide = vector::LoadOp::create(b, loc, type, load.getMemRef(), ValueRange{at},
+                                          /*nontemporal=*/false, llvm::MaybeAlign(bytes));
+      for (int64_t j = 0; j < v; ++j)
+        maps[j].map(load.getResult(), vector::ExtractOp::create(b, loc, wide, ArrayRef<int64_t>{j}));
+    }
+    for (int64_t j = 0; j < v; ++j)
+      for (Operation &op : loop.getBody()->without_terminator())
+        if (!llvm::is_contained(accesses.loads, &op) && !llvm::is_contained(accesses.stores, &op))
+          b.clone(op, maps[j]);
+    for (memref::StoreOp store : accesses.stores) {
+      SmallVector<Value> values;
+      for (int64_t j = 0; j < v; ++j)
+        values.push_back(maps[j].lookupOrDefault(store.getValueToStore()));
+      auto type = VectorType::get({v}, store.getValueToStore().getType());
+      Value wide = vector::FromElementsOp::create(b, loc, type, values);
+      int64_t bytes = v * elementBytes(store.getValueToStore().getType());
+      vector::StoreOp::create(b, loc, wide, store.getMemRef(), ValueRange{at},
+                              /*nontemporal=*/false, llvm::MaybeAlign(bytes));
+    }
+  }
+  // The chunk's last (end - first) mod V elements: thread t takes vectorEnd + t.
+  Value tail = arith::AddIOp::create(b, loc, vectorEnd, tid);
+  auto inTail = scf::IfOp::create(b, loc, arith::CmpIOp::create(b, loc, arith::CmpIPredicate::slt, tail, end),
+                                  /*withElseRegion=*/false);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(inTail.thenBlock());
+    IRMapping map;
+    map.map(iv, tail);
+    for (Operation &op : loop.getBody()->without_terminator())
+      b.clone(op, map);
+  }
+  // Otherwise the loop as it was.
+  loop->moveBefore(choice.elseBlock()->getTerminator());
 }
 
 /// The phase's loop nest (merge-lower-kernels): the scf.parallel over chunks directly in the
@@ -181,6 +334,9 @@ struct ConvertKernelsToGPUPass
     chunkBody->getTerminator()->erase();
     chunks->getBlock()->getOperations().splice(Block::iterator(chunks), chunkBody->getOperations());
     chunks.erase();
+    if (!reduction)
+      if (VectorAccesses accesses = vectorAccesses(loop); accesses.elements)
+        addVectorPath(loop, accesses, tid, block);
     b.setInsertionPoint(loop);
     loop.getLowerBoundMutable().assign(
         arith::AddIOp::create(b, loc, loop.getLowerBound(), tid).getResult());

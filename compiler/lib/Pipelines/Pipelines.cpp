@@ -17,6 +17,7 @@
 #include "mlir/Conversion/MemRefToLLVM/MemRefToLLVM.h"
 #include "mlir/Conversion/NVVMToLLVM/NVVMToLLVM.h"
 #include "mlir/Conversion/UBToLLVM/UBToLLVM.h"
+#include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVM.h"
 #include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/GPU/Transforms/Passes.h"
@@ -106,7 +107,8 @@ void mergec::buildNVVMToPTXPipeline(OpPassManager &pm, const std::string &toolki
 void mergec::registerAllDialects(DialectRegistry &registry) {
   registry.insert<merge::MergeDialect, func::FuncDialect, arith::ArithDialect, scf::SCFDialect,
                   memref::MemRefDialect, cf::ControlFlowDialect, LLVM::LLVMDialect,
-                  math::MathDialect, gpu::GPUDialect, NVVM::NVVMDialect>();
+                  math::MathDialect, gpu::GPUDialect, NVVM::NVVMDialect,
+                  vector::VectorDialect>();
   registerBuiltinDialectTranslation(registry);
   registerLLVMDialectTranslation(registry);
   // The CUDA target: convert-gpu-to-nvvm takes the patterns of every dialect in a kernel from
@@ -119,6 +121,7 @@ void mergec::registerAllDialects(DialectRegistry &registry) {
   registerConvertMemRefToLLVMInterface(registry);
   registerConvertNVVMToLLVMInterface(registry);
   ub::registerConvertUBToLLVMInterface(registry);
+  vector::registerConvertVectorToLLVMInterface(registry);
   NVVM::registerNVVMTargetInterfaceExternalModels(registry);
   registerGPUDialectTranslation(registry);
   registerNVVMDialectTranslation(registry);

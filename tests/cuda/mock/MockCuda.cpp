@@ -127,6 +127,16 @@ Emulation emulation() {
   return mode;
 }
 
+/// MERGEC_MOCK_CUDA_MISALIGN=BYTES: device memory starts BYTES past a 256-byte boundary instead
+/// of on one (the real driver's alignment), so kernels' paths for unaligned buffers run.
+size_t misalignment() {
+  static size_t bytes = [] {
+    const char *v = std::getenv("MERGEC_MOCK_CUDA_MISALIGN");
+    return v && *v ? static_cast<size_t>(std::strtoul(v, nullptr, 0)) % 256 : size_t{0};
+  }();
+  return bytes;
+}
+
 uint64_t totalMemory() {
   static uint64_t bytes = [] {
     const char *v = std::getenv("MERGEC_MOCK_CUDA_MEMORY");
@@ -162,6 +172,7 @@ struct Block {
   uintptr_t base;
   size_t size;
   MemKind kind;
+  uintptr_t storage = 0; ///< what std::free takes (base, unless MERGEC_MOCK_CUDA_MISALIGN moved it)
 };
 std::map<uintptr_t, Block> blocks;    // live, by base
 std::deque<Block> freedBlocks;        // the last few thousand freed (for messages)
@@ -1081,7 +1092,7 @@ CUresult freeBlock(const char *api, uintptr_t p, MemKind kind) {
   if (kind == MemKind::Device)
     deviceBytes -= b.size;
   if (kind != MemKind::Registered)
-    std::free(reinterpret_cast<void *>(b.base));
+    std::free(reinterpret_cast<void *>(b.storage ? b.storage : b.base));
   return CUDA_SUCCESS;
 }
 
@@ -1198,7 +1209,7 @@ MOCK_API cuDevicePrimaryCtxRelease(CUdevice device) {
         freedBlocks.push_back(it->second);
         if (freedBlocks.size() > 4096)
           freedBlocks.pop_front();
-        std::free(reinterpret_cast<void *>(it->first));
+        std::free(reinterpret_cast<void *>(it->second.storage ? it->second.storage : it->first));
         it = blocks.erase(it);
       }
       deviceBytes = 0;
@@ -1260,12 +1271,15 @@ MOCK_API cuMemAlloc(CUdeviceptr *dptr, size_t bytes) {
       return FAIL(CUDA_ERROR_INVALID_VALUE, "cuMemAlloc(%zu bytes): invalid", bytes);
     if (deviceBytes + bytes > totalMemory())
       return CUDA_ERROR_OUT_OF_MEMORY;
-    void *p = std::aligned_alloc(256, (bytes + kRedzone + 255) / 256 * 256);
-    if (!p)
+    size_t shift = misalignment();
+    void *storage = std::aligned_alloc(256, (shift + bytes + kRedzone + 255) / 256 * 256);
+    if (!storage)
       return CUDA_ERROR_OUT_OF_MEMORY;
+    void *p = static_cast<char *>(storage) + shift;
     std::memset(p, 0xA5, bytes); // never zeros: uninitialised reads show
     std::memset(static_cast<char *>(p) + bytes, kRedzoneByte, kRedzone);
-    blocks[reinterpret_cast<uintptr_t>(p)] = {reinterpret_cast<uintptr_t>(p), bytes, MemKind::Device};
+    blocks[reinterpret_cast<uintptr_t>(p)] = {reinterpret_cast<uintptr_t>(p), bytes, MemKind::Device,
+                                              reinterpret_cast<uintptr_t>(storage)};
     deviceBytes += bytes;
     *dptr = reinterpret_cast<CUdeviceptr>(p);
     return CUDA_SUCCESS;

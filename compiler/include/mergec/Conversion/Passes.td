@@ -56,7 +56,8 @@ def MergeConvertKernelsToGPU : Pass<"merge-convert-kernels-to-gpu", "mlir::Modul
       chunks in chunk order exactly as for the CPU.
   }];
   let dependentDialects = ["mlir::gpu::GPUDialect", "mlir::arith::ArithDialect",
-                           "mlir::scf::SCFDialect", "mlir::memref::MemRefDialect"];
+                           "mlir::scf::SCFDialect", "mlir::memref::MemRefDialect",
+                           "mlir::vector::VectorDialect"];
 }
 
 def MergeTileReductions : Pass<"merge-tile-reductions", "mlir::ModuleOp"> {
