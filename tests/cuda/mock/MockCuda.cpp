@@ -38,27 +38,37 @@
 //  - launches: dimensions, dynamic shared memory (48 KiB unless cuFuncSetAttribute raised
 //    it), kernelParams (copied at the call, as the driver does), `extra` null; then the kernel
 //    runs on the CPU when its stream gets to it:
-//      * mergec phase kernels (mergec_<function>__<tag>): the CPU twin of the same symbol from
-//        the executable's mergec_kernel_table (merge executables export it), called with the
-//        same packed arguments; a reduction (its PTX declares .shared memory) once per block,
-//        block c over elements [begin + c * 65536, ...) writing its partials at result[c * m];
-//        every descriptor's aligned pointer must be device memory;
+//      * mergec phase kernels (mergec_<function>__<tag>), every descriptor's aligned pointer
+//        checked to be device memory first: the GPU kernel itself built for the host when
+//        the executable carries it (`mergec compile --gpu-emulation`: its
+//        mergec_gpu_emulation_table; GpuKernelEmulation.h), every thread of every block a
+//        fiber as for the selection kernels, its NVVM intrinsics and libdevice calls answered
+//        by resolveEmulated below; else the CPU twin of the same symbol from the
+//        executable's mergec_kernel_table (merge executables export it), called with the same
+//        packed arguments, a reduction (its PTX declares .shared memory) once per block, block
+//        c over elements [begin + c * 65536, ...) writing its partials at result[c * m];
 //      * SelectionKernels.cu's kernels: the same source compiled for the CPU (MockSelection.cpp,
 //        CudaEmulation.h), each block's threads as fibers;
 //      * tests/cuda/CudaDeviceTest.cpp's hand-written PTX kernels (add_scaled, block_ids), in
 //        C++ below;
 //      * anything else: CUDA_ERROR_NOT_FOUND at the launch, with a message.
-//    A kernel failing while it runs (bad pointer, emulation deadlock) is a sticky error:
+//    After every kernel, the 4 KiB redzone behind each device block must be intact (a kernel
+//    storing past a buffer's end fails there). A kernel failing while it runs (bad pointer,
+//    emulation deadlock, a redzone written) is a sticky error:
 //    CUDA_ERROR_ILLEGAL_ADDRESS / CUDA_ERROR_LAUNCH_FAILED from then on, like the driver's.
 //  - misuse reported: unknown or destroyed handles, pointers outside live allocations, use of
 //    freed memory, pending operations on memory being freed, a stream destroyed with pending
 //    work, no current context, a wrong number of kernel parameters, calls before cuInit.
 //
 // Knobs: MERGEC_MOCK_CUDA_LOG=1 logs every call on stderr; MERGEC_MOCK_CUDA_NO_DEVICE=1 makes
-// cuDeviceGetCount report 0 devices; MERGEC_MOCK_CUDA_MEMORY=BYTES sets the device's memory.
+// cuDeviceGetCount report 0 devices; MERGEC_MOCK_CUDA_MEMORY=BYTES sets the device's memory;
+// MERGEC_MOCK_CUDA_EMULATE=1 requires the phase kernels' host builds (=0: the CPU twins even
+// when the executable has them); MERGEC_MOCK_CUDA_MISALIGN=BYTES starts device blocks BYTES
+// past a 256-byte boundary (the driver's alignment), so kernels' unaligned paths run.
 //
 // It cannot check real concurrency (everything runs under one lock, in an order that is one
-// legal schedule among many) nor the PTX itself (the CPU twins run instead).
+// legal schedule among many) nor the PTX itself (the emulation runs the LLVM IR the NVPTX
+// backend would compile, with libm for libdevice).
 #include <cuda.h>
 
 #include <dlfcn.h>

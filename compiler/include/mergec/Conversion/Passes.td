@@ -47,9 +47,14 @@ def MergeConvertKernelsToGPU : Pass<"merge-convert-kernels-to-gpu", "mlir::Modul
     per chunk) and the chunk's loop is spread over its threads, thread t taking elements
     t, t + blockDim, ... of the chunk in order.
 
-    - a loop without results (map, select and row-key phases) handles four elements per
-      iteration, all loads first and the stores after, so each thread has four loads per input
-      in flight;
+    - a loop without results (map, select and row-key phases) gets a vector path: when the
+      chunk's start and every buffer accessed at the loop's index are aligned to a 16-byte
+      vector (cuMemAlloc's blocks and the runtime's 256-byte packing make every launch so),
+      thread t handles the V consecutive elements at start + t V, start + (t + 256) V, ...
+      (V = 16 bytes / the widest such element: 8 bf16, 4 f32) with one vector load per input
+      and one vector store per output, and threads 0..r-1 the chunk's last r < V elements;
+      otherwise (the else branch) four elements 256 apart per iteration, all loads first and
+      the stores after, so each thread has four loads per input in flight;
     - a reduction loop (f64 accumulators): the block combines its threads' partials in a fixed
       tree in workgroup memory (no atomics: the same bits every run), and thread 0 stores chunk
       b's partial j where the loop nest put it, result[b * m + j]; the runtime combines the
