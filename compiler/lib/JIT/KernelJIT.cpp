@@ -1,5 +1,6 @@
 //===- KernelJIT.cpp - compile rules per dtype signature, through the cache ---===//
 #include "mergec/JIT/KernelJIT.h"
+#include "mergec/JIT/GpuEmulation.h"
 #include "mergec/Dialect/Merge/IR/MergeDialect.h"
 #include "mergec/Dialect/Merge/IR/PhaseLayout.h"
 #include "mergec/Dialect/Merge/Transforms/Passes.h"
@@ -356,6 +357,12 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
         },
         [&] { return gpu.emit(*loops, gpu.binaryStage(), signature.tag()); }, "compiled to PTX");
     compiled.deviceImage = std::make_shared<const std::string>(std::move(ptx));
+    if (gpuEmulationRequested()) { // tests only: the mock driver runs these (GpuEmulation.h)
+      if (!loader_)
+        loader_ = std::make_unique<ObjectLoader>();
+      OwningOpRef<ModuleOp> again = lower(rule, signature);
+      registerGpuEmulation(*loader_, gpu.emit(*again, "nvvm-llvm", signature.tag()));
+    }
     compiled.paramValues = rt::bindParams(compiled.params, options_.params);
     return compiled_[memo] = compiled;
   }

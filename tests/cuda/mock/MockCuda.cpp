@@ -296,6 +296,7 @@ struct Op {
   int twin = -1; // what runs it (Launch kinds below)
   void (*cpu)(void **) = nullptr;
   void (*emulated)(void **) = nullptr; // the GPU kernel built for the host (--gpu-emulation)
+  void **resolver = nullptr;           // the pointer its stubs call through
   // Record / Wait
   Event *event = nullptr;
   Stream *other = nullptr;
@@ -356,14 +357,21 @@ void (*findCpuKernel(const std::string &name))(void **) {
 // NVPTX backend compiles), run with every thread of a block as a fiber. Its NVVM intrinsics
 // and libdevice calls come here by name, through the resolver below.
 
-void (*findEmulatedKernel(const std::string &name))(void **) {
+/// The host build of kernel `name`, and in `resolver` the pointer its stubs call through:
+/// from a merge executable's table (`mergec compile --gpu-emulation`), else from mergec's JIT
+/// (`MERGEC_GPU_EMULATION=1 mergec run`: mergec_gpu_emulation_find).
+void (*findEmulatedKernel(const std::string &name, void ***resolver))(void **) {
   auto *table = static_cast<const KernelEntry *>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_table"));
   auto *count = static_cast<const uint64_t *>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_count"));
-  if (!table || !count)
-    return nullptr;
-  for (uint64_t i = 0; i < *count; ++i)
-    if (name == table[i].symbol)
-      return table[i].fn;
+  if (table && count)
+    for (uint64_t i = 0; i < *count; ++i)
+      if (name == table[i].symbol) {
+        *resolver = static_cast<void **>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_resolve"));
+        return table[i].fn;
+      }
+  using Find = void (*(*)(const char *, void ***))(void **);
+  if (auto find = reinterpret_cast<Find>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_find")))
+    return find(name.c_str(), resolver);
   return nullptr;
 }
 
@@ -448,12 +456,7 @@ void *resolveEmulated(const char *name) {
   return (void *)&emuMissing;
 }
 
-/// Points the executable's resolver (if it has one) at resolveEmulated.
-void installResolver() {
-  if (auto *slot = static_cast<void *(**)(const char *)>(
-          ::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_resolve")))
-    *slot = &resolveEmulated;
-}
+
 
 const std::set<std::string> &selectionKernels() {
   static const std::set<std::string> names = {"mergec_sel_hist",    "mergec_sel_hist16",
@@ -504,7 +507,7 @@ std::string runKernel(Op &op) {
     if (op.emulated) {
       // The GPU kernel itself, every thread of every block (it finds its chunk and elements
       // from the block and thread indices, as on the GPU).
-      installResolver();
+      *op.resolver = reinterpret_cast<void *>(&resolveEmulated);
       if (!emu::launch(op.grid, op.block, [&] { op.emulated(args.data()); }))
         return "kernel " + name + " (emulated): " + emu::failure;
       return "";
@@ -1554,16 +1557,22 @@ MOCK_API cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     } else if (fn->name.rfind("mergec_", 0) == 0 && fn->name.find("__") != std::string::npos) {
       op.twin = TwinMergec;
       op.cpu = findCpuKernel(fn->name);
-      op.emulated = emulation() == Emulation::Off ? nullptr : findEmulatedKernel(fn->name);
+      op.emulated =
+          emulation() == Emulation::Off ? nullptr : findEmulatedKernel(fn->name, &op.resolver);
+      if (op.emulated && !op.resolver)
+        return FAIL(CUDA_ERROR_NOT_FOUND, "cuLaunchKernel(%s): the kernel's host build has no "
+                    "resolver (mergec_gpu_emulation_resolve)", name);
       if (!op.emulated && emulation() == Emulation::Required)
         return FAIL(CUDA_ERROR_NOT_FOUND,
-                    "cuLaunchKernel(%s): MERGEC_MOCK_CUDA_EMULATE=1 but the executable has no "
-                    "host build of this kernel (compile it with --gpu-emulation)", name);
-      if (!op.cpu)
+                    "cuLaunchKernel(%s): MERGEC_MOCK_CUDA_EMULATE=1 but there is no host build of "
+                    "this kernel (compile the executable with --gpu-emulation, or run mergec "
+                    "with MERGEC_GPU_EMULATION=1)", name);
+      if (!op.cpu && !op.emulated)
         return FAIL(CUDA_ERROR_NOT_FOUND,
                     "cuLaunchKernel(%s): no CPU twin: the executable exports no "
                     "mergec_kernel_table entry of that name (the mock runs merge executables "
-                    "built with `mergec compile --emit=exe --device cuda`)", name);
+                    "built with `mergec compile --emit=exe --device cuda`, or mergec itself "
+                    "with MERGEC_GPU_EMULATION=1)", name);
       if (count < 14 || (count - 14) % 5)
         return FAIL(CUDA_ERROR_INVALID_VALUE, "cuLaunchKernel(%s): %zu parameters is not the "
                     "packed ABI's 5k + 14 (KernelABI.h)", name, count);
