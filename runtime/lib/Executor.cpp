@@ -40,6 +40,7 @@
 #include <future>
 #include <fstream>
 #include <map>
+#include <set>
 #include <mutex>
 #include <sys/mman.h>
 #include <thread>
@@ -1208,6 +1209,8 @@ void checkDeviceMemory(const MergePlan &plan, KernelSource &kernels, Device &dev
     for (const TensorInfo *t : item.inputs)
       dtypes.push_back(t->dtype);
     CompiledRule rule = kernels.kernel(item.rule, dtypes, item.outDType);
+    if (rule.hasMatrixPhase())
+      continue; // computed on the host (executeMerge), in host memory
     if (!rule.deviceImage)
       throw RuntimeError("tensor '" + item.base->name + "': rule " + std::to_string(item.rule + 1) +
                          " has no kernels for --device " +
@@ -1270,6 +1273,27 @@ void checkDeviceMemory(const MergePlan &plan, KernelSource &kernels, Device &dev
                   " bytes: " + parts + "), " + against);
 }
 
+/// Where a rule's kernels run: the run's device, except that a rule with linear algebra (a
+/// matrix phase: a host program of BLAS and LAPACK calls; cuBLAS and cuSOLVER are not wired
+/// in) runs on the host under a GPU too, all its phases, with the host's kernels.
+class DeviceFor {
+public:
+  DeviceFor(Device &device, ThreadPool &pool) : device_(device), pool_(pool) {}
+  Device &operator()(const CompiledRule &rule) {
+    if (device_.hostResident() || !rule.hasMatrixPhase())
+      return device_;
+    if (!host_)
+      host_ = std::make_unique<HostDevice>(pool_);
+    return *host_;
+  }
+  Device &device() { return device_; }
+
+private:
+  Device &device_;
+  ThreadPool &pool_;
+  std::unique_ptr<HostDevice> host_;
+};
+
 /// Streams plan `items`, in order, through `fn(i, inputs)`: the inputs of plan item i where the
 /// kernels read them (its mappings on the CPU, device memory through a DevicePipeline).
 template <typename Fn>
@@ -1319,18 +1343,22 @@ struct Share {
 /// processes each streams only its own tensors and ModelScope::combineRound() makes the result
 /// every tensor's, as one process would have it.
 std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &kernels,
-                                               Device &device, LoraDeltas &deltas, bool quiet,
+                                               DeviceFor &devices, LoraDeltas &deltas, bool quiet,
                                                Communicator *comm, const Share &share) {
   std::map<size_t, ModelScope> scopes;
+  std::map<size_t, Device *> ruleDevice;
   for (const MergePlan::Item &item : plan.items) {
     if (item.copy || scopes.count(item.rule))
       continue;
     ItemInputs in(item);
     CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
-    if (compiled.hasModelScope())
+    if (compiled.hasModelScope()) {
       scopes.emplace(item.rule, ModelScope(compiled));
+      ruleDevice[item.rule] = &devices(compiled);
+    }
   }
   for (auto &[rule, scope] : scopes) {
+    Device &device = *ruleDevice.at(rule);
     Share all{std::vector<bool>(plan.items.size(), true), share.owner};
     std::vector<size_t> every = all.of(plan, rule), mine = share.of(plan, rule);
     // A sample's keys and bands are the host's, and one process's: several combine counts.
@@ -1369,7 +1397,7 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
 /// are summed over the ranks (integers). Returns, for each of this process's tensors of such a
 /// rule, the scope's merge state before it.
 std::map<size_t, std::vector<int64_t>> tieQuotas(MergePlan &plan, KernelSource &kernels,
-                                                 Device &device, LoraDeltas &deltas,
+                                                 DeviceFor &devices, LoraDeltas &deltas,
                                                  Communicator &comm,
                                                  const Share &share,
                                                  std::map<size_t, ModelScope> &scopes) {
@@ -1379,6 +1407,16 @@ std::map<size_t, std::vector<int64_t>> tieQuotas(MergePlan &plan, KernelSource &
     size_t width = scope.mergeState().size();
     if (!width)
       continue;
+    Device *ruleDevice = nullptr;
+    for (const MergePlan::Item &item : plan.items)
+      if (item.rule == rule && !item.copy) {
+        ItemInputs in(item);
+        ruleDevice = &devices(kernels.kernel(item.rule, in.dtypes, item.outDType));
+        break;
+      }
+    if (!ruleDevice)
+      continue;
+    Device &device = *ruleDevice;
     Share all{std::vector<bool>(plan.items.size(), true), share.owner};
     std::vector<size_t> every = all.of(plan, rule);
     std::map<size_t, size_t> position;
@@ -1639,6 +1677,7 @@ RunStats extractAdapter(MergePlan &plan, KernelSource &kernels, const RunOptions
   ThreadPool pool(options.threads);
   std::unique_ptr<Device> devicePtr = createDevice(options, pool);
   Device &device = *devicePtr;
+  DeviceFor devices(device, pool);
   std::vector<const TensorInfo *> tensors;
   for (const MergePlan::Item &item : plan.items)
     tensors.push_back(item.base);
@@ -1652,7 +1691,7 @@ RunStats extractAdapter(MergePlan &plan, KernelSource &kernels, const RunOptions
   LoraDeltas deltas;
   waitForTestHook();
   std::map<size_t, ModelScope> scopes =
-      analyzeModelScope(plan, kernels, device, deltas, options.quiet, nullptr, all);
+      analyzeModelScope(plan, kernels, devices, deltas, options.quiet, nullptr, all);
   for (auto &[rule, scope] : scopes)
     scope.beginMerge();
   std::vector<float> merged;
@@ -1954,6 +1993,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   ThreadPool pool(options.threads);
   std::unique_ptr<Device> devicePtr = createDevice(options, pool);
   Device &device = *devicePtr;
+  DeviceFor devices(device, pool);
   // Before the first file is created: a merge that cannot fit the GPU stops here.
   if (!device.hostResident())
     checkDeviceMemory(plan, kernels, device, options);
@@ -2072,10 +2112,10 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   waitForTestHook();
   LoraDeltas deltas;
   std::map<size_t, ModelScope> scopes =
-      analyzeModelScope(plan, kernels, device, deltas, options.quiet || !leader, comm, share);
+      analyzeModelScope(plan, kernels, devices, deltas, options.quiet || !leader, comm, share);
   std::map<size_t, std::vector<int64_t>> quotas;
   if (comm)
-    quotas = tieQuotas(plan, kernels, device, deltas, *comm, share, scopes);
+    quotas = tieQuotas(plan, kernels, devices, deltas, *comm, share, scopes);
   // Several processes: a tensor's model-scope top-k starts with the quotas of those before it.
   auto restoreQuotas = [&](size_t i) {
     if (auto q = quotas.find(i); q != quotas.end())
@@ -2102,6 +2142,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   if (resumeFrom)
     progress.update(resumeFrom, 0);
   size_t computedTensors = 0;
+  size_t hostTensors = 0; ///< of those, computed on the host under a GPU (DeviceFor)
   // A computed tensor's output was checked: NaN or inf its inputs did not bring is an error
   // under --strict, else remembered for the warning (and the journal).
   auto reportNonFinite = [&](const MergePlan::Item &item, const NonFiniteCheck &check) {
@@ -2133,11 +2174,85 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
       async.push(std::move(job));
       progress.update(++progressDone, stats.bytesRead);
     };
+    // An item computed on the host, its output streamed to the writer in windows: every item
+    // when the run's device is the host, and under a GPU those of rules with linear algebra
+    // (DeviceFor), `on` then being the host device their kernels run on.
+    auto computeOnHost = [&](size_t i, Device &on) {
+      MergePlan::Item &item = plan.items[i];
+      ItemInputs in(item);
+      deltas.fill(item, in);
+      CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
+      auto scope = scopes.find(item.rule);
+      restoreQuotas(i);
+      NonFiniteCheck check(item.outDType, nullptr, in);
+      int64_t n = item.base->numel();
+      size_t elementBytes = dtypeSize(item.outDType);
+      // A rule of one map phase reads each input element once, in that window: its pages can
+      // go as soon as the window is computed. Earlier phases read the whole tensor, and a
+      // LoRA input (or a bundle member's reconstructed tensor) is a buffer rather than a
+      // mapping: those are released after it.
+      bool releaseEachWindow = compiled.phases.size() == 1 && item.loras.empty() &&
+                               item.reconstructed.empty();
+      // The window being computed, and the tensor's last one, held back until the tensor's
+      // NaN/inf verdict and model-scope state are known: the journal entry goes with it, and
+      // under --strict a tensor that fails never gets one.
+      AsyncWriter::Job window{i, nullptr, 0}, last{i, nullptr, 0};
+      MapWindows windows{
+          kWindowElements, elementBytes,
+          [&](int64_t begin, int64_t end) {
+            uint64_t nbytes = static_cast<uint64_t>(end - begin) * elementBytes;
+            window = AsyncWriter::Job{i, nullptr, nbytes};
+            window.buffer = async.recycle(window.nbytes);
+            window.data = window.buffer.data();
+            check.window(window.data, begin);
+            return window.buffer.data();
+          },
+          [&](int64_t begin, int64_t end) {
+            if (releaseEachWindow)
+              for (const TensorInfo *t : item.inputs) {
+                uint64_t size = dtypeSize(t->dtype);
+                t->file->release(*t, static_cast<uint64_t>(begin) * size,
+                                 static_cast<uint64_t>(end) * size);
+              }
+            if (end == n) {
+              last = std::move(window);
+              return;
+            }
+            window.last = false;
+            async.push(std::move(window));
+          }};
+      runRule(on, compiled, in.data, nullptr, *item.base, static_cast<float>(item.layer),
+              static_cast<float>(plan.numLayers),
+              scope == scopes.end() ? nullptr : &scope->second, false, check.hook(), nullptr,
+              &windows);
+      last.nonFinite = reportNonFinite(item, check);
+      last.scope = scopeState(item);
+      ++computedTensors;
+      releaseInputs(item);
+      submit(item, std::move(last));
+    };
     if (!device.hostResident()) {
+      // The pipeline's items; a rule with linear algebra computes on the host (DeviceFor).
       std::vector<size_t> computed;
-      for (size_t i = resumeFrom; i < plan.items.size(); ++i)
-        if (!plan.items[i].copy && share.mine[i])
+      std::vector<bool> onHost(plan.items.size(), false);
+      for (size_t i = resumeFrom; i < plan.items.size(); ++i) {
+        const MergePlan::Item &item = plan.items[i];
+        if (item.copy || !share.mine[i])
+          continue;
+        ItemInputs in(item);
+        if (kernels.kernel(item.rule, in.dtypes, item.outDType).hasMatrixPhase())
+          onHost[i] = true;
+        else
           computed.push_back(i);
+      }
+      if (!options.quiet && leader) {
+        std::set<size_t> hostRules;
+        for (size_t i = 0; i < plan.items.size(); ++i)
+          if (onHost[i] && hostRules.insert(plan.items[i].rule).second)
+            events().note("rule " + std::to_string(plan.items[i].rule + 1) +
+                          " has linear algebra, which has no GPU kernels yet: its tensors are "
+                          "computed on the CPU");
+      }
       DevicePipeline pipe(device, plan, computed, /*outputs=*/true);
       // The item whose output is on its way down while the next one computes, and its rule's
       // model-scope state after it (the next item's kernels have moved the scope on since).
@@ -2175,7 +2290,8 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         MergePlan::Item &item = plan.items[i];
         if (!share.mine[i])
           continue;
-        if (i + 1 < plan.items.size() && plan.items[i + 1].copy && share.mine[i + 1])
+        if (i + 1 < plan.items.size() && (plan.items[i + 1].copy || onHost[i + 1]) &&
+            share.mine[i + 1])
           prefetchInputs(plan.items[i + 1]);
         if (item.copy) {
           // Written in plan order: the computed tensor before it first.
@@ -2184,6 +2300,14 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
           AsyncWriter::Job job{i, item.inputs[0]->data, specs[i].nbytes()};
           job.release = item.inputs;
           submit(item, std::move(job));
+          continue;
+        }
+        if (onHost[i]) {
+          finishPending();
+          checkInputs(item);
+          ItemInputs in(item);
+          computeOnHost(i, devices(kernels.kernel(item.rule, in.dtypes, item.outDType)));
+          ++hostTensors;
           continue;
         }
         std::vector<const void *> inputs = pipe.upload(k);
@@ -2222,57 +2346,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
           submit(item, std::move(job));
           continue;
         }
-        ItemInputs in(item);
-        deltas.fill(item, in);
-        CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
-        auto scope = scopes.find(item.rule);
-        restoreQuotas(i);
-        NonFiniteCheck check(item.outDType, nullptr, in);
-        int64_t n = item.base->numel();
-        size_t elementBytes = dtypeSize(item.outDType);
-        // A rule of one map phase reads each input element once, in that window: its pages can
-        // go as soon as the window is computed. Earlier phases read the whole tensor, and a
-        // LoRA input (or a bundle member's reconstructed tensor) is a buffer rather than a
-        // mapping: those are released after it.
-        bool releaseEachWindow = compiled.phases.size() == 1 && item.loras.empty() &&
-                                 item.reconstructed.empty();
-        // The window being computed, and the tensor's last one, held back until the tensor's
-        // NaN/inf verdict and model-scope state are known: the journal entry goes with it, and
-        // under --strict a tensor that fails never gets one.
-        AsyncWriter::Job window{i, nullptr, 0}, last{i, nullptr, 0};
-        MapWindows windows{
-            kWindowElements, elementBytes,
-            [&](int64_t begin, int64_t end) {
-              uint64_t nbytes = static_cast<uint64_t>(end - begin) * elementBytes;
-              window = AsyncWriter::Job{i, nullptr, nbytes};
-              window.buffer = async.recycle(window.nbytes);
-              window.data = window.buffer.data();
-              check.window(window.data, begin);
-              return window.buffer.data();
-            },
-            [&](int64_t begin, int64_t end) {
-              if (releaseEachWindow)
-                for (const TensorInfo *t : item.inputs) {
-                  uint64_t size = dtypeSize(t->dtype);
-                  t->file->release(*t, static_cast<uint64_t>(begin) * size,
-                                   static_cast<uint64_t>(end) * size);
-                }
-              if (end == n) {
-                last = std::move(window);
-                return;
-              }
-              window.last = false;
-              async.push(std::move(window));
-            }};
-        runRule(device, compiled, in.data, nullptr, *item.base, static_cast<float>(item.layer),
-                static_cast<float>(plan.numLayers),
-                scope == scopes.end() ? nullptr : &scope->second, false, check.hook(), nullptr,
-                &windows);
-        last.nonFinite = reportNonFinite(item, check);
-        last.scope = scopeState(item);
-        ++computedTensors;
-        releaseInputs(item);
-        submit(item, std::move(last));
+        computeOnHost(i, device);
       }
     }
     async.close();
@@ -2303,7 +2377,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
       stats.bytesWritten = outputBytes;
       stats.tensors = plan.items.size();
       if (options.verbose)
-        if (std::string line = device.summary(computedTensors); !line.empty())
+        if (std::string line = device.summary(computedTensors - hostTensors); !line.empty())
           events().info(rankPrefix(comm) + line);
       return stats;
     }
@@ -2341,7 +2415,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
   progress.finish(stats.seconds, stats.bytesRead, stats.bytesWritten,
                   comm ? static_cast<size_t>(comm->size()) : 1, plan.items.size());
   if (options.verbose)
-    if (std::string line = device.summary(computedTensors); !line.empty())
+    if (std::string line = device.summary(computedTensors - hostTensors); !line.empty())
       events().info(rankPrefix(comm) + line);
   return stats;
 }

@@ -49,10 +49,11 @@ bool isFixed(const json &program, const std::string &name) {
   return false;
 }
 
-/// Whether the program was compiled with --device cuda (its kernels carry PTX).
+/// Whether the program was compiled with --device cuda (its kernels carry PTX, but for rules
+/// with linear algebra, which run on the host under a GPU too: "host").
 bool hasDeviceKernels(const json &program) {
   for (const json &k : program.at("kernels"))
-    if (!k.contains("ptx"))
+    if (!k.contains("ptx") && !k.value("host", false))
       return false;
   return !program.at("kernels").empty();
 }

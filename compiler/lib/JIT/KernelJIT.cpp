@@ -258,12 +258,19 @@ std::string KernelJIT::emitAll(const std::vector<rt::KernelSignature> &signature
   OwningOpRef<ModuleOp> all = ModuleOp::create(fused_.getLoc());
   OpBuilder b(ctx);
   for (size_t r = 0; r < signatures.size(); ++r) {
+    if (describeRule(ruleFunction(r), signatures[r].tag()).hasMatrixPhase()) {
+      rt::events().note("rule " + std::to_string(r + 1) + " has linear algebra and no GPU "
+                        "kernels: with --device cuda it runs on the CPU");
+      continue;
+    }
     OwningOpRef<ModuleOp> loops = lower(r, signatures[r]);
     for (auto f : llvm::make_early_inc_range(loops->getOps<func::FuncOp>())) {
       f.setSymName("mergec_" + f.getSymName().str() + "__" + signatures[r].tag());
       f->moveBefore(all->getBody(), all->getBody()->end());
     }
   }
+  if (all->getBody()->empty())
+    return ""; // every rule runs on the CPU (the notes say which)
   return gpuBackend().emit(*all, stage, "");
 }
 
@@ -337,12 +344,15 @@ rt::CompiledRule KernelJIT::kernel(size_t rule, const std::vector<rt::DType> &in
   std::vector<std::string> symbols;
   for (auto &phase : compiled.phases)
     symbols.push_back(phase.symbol);
-  if (!loader_ && options_.device == rt::DeviceKind::CPU)
+  // A rule with linear algebra runs on the host under a GPU too (cuBLAS and cuSOLVER are not
+  // wired in): the CPU's kernels, and no PTX.
+  bool onDevice = options_.device == rt::DeviceKind::CUDA && !compiled.hasMatrixPhase();
+  if (!loader_ && !onDevice)
     loader_ = std::make_unique<ObjectLoader>();
 
   OwningOpRef<ModuleOp> loops = lower(rule, signature);
   std::string label = name + " (" + signature.text() + ")";
-  if (options_.device == rt::DeviceKind::CUDA) {
+  if (onDevice) {
     // The GPU's kernels: one PTX module for the rule's phases, through the same cache.
     TargetBackend &gpu = gpuBackend();
     std::string ptx;

@@ -60,7 +60,10 @@ std::string buildMergeObject(KernelJIT &jit,
                          {"inputs", inputs},
                          {"output", rt::dtypeName(signature.output)},
                          {"description", rt::describeRule(description)}});
-      if (withDeviceKernels) {
+      if (withDeviceKernels && description.hasMatrixPhase()) {
+        // Linear algebra runs on the host under a GPU too (its CPU kernels above).
+        kernels.back()["host"] = true;
+      } else if (withDeviceKernels) {
         TargetBackend &gpu = jit.gpuBackend();
         mlir::OwningOpRef<mlir::ModuleOp> gpuLoops = jit.lower(rule, signature);
         kernels.back()["ptx"] = gpu.emit(*gpuLoops, gpu.binaryStage(), signature.tag());
