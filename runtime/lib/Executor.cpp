@@ -1040,8 +1040,10 @@ std::string describe(const std::string &tensor, const NonFinite &n) {
 /// download(k) (with outputs); then downloaded(k - 1) on the host.
 class DevicePipeline {
 public:
-  DevicePipeline(Device &device, const MergePlan &plan, std::vector<size_t> items, bool outputs)
-      : device_(device), plan_(plan), items_(std::move(items)) {
+  /// `pool` copies the inputs into page-locked memory (the staging thread hands it the pieces).
+  DevicePipeline(Device &device, ThreadPool &pool, const MergePlan &plan, std::vector<size_t> items,
+                 bool outputs)
+      : device_(device), pool_(pool), plan_(plan), items_(std::move(items)) {
     uint64_t maxIn = 0, maxOut = 0;
     for (size_t i : items_) {
       maxIn = std::max(maxIn, inputBytes(plan_.items[i]));
@@ -1105,16 +1107,30 @@ public:
       parts[l.input].delta = l.target;
     auto *host = static_cast<uint8_t *>(s.hostIn.get());
     s.staged = k;
-    s.staging = std::async(std::launch::async, [host, parts] {
+    ThreadPool *pool = &pool_;
+    s.staging = std::async(std::launch::async, [host, parts, pool] {
+      // The copies in pieces over the pool's threads: one thread copies from the page cache at
+      // a fraction of the memory's bandwidth, and of the host-to-device copy's.
+      struct Piece {
+        uint8_t *to;
+        const uint8_t *from;
+        uint64_t nbytes;
+      };
+      std::vector<Piece> pieces;
       uint64_t offset = 0;
       std::vector<float> scratch;
       for (const Part &p : parts) {
         if (p.delta)
           LoraAdapter::computeDelta(*p.delta, reinterpret_cast<float *>(host + offset), scratch);
         else
-          std::memcpy(host + offset, p.data, p.nbytes);
+          for (uint64_t at = 0; at < p.nbytes; at += kStagingPieceBytes)
+            pieces.push_back({host + offset + at, static_cast<const uint8_t *>(p.data) + at,
+                              std::min<uint64_t>(kStagingPieceBytes, p.nbytes - at)});
         offset += align(p.nbytes);
       }
+      pool->parallelFor(pieces.size(), [&](size_t i) {
+        std::memcpy(pieces[i].to, pieces[i].from, pieces[i].nbytes);
+      });
     });
   }
 
@@ -1188,7 +1204,11 @@ private:
   };
   Slot &slot(size_t k) { return slots_[k % 2]; }
 
+  /// What one thread of the pool copies at a time when staging inputs.
+  static constexpr uint64_t kStagingPieceBytes = 4 << 20;
+
   Device &device_;
+  ThreadPool &pool_;
   const MergePlan &plan_;
   std::vector<size_t> items_;
   Slot slots_[2];
@@ -1287,6 +1307,7 @@ public:
     return *host_;
   }
   Device &device() { return device_; }
+  ThreadPool &pool() { return pool_; }
 
 private:
   Device &device_;
@@ -1297,10 +1318,10 @@ private:
 /// Streams plan `items`, in order, through `fn(i, inputs)`: the inputs of plan item i where the
 /// kernels read them (its mappings on the CPU, device memory through a DevicePipeline).
 template <typename Fn>
-void streamItems(MergePlan &plan, Device &device, LoraDeltas &deltas,
+void streamItems(MergePlan &plan, Device &device, ThreadPool &pool, LoraDeltas &deltas,
                  const std::vector<size_t> &items, Fn fn) {
   if (!device.hostResident()) {
-    DevicePipeline pipe(device, plan, items, /*outputs=*/false);
+    DevicePipeline pipe(device, pool, plan, items, /*outputs=*/false);
     for (size_t k = 0; k < pipe.size(); ++k) {
       const MergePlan::Item &item = plan.items[pipe.item(k)];
       std::vector<const void *> inputs = pipe.upload(k);
@@ -1373,7 +1394,7 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
         events().info("model scope: rule " + std::to_string(rule + 1) + ", pass " +
                       std::to_string(round) + " over its tensors (" + scope.roundName() + ")");
       scope.beginRound();
-      streamItems(plan, device, deltas, mine,
+      streamItems(plan, device, devices.pool(), deltas, mine,
                   [&](size_t i, const std::vector<const void *> &inputs) {
         const MergePlan::Item &item = plan.items[i];
         ItemInputs in(item);
@@ -1423,7 +1444,7 @@ std::map<size_t, std::vector<int64_t>> tieQuotas(MergePlan &plan, KernelSource &
     for (size_t t = 0; t < every.size(); ++t)
       position[every[t]] = t;
     std::vector<int64_t> handed(every.size() * width, 0);
-    streamItems(plan, device, deltas, share.of(plan, rule),
+    streamItems(plan, device, devices.pool(), deltas, share.of(plan, rule),
                 [&](size_t i, const std::vector<const void *> &inputs) {
                   const MergePlan::Item &item = plan.items[i];
                   ItemInputs in(item);
@@ -2253,7 +2274,7 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
                           " has linear algebra, which has no GPU kernels yet: its tensors are "
                           "computed on the CPU");
       }
-      DevicePipeline pipe(device, plan, computed, /*outputs=*/true);
+      DevicePipeline pipe(device, pool, plan, computed, /*outputs=*/true);
       // The item whose output is on its way down while the next one computes, and its rule's
       // model-scope state after it (the next item's kernels have moved the scope on since).
       std::optional<size_t> pending;
@@ -2265,17 +2286,21 @@ RunStats executeMerge(MergePlan &plan, KernelSource &kernels, const RunOptions &
         pending.reset();
         const MergePlan::Item &item = plan.items[i];
         AsyncWriter::Job job{i, nullptr, specs[i].nbytes()};
-        const void *host = pipe.downloaded(k);
+        const auto *host = static_cast<const uint8_t *>(pipe.downloaded(k));
         job.buffer = async.recycle(job.nbytes);
-        std::memcpy(job.buffer.data(), host, job.nbytes);
-        // The check the CPU runs after each chunk's kernel, over the downloaded output; the
-        // inputs it looks at (only where the output is not finite) are still mapped.
+        // Out of the page-locked memory chunk by chunk over the pool, each chunk checked as the
+        // CPU checks it after its kernel, while it is in cache; the inputs the check looks at
+        // (only where the output is not finite) are still mapped.
         ItemInputs in(item);
         NonFiniteCheck check(item.outDType, job.buffer.data(), in);
         int64_t n = item.base->numel();
+        size_t elementBytes = dtypeSize(item.outDType);
         pool.parallelFor(Device::chunkCount(n), [&](size_t c) {
           int64_t begin = static_cast<int64_t>(c) * Device::kChunk;
-          (*check.hook())(begin, std::min(n, begin + Device::kChunk));
+          int64_t end = std::min(n, begin + Device::kChunk);
+          std::memcpy(job.buffer.data() + begin * elementBytes, host + begin * elementBytes,
+                      static_cast<size_t>(end - begin) * elementBytes);
+          (*check.hook())(begin, end);
         });
         job.nonFinite = reportNonFinite(item, check);
         job.scope = std::move(pendingScope);
@@ -2452,7 +2477,7 @@ void analyzeTensors(MergePlan &plan, KernelSource &kernels, const RunOptions &op
   LoraDeltas deltas;
   // The same streaming as a model-scope pass (prefetch, release, the GPU's staging, LoRA
   // deltas): one read of every input, no output.
-  streamItems(plan, *device, deltas, computed,
+  streamItems(plan, *device, pool, deltas, computed,
               [&](size_t i, const std::vector<const void *> &inputs) {
     const MergePlan::Item &item = plan.items[i];
     ItemInputs in(item);
