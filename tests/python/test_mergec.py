@@ -60,8 +60,10 @@ def test_compile(checkpoints):
     assert "lam" in ast
     llvm = mergec.compile(RECIPE.format(**checkpoints), emit="llvm", dtype="bf16")
     assert "define" in llvm
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="obj and exe are files"):
         mergec.compile(RECIPE.format(**checkpoints), emit="exe")
+    with pytest.raises(ValueError, match="emit must be one of ast, merge, fused, loops, llvm-dialect, llvm, asm, gpu, nvvm, nvvm-llvm, ptx"):
+        mergec.compile(RECIPE.format(**checkpoints), emit="mlir")
 
 
 def test_recipe_error_has_position(checkpoints, tmp_path):
