@@ -1306,7 +1306,6 @@ public:
       host_ = std::make_unique<HostDevice>(pool_);
     return *host_;
   }
-  Device &device() { return device_; }
   ThreadPool &pool() { return pool_; }
 
 private:
