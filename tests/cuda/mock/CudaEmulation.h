@@ -6,7 +6,8 @@
 // __shared__ arrays and dynamic shared memory (MERGEC_DYNAMIC_SHARED).
 //
 // One block at a time: its threads are cooperative fibers (ucontext) on the calling thread,
-// switched at every barrier and warp collective, so a barrier not reached by every live thread
+// run in thread order in even blocks and in reverse in odd ones, switched at every barrier and
+// warp collective, so a barrier not reached by every live thread
 // or a collective left pending is reported (deadlock), never silently passed. Warps are lanes
 // 32w..32w+31; a collective completes when all 32 lanes reached it (full masks only, which is
 // all SelectionKernels.cu uses). Static __shared__ arrays become function statics (one block
@@ -172,11 +173,16 @@ inline bool launch(unsigned grid, unsigned block, std::function<void()> kernel) 
     }
     while (live) {
       unsigned long before = progress;
-      for (unsigned t = 0; t < block; ++t)
+      // Even blocks run their threads in order, odd blocks in reverse: a thread reading what
+      // another wrote without a barrier between sees stale data in one of the two orders
+      // (whichever way the dependence goes), so such a race changes the output.
+      for (unsigned u = 0; u < block; ++u) {
+        unsigned t = (b & 1) ? block - 1 - u : u;
         if (!fibers[t].done) {
           cur = t;
           emuSwap(&mainCtx, &fibers[t].ctx);
         }
+      }
       if (progress == before && live) {
         // The fibers stuck in a barrier are abandoned (their stacks are reused next time).
         failure = "deadlock in block " + std::to_string(b) + ": " + std::to_string(live) +
