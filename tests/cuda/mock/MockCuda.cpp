@@ -385,26 +385,27 @@ void emuBarrier() { emu::syncthreads(); }
 void emuBarrierId(int) { emu::syncthreads(); }
 
 // libdevice's functions as the host's libm, which the CPU kernels call too: the emulation
-// checks the kernels' structure, not libdevice's last-bit accuracy (the GPU run does).
+// checks the kernels' structure, not libdevice's last-bit accuracy (the GPU run does). One
+// list of names (X-macros), expanded into the definitions here and the resolver's table below.
+#define MOCK_LIBM_UNARY(X)                                                                       \
+  X(fabs) X(sqrt) X(exp) X(exp2) X(expm1) X(log) X(log2) X(log10) X(log1p) X(sin) X(cos)        \
+  X(tan) X(asin) X(acos) X(atan) X(sinh) X(cosh) X(tanh) X(floor) X(ceil) X(round) X(trunc)     \
+  X(rint) X(erf) X(cbrt)
+#define MOCK_LIBM_BINARY(X) X(pow) X(atan2) X(fmax) X(fmin) X(fmod) X(copysign)
 #define MOCK_UNARY(fn)                                                                           \
   float emu_##fn##f(float x) { return std::fn(x); }                                             \
   double emu_##fn(double x) { return std::fn(x); }
 #define MOCK_BINARY(fn)                                                                          \
   float emu_##fn##f(float x, float y) { return std::fn(x, y); }                                 \
   double emu_##fn(double x, double y) { return std::fn(x, y); }
-MOCK_UNARY(fabs) MOCK_UNARY(sqrt) MOCK_UNARY(exp) MOCK_UNARY(exp2) MOCK_UNARY(expm1)
-MOCK_UNARY(log) MOCK_UNARY(log2) MOCK_UNARY(log10) MOCK_UNARY(log1p) MOCK_UNARY(sin)
-MOCK_UNARY(cos) MOCK_UNARY(tan) MOCK_UNARY(asin) MOCK_UNARY(acos) MOCK_UNARY(atan)
-MOCK_UNARY(sinh) MOCK_UNARY(cosh) MOCK_UNARY(tanh) MOCK_UNARY(floor) MOCK_UNARY(ceil)
-MOCK_UNARY(round) MOCK_UNARY(trunc) MOCK_UNARY(rint) MOCK_UNARY(erf) MOCK_UNARY(cbrt)
-MOCK_BINARY(pow) MOCK_BINARY(atan2) MOCK_BINARY(fmax) MOCK_BINARY(fmin) MOCK_BINARY(fmod)
-MOCK_BINARY(copysign)
+MOCK_LIBM_UNARY(MOCK_UNARY)
+MOCK_LIBM_BINARY(MOCK_BINARY)
+#undef MOCK_UNARY
+#undef MOCK_BINARY
 float emu_rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 double emu_rsqrt(double x) { return 1.0 / std::sqrt(x); }
 float emu_fmaf(float x, float y, float z) { return std::fma(x, y, z); }
 double emu_fma(double x, double y, double z) { return std::fma(x, y, z); }
-#undef MOCK_UNARY
-#undef MOCK_BINARY
 
 std::string emulationFailure; // a name the kernels need and the mock does not have
 
@@ -436,13 +437,8 @@ void *resolveEmulated(const char *name) {
 #define MOCK_NAME(fn)                                                                            \
   m["__nv_" #fn "f"] = (void *)&emu_##fn##f;                                                     \
   m["__nv_" #fn] = (void *)&emu_##fn;
-    MOCK_NAME(fabs) MOCK_NAME(sqrt) MOCK_NAME(exp) MOCK_NAME(exp2) MOCK_NAME(expm1)
-    MOCK_NAME(log) MOCK_NAME(log2) MOCK_NAME(log10) MOCK_NAME(log1p) MOCK_NAME(sin)
-    MOCK_NAME(cos) MOCK_NAME(tan) MOCK_NAME(asin) MOCK_NAME(acos) MOCK_NAME(atan)
-    MOCK_NAME(sinh) MOCK_NAME(cosh) MOCK_NAME(tanh) MOCK_NAME(floor) MOCK_NAME(ceil)
-    MOCK_NAME(round) MOCK_NAME(trunc) MOCK_NAME(rint) MOCK_NAME(erf) MOCK_NAME(cbrt)
-    MOCK_NAME(pow) MOCK_NAME(atan2) MOCK_NAME(fmax) MOCK_NAME(fmin) MOCK_NAME(fmod)
-    MOCK_NAME(copysign)
+    MOCK_LIBM_UNARY(MOCK_NAME)
+    MOCK_LIBM_BINARY(MOCK_NAME)
 #undef MOCK_NAME
     return m;
   }();
