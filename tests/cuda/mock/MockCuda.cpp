@@ -138,7 +138,9 @@ Emulation emulation() {
 }
 
 /// MERGEC_MOCK_CUDA_MISALIGN=BYTES: device memory starts BYTES past a 256-byte boundary instead
-/// of on one (the real driver's alignment), so kernels' paths for unaligned buffers run.
+/// of on one (the real driver's alignment), so kernels' paths for unaligned buffers run. Use a
+/// multiple of 8: the kernels' u64 and f64 buffers need their natural alignment (8 leaves that
+/// and breaks the maps' 16-byte vectors).
 size_t misalignment() {
   static size_t bytes = [] {
     const char *v = std::getenv("MERGEC_MOCK_CUDA_MISALIGN");
