@@ -22,7 +22,7 @@ const char *kUsage = R"(usage:
   mergec compile RECIPE --emit=STAGE [-o FILE] [--set NAME=VALUE]... [--model NAME=PATH]...
                     [--dtype f32|bf16|f16] [--cache-dir DIR | --no-cache]
                     [--device cpu|cuda] [--gpu-arch sm_NN] [--cpu NAME]
-      STAGE: ast merge fused loops llvm-dialect llvm asm obj exe gpu nvvm nvvm-llvm ptx
+      STAGE: @STAGES@
              (--emit= alone lists them)
   mergec import CONFIG.yml [-o FILE] [--model NAME=PATH]...
       a mergekit configuration as a recipe; run and compile take CONFIG.yml too
@@ -32,30 +32,20 @@ const char *kUsage = R"(usage:
   mergec --version
 )";
 
-/// The stages of the cpu target, in pipeline order: `mergec compile --emit=` prints this.
-const char *kStages = R"(stages of `mergec compile --emit=STAGE` (target cpu), in pipeline order:
-  ast           the parsed recipe
-  merge         the merge dialect, one function per rule
-  fused         each rule fused into phases of kernels
-  loops         each rule lowered to loops over memrefs (per dtype signature; --dtype)
-  llvm-dialect  the loops in MLIR's LLVM dialect
-  llvm          LLVM IR after -O3 for the host CPU, with mergec's packed entry points
-  asm           host assembly
-  obj           one object file: every rule and signature, the kernel table and the program
-                description (C entry points in runtime/include/mergec/Runtime/KernelABI.h)
-  exe           a standalone merge executable: the object linked with mergec's runtime
-                (with --device cuda: the PTX of every kernel too; it runs on either device)
-stages of the cuda target (after loops; --gpu-arch, default sm_90):
-  gpu           each phase as a gpu.func kernel in one gpu.module
-  nvvm          the kernels in the NVVM dialect
-  nvvm-llvm     the kernels as LLVM IR for NVPTX (before libdevice and the NVPTX backend)
-  ptx           PTX assembly of every phase kernel of every rule
-)";
+
+std::string stageListing(); // below, beside the table of stages
+
+/// kUsage with the stage names from the table of stages.
+std::string usage() {
+  std::string text = kUsage;
+  text.replace(text.find("@STAGES@"), 8, emitNames());
+  return text;
+}
 
 int usageError(const std::string &message) {
   rt::events().error(message);
   if (!rt::events().json()) // --json: the error event alone
-    std::cerr << kUsage;
+    std::cerr << usage();
   return 2;
 }
 
@@ -84,7 +74,7 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
     return std::nullopt;
   }
   if (command == "--help" || command == "-h" || command == "help") {
-    std::cout << kUsage;
+    std::cout << usage();
     return 0;
   }
   if (command == "run")
@@ -199,7 +189,7 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
       cl.gpuArch = v;
     } else if (arg == "--emit") {
       if (inlineValue && value.empty()) {
-        std::cout << kStages;
+        std::cout << stageListing();
         return 0;
       }
       if (!next(v) || !parseEmit(v))
@@ -244,16 +234,53 @@ std::optional<int> mergec::parseCommandLine(int argc, char **argv, CommandLine &
 }
 
 namespace {
+/// Every --emit stage: the command line's names, its error message, `--emit=`'s listing, the
+/// driver's backend stage names and the Python module all read this table.
 struct EmitStageName {
   Emit emit;
   const char *name;
+  bool cuda; ///< a stage of the cuda target (listed after the cpu target's)
+  const char *description;
 };
 const EmitStageName kEmitStages[] = {
-    {Emit::AST, "ast"},      {Emit::Merge, "merge"},   {Emit::Fused, "fused"},
-    {Emit::Loops, "loops"},  {Emit::LLVMDialect, "llvm-dialect"}, {Emit::LLVM, "llvm"},
-    {Emit::Asm, "asm"},      {Emit::Obj, "obj"},       {Emit::Exe, "exe"},
-    {Emit::GPU, "gpu"},      {Emit::NVVM, "nvvm"},     {Emit::NVVMLLVM, "nvvm-llvm"},
-    {Emit::PTX, "ptx"}};
+    {Emit::AST, "ast", false, "the parsed recipe"},
+    {Emit::Merge, "merge", false, "the merge dialect, one function per rule"},
+    {Emit::Fused, "fused", false, "each rule fused into phases of kernels"},
+    {Emit::Loops, "loops", false,
+     "each rule lowered to loops over memrefs (per dtype signature; --dtype)"},
+    {Emit::LLVMDialect, "llvm-dialect", false, "the loops in MLIR's LLVM dialect"},
+    {Emit::LLVM, "llvm", false,
+     "LLVM IR after -O3 for the host CPU, with mergec's packed entry points"},
+    {Emit::Asm, "asm", false, "host assembly"},
+    {Emit::Obj, "obj", false,
+     "one object file: every rule and signature, the kernel table and the program\n"
+     "description (C entry points in runtime/include/mergec/Runtime/KernelABI.h)"},
+    {Emit::Exe, "exe", false,
+     "a standalone merge executable: the object linked with mergec's runtime\n"
+     "(with --device cuda: the PTX of every kernel too; it runs on either device)"},
+    {Emit::GPU, "gpu", true, "each phase as a gpu.func kernel in one gpu.module"},
+    {Emit::NVVM, "nvvm", true, "the kernels in the NVVM dialect"},
+    {Emit::NVVMLLVM, "nvvm-llvm", true,
+     "the kernels as LLVM IR for NVPTX (before libdevice and the NVPTX backend)"},
+    {Emit::PTX, "ptx", true, "PTX assembly of every phase kernel of every rule"}};
+
+/// `mergec compile --emit=` prints this: the stages in pipeline order, with what each is.
+std::string stageListing() {
+  std::string text = "stages of `mergec compile --emit=STAGE` (target cpu), in pipeline order:\n";
+  bool cuda = false;
+  for (const EmitStageName &stage : kEmitStages) {
+    if (stage.cuda && !cuda) {
+      text += "stages of the cuda target (after loops; --gpu-arch, default sm_90):\n";
+      cuda = true;
+    }
+    std::string line = "  " + std::string(stage.name);
+    line.resize(16, ' ');
+    for (const char *d = stage.description; *d; ++d)
+      line += *d == '\n' ? std::string("\n") + std::string(16, ' ') : std::string(1, *d);
+    text += line + "\n";
+  }
+  return text;
+}
 } // namespace
 
 std::optional<Emit> mergec::parseEmit(const std::string &name) {
