@@ -1314,6 +1314,16 @@ private:
   std::unique_ptr<HostDevice> host_;
 };
 
+/// The device rule `rule` computes on (DeviceFor), from its first computed tensor's kernels.
+Device &ruleDevice(const MergePlan &plan, KernelSource &kernels, DeviceFor &devices, size_t rule) {
+  for (const MergePlan::Item &item : plan.items)
+    if (item.rule == rule && !item.copy) {
+      ItemInputs in(item);
+      return devices(kernels.kernel(item.rule, in.dtypes, item.outDType));
+    }
+  throw RuntimeError("internal: rule " + std::to_string(rule + 1) + " computes no tensor");
+}
+
 /// Streams plan `items`, in order, through `fn(i, inputs)`: the inputs of plan item i where the
 /// kernels read them (its mappings on the CPU, device memory through a DevicePipeline).
 template <typename Fn>
@@ -1366,19 +1376,16 @@ std::map<size_t, ModelScope> analyzeModelScope(MergePlan &plan, KernelSource &ke
                                                DeviceFor &devices, LoraDeltas &deltas, bool quiet,
                                                Communicator *comm, const Share &share) {
   std::map<size_t, ModelScope> scopes;
-  std::map<size_t, Device *> ruleDevice;
   for (const MergePlan::Item &item : plan.items) {
     if (item.copy || scopes.count(item.rule))
       continue;
     ItemInputs in(item);
     CompiledRule compiled = kernels.kernel(item.rule, in.dtypes, item.outDType);
-    if (compiled.hasModelScope()) {
+    if (compiled.hasModelScope())
       scopes.emplace(item.rule, ModelScope(compiled));
-      ruleDevice[item.rule] = &devices(compiled);
-    }
   }
   for (auto &[rule, scope] : scopes) {
-    Device &device = *ruleDevice.at(rule);
+    Device &device = ruleDevice(plan, kernels, devices, rule);
     Share all{std::vector<bool>(plan.items.size(), true), share.owner};
     std::vector<size_t> every = all.of(plan, rule), mine = share.of(plan, rule);
     // A sample's keys and bands are the host's, and one process's: several combine counts.
@@ -1427,16 +1434,7 @@ std::map<size_t, std::vector<int64_t>> tieQuotas(MergePlan &plan, KernelSource &
     size_t width = scope.mergeState().size();
     if (!width)
       continue;
-    Device *ruleDevice = nullptr;
-    for (const MergePlan::Item &item : plan.items)
-      if (item.rule == rule && !item.copy) {
-        ItemInputs in(item);
-        ruleDevice = &devices(kernels.kernel(item.rule, in.dtypes, item.outDType));
-        break;
-      }
-    if (!ruleDevice)
-      continue;
-    Device &device = *ruleDevice;
+    Device &device = ruleDevice(plan, kernels, devices, rule);
     Share all{std::vector<bool>(plan.items.size(), true), share.owner};
     std::vector<size_t> every = all.of(plan, rule);
     std::map<size_t, size_t> position;

@@ -83,17 +83,17 @@ struct VectorAccesses {
   int64_t elements = 0; ///< elements per vector; 0: the loop stays as it is
 };
 
+/// The bytes of an element of type `t`; 0 for what is not a whole number of bytes (i1).
 int64_t elementBytes(Type t) {
-  if (t.isIntOrFloat())
-    return std::max<int64_t>(t.getIntOrFloatBitWidth() / 8, 1);
-  return 0;
+  if (!t.isIntOrFloat() || t.getIntOrFloatBitWidth() % 8)
+    return 0;
+  return t.getIntOrFloatBitWidth() / 8;
 }
 
 bool atIndex(Value memref, ValueRange indices, Value iv) {
   auto type = dyn_cast<MemRefType>(memref.getType());
   return type && type.getRank() == 1 && type.getLayout().isIdentity() && indices.size() == 1 &&
-         indices[0] == iv && elementBytes(type.getElementType()) > 0 &&
-         (type.getElementType().getIntOrFloatBitWidth() % 8) == 0;
+         indices[0] == iv && elementBytes(type.getElementType()) > 0;
 }
 
 VectorAccesses vectorAccesses(scf::ForOp loop) {

@@ -343,15 +343,22 @@ struct KernelEntry {
   void (*fn)(void **);
 };
 
-void (*findCpuKernel(const std::string &name))(void **) {
-  auto *table = static_cast<const KernelEntry *>(::dlsym(RTLD_DEFAULT, "mergec_kernel_table"));
-  auto *count = static_cast<const uint64_t *>(::dlsym(RTLD_DEFAULT, "mergec_kernel_count"));
+/// The entry called `name` in the executable's table `tableName` (with `countName` entries,
+/// both found with dlsym; MergeObject.cpp writes them); null when there is none.
+void (*findInTable(const char *tableName, const char *countName,
+                   const std::string &name))(void **) {
+  auto *table = static_cast<const KernelEntry *>(::dlsym(RTLD_DEFAULT, tableName));
+  auto *count = static_cast<const uint64_t *>(::dlsym(RTLD_DEFAULT, countName));
   if (!table || !count)
     return nullptr;
   for (uint64_t i = 0; i < *count; ++i)
     if (name == table[i].symbol)
       return table[i].fn;
   return nullptr;
+}
+
+void (*findCpuKernel(const std::string &name))(void **) {
+  return findInTable("mergec_kernel_table", "mergec_kernel_count", name);
 }
 
 // --- The GPU kernels built for the host (mergec compile --gpu-emulation) --------------------
@@ -363,14 +370,10 @@ void (*findCpuKernel(const std::string &name))(void **) {
 /// from a merge executable's table (`mergec compile --gpu-emulation`), else from mergec's JIT
 /// (`MERGEC_GPU_EMULATION=1 mergec run`: mergec_gpu_emulation_find).
 void (*findEmulatedKernel(const std::string &name, void ***resolver))(void **) {
-  auto *table = static_cast<const KernelEntry *>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_table"));
-  auto *count = static_cast<const uint64_t *>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_count"));
-  if (table && count)
-    for (uint64_t i = 0; i < *count; ++i)
-      if (name == table[i].symbol) {
-        *resolver = static_cast<void **>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_resolve"));
-        return table[i].fn;
-      }
+  if (auto fn = findInTable("mergec_gpu_emulation_table", "mergec_gpu_emulation_count", name)) {
+    *resolver = static_cast<void **>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_resolve"));
+    return fn;
+  }
   using Find = void (*(*)(const char *, void ***))(void **);
   if (auto find = reinterpret_cast<Find>(::dlsym(RTLD_DEFAULT, "mergec_gpu_emulation_find")))
     return find(name.c_str(), resolver);

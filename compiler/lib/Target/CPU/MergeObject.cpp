@@ -26,6 +26,30 @@ llvm::Constant *cString(llvm::Module &module, const std::string &text, const std
   return global;
 }
 
+/// `tableName`: {symbol name, entry point} for each of `entries` ({the name looked up, the
+/// function in `m`}), and `countName`: how many; both external, for dlsym.
+void addEntryTable(llvm::Module &m,
+                   const std::vector<std::pair<std::string, std::string>> &entries,
+                   const char *tableName, const char *countName) {
+  llvm::LLVMContext &ctx = m.getContext();
+  llvm::Type *ptr = llvm::PointerType::getUnqual(ctx);
+  auto *entryType = llvm::StructType::get(ctx, {ptr, ptr});
+  std::vector<llvm::Constant *> rows;
+  for (const auto &[name, function] : entries) {
+    llvm::Function *fn = m.getFunction(function);
+    if (!fn)
+      throw rt::RuntimeError("codegen: the object lacks " + function);
+    rows.push_back(llvm::ConstantStruct::get(
+        entryType, {cString(m, name, std::string(tableName) + ".name", false), fn}));
+  }
+  auto *tableType = llvm::ArrayType::get(entryType, rows.size());
+  new llvm::GlobalVariable(m, tableType, true, llvm::GlobalValue::ExternalLinkage,
+                           llvm::ConstantArray::get(tableType, rows), tableName);
+  auto *i64 = llvm::Type::getInt64Ty(ctx);
+  new llvm::GlobalVariable(m, i64, true, llvm::GlobalValue::ExternalLinkage,
+                           llvm::ConstantInt::get(i64, rows.size()), countName);
+}
+
 } // namespace
 
 std::string buildMergeObject(KernelJIT &jit,
@@ -80,41 +104,20 @@ std::string buildMergeObject(KernelJIT &jit,
   }
   program["kernels"] = kernels;
 
-  // mergec_kernel_table: {symbol name, entry point} for every packed entry point.
+  // mergec_kernel_table: every packed entry point by its own name.
   llvm::Module &m = *composite;
-  llvm::Type *ptr = llvm::PointerType::getUnqual(ctx);
-  auto *entryType = llvm::StructType::get(ctx, {ptr, ptr});
-  std::vector<llvm::Constant *> entries;
-  for (const std::string &symbol : symbols) {
-    llvm::Function *fn = m.getFunction(symbol);
-    if (!fn)
-      throw rt::RuntimeError("codegen: the object lacks " + symbol);
-    entries.push_back(llvm::ConstantStruct::get(
-        entryType, {cString(m, symbol, "mergec_symbol_name", false), fn}));
-  }
-  auto *tableType = llvm::ArrayType::get(entryType, entries.size());
-  new llvm::GlobalVariable(m, tableType, true, llvm::GlobalValue::ExternalLinkage,
-                           llvm::ConstantArray::get(tableType, entries), "mergec_kernel_table");
-  auto *i64 = llvm::Type::getInt64Ty(ctx);
-  new llvm::GlobalVariable(m, i64, true, llvm::GlobalValue::ExternalLinkage,
-                           llvm::ConstantInt::get(i64, entries.size()), "mergec_kernel_count");
+  std::vector<std::pair<std::string, std::string>> packed;
+  for (const std::string &symbol : symbols)
+    packed.emplace_back(symbol, symbol);
+  addEntryTable(m, packed, "mergec_kernel_table", "mergec_kernel_count");
   if (withGpuEmulation) {
-    // The same kind of table for the host builds of the GPU kernels, and the resolver their
-    // stubs call through (set by the mock driver).
-    std::vector<llvm::Constant *> emulatedEntries;
-    for (const EmulatedKernel &k : emulated) {
-      llvm::Function *fn = m.getFunction(k.entry);
-      if (!fn)
-        throw rt::RuntimeError("--gpu-emulation: the object lacks " + k.entry);
-      emulatedEntries.push_back(llvm::ConstantStruct::get(
-          entryType, {cString(m, k.symbol, "mergec_gpuemu_symbol_name", false), fn}));
-    }
-    auto *emulatedType = llvm::ArrayType::get(entryType, emulatedEntries.size());
-    new llvm::GlobalVariable(m, emulatedType, true, llvm::GlobalValue::ExternalLinkage,
-                             llvm::ConstantArray::get(emulatedType, emulatedEntries),
-                             kGpuEmulationTable);
-    new llvm::GlobalVariable(m, i64, true, llvm::GlobalValue::ExternalLinkage,
-                             llvm::ConstantInt::get(i64, emulatedEntries.size()), kGpuEmulationCount);
+    // The same kind of table for the host builds of the GPU kernels (by the kernel's name),
+    // and the resolver their stubs call through (set by the mock driver).
+    std::vector<std::pair<std::string, std::string>> hostBuilds;
+    for (const EmulatedKernel &k : emulated)
+      hostBuilds.emplace_back(k.symbol, k.entry);
+    addEntryTable(m, hostBuilds, kGpuEmulationTable, kGpuEmulationCount);
+    llvm::Type *ptr = llvm::PointerType::getUnqual(ctx);
     llvm::GlobalVariable *resolver = m.getGlobalVariable(kGpuEmulationResolver);
     if (!resolver)
       resolver = new llvm::GlobalVariable(m, ptr, false, llvm::GlobalValue::ExternalLinkage, nullptr,
