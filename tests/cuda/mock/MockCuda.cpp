@@ -63,7 +63,8 @@
 // Knobs: MERGEC_MOCK_CUDA_LOG=1 logs every call on stderr; MERGEC_MOCK_CUDA_NO_DEVICE=1 makes
 // cuDeviceGetCount report 0 devices; MERGEC_MOCK_CUDA_MEMORY=BYTES sets the device's memory;
 // MERGEC_MOCK_CUDA_EMULATE=1 requires the phase kernels' host builds (=0: the CPU twins even
-// when the executable has them); MERGEC_MOCK_CUDA_MISALIGN=BYTES starts device blocks BYTES
+// when the executable has them; =compare: both, every launch, and the bytes they write must be
+// the same); MERGEC_MOCK_CUDA_MISALIGN=BYTES starts device blocks BYTES
 // past a 256-byte boundary (the driver's alignment), so kernels' unaligned paths run.
 //
 // It cannot check real concurrency (everything runs under one lock, in an order that is one
@@ -125,13 +126,18 @@ bool logging() {
 
 /// What runs a mergec phase kernel: MERGEC_MOCK_CUDA_EMULATE unset, its GPU code built for
 /// the host when the executable has it (compiled with --gpu-emulation), else its CPU twin;
-/// =1, the GPU code or an error; =0, the CPU twin always.
-enum class Emulation { IfPresent, Required, Off };
+/// =1, the GPU code or an error; =0, the CPU twin always; =compare, the CPU twin and then the
+/// GPU code from the same device memory, and the launch fails unless every byte they write is
+/// the same. Equal outputs of a whole merge do not show that a reduction's partials are the
+/// same bits (bf16 products summed in f64 are mostly exact in any order); this does.
+enum class Emulation { IfPresent, Required, Off, Compare };
 Emulation emulation() {
   static Emulation mode = [] {
     const char *v = std::getenv("MERGEC_MOCK_CUDA_EMULATE");
     if (!v || !*v)
       return Emulation::IfPresent;
+    if (std::strcmp(v, "compare") == 0)
+      return Emulation::Compare;
     return std::strcmp(v, "0") == 0 ? Emulation::Off : Emulation::Required;
   }();
   return mode;
@@ -483,6 +489,84 @@ MemRef memref(Op &op, size_t first) {
           param<int64_t>(op, first + 3), param<int64_t>(op, first + 4)};
 }
 
+/// A mergec phase kernel's CPU twin over the launch's packed arguments: a map once over
+/// [begin, end), a reduction (its PTX declares .shared memory) once per block, block c over
+/// [begin + c * 65536, ...) writing its partials at result[c * m].
+std::string runTwin(Op &op, std::vector<void *> &args, int64_t begin, int64_t end, size_t k) {
+  const std::string &name = op.fn->name;
+  if (!op.fn->shared) {
+    op.cpu(args.data());
+    return "";
+  }
+  // A reduction: one block per chunk, block c's m partials at result[c * m + j].
+  MemRef result = memref(op, 5 * k);
+  int64_t chunks = (end - begin + kChunk - 1) / kChunk;
+  if (static_cast<int64_t>(op.grid) != chunks)
+    return "reduction kernel " + name + " launched with " + std::to_string(op.grid) +
+           " blocks for " + std::to_string(end - begin) + " elements (" + std::to_string(chunks) +
+           " chunks of 65536): the ABI is one block per chunk";
+  int64_t m = result.size;
+  std::string why = checkRange(result.aligned + 8 * static_cast<uint64_t>(result.offset),
+                               8 * static_cast<size_t>(m) * op.grid, true, false);
+  if (m <= 0 || !why.empty())
+    return "reduction kernel " + name + ": the partials (" + std::to_string(op.grid) + " x " +
+           std::to_string(m) + " doubles) do not fit the result buffer: " + why;
+  for (unsigned c = 0; c < op.grid; ++c) {
+    int64_t b = begin + static_cast<int64_t>(c) * kChunk, e = std::min(end, b + kChunk);
+    uint64_t allocated = result.allocated + 8 * c * static_cast<uint64_t>(m),
+             aligned = result.aligned + 8 * c * static_cast<uint64_t>(m);
+    std::vector<void *> chunkArgs = args;
+    chunkArgs[5 * k] = &allocated;
+    chunkArgs[5 * k + 1] = &aligned;
+    chunkArgs[5 * k + 5] = &b;
+    chunkArgs[5 * k + 6] = &e;
+    op.cpu(chunkArgs.data());
+  }
+  return "";
+}
+
+/// MERGEC_MOCK_CUDA_EMULATE=compare: the twin, then the GPU build from the same device memory;
+/// "" when both wrote the same bytes into every device block the launch can reach.
+std::string compareWithTwin(Op &op, const std::function<std::string()> &twin,
+                            const std::function<std::string()> &emulated) {
+  std::vector<Region> reach;
+  for (const Region &r : op.regions)
+    if (std::none_of(reach.begin(), reach.end(), [&](const Region &q) { return q.begin == r.begin; }))
+      reach.push_back(r);
+  std::vector<std::vector<char>> before, fromTwin;
+  for (const Region &r : reach)
+    before.emplace_back(reinterpret_cast<char *>(r.begin), reinterpret_cast<char *>(r.end));
+  if (std::string why = twin(); !why.empty())
+    return why;
+  for (size_t i = 0; i < reach.size(); ++i) {
+    char *bytes = reinterpret_cast<char *>(reach[i].begin);
+    fromTwin.emplace_back(bytes, bytes + before[i].size());
+    std::memcpy(bytes, before[i].data(), before[i].size());
+  }
+  if (std::string why = emulated(); !why.empty())
+    return why;
+  for (size_t i = 0; i < reach.size(); ++i) {
+    const char *gpu = reinterpret_cast<const char *>(reach[i].begin);
+    auto at = std::mismatch(fromTwin[i].begin(), fromTwin[i].end(), gpu);
+    if (at.first == fromTwin[i].end())
+      continue;
+    size_t byte = at.first - fromTwin[i].begin();
+    size_t differ = 0;
+    for (size_t j = byte; j < fromTwin[i].size(); ++j)
+      differ += fromTwin[i][j] != gpu[j];
+    char buf[320];
+    std::snprintf(buf, sizeof buf,
+                  "kernel %s: its GPU build and its CPU twin wrote different bytes into device block "
+                  "0x%llx (%zu bytes): %zu differ, the first at byte %zu (twin 0x%02x, GPU build "
+                  "0x%02x)",
+                  op.fn->name.c_str(), static_cast<unsigned long long>(reach[i].begin), before[i].size(),
+                  differ, byte, static_cast<unsigned char>(fromTwin[i][byte]),
+                  static_cast<unsigned char>(gpu[byte]));
+    return buf;
+  }
+  return "";
+}
+
 /// Runs a launch's kernel; "" on success, else why it failed.
 std::string runKernel(Op &op) {
   const std::string &name = op.fn->name;
@@ -505,43 +589,19 @@ std::string runKernel(Op &op) {
     std::vector<void *> args(count);
     for (size_t i = 0; i < count; ++i)
       args[i] = paramPtr(op, i);
-    if (op.emulated) {
-      // The GPU kernel itself, every thread of every block (it finds its chunk and elements
-      // from the block and thread indices, as on the GPU).
+    // The GPU kernel itself, every thread of every block (it finds its chunk and elements from
+    // the block and thread indices, as on the GPU).
+    auto runEmulated = [&]() -> std::string {
       *op.resolver = reinterpret_cast<void *>(&resolveEmulated);
       if (!emu::launch(op.grid, op.block, [&] { op.emulated(args.data()); }))
         return "kernel " + name + " (emulated): " + emu::failure;
       return "";
-    }
-    if (!op.fn->shared) {
-      op.cpu(args.data());
-      return "";
-    }
-    // A reduction: one block per chunk, block c's m partials at result[c * m + j].
-    MemRef result = memref(op, 5 * k);
-    int64_t chunks = (end - begin + kChunk - 1) / kChunk;
-    if (static_cast<int64_t>(op.grid) != chunks)
-      return "reduction kernel " + name + " launched with " + std::to_string(op.grid) +
-             " blocks for " + std::to_string(end - begin) + " elements (" + std::to_string(chunks) +
-             " chunks of 65536): the ABI is one block per chunk";
-    int64_t m = result.size;
-    std::string why = checkRange(result.aligned + 8 * static_cast<uint64_t>(result.offset),
-                                 8 * static_cast<size_t>(m) * op.grid, true, false);
-    if (m <= 0 || !why.empty())
-      return "reduction kernel " + name + ": the partials (" + std::to_string(op.grid) + " x " +
-             std::to_string(m) + " doubles) do not fit the result buffer: " + why;
-    for (unsigned c = 0; c < op.grid; ++c) {
-      int64_t b = begin + static_cast<int64_t>(c) * kChunk, e = std::min(end, b + kChunk);
-      uint64_t allocated = result.allocated + 8 * c * static_cast<uint64_t>(m),
-               aligned = result.aligned + 8 * c * static_cast<uint64_t>(m);
-      std::vector<void *> chunkArgs = args;
-      chunkArgs[5 * k] = &allocated;
-      chunkArgs[5 * k + 1] = &aligned;
-      chunkArgs[5 * k + 5] = &b;
-      chunkArgs[5 * k + 6] = &e;
-      op.cpu(chunkArgs.data());
-    }
-    return "";
+    };
+    if (op.emulated && emulation() == Emulation::Compare)
+      return compareWithTwin(op, [&] { return runTwin(op, args, begin, end, k); }, runEmulated);
+    if (op.emulated)
+      return runEmulated();
+    return runTwin(op, args, begin, end, k);
   }
   case TwinSelection: {
     // Pointer parameters (8 bytes, non-zero) must be device memory.
@@ -1563,11 +1623,14 @@ MOCK_API cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
       if (op.emulated && !op.resolver)
         return FAIL(CUDA_ERROR_NOT_FOUND, "cuLaunchKernel(%s): the kernel's host build has no "
                     "resolver (mergec_gpu_emulation_resolve)", name);
-      if (!op.emulated && emulation() == Emulation::Required)
+      if (!op.emulated && emulation() != Emulation::IfPresent && emulation() != Emulation::Off)
         return FAIL(CUDA_ERROR_NOT_FOUND,
-                    "cuLaunchKernel(%s): MERGEC_MOCK_CUDA_EMULATE=1 but there is no host build of "
+                    "cuLaunchKernel(%s): MERGEC_MOCK_CUDA_EMULATE=%s but there is no host build of "
                     "this kernel (compile the executable with --gpu-emulation, or run mergec "
-                    "with MERGEC_GPU_EMULATION=1)", name);
+                    "with MERGEC_GPU_EMULATION=1)", name, std::getenv("MERGEC_MOCK_CUDA_EMULATE"));
+      if (!op.cpu && emulation() == Emulation::Compare)
+        return FAIL(CUDA_ERROR_NOT_FOUND, "cuLaunchKernel(%s): MERGEC_MOCK_CUDA_EMULATE=compare but "
+                    "there is no CPU twin to compare the host build with", name);
       if (!op.cpu && !op.emulated)
         return FAIL(CUDA_ERROR_NOT_FOUND,
                     "cuLaunchKernel(%s): no CPU twin: the executable exports no "
