@@ -44,6 +44,14 @@ if getattr(config, "mergec_cuda", False):
     except OSError as e:
         lit_config.note("GPU execution tests skipped: no CUDA driver (%s)" % e)
 
+# ptxas (the toolkit's; the CUDA build needs it for SelectionKernels.cu): `%ptxas` assembles the
+# compiler's PTX for sm_90 as the driver would, so a kernel over a resource limit of the device
+# (registers, 48 KiB of static shared memory) fails here and not first on a GPU.
+ptxas = getattr(config, "mergec_ptxas", "")
+if ptxas and not ptxas.endswith("NOTFOUND") and os.path.exists(ptxas):
+    config.available_features.add("ptxas")
+    config.substitutions.append(("%ptxas", ptxas))
+
 # The mock CUDA driver (tests/cuda/mock, built with MERGEC_CUDA): `%mock-cuda CMD` runs CMD with
 # the mock's libcuda.so.1 first on LD_LIBRARY_PATH, so the CUDA device's host code runs on a
 # machine without a GPU (the cuda-mock-*.test files; UNSUPPORTED where a real GPU is there).

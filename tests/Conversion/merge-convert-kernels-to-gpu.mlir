@@ -24,7 +24,8 @@
 // CHECK:       %[[CE0:.*]] = arith.addi %[[CB]], %[[K]] : index
 // CHECK:       %[[CE:.*]] = arith.minsi %[[END]], %[[CE0]] : index
 // CHECK:       %[[C4:.*]] = arith.constant 4 : index
-// CHECK:       arith.remui %[[CB]], %[[C4]] : index
+// CHECK:       %[[C4B:.*]] = arith.constant 4 : index
+// CHECK:       arith.remui %[[CB]], %[[C4B]] : index
 // CHECK:       %[[PIN:.*]] = memref.extract_aligned_pointer_as_index %[[IN]]
 // CHECK:       %[[C16:.*]] = arith.constant 16 : index
 // CHECK:       arith.remui %[[PIN]], %[[C16]] : index
@@ -105,21 +106,52 @@ func.func @rule_0(%in: memref<?xf32>, %out: memref<?xf32>, %begin: index, %end: 
 // A reduction phase (a sum and a maximum): each thread adds its elements of the block's chunk
 // in order, then a fixed tree in workgroup memory (strides 128 .. 1, a barrier after each
 // level), and thread 0 stores the chunk's partials where the loop nest put them,
-// result[b * 2 + j].
+// result[b * 2 + j]. When the chunk's start and the input are aligned to a 16-byte vector, the
+// chunk's whole tiles of 1024 f32 come first, staged through workgroup memory: one vector load
+// a thread (elements 4t .. 4t + 3 of the tile), a barrier, then thread t adds the tile's
+// elements t, t + 256, t + 512, t + 768 from there (the order it adds them in without the
+// tiles), a barrier; the strided loop adds what is left, from where the tiles stopped and with
+// their accumulators. The tree's buffer holds both accumulators' partials, 256 apart.
 // CHECK-LABEL: gpu.func @rule_0_phase0(
 // CHECK-SAME:    %[[A:[^:]*]]: memref<?xf32> {llvm.noalias}, %[[RES:[^:]*]]: memref<?xf64> {llvm.noalias}, %[[B:[^:]*]]: index, %[[E:[^:]*]]: index,
-// CHECK-SAME:    workgroup(%[[S0:.*]] : memref<256xf64, #gpu.address_space<workgroup>>, %[[S1:.*]] : memref<256xf64, #gpu.address_space<workgroup>>)
+// CHECK-SAME:    workgroup(%[[TREE:.*]] : memref<512xf64, #gpu.address_space<workgroup>>, %[[TILE:.*]] : memref<1024xf32, #gpu.address_space<workgroup>>)
 // CHECK-DAG:   %[[TID2:.*]] = gpu.thread_id x
 // CHECK-DAG:   %[[BID2:.*]] = gpu.block_id x
 // CHECK:       %[[OFF2:.*]] = arith.muli %[[BID2]], %{{.*}} : index
 // CHECK:       %[[CB2:.*]] = arith.addi %[[B]], %[[OFF2]] : index
 // CHECK:       %[[CE2:.*]] = arith.minsi %[[E]], %{{.*}} : index
-// CHECK:       %[[LB:.*]] = arith.addi %[[CB2]], %[[TID2]] : index
-// CHECK:       %[[ACC:.*]]:2 = scf.for %{{.*}} = %[[LB]] to %[[CE2]] step %{{.*}} iter_args
+// CHECK:       %[[C1024:.*]] = arith.constant 1024 : index
+// CHECK:       arith.remui %[[CB2]], %{{.*}} : index
+// CHECK:       memref.extract_aligned_pointer_as_index %[[A]]
+// CHECK:       %[[ALIGNED:.*]] = arith.andi
+// CHECK:       %[[COUNT:.*]] = arith.maxsi
+// CHECK:       %[[NT:.*]] = arith.divui %[[COUNT]], %[[C1024]] : index
+// CHECK:       %[[WHOLE:.*]] = arith.muli %[[NT]], %[[C1024]] : index
+// CHECK:       %[[STAGED:.*]] = arith.select %[[ALIGNED]], %[[WHOLE]], %{{.*}} : index
+// CHECK:       %[[SE:.*]] = arith.addi %[[CB2]], %[[STAGED]] : index
+// CHECK:       %[[TILES:.*]]:2 = scf.for %[[AT:.*]] = %[[CB2]] to %[[SE]] step %[[C1024]] iter_args
+// CHECK:         %[[MINE:.*]] = arith.muli %[[TID2]], %{{.*}} : index
+// CHECK:         %[[FROM:.*]] = arith.addi %[[AT]], %[[MINE]] : index
+// CHECK:         %[[W:.*]] = vector.load %[[A]][%[[FROM]]] {alignment = 16 : i64} : memref<?xf32>, vector<4xf32>
+// CHECK:         vector.store %[[W]], %[[TILE]][%[[MINE]]] {alignment = 16 : i64} : memref<1024xf32, #gpu.address_space<workgroup>>, vector<4xf32>
+// CHECK:         gpu.barrier
+// CHECK:         %[[IN:.*]]:2 = scf.for %[[J:.*]] = %{{.*}} to %{{.*}} step %{{.*}} iter_args
+// CHECK:           %[[JS:.*]] = arith.muli %[[J]], %{{.*}} : index
+// CHECK:           %[[O:.*]] = arith.addi %[[TID2]], %[[JS]] : index
+// CHECK:           %[[X:.*]] = memref.load %[[TILE]][%[[O]]]
+// CHECK:           arith.extf %[[X]] : f32 to f64
+// CHECK:           arith.addf
+// CHECK:           arith.maximumf
+// CHECK:         gpu.barrier
+// CHECK:         scf.yield %[[IN]]#0, %[[IN]]#1
+// CHECK:       %[[LB:.*]] = arith.addi %[[SE]], %[[TID2]] : index
+// CHECK:       %[[ACC:.*]]:2 = scf.for %{{.*}} = %[[LB]] to %[[CE2]] step %{{.*}} iter_args(%{{.*}} = %[[TILES]]#0, %{{.*}} = %[[TILES]]#1)
+// CHECK:         memref.load %[[A]]
 // CHECK:       %[[P0:.*]] = arith.muli %[[BID2]], %{{.*}} : index
 // CHECK:       %[[P1:.*]] = arith.addi %[[P0]], %{{.*}} : index
-// CHECK:       memref.store %[[ACC]]#0, %[[S0]][%[[TID2]]]
-// CHECK:       memref.store %[[ACC]]#1, %[[S1]][%[[TID2]]]
+// CHECK:       memref.store %[[ACC]]#0, %[[TREE]][%[[TID2]]]
+// CHECK:       %[[SECOND:.*]] = arith.addi %[[TID2]], %{{.*}} : index
+// CHECK:       memref.store %[[ACC]]#1, %[[TREE]][%[[SECOND]]]
 // CHECK:       gpu.barrier
 // CHECK:       arith.cmpi ult, %[[TID2]], %{{.*}} : index
 // CHECK:       scf.if
@@ -129,10 +161,12 @@ func.func @rule_0(%in: memref<?xf32>, %out: memref<?xf32>, %begin: index, %end: 
 // CHECK-COUNT-7: gpu.barrier
 // CHECK:       %[[IS0:.*]] = arith.cmpi eq, %[[TID2]], %{{.*}} : index
 // CHECK:       scf.if %[[IS0]] {
-// CHECK:         %[[T0:.*]] = memref.load %[[S0]][%{{.*}}]
+// CHECK:         %[[T0:.*]] = memref.load %[[TREE]][%{{.*}}]
 // CHECK:         memref.store %[[T0]], %[[RES]][%[[P0]]]
-// CHECK:         %[[T1:.*]] = memref.load %[[S1]][%{{.*}}]
+// CHECK:         %[[T1:.*]] = memref.load %[[TREE]][%{{.*}}]
 // CHECK:         memref.store %[[T1]], %[[RES]][%[[P1]]]
+// CHECK-NOT:   gpu.barrier
+// CHECK:       gpu.return
 func.func @rule_0_phase0(%a: memref<?xf32>, %res: memref<?xf64>, %begin: index, %end: index,
                          %layer: f32, %nl: f32, %scalars: memref<?xf64>) {
   %c0 = arith.constant 0 : index
@@ -232,6 +266,99 @@ func.func @rule_2(%x: memref<?xf32>, %begin: index, %end: index, %layer: f32, %n
       %w = arith.mulf %v, %v : f32
       memref.store %w, %x[%i] : memref<?xf32>
     }
+    scf.reduce
+  }
+  return
+}
+
+// Five f16 inputs and nine accumulators. Five 16-byte tiles (4 KiB each) would exceed the
+// staging budget of 16 KiB, so each thread stages 4 elements (8 bytes) of each: 5 x 2 KiB. The
+// tree combines at most 8 accumulators at a time through one 16 KiB buffer: the first eight,
+// thread 0 writes their totals, a barrier, then the ninth (kernels with 36 accumulators, e.g.
+// geomedian of 8 models, had 72 KiB of workgroup memory and did not compile: ptxas allows 48).
+// CHECK-LABEL: gpu.func @rule_3_phase0(
+// CHECK-SAME:    workgroup(%[[TREE3:[^ ]*]] : memref<2048xf64, #gpu.address_space<workgroup>>, %{{[^ ]*}} : memref<1024xf16, #gpu.address_space<workgroup>>, %{{[^ ]*}} : memref<1024xf16, #gpu.address_space<workgroup>>, %{{[^ ]*}} : memref<1024xf16, #gpu.address_space<workgroup>>, %{{[^ ]*}} : memref<1024xf16, #gpu.address_space<workgroup>>, %{{[^ ]*}} : memref<1024xf16, #gpu.address_space<workgroup>>)
+// CHECK-COUNT-5: vector.load {{.*}} {alignment = 8 : i64} : memref<?xf16>, vector<4xf16>
+// CHECK-COUNT-8: memref.store {{.*}}, %[[TREE3]]
+// CHECK-NOT:   memref.store {{.*}}, %[[TREE3]]
+// CHECK:       gpu.barrier
+// CHECK-COUNT-8: gpu.barrier
+// CHECK:       scf.if
+// CHECK-COUNT-8: memref.store
+// CHECK:       }
+// CHECK-NEXT:  gpu.barrier
+// CHECK-NEXT:  memref.store {{.*}}, %[[TREE3]][
+// CHECK-NEXT:  gpu.barrier
+// CHECK-COUNT-8: gpu.barrier
+// CHECK:       scf.if
+// CHECK:         memref.load %[[TREE3]]
+// CHECK-NEXT:    memref.store
+// CHECK-NEXT:  }
+// CHECK-NEXT:  gpu.return
+func.func @rule_3_phase0(%x0: memref<?xf16>, %x1: memref<?xf16>, %x2: memref<?xf16>,
+                         %x3: memref<?xf16>, %x4: memref<?xf16>, %res: memref<?xf64>,
+                         %begin: index, %end: index, %layer: f32, %nl: f32,
+                         %scalars: memref<?xf64>) {
+  %c0 = arith.constant 0 : index
+  %c1 = arith.constant 1 : index
+  %c9 = arith.constant 9 : index
+  %k = arith.constant 65536 : index
+  %zero = arith.constant 0.0 : f64
+  %span = arith.subi %end, %begin : index
+  %chunks = arith.ceildivsi %span, %k : index
+  scf.parallel (%c) = (%c0) to (%chunks) step (%c1) {
+    %off = arith.muli %c, %k : index
+    %cb = arith.addi %begin, %off : index
+    %ce0 = arith.addi %cb, %k : index
+    %ce = arith.minsi %end, %ce0 : index
+    %r:9 = scf.for %i = %cb to %ce step %c1
+        iter_args(%s0 = %zero, %s1 = %zero, %s2 = %zero, %s3 = %zero, %s4 = %zero,
+                  %s5 = %zero, %s6 = %zero, %s7 = %zero, %s8 = %zero)
+        -> (f64, f64, f64, f64, f64, f64, f64, f64, f64) {
+      %a = memref.load %x0[%i] : memref<?xf16>
+      %b = memref.load %x1[%i] : memref<?xf16>
+      %cc = memref.load %x2[%i] : memref<?xf16>
+      %d = memref.load %x3[%i] : memref<?xf16>
+      %e = memref.load %x4[%i] : memref<?xf16>
+      %wa = arith.extf %a : f16 to f64
+      %wb = arith.extf %b : f16 to f64
+      %wc = arith.extf %cc : f16 to f64
+      %wd = arith.extf %d : f16 to f64
+      %we = arith.extf %e : f16 to f64
+      %ab = arith.mulf %wa, %wb : f64
+      %bc = arith.mulf %wb, %wc : f64
+      %cd = arith.mulf %wc, %wd : f64
+      %de = arith.mulf %wd, %we : f64
+      %n0 = arith.addf %s0, %wa : f64
+      %n1 = arith.addf %s1, %wb : f64
+      %n2 = arith.addf %s2, %wc : f64
+      %n3 = arith.addf %s3, %wd : f64
+      %n4 = arith.addf %s4, %we : f64
+      %n5 = arith.addf %s5, %ab : f64
+      %n6 = arith.addf %s6, %bc : f64
+      %n7 = arith.addf %s7, %cd : f64
+      %n8 = arith.addf %s8, %de : f64
+      scf.yield %n0, %n1, %n2, %n3, %n4, %n5, %n6, %n7, %n8
+          : f64, f64, f64, f64, f64, f64, f64, f64, f64
+    }
+    %p = arith.muli %c, %c9 : index
+    memref.store %r#0, %res[%p] : memref<?xf64>
+    %p1 = arith.addi %p, %c1 : index
+    memref.store %r#1, %res[%p1] : memref<?xf64>
+    %p2 = arith.addi %p1, %c1 : index
+    memref.store %r#2, %res[%p2] : memref<?xf64>
+    %p3 = arith.addi %p2, %c1 : index
+    memref.store %r#3, %res[%p3] : memref<?xf64>
+    %p4 = arith.addi %p3, %c1 : index
+    memref.store %r#4, %res[%p4] : memref<?xf64>
+    %p5 = arith.addi %p4, %c1 : index
+    memref.store %r#5, %res[%p5] : memref<?xf64>
+    %p6 = arith.addi %p5, %c1 : index
+    memref.store %r#6, %res[%p6] : memref<?xf64>
+    %p7 = arith.addi %p6, %c1 : index
+    memref.store %r#7, %res[%p7] : memref<?xf64>
+    %p8 = arith.addi %p7, %c1 : index
+    memref.store %r#8, %res[%p8] : memref<?xf64>
     scf.reduce
   }
   return

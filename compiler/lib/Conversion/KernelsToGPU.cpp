@@ -131,6 +131,27 @@ VectorAccesses vectorAccesses(scf::ForOp loop) {
   return found;
 }
 
+/// Whether element `first` of every buffer in `buffers` (1-D, identity layout) starts a
+/// V-element vector aligned to its size: `first` a multiple of V, each buffer's address a
+/// multiple of V elements' bytes.
+Value vectorAligned(OpBuilder &b, Location loc, Value first, int64_t v, ArrayRef<Value> buffers) {
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  auto isZero = [&](Value x) {
+    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, x, zero).getResult();
+  };
+  Value aligned = isZero(arith::RemUIOp::create(b, loc, first, arith::ConstantIndexOp::create(b, loc, v)));
+  llvm::SmallPtrSet<Value, 8> checked;
+  for (Value memref : buffers) {
+    if (!checked.insert(memref).second)
+      continue;
+    int64_t bytes = v * elementBytes(cast<MemRefType>(memref.getType()).getElementType());
+    Value address = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
+    Value rem = arith::RemUIOp::create(b, loc, address, arith::ConstantIndexOp::create(b, loc, bytes));
+    aligned = arith::AndIOp::create(b, loc, aligned, isZero(rem));
+  }
+  return aligned;
+}
+
 /// A map's chunk loop (over [first, end) of its chunk, one element an iteration, before it is
 /// spread over the threads) with a vector path in front of it: when the chunk's first element
 /// and every vectorized buffer are aligned to a vector (cuMemAlloc gives 256-byte aligned
@@ -146,23 +167,12 @@ void addVectorPath(scf::ForOp loop, const VectorAccesses &accesses, Value tid, V
   Value first = loop.getLowerBound(), end = loop.getUpperBound(), iv = loop.getInductionVar();
   Value vConst = arith::ConstantIndexOp::create(b, loc, v);
   Value zero = arith::ConstantIndexOp::create(b, loc, 0);
-  auto isZero = [&](Value x) {
-    return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, x, zero).getResult();
-  };
-  Value aligned = isZero(arith::RemUIOp::create(b, loc, first, vConst));
-  llvm::SmallPtrSet<Value, 8> checked;
-  auto checkBuffer = [&](Value memref) {
-    if (!checked.insert(memref).second)
-      return;
-    int64_t bytes = v * elementBytes(cast<MemRefType>(memref.getType()).getElementType());
-    Value address = memref::ExtractAlignedPointerAsIndexOp::create(b, loc, memref);
-    Value rem = arith::RemUIOp::create(b, loc, address, arith::ConstantIndexOp::create(b, loc, bytes));
-    aligned = arith::AndIOp::create(b, loc, aligned, isZero(rem));
-  };
+  SmallVector<Value> buffers;
   for (memref::LoadOp load : accesses.loads)
-    checkBuffer(load.getMemRef());
+    buffers.push_back(load.getMemRef());
   for (memref::StoreOp store : accesses.stores)
-    checkBuffer(store.getMemRef());
+    buffers.push_back(store.getMemRef());
+  Value aligned = vectorAligned(b, loc, first, v, buffers);
   auto choice = scf::IfOp::create(b, loc, aligned, /*withElseRegion=*/true);
 
   // The vector path.
@@ -219,6 +229,120 @@ void addVectorPath(scf::ForOp loop, const VectorAccesses &accesses, Value tid, V
   }
   // Otherwise the loop as it was.
   loop->moveBefore(choice.elseBlock()->getTerminator());
+}
+
+/// A reduction kernel's workgroup memory stays within 32 KiB (a block may have at most 48 KiB
+/// of static shared memory): at most this much for the staged tiles of its inputs ...
+constexpr int64_t kMaxStagingBytes = 16 * 1024;
+/// ... and the block's tree combines at most this many accumulators at a time (8 bytes a
+/// thread each). Geomedian of 8 models has 36 accumulators: one buffer each was 72 KiB.
+constexpr int64_t kTreeGroup = 8;
+
+/// A reduction loop's loads at the loop's index that go through workgroup memory in tiles
+/// (stageReductionLoads): each distinct buffer gets a tile of kBlock * elements elements.
+struct ReductionStaging {
+  SmallVector<memref::LoadOp> loads;
+  int64_t elements = 0; ///< V, the elements of a thread's vector; 0: no staging
+  /// The distinct buffers `loads` read, in order: tile k is buffers()[k]'s.
+  SmallVector<Value> buffers() const {
+    SmallVector<Value> distinct;
+    for (memref::LoadOp load : loads)
+      if (!llvm::is_contained(distinct, load.getMemRef()))
+        distinct.push_back(load.getMemRef());
+    return distinct;
+  }
+};
+
+ReductionStaging reductionStaging(scf::ForOp loop) {
+  ReductionStaging staging;
+  VectorAccesses accesses = vectorAccesses(loop);
+  if (!accesses.elements || !accesses.stores.empty())
+    return staging;
+  staging.loads = accesses.loads;
+  SmallVector<Value> buffers = staging.buffers();
+  auto tileBytes = [&](int64_t v) {
+    int64_t bytes = 0;
+    for (Value buffer : buffers)
+      bytes += kBlock * v * elementBytes(cast<MemRefType>(buffer.getType()).getElementType());
+    return bytes;
+  };
+  int64_t v = accesses.elements;
+  while (v >= 2 && tileBytes(v) > kMaxStagingBytes)
+    v /= 2;
+  if (v < 2)
+    return {};
+  staging.elements = v;
+  return staging;
+}
+
+/// A reduction's chunk loop (over [first, end) with its accumulators, before it is spread over
+/// the threads) preceded by the chunk's whole tiles of kBlock * V elements when the chunk's
+/// start and the staged buffers are vector-aligned (every launch the runtime makes is): the
+/// block copies a tile of each staged buffer into workgroup memory with one V-wide load per
+/// thread (thread t: elements t V .. t V + V - 1 of the tile), a barrier, then thread t adds
+/// the tile's elements t, t + kBlock, ..., t + (V - 1) kBlock in turn reading them there, a
+/// barrier; the loop as it was (strided, 2 bytes a thread for bf16) takes what is left. A thread
+/// adds exactly the elements it added before, in the same order, so the partials keep their
+/// bits (the CPU's merge-tile-reductions computes this order); only the global loads are 16
+/// bytes wide, coalesced, V times fewer.
+void stageReductionLoads(scf::ForOp loop, const ReductionStaging &staging, ArrayRef<BlockArgument> tiles,
+                         Value tid, Value block) {
+  OpBuilder b(loop);
+  Location loc = loop.getLoc();
+  int64_t v = staging.elements;
+  Value first = loop.getLowerBound(), end = loop.getUpperBound(), iv = loop.getInductionVar();
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  Value tile = arith::ConstantIndexOp::create(b, loc, kBlock * v);
+  SmallVector<Value> buffers = staging.buffers();
+  Value aligned = vectorAligned(b, loc, first, v, buffers);
+  Value count = arith::MaxSIOp::create(b, loc, arith::SubIOp::create(b, loc, end, first), zero);
+  Value whole = arith::MulIOp::create(b, loc, arith::DivUIOp::create(b, loc, count, tile), tile);
+  Value stagedEnd =
+      arith::AddIOp::create(b, loc, first, arith::SelectOp::create(b, loc, aligned, whole, zero));
+  auto tileLoop = scf::ForOp::create(b, loc, first, stagedEnd, tile, loop.getInitArgs());
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(tileLoop.getBody());
+    Value at = tileLoop.getInductionVar();
+    Value mine = arith::MulIOp::create(b, loc, tid, arith::ConstantIndexOp::create(b, loc, v));
+    Value from = arith::AddIOp::create(b, loc, at, mine);
+    for (auto [k, buffer] : llvm::enumerate(buffers)) {
+      Type element = cast<MemRefType>(buffer.getType()).getElementType();
+      auto type = VectorType::get({v}, element);
+      llvm::MaybeAlign align(v * elementBytes(element));
+      Value wide = vector::LoadOp::create(b, loc, type, buffer, ValueRange{from}, /*nontemporal=*/false, align);
+      vector::StoreOp::create(b, loc, wide, tiles[k], ValueRange{mine}, /*nontemporal=*/false, align);
+    }
+    gpu::BarrierOp::create(b, loc);
+    auto elements = scf::ForOp::create(b, loc, zero, arith::ConstantIndexOp::create(b, loc, v), one,
+                                       tileLoop.getRegionIterArgs());
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(elements.getBody());
+      Value offset = arith::AddIOp::create(
+          b, loc, tid, arith::MulIOp::create(b, loc, elements.getInductionVar(), block));
+      IRMapping map;
+      map.map(iv, arith::AddIOp::create(b, loc, at, offset).getResult());
+      map.map(loop.getRegionIterArgs(), elements.getRegionIterArgs());
+      for (memref::LoadOp load : staging.loads)
+        map.map(load.getResult(),
+                memref::LoadOp::create(b, loc, tiles[llvm::find(buffers, load.getMemRef()) - buffers.begin()],
+                                       ValueRange{offset})
+                    .getResult());
+      for (Operation &op : loop.getBody()->without_terminator())
+        if (!llvm::is_contained(staging.loads, &op))
+          b.clone(op, map);
+      SmallVector<Value> next;
+      for (Value x : loop.getBody()->getTerminator()->getOperands())
+        next.push_back(map.lookupOrDefault(x));
+      scf::YieldOp::create(b, loc, next);
+    }
+    gpu::BarrierOp::create(b, loc);
+    scf::YieldOp::create(b, loc, elements.getResults());
+  }
+  loop.getLowerBoundMutable().assign(stagedEnd);
+  loop.getInitArgsMutable().assign(tileLoop.getResults());
 }
 
 /// The phase's loop nest (merge-lower-kernels): the scf.parallel over chunks directly in the
@@ -291,8 +415,19 @@ struct ConvertKernelsToGPUPass
     b.setInsertionPointToEnd(gpuModule.getBody());
     auto f64 = b.getF64Type();
     auto workgroup = gpu::AddressSpaceAttr::get(b.getContext(), gpu::AddressSpace::Workgroup);
-    SmallVector<Type> shared(m, MemRefType::get({kBlock}, f64, MemRefLayoutAttrInterface{},
-                                                workgroup));
+    // A reduction's workgroup memory: the tree's buffer (kBlock partials of up to kTreeGroup
+    // accumulators), then a tile of each staged buffer.
+    ReductionStaging staging;
+    SmallVector<Type> shared;
+    if (reduction) {
+      staging = reductionStaging(loop);
+      int64_t group = std::min<int64_t>(m, kTreeGroup);
+      shared.push_back(MemRefType::get({group * kBlock}, f64, MemRefLayoutAttrInterface{}, workgroup));
+      for (Value buffer : staging.buffers())
+        shared.push_back(MemRefType::get({kBlock * staging.elements},
+                                         cast<MemRefType>(buffer.getType()).getElementType(),
+                                         MemRefLayoutAttrInterface{}, workgroup));
+    }
     auto kernel = gpu::GPUFuncOp::create(b, f.getLoc(), f.getSymName(), f.getFunctionType(), shared);
     kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
     kernel.setKnownBlockSize(ArrayRef<int32_t>{static_cast<int32_t>(kBlock), 1, 1});
@@ -334,9 +469,13 @@ struct ConvertKernelsToGPUPass
     chunkBody->getTerminator()->erase();
     chunks->getBlock()->getOperations().splice(Block::iterator(chunks), chunkBody->getOperations());
     chunks.erase();
-    if (!reduction)
+    ArrayRef<BlockArgument> buffers = kernel.getWorkgroupAttributions();
+    if (!reduction) {
       if (VectorAccesses accesses = vectorAccesses(loop); accesses.elements)
         addVectorPath(loop, accesses, tid, block);
+    } else if (staging.elements) {
+      stageReductionLoads(loop, staging, buffers.drop_front(), tid, block);
+    }
     b.setInsertionPoint(loop);
     loop.getLowerBoundMutable().assign(
         arith::AddIOp::create(b, loc, loop.getLowerBound(), tid).getResult());
@@ -361,12 +500,17 @@ struct ConvertKernelsToGPUPass
 
     // The stores of the loop's results into result[j] (the CPU's chunk partials) become the
     // block's tree: each thread's partial into workgroup memory, halving strides with a
-    // barrier between levels, thread 0 writing result[bid * m + j].
-    SmallVector<memref::StoreOp> stores;
+    // barrier between levels, thread 0 writing result[bid * m + j]; kTreeGroup accumulators at
+    // a time, through one buffer.
+    SmallVector<memref::StoreOp> stores(m);
     for (Operation *user : loop->getUsers())
-      if (auto store = dyn_cast<memref::StoreOp>(user))
-        stores.push_back(store);
-    if (stores.size() != m)
+      if (auto store = dyn_cast<memref::StoreOp>(user)) {
+        size_t j = cast<OpResult>(store.getValueToStore()).getResultNumber();
+        if (stores[j])
+          return kernel.emitError("reduction results must each be stored once");
+        stores[j] = store;
+      }
+    if (llvm::is_contained(stores, memref::StoreOp()))
       return kernel.emitError("reduction results must each be stored once");
     // After the last of them: the indices they store at are all computed by then.
     Operation *lastStore = stores.front();
@@ -374,39 +518,54 @@ struct ConvertKernelsToGPUPass
       if (lastStore->isBeforeInBlock(store))
         lastStore = store;
     b.setInsertionPointAfter(lastStore);
-    ArrayRef<BlockArgument> buffers = kernel.getWorkgroupAttributions();
-    for (size_t j = 0; j < m; ++j)
-      memref::StoreOp::create(b, loc, loop.getResult(j), buffers[j], ValueRange{tid});
-    gpu::BarrierOp::create(b, loc);
-    for (int64_t stride = kBlock / 2; stride >= 1; stride /= 2) {
-      Value s = arith::ConstantIndexOp::create(b, loc, stride);
-      Value active = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, tid, s);
-      auto level = scf::IfOp::create(b, loc, active, /*withElseRegion=*/false);
-      {
-        OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(level.thenBlock());
-        Value other = arith::AddIOp::create(b, loc, tid, s);
-        for (size_t j = 0; j < m; ++j) {
-          Value mine = memref::LoadOp::create(b, loc, buffers[j], ValueRange{tid});
-          Value theirs = memref::LoadOp::create(b, loc, buffers[j], ValueRange{other});
-          Value combined = isSum[j] ? Value(arith::AddFOp::create(b, loc, mine, theirs))
-                                    : Value(arith::MaximumFOp::create(b, loc, mine, theirs));
-          memref::StoreOp::create(b, loc, combined, buffers[j], ValueRange{tid});
-        }
-      }
-      gpu::BarrierOp::create(b, loc);
-    }
+    Value tree = buffers.front();
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
-    Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, zero);
-    auto write = scf::IfOp::create(b, loc, first, /*withElseRegion=*/false);
-    b.setInsertionPointToStart(write.thenBlock());
-    for (memref::StoreOp store : stores) {
-      size_t j = llvm::find(loop.getResults(), store.getValueToStore()) - loop.getResults().begin();
-      Value total = memref::LoadOp::create(b, loc, buffers[j], ValueRange{zero});
-      // result[bid * m + j]: the index merge-lower-kernels computed for chunk bid.
-      memref::StoreOp::create(b, loc, total, store.getMemRef(), store.getIndices());
-      store.erase();
+    for (size_t g = 0; g < m; g += kTreeGroup) {
+      size_t n = std::min<size_t>(kTreeGroup, m - g);
+      if (g > 0)
+        gpu::BarrierOp::create(b, loc); // thread 0 has read the last group's totals
+      // Accumulator g + k's partials are tree[k * kBlock, (k + 1) * kBlock).
+      auto at = [&](size_t k, Value lane) {
+        if (k == 0)
+          return lane;
+        return arith::AddIOp::create(b, loc, lane, arith::ConstantIndexOp::create(b, loc, k * kBlock))
+            .getResult();
+      };
+      for (size_t k = 0; k < n; ++k)
+        memref::StoreOp::create(b, loc, loop.getResult(g + k), tree, ValueRange{at(k, tid)});
+      gpu::BarrierOp::create(b, loc);
+      for (int64_t stride = kBlock / 2; stride >= 1; stride /= 2) {
+        Value s = arith::ConstantIndexOp::create(b, loc, stride);
+        Value active = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, tid, s);
+        auto level = scf::IfOp::create(b, loc, active, /*withElseRegion=*/false);
+        {
+          OpBuilder::InsertionGuard guard(b);
+          b.setInsertionPointToStart(level.thenBlock());
+          Value other = arith::AddIOp::create(b, loc, tid, s);
+          for (size_t k = 0; k < n; ++k) {
+            Value mineAt = at(k, tid);
+            Value mine = memref::LoadOp::create(b, loc, tree, ValueRange{mineAt});
+            Value theirs = memref::LoadOp::create(b, loc, tree, ValueRange{at(k, other)});
+            Value combined = isSum[g + k] ? Value(arith::AddFOp::create(b, loc, mine, theirs))
+                                          : Value(arith::MaximumFOp::create(b, loc, mine, theirs));
+            memref::StoreOp::create(b, loc, combined, tree, ValueRange{mineAt});
+          }
+        }
+        gpu::BarrierOp::create(b, loc);
+      }
+      Value first = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, zero);
+      auto write = scf::IfOp::create(b, loc, first, /*withElseRegion=*/false);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(write.thenBlock());
+      for (size_t k = 0; k < n; ++k) {
+        memref::StoreOp store = stores[g + k];
+        Value total = memref::LoadOp::create(b, loc, tree, ValueRange{at(k, zero)});
+        // result[bid * m + j]: the index merge-lower-kernels computed for chunk bid.
+        memref::StoreOp::create(b, loc, total, store.getMemRef(), store.getIndices());
+      }
     }
+    for (memref::StoreOp store : stores)
+      store.erase();
     return success();
   }
 };

@@ -55,10 +55,16 @@ def MergeConvertKernelsToGPU : Pass<"merge-convert-kernels-to-gpu", "mlir::Modul
       and one vector store per output, and threads 0..r-1 the chunk's last r < V elements;
       otherwise (the else branch) four elements 256 apart per iteration, all loads first and
       the stores after, so each thread has four loads per input in flight;
-    - a reduction loop (f64 accumulators): the block combines its threads' partials in a fixed
-      tree in workgroup memory (no atomics: the same bits every run), and thread 0 stores chunk
-      b's partial j where the loop nest put it, result[b * m + j]; the runtime combines the
-      chunks in chunk order exactly as for the CPU.
+    - a reduction loop (f64 accumulators): when the chunk's start and the buffers it reads at
+      the loop's index are vector-aligned, the chunk's whole tiles of 256 V elements come
+      first, each staged through workgroup memory (one V-wide load per thread and buffer, a
+      barrier, thread t adding the tile's elements t, t + 256, ... from there, a barrier):
+      the elements and order of the strided loop, which takes what is left; V halves until
+      the tiles fit 16 KiB. Then the block combines its threads' partials in a fixed tree in
+      workgroup memory, 8 accumulators at a time through one buffer (no atomics: the same
+      bits every run; at most 32 KiB of workgroup memory with the tiles), and thread 0 stores
+      chunk b's partial j where the loop nest put it, result[b * m + j]; the runtime combines
+      the chunks in chunk order exactly as for the CPU.
   }];
   let dependentDialects = ["mlir::gpu::GPUDialect", "mlir::arith::ArithDialect",
                            "mlir::scf::SCFDialect", "mlir::memref::MemRefDialect",
