@@ -44,6 +44,32 @@ for r in "$ROOT"/tests/gpu/recipes/*.merge; do
   cp "$r" "$BUNDLE/recipes/"
 done
 echo "$exes]" > "$BUNDLE/exes.json"
+# Every recipe's kernels, bf16 and f32, through ptxas -v for sm_90 (the driver's assembler, for
+# the H200): a kernel over a device limit (48 KiB of static shared memory, registers) fails here
+# and not on the GPU machine's 15 minutes; the summary (registers, shared memory, spills) goes
+# into build-info.json and so into the report.
+PTXAS=${PTXAS:-$(command -v ptxas || echo "${CUDA_HOME:-/usr/local/cuda}/bin/ptxas")}
+PTXAS_DIR=$(mktemp -d)
+trap 'rm -rf "$PTXAS_DIR"' EXIT
+if [ ${#device_flag[@]} -gt 0 ] && [ -x "$PTXAS" ]; then
+  for r in "$ROOT"/tests/gpu/recipes/*.merge; do
+    for dtype in bf16 f32; do
+      log=$PTXAS_DIR/$(basename "$r" .merge)-$dtype.log
+      ( "$MERGEC" compile "$r" --emit=ptx --dtype "$dtype" -o "${log%.log}.ptx" &&
+        "$PTXAS" -arch=sm_90 -v "${log%.log}.ptx" -o /dev/null ) > "$log" 2>&1 || echo failed >> "$log.failed" &
+    done
+  done
+  wait
+  if ls "$PTXAS_DIR"/*.failed > /dev/null 2>&1; then
+    for f in "$PTXAS_DIR"/*.failed; do
+      echo "gpu-check: ptxas: $(basename "${f%.log.failed}"):" >&2
+      grep -iE 'error|fatal' "${f%.failed}" | head -5 >&2
+    done
+    exit 1
+  fi
+else
+  echo "gpu-check: WARNING: no ptxas (set PTXAS) or no CUDA target: the PTX is not assembled here" >&2
+fi
 if [ -x "$BUILD/bin/mergec-cuda-tests" ]; then
   cp "$BUILD/bin/mergec-cuda-tests" "$BUNDLE/"
   echo "gpu-check: mergec-cuda-tests links:" $(ldd "$BUNDLE/mergec-cuda-tests" | awk '{print $1}' | grep -v vdso)
@@ -59,9 +85,39 @@ cp "$ROOT"/tests/gpu/*.py "$ROOT/tests/gpu/run.sh" "$ROOT/tests/gpu/README.md" "
 first=$(ls "$BUNDLE"/bench-ta)
 glibc=$(objdump -T "$first" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -uV | tail -1 || true)
 python3 - "$BUNDLE" "$glibc" "${#device_flag[@]}" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)" \
-  "$("$MERGEC" --version 2>&1 | head -1)" "$(realpath "$BUILD")" <<'PY'
-import json, sys
-bundle, glibc, cuda, rev, version, bundle_build = sys.argv[1:]
+  "$("$MERGEC" --version 2>&1 | head -1)" "$(realpath "$BUILD")" "$PTXAS_DIR" <<'PY'
+import glob, json, os, re, sys
+bundle, glibc, cuda, rev, version, bundle_build, ptxas_dir = sys.argv[1:]
+# ptxas -v's lines per kernel: "Compiling entry function 'K'", "N bytes spill stores", "Used R
+# registers, ..., S bytes smem"
+kernels = {}
+for log in sorted(glob.glob(os.path.join(ptxas_dir, "*.log"))):
+    name = None
+    for line in open(log):
+        m = re.search(r"Compiling entry function '([^']+)'", line)
+        if m:
+            name = os.path.basename(log)[:-4] + ":" + m.group(1)
+            kernels[name] = {"registers": 0, "smem": 0, "spill": 0}
+        elif name:
+            m = re.search(r"(\d+) bytes spill stores", line)
+            if m:
+                kernels[name]["spill"] = int(m.group(1))
+            m = re.search(r"Used (\d+) registers", line)
+            if m:
+                kernels[name]["registers"] = int(m.group(1))
+                s = re.search(r"(\d+) bytes smem", line)
+                kernels[name]["smem"] = int(s.group(1)) if s else 0
+ptxas = None
+if kernels:
+    most = max(kernels, key=lambda k: kernels[k]["registers"])
+    shared = max(kernels, key=lambda k: kernels[k]["smem"])
+    ptxas = {"arch": "sm_90", "kernels": len(kernels),
+             "max_registers": [kernels[most]["registers"], most],
+             "max_smem_bytes": [kernels[shared]["smem"], shared],
+             "spilling": {k: v["spill"] for k, v in kernels.items() if v["spill"]}}
+    print("gpu-check: ptxas sm_90: %d kernels assembled; most registers %d (%s); most shared memory "
+          "%d bytes (%s); %d spill" % (len(kernels), kernels[most]["registers"], most,
+                                       kernels[shared]["smem"], shared, len(ptxas["spilling"])))
 flags = []
 with open("/proc/cpuinfo") as f:
     for line in f:
@@ -70,6 +126,7 @@ with open("/proc/cpuinfo") as f:
             break
 model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 json.dump({"harness_git": rev, "build_dir": bundle_build, "mergec": version, "cuda_compiled": cuda != "0", "glibc_needed": glibc,
+           "ptxas": ptxas,
            "build_cpu": model, "cpu_flags": flags}, open(bundle + "/build-info.json", "w"), indent=1)
 PY
 echo "gpu-check: ldd $BUNDLE/bench-ta:"

@@ -11,6 +11,7 @@
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/SymbolTable.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 
 namespace mergec {
 #define GEN_PASS_DEF_MERGECONVERTKERNELSTOGPU
@@ -255,8 +256,17 @@ struct ReductionStaging {
 
 ReductionStaging reductionStaging(scf::ForOp loop) {
   ReductionStaging staging;
+  // A tile's loads all happen before its elements are computed: nothing in the loop may write
+  // memory (merge-lower-kernels' reductions only read).
+  bool writes = loop.getBody()->walk([](Operation *op) {
+    auto effects = dyn_cast<MemoryEffectOpInterface>(op);
+    if ((effects && effects.hasEffect<MemoryEffects::Write>()) ||
+        (!effects && !op->hasTrait<OpTrait::HasRecursiveMemoryEffects>() && !isa<scf::YieldOp>(op)))
+      return WalkResult::interrupt();
+    return WalkResult::advance();
+  }).wasInterrupted();
   VectorAccesses accesses = vectorAccesses(loop);
-  if (!accesses.elements || !accesses.stores.empty())
+  if (writes || !accesses.elements || !accesses.stores.empty())
     return staging;
   staging.loads = accesses.loads;
   SmallVector<Value> buffers = staging.buffers();
