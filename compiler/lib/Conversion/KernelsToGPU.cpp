@@ -515,7 +515,10 @@ struct ConvertKernelsToGPUPass
     SmallVector<memref::StoreOp> stores(m);
     for (Operation *user : loop->getUsers())
       if (auto store = dyn_cast<memref::StoreOp>(user)) {
-        size_t j = cast<OpResult>(store.getValueToStore()).getResultNumber();
+        auto result = dyn_cast<OpResult>(store.getValueToStore());
+        if (!result || result.getOwner() != loop.getOperation())
+          return kernel.emitError("a reduction's results must be stored as they are");
+        size_t j = result.getResultNumber();
         if (stores[j])
           return kernel.emitError("reduction results must each be stored once");
         stores[j] = store;
