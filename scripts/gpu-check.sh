@@ -48,7 +48,9 @@ echo "$exes]" > "$BUNDLE/exes.json"
 # the H200): a kernel over a device limit (48 KiB of static shared memory, registers) fails here
 # and not on the GPU machine's 15 minutes; the summary (registers, shared memory, spills) goes
 # into build-info.json and so into the report.
-PTXAS=${PTXAS:-$(command -v ptxas || echo "${CUDA_HOME:-/usr/local/cuda}/bin/ptxas")}
+# The ptxas the build was configured with (SelectionKernels.cmake; lit's %ptxas is the same).
+PTXAS=${PTXAS:-$(sed -n 's/^MERGEC_PTXAS_EXECUTABLE:[A-Z]*=//p' "$BUILD/CMakeCache.txt" 2>/dev/null)}
+PTXAS=${PTXAS:-$(command -v ptxas || true)}
 PTXAS_DIR=$(mktemp -d)
 trap 'rm -rf "$PTXAS_DIR"' EXIT
 if [ ${#device_flag[@]} -gt 0 ] && [ -x "$PTXAS" ]; then

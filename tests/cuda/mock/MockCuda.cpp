@@ -1623,7 +1623,7 @@ MOCK_API cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
       if (op.emulated && !op.resolver)
         return FAIL(CUDA_ERROR_NOT_FOUND, "cuLaunchKernel(%s): the kernel's host build has no "
                     "resolver (mergec_gpu_emulation_resolve)", name);
-      if (!op.emulated && emulation() != Emulation::IfPresent && emulation() != Emulation::Off)
+      if (!op.emulated && (emulation() == Emulation::Required || emulation() == Emulation::Compare))
         return FAIL(CUDA_ERROR_NOT_FOUND,
                     "cuLaunchKernel(%s): MERGEC_MOCK_CUDA_EMULATE=%s but there is no host build of "
                     "this kernel (compile the executable with --gpu-emulation, or run mergec "
