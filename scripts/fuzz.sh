@@ -11,7 +11,8 @@ targets=(recipe safetensors index config cli)
 [ $# -gt 0 ] && targets=("$@")
 build=$root/build-fuzz
 mkdir -p "$build"
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+source "$root/scripts/ccache-env.sh" # as setup.sh's: reused across clones on this machine
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" \
   -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
   -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir -DMERGEC_FUZZ=ON -DMERGEC_ENABLE_TESTS=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \

@@ -13,6 +13,7 @@ packages=(
   python3 python3-numpy time
   libopenmpi-dev openmpi-bin
   libopenblas-dev liblapacke-dev libkissfft-dev libhwy-dev pybind11-dev python3-venv
+  ccache
 )
 
 missing=()
@@ -29,13 +30,8 @@ fi
 
 [ "${1:-}" = "--no-build" ] && exit 0
 
-# ccache when there is one (not required): paths relative to the checkout in its keys, so
-# another clone on this machine reuses what this one compiled.
-launcher=()
-if command -v ccache > /dev/null; then
-  launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=true
-fi
+# ccache (installed above): another clone on this machine reuses what this one compiled.
+source "$root/scripts/ccache-env.sh"
 cmake -S "$root" -B "$root/build" -G Ninja "${launcher[@]}" \
   -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \

@@ -46,14 +46,9 @@ sources=("$root/compiler" "$root/runtime" "$root/tools" "$root/python" "$root/st
          "$root/grammar" "$root/CMakeLists.txt" "$root/pyproject.toml")
 if [ ! -f "$stamp" ] || [ -n "$(find "${sources[@]}" -newer "$stamp" -print -quit)" ]; then
   echo "python: pip install . (the build is kept in $build/python-build)"
-  launcher=()
-  if command -v ccache > /dev/null; then
-    launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-  fi
+  source "$root/scripts/ccache-env.sh" # another clone on this machine (CI's) reuses this build
   log=$build/python-install.log
-  # Paths relative to the checkout in ccache's keys: another clone on this machine (CI's) reuses
-  # what this one compiled.
-  if ! CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=true CMAKE_ARGS="${launcher[*]}" \
+  if ! CMAKE_ARGS="${launcher[*]}" \
       "${pip[@]}" install --no-build-isolation --no-deps \
       --config-settings="build-dir=$build/python-build" "$root" > "$log" 2>&1; then
     tail -40 "$log"

@@ -7,6 +7,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${MERGEC_BUILD_DIR:-$root/build}
 lit=/usr/lib/llvm-22/bin/lit
+source "$root/scripts/ccache-env.sh" # for the builds below, as setup.sh's
 
 if [ "${1:-}" = "--sanitize" ]; then
   shift
@@ -16,11 +17,6 @@ if [ "${1:-}" = "--sanitize" ]; then
   # starts a page faults on the read.
   sanitize="-fsanitize=address,undefined -fno-sanitize=function"
   if [ ! -f "$build/build.ninja" ]; then
-    launcher=()
-    if command -v ccache > /dev/null; then # as setup.sh: reused across clones on this machine
-      launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-      export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=true
-    fi
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" \
       -DCMAKE_C_COMPILER=clang-22 -DCMAKE_CXX_COMPILER=clang++-22 \
       -DMLIR_DIR=/usr/lib/llvm-22/lib/cmake/mlir \
