@@ -512,7 +512,7 @@ def g_arcee_fusion():
         Rule("*.q_proj.weight", "arcee_fusion(base, a)", "arcee_fusion", lambda c: af(c.base, c.a)),
         Rule("*norm.weight", "arcee_fusion(base, b)", "arcee_fusion", lambda c: af(c.base, c.b)),
         Rule("_", "arcee_fusion(a, b)", "arcee_fusion", lambda c: af(c.a, c.b)),
-    ], {}
+    ], {"threshold_on_transcendentals": True}
 
 
 GROUPS = {
@@ -540,7 +540,8 @@ def run_group(args, group):
         runner.run_mergec(["run", recipe, "-o", out, "--quiet", "--device", args.device], timeout=300)
         got = st.read_model(out)
         if args.device == "cuda":
-            compare_devices(recipe, work, out, got, opts.get("random"))
+            compare_devices(recipe, work, out, got, opts.get("random"),
+                            opts.get("threshold_on_transcendentals"))
         if opts.get("random") and args.device == "cpu":
             out1 = os.path.join(work, "out-threads1")
             runner.run_mergec(["run", recipe, "-o", out1, "--quiet", "--threads", "1"], timeout=300)
@@ -776,11 +777,17 @@ def run_della_rows(args):
     tally.report(threshold=1.0, require_exact=tuple(tally.by_label))
 
 
-def compare_devices(recipe, work, out, got, random):
+def compare_devices(recipe, work, out, got, random, threshold_on_transcendentals=False):
     """--device cuda: the GPU's output again (must be the same bytes: no atomics, fixed trees)
     and against the CPU's: random methods bit-identical (the same Philox bits decide the same
     elements), deterministic ones within 1 ulp of the output dtype (summation order of
-    reductions, libdevice's acos/exp/log against libm's)."""
+    reductions, libdevice's acos/exp/log against libm's).
+
+    The exception, threshold_on_transcendentals (arcee_fusion): an element is kept when its
+    importance, made with exp and log (libdevice's on the GPU, libm's on the CPU: either may be
+    an ulp off), reaches a quantile of the importances. An element at the threshold may be kept
+    on one device and not on the other, a whole task-vector value apart, so such elements are
+    counted and bounded like the numpy reference's (at most 0.05 %), not held to 1 ulp."""
     again = os.path.join(work, "out-cuda-again")
     runner.run_mergec(["run", recipe, "-o", again, "--quiet", "--device", "cuda"], timeout=300)
     files = runner.output_files(out)
@@ -791,15 +798,21 @@ def compare_devices(recipe, work, out, got, random):
     cpu = os.path.join(work, "out-cpu")
     runner.run_mergec(["run", recipe, "-o", cpu, "--quiet", "--device", "cpu"], timeout=300)
     host = st.read_model(cpu)
-    worst, differing, total = 0, 0, 0
+    worst, differing, beyond1, total = 0, 0, 0, 0
     for name, (dtype, arr) in got.items():
         hdtype, harr = host[name]
         runner.expect(dtype == hdtype, "%s: dtype %s on cuda, %s on cpu" % (name, dtype, hdtype))
         dist, _ = ulp_distances(dtype, arr, st.to_f32(hdtype, harr).reshape(arr.shape))
         worst = max(worst, int(dist.max()) if dist.size else 0)
         differing += int(np.count_nonzero(dist))
+        beyond1 += int(np.count_nonzero(dist > 1))
         total += dist.size
     print("cuda vs cpu: max ulp %d, %d of %d elements differ" % (worst, differing, total))
+    if threshold_on_transcendentals:
+        runner.expect(beyond1 <= total * 0.0005,
+                      "%d of %d elements more than 1 ulp from the CPU's (at most 0.05 %% may sit at "
+                      "the threshold)" % (beyond1, total))
+        return
     if random:
         runner.expect(differing == 0, "a random method's GPU output differs from the CPU's")
     runner.expect(worst <= 1, "GPU output beyond 1 ulp of the CPU's")
